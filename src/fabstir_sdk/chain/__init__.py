@@ -1,0 +1,1 @@
+"""The one way the SDK talks to contracts: units, addresses, artifacts and transactions."""

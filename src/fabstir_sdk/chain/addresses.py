@@ -1,0 +1,29 @@
+"""Address checking: every address the SDK accepts passes through :func:`checksum_address`."""
+
+from __future__ import annotations
+
+import re
+
+from eth_utils import to_checksum_address
+
+from ..errors import InvalidAddressError
+
+__all__ = ["ZERO_ADDRESS", "checksum_address"]
+
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+_HEX40 = re.compile(r"0x[0-9a-fA-F]{40}")
+
+
+def checksum_address(value: object, *, what: str = "address") -> str:
+    """Return the EIP-55 form of ``value``.
+
+    All-lowercase and all-uppercase hex carry no checksum and are accepted; mixed case must
+    match EIP-55 exactly, since a wrong checksum usually means a mistyped address.
+    """
+    if not isinstance(value, str) or not _HEX40.fullmatch(value):
+        raise InvalidAddressError(f"{what} must be 0x followed by 40 hex digits, got {value!r}")
+    body = value[2:]
+    checksummed = to_checksum_address(value)
+    if body != body.lower() and body != body.upper() and checksummed != value:
+        raise InvalidAddressError(f"{what} {value} has a bad EIP-55 checksum")
+    return checksummed

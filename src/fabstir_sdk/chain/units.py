@@ -1,0 +1,55 @@
+"""Exact money: human amounts to base units and back, never through ``float``."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+from ..errors import FloatAmountError, InvalidAmountError
+
+__all__ = [
+    "ETH_DECIMALS",
+    "PRICE_PRECISION",
+    "USDC_DECIMALS",
+    "Amount",
+    "format_units",
+    "to_base_units",
+]
+
+ETH_DECIMALS = 18
+USDC_DECIMALS = 6
+#: ``price_per_token`` is base units per 1000 tokens: cost = tokens * price // PRICE_PRECISION.
+PRICE_PRECISION = 1000
+
+Amount = str | Decimal | int
+
+
+def to_base_units(amount: Amount, decimals: int, *, what: str = "amount") -> int:
+    """Convert a human amount (``"1.5"`` USDC) to base units (``1500000``).
+
+    ``int`` means whole tokens. Refuses floats, bools, non-finite or negative numbers, zero,
+    and digits finer than the token's ``decimals`` (no silent rounding of money).
+    """
+    if isinstance(amount, float):
+        raise FloatAmountError(f"{what} must be str, Decimal or int, not float ({amount!r})")
+    if isinstance(amount, bool) or not isinstance(amount, str | Decimal | int):
+        raise InvalidAmountError(f"{what} must be str, Decimal or int, got {type(amount).__name__}")
+    try:
+        value = Decimal(amount.strip() if isinstance(amount, str) else amount)
+    except InvalidOperation:
+        raise InvalidAmountError(f"{what} {amount!r} is not a number") from None
+    if not value.is_finite():
+        raise InvalidAmountError(f"{what} {amount!r} is not a finite number")
+    if value <= 0:
+        raise InvalidAmountError(f"{what} must be positive, got {amount!r}")
+    scaled = value.scaleb(decimals)
+    if scaled != scaled.to_integral_value():
+        raise InvalidAmountError(f"{what} {amount!r} has more than {decimals} decimal places")
+    return int(scaled)
+
+
+def format_units(base_units: int, decimals: int) -> str:
+    """Render base units as an exact decimal string (``1500000, 6 -> "1.5"``)."""
+    sign = "-" if base_units < 0 else ""
+    whole, frac = divmod(abs(base_units), 10**decimals)
+    frac_text = f"{frac:0{decimals}d}".rstrip("0") if decimals else ""
+    return f"{sign}{whole}.{frac_text}" if frac_text else f"{sign}{whole}"

@@ -1,0 +1,99 @@
+"""SDK configuration: the RPC endpoint, the chain and the contract addresses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ._resources import contracts_path
+from .chain.addresses import checksum_address
+from .errors import ConfigError
+
+__all__ = ["BASE_MAINNET_CHAIN_ID", "BASE_SEPOLIA_CHAIN_ID", "ContractAddresses", "SDKConfig"]
+
+BASE_SEPOLIA_CHAIN_ID = 84532
+BASE_MAINNET_CHAIN_ID = 8453
+
+
+class ContractAddresses(BaseModel):
+    """The seven contracts the SDK uses, as EIP-55 checksummed addresses."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    job_marketplace: str
+    node_registry: str
+    proof_system: str
+    host_earnings: str
+    model_registry: str
+    usdc_token: str
+    fab_token: str
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _checksum(cls, value: object, info: Any) -> str:
+        return checksum_address(value, what=info.field_name)
+
+
+class SDKConfig(BaseModel):
+    """Everything :class:`~fabstir_sdk.FabstirSDK` needs to know about its environment.
+
+    ``chain_id`` is checked against the RPC endpoint at ``authenticate()``, so a config for
+    Base Sepolia never signs transactions for another chain.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rpc_url: str
+    chain_id: int = BASE_SEPOLIA_CHAIN_ID
+    contract_addresses: ContractAddresses
+    s5_portal_url: str | None = None
+    storage_dir: Path | None = None
+    #: Seconds to wait for a transaction receipt before TransactionTimeoutError.
+    tx_timeout: float = Field(default=120.0, gt=0)
+    #: Multiplier applied to eth_estimateGas (1.2 = 20% headroom).
+    gas_headroom: float = Field(default=1.2, ge=1.0)
+    #: Seconds a JSON-RPC request may take.
+    rpc_timeout: float = Field(default=30.0, gt=0)
+
+    @classmethod
+    def from_manifest(cls, path: str | Path, *, rpc_url: str, **overrides: Any) -> SDKConfig:
+        """Build a config from a deployment manifest (see contracts/deployments/)."""
+        try:
+            manifest = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read deployment manifest {path}: {exc}") from exc
+        addresses = dict(manifest.get("contracts", {}))
+        addresses.update(overrides.pop("contract_addresses", {}) or {})
+        missing = [f for f in ContractAddresses.model_fields if not addresses.get(f)]
+        if missing:
+            raise ConfigError(
+                f"manifest {Path(path).name} has no address for {', '.join(missing)}: "
+                "pass contract_addresses={...} to supply them"
+            )
+        fields: dict[str, Any] = {
+            "rpc_url": rpc_url,
+            "chain_id": manifest["chain_id"],
+            "contract_addresses": ContractAddresses(
+                **{f: addresses[f] for f in ContractAddresses.model_fields}
+            ),
+        }
+        fields.update(overrides)
+        return cls(**fields)
+
+    @classmethod
+    def base_sepolia(cls, rpc_url: str = "https://sepolia.base.org", **overrides: Any) -> SDKConfig:
+        """The contracts deployed on Base Sepolia; any field can be overridden."""
+        return cls.from_manifest(
+            contracts_path("deployments", "base-sepolia.json"), rpc_url=rpc_url, **overrides
+        )
+
+    @classmethod
+    def base(cls, rpc_url: str = "https://mainnet.base.org", **overrides: Any) -> SDKConfig:
+        """Base mainnet. No Fabstir contracts are published there yet: pass their addresses
+        as ``contract_addresses={...}``."""
+        return cls.from_manifest(
+            contracts_path("deployments", "base.json"), rpc_url=rpc_url, **overrides
+        )
