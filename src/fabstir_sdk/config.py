@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from ._resources import contracts_path
 from .chain.addresses import checksum_address
@@ -33,8 +33,8 @@ class ContractAddresses(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _checksum(cls, value: object, info: Any) -> str:
-        return checksum_address(value, what=info.field_name)
+    def _checksum(cls, value: object, info: ValidationInfo) -> str:
+        return checksum_address(value, what=str(info.field_name))
 
 
 class SDKConfig(BaseModel):

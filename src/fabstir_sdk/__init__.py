@@ -1,0 +1,1 @@
+"""fabstir_sdk: Python asyncio SDK for the Fabstir decentralized LLM inference market."""

@@ -1,0 +1,95 @@
+"""Turn revert data into typed errors: ``Error(string)``, ``Panic(uint256)`` and custom errors.
+
+Custom errors are looked up by selector in every ABI we ship, so an OpenZeppelin
+``ERC20InsufficientAllowance`` from a token reads as well as our own revert strings.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from eth_abi.abi import decode
+from eth_utils.abi import function_signature_to_4byte_selector
+
+from .._resources import contracts_path
+from ..errors import (
+    ContractRevertError,
+    FabstirError,
+    InsufficientAllowanceError,
+    InsufficientBalanceError,
+    SessionNotActiveError,
+)
+from .artifacts import load_abi
+
+__all__ = ["decode_revert", "revert_error"]
+
+_ERROR_STRING = bytes.fromhex("08c379a0")
+_PANIC = bytes.fromhex("4e487b71")
+_PANIC_CODES = {
+    0x01: "assertion failed",
+    0x11: "arithmetic overflow or underflow",
+    0x12: "division by zero",
+    0x21: "invalid enum value",
+    0x31: "pop on empty array",
+    0x32: "array index out of bounds",
+    0x41: "out of memory",
+}
+
+
+def _canonical_type(item: dict[str, Any]) -> str:
+    kind: str = item["type"]
+    if kind.startswith("tuple"):
+        inner = ",".join(_canonical_type(c) for c in item["components"])
+        return f"({inner}){kind[5:]}"
+    return kind
+
+
+@cache
+def _custom_errors() -> dict[bytes, tuple[str, list[str]]]:
+    table: dict[bytes, tuple[str, list[str]]] = {}
+    for path in sorted(contracts_path("abi").rglob("*.json")):
+        name = path.relative_to(contracts_path("abi")).with_suffix("").as_posix()
+        for item in load_abi(name):
+            if item.get("type") != "error":
+                continue
+            types = [_canonical_type(i) for i in item.get("inputs", [])]
+            signature = f"{item['name']}({','.join(types)})"
+            table[function_signature_to_4byte_selector(signature)] = (item["name"], types)
+    return table
+
+
+def decode_revert(data: bytes) -> tuple[str, str | None, tuple[Any, ...]]:
+    """``(reason, custom_error_name, args)`` for raw revert data."""
+    selector, body = data[:4], data[4:]
+    if selector == _ERROR_STRING:
+        (reason,) = decode(["string"], body)
+        return str(reason), None, ()
+    if selector == _PANIC:
+        (code,) = decode(["uint256"], body)
+        return f"panic 0x{code:02x}: {_PANIC_CODES.get(code, 'unknown panic')}", None, (code,)
+    known = _custom_errors().get(selector)
+    if known is None:
+        return (f"unknown error 0x{data.hex()}" if data else "reverted without a reason"), None, ()
+    name, types = known
+    try:
+        args = tuple(decode(types, body))
+    except Exception:  # malformed body: keep the name, drop the arguments
+        args = ()
+    return f"{name}({', '.join(map(str, args))})", name, args
+
+
+_REASONS: dict[str, type[FabstirError]] = {"Session not active": SessionNotActiveError}
+
+
+def revert_error(data: bytes, *, tx_hash: str | None = None, token: str = "") -> FabstirError:
+    """The typed error for revert ``data``: a specific subclass where one fits."""
+    reason, name, args = decode_revert(data)
+    if name == "ERC20InsufficientBalance" and len(args) == 3:
+        return InsufficientBalanceError(needed=args[2], available=args[1], token=token or "token")
+    if name == "ERC20InsufficientAllowance" and len(args) == 3:
+        return InsufficientAllowanceError(needed=args[2], allowance=args[1], token=token or "token")
+    specific = _REASONS.get(reason)
+    if specific is not None:
+        return specific(reason)
+    return ContractRevertError(reason, error_name=name, args=args, tx_hash=tx_hash)

@@ -1,0 +1,1 @@
+"""The managers behind :class:`~fabstir_sdk.FabstirSDK`, one per domain."""

@@ -1,0 +1,86 @@
+"""State the managers share: config, the chain connection and (after authenticate) the wallet."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from web3.contract import AsyncContract
+from web3.types import TxReceipt
+
+from ..chain.addresses import ZERO_ADDRESS, checksum_address
+from ..chain.client import ChainClient, TxSender
+from ..chain.units import ETH_DECIMALS
+from ..config import SDKConfig
+from ..errors import AuthRequiredError
+
+__all__ = ["Context", "event_args"]
+
+#: Artifact names of the contracts, by ContractAddresses field.
+_ARTIFACTS = {
+    "job_marketplace": "JobMarketplace",
+    "node_registry": "NodeRegistry",
+    "model_registry": "ModelRegistry",
+    "proof_system": "ProofSystem",
+    "host_earnings": "HostEarnings",
+    "usdc_token": "TestUSDC",
+    "fab_token": "FABToken",
+}
+
+
+@dataclass
+class Context:
+    config: SDKConfig
+    client: ChainClient
+    account: LocalAccount | None = None
+    sender: TxSender | None = None
+    _decimals: dict[str, int] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"Context(rpc_url={self.config.rpc_url!r}, account={self.address!r})"
+
+    @property
+    def address(self) -> str | None:
+        return self.account.address if self.account else None
+
+    def require_sender(self) -> TxSender:
+        if self.sender is None:
+            raise AuthRequiredError("authenticate first: await sdk.authenticate(private_key)")
+        return self.sender
+
+    def require_address(self, address: str | None = None, *, what: str = "address") -> str:
+        """``address`` checksummed, or the authenticated user's address when None."""
+        if address is not None:
+            return checksum_address(address, what=what)
+        return self.require_sender().address
+
+    def contract(self, which: str) -> AsyncContract:
+        """One of the configured contracts, by ContractAddresses field name."""
+        address = getattr(self.config.contract_addresses, which)
+        return self.client.contract(_ARTIFACTS[which], address)
+
+    def erc20(self, token: str) -> AsyncContract:
+        return self.client.contract("TestUSDC", checksum_address(token, what="token"))
+
+    async def decimals(self, token: str | None) -> int:
+        """Decimals of ``token`` (None or the zero address: ETH, 18), cached."""
+        if token is None or token == ZERO_ADDRESS:
+            return ETH_DECIMALS
+        token = checksum_address(token, what="token")
+        if token not in self._decimals:
+            self._decimals[token] = int(await self.client.call(self.erc20(token).functions.decimals()))
+        return self._decimals[token]
+
+
+def event_args(contract: AsyncContract, event: str, receipt: TxReceipt) -> list[dict[str, Any]]:
+    """Arguments of every ``event`` that ``contract`` emitted in ``receipt``."""
+    topic = contract.events[event]().topic
+    found = []
+    for log in receipt["logs"]:
+        if log["address"] != contract.address or not log["topics"]:
+            continue
+        if bytes(log["topics"][0]) != bytes.fromhex(str(topic).removeprefix("0x")):
+            continue
+        found.append(dict(contract.events[event]().process_log(log)["args"]))
+    return found

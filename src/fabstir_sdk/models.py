@@ -1,0 +1,113 @@
+"""Values the managers return: frozen pydantic models, amounts in base units (``int``)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "AuthResult",
+    "HostInfo",
+    "ModelInfo",
+    "SessionJob",
+    "SessionJobCreated",
+    "SessionState",
+    "Settlement",
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class AuthResult(_Frozen):
+    user_address: str
+    chain_id: int
+
+
+class SessionState(IntEnum):
+    """``SessionStatus`` of the JobMarketplace contract."""
+
+    ACTIVE = 0
+    COMPLETED = 1
+    TIMED_OUT = 2
+
+
+class SessionJob(_Frozen):
+    """The 18 fields of ``JobMarketplace.sessionJobs(id)``, decoded by name."""
+
+    id: int
+    depositor: str
+    host: str
+    payment_token: str
+    deposit: int
+    price_per_token: int
+    tokens_used: int
+    max_duration: int
+    start_time: int
+    last_proof_time: int
+    proof_interval: int
+    proof_timeout_window: int
+    status: SessionState
+    withdrawn_by_host: int
+    refunded_to_user: int
+    conversation_cid: str
+    last_proof_hash: str
+    last_proof_cid: str
+
+    @property
+    def is_native(self) -> bool:
+        """True when the deposit is ETH (payment token is the zero address)."""
+        return int(self.payment_token, 16) == 0
+
+    @property
+    def max_tokens(self) -> int:
+        """How many tokens the deposit pays for at this price."""
+        return self.deposit * 1000 // self.price_per_token
+
+
+class SessionJobCreated(_Frozen):
+    job_id: int
+    tx_hash: str
+
+
+class Settlement(_Frozen):
+    """How a session's deposit was split, read from the settlement receipt's events.
+
+    ``host_payment`` is the value of the proven tokens; of it the treasury keeps
+    ``treasury_fee`` and the host is credited ``host_net``; ``refund`` went back to the
+    depositor. ``token`` is the payment token (the zero address for ETH).
+    """
+
+    job_id: int
+    tokens_used: int
+    host_payment: int
+    treasury_fee: int
+    host_net: int
+    refund: int
+    token: str
+    tx_hash: str
+
+
+class HostInfo(_Frozen):
+    address: str
+    api_url: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    models: list[str] = Field(default_factory=list)
+    is_active: bool
+    stake: int
+    min_price_per_token_native: int
+    min_price_per_token_stable: int
+    public_key: str | None = None
+    peer_id: str | None = None
+    p2p_addrs: list[str] = Field(default_factory=list)
+
+
+class ModelInfo(_Frozen):
+    model_id: str
+    repo: str
+    file: str
+    sha256: str
+    approved: bool
