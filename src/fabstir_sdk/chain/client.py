@@ -29,10 +29,15 @@ from ..errors import ChainError, FabstirError, RpcError, TransactionTimeoutError
 from .artifacts import load_abi
 from .revert import revert_error
 
-__all__ = ["ChainClient", "TxSender"]
+__all__ = ["ChainClient", "TxSender", "tx_hash"]
 
 log = logging.getLogger("fabstir_sdk.chain")
 T = TypeVar("T")
+
+
+def tx_hash(receipt: TxReceipt) -> str:
+    """The 0x-hex hash of the transaction behind ``receipt``."""
+    return "0x" + bytes(receipt["transactionHash"]).hex()
 
 
 def _revert_data(exc: ContractLogicError) -> bytes:
@@ -70,7 +75,7 @@ class ChainClient:
             raise
         except ContractLogicError as exc:
             raise revert_error(_revert_data(exc)) from None
-        except (ClientError, OSError, asyncio.TimeoutError, Web3RPCError) as exc:
+        except (TimeoutError, ClientError, OSError, Web3RPCError) as exc:
             raise RpcError(f"{what} failed on {self.rpc_url}: {exc}") from exc
 
     async def call(self, fn: AsyncContractFunction) -> Any:
@@ -155,7 +160,7 @@ class TxSender:
             estimate = await w3.eth.estimate_gas(cast(TxParams, tx))
         except ContractLogicError as exc:
             raise revert_error(_revert_data(exc), token=token_hint) from None
-        except (ClientError, OSError, asyncio.TimeoutError, Web3RPCError) as exc:
+        except (TimeoutError, ClientError, OSError, Web3RPCError) as exc:
             raise RpcError(f"eth_estimateGas failed: {exc}") from exc
         return int(estimate * self._headroom)
 
@@ -181,7 +186,7 @@ class TxSender:
             signed = self._account.sign_transaction({**tx, "nonce": nonce})
             try:
                 raw_hash = await w3.eth.send_raw_transaction(signed.raw_transaction)
-            except (ClientError, OSError, asyncio.TimeoutError, Web3RPCError) as exc:
+            except (TimeoutError, ClientError, OSError, Web3RPCError) as exc:
                 self._next_nonce = None  # re-read from the node next time
                 raise RpcError(f"sending {what} failed: {exc}") from exc
             self._next_nonce = nonce + 1
@@ -197,7 +202,7 @@ class TxSender:
                 return await w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
             except TransactionNotFound:
                 pass
-            except (ClientError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, ClientError, OSError) as exc:
                 log.debug("receipt poll for %s failed, retrying: %s", tx_hash, exc)
             if time.monotonic() >= deadline:
                 raise TransactionTimeoutError(tx_hash, self._timeout)
@@ -208,12 +213,12 @@ class TxSender:
         self, tx: dict[str, Any], receipt: TxReceipt, token_hint: str
     ) -> FabstirError:
         """Replay a reverted transaction at its block to learn why it failed."""
-        tx_hash = "0x" + bytes(receipt["transactionHash"]).hex()
+        mined = tx_hash(receipt)
         call = {k: v for k, v in tx.items() if k in ("from", "to", "data", "value")}
         try:
             await self._client.w3.eth.call(cast(TxParams, call), receipt["blockNumber"])
         except ContractLogicError as exc:
-            return revert_error(_revert_data(exc), tx_hash=tx_hash, token=token_hint)
+            return revert_error(_revert_data(exc), tx_hash=mined, token=token_hint)
         except Exception as exc:  # the replay itself failed; report what we know
-            return ChainError(f"transaction {tx_hash} reverted ({exc})")
-        return ChainError(f"transaction {tx_hash} reverted (out of gas?)")
+            return ChainError(f"transaction {mined} reverted ({exc})")
+        return ChainError(f"transaction {mined} reverted (out of gas?)")

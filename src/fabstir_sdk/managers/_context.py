@@ -69,7 +69,9 @@ class Context:
             return ETH_DECIMALS
         token = checksum_address(token, what="token")
         if token not in self._decimals:
-            self._decimals[token] = int(await self.client.call(self.erc20(token).functions.decimals()))
+            self._decimals[token] = int(
+                await self.client.call(self.erc20(token).functions.decimals())
+            )
         return self._decimals[token]
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from web3.types import TxReceipt
 
 from ..chain.addresses import ZERO_ADDRESS, checksum_address
+from ..chain.client import tx_hash
 from ..chain.model_id import model_id as to_model_id
 from ..chain.units import PRICE_PRECISION, Amount, to_base_units
 from ..errors import (
@@ -90,10 +91,6 @@ class _Terms:
         return self.deposit * PRICE_PRECISION // self.price
 
 
-def _tx_hash(receipt: TxReceipt) -> str:
-    return "0x" + bytes(receipt["transactionHash"]).hex()
-
-
 class PaymentManager:
     """Create, inspect and settle session jobs; move deposits; read balances."""
 
@@ -119,12 +116,22 @@ class PaymentManager:
     ) -> SessionJobCreated:
         """Escrow ``amount`` ETH (human units) for a session with ``host`` on ``model``."""
         terms = await self._terms(
-            host, None, amount, price_per_token, duration, proof_interval, model,
+            host,
+            None,
+            amount,
+            price_per_token,
+            duration,
+            proof_interval,
+            model,
             proof_timeout_window,
         )
         await self._check_on_chain(terms, funding="wallet")
         fn = self._ctx.contract("job_marketplace").functions.createSessionJobForModel(
-            terms.host, terms.model_id, terms.price, terms.duration, terms.proof_interval,
+            terms.host,
+            terms.model_id,
+            terms.price,
+            terms.duration,
+            terms.proof_interval,
             terms.proof_timeout_window,
         )
         return self._created(await self._ctx.require_sender().send(fn, value=terms.deposit))
@@ -135,7 +142,7 @@ class PaymentManager:
         value = to_base_units(amount, await self._ctx.decimals(token))
         spender = self._ctx.config.contract_addresses.job_marketplace
         fn = self._ctx.erc20(token).functions.approve(spender, value)
-        return _tx_hash(await self._ctx.require_sender().send(fn, token_hint=token))
+        return tx_hash(await self._ctx.require_sender().send(fn, token_hint=token))
 
     async def create_usdc_session_job(
         self,
@@ -152,13 +159,25 @@ class PaymentManager:
         """Escrow ``amount`` of an ERC-20 (human units); approve it first (:meth:`approve_usdc`)."""
         token = checksum_address(usdc_address, what="usdc_address")
         terms = await self._terms(
-            host, token, amount, price_per_token, duration, proof_interval, model,
+            host,
+            token,
+            amount,
+            price_per_token,
+            duration,
+            proof_interval,
+            model,
             proof_timeout_window,
         )
         await self._check_on_chain(terms, funding="wallet")
         fn = self._ctx.contract("job_marketplace").functions.createSessionJobForModelWithToken(
-            terms.host, terms.model_id, token, terms.deposit, terms.price, terms.duration,
-            terms.proof_interval, terms.proof_timeout_window,
+            terms.host,
+            terms.model_id,
+            token,
+            terms.deposit,
+            terms.price,
+            terms.duration,
+            terms.proof_interval,
+            terms.proof_timeout_window,
         )
         return self._created(await self._ctx.require_sender().send(fn, token_hint=token))
 
@@ -177,13 +196,25 @@ class PaymentManager:
         """Open a session paid from funds already deposited (:meth:`deposit`); None = ETH."""
         token_address = ZERO_ADDRESS if token is None else checksum_address(token, what="token")
         terms = await self._terms(
-            host, None if token is None else token_address, amount, price_per_token, duration,
-            proof_interval, model, proof_timeout_window,
+            host,
+            None if token is None else token_address,
+            amount,
+            price_per_token,
+            duration,
+            proof_interval,
+            model,
+            proof_timeout_window,
         )
         await self._check_on_chain(terms, funding="deposit")
         fn = self._ctx.contract("job_marketplace").functions.createSessionFromDepositForModel(
-            terms.model_id, terms.host, token_address, terms.deposit, terms.price, terms.duration,
-            terms.proof_interval, terms.proof_timeout_window,
+            terms.model_id,
+            terms.host,
+            token_address,
+            terms.deposit,
+            terms.price,
+            terms.duration,
+            terms.proof_interval,
+            terms.proof_timeout_window,
         )
         return self._created(await self._ctx.require_sender().send(fn))
 
@@ -232,11 +263,11 @@ class PaymentManager:
         if token is None:
             value = to_base_units(amount, await self._ctx.decimals(None))
             await self._need(await self.get_eth_balance(), value, "ETH")
-            return _tx_hash(await sender.send(mp.functions.depositNative(), value=value))
+            return tx_hash(await sender.send(mp.functions.depositNative(), value=value))
         token = checksum_address(token, what="token")
         value = to_base_units(amount, await self._ctx.decimals(token))
         await self._check_token_funds(token, value)
-        return _tx_hash(await sender.send(mp.functions.depositToken(token, value), token_hint=token))
+        return tx_hash(await sender.send(mp.functions.depositToken(token, value), token_hint=token))
 
     async def withdraw(self, amount: Amount, token: str | None = None) -> str:
         """Take back pre-funded deposit that no session has locked."""
@@ -248,9 +279,11 @@ class PaymentManager:
             fn = mp.functions.withdrawNative(value)
         else:
             fn = mp.functions.withdrawToken(checksum_address(token, what="token"), value)
-        return _tx_hash(await sender.send(fn))
+        return tx_hash(await sender.send(fn))
 
-    async def get_deposit_balance(self, token: str | None = None, address: str | None = None) -> int:
+    async def get_deposit_balance(
+        self, token: str | None = None, address: str | None = None
+    ) -> int:
         """Unlocked pre-funded deposit of ``address`` (default: you), in base units."""
         who = self._ctx.require_address(address)
         token_address = ZERO_ADDRESS if token is None else checksum_address(token, what="token")
@@ -305,8 +338,13 @@ class PaymentManager:
         mid = to_model_id(model)
         deposit = to_base_units(amount, await self._ctx.decimals(token))
         terms = _Terms(
-            host=host, model_id=mid, token=token or ZERO_ADDRESS, deposit=deposit, price=price,
-            duration=duration, proof_interval=proof_interval,
+            host=host,
+            model_id=mid,
+            token=token or ZERO_ADDRESS,
+            deposit=deposit,
+            price=price,
+            duration=duration,
+            proof_interval=proof_interval,
             proof_timeout_window=proof_timeout_window,
         )
         if proof_interval > terms.max_tokens:
@@ -394,10 +432,10 @@ class PaymentManager:
             mp, "SessionCreatedByDepositor", receipt
         )
         if not events:
-            raise ChainError(f"no session-created event in tx {_tx_hash(receipt)}")
+            raise ChainError(f"no session-created event in tx {tx_hash(receipt)}")
         args = events[0]
         job_id = int(args["jobId"] if "jobId" in args else args["sessionId"])
-        return SessionJobCreated(job_id=job_id, tx_hash=_tx_hash(receipt))
+        return SessionJobCreated(job_id=job_id, tx_hash=tx_hash(receipt))
 
     def _settlement(self, job: SessionJob, receipt: TxReceipt) -> Settlement:
         """The split as the receipt's events report it."""
@@ -410,16 +448,23 @@ class PaymentManager:
         else:
             timed_out = event_args(mp, "SessionTimedOut", receipt)
             if not timed_out:
-                raise ChainError(f"no settlement event in tx {_tx_hash(receipt)}")
+                raise ChainError(f"no settlement event in tx {tx_hash(receipt)}")
             tokens = job.tokens_used
             gross = int(timed_out[0]["hostEarnings"])
             refund = int(timed_out[0]["userRefund"])
         credited = [
-            e for e in event_args(self._ctx.contract("host_earnings"), "EarningsCredited", receipt)
+            e
+            for e in event_args(self._ctx.contract("host_earnings"), "EarningsCredited", receipt)
             if e["host"] == job.host
         ]
         host_net = sum(int(e["amount"]) for e in credited)
         return Settlement(
-            job_id=job.id, tokens_used=tokens, host_payment=gross, treasury_fee=gross - host_net,
-            host_net=host_net, refund=refund, token=job.payment_token, tx_hash=_tx_hash(receipt),
+            job_id=job.id,
+            tokens_used=tokens,
+            host_payment=gross,
+            treasury_fee=gross - host_net,
+            host_net=host_net,
+            refund=refund,
+            token=job.payment_token,
+            tx_hash=tx_hash(receipt),
         )

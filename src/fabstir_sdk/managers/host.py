@@ -1,0 +1,171 @@
+"""HostManager: registration, pricing, proofs and earnings, for host operators."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from ..chain.addresses import ZERO_ADDRESS, checksum_address
+from ..chain.client import tx_hash
+from ..chain.model_id import model_id as to_model_id
+from ..errors import HostNotActiveError, InsufficientBalanceError, ValidationError
+from ..models import HostInfo
+from ._context import Context
+
+__all__ = ["HostManager"]
+
+_BYTES32 = re.compile(r"0x[0-9a-fA-F]{64}")
+MIN_PROVEN_TOKENS = 100
+
+
+def _nonempty(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(f"{what} must be a non-empty string")
+    return value
+
+
+def _price(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValidationError(f"{what} must be a positive int (base units per 1000 tokens)")
+    return value
+
+
+def host_info_from_chain(address: str, raw: Any) -> HostInfo:
+    """A :class:`HostInfo` from ``getNodeFullInfo`` output (metadata JSON parsed leniently)."""
+    operator, stake, active, metadata, api_url, models, min_native, min_stable = raw
+    try:
+        meta = json.loads(metadata) if metadata else {}
+    except ValueError:
+        meta = {}
+    if not isinstance(meta, dict):
+        meta = {}
+    public_key = meta.get("publicKey")
+    peer_id = meta.get("peerId")
+    addrs = meta.get("p2pAddrs")
+    return HostInfo(
+        address=address,
+        api_url=api_url,
+        metadata=meta,
+        models=["0x" + bytes(m).hex() for m in models],
+        is_active=bool(active) and int(operator, 16) != 0,
+        stake=int(stake),
+        min_price_per_token_native=int(min_native),
+        min_price_per_token_stable=int(min_stable),
+        public_key=public_key if isinstance(public_key, str) else None,
+        peer_id=peer_id if isinstance(peer_id, str) else None,
+        p2p_addrs=[a for a in addrs if isinstance(a, str)] if isinstance(addrs, list) else [],
+    )
+
+
+class HostManager:
+    """What a compute host does on chain; reads work for any address."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+
+    def __repr__(self) -> str:
+        return f"HostManager(address={self._ctx.address!r})"
+
+    async def register_host(
+        self,
+        api_url: str,
+        models: list[str],
+        *,
+        min_price_per_token_native: int,
+        min_price_per_token_stable: int,
+        metadata: dict[str, Any] | None = None,
+    ) -> str:
+        """Stake the FAB minimum (approving it first) and register with ``models``."""
+        sender = self._ctx.require_sender()
+        _nonempty(api_url, "api_url")
+        if not isinstance(models, list) or not models:
+            raise ValidationError("models must be a non-empty list")
+        ids = [to_model_id(m) for m in models]
+        native = _price(min_price_per_token_native, "min_price_per_token_native")
+        stable = _price(min_price_per_token_stable, "min_price_per_token_stable")
+        meta = json.dumps(metadata or {}, separators=(",", ":"), sort_keys=True)
+        nr = self._ctx.contract("node_registry")
+        fab = self._ctx.erc20(self._ctx.config.contract_addresses.fab_token)
+        stake = int(await self._ctx.client.call(nr.functions.MIN_STAKE()))
+        balance = int(await self._ctx.client.call(fab.functions.balanceOf(sender.address)))
+        if balance < stake:
+            raise InsufficientBalanceError(stake, balance, "FAB")
+        allowance = int(
+            await self._ctx.client.call(fab.functions.allowance(sender.address, nr.address))
+        )
+        if allowance < stake:
+            await sender.send(fab.functions.approve(nr.address, stake))
+        fn = nr.functions.registerNode(meta, api_url, ids, native, stable)
+        return tx_hash(await sender.send(fn))
+
+    async def set_model_pricing(self, model: str, token: str | None, price: int) -> str:
+        """Set this host's minimum price for ``model`` in ``token`` (None: ETH)."""
+        token_address = ZERO_ADDRESS if token is None else checksum_address(token, what="token")
+        fn = self._ctx.contract("node_registry").functions.setModelTokenPricing(
+            to_model_id(model), token_address, _price(price, "price")
+        )
+        return tx_hash(await self._ctx.require_sender().send(fn))
+
+    async def update_api_url(self, url: str) -> str:
+        fn = self._ctx.contract("node_registry").functions.updateApiUrl(_nonempty(url, "url"))
+        return tx_hash(await self._ctx.require_sender().send(fn))
+
+    async def update_metadata(self, metadata: dict[str, Any]) -> str:
+        if not isinstance(metadata, dict):
+            raise ValidationError("metadata must be a dict")
+        text = json.dumps(metadata, separators=(",", ":"), sort_keys=True)
+        fn = self._ctx.contract("node_registry").functions.updateMetadata(text)
+        return tx_hash(await self._ctx.require_sender().send(fn))
+
+    async def unregister_host(self) -> str:
+        sender = self._ctx.require_sender()
+        info = await self.get_host_info(sender.address)
+        if not info.is_active:
+            raise HostNotActiveError(f"host {sender.address} is not registered")
+        fn = self._ctx.contract("node_registry").functions.unregisterNode()
+        return tx_hash(await sender.send(fn))
+
+    async def get_host_info(self, address: str) -> HostInfo:
+        """The host's registry entry; an unregistered address reads as inactive."""
+        host = checksum_address(address, what="address")
+        nr = self._ctx.contract("node_registry")
+        raw = await self._ctx.client.call(nr.functions.getNodeFullInfo(host))
+        return host_info_from_chain(host, raw)
+
+    async def submit_proof_of_work(
+        self, job_id: int, tokens: int, proof_hash: str | bytes, proof_cid: str, delta_cid: str
+    ) -> str:
+        """Claim ``tokens`` of proven work on a session this account hosts."""
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < MIN_PROVEN_TOKENS:
+            raise ValidationError(f"tokens must be an int >= {MIN_PROVEN_TOKENS}")
+        if isinstance(proof_hash, str):
+            if not _BYTES32.fullmatch(proof_hash):
+                raise ValidationError("proof_hash must be 0x followed by 64 hex digits")
+            digest = bytes.fromhex(proof_hash[2:])
+        elif isinstance(proof_hash, bytes) and len(proof_hash) == 32:
+            digest = proof_hash
+        else:
+            raise ValidationError("proof_hash must be 32 bytes")
+        if isinstance(job_id, bool) or not isinstance(job_id, int) or job_id <= 0:
+            raise ValidationError("job_id must be a positive int")
+        fn = self._ctx.contract("job_marketplace").functions.submitProofOfWork(
+            job_id, tokens, digest, str(proof_cid), str(delta_cid)
+        )
+        return tx_hash(await self._ctx.require_sender().send(fn))
+
+    async def get_host_earnings(self, token: str | None = None, address: str | None = None) -> int:
+        """Earnings credited to the host and not yet withdrawn, in base units."""
+        host = self._ctx.require_address(address)
+        token_address = ZERO_ADDRESS if token is None else checksum_address(token, what="token")
+        he = self._ctx.contract("host_earnings")
+        return int(await self._ctx.client.call(he.functions.getBalance(host, token_address)))
+
+    async def withdraw_earnings(self, token: str | None = None) -> str:
+        """Withdraw all of this host's earnings in ``token`` (None: ETH)."""
+        sender = self._ctx.require_sender()
+        if await self.get_host_earnings(token) == 0:
+            raise InsufficientBalanceError(1, 0, token or "ETH earnings")
+        token_address = ZERO_ADDRESS if token is None else checksum_address(token, what="token")
+        fn = self._ctx.contract("host_earnings").functions.withdrawAll(token_address)
+        return tx_hash(await sender.send(fn))

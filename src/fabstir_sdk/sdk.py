@@ -1,0 +1,119 @@
+"""FabstirSDK: one configuration, one chain connection, managers built on first use."""
+
+from __future__ import annotations
+
+import enum
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .config import SDKConfig
+from .errors import FabstirError
+
+if TYPE_CHECKING:
+    from .managers._context import Context
+    from .managers.auth import AuthManager
+    from .managers.host import HostManager
+    from .managers.model import ModelManager
+    from .managers.payment import PaymentManager
+    from .managers.treasury import TreasuryManager
+    from .models import AuthResult
+
+__all__ = ["FabstirSDK"]
+
+M = TypeVar("M")
+
+
+class _State(enum.Enum):
+    OPEN = 1
+    CLOSED = 2
+
+
+class FabstirSDK:
+    """The entry point: ``async with FabstirSDK(config) as sdk: await sdk.authenticate(key)``.
+
+    Managers are created lazily and cached, and share one chain connection and one nonce
+    allocator per account. ``aclose()`` is idempotent; a closed SDK refuses further use.
+    """
+
+    def __init__(self, config: SDKConfig) -> None:
+        if not isinstance(config, SDKConfig):
+            raise TypeError("config must be an SDKConfig")
+        self.config = config
+        self._ctx_: Context | None = None
+        self._managers: dict[type[Any], Any] = {}
+        self._state = _State.OPEN
+
+    def __repr__(self) -> str:
+        address = self._ctx_.address if self._ctx_ else None
+        return f"FabstirSDK(rpc_url={self.config.rpc_url!r}, user_address={address!r})"
+
+    async def __aenter__(self) -> FabstirSDK:
+        self._check_open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the chain connection. Safe to call more than once."""
+        if self._state is _State.CLOSED:
+            return
+        self._state = _State.CLOSED
+        if self._ctx_ is not None:
+            await self._ctx_.client.aclose()
+
+    async def authenticate(self, private_key: str | bytes) -> AuthResult:
+        """Load the wallet from ``private_key`` and check the RPC's chain id."""
+        return await self.get_auth_manager().authenticate(private_key)
+
+    def get_auth_manager(self) -> AuthManager:
+        from .managers.auth import AuthManager
+
+        return self._manager(AuthManager)
+
+    def get_payment_manager(self) -> PaymentManager:
+        from .managers.payment import PaymentManager
+
+        return self._manager(PaymentManager)
+
+    def get_host_manager(self) -> HostManager:
+        from .managers.host import HostManager
+
+        return self._manager(HostManager)
+
+    def get_model_manager(self) -> ModelManager:
+        from .managers.model import ModelManager
+
+        return self._manager(ModelManager)
+
+    def get_treasury_manager(self) -> TreasuryManager:
+        from .managers.treasury import TreasuryManager
+
+        return self._manager(TreasuryManager)
+
+    def _check_open(self) -> None:
+        if self._state is _State.CLOSED:
+            raise FabstirError("this FabstirSDK is closed; create a new one")
+
+    @property
+    def _ctx(self) -> Context:
+        self._check_open()
+        if self._ctx_ is None:
+            from .chain.client import ChainClient
+            from .managers._context import Context
+
+            client = ChainClient(self.config.rpc_url, timeout=self.config.rpc_timeout)
+            self._ctx_ = Context(self.config, client)
+        return self._ctx_
+
+    def _manager(self, cls: type[M]) -> M:
+        ctx = self._ctx
+        manager = self._managers.get(cls)
+        if manager is None:
+            manager = self._managers[cls] = cls(ctx)  # type: ignore[call-arg]
+        return manager
