@@ -46,7 +46,6 @@ from .models import (
 from .sdk import FabstirSDK
 
 __all__ = [
-    "PRICE_PRECISION",
     "AuthError",
     "AuthRequiredError",
     "AuthResult",
@@ -69,6 +68,7 @@ __all__ = [
     "ModelInfo",
     "ModelNotApprovedError",
     "NotFoundError",
+    "PRICE_PRECISION",
     "PriceBelowMinimumError",
     "ProofIntervalError",
     "ProofTimeoutWindowError",

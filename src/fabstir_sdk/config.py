@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import ValidationError as PydanticValidationError
 
 from ._resources import contracts_path
 from .chain.addresses import checksum_address
@@ -18,10 +19,23 @@ BASE_SEPOLIA_CHAIN_ID = 84532
 BASE_MAINNET_CHAIN_ID = 8453
 
 
-class ContractAddresses(BaseModel):
-    """The seven contracts the SDK uses, as EIP-55 checksummed addresses."""
+class _ConfigModel(BaseModel):
+    """Invalid configuration raises :class:`ConfigError`, like every other SDK error."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except PydanticValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()
+            )
+            raise ConfigError(f"invalid {type(self).__name__}: {problems}") from None
+
+
+class ContractAddresses(_ConfigModel):
+    """The seven contracts the SDK uses, as EIP-55 checksummed addresses."""
 
     job_marketplace: str
     node_registry: str
@@ -37,14 +51,12 @@ class ContractAddresses(BaseModel):
         return checksum_address(value, what=str(info.field_name))
 
 
-class SDKConfig(BaseModel):
+class SDKConfig(_ConfigModel):
     """Everything :class:`~fabstir_sdk.FabstirSDK` needs to know about its environment.
 
     ``chain_id`` is checked against the RPC endpoint at ``authenticate()``, so a config for
     Base Sepolia never signs transactions for another chain.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     rpc_url: str
     chain_id: int = BASE_SEPOLIA_CHAIN_ID

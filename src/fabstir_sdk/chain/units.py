@@ -21,6 +21,7 @@ USDC_DECIMALS = 6
 PRICE_PRECISION = 1000
 
 Amount = str | Decimal | int
+_MAX_DIGITS = 78  # 2**256 has 78 decimal digits
 
 
 def to_base_units(amount: Amount, decimals: int, *, what: str = "amount") -> int:
@@ -41,10 +42,22 @@ def to_base_units(amount: Amount, decimals: int, *, what: str = "amount") -> int
         raise InvalidAmountError(f"{what} {amount!r} is not a finite number")
     if value <= 0:
         raise InvalidAmountError(f"{what} must be positive, got {amount!r}")
-    scaled = value.scaleb(decimals)
-    if scaled != scaled.to_integral_value():
-        raise InvalidAmountError(f"{what} {amount!r} has more than {decimals} decimal places")
-    return int(scaled)
+    # Exact integer arithmetic on the digits: Decimal's context would round past 28 digits.
+    _sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)  # finite, checked above
+    shift = exponent + decimals
+    if shift > _MAX_DIGITS:
+        raise InvalidAmountError(f"{what} {amount!r} is too large")
+    mantissa = int("".join(map(str, digits)))
+    if shift >= 0:
+        base_units = mantissa * int(10**shift)
+    else:
+        base_units, rest = divmod(mantissa, int(10**-shift))
+        if rest:
+            raise InvalidAmountError(f"{what} {amount!r} has more than {decimals} decimal places")
+    if base_units >= 2**256:
+        raise InvalidAmountError(f"{what} {amount!r} does not fit in uint256")
+    return base_units
 
 
 def format_units(base_units: int, decimals: int) -> str:
