@@ -27,6 +27,7 @@ is written. Errors that stand for bad arguments also derive from :class:`ValueEr
     │   └── SessionNotActiveError
     ├── NotFoundError
     │   └── SessionNotFoundError
+    ├── DevnetError
     └── ChainError
         ├── RpcError
         ├── TransactionTimeoutError
@@ -45,6 +46,7 @@ __all__ = [
     "ConfigError",
     "ContractRevertError",
     "DepositOutOfRangeError",
+    "DevnetError",
     "DurationError",
     "FabstirError",
     "FloatAmountError",
@@ -173,6 +175,10 @@ class NotFoundError(FabstirError, LookupError):
 
 class SessionNotFoundError(NotFoundError):
     """No session job has this id."""
+
+
+class DevnetError(FabstirError):
+    """The local devnet (anvil plus our contracts) failed to start, deploy or answer."""
 
 
 class ChainError(FabstirError):
