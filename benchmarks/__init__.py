@@ -1,0 +1,1 @@
+"""Benchmarks (``make bench``): measured on the local devnet, never part of the test suite."""
