@@ -58,6 +58,7 @@ contract NodeRegistry is Ownable, ReentrancyGuardTransient {
     mapping(address => uint256) private _epoch;
     mapping(address => mapping(uint256 => mapping(bytes32 => mapping(address => uint256)))) private _modelPrice;
     mapping(address => mapping(uint256 => mapping(address => uint256))) private _tokenPrice;
+    mapping(address => mapping(uint256 => mapping(bytes32 => uint256))) private _modelStablePrice;
 
     event NodeRegistered(address indexed operator, uint256 stakedAmount, string metadata, bytes32[] models);
     event NodeUnregistered(address indexed operator, uint256 returnedAmount);
@@ -70,6 +71,7 @@ contract NodeRegistry is Ownable, ReentrancyGuardTransient {
     event ModelTokenPricingUpdated(
         address indexed operator, bytes32 indexed modelId, address indexed token, uint256 price
     );
+    event ModelPricingUpdated(address indexed operator, bytes32 indexed modelId, uint256 nativePrice, uint256 stablePrice);
     event ModelRegistryUpdated(address indexed newRegistry);
     event SlashExecuted(
         address indexed host,
@@ -211,6 +213,19 @@ contract NodeRegistry is Ownable, ReentrancyGuardTransient {
         emit ModelTokenPricingUpdated(msg.sender, modelId, token, 0);
     }
 
+    /// @notice Per-model minimum prices in one call: `nativePrice` is the native override (as
+    ///         setModelTokenPricing with token 0), `stablePrice` applies to every ERC-20 that has
+    ///         no token-specific override for this model. 0 clears the respective override.
+    function setModelPricing(bytes32 modelId, uint256 nativePrice, uint256 stablePrice) external onlyRegistered {
+        require(nodeSupportsModel(msg.sender, modelId), "Model not supported");
+        if (nativePrice != 0) _checkNativePrice(nativePrice);
+        if (stablePrice != 0) _checkStablePrice(stablePrice);
+        uint256 epoch = _epoch[msg.sender];
+        _modelPrice[msg.sender][epoch][modelId][address(0)] = nativePrice;
+        _modelStablePrice[msg.sender][epoch][modelId] = stablePrice;
+        emit ModelPricingUpdated(msg.sender, modelId, nativePrice, stablePrice);
+    }
+
     // -------------------------------------------------------------- slashing
 
     /// @notice One-time set-up: the owner becomes slashing authority, `_treasury` receives slashed FAB.
@@ -339,10 +354,12 @@ contract NodeRegistry is Ownable, ReentrancyGuardTransient {
         return custom != 0 ? custom : n.minPricePerTokenStable;
     }
 
-    /// @notice Minimum price for a session on `modelId` paid in `token`: the per-model override if
-    ///         set, else the operator's default for that token.
+    /// @notice Minimum price for a session on `modelId` paid in `token`, the first that is set of:
+    ///         the per-model price for that token (setModelTokenPricing), for an ERC-20 the
+    ///         per-model stable price (setModelPricing), the operator's default for the token.
     function getModelPricing(address operator, bytes32 modelId, address token) public view returns (uint256) {
         uint256 price = modelTokenPricing(operator, modelId, token);
+        if (price == 0 && token != address(0)) price = modelPricingStable(operator, modelId);
         return price != 0 ? price : getNodePricing(operator, token);
     }
 
@@ -369,15 +386,14 @@ contract NodeRegistry is Ownable, ReentrancyGuardTransient {
         return _tokenPrice[operator][_epoch[operator]][token];
     }
 
-    /// @notice Legacy getter: the per-model native override (same as modelTokenPricing(.., address(0))).
+    /// @notice Per-model native override (0 = none); same as modelTokenPricing(.., address(0)).
     function modelPricingNative(address operator, bytes32 modelId) external view returns (uint256) {
         return modelTokenPricing(operator, modelId, address(0));
     }
 
-    /// @notice Legacy getter kept for interface compatibility. Stable per-model prices are per
-    ///         token here (modelTokenPricing), so this always returns 0.
-    function modelPricingStable(address, bytes32) external pure returns (uint256) {
-        return 0;
+    /// @notice Per-model price for any ERC-20 without a token-specific override (0 = none).
+    function modelPricingStable(address operator, bytes32 modelId) public view returns (uint256) {
+        return _modelStablePrice[operator][_epoch[operator]][modelId];
     }
 
     // -------------------------------------------------------------- internal

@@ -7,10 +7,12 @@ import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 /// @title TestUSDC
 /// @notice A 6-decimal stand-in for USDC on local and test chains. Only the deployer can mint.
 contract TestUSDC is ERC20, Ownable {
+    uint8 private _decimals = 6; // storage, so decimals() is `view` like the upstream ERC20 ABI
+
     constructor() ERC20("USD Coin (test)", "USDC") Ownable(msg.sender) {}
 
-    function decimals() public pure override returns (uint8) {
-        return 6;
+    function decimals() public view override returns (uint8) {
+        return _decimals;
     }
 
     /// @notice Create `amount` base units (1 USDC = 1e6) for `to`.
