@@ -1,0 +1,40 @@
+"""A local devnet: anvil on 127.0.0.1 with our contracts deployed, models approved and ten
+accounts funded with ETH, USDC and FAB. For tests, demos, notebooks and ``fabstir devnet up``.
+
+::
+
+    async with Devnet.start() as net:
+        config = net.sdk_config()            # SDKConfig for this chain
+        key = net.accounts[1].private_key    # a funded test account (accounts[0] deployed)
+
+Importing this package is cheap: anvil starts, and eth-account loads, only in ``start()``.
+"""
+
+from ._accounts import ANVIL_MNEMONIC, DevAccount
+from ._anvil import ANVIL_ENV, DEFAULT_CHAIN_ID, AnvilProcess, find_anvil
+from ._deploy import (
+    DEVNET_MODELS,
+    FAB_PER_ACCOUNT,
+    PLACEHOLDER_SHA256,
+    USDC_PER_ACCOUNT,
+    Deployment,
+    DevnetModel,
+)
+from ._net import Devnet, StartingDevnet
+
+__all__ = [
+    "ANVIL_ENV",
+    "ANVIL_MNEMONIC",
+    "AnvilProcess",
+    "DEFAULT_CHAIN_ID",
+    "DEVNET_MODELS",
+    "Deployment",
+    "DevAccount",
+    "Devnet",
+    "DevnetModel",
+    "FAB_PER_ACCOUNT",
+    "PLACEHOLDER_SHA256",
+    "StartingDevnet",
+    "USDC_PER_ACCOUNT",
+    "find_anvil",
+]

@@ -1,0 +1,290 @@
+"""Find and run anvil: one child process on 127.0.0.1 that never outlives us.
+
+Three layers keep a devnet from leaking: :meth:`AnvilProcess.stop` (SIGTERM, then SIGKILL
+after a short grace), an ``atexit`` hook for processes nobody stopped, and on Linux
+``PR_SET_PDEATHSIG`` so the kernel kills anvil even when Python itself is SIGKILLed. anvil runs
+in its own session, so a Ctrl-C in the terminal reaches only us and we stop it in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import ctypes
+import logging
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import ConfigError, DevnetError, RpcError
+from ._rpc import JsonRpcClient
+
+__all__ = ["ANVIL_ENV", "DEFAULT_CHAIN_ID", "LOOPBACK", "AnvilProcess", "find_anvil"]
+
+log = logging.getLogger("fabstir_sdk.devnet")
+
+#: Environment variable naming the anvil binary to use; it wins over every other place.
+ANVIL_ENV = "FABSTIR_ANVIL"
+DEFAULT_CHAIN_ID = 31337
+LOOPBACK = "127.0.0.1"
+
+_PR_SET_PDEATHSIG = 1
+_PORT_ATTEMPTS = 5
+_PORT_IN_USE = "Address already in use"
+_REPO_ROOT = Path(__file__).resolve().parents[3]  # src/fabstir_sdk/devnet/_anvil.py
+_live: set[AnvilProcess] = set()
+
+
+def _npm_package() -> str:
+    """The npm platform package of @foundry-rs/anvil, e.g. ``anvil-linux-amd64``."""
+    system = {"win32": "win32", "darwin": "darwin"}.get(sys.platform, "linux")
+    machine = platform.machine().lower()
+    arch = "arm64" if machine in ("arm64", "aarch64") else "amd64"
+    return f"anvil-{system}-{arch}"
+
+
+def _executable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+def find_anvil() -> Path:
+    """The anvil binary: $FABSTIR_ANVIL, then node_modules (from the cwd upward, then this
+    checkout), then PATH. The npm copy comes before PATH so the pinned version wins."""
+    explicit = os.environ.get(ANVIL_ENV)
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not _executable(path):
+            raise ConfigError(f"{ANVIL_ENV}={explicit} is not an executable file")
+        return path
+    name = "anvil.exe" if sys.platform == "win32" else "anvil"
+    relative = Path("node_modules", "@foundry-rs", _npm_package(), "bin", name)
+    cwd = Path.cwd().resolve()
+    for base in (cwd, *cwd.parents, _REPO_ROOT):
+        if _executable(base / relative):
+            return base / relative
+    on_path = shutil.which("anvil")
+    if on_path:
+        return Path(on_path)
+    raise ConfigError(
+        f"anvil not found: run `npm ci` in the fabstir-sdk checkout (it installs {relative}), "
+        f"put Foundry's anvil on PATH, or set {ANVIL_ENV} to the binary"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _port_free(port: int) -> bool:
+    """Whether nothing listens on the loopback ``port`` (TIME_WAIT leftovers do not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+        return True
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn asking Linux to SIGKILL the child when this thread dies."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # we died between fork and prctl: never run orphaned
+            os._exit(1)
+
+    return preexec
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for proc in list(_live):
+        proc.kill()
+
+
+class AnvilProcess:
+    """A running anvil on ``127.0.0.1:port``; create it with :meth:`start`."""
+
+    def __init__(
+        self, popen: subprocess.Popen[bytes], *, port: int, log_path: Path, secret: str | None
+    ) -> None:
+        self._popen = popen
+        self.port = port
+        self.log_path = log_path
+        self.rpc_url = f"http://{LOOPBACK}:{port}"
+        self._secret = secret  # the fork URL may carry an API key: kept out of messages
+        _live.add(self)
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else f"exited {self._popen.returncode}"
+        return f"AnvilProcess(pid={self.pid}, rpc_url={self.rpc_url!r}, {state})"
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    @property
+    def running(self) -> bool:
+        return self._popen.poll() is None
+
+    @classmethod
+    async def start(
+        cls,
+        *,
+        log_path: Path,
+        port: int | None = None,
+        chain_id: int = DEFAULT_CHAIN_ID,
+        accounts: int = 10,
+        block_time: float | None = None,
+        fork_url: str | None = None,
+        startup_timeout: float = 30.0,
+    ) -> AnvilProcess:
+        """Launch anvil and return once it answers JSON-RPC with ``chain_id``.
+
+        ``port=None`` (or 0) picks a free port and retries if another process takes it first;
+        an explicit port that is in use is an error. ``fork_url`` makes anvil fork that chain.
+        """
+        binary = find_anvil()
+        if port and not _port_free(port):
+            raise DevnetError(f"port {port} on {LOOPBACK} is already in use")
+        for attempt in range(1, _PORT_ATTEMPTS + 1):
+            chosen = port or _free_port()
+            args = [
+                str(binary),
+                "--host",
+                LOOPBACK,
+                "--port",
+                str(chosen),
+                "--quiet",
+                "--chain-id",
+                str(chain_id),
+                "--accounts",
+                str(accounts),
+            ]
+            if block_time is not None:
+                args += ["--block-time", f"{block_time:g}"]
+            if fork_url:
+                args += ["--fork-url", fork_url]
+            proc = cls._spawn(args, port=chosen, log_path=log_path, secret=fork_url)
+            try:
+                await proc._wait_ready(chain_id, startup_timeout)
+            except _PortTaken:
+                proc.kill()
+                if port:
+                    raise DevnetError(f"port {chosen} on {LOOPBACK} is already in use") from None
+                log.debug("port %d was taken (attempt %d), retrying", chosen, attempt)
+                continue
+            except BaseException:
+                proc.kill()  # blocking on purpose: cleanup must finish even when cancelled
+                raise
+            return proc
+        raise DevnetError(f"no free port for anvil after {_PORT_ATTEMPTS} attempts")
+
+    @classmethod
+    def _spawn(
+        cls, args: list[str], *, port: int, log_path: Path, secret: str | None
+    ) -> AnvilProcess:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("wb") as log_file:
+            popen = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent(),  # a prctl only: safe after fork
+            )
+        return cls(popen, port=port, log_path=log_path, secret=secret)
+
+    async def _wait_ready(self, chain_id: int, within: float) -> None:
+        deadline = time.monotonic() + within
+        rpc = JsonRpcClient(self.rpc_url, timeout=2.0)
+        delay = 0.005
+        try:
+            while True:
+                if not self.running:
+                    if _PORT_IN_USE in self.log_tail():
+                        raise _PortTaken
+                    raise DevnetError(
+                        f"anvil exited with code {self._popen.returncode} before answering; "
+                        f"log {self.log_path}:\n{self.log_tail()}"
+                    )
+                with contextlib.suppress(RpcError):
+                    served = int(await rpc.call("eth_chainId"), 16)
+                    if served != chain_id:
+                        raise DevnetError(f"anvil serves chain {served}, expected {chain_id}")
+                    if self.running:  # the answer came from our anvil, not a squatter
+                        return
+                    continue
+                if time.monotonic() >= deadline:
+                    raise DevnetError(
+                        f"anvil did not answer on {self.rpc_url} within {within:g} s; "
+                        f"log {self.log_path}:\n{self.log_tail()}"
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.1)
+        finally:
+            await rpc.aclose()
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The end of anvil's log, with the fork URL (it may hold an API key) redacted."""
+        try:
+            with self.log_path.open("rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - 8192))
+                text = fh.read().decode("utf-8", "replace")
+        except OSError as exc:
+            return f"(log unreadable: {exc})"
+        if self._secret:
+            text = text.replace(self._secret, "<fork-url>")
+        return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+    async def stop(self, grace: float = 3.0) -> None:
+        """SIGTERM, then SIGKILL if anvil is still up after ``grace`` seconds. Idempotent."""
+        if self.running:
+            self._popen.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(self._popen.wait, grace)
+            if self.running:
+                log.warning("anvil (pid %d) ignored SIGTERM for %g s: killing it", self.pid, grace)
+                self._popen.kill()
+        self._reap()
+
+    def kill(self, grace: float = 1.0) -> None:
+        """The blocking form of :meth:`stop`, for atexit and cleanup paths. Idempotent."""
+        if self.running:
+            self._popen.terminate()
+            try:
+                self._popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                self._popen.kill()
+        self._reap()
+
+    def _reap(self) -> None:
+        """Collect the exit status, so no zombie keeps the pid; a SIGKILL lands at once."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._popen.wait(5.0)
+        _live.discard(self)
+
+
+class _PortTaken(Exception):
+    """anvil lost the race for its port to another process."""

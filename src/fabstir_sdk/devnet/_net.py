@@ -1,0 +1,284 @@
+"""The :class:`Devnet`: anvil plus our deployed contracts, funded accounts and a manifest."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+import time
+from collections.abc import Generator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from ..config import ContractAddresses, SDKConfig
+from ..errors import DevnetError, ValidationError
+from ._accounts import DevAccount, derive_accounts
+from ._anvil import DEFAULT_CHAIN_ID, AnvilProcess
+from ._deploy import Deployment, deploy, write_manifest
+from ._rpc import JsonRpcClient
+
+__all__ = ["Devnet", "StartingDevnet"]
+
+log = logging.getLogger("fabstir_sdk.devnet")
+
+_ACCOUNTS = 10
+
+
+def _state_dir(
+    state_dir: str | Path | None,
+) -> tuple[Path, tempfile.TemporaryDirectory[str] | None]:
+    """The directory to use, and the temporary directory behind it when we own it."""
+    if state_dir is not None:
+        return Path(state_dir).resolve(), None
+    owned = tempfile.TemporaryDirectory(prefix="fabstir-devnet-", ignore_cleanup_errors=True)
+    return Path(owned.name), owned
+
+
+class Devnet:
+    """A local chain with our contracts, for tests, demos and notebooks.
+
+    Start it with ``async with Devnet.start() as net:`` (stopped on exit, even on error) or
+    ``net = await Devnet.start()`` and later ``await net.stop()``.
+    """
+
+    def __init__(
+        self,
+        *,
+        anvil: AnvilProcess,
+        rpc: JsonRpcClient,
+        chain_id: int,
+        accounts: list[DevAccount],
+        deployment: Deployment,
+        state_dir: Path,
+        manifest_path: Path,
+        owned_dir: tempfile.TemporaryDirectory[str] | None,
+    ) -> None:
+        self.anvil = anvil
+        self._rpc = rpc
+        self.chain_id = chain_id
+        self.accounts = accounts
+        self.deployment = deployment
+        self.state_dir = state_dir
+        self.manifest_path = manifest_path
+        self._owned_dir = owned_dir
+        self._stopped = False
+
+    def __repr__(self) -> str:
+        return f"Devnet(rpc_url={self.rpc_url!r}, chain_id={self.chain_id})"
+
+    @classmethod
+    def start(
+        cls,
+        block_time: float | None = None,
+        with_s5: bool = False,
+        *,
+        port: int | None = None,
+        chain_id: int = DEFAULT_CHAIN_ID,
+        state_dir: str | Path | None = None,
+        fork_url: str | None = None,
+        startup_timeout: float = 30.0,
+    ) -> StartingDevnet:
+        """Start anvil, deploy and fund; ``await`` the result or use it with ``async with``.
+
+        ``block_time`` (seconds) turns on interval mining; by default every transaction is
+        mined at once. ``port`` None picks a free port. ``state_dir`` holds anvil.log and
+        deployments/<chain_id>.json; by default a temporary directory, removed at stop.
+        ``with_s5=True`` (a local S5 portal) arrives with the storage layer: for now it raises
+        NotImplementedError rather than pretending.
+        """
+        if with_s5:
+            raise NotImplementedError("Devnet(with_s5=True) arrives with the S5 storage layer")
+        if block_time is not None and not block_time > 0:
+            raise ValidationError(f"block_time must be positive seconds, got {block_time!r}")
+        if port is not None and not 0 <= port <= 65535:
+            raise ValidationError(f"port must be 0..65535, got {port!r}")
+        return StartingDevnet(
+            cls,
+            block_time=block_time,
+            port=port,
+            chain_id=chain_id,
+            state_dir=state_dir,
+            fork_url=fork_url,
+            startup_timeout=startup_timeout,
+        )
+
+    @classmethod
+    async def _launch(
+        cls,
+        *,
+        block_time: float | None,
+        port: int | None,
+        chain_id: int,
+        state_dir: str | Path | None,
+        fork_url: str | None,
+        startup_timeout: float,
+    ) -> Devnet:
+        started = time.perf_counter()
+        base, owned = _state_dir(state_dir)
+        anvil: AnvilProcess | None = None
+        rpc: JsonRpcClient | None = None
+        try:
+            # Deriving keys imports eth-account (~0.7 s): overlap it with anvil's start-up.
+            derived = asyncio.create_task(asyncio.to_thread(derive_accounts, _ACCOUNTS))
+            try:
+                anvil = await AnvilProcess.start(
+                    log_path=base / "anvil.log",
+                    port=port,
+                    chain_id=chain_id,
+                    accounts=_ACCOUNTS,
+                    block_time=block_time,
+                    fork_url=fork_url,
+                    startup_timeout=startup_timeout,
+                )
+            finally:
+                accounts = await derived
+            booted = time.perf_counter()
+            rpc = JsonRpcClient(anvil.rpc_url)
+            funded = await rpc.call("eth_accounts")
+            if [a.lower() for a in funded] != [a.address.lower() for a in accounts]:
+                raise DevnetError("anvil's accounts are not those of its default mnemonic")
+            deployment = await deploy(
+                rpc, accounts[0], [a.address for a in accounts], chain_id=chain_id
+            )
+            manifest = base / "deployments" / f"{chain_id}.json"
+            write_manifest(manifest, deployment, chain_id=chain_id, rpc_url=anvil.rpc_url)
+        except BaseException:
+            if anvil is not None:
+                anvil.kill()  # blocking on purpose: it must finish even when cancelled
+            if owned is not None:
+                owned.cleanup()
+            if rpc is not None:
+                with contextlib.suppress(Exception):
+                    await rpc.aclose()
+            raise
+        log.info(
+            "devnet on %s ready in %.0f ms (anvil and keys %.0f ms, %d transactions %.0f ms)",
+            anvil.rpc_url,
+            (time.perf_counter() - started) * 1000,
+            (booted - started) * 1000,
+            deployment.transactions,
+            deployment.seconds * 1000,
+        )
+        return cls(
+            anvil=anvil,
+            rpc=rpc,
+            chain_id=chain_id,
+            accounts=accounts,
+            deployment=deployment,
+            state_dir=base,
+            manifest_path=manifest,
+            owned_dir=owned,
+        )
+
+    # ------------------------------------------------------------------ what it offers
+
+    @property
+    def rpc_url(self) -> str:
+        return self.anvil.rpc_url
+
+    @property
+    def addresses(self) -> ContractAddresses:
+        return self.deployment.addresses
+
+    @property
+    def models(self) -> list[str]:
+        """The approved models as ``"repo:file"``."""
+        return [m.spec for m in self.deployment.models]
+
+    @property
+    def s5_portal_url(self) -> str | None:
+        """The local S5 portal; None until the storage layer lands (see ``with_s5``)."""
+        return None
+
+    def sdk_config(self, **overrides: Any) -> SDKConfig:
+        """An :class:`SDKConfig` for this devnet; the embedded store lives in the state dir."""
+        fields: dict[str, Any] = {
+            "rpc_url": self.rpc_url,
+            "chain_id": self.chain_id,
+            "contract_addresses": self.addresses,
+            "s5_portal_url": self.s5_portal_url,
+            "storage_dir": self.state_dir / "storage",
+        }
+        return SDKConfig(**{**fields, **overrides})
+
+    # ------------------------------------------------------------------ time and state
+
+    async def advance_time(self, seconds: int) -> int:
+        """Mine a block exactly ``seconds`` after the latest one; returns its timestamp.
+
+        Exact on purpose: ``evm_increaseTime`` alone would add the wall-clock time since the
+        last block too, so "29 s into a 30 s window" could already be past it.
+        """
+        if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 0:
+            raise ValidationError(f"seconds must be a non-negative int, got {seconds!r}")
+        latest = await self._rpc.call("eth_getBlockByNumber", "latest", False)
+        target = int(latest["timestamp"], 16) + seconds
+        await self._rpc.call("evm_mine", target)
+        return target
+
+    async def snapshot(self) -> str:
+        """Save the chain state; :meth:`revert` returns to it (once: the id is then spent)."""
+        snapshot_id: str = await self._rpc.call("evm_snapshot")
+        return snapshot_id
+
+    async def revert(self, snapshot_id: str) -> None:
+        """Restore the state (balances, contracts, nonces, time) saved by :meth:`snapshot`."""
+        if not await self._rpc.call("evm_revert", snapshot_id):
+            raise DevnetError(f"no snapshot {snapshot_id} (each id can be reverted to once)")
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def stop(self) -> None:
+        """Stop anvil and remove what this devnet wrote that would now be stale. Idempotent.
+
+        The manifest goes (its RPC URL is dead); anvil.log stays in a caller's state_dir.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            await self._rpc.aclose()
+            await self.anvil.stop()
+        finally:
+            self.anvil.kill()  # no-op when stopped; finishes the job if we were cancelled
+            self.manifest_path.unlink(missing_ok=True)
+            if self._owned_dir is not None:
+                self._owned_dir.cleanup()
+
+    async def __aenter__(self) -> Devnet:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+class StartingDevnet:
+    """What :meth:`Devnet.start` returns: ``await`` it, or enter it with ``async with``."""
+
+    def __init__(self, devnet: type[Devnet], **options: Any) -> None:
+        self._devnet = devnet
+        self._options = options
+        self._net: Devnet | None = None
+
+    def __await__(self) -> Generator[Any, None, Devnet]:
+        return self._devnet._launch(**self._options).__await__()
+
+    async def __aenter__(self) -> Devnet:
+        self._net = await self
+        return self._net
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._net is not None:
+            await self._net.stop()
