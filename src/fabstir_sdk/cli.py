@@ -1,0 +1,131 @@
+"""The ``fabstir`` command.
+
+Each subcommand registers its arguments in an ``_add_<name>`` function and runs as one async
+function; the heavy imports happen inside it, so ``fabstir --help`` stays instant. A new
+subcommand is one ``_add_`` function plus a line in :func:`build_parser`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import traceback
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from ._version import __version__
+from .errors import FabstirError
+
+__all__ = ["build_parser", "main"]
+
+Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fabstir",
+        description="Fabstir decentralized LLM inference market: SDK tools.",
+    )
+    parser.add_argument("--version", action="version", version=f"fabstir-sdk {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show debug logs, and the traceback of an error"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_demo(commands)
+    _add_devnet(commands)
+    return parser
+
+
+def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="start a devnet, pay for a session job, prove work, settle, print the split",
+        description="The payment walkthrough of docs/payments.md, on a fresh devnet.",
+    )
+    demo.set_defaults(handler=_run_demo)
+
+
+async def _run_demo(args: argparse.Namespace) -> int:
+    from .demo import payment_walkthrough
+
+    await payment_walkthrough()
+    return 0
+
+
+def _add_devnet(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    devnet = commands.add_parser(
+        "devnet",
+        help="a local chain with the Fabstir contracts",
+        description="A local chain (anvil on 127.0.0.1) with the Fabstir contracts deployed.",
+    )
+    actions = devnet.add_subparsers(dest="devnet_command", metavar="ACTION", required=True)
+    up = actions.add_parser(
+        "up",
+        help="start a devnet and keep it running until Ctrl-C",
+        description=(
+            "Start anvil, deploy the contracts, approve the devnet models, fund ten test "
+            "accounts, print the RPC URL, addresses and test keys, and run until Ctrl-C or "
+            "SIGTERM."
+        ),
+    )
+    up.add_argument("--port", type=int, default=None, help="RPC port (default: a free one)")
+    up.add_argument(
+        "--block-time",
+        type=float,
+        default=None,
+        metavar="S",
+        help="mine a block every S seconds (default: mine each transaction at once)",
+    )
+    up.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".devnet"),
+        metavar="D",
+        help="where anvil.log and deployments/<chain_id>.json go (default: ./.devnet)",
+    )
+    up.add_argument("--json", action="store_true", help="print the details as one JSON line")
+    up.set_defaults(handler=_run_devnet_up)
+
+
+async def _run_devnet_up(args: argparse.Namespace) -> int:
+    from .devnet._cli import devnet_up
+
+    return await devnet_up(
+        port=args.port, block_time=args.block_time, state_dir=args.state_dir, as_json=args.json
+    )
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    if not isinstance(exc, FabstirError | NotImplementedError):
+        first = f"internal error: {type(exc).__name__}: {first}"
+    more = " (--debug shows more)" if len(text) > 1 or first.startswith("internal") else ""
+    return first + more
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 ok, 1 error, 130 interrupted)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    handler: Handler = args.handler
+    try:
+        return asyncio.run(handler(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        else:
+            print(f"fabstir: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

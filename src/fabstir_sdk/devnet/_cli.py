@@ -1,0 +1,80 @@
+"""``fabstir devnet up``: run a devnet in the foreground until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from ._net import Devnet
+
+__all__ = ["devnet_up", "summary"]
+
+
+def summary(net: Devnet) -> dict[str, Any]:
+    """What ``devnet up`` prints, as data: the --json output."""
+    return {
+        "rpc_url": net.rpc_url,
+        "chain_id": net.chain_id,
+        "contracts": net.addresses.model_dump(),
+        "manifest": str(net.manifest_path),
+        "models": net.models,
+        "anvil_pid": net.anvil.pid,
+        "log": str(net.anvil.log_path),
+        # anvil's well-known test keys, printed on purpose (anvil prints them too)
+        "accounts": [{"address": a.address, "private_key": a.private_key} for a in net.accounts],
+    }
+
+
+def _print_text(info: dict[str, Any], out: TextIO) -> None:
+    lines = [
+        "Fabstir devnet is running",
+        f"  RPC URL    {info['rpc_url']}",
+        f"  chain id   {info['chain_id']}",
+        f"  manifest   {info['manifest']}",
+        f"  anvil      pid {info['anvil_pid']}, log {info['log']}",
+        "",
+        "Contracts",
+        *(f"  {name:<16} {address}" for name, address in info["contracts"].items()),
+        "",
+        "Approved models",
+        *(f"  {model}" for model in info["models"]),
+        "",
+        "Test accounts: ETH, 1,000,000 USDC and 100,000 FAB each; account 0 deployed and is the",
+        "treasury. These are anvil's public test keys: never send real funds to them.",
+        *(f"  [{i}] {a['address']}  {a['private_key']}" for i, a in enumerate(info["accounts"])),
+        "",
+        "Press Ctrl-C to stop.",
+    ]
+    print("\n".join(lines), file=out, flush=True)
+
+
+async def devnet_up(
+    *, port: int | None, block_time: float | None, state_dir: Path, as_json: bool
+) -> int:
+    """Start, print, wait for SIGINT/SIGTERM, stop. Returns the exit code."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    handled = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # Windows: Ctrl-C interrupts instead
+            loop.add_signal_handler(signum, stop.set)
+            handled.append(signum)
+    try:
+        async with Devnet.start(block_time=block_time, port=port, state_dir=state_dir) as net:
+            info = summary(net)
+            if as_json:
+                print(json.dumps(info), flush=True)
+            else:
+                _print_text(info, sys.stdout)
+            await stop.wait()
+    finally:
+        for signum in handled:
+            loop.remove_signal_handler(signum)
+    if not as_json:
+        print("Devnet stopped.", flush=True)
+    return 0
