@@ -81,7 +81,7 @@ class Chain:
         return receipt
 
     def reverts(self, fn: Any, sender: int | str, reason: str, value: int = 0) -> None:
-        """Assert that ``fn`` reverts with revert string ``reason`` (or custom error ``reason()``)."""
+        """Assert ``fn`` reverts with revert string ``reason`` (or custom error ``reason()``)."""
         from web3.exceptions import ContractCustomError, ContractLogicError
 
         frm = self.accounts[sender] if isinstance(sender, int) else sender
