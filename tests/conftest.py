@@ -8,7 +8,11 @@ Nothing is skipped: without anvil the devnet tests fail with the reason.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -30,3 +34,35 @@ async def devnet(devnet_session: Devnet) -> AsyncIterator[Devnet]:
         yield devnet_session
     finally:
         await devnet_session.revert(snapshot)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs: a zombie counts as dead (a container's init may never reap)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no procfs (macOS): ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+@pytest.fixture
+def process_gone() -> Callable[..., Awaitable[bool]]:
+    """``await process_gone(pid, within=5.0)``: True once the process is dead."""
+
+    async def wait(pid: int, within: float = 5.0) -> bool:
+        deadline = time.monotonic() + within
+        while process_alive(pid):
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    return wait

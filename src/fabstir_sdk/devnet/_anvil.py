@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import ConfigError, DevnetError, RpcError
 from ._rpc import JsonRpcClient
@@ -86,6 +87,21 @@ def _free_port() -> int:
         return port
 
 
+def _secret_parts(url: str | None) -> list[str]:
+    """Every form of ``url`` that could show an API key: whole, without user info, its user
+    info, and its path and query (providers put keys there), longest first."""
+    if not url:
+        return []
+    parts = urlsplit(url)
+    bare = parts._replace(netloc=parts.hostname or "")
+    if parts.port:
+        bare = bare._replace(netloc=f"{parts.hostname}:{parts.port}")
+    tail = parts.path + (f"?{parts.query}" if parts.query else "")
+    userinfo = parts.netloc.rpartition("@")[0]
+    candidates = {url, urlunsplit(bare), userinfo, tail, parts.path, parts.query}
+    return sorted((c for c in candidates if len(c) > 1), key=len, reverse=True)
+
+
 def _port_free(port: int) -> bool:
     """Whether nothing listens on the loopback ``port`` (TIME_WAIT leftovers do not count)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -131,7 +147,7 @@ class AnvilProcess:
         self.port = port
         self.log_path = log_path
         self.rpc_url = f"http://{LOOPBACK}:{port}"
-        self._secret = secret  # the fork URL may carry an API key: kept out of messages
+        self._secrets = _secret_parts(secret)  # a fork URL may carry an API key
         _live.add(self)
 
     def __repr__(self) -> str:
@@ -217,7 +233,7 @@ class AnvilProcess:
 
     async def _wait_ready(self, chain_id: int, within: float) -> None:
         deadline = time.monotonic() + within
-        rpc = JsonRpcClient(self.rpc_url, timeout=2.0)
+        rpc = JsonRpcClient(self.rpc_url, timeout=0.5)  # short: a squatter may never answer
         delay = 0.005
         try:
             while True:
@@ -254,8 +270,8 @@ class AnvilProcess:
                 text = fh.read().decode("utf-8", "replace")
         except OSError as exc:
             return f"(log unreadable: {exc})"
-        if self._secret:
-            text = text.replace(self._secret, "<fork-url>")
+        for secret in self._secrets:
+            text = text.replace(secret, "<redacted>")
         return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
 
     async def stop(self, grace: float = 3.0) -> None:
