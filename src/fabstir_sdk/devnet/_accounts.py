@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 
 __all__ = ["ANVIL_MNEMONIC", "DevAccount", "derive_accounts"]
 
@@ -23,11 +24,14 @@ class DevAccount:
 
 def derive_accounts(count: int, mnemonic: str = ANVIL_MNEMONIC) -> list[DevAccount]:
     """Accounts ``m/44'/60'/0'/0/0 .. count-1``, the same ones anvil funds."""
+    return list(_derive(count, mnemonic))
+
+
+@cache  # ~6 ms per account: pay it once per process, not once per devnet
+def _derive(count: int, mnemonic: str) -> tuple[DevAccount, ...]:
     from eth_account import Account  # ~0.7 s to import: only when a devnet starts
 
     Account.enable_unaudited_hdwallet_features()
-    accounts = []
-    for index in range(count):
-        local = Account.from_mnemonic(mnemonic, account_path=f"m/44'/60'/0'/0/{index}")
-        accounts.append(DevAccount(local.address, "0x" + bytes(local.key).hex()))
-    return accounts
+    paths = (f"m/44'/60'/0'/0/{index}" for index in range(count))
+    locals_ = [Account.from_mnemonic(mnemonic, account_path=path) for path in paths]
+    return tuple(DevAccount(a.address, "0x" + bytes(a.key).hex()) for a in locals_)

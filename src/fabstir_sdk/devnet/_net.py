@@ -85,6 +85,7 @@ class Devnet:
         ``block_time`` (seconds) turns on interval mining; by default every transaction is
         mined at once. ``port`` None picks a free port. ``state_dir`` holds anvil.log and
         deployments/<chain_id>.json; by default a temporary directory, removed at stop.
+        ``fork_url`` deploys on top of a fork of that chain (``chain_id`` still applies).
         ``with_s5=True`` (a local S5 portal) arrives with the storage layer: for now it raises
         NotImplementedError rather than pretending.
         """
