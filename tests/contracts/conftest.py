@@ -34,7 +34,7 @@ from contract_helpers import (
 def _anvil() -> Iterator[str]:
     binary = anvil_binary()
     if binary is None:
-        pytest.skip("anvil not found: run `npm ci`")
+        pytest.fail("anvil not found: run `npm ci` (or set FABSTIR_ANVIL)")
     port = free_port()
     proc = subprocess.Popen(
         [

@@ -45,9 +45,10 @@ def anvil_binary() -> Path | None:
     explicit = os.environ.get("FABSTIR_ANVIL")
     if explicit:
         return Path(explicit)
-    local = REPO_ROOT / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
-    if local.is_file():
-        return local
+    # the npm platform package of the pinned anvil (anvil-linux-amd64, anvil-darwin-arm64, ...)
+    for local in sorted((REPO_ROOT / "node_modules" / "@foundry-rs").glob("anvil-*/bin/anvil*")):
+        if local.is_file() and os.access(local, os.X_OK):
+            return local
     found = shutil.which("anvil")
     return Path(found) if found else None
 
