@@ -184,10 +184,14 @@ async def test_insufficient_eth_balance(devnet, user, host):
 
 
 async def test_insufficient_usdc_balance(devnet, sdk_for, host):
-    # Account 9 gives its USDC away, then tries to pay with it.
+    # Account 9 parks all but 1 USDC in the marketplace, then tries to pay 5 from its wallet.
     poor = await sdk_for(9)
     pm = poor.get_payment_manager()
     usdc = devnet.addresses.usdc_token
+    balance = await pm.get_token_balance(usdc)
+    await pm.approve_usdc(usdc, str(balance // 10**6))
+    await pm.deposit(str(balance // 10**6 - 1), usdc)
+    assert await pm.get_token_balance(usdc) == 1_000_000
     await pm.approve_usdc(usdc, "5")
     err = await refused(devnet, InsufficientBalanceError, usdc_job(devnet, pm, amount="5"), index=9)
     assert err.needed == 5_000_000

@@ -86,13 +86,14 @@ async def test_anvil_starts_answers_and_stops_without_trace(tmp_path, process_go
 
 
 async def test_explicit_port_in_use_is_refused(tmp_path):
+    already = set(_anvil._live)  # the shared session devnet may be running
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
         with pytest.raises(DevnetError, match=f"port {port} on 127.0.0.1 is already in use"):
             await AnvilProcess.start(log_path=tmp_path / "anvil.log", port=port)
-    assert not _anvil._live
+    assert _anvil._live == already
 
 
 async def test_free_port_race_is_retried(tmp_path, monkeypatch):
@@ -111,6 +112,7 @@ async def test_free_port_race_is_retried(tmp_path, monkeypatch):
 
 
 async def test_failed_start_reports_the_log_without_the_fork_url(tmp_path, process_gone):
+    already = set(_anvil._live)
     secret = "http://user:s3cret-api-key@127.0.0.1:9/v2/s3cret-api-key"
     with pytest.raises(DevnetError) as info:
         await AnvilProcess.start(log_path=tmp_path / "anvil.log", fork_url=secret)
@@ -118,7 +120,7 @@ async def test_failed_start_reports_the_log_without_the_fork_url(tmp_path, proce
     assert "exited with code" in message and str(tmp_path / "anvil.log") in message
     assert "Error" in message  # the log tail is in the message
     assert "s3cret" not in message
-    assert not _anvil._live
+    assert _anvil._live == already
 
 
 async def test_error_inside_the_context_still_stops_anvil(process_gone):

@@ -91,7 +91,7 @@ async def test_treasury_withdraws_fees(devnet, sdk_for, user, host):
 
 async def test_eth_session_odd_numbers_round_down(devnet, user, host):
     pm = user.get_payment_manager()
-    price, tokens, deposit = 333_333_333, 12_345, 10**16  # 0.01 ETH
+    price, tokens, deposit = ETH_PRICE + 333_333_333, 12_345, 10**16  # 0.01 ETH
     before = await pm.get_eth_balance()
     created = await pm.create_eth_session_job(
         devnet.accounts[HOST].address, "0.01", price, 600, 100, model=devnet.models[1]
@@ -100,7 +100,8 @@ async def test_eth_session_odd_numbers_round_down(devnet, user, host):
     await host.get_host_manager().submit_proof_of_work(created.job_id, tokens, proof_hash(), "", "")
     settlement = await pm.complete_session_job(created.job_id)
 
-    gross = tokens * price // 1000  # 4_114_995_885 wei
+    gross = tokens * price // 1000  # 12_349_114_999_995.885 wei: the fraction is dropped
+    assert gross == 12_349_114_999_995
     fee = gross * 1000 // 10_000
     assert (settlement.host_payment, settlement.treasury_fee) == (gross, fee)
     assert settlement.host_net == gross - fee
