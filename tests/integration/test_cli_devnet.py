@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fabstir_sdk.devnet._rpc import JsonRpcClient
+from fabstir_sdk.chain.rpc import JsonRpcClient
 
 pytestmark = pytest.mark.integration
 

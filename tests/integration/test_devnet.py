@@ -366,7 +366,7 @@ async def test_interval_mining(process_gone):
 
 async def test_rpc_client_ignores_proxy_variables(devnet, monkeypatch):
     """Loopback JSON-RPC must not be sent to an HTTP proxy from the environment."""
-    from fabstir_sdk.devnet._rpc import JsonRpcClient
+    from fabstir_sdk.chain.rpc import JsonRpcClient
 
     for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY"):
         monkeypatch.setenv(name, "http://127.0.0.1:9")

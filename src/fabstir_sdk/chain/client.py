@@ -1,10 +1,13 @@
-"""One connection to the chain: contract handles, reads, and the single write path.
+"""One connection to the chain: batched reads and the single write path.
 
 Writes go through :class:`TxSender`, which owns the account's nonces. Nonces are handed out
 and broadcast under one lock, so concurrent writes from one account never clash, and a
-broadcast that fails gives its nonce back. When nothing is in flight the allocator re-reads
-the pending nonce from the node, so transactions sent elsewhere with the same key (or an
-``evm_revert`` on a devnet) cannot leave it stale.
+broadcast that fails gives its nonce back. When nothing is in flight the allocator uses the
+node's pending nonce, so transactions sent elsewhere with the same key (or an ``evm_revert``
+on a devnet) cannot leave it stale.
+
+A write costs three round trips: one batch holding the caller's checks, the gas estimate, the
+gas price and the pending nonce; the broadcast; the receipt.
 """
 
 from __future__ import annotations
@@ -12,83 +15,108 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, cast
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from aiohttp import ClientError
 from eth_account.signers.local import LocalAccount
-from eth_utils.address import to_checksum_address
-from hexbytes import HexBytes
-from web3 import AsyncHTTPProvider, AsyncWeb3
-from web3.contract import AsyncContract
-from web3.contract.async_contract import AsyncContractFunction
-from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
-from web3.types import TxParams, TxReceipt
 
 from ..errors import ChainError, FabstirError, RpcError, TransactionTimeoutError
-from .artifacts import load_abi
+from .abi import Call, Contract
 from .revert import revert_error
+from .rpc import JsonRpcClient, RpcFailure
 
-__all__ = ["ChainClient", "TxSender", "tx_hash"]
+__all__ = ["ChainClient", "Read", "TxSender", "tx_hash"]
 
 log = logging.getLogger("fabstir_sdk.chain")
-T = TypeVar("T")
+
+Receipt = dict[str, Any]
 
 
-def tx_hash(receipt: TxReceipt) -> str:
+def tx_hash(receipt: Receipt) -> str:
     """The 0x-hex hash of the transaction behind ``receipt``."""
-    return "0x" + bytes(receipt["transactionHash"]).hex()
+    return str(receipt["transactionHash"])
 
 
-def _revert_data(exc: ContractLogicError) -> bytes:
-    data = exc.data
-    if isinstance(data, dict):
-        data = data.get("data")
-    if isinstance(data, str) and data.startswith("0x"):
-        return bytes.fromhex(data[2:])
-    return b""
+def _hex_int(value: str) -> int:
+    return int(value, 16)
+
+
+@dataclass(frozen=True)
+class Read:
+    """One read in a batch: a JSON-RPC method, its params and how to decode its result."""
+
+    method: str
+    params: tuple[Any, ...]
+    decode: Callable[[Any], Any]
+    label: str
+
+    @classmethod
+    def of(cls, call: Call, *, named: bool = False) -> Read:
+        """An ``eth_call`` of a contract function."""
+        decoder = call.decode_named if named else call.decode
+        return cls(
+            "eth_call",
+            ({"to": call.to, "data": "0x" + call.data.hex()}, "latest"),
+            lambda result: decoder(bytes.fromhex(result[2:])),
+            f"{call.contract}.{call.fn}",
+        )
+
+    @classmethod
+    def balance(cls, address: str) -> Read:
+        return cls("eth_getBalance", (address, "latest"), _hex_int, "eth_getBalance")
 
 
 class ChainClient:
-    """An AsyncWeb3 connection plus cached contract handles, keyed by artifact name."""
+    """JSON-RPC to one node, plus cached contract codecs keyed by artifact name."""
 
     def __init__(self, rpc_url: str, *, timeout: float = 30.0) -> None:
         self.rpc_url = rpc_url
-        self.w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
-        self._contracts: dict[tuple[str, str], AsyncContract] = {}
+        self.rpc = JsonRpcClient(rpc_url, timeout=timeout)
+        self._contracts: dict[tuple[str, str], Contract] = {}
         self._chain_id: int | None = None
 
-    def contract(self, name: str, address: str) -> AsyncContract:
+    def __repr__(self) -> str:
+        return f"ChainClient({self.rpc_url!r})"
+
+    def contract(self, name: str, address: str) -> Contract:
         """The contract ``name`` (an artifact in contracts/abi) at ``address``."""
         key = (name, address)
         handle = self._contracts.get(key)
         if handle is None:
-            handle = self.w3.eth.contract(address=address, abi=load_abi(name))  # type: ignore[call-overload]
-            self._contracts[key] = handle
+            handle = self._contracts[key] = Contract(name, address)
         return handle
 
-    async def rpc(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
-        """Run one RPC operation, turning transport failures into :class:`RpcError`."""
-        try:
-            return await op()
-        except FabstirError:
-            raise
-        except ContractLogicError as exc:
-            raise revert_error(_revert_data(exc)) from None
-        except (TimeoutError, ClientError, OSError, Web3RPCError) as exc:
-            raise RpcError(f"{what} failed on {self.rpc_url}: {exc}") from exc
+    async def reads(self, *reads: Read, token_hint: str = "") -> list[Any]:
+        """Run ``reads`` in one batch; a revert becomes its typed error."""
+        results = await self.rpc.batch(
+            [(r.method, r.params) for r in reads],
+            labels=[r.label for r in reads],
+            return_errors=True,
+        )
+        return [_decoded(r, result, token_hint) for r, result in zip(reads, results, strict=True)]
 
-    async def call(self, fn: AsyncContractFunction) -> Any:
-        """A read-only contract call; reverts become typed errors."""
-        return await self.rpc(fn.fn_name, fn.call)
+    async def read(self, call: Call) -> Any:
+        """One contract call's return value."""
+        (value,) = await self.reads(Read.of(call))
+        return value
 
     async def chain_id(self) -> int:
         if self._chain_id is None:
-            self._chain_id = await self.rpc("eth_chainId", lambda: self.w3.eth.chain_id)
+            self._chain_id = _hex_int(await self.rpc.call("eth_chainId"))
         return self._chain_id
 
     async def aclose(self) -> None:
-        await self.w3.provider.disconnect()
+        await self.rpc.aclose()
+
+
+def _decoded(read: Read, result: Any, token_hint: str) -> Any:
+    if isinstance(result, RpcFailure):
+        data = result.revert_data
+        if data is not None:
+            raise revert_error(data, token=token_hint)
+        raise result
+    return read.decode(result)
 
 
 class TxSender:
@@ -106,119 +134,137 @@ class TxSender:
         self._client = client
         self._account = account
         self.address: str = account.address
-        self._checksum = to_checksum_address(account.address)
         self._chain_id = chain_id
         self._headroom = gas_headroom
         self._timeout = tx_timeout
         self._lock = asyncio.Lock()
         self._next_nonce: int | None = None
         self._in_flight = 0
+        self._broadcasts = (
+            0  # bumps on every broadcast: a prefetched nonce older than that is stale
+        )
         self._tip: int | None = None
 
     def __repr__(self) -> str:
         return f"TxSender(address={self.address!r})"
 
     async def send(
-        self, fn: AsyncContractFunction, *, value: int = 0, token_hint: str = ""
-    ) -> TxReceipt:
-        """Send a contract call as a transaction and wait for its receipt.
+        self,
+        call: Call,
+        *,
+        value: int = 0,
+        checks: Sequence[Read] = (),
+        validate: Callable[[list[Any]], None] | None = None,
+        token_hint: str = "",
+    ) -> Receipt:
+        """Send ``call`` as a transaction and wait for its receipt.
 
-        The call is simulated first (eth_estimateGas), so a revert is raised as a typed
-        error and no transaction is sent.
+        ``checks`` are read in the same batch as the gas estimate and handed to ``validate``,
+        which raises to refuse the transaction; then a failed estimate (a revert) raises its
+        typed error. Either way nothing is sent.
         """
-        tx: dict[str, Any] = {
-            "from": self.address,
-            "to": fn.address,
-            "data": HexBytes(fn._encode_transaction_data()),
-            "value": value,
-            "chainId": self._chain_id,
-        }
-        return await self.transact(tx, what=fn.fn_name, token_hint=token_hint)
-
-    async def transact(self, tx: dict[str, Any], *, what: str, token_hint: str = "") -> TxReceipt:
-        gas, (max_fee, tip) = await asyncio.gather(self._estimate(tx, token_hint), self._fees())
-        tx = {
-            **tx,
-            "gas": gas,
-            "maxFeePerGas": max_fee,
-            "maxPriorityFeePerGas": tip,
-            "type": 2,
-        }
-        tx_hash = await self._broadcast(tx, what)
+        tx: dict[str, Any] = {"from": self.address, "to": call.to, "data": "0x" + call.data.hex()}
+        if value:
+            tx["value"] = hex(value)
+        generation = self._broadcasts
+        batch = [
+            *[(r.method, r.params) for r in checks],
+            ("eth_estimateGas", (tx,)),
+            ("eth_gasPrice", ()),
+            ("eth_getTransactionCount", (self.address, "pending")),
+        ]
+        if self._tip is None:
+            batch.append(("eth_maxPriorityFeePerGas", ()))
+        results = await self._client.rpc.batch(
+            batch, labels=[r.label for r in checks], return_errors=True
+        )
+        if validate is not None:
+            validate([_decoded(r, v, token_hint) for r, v in zip(checks, results, strict=False)])
+        estimate, gas_price, pending = results[len(checks) : len(checks) + 3]
+        if isinstance(estimate, RpcFailure):
+            data = estimate.revert_data
+            if data is not None:
+                raise revert_error(data, token=token_hint)
+            raise estimate
+        for extra in results[len(checks) + 1 :]:
+            if isinstance(extra, RpcFailure):
+                raise extra
+        if self._tip is None:
+            self._tip = _hex_int(results[-1])
+        tx.update(
+            gas=int(_hex_int(estimate) * self._headroom),
+            maxFeePerGas=2 * _hex_int(gas_price) + self._tip,  # room for the base fee to double
+            maxPriorityFeePerGas=self._tip,
+            chainId=self._chain_id,
+            value=value,
+            type=2,
+        )
+        del tx["from"]
+        sent = await self._broadcast(tx, call.fn, _hex_int(pending), generation)
         try:
-            receipt = await self._wait(tx_hash)
+            receipt = await self._wait(sent)
         finally:
             self._in_flight -= 1
-        if receipt["status"] != 1:
-            raise await self._mined_revert(tx, receipt, token_hint)
-        log.debug("%s mined in block %s (tx %s)", what, receipt["blockNumber"], tx_hash)
+        if receipt["status"] != "0x1":
+            raise await self._mined_revert(call, value, receipt, token_hint)
+        log.debug("%s mined in block %s (tx %s)", call.fn, _hex_int(receipt["blockNumber"]), sent)
         return receipt
 
-    async def _estimate(self, tx: dict[str, Any], token_hint: str) -> int:
-        w3 = self._client.w3
-        try:
-            estimate = await w3.eth.estimate_gas(cast(TxParams, tx))
-        except ContractLogicError as exc:
-            raise revert_error(_revert_data(exc), token=token_hint) from None
-        except (TimeoutError, ClientError, OSError, Web3RPCError) as exc:
-            raise RpcError(f"eth_estimateGas failed: {exc}") from exc
-        return int(estimate * self._headroom)
-
-    async def _fees(self) -> tuple[int, int]:
-        w3 = self._client.w3
-        if self._tip is None:
-            self._tip = await self._client.rpc(
-                "eth_maxPriorityFeePerGas", lambda: w3.eth.max_priority_fee
-            )
-        gas_price = await self._client.rpc("eth_gasPrice", lambda: w3.eth.gas_price)
-        # Room for the base fee to double before the transaction is priced out.
-        return 2 * gas_price + self._tip, self._tip
-
-    async def _broadcast(self, tx: dict[str, Any], what: str) -> str:
-        w3 = self._client.w3
+    async def _broadcast(self, tx: dict[str, Any], what: str, pending: int, generation: int) -> str:
         async with self._lock:
             if self._in_flight == 0 or self._next_nonce is None:
-                self._next_nonce = await self._client.rpc(
-                    "eth_getTransactionCount",
-                    lambda: w3.eth.get_transaction_count(self._checksum, "pending"),
-                )
-            nonce: int = self._next_nonce
+                if generation != self._broadcasts:  # our prefetched nonce predates a broadcast
+                    pending = _hex_int(
+                        await self._client.rpc.call(
+                            "eth_getTransactionCount", self.address, "pending"
+                        )
+                    )
+                self._next_nonce = pending
+            nonce = self._next_nonce
             signed = self._account.sign_transaction({**tx, "nonce": nonce})
             try:
-                raw_hash = await w3.eth.send_raw_transaction(signed.raw_transaction)
-            except (TimeoutError, ClientError, OSError, Web3RPCError) as exc:
+                sent = await self._client.rpc.call(
+                    "eth_sendRawTransaction", "0x" + bytes(signed.raw_transaction).hex()
+                )
+            except RpcError:
                 self._next_nonce = None  # re-read from the node next time
-                raise RpcError(f"sending {what} failed: {exc}") from exc
+                raise
             self._next_nonce = nonce + 1
+            self._broadcasts += 1
             self._in_flight += 1
-        return "0x" + bytes(raw_hash).hex()
+        return str(sent)
 
-    async def _wait(self, tx_hash: str) -> TxReceipt:
-        w3 = self._client.w3
+    async def _wait(self, sent: str) -> Receipt:
         deadline = time.monotonic() + self._timeout
-        delay = 0.002
+        delay = 0.001
         while True:
             try:
-                return await w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
-            except TransactionNotFound:
-                pass
-            except (TimeoutError, ClientError, OSError) as exc:
-                log.debug("receipt poll for %s failed, retrying: %s", tx_hash, exc)
+                receipt = await self._client.rpc.call("eth_getTransactionReceipt", sent)
+            except RpcFailure:
+                raise
+            except RpcError as exc:  # transport trouble: keep polling until the deadline
+                log.debug("receipt poll for %s failed, retrying: %s", sent, exc)
+                receipt = None
+            if receipt:
+                return dict(receipt)
             if time.monotonic() >= deadline:
-                raise TransactionTimeoutError(tx_hash, self._timeout)
+                raise TransactionTimeoutError(sent, self._timeout)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
     async def _mined_revert(
-        self, tx: dict[str, Any], receipt: TxReceipt, token_hint: str
+        self, call: Call, value: int, receipt: Receipt, token_hint: str
     ) -> FabstirError:
         """Replay a reverted transaction at its block to learn why it failed."""
         mined = tx_hash(receipt)
-        call = {k: v for k, v in tx.items() if k in ("from", "to", "data", "value")}
+        replay = {"from": self.address, "to": call.to, "data": "0x" + call.data.hex()}
+        if value:
+            replay["value"] = hex(value)
         try:
-            await self._client.w3.eth.call(cast(TxParams, call), receipt["blockNumber"])
-        except ContractLogicError as exc:
-            return revert_error(_revert_data(exc), tx_hash=mined, token=token_hint)
-        except Exception as exc:  # the replay itself failed; report what we know
+            await self._client.rpc.call("eth_call", replay, receipt["blockNumber"])
+        except RpcFailure as exc:
+            data = exc.revert_data
+            if data is not None:
+                return revert_error(data, tx_hash=mined, token=token_hint)
             return ChainError(f"transaction {mined} reverted ({exc})")
         return ChainError(f"transaction {mined} reverted (out of gas?)")

@@ -20,6 +20,7 @@ from ..errors import (
     InsufficientBalanceError,
     SessionNotActiveError,
 )
+from .abi import canonical_type
 from .artifacts import load_abi
 
 __all__ = ["decode_revert", "revert_error"]
@@ -37,14 +38,6 @@ _PANIC_CODES = {
 }
 
 
-def _canonical_type(item: dict[str, Any]) -> str:
-    kind: str = item["type"]
-    if kind.startswith("tuple"):
-        inner = ",".join(_canonical_type(c) for c in item["components"])
-        return f"({inner}){kind[5:]}"
-    return kind
-
-
 @cache
 def _custom_errors() -> dict[bytes, tuple[str, list[str]]]:
     table: dict[bytes, tuple[str, list[str]]] = {}
@@ -53,7 +46,7 @@ def _custom_errors() -> dict[bytes, tuple[str, list[str]]]:
         for item in load_abi(name):
             if item.get("type") != "error":
                 continue
-            types = [_canonical_type(i) for i in item.get("inputs", [])]
+            types = [canonical_type(i) for i in item.get("inputs", [])]
             signature = f"{item['name']}({','.join(types)})"
             table[function_signature_to_4byte_selector(signature)] = (item["name"], types)
     return table

@@ -25,8 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from ..chain.rpc import JsonRpcClient
 from ..errors import ConfigError, DevnetError, RpcError
-from ._rpc import JsonRpcClient
 
 __all__ = ["ANVIL_ENV", "DEFAULT_CHAIN_ID", "LOOPBACK", "AnvilProcess", "find_anvil"]
 

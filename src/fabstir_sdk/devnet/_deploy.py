@@ -26,10 +26,10 @@ from eth_utils.crypto import keccak
 from ..chain.artifacts import load_artifact
 from ..chain.model_id import model_id
 from ..chain.revert import decode_revert
+from ..chain.rpc import JsonRpcClient, RpcFailure
 from ..config import ContractAddresses
 from ..errors import DevnetError
 from ._accounts import DevAccount
-from ._rpc import JsonRpcClient, RpcFailure
 
 __all__ = [
     "DEVNET_MODELS",

@@ -12,12 +12,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ..chain.rpc import JsonRpcClient
 from ..config import ContractAddresses, SDKConfig
 from ..errors import DevnetError, ValidationError
 from ._accounts import DevAccount, derive_accounts
 from ._anvil import DEFAULT_CHAIN_ID, AnvilProcess
 from ._deploy import Deployment, deploy, write_manifest
-from ._rpc import JsonRpcClient
 
 __all__ = ["Devnet", "StartingDevnet"]
 

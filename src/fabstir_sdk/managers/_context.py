@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from eth_account.signers.local import LocalAccount
-from web3.contract import AsyncContract
-from web3.types import TxReceipt
 
+from ..chain.abi import Contract
 from ..chain.addresses import ZERO_ADDRESS, checksum_address
 from ..chain.client import ChainClient, TxSender
 from ..chain.units import ETH_DECIMALS
 from ..config import SDKConfig
 from ..errors import AuthRequiredError
 
-__all__ = ["Context", "event_args"]
+__all__ = ["Context"]
 
 #: Artifact names of the contracts, by ContractAddresses field.
 _ARTIFACTS = {
@@ -55,12 +53,13 @@ class Context:
             return checksum_address(address, what=what)
         return self.require_sender().address
 
-    def contract(self, which: str) -> AsyncContract:
+    def contract(self, which: str) -> Contract:
         """One of the configured contracts, by ContractAddresses field name."""
         address = getattr(self.config.contract_addresses, which)
         return self.client.contract(_ARTIFACTS[which], address)
 
-    def erc20(self, token: str) -> AsyncContract:
+    def erc20(self, token: str) -> Contract:
+        """Any ERC-20 token (the test USDC's ABI is a superset of ERC-20)."""
         return self.client.contract("TestUSDC", checksum_address(token, what="token"))
 
     async def decimals(self, token: str | None) -> int:
@@ -69,20 +68,5 @@ class Context:
             return ETH_DECIMALS
         token = checksum_address(token, what="token")
         if token not in self._decimals:
-            self._decimals[token] = int(
-                await self.client.call(self.erc20(token).functions.decimals())
-            )
+            self._decimals[token] = int(await self.client.read(self.erc20(token).call("decimals")))
         return self._decimals[token]
-
-
-def event_args(contract: AsyncContract, event: str, receipt: TxReceipt) -> list[dict[str, Any]]:
-    """Arguments of every ``event`` that ``contract`` emitted in ``receipt``."""
-    topic = contract.events[event]().topic
-    found = []
-    for log in receipt["logs"]:
-        if log["address"] != contract.address or not log["topics"]:
-            continue
-        if bytes(log["topics"][0]) != bytes.fromhex(str(topic).removeprefix("0x")):
-            continue
-        found.append(dict(contract.events[event]().process_log(log)["args"]))
-    return found

@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from ..chain.addresses import ZERO_ADDRESS, checksum_address
-from ..chain.client import tx_hash
+from ..chain.client import Read, tx_hash
 from ..chain.model_id import model_id as to_model_id
 from ..errors import HostNotActiveError, InsufficientBalanceError, ValidationError
 from ..models import HostInfo
@@ -87,35 +87,35 @@ class HostManager:
         meta = json.dumps(metadata or {}, separators=(",", ":"), sort_keys=True)
         nr = self._ctx.contract("node_registry")
         fab = self._ctx.erc20(self._ctx.config.contract_addresses.fab_token)
-        stake = int(await self._ctx.client.call(nr.functions.MIN_STAKE()))
-        balance = int(await self._ctx.client.call(fab.functions.balanceOf(sender.address)))
+        stake, balance, allowance = await self._ctx.client.reads(
+            Read.of(nr.call("MIN_STAKE")),
+            Read.of(fab.call("balanceOf", sender.address)),
+            Read.of(fab.call("allowance", sender.address, nr.address)),
+        )
         if balance < stake:
             raise InsufficientBalanceError(stake, balance, "FAB")
-        allowance = int(
-            await self._ctx.client.call(fab.functions.allowance(sender.address, nr.address))
-        )
         if allowance < stake:
-            await sender.send(fab.functions.approve(nr.address, stake))
-        fn = nr.functions.registerNode(meta, api_url, ids, native, stable)
+            await sender.send(fab.call("approve", nr.address, stake))
+        fn = nr.call("registerNode", meta, api_url, ids, native, stable)
         return tx_hash(await sender.send(fn))
 
     async def set_model_pricing(self, model: str, token: str | None, price: int) -> str:
         """Set this host's minimum price for ``model`` in ``token`` (None: ETH)."""
         token_address = ZERO_ADDRESS if token is None else checksum_address(token, what="token")
-        fn = self._ctx.contract("node_registry").functions.setModelTokenPricing(
-            to_model_id(model), token_address, _price(price, "price")
+        fn = self._ctx.contract("node_registry").call(
+            "setModelTokenPricing", to_model_id(model), token_address, _price(price, "price")
         )
         return tx_hash(await self._ctx.require_sender().send(fn))
 
     async def update_api_url(self, url: str) -> str:
-        fn = self._ctx.contract("node_registry").functions.updateApiUrl(_nonempty(url, "url"))
+        fn = self._ctx.contract("node_registry").call("updateApiUrl", _nonempty(url, "url"))
         return tx_hash(await self._ctx.require_sender().send(fn))
 
     async def update_metadata(self, metadata: dict[str, Any]) -> str:
         if not isinstance(metadata, dict):
             raise ValidationError("metadata must be a dict")
         text = json.dumps(metadata, separators=(",", ":"), sort_keys=True)
-        fn = self._ctx.contract("node_registry").functions.updateMetadata(text)
+        fn = self._ctx.contract("node_registry").call("updateMetadata", text)
         return tx_hash(await self._ctx.require_sender().send(fn))
 
     async def unregister_host(self) -> str:
@@ -123,14 +123,14 @@ class HostManager:
         info = await self.get_host_info(sender.address)
         if not info.is_active:
             raise HostNotActiveError(f"host {sender.address} is not registered")
-        fn = self._ctx.contract("node_registry").functions.unregisterNode()
+        fn = self._ctx.contract("node_registry").call("unregisterNode")
         return tx_hash(await sender.send(fn))
 
     async def get_host_info(self, address: str) -> HostInfo:
         """The host's registry entry; an unregistered address reads as inactive."""
         host = checksum_address(address, what="address")
         nr = self._ctx.contract("node_registry")
-        raw = await self._ctx.client.call(nr.functions.getNodeFullInfo(host))
+        raw = await self._ctx.client.read(nr.call("getNodeFullInfo", host))
         return host_info_from_chain(host, raw)
 
     async def submit_proof_of_work(
@@ -149,8 +149,8 @@ class HostManager:
             raise ValidationError("proof_hash must be 32 bytes")
         if isinstance(job_id, bool) or not isinstance(job_id, int) or job_id <= 0:
             raise ValidationError("job_id must be a positive int")
-        fn = self._ctx.contract("job_marketplace").functions.submitProofOfWork(
-            job_id, tokens, digest, str(proof_cid), str(delta_cid)
+        fn = self._ctx.contract("job_marketplace").call(
+            "submitProofOfWork", job_id, tokens, digest, str(proof_cid), str(delta_cid)
         )
         return tx_hash(await self._ctx.require_sender().send(fn))
 
@@ -159,7 +159,7 @@ class HostManager:
         host = self._ctx.require_address(address)
         token_address = ZERO_ADDRESS if token is None else checksum_address(token, what="token")
         he = self._ctx.contract("host_earnings")
-        return int(await self._ctx.client.call(he.functions.getBalance(host, token_address)))
+        return int(await self._ctx.client.read(he.call("getBalance", host, token_address)))
 
     async def withdraw_earnings(self, token: str | None = None) -> str:
         """Withdraw all of this host's earnings in ``token`` (None: ETH)."""
@@ -167,5 +167,5 @@ class HostManager:
         if await self.get_host_earnings(token) == 0:
             raise InsufficientBalanceError(1, 0, token or "ETH earnings")
         token_address = ZERO_ADDRESS if token is None else checksum_address(token, what="token")
-        fn = self._ctx.contract("host_earnings").functions.withdrawAll(token_address)
+        fn = self._ctx.contract("host_earnings").call("withdrawAll", token_address)
         return tx_hash(await sender.send(fn))

@@ -6,14 +6,13 @@ allowances — and refused with a typed error before a transaction is built.
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from web3.types import TxReceipt
-
+from ..chain.abi import Call
 from ..chain.addresses import ZERO_ADDRESS, checksum_address
-from ..chain.client import tx_hash
+from ..chain.client import Read, Receipt, tx_hash
 from ..chain.model_id import model_id as to_model_id
 from ..chain.units import PRICE_PRECISION, Amount, to_base_units
 from ..errors import (
@@ -32,9 +31,11 @@ from ..errors import (
     ValidationError,
 )
 from ..models import SessionJob, SessionJobCreated, SessionState, Settlement
-from ._context import Context, event_args
+from ._context import Context
 
 __all__ = ["PaymentManager"]
+
+Checks = tuple[list[Read], Callable[[list[Any]], None]]
 
 MIN_PROOF_INTERVAL = 100
 MIN_PROOF_TIMEOUT, MAX_PROOF_TIMEOUT = 60, 3600
@@ -96,7 +97,6 @@ class PaymentManager:
 
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
-        self._min_native: int | None = None
 
     def __repr__(self) -> str:
         return f"PaymentManager(user_address={self._ctx.address!r})"
@@ -125,8 +125,8 @@ class PaymentManager:
             model,
             proof_timeout_window,
         )
-        await self._check_on_chain(terms, funding="wallet")
-        fn = self._ctx.contract("job_marketplace").functions.createSessionJobForModel(
+        call = self._ctx.contract("job_marketplace").call(
+            "createSessionJobForModel",
             terms.host,
             terms.model_id,
             terms.price,
@@ -134,15 +134,15 @@ class PaymentManager:
             terms.proof_interval,
             terms.proof_timeout_window,
         )
-        return self._created(await self._ctx.require_sender().send(fn, value=terms.deposit))
+        return await self._create(call, terms, funding="wallet", value=terms.deposit)
 
     async def approve_usdc(self, usdc_address: str, amount: Amount) -> str:
         """Allow the marketplace to pull ``amount`` (human units) of the token."""
         token = checksum_address(usdc_address, what="usdc_address")
         value = to_base_units(amount, await self._ctx.decimals(token))
         spender = self._ctx.config.contract_addresses.job_marketplace
-        fn = self._ctx.erc20(token).functions.approve(spender, value)
-        return tx_hash(await self._ctx.require_sender().send(fn, token_hint=token))
+        call = self._ctx.erc20(token).call("approve", spender, value)
+        return tx_hash(await self._ctx.require_sender().send(call, token_hint=token))
 
     async def create_usdc_session_job(
         self,
@@ -168,8 +168,8 @@ class PaymentManager:
             model,
             proof_timeout_window,
         )
-        await self._check_on_chain(terms, funding="wallet")
-        fn = self._ctx.contract("job_marketplace").functions.createSessionJobForModelWithToken(
+        call = self._ctx.contract("job_marketplace").call(
+            "createSessionJobForModelWithToken",
             terms.host,
             terms.model_id,
             token,
@@ -179,7 +179,7 @@ class PaymentManager:
             terms.proof_interval,
             terms.proof_timeout_window,
         )
-        return self._created(await self._ctx.require_sender().send(fn, token_hint=token))
+        return await self._create(call, terms, funding="wallet")
 
     async def create_session_job_from_deposit(
         self,
@@ -205,8 +205,8 @@ class PaymentManager:
             model,
             proof_timeout_window,
         )
-        await self._check_on_chain(terms, funding="deposit")
-        fn = self._ctx.contract("job_marketplace").functions.createSessionFromDepositForModel(
+        call = self._ctx.contract("job_marketplace").call(
+            "createSessionFromDepositForModel",
             terms.model_id,
             terms.host,
             token_address,
@@ -216,43 +216,47 @@ class PaymentManager:
             terms.proof_interval,
             terms.proof_timeout_window,
         )
-        return self._created(await self._ctx.require_sender().send(fn))
+        return await self._create(call, terms, funding="deposit")
 
     async def get_session_job(self, job_id: int) -> SessionJob:
         """All 18 fields of ``sessionJobs(job_id)``, decoded by name."""
-        job_id = _positive_int(job_id, "job_id")
-        fn = self._ctx.contract("job_marketplace").functions.sessionJobs(job_id)
-        raw = await self._ctx.client.call(fn)
-        names = [out["name"] for out in fn.abi["outputs"]]
-        values: dict[str, Any] = dict(zip(names, raw, strict=True))
-        if int(values["id"]) == 0:
-            raise SessionNotFoundError(f"no session job with id {job_id}")
-        fields = {_JOB_FIELDS[name]: value for name, value in values.items()}
-        fields["last_proof_hash"] = "0x" + bytes(fields["last_proof_hash"]).hex()
-        return SessionJob(**fields)
+        read, check = self._job_check(job_id)
+        (values,) = await self._ctx.client.reads(read)
+        return check(values)
 
     async def complete_session_job(self, job_id: int, conversation_cid: str = "") -> Settlement:
         """Settle an active session now: the host is paid for proven tokens only."""
         if not isinstance(conversation_cid, str):
             raise ValidationError("conversation_cid must be a string")
         sender = self._ctx.require_sender()
-        job = await self._active_job(job_id)
-        if sender.address not in (job.depositor, job.host):
-            raise ValidationError(
-                f"only the depositor {job.depositor} or the host {job.host} can complete "
-                f"session {job.id}"
-            )
-        fn = self._ctx.contract("job_marketplace").functions.completeSessionJob(
-            job.id, conversation_cid
+        read, check = self._job_check(job_id)
+        jobs: list[SessionJob] = []
+
+        def validate(values: list[Any]) -> None:
+            job = _active(check(values[0]))
+            if sender.address not in (job.depositor, job.host):
+                raise ValidationError(
+                    f"only the depositor {job.depositor} or the host {job.host} can complete "
+                    f"session {job.id}"
+                )
+            jobs.append(job)
+
+        call = self._ctx.contract("job_marketplace").call(
+            "completeSessionJob", job_id, conversation_cid
         )
-        return self._settlement(job, await sender.send(fn))
+        receipt = await sender.send(call, checks=[read], validate=validate)
+        return self._settlement(jobs[0], receipt)
 
     async def trigger_session_timeout(self, job_id: int) -> Settlement:
         """Settle a session whose duration or proof timeout window has lapsed (anyone may)."""
         sender = self._ctx.require_sender()
-        job = await self._active_job(job_id)
-        fn = self._ctx.contract("job_marketplace").functions.triggerSessionTimeout(job.id)
-        return self._settlement(job, await sender.send(fn))
+        read, check = self._job_check(job_id)
+        jobs: list[SessionJob] = []
+        call = self._ctx.contract("job_marketplace").call("triggerSessionTimeout", job_id)
+        receipt = await sender.send(
+            call, checks=[read], validate=lambda v: jobs.append(_active(check(v[0])))
+        )
+        return self._settlement(jobs[0], receipt)
 
     # -- deposits and balances ------------------------------------------------------------
 
@@ -262,24 +266,41 @@ class PaymentManager:
         mp = self._ctx.contract("job_marketplace")
         if token is None:
             value = to_base_units(amount, await self._ctx.decimals(None))
-            await self._need(await self.get_eth_balance(), value, "ETH")
-            return tx_hash(await sender.send(mp.functions.depositNative(), value=value))
+            receipt = await sender.send(
+                mp.call("depositNative"),
+                value=value,
+                checks=[Read.balance(sender.address)],
+                validate=lambda v: _need(v[0], value, "ETH"),
+            )
+            return tx_hash(receipt)
         token = checksum_address(token, what="token")
         value = to_base_units(amount, await self._ctx.decimals(token))
-        await self._check_token_funds(token, value)
-        return tx_hash(await sender.send(mp.functions.depositToken(token, value), token_hint=token))
+        reads, validate = self._token_funds(token, value)
+        receipt = await sender.send(
+            mp.call("depositToken", token, value),
+            checks=reads,
+            validate=validate,
+            token_hint=token,
+        )
+        return tx_hash(receipt)
 
     async def withdraw(self, amount: Amount, token: str | None = None) -> str:
         """Take back pre-funded deposit that no session has locked."""
         sender = self._ctx.require_sender()
         mp = self._ctx.contract("job_marketplace")
+        token_address = ZERO_ADDRESS if token is None else checksum_address(token, what="token")
         value = to_base_units(amount, await self._ctx.decimals(token))
-        await self._need(await self.get_deposit_balance(token), value, token or "ETH deposit")
         if token is None:
-            fn = mp.functions.withdrawNative(value)
+            call = mp.call("withdrawNative", value)
         else:
-            fn = mp.functions.withdrawToken(checksum_address(token, what="token"), value)
-        return tx_hash(await sender.send(fn))
+            call = mp.call("withdrawToken", token_address, value)
+        balance = Read.of(mp.call("getDepositBalance", sender.address, token_address))
+        receipt = await sender.send(
+            call,
+            checks=[balance],
+            validate=lambda v: _need(v[0], value, f"{token or 'ETH'} deposit"),
+        )
+        return tx_hash(receipt)
 
     async def get_deposit_balance(
         self, token: str | None = None, address: str | None = None
@@ -288,16 +309,16 @@ class PaymentManager:
         who = self._ctx.require_address(address)
         token_address = ZERO_ADDRESS if token is None else checksum_address(token, what="token")
         mp = self._ctx.contract("job_marketplace")
-        return int(await self._ctx.client.call(mp.functions.getDepositBalance(who, token_address)))
+        return int(await self._ctx.client.read(mp.call("getDepositBalance", who, token_address)))
 
     async def get_eth_balance(self, address: str | None = None) -> int:
         who = self._ctx.require_address(address)
-        w3 = self._ctx.client.w3
-        return int(await self._ctx.client.rpc("eth_getBalance", lambda: w3.eth.get_balance(who)))  # type: ignore[arg-type]
+        (balance,) = await self._ctx.client.reads(Read.balance(who))
+        return int(balance)
 
     async def get_token_balance(self, token: str, address: str | None = None) -> int:
         who = self._ctx.require_address(address)
-        return int(await self._ctx.client.call(self._ctx.erc20(token).functions.balanceOf(who)))
+        return int(await self._ctx.client.read(self._ctx.erc20(token).call("balanceOf", who)))
 
     # -- checks ---------------------------------------------------------------------------
 
@@ -312,6 +333,7 @@ class PaymentManager:
         model: str,
         proof_timeout_window: int,
     ) -> _Terms:
+        """Everything that can be checked without the chain."""
         self._ctx.require_sender()
         host = checksum_address(host, what="host")
         if host == ZERO_ADDRESS:
@@ -354,82 +376,122 @@ class PaymentManager:
             )
         return terms
 
-    async def _check_on_chain(self, terms: _Terms, *, funding: str) -> None:
-        """Host, model, price, deposit bounds and funds, read concurrently."""
+    async def _create(
+        self, call: Call, terms: _Terms, *, funding: str, value: int = 0
+    ) -> SessionJobCreated:
+        reads, validate = self._session_checks(terms, funding)
+        receipt = await self._ctx.require_sender().send(
+            call,
+            value=value,
+            checks=reads,
+            validate=validate,
+            token_hint="" if terms.token == ZERO_ADDRESS else terms.token,
+        )
+        return self._created(receipt)
+
+    def _session_checks(self, terms: _Terms, funding: str) -> Checks:
+        """Host, model, price, deposit bounds and funds: read with the gas estimate."""
         ctx = self._ctx
-        nr, mr = ctx.contract("node_registry"), ctx.contract("model_registry")
-        node, approved, min_price, (lo, hi) = await asyncio.gather(
-            ctx.client.call(nr.functions.getNodeFullInfo(terms.host)),
-            ctx.client.call(mr.functions.isModelApproved(terms.model_id)),
-            ctx.client.call(nr.functions.getModelPricing(terms.host, terms.model_id, terms.token)),
-            self._deposit_bounds(terms.token),
+        user = ctx.require_sender().address
+        nr, mr, mp = (
+            ctx.contract("node_registry"),
+            ctx.contract("model_registry"),
+            ctx.contract("job_marketplace"),
         )
-        operator, _stake, active, _meta, _url, models = node[:6]
-        if int(operator, 16) == 0:
-            raise HostNotActiveError(f"host {terms.host} is not registered")
-        if not active:
-            raise HostNotActiveError(f"host {terms.host} is registered but not active")
-        if not approved:
-            raise ModelNotApprovedError(f"model {terms.model_id} is not approved")
-        if terms.model_id not in {"0x" + bytes(m).hex() for m in models}:
-            raise ModelNotApprovedError(f"host {terms.host} does not serve model {terms.model_id}")
-        if terms.price < min_price:
-            raise PriceBelowMinimumError(terms.price, int(min_price))
-        if not lo <= terms.deposit <= hi:
-            raise DepositOutOfRangeError(terms.deposit, lo, hi, terms.token)
-        if funding == "deposit":
-            available = await self.get_deposit_balance(
-                None if terms.token == ZERO_ADDRESS else terms.token
-            )
-            await self._need(available, terms.deposit, f"{terms.token} deposit")
-        elif terms.token == ZERO_ADDRESS:
-            await self._need(await self.get_eth_balance(), terms.deposit, "ETH")
+        native = terms.token == ZERO_ADDRESS
+        reads = [
+            Read.of(nr.call("getNodeFullInfo", terms.host)),
+            Read.of(mr.call("isModelApproved", terms.model_id)),
+            Read.of(nr.call("getModelPricing", terms.host, terms.model_id, terms.token)),
+        ]
+        if native:
+            reads.append(Read.of(mp.call("MIN_DEPOSIT")))
         else:
-            await self._check_token_funds(terms.token, terms.deposit)
+            reads += [
+                Read.of(mp.call("tokenMinDeposits", terms.token)),
+                Read.of(mp.call("tokenMaxDeposits", terms.token)),
+            ]
+        if funding == "wallet" and not native:
+            funds_reads, funds_check = self._token_funds(terms.token, terms.deposit)
+        else:
+            if funding == "deposit":
+                funds = Read.of(mp.call("getDepositBalance", user, terms.token))
+                label = f"{terms.token} deposit"
+            else:
+                funds, label = Read.balance(user), "ETH"
+            funds_reads = [funds]
 
-    async def _deposit_bounds(self, token: str) -> tuple[int, int]:
-        mp = self._ctx.contract("job_marketplace")
-        if token == ZERO_ADDRESS:
-            if self._min_native is None:
-                self._min_native = int(await self._ctx.client.call(mp.functions.MIN_DEPOSIT()))
-            return self._min_native, NATIVE_MAX_DEPOSIT
-        lo, hi = await asyncio.gather(
-            self._ctx.client.call(mp.functions.tokenMinDeposits(token)),
-            self._ctx.client.call(mp.functions.tokenMaxDeposits(token)),
-        )
-        if int(hi) == 0:
-            raise ValidationError(f"token {token} is not accepted by the marketplace")
-        return int(lo), int(hi)
+            def funds_check(values: list[Any]) -> None:
+                _need(values[0], terms.deposit, label)
 
-    async def _check_token_funds(self, token: str, value: int) -> None:
+        reads += funds_reads
+
+        def validate(values: list[Any]) -> None:
+            node, approved, min_price = values[:3]
+            operator, _stake, active, _meta, _url, models = node[:6]
+            if int(operator, 16) == 0:
+                raise HostNotActiveError(f"host {terms.host} is not registered")
+            if not active:
+                raise HostNotActiveError(f"host {terms.host} is registered but not active")
+            if not approved:
+                raise ModelNotApprovedError(f"model {terms.model_id} is not approved")
+            if terms.model_id not in {"0x" + bytes(m).hex() for m in models}:
+                raise ModelNotApprovedError(
+                    f"host {terms.host} does not serve model {terms.model_id}"
+                )
+            if terms.price < min_price:
+                raise PriceBelowMinimumError(terms.price, int(min_price))
+            if native:
+                (lo,), hi, rest = values[3:4], NATIVE_MAX_DEPOSIT, values[4:]
+            else:
+                (lo, hi), rest = values[3:5], values[5:]
+                if hi == 0:
+                    raise ValidationError(f"token {terms.token} is not accepted by the marketplace")
+            if not lo <= terms.deposit <= hi:
+                raise DepositOutOfRangeError(terms.deposit, lo, hi, terms.token)
+            funds_check(rest)
+
+        return reads, validate
+
+    def _token_funds(self, token: str, value: int) -> Checks:
+        """Balance and allowance of ``token`` for the marketplace."""
         owner = self._ctx.require_sender().address
         spender = self._ctx.config.contract_addresses.job_marketplace
-        erc20 = self._ctx.erc20(token).functions
-        balance, allowance = await asyncio.gather(
-            self._ctx.client.call(erc20.balanceOf(owner)),
-            self._ctx.client.call(erc20.allowance(owner, spender)),
-        )
-        await self._need(int(balance), value, token)
-        if allowance < value:
-            raise InsufficientAllowanceError(value, int(allowance), token)
+        erc20 = self._ctx.erc20(token)
+        reads = [
+            Read.of(erc20.call("balanceOf", owner)),
+            Read.of(erc20.call("allowance", owner, spender)),
+        ]
 
-    @staticmethod
-    async def _need(available: int, needed: int, what: str) -> None:
-        if available < needed:
-            raise InsufficientBalanceError(needed, available, what)
+        def validate(values: list[Any]) -> None:
+            balance, allowance = values[:2]
+            _need(balance, value, token)
+            if allowance < value:
+                raise InsufficientAllowanceError(value, int(allowance), token)
 
-    async def _active_job(self, job_id: int) -> SessionJob:
-        job = await self.get_session_job(job_id)
-        if job.status != SessionState.ACTIVE:
-            raise SessionNotActiveError(f"session {job.id} is {job.status.name}, not ACTIVE")
-        return job
+        return reads, validate
+
+    def _job_check(self, job_id: int) -> tuple[Read, Callable[[Any], SessionJob]]:
+        """The read of ``sessionJobs(job_id)`` and its decoding into a SessionJob."""
+        job_id = _positive_int(job_id, "job_id")
+        mp = self._ctx.contract("job_marketplace")
+        read = Read.of(mp.call("sessionJobs", job_id), named=True)
+
+        def check(values: dict[str, Any]) -> SessionJob:
+            if int(values["id"]) == 0:
+                raise SessionNotFoundError(f"no session job with id {job_id}")
+            fields = {_JOB_FIELDS[name]: value for name, value in values.items()}
+            fields["last_proof_hash"] = "0x" + bytes(fields["last_proof_hash"]).hex()
+            return SessionJob(**fields)
+
+        return read, check
 
     # -- receipts -------------------------------------------------------------------------
 
-    def _created(self, receipt: TxReceipt) -> SessionJobCreated:
+    def _created(self, receipt: Receipt) -> SessionJobCreated:
         mp = self._ctx.contract("job_marketplace")
-        events = event_args(mp, "SessionJobCreated", receipt) or event_args(
-            mp, "SessionCreatedByDepositor", receipt
+        events = mp.events(receipt, "SessionJobCreated") or mp.events(
+            receipt, "SessionCreatedByDepositor"
         )
         if not events:
             raise ChainError(f"no session-created event in tx {tx_hash(receipt)}")
@@ -437,27 +499,23 @@ class PaymentManager:
         job_id = int(args["jobId"] if "jobId" in args else args["sessionId"])
         return SessionJobCreated(job_id=job_id, tx_hash=tx_hash(receipt))
 
-    def _settlement(self, job: SessionJob, receipt: TxReceipt) -> Settlement:
+    def _settlement(self, job: SessionJob, receipt: Receipt) -> Settlement:
         """The split as the receipt's events report it."""
         mp = self._ctx.contract("job_marketplace")
-        completed = event_args(mp, "SessionCompletedBy", receipt)
+        completed = mp.events(receipt, "SessionCompletedBy")
         if completed:
             tokens = int(completed[0]["tokensUsed"])
             gross = int(completed[0]["paymentAmount"])
             refund = int(completed[0]["refundAmount"])
         else:
-            timed_out = event_args(mp, "SessionTimedOut", receipt)
+            timed_out = mp.events(receipt, "SessionTimedOut")
             if not timed_out:
                 raise ChainError(f"no settlement event in tx {tx_hash(receipt)}")
             tokens = job.tokens_used
             gross = int(timed_out[0]["hostEarnings"])
             refund = int(timed_out[0]["userRefund"])
-        credited = [
-            e
-            for e in event_args(self._ctx.contract("host_earnings"), "EarningsCredited", receipt)
-            if e["host"] == job.host
-        ]
-        host_net = sum(int(e["amount"]) for e in credited)
+        credited = self._ctx.contract("host_earnings").events(receipt, "EarningsCredited")
+        host_net = sum(int(e["amount"]) for e in credited if e["host"] == job.host)
         return Settlement(
             job_id=job.id,
             tokens_used=tokens,
@@ -468,3 +526,14 @@ class PaymentManager:
             token=job.payment_token,
             tx_hash=tx_hash(receipt),
         )
+
+
+def _active(job: SessionJob) -> SessionJob:
+    if job.status != SessionState.ACTIVE:
+        raise SessionNotActiveError(f"session {job.id} is {job.status.name}, not ACTIVE")
+    return job
+
+
+def _need(available: int, needed: int, what: str) -> None:
+    if available < needed:
+        raise InsufficientBalanceError(needed, int(available), what)

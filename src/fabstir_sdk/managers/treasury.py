@@ -20,23 +20,23 @@ class TreasuryManager:
         return "TreasuryManager()"
 
     async def get_accumulated_fees(self, token: str | None = None) -> int:
-        mp = self._ctx.contract("job_marketplace").functions
+        mp = self._ctx.contract("job_marketplace")
         if token is None:
-            return int(await self._ctx.client.call(mp.accumulatedTreasuryNative()))
+            return int(await self._ctx.client.read(mp.call("accumulatedTreasuryNative")))
         token = checksum_address(token, what="token")
-        return int(await self._ctx.client.call(mp.accumulatedTreasuryTokens(token)))
+        return int(await self._ctx.client.read(mp.call("accumulatedTreasuryTokens", token)))
 
     async def withdraw_fees(self, token: str | None = None) -> str:
         """Send the accumulated fees in ``token`` (None: ETH) to the treasury address."""
         sender = self._ctx.require_sender()
-        mp = self._ctx.contract("job_marketplace").functions
-        treasury = await self._ctx.client.call(mp.treasuryAddress())
+        mp = self._ctx.contract("job_marketplace")
+        treasury = await self._ctx.client.read(mp.call("treasuryAddress"))
         if treasury != sender.address:
             raise ValidationError(f"only the treasury {treasury} can withdraw fees")
         if await self.get_accumulated_fees(token) == 0:
             raise InsufficientBalanceError(1, 0, token or "ETH fees")
         if token is None or token == ZERO_ADDRESS:
-            fn = mp.withdrawTreasuryNative()
+            fn = mp.call("withdrawTreasuryNative")
         else:
-            fn = mp.withdrawTreasuryTokens(checksum_address(token, what="token"))
+            fn = mp.call("withdrawTreasuryTokens", checksum_address(token, what="token"))
         return tx_hash(await sender.send(fn))

@@ -1,0 +1,171 @@
+"""ABI encoding and decoding for our contracts, without I/O (sans-I/O, like a wire codec).
+
+A :class:`Contract` turns ``("sessionJobs", 7)`` into call data and the node's answer back
+into Python values, and decodes the events in a receipt. The transport lives in
+:mod:`fabstir_sdk.chain.client`; keeping the two apart lets one JSON-RPC batch carry many
+reads and lets tests check the bytes without a node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from eth_abi.abi import decode, encode
+from eth_utils.abi import function_signature_to_4byte_selector
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
+
+from .artifacts import load_abi
+
+__all__ = ["Call", "Contract", "canonical_type"]
+
+
+def canonical_type(item: dict[str, Any]) -> str:
+    """The ABI type string of one input/output, with tuples spelled out."""
+    kind: str = item["type"]
+    if kind.startswith("tuple"):
+        inner = ",".join(canonical_type(c) for c in item["components"])
+        return f"({inner}){kind[5:]}"
+    return kind
+
+
+def _normalize(kind: str, value: Any) -> Any:
+    """Values as users expect them: checksummed addresses, 0x-hex bytes32 stays bytes."""
+    if kind == "address":
+        return to_checksum_address(value)
+    if kind.endswith("]") and isinstance(value, list | tuple):
+        inner = kind[: kind.rindex("[")]
+        return [_normalize(inner, v) for v in value]
+    return value
+
+
+def _encodable(kind: str, value: Any) -> Any:
+    """Accept 0x-hex strings where the ABI wants bytes (model ids, proof hashes)."""
+    if kind.endswith("]") and isinstance(value, list | tuple):
+        inner = kind[: kind.rindex("[")]
+        return [_encodable(inner, v) for v in value]
+    if kind.startswith("bytes") and isinstance(value, str) and value.startswith("0x"):
+        return bytes.fromhex(value[2:])
+    return value
+
+
+@dataclass(frozen=True)
+class Call:
+    """One encoded contract call: where it goes, its data, and how to read its answer."""
+
+    contract: str
+    fn: str
+    to: str
+    data: bytes
+    output_types: tuple[str, ...]
+    output_names: tuple[str, ...]
+
+    def decode(self, result: bytes) -> Any:
+        """The return value: one value, or a tuple when the function returns several."""
+        values = decode(list(self.output_types), result)
+        values = tuple(_normalize(t, v) for t, v in zip(self.output_types, values, strict=True))
+        return values[0] if len(values) == 1 else values
+
+    def decode_named(self, result: bytes) -> dict[str, Any]:
+        """The return values by their ABI output names (for struct getters)."""
+        values = decode(list(self.output_types), result)
+        return {
+            name: _normalize(kind, value)
+            for name, kind, value in zip(self.output_names, self.output_types, values, strict=True)
+        }
+
+
+@dataclass(frozen=True)
+class _Event:
+    name: str
+    topic: bytes
+    indexed: tuple[tuple[str, str], ...]
+    plain: tuple[tuple[str, str], ...]
+
+
+class Contract:
+    """The ABI of artifact ``name`` bound to ``address``."""
+
+    def __init__(self, name: str, address: str) -> None:
+        self.name = name
+        self.address = to_checksum_address(address)
+        self._abi = load_abi(name)
+
+    def __repr__(self) -> str:
+        return f"Contract({self.name!r}, {self.address!r})"
+
+    @cached_property
+    def _functions(self) -> dict[str, list[tuple[bytes, list[str], dict[str, Any]]]]:
+        table: dict[str, list[tuple[bytes, list[str], dict[str, Any]]]] = {}
+        for item in self._abi:
+            if item.get("type") != "function":
+                continue
+            types = [canonical_type(i) for i in item.get("inputs", [])]
+            selector = function_signature_to_4byte_selector(f"{item['name']}({','.join(types)})")
+            table.setdefault(item["name"], []).append((selector, types, item))
+        return table
+
+    @cached_property
+    def _events(self) -> dict[str, _Event]:
+        events = {}
+        for item in self._abi:
+            if item.get("type") != "event":
+                continue
+            inputs = item.get("inputs", [])
+            signature = f"{item['name']}({','.join(canonical_type(i) for i in inputs)})"
+            events[item["name"]] = _Event(
+                name=item["name"],
+                topic=keccak(signature.encode()),
+                indexed=tuple((i["name"], canonical_type(i)) for i in inputs if i["indexed"]),
+                plain=tuple((i["name"], canonical_type(i)) for i in inputs if not i["indexed"]),
+            )
+        return events
+
+    def call(self, fn: str, *args: Any) -> Call:
+        """Encode ``fn(*args)``; overloads are told apart by argument count."""
+        candidates = [c for c in self._functions.get(fn, []) if len(c[1]) == len(args)]
+        if len(candidates) != 1:
+            raise AttributeError(f"{self.name} has no single function {fn} taking {len(args)} args")
+        selector, types, item = candidates[0]
+        outputs = item.get("outputs", [])
+        return Call(
+            contract=self.name,
+            fn=fn,
+            to=self.address,
+            data=selector
+            + encode(types, [_encodable(t, a) for t, a in zip(types, args, strict=True)]),
+            output_types=tuple(canonical_type(o) for o in outputs),
+            output_names=tuple(o.get("name", "") for o in outputs),
+        )
+
+    def events(self, receipt: dict[str, Any], name: str) -> list[dict[str, Any]]:
+        """Arguments of every ``name`` event this contract emitted in a raw JSON receipt."""
+        event = self._events[name]
+        found = []
+        for log in receipt.get("logs", []):
+            topics = [bytes.fromhex(t[2:]) for t in log.get("topics", [])]
+            if not topics or topics[0] != event.topic:
+                continue
+            if to_checksum_address(log["address"]) != self.address:
+                continue
+            args: dict[str, Any] = {}
+            for (arg, kind), topic in zip(event.indexed, topics[1:], strict=True):
+                args[arg] = _normalize(kind, decode([kind], topic)[0])
+            values = decode([k for _, k in event.plain], bytes.fromhex(log["data"][2:]))
+            for (arg, kind), value in zip(event.plain, values, strict=True):
+                args[arg] = _normalize(kind, value)
+            found.append(args)
+        return found
+
+
+def encode_constructor(name: str, args: Sequence[Any]) -> bytes:
+    """Deployment data for artifact ``name``: bytecode followed by the encoded arguments."""
+    from .artifacts import load_artifact
+
+    artifact = load_artifact(name)
+    ctor = next((i for i in artifact["abi"] if i.get("type") == "constructor"), None)
+    types = [canonical_type(i) for i in ctor.get("inputs", [])] if ctor else []
+    return bytes.fromhex(artifact["bytecode"].removeprefix("0x")) + encode(types, list(args))
