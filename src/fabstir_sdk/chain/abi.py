@@ -20,7 +20,7 @@ from eth_utils.crypto import keccak
 
 from .artifacts import load_abi
 
-__all__ = ["Call", "Contract", "canonical_type"]
+__all__ = ["Call", "Contract", "canonical_type", "encode_constructor"]
 
 
 def canonical_type(item: dict[str, Any]) -> str:
@@ -168,4 +168,6 @@ def encode_constructor(name: str, args: Sequence[Any]) -> bytes:
     artifact = load_artifact(name)
     ctor = next((i for i in artifact["abi"] if i.get("type") == "constructor"), None)
     types = [canonical_type(i) for i in ctor.get("inputs", [])] if ctor else []
+    if len(types) != len(args):
+        raise ValueError(f"{name}'s constructor takes {len(types)} arguments, got {len(args)}")
     return bytes.fromhex(artifact["bytecode"].removeprefix("0x")) + encode(types, list(args))

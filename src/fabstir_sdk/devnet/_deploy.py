@@ -18,12 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eth_abi.abi import encode
-from eth_utils.abi import function_abi_to_4byte_selector, get_abi_input_types
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
-from ..chain.artifacts import load_artifact
+from ..chain.abi import Contract, encode_constructor
 from ..chain.model_id import model_id
 from ..chain.revert import decode_revert
 from ..chain.rpc import JsonRpcClient, RpcFailure
@@ -114,33 +112,11 @@ def _create_address(sender: str, nonce: int) -> str:
 
 
 def _creation(name: str, *args: Any) -> _Tx:
-    artifact = load_artifact(name)
-    ctor = next((e for e in artifact["abi"] if e.get("type") == "constructor"), None)
-    types = get_abi_input_types(ctor) if ctor else []
-    if len(types) != len(args):
-        raise DevnetError(
-            f"{name}'s constructor takes {len(types)} arguments, devnet passes {len(args)}"
-        )
-    bytecode = bytes.fromhex(artifact["bytecode"].removeprefix("0x"))
-    return _Tx(f"deploy {name}", None, bytecode + encode(types, list(args)))
+    return _Tx(f"deploy {name}", None, encode_constructor(name, args))
 
 
 def _call(name: str, address: str, function: str, *args: Any) -> _Tx:
-    abi = load_artifact(name)["abi"]
-    entry = next(
-        (
-            e
-            for e in abi
-            if e.get("type") == "function"
-            and e["name"] == function
-            and len(e.get("inputs", [])) == len(args)
-        ),
-        None,
-    )
-    if entry is None:
-        raise DevnetError(f"{name} has no function {function} with {len(args)} arguments")
-    data = function_abi_to_4byte_selector(entry) + encode(get_abi_input_types(entry), list(args))
-    return _Tx(f"{name}.{function}", address, data)
+    return _Tx(f"{name}.{function}", address, Contract(name, address).call(function, *args).data)
 
 
 class _Sender:
