@@ -1,0 +1,99 @@
+"""The write path: custom errors, reverts found only at mining, receipt deadlines, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from fabstir_sdk import (
+    FabstirError,
+    FabstirSDK,
+    InsufficientAllowanceError,
+    SessionNotActiveError,
+    TransactionTimeoutError,
+)
+from fabstir_sdk.devnet import Devnet
+
+from .conftest import ETH_PRICE, HOST, OTHER, USDC_PRICE, USER, nonce
+
+
+async def test_custom_error_decoded_before_sending(devnet, user):
+    """An OpenZeppelin custom error from the token reads as our typed error; nothing is sent."""
+    ctx = user._ctx
+    usdc = ctx.erc20(devnet.addresses.usdc_token)
+    call = usdc.call(
+        "transferFrom", devnet.accounts[OTHER].address, devnet.accounts[USER].address, 7
+    )
+    before = await nonce(devnet, USER)
+    with pytest.raises(InsufficientAllowanceError) as info:
+        await ctx.require_sender().send(call)
+    assert (info.value.needed, info.value.allowance) == (7, 0)
+    assert await nonce(devnet, USER) == before
+
+
+async def test_sdk_lifecycle():
+    config_net = await Devnet.start()
+    try:
+        sdk = FabstirSDK(config_net.sdk_config())
+        await sdk.authenticate(config_net.accounts[USER].private_key)
+        await sdk.aclose()
+        await sdk.aclose()  # idempotent
+        with pytest.raises(FabstirError, match="closed"):
+            sdk.get_payment_manager()
+        with pytest.raises(FabstirError, match="closed"):
+            async with sdk:
+                pass
+    finally:
+        await config_net.stop()
+
+
+async def test_revert_found_at_mining_is_decoded_and_nonces_stay_in_order():
+    """Two completions of one job land in one block: both pass the checks and the estimate,
+    the second reverts when mined and is reported with its reason."""
+    async with (
+        Devnet.start(block_time=1) as net,
+        FabstirSDK(net.sdk_config()) as host,
+        FabstirSDK(net.sdk_config()) as user,
+    ):
+        await host.authenticate(net.accounts[HOST].private_key)
+        await user.authenticate(net.accounts[USER].private_key)
+        await host.get_host_manager().register_host(
+            "http://127.0.0.1:8080",
+            net.models[:1],
+            min_price_per_token_native=ETH_PRICE,
+            min_price_per_token_stable=USDC_PRICE,
+        )
+        pm = user.get_payment_manager()
+        job = await pm.create_eth_session_job(
+            net.accounts[HOST].address, "0.001", ETH_PRICE, 600, 100, model=net.models[0]
+        )
+        before = await nonce(net, USER)
+        results = await asyncio.gather(
+            pm.complete_session_job(job.job_id),
+            pm.complete_session_job(job.job_id),
+            return_exceptions=True,
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        settled = [r for r in results if not isinstance(r, BaseException)]
+        assert len(settled) == 1 and settled[0].refund == 10**15
+        assert len(errors) == 1 and isinstance(errors[0], SessionNotActiveError)
+        assert await nonce(net, USER) == before + 2  # both were really sent and mined
+        # The allocator is still in step: the next transaction goes through.
+        await pm.deposit("0.001")
+        assert await pm.get_deposit_balance() == 10**15
+
+
+async def test_receipt_deadline_then_recovery():
+    async with Devnet.start(block_time=3) as net:
+        async with FabstirSDK(net.sdk_config(tx_timeout=0.2)) as sdk:
+            await sdk.authenticate(net.accounts[USER].private_key)
+            pm = sdk.get_payment_manager()
+            with pytest.raises(TransactionTimeoutError) as info:
+                await pm.approve_usdc(net.addresses.usdc_token, "1")
+            assert info.value.tx_hash.startswith("0x") and info.value.timeout == 0.2
+        # The transaction was sent: it is mined later, and the next one takes the next nonce.
+        async with FabstirSDK(net.sdk_config()) as sdk:
+            await sdk.authenticate(net.accounts[USER].private_key)
+            await sdk.get_payment_manager().approve_usdc(net.addresses.usdc_token, "2")
+            assert await nonce(net, USER) == 2
