@@ -69,6 +69,9 @@ class SDKConfig(_ConfigModel):
     gas_headroom: float = Field(default=1.2, ge=1.0)
     #: Seconds a JSON-RPC request may take.
     rpc_timeout: float = Field(default=30.0, gt=0)
+    #: Seconds to keep retrying reads (and resending the same signed transaction) while the
+    #: RPC endpoint is unreachable, before RpcUnavailableError. 0 disables retries.
+    rpc_retry_for: float = Field(default=10.0, ge=0)
 
     @classmethod
     def from_manifest(cls, path: str | Path, *, rpc_url: str, **overrides: Any) -> SDKConfig:

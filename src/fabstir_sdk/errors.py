@@ -15,6 +15,8 @@ is written. Errors that stand for bad arguments also derive from :class:`ValueEr
     │   ├── InvalidAmountError
     │   │   └── FloatAmountError             (also TypeError)
     │   ├── InvalidAddressError
+    │   ├── InvalidMultiaddrError
+    │   ├── InvalidPeerIdError
     │   ├── DepositOutOfRangeError
     │   ├── PriceBelowMinimumError
     │   ├── ProofIntervalError
@@ -24,12 +26,37 @@ is written. Errors that stand for bad arguments also derive from :class:`ValueEr
     │   ├── HostNotActiveError
     │   ├── InsufficientBalanceError
     │   ├── InsufficientAllowanceError
-    │   └── SessionNotActiveError
+    │   ├── SessionNotActiveError
+    │   ├── InvalidStorageKeyError
+    │   └── PayloadTooLargeError
     ├── NotFoundError
+    │   ├── NoHostAvailableError
     │   └── SessionNotFoundError
+    ├── P2PError
+    │   ├── P2PUnavailableError
+    │   ├── P2PNodeClosedError
+    │   ├── PeerUnreachableError
+    │   ├── P2PTimeoutError                  (also TimeoutError)
+    │   ├── P2PProtocolError
+    │   └── P2PRemoteError
+    ├── StorageError
+    │   ├── IntegrityError
+    │   ├── DecryptionError
+    │   ├── StorageUnavailableError
+    │   ├── RevisionConflictError
+    │   └── S5FormatError                    (also ValueError)
+    │       └── InvalidCIDError
+    ├── ProtocolError                        (code: the wire error code)
+    │   ├── FrameTooLargeError
+    │   ├── FrameDecryptionError
+    │   ├── MessageIndexError
+    │   └── HandshakeError
+    ├── HostError                            (an error frame from the host)
+    │   └── ContextLimitError
     ├── DevnetError
     └── ChainError
         ├── RpcError
+        │   └── RpcUnavailableError
         ├── TransactionTimeoutError
         └── ContractRevertError
 """
@@ -44,25 +71,52 @@ __all__ = [
     "ChainError",
     "ChainMismatchError",
     "ConfigError",
+    "ContextLimitError",
     "ContractRevertError",
+    "DecryptionError",
     "DepositOutOfRangeError",
     "DevnetError",
     "DurationError",
     "FabstirError",
     "FloatAmountError",
+    "FrameDecryptionError",
+    "FrameTooLargeError",
+    "HandshakeError",
+    "HostError",
     "HostNotActiveError",
     "InsufficientAllowanceError",
     "InsufficientBalanceError",
+    "IntegrityError",
     "InvalidAddressError",
     "InvalidAmountError",
+    "InvalidCIDError",
+    "InvalidMultiaddrError",
+    "InvalidPeerIdError",
+    "InvalidStorageKeyError",
+    "MessageIndexError",
     "ModelNotApprovedError",
+    "NoHostAvailableError",
     "NotFoundError",
+    "P2PError",
+    "P2PNodeClosedError",
+    "P2PProtocolError",
+    "P2PRemoteError",
+    "P2PTimeoutError",
+    "P2PUnavailableError",
+    "PayloadTooLargeError",
+    "PeerUnreachableError",
     "PriceBelowMinimumError",
     "ProofIntervalError",
     "ProofTimeoutWindowError",
+    "ProtocolError",
+    "RevisionConflictError",
     "RpcError",
+    "RpcUnavailableError",
+    "S5FormatError",
     "SessionNotActiveError",
     "SessionNotFoundError",
+    "StorageError",
+    "StorageUnavailableError",
     "TransactionTimeoutError",
     "ValidationError",
 ]
@@ -107,6 +161,14 @@ class FloatAmountError(InvalidAmountError, TypeError):
 
 class InvalidAddressError(ValidationError):
     """Not a 20-byte hex address, or a mixed-case address with a bad EIP-55 checksum."""
+
+
+class InvalidMultiaddrError(ValidationError):
+    """Not a multiaddr the node can dial: unparsable, not TCP, or without ``/p2p/<peer id>``."""
+
+
+class InvalidPeerIdError(ValidationError):
+    """Not a base58 libp2p peer id (an identity or sha2-256 multihash of a public key)."""
 
 
 class DepositOutOfRangeError(ValidationError):
@@ -169,12 +231,154 @@ class SessionNotActiveError(ValidationError):
     """The session job is already completed or timed out."""
 
 
+class InvalidStorageKeyError(ValidationError):
+    """A storage key, path or conversation id is empty, too long, or not one path segment."""
+
+
+class PayloadTooLargeError(ValidationError):
+    """The data is larger than the store, the format or the portal accepts."""
+
+    def __init__(self, size: int, limit: int, what: str = "payload") -> None:
+        super().__init__(f"{what} of {size} bytes is over the limit of {limit} bytes")
+        self.size, self.limit = size, limit
+
+
 class NotFoundError(FabstirError, LookupError):
     """The thing asked for does not exist."""
 
 
 class SessionNotFoundError(NotFoundError):
     """No session job has this id."""
+
+
+class NoHostAvailableError(NotFoundError):
+    """No registered, healthy host matches the filters (``reasons`` counts why each was dropped)."""
+
+    def __init__(self, message: str, reasons: dict[str, int] | None = None) -> None:
+        super().__init__(message)
+        self.reasons = dict(reasons or {})
+
+
+class P2PError(FabstirError):
+    """The libp2p node or a peer failed."""
+
+
+class P2PUnavailableError(P2PError):
+    """py-libp2p is not installed: ``pip install 'fabstir-sdk[p2p]'`` (the ``p2p`` extra)."""
+
+
+class P2PNodeClosedError(P2PError):
+    """The P2P node is not running: never created, stopped, or crashed."""
+
+
+class PeerUnreachableError(P2PError):
+    """No connection to the peer could be made (dial refused, timed out or retries used up)."""
+
+
+class P2PTimeoutError(P2PError, TimeoutError):
+    """A peer did not answer before the deadline."""
+
+
+class P2PProtocolError(P2PError):
+    """A peer broke the wire protocol: garbage, an oversize frame, or a stream cut mid-message."""
+
+
+class P2PRemoteError(P2PError):
+    """The peer understood the request and refused it (``code`` is its error code)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"peer refused the request ({code}): {message}")
+        self.code = code
+
+
+class StorageError(FabstirError):
+    """Storing or loading S5 data failed."""
+
+
+class IntegrityError(StorageError):
+    """Bytes do not match the hash (or signature) that names them; they were not used."""
+
+
+class DecryptionError(StorageError):
+    """Encrypted data does not open with this key: another user's data, or a wrong key."""
+
+
+class StorageUnavailableError(StorageError):
+    """The S5 portal is down, refused the account or timed out, after bounded retries."""
+
+
+class RevisionConflictError(StorageError):
+    """A registry entry with this revision or a newer one is already stored."""
+
+
+class S5FormatError(StorageError, ValueError):
+    """Bytes are not a valid instance of the S5 format they should be (CBOR, entry, ...)."""
+
+
+class InvalidCIDError(S5FormatError):
+    """Not a valid S5 blob identifier (BlobId or legacy raw CID) in any multibase form."""
+
+
+class ProtocolError(FabstirError):
+    """A frame broke the host wire protocol; ``code`` is the error code sent on the wire."""
+
+    code = "INVALID_MESSAGE"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class FrameTooLargeError(ProtocolError):
+    """A frame is larger than the protocol's size cap; it was not parsed."""
+
+    code = "FRAME_TOO_LARGE"
+
+
+class FrameDecryptionError(ProtocolError):
+    """An encrypted frame does not open: tampered, another key, or the wrong AAD (index)."""
+
+    code = "DECRYPTION_FAILED"
+
+
+class MessageIndexError(ProtocolError):
+    """An encrypted message's index is reused or out of order (a replay)."""
+
+    code = "INVALID_MESSAGE_INDEX"
+
+
+class HandshakeError(ProtocolError):
+    """A session init is malformed: bad keys, nonce or signature."""
+
+    code = "INVALID_SESSION_INIT"
+
+
+class HostError(FabstirError):
+    """The host answered with an error frame (either wire shape); ``code`` says why."""
+
+    def __init__(
+        self, code: str, message: str, *, session_id: str | None = None, id: str | None = None
+    ) -> None:
+        super().__init__(f"host error {code}: {message}")
+        self.code, self.host_message, self.session_id, self.id = code, message, session_id, id
+
+
+class ContextLimitError(HostError):
+    """The prompt and its context do not fit the model's context window (TOKEN_LIMIT_EXCEEDED)."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        prompt_tokens: int | None = None,
+        context_window_size: int | None = None,
+        session_id: str | None = None,
+        id: str | None = None,
+    ) -> None:
+        super().__init__(code, message, session_id=session_id, id=id)
+        self.prompt_tokens, self.context_window_size = prompt_tokens, context_window_size
 
 
 class DevnetError(FabstirError):
@@ -187,6 +391,10 @@ class ChainError(FabstirError):
 
 class RpcError(ChainError):
     """The RPC endpoint is unreachable or answered with an error."""
+
+
+class RpcUnavailableError(RpcError):
+    """The RPC endpoint stayed unreachable (or kept failing) for the whole retry window."""
 
 
 class TransactionTimeoutError(ChainError):

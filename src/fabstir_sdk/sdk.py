@@ -107,7 +107,11 @@ class FabstirSDK:
             from .chain.client import ChainClient
             from .managers._context import Context
 
-            client = ChainClient(self.config.rpc_url, timeout=self.config.rpc_timeout)
+            client = ChainClient(
+                self.config.rpc_url,
+                timeout=self.config.rpc_timeout,
+                retry_for=self.config.rpc_retry_for,
+            )
             self._ctx_ = Context(self.config, client)
         return self._ctx_
 

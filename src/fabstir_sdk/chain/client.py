@@ -70,9 +70,9 @@ class Read:
 class ChainClient:
     """JSON-RPC to one node, plus cached contract codecs keyed by artifact name."""
 
-    def __init__(self, rpc_url: str, *, timeout: float = 30.0) -> None:
+    def __init__(self, rpc_url: str, *, timeout: float = 30.0, retry_for: float = 10.0) -> None:
         self.rpc_url = rpc_url
-        self.rpc = JsonRpcClient(rpc_url, timeout=timeout)
+        self.rpc = JsonRpcClient(rpc_url, timeout=timeout, retry_for=retry_for)
         self._contracts: dict[tuple[str, str], Contract] = {}
         self._chain_id: int | None = None
 
@@ -222,17 +222,30 @@ class TxSender:
                 self._next_nonce = pending
             nonce = self._next_nonce
             signed = self._account.sign_transaction({**tx, "nonce": nonce})
+            sent = "0x" + bytes(signed.hash).hex()
             try:
-                sent = await self._client.rpc.call(
+                await self._client.rpc.call(
                     "eth_sendRawTransaction", "0x" + bytes(signed.raw_transaction).hex()
                 )
-            except RpcError:
-                self._next_nonce = None  # re-read from the node next time
-                raise
+            except RpcFailure:
+                # A retried send whose first attempt did arrive is refused ("already known",
+                # "nonce too low"): if the node has our hash, it was sent exactly once.
+                if not await self._known(sent):
+                    self._next_nonce = None  # re-read from the node next time
+                    raise
+            except RpcError as exc:
+                self._next_nonce = None  # it may or may not have arrived: re-read next time
+                raise type(exc)(f"{exc} (transaction {sent} may still be mined)") from exc
             self._next_nonce = nonce + 1
             self._broadcasts += 1
             self._in_flight += 1
-        return str(sent)
+        return sent
+
+    async def _known(self, sent: str) -> bool:
+        try:
+            return bool(await self._client.rpc.call("eth_getTransactionByHash", sent))
+        except RpcError:
+            return False
 
     async def _wait(self, sent: str) -> Receipt:
         deadline = time.monotonic() + self._timeout

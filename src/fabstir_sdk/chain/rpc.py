@@ -8,15 +8,45 @@ before sending it costs one round trip however many values it needs.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
 
-from ..errors import RpcError
+from ..errors import RpcError, RpcUnavailableError
 
-__all__ = ["JsonRpcClient", "RpcFailure"]
+__all__ = ["RETRY_SAFE", "JsonRpcClient", "RpcFailure"]
+
+log = logging.getLogger("fabstir_sdk.chain")
+
+#: Methods a lost request may repeat without effect. eth_sendRawTransaction is among them
+#: because the SDK only ever resends the same signed bytes: the same transaction hash.
+RETRY_SAFE = frozenset(
+    {
+        "eth_blockNumber",
+        "eth_call",
+        "eth_chainId",
+        "eth_estimateGas",
+        "eth_feeHistory",
+        "eth_gasPrice",
+        "eth_getBalance",
+        "eth_getBlockByNumber",
+        "eth_getLogs",
+        "eth_getTransactionByHash",
+        "eth_getTransactionCount",
+        "eth_getTransactionReceipt",
+        "eth_maxPriorityFeePerGas",
+        "eth_sendRawTransaction",
+    }
+)
+
+
+class _Transient(Exception):
+    """A failure worth retrying: the node may answer the same request later."""
 
 
 class RpcFailure(RpcError):
@@ -46,10 +76,16 @@ class RpcFailure(RpcError):
 
 
 class JsonRpcClient:
-    """JSON-RPC to one node. Proxies from the environment are not used."""
+    """JSON-RPC to one node. Proxies from the environment are not used.
 
-    def __init__(self, url: str, *, timeout: float = 30.0) -> None:
+    With ``retry_for > 0``, a batch made only of :data:`RETRY_SAFE` methods is retried with
+    backoff while the node is unreachable, times out or answers 429/5xx, for up to
+    ``retry_for`` seconds; then :class:`RpcUnavailableError`.
+    """
+
+    def __init__(self, url: str, *, timeout: float = 30.0, retry_for: float = 0.0) -> None:
         self.url = url
+        self.retry_for = retry_for
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
         self._next_id = 1
@@ -81,7 +117,8 @@ class JsonRpcClient:
             {"jsonrpc": "2.0", "id": first + i, "method": method, "params": list(params)}
             for i, (method, params) in enumerate(calls)
         ]
-        body = await self._post(payload if len(payload) > 1 else payload[0])
+        retry = self.retry_for > 0 and all(method in RETRY_SAFE for method, _ in calls)
+        body = await self._post(payload if len(payload) > 1 else payload[0], retry=retry)
         replies = body if isinstance(body, list) else [body]
         by_id = {reply.get("id"): reply for reply in replies if isinstance(reply, dict)}
         results: list[Any] = []
@@ -99,16 +136,39 @@ class JsonRpcClient:
                 results.append(reply.get("result"))
         return results
 
-    async def _post(self, payload: Any) -> Any:
+    async def _post(self, payload: Any, *, retry: bool) -> Any:
+        data = json.dumps(payload)
+        deadline = time.monotonic() + self.retry_for
+        delay = 0.05
+        while True:
+            try:
+                return await self._post_once(data)
+            except _Transient as exc:
+                cause = exc.__cause__ or exc
+                if not retry:
+                    raise RpcError(f"JSON-RPC request to {self.url} failed: {cause!r}") from cause
+                if time.monotonic() + delay > deadline:
+                    raise RpcUnavailableError(
+                        f"{self.url} unavailable for {self.retry_for:g} s: {cause!r}"
+                    ) from cause
+                log.debug("JSON-RPC to %s failed (%r); retrying in %.2f s", self.url, cause, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    async def _post_once(self, data: str) -> Any:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         try:
             async with self._session.post(
-                self.url, data=json.dumps(payload), headers={"Content-Type": "application/json"}
+                self.url, data=data, headers={"Content-Type": "application/json"}
             ) as response:
+                if response.status == 429 or response.status >= 500:
+                    raise _Transient(f"HTTP {response.status}")
                 response.raise_for_status()
                 return await response.json(content_type=None)
-        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientConnectionError, OSError) as exc:
+            raise _Transient(str(exc)) from exc
+        except (aiohttp.ClientError, ValueError) as exc:
             raise RpcError(f"JSON-RPC request to {self.url} failed: {exc!r}") from exc
 
     async def aclose(self) -> None:

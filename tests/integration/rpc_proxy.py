@@ -1,0 +1,82 @@
+"""A JSON-RPC proxy on loopback that can go down or lose answers: real-socket RPC faults."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import aiohttp
+from aiohttp import web
+
+
+class RpcProxy:
+    """Forwards JSON-RPC to ``upstream``; ``down()``/``up()`` and ``lose_answer_to(method)``."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.seen: Counter[str] = Counter()
+        self._lose: set[str] = set()
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._client: aiohttp.ClientSession | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> RpcProxy:
+        self._client = aiohttp.ClientSession()
+        app = web.Application()
+        app.router.add_post("/", self._forward)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await self.up()
+        return self
+
+    async def up(self) -> None:
+        assert self._runner is not None
+        self._site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        await self._site.start()
+        if not self.port:
+            server = self._site._server
+            assert server is not None
+            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def down(self) -> None:
+        """Stop listening and drop open connections: clients get 'connection refused'."""
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+
+    def lose_answer_to(self, method: str) -> None:
+        """Forward the next request that calls ``method``, then drop the answer."""
+        self._lose.add(method)
+
+    async def stop(self) -> None:
+        await self.down()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._client is not None:
+            await self._client.close()
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        payload = json.loads(body)
+        calls = payload if isinstance(payload, list) else [payload]
+        methods = [c.get("method", "") for c in calls]
+        self.seen.update(methods)
+        assert self._client is not None
+        async with self._client.post(
+            self.upstream, data=body, headers={"Content-Type": "application/json"}
+        ) as upstream:
+            answer = await upstream.read()
+        lost = self._lose.intersection(methods)
+        if lost:
+            self._lose -= lost
+            assert request.transport is not None
+            request.transport.close()  # the node acted; the client never hears of it
+            raise ConnectionResetError("answer dropped by the proxy")
+        response = web.Response(body=answer, content_type="application/json")
+        response.force_close()  # no keep-alive: once down, every new request is refused
+        return response
