@@ -1,0 +1,42 @@
+"""A Python S5 client: the S5 formats, an embedded store, a portal client, a path file system.
+
+The formats (blob ids, registry entries, encryption, DirV1 directories) are exact to the S5
+spec and to s5.js, so data moves between this SDK, public portals and s5.js unchanged::
+
+    from fabstir_sdk.s5 import blob_id, BlobId
+    str(blob_id(b"Hello, world!"))   # 'blobb53pfycyq6lwes6ogtnjpmhsc75nucnizzye34dyu2cmnz7s7n6mnbu'
+
+The local portal server (``fabstir s5 serve``) lives in ``fabstir_sdk.s5.server``; it is not
+imported here.
+"""
+
+from ._blob import BlobId, blob_id
+from ._crypto import (
+    CHUNK_SIZE,
+    decrypt_blob,
+    decrypt_mutable,
+    encrypt_blob,
+    encrypt_mutable,
+    pad_size,
+)
+from ._dirv1 import DirRef, DirV1, FileRef
+from ._keys import S5Identity, derive_hash_int, derive_hash_string
+from ._registry import RegistryEntry
+
+__all__ = [
+    "CHUNK_SIZE",
+    "BlobId",
+    "DirRef",
+    "DirV1",
+    "FileRef",
+    "RegistryEntry",
+    "S5Identity",
+    "blob_id",
+    "decrypt_blob",
+    "decrypt_mutable",
+    "derive_hash_int",
+    "derive_hash_string",
+    "encrypt_blob",
+    "encrypt_mutable",
+    "pad_size",
+]
