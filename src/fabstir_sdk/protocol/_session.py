@@ -1,0 +1,560 @@
+"""One session of the host protocol, as two sans-I/O state machines.
+
+:class:`ClientSession` is what a client drives: it makes the frames to send (``init_frame``,
+``prompt_frame``, ...) and turns each frame received into an event (``receive``). The host's
+side is :class:`HostSession`. Neither does I/O, so any WebSocket library can carry them.
+
+Index rules (AAD): the client's n-th encrypted message of a session is sealed with
+``message_{n}`` (n from 0) and the host accepts exactly the next n, so a replayed or reordered
+message is refused. Each response's chunks are sealed with ``chunk_{i}`` (i from 0 in every
+response) and its end with ``encrypted_response_final``; the client accepts chunks only in
+order. A new session init brings a new session key, so indexes restart safely.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import coincurve
+
+from ..errors import HandshakeError, MessageIndexError, ProtocolError, ValidationError
+from . import _crypto as c
+from ._messages import (
+    DEFAULT_CHAIN_ID,
+    MAX_FRAME_BYTES,
+    ChatMessage,
+    CheckpointRequest,
+    CheckpointSubmitted,
+    Connected,
+    EncryptedChunk,
+    EncryptedMessage,
+    EncryptedResponse,
+    EncryptedSessionInit,
+    EphemeralCipherPayload,
+    ErrorFrame,
+    HostNotice,
+    Inference,
+    Ping,
+    Pong,
+    PromptRequest,
+    ProofSubmitted,
+    Response,
+    SessionEnd,
+    SessionInit,
+    SessionInitAck,
+    SessionInitData,
+    StreamCancel,
+    StreamChunk,
+    StreamEnd,
+    VectorDatabase,
+    hex_bytes,
+    parse_host_message,
+    same_hex,
+)
+
+__all__ = [
+    "FINAL_AAD",
+    "ClientEvent",
+    "ClientSession",
+    "HostSession",
+    "OpenedInit",
+    "ResponseDone",
+    "TokenChunk",
+    "message_aad",
+    "chunk_aad",
+    "open_session_init",
+    "seal_session_init",
+]
+
+FINAL_AAD = b"encrypted_response_final"
+
+
+def message_aad(n: int) -> bytes:
+    return f"message_{n}".encode()
+
+
+def chunk_aad(i: int) -> bytes:
+    return f"chunk_{i}".encode()
+
+
+def _dumps(obj: object) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def _private_key(key: bytes | str, what: str) -> bytes:
+    if isinstance(key, str):
+        try:
+            key = bytes.fromhex(key.removeprefix("0x"))
+        except ValueError:
+            raise ValidationError(f"{what} must be 32 bytes or 64 hex digits") from None
+    if not isinstance(key, bytes) or len(key) != 32:
+        raise ValidationError(f"{what} must be 32 bytes or 64 hex digits")
+    try:
+        coincurve.PrivateKey(key)
+    except ValueError:
+        raise ValidationError(f"{what} is not a valid secp256k1 key") from None
+    return key
+
+
+# ---------------------------------------------------------------------- session init
+
+
+def seal_session_init(
+    plaintext: bytes,
+    *,
+    recipient_public_key: bytes | str,
+    sender_private_key: bytes,
+    aad: bytes = b"",
+    _ephemeral_key: bytes | None = None,
+    _nonce: bytes | None = None,
+) -> EphemeralCipherPayload:
+    """Encrypt ``plaintext`` to the host's static key and sign the transcript.
+
+    The ephemeral key and nonce are fresh unless a test fixes them.
+    """
+    recipient = c.compressed_public_key(recipient_public_key)
+    eph = coincurve.PrivateKey(_ephemeral_key) if _ephemeral_key else coincurve.PrivateKey()
+    eph_pub = eph.public_key.format(compressed=True)
+    salt, info = c.ZERO_SALT, b""
+    nonce = _nonce or c.random_nonce()
+    key = c.hkdf_sha256(c.ecdh_x(eph.secret, recipient), salt, info)
+    ciphertext = c.seal_aead(key, nonce, plaintext, aad)
+    signature = c.sign_digest(
+        sender_private_key, c.transcript_digest(eph_pub, recipient, salt, nonce, info, aad)
+    )
+    return EphemeralCipherPayload(
+        eph_pub_hex=eph_pub.hex(),
+        salt_hex=salt.hex(),
+        nonce_hex=nonce.hex(),
+        ciphertext_hex=ciphertext.hex(),
+        signature_hex=signature.hex(),
+        recid=signature[64],
+        info=info.hex(),
+        aad_hex=aad.hex(),
+    )
+
+
+def open_session_init(
+    payload: EphemeralCipherPayload, *, recipient_private_key: bytes
+) -> tuple[bytes, bytes]:
+    """Check the signature and decrypt: ``(plaintext, sender's compressed public key)``."""
+    eph_pub = c.compressed_public_key(hex_bytes(payload.eph_pub_hex))
+    recipient = coincurve.PrivateKey(recipient_private_key).public_key.format(compressed=True)
+    salt, info, aad = (
+        hex_bytes(payload.salt_hex),
+        hex_bytes(payload.info),
+        hex_bytes(payload.aad_hex),
+    )
+    nonce = hex_bytes(payload.nonce_hex)
+    if len(nonce) != c.NONCE_SIZE:
+        raise HandshakeError(
+            f"nonce must be {c.NONCE_SIZE} bytes, got {len(nonce)}", code="INVALID_NONCE_SIZE"
+        )
+    if len(salt) > 64 or len(info) > 256:
+        raise HandshakeError("salt or info is too long")
+    signature = hex_bytes(payload.signature_hex)
+    sender = c.recover_public_key(
+        signature, c.transcript_digest(eph_pub, recipient, salt, nonce, info, aad)
+    )
+    key = c.hkdf_sha256(c.ecdh_x(recipient_private_key, eph_pub), salt, info)
+    plaintext = c.open_aead(key, nonce, hex_bytes(payload.ciphertext_hex), aad)
+    return plaintext, sender
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedInit:
+    """A verified, decrypted session init, as the host sees it."""
+
+    data: SessionInitData = field(repr=False)  # holds the session key
+    client_public_key: bytes
+    client_address: str
+    session_id: str
+    job_id: int
+    chain_id: int | None
+
+
+# ---------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class TokenChunk:
+    """Decrypted (or plaintext) text of one streamed chunk."""
+
+    text: str
+    index: int
+    tokens: int
+    final: bool
+    id: str | int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseDone:
+    """The response is complete; ``stream_end`` with the usage follows."""
+
+    finish_reason: str
+    id: str | int | None = None
+
+
+ClientEvent = (
+    Connected
+    | SessionInitAck
+    | TokenChunk
+    | ResponseDone
+    | StreamEnd
+    | Response
+    | Pong
+    | ProofSubmitted
+    | CheckpointSubmitted
+    | HostNotice
+)
+
+
+# ---------------------------------------------------------------------- client
+
+
+class ClientSession:
+    """The client's side of one session with a host (encrypted unless ``encrypted=False``).
+
+    ``client_private_key`` signs the init: use the wallet key of the job's depositor, since
+    our host checks that the signature recovers to the depositor. ``host_public_key`` is the
+    host's ``publicKey`` from its registry metadata.
+    """
+
+    def __init__(
+        self,
+        *,
+        job_id: int,
+        chain_id: int = DEFAULT_CHAIN_ID,
+        host_public_key: bytes | str | None = None,
+        client_private_key: bytes | str | None = None,
+        model_name: str = "",
+        price_per_token: int = 0,
+        recovery_public_key: str | None = None,
+        vector_database: VectorDatabase | None = None,
+        encrypted: bool = True,
+        user_address: str | None = None,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
+        session_key: bytes | None = None,
+    ) -> None:
+        if isinstance(job_id, bool) or not isinstance(job_id, int) or job_id <= 0:
+            raise ValidationError("job_id must be a positive int")
+        self.job_id = job_id
+        self.session_id = str(job_id)
+        self.chain_id = chain_id
+        self.encrypted = encrypted
+        self.model_name = model_name
+        self.price_per_token = price_per_token
+        self.recovery_public_key = recovery_public_key
+        self.vector_database = vector_database
+        self.max_frame_bytes = max_frame_bytes
+        self.ready = False
+        self._next_message = 0
+        self._next_chunk = 0
+        self._host_key: bytes | None = None
+        self._signer: bytes | None = None
+        self.user_address = user_address
+        if encrypted:
+            if host_public_key is None or client_private_key is None:
+                raise ValidationError(
+                    "an encrypted session needs host_public_key and client_private_key"
+                )
+            try:
+                self._host_key = c.compressed_public_key(host_public_key)
+            except HandshakeError as exc:
+                raise ValidationError(f"host_public_key: {exc}") from None
+            self._signer = _private_key(client_private_key, "client_private_key")
+            public = coincurve.PrivateKey(self._signer).public_key.format(compressed=True)
+            self.user_address = c.address_of(public)
+        if session_key is not None and len(session_key) != c.KEY_SIZE:
+            raise ValidationError("session_key must be 32 bytes")
+        self._key = session_key or os.urandom(c.KEY_SIZE)
+
+    def __repr__(self) -> str:
+        mode = "encrypted" if self.encrypted else "plaintext"
+        return f"ClientSession(session_id={self.session_id!r}, {mode}, ready={self.ready})"
+
+    # -- frames to send ----------------------------------------------------------------
+
+    def init_frame(self) -> str:
+        """``encrypted_session_init`` (or the plaintext ``session_init``)."""
+        if not self.encrypted:
+            return SessionInit(
+                session_id=self.session_id,
+                job_id=self.session_id,
+                chain_id=self.chain_id,
+                user_address=self.user_address,
+            ).to_json()
+        assert self._host_key is not None and self._signer is not None
+        inner = SessionInitData(
+            session_key_hex=self._key.hex(),
+            job_id=self.session_id,
+            model_name=self.model_name,
+            price_per_token=self.price_per_token,
+            recovery_public_key=self.recovery_public_key,
+            vector_database=self.vector_database,
+        )
+        payload = seal_session_init(
+            inner.to_json().encode(),
+            recipient_public_key=self._host_key,
+            sender_private_key=self._signer,
+        )
+        return EncryptedSessionInit(
+            payload=payload,
+            chain_id=self.chain_id,
+            session_id=self.session_id,
+            job_id=self.session_id,
+        ).to_json()
+
+    def prompt_frame(
+        self,
+        prompt: str | PromptRequest,
+        *,
+        id: str | int | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        messages: list[ChatMessage] | None = None,
+    ) -> str:
+        """A prompt: sealed with the next ``message_{n}`` in an encrypted session."""
+        if isinstance(prompt, str):
+            options: dict[str, object] = {"prompt": prompt}
+            if max_tokens is not None:
+                options["max_tokens"] = max_tokens
+            if temperature is not None:
+                options["temperature"] = temperature
+            if messages is not None:
+                options["messages"] = messages
+            request = PromptRequest.model_validate(options)
+        else:
+            request = prompt
+        if not self.encrypted:
+            return Inference(request=request, session_id=self.session_id, id=id).to_json()
+        n = self._next_message
+        aad = message_aad(n)
+        nonce = c.random_nonce()
+        ciphertext = c.seal_aead(self._key, nonce, request.to_json().encode(), aad)
+        self._next_message = n + 1
+        return _dumps(
+            {
+                "type": "encrypted_message",
+                "session_id": self.session_id,
+                **({} if id is None else {"id": id}),
+                "payload": {
+                    "ciphertextHex": ciphertext.hex(),
+                    "nonceHex": nonce.hex(),
+                    "aadHex": aad.hex(),
+                },
+            }
+        )
+
+    def cancel_frame(self, reason: str = "user_cancelled") -> str:
+        return StreamCancel(session_id=self.session_id, reason=reason).to_json()
+
+    def end_frame(self) -> str:
+        return SessionEnd(session_id=self.session_id).to_json()
+
+    def ping_frame(self) -> str:
+        return Ping().to_json()
+
+    def checkpoint_request_frame(self, *, id: str | int | None = None) -> str:
+        return CheckpointRequest(session_id=self.session_id, id=id).to_json()
+
+    # -- frames received -----------------------------------------------------------------
+
+    def receive(self, data: str | bytes) -> ClientEvent:
+        """The event a host frame stands for. Raises :class:`HostError` for error frames."""
+        message = parse_host_message(data, max_bytes=self.max_frame_bytes)
+        if isinstance(message, ErrorFrame):
+            raise message.to_exception()
+        if isinstance(message, EncryptedChunk):
+            return self._chunk(message)
+        if isinstance(message, EncryptedResponse):
+            return self._final(message)
+        if isinstance(message, StreamChunk | Response):
+            return self._plaintext(message)
+        if isinstance(message, StreamEnd):
+            self._next_chunk = 0
+        elif isinstance(message, SessionInitAck):
+            self._ack(message)
+        return message
+
+    def _ack(self, ack: SessionInitAck) -> None:
+        if ack.status != "success":
+            raise ProtocolError(f"session init answered with status {ack.status!r}")
+        if ack.session_id is not None and ack.session_id != self.session_id:
+            raise ProtocolError(f"ack names session {ack.session_id}, expected {self.session_id}")
+        self.ready = True
+
+    def _require_encrypted(self) -> None:
+        if not self.encrypted or not self.ready:
+            raise ProtocolError("encrypted frame outside an established encrypted session")
+
+    def _chunk(self, message: EncryptedChunk) -> TokenChunk:
+        self._require_encrypted()
+        payload = message.payload
+        expected = self._next_chunk
+        aad = chunk_aad(expected)
+        if payload.index != expected or (payload.aad_hex and not same_hex(payload.aad_hex, aad)):
+            raise MessageIndexError(f"chunk {payload.index} arrived where chunk {expected} was due")
+        text = c.open_aead(
+            self._key, hex_bytes(payload.nonce_hex), hex_bytes(payload.ciphertext_hex), aad
+        )
+        self._next_chunk = expected + 1
+        return TokenChunk(_utf8(text), expected, message.tokens, bool(message.final), message.id)
+
+    def _final(self, message: EncryptedResponse) -> ResponseDone:
+        self._require_encrypted()
+        payload = message.payload
+        if payload.aad_hex and not same_hex(payload.aad_hex, FINAL_AAD):
+            raise MessageIndexError("encrypted_response carries an unexpected AAD")
+        reason = c.open_aead(
+            self._key, hex_bytes(payload.nonce_hex), hex_bytes(payload.ciphertext_hex), FINAL_AAD
+        )
+        self._next_chunk = 0
+        return ResponseDone(_utf8(reason), message.id)
+
+    def _plaintext(self, message: StreamChunk | Response) -> TokenChunk:
+        if self.encrypted:
+            raise ProtocolError(
+                "plaintext content inside an encrypted session", code="ENCRYPTION_REQUIRED"
+            )
+        index = self._next_chunk
+        self._next_chunk += 1
+        if isinstance(message, Response):
+            return TokenChunk(message.content, index, message.tokens_used or 0, True, message.id)
+        return TokenChunk(
+            message.content, index, message.tokens or 0, bool(message.final), message.id
+        )
+
+
+def _utf8(data: bytes) -> str:
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise ProtocolError("decrypted text is not UTF-8") from None
+
+
+# ---------------------------------------------------------------------- host
+
+
+class HostSession:
+    """The host's side of one encrypted session: opens prompts, seals the response."""
+
+    def __init__(self, session_key: bytes, *, session_id: str) -> None:
+        if len(session_key) != c.KEY_SIZE:
+            raise ValidationError("session_key must be 32 bytes")
+        self._key = session_key
+        self.session_id = session_id
+        self._next_message = 0
+        self._next_chunk = 0
+
+    def __repr__(self) -> str:
+        return f"HostSession(session_id={self.session_id!r}, next_message={self._next_message})"
+
+    @classmethod
+    def accept(
+        cls, init: EncryptedSessionInit, *, host_private_key: bytes
+    ) -> tuple[HostSession, OpenedInit]:
+        """Verify and decrypt an init; the caller still checks the job on chain."""
+        plaintext, client_key = open_session_init(
+            init.payload, recipient_private_key=host_private_key
+        )
+        try:
+            data = SessionInitData.model_validate_json(plaintext)
+        except ValueError:
+            raise HandshakeError("session init plaintext is not the expected JSON") from None
+        if data.job_id != init.job_id:
+            raise HandshakeError(
+                f"encrypted jobId {data.job_id} differs from the frame's job_id {init.job_id}"
+            )
+        assert init.session_id is not None
+        opened = OpenedInit(
+            data=data,
+            client_public_key=client_key,
+            client_address=c.address_of(client_key),
+            session_id=init.session_id,
+            job_id=init.job_number,
+            chain_id=init.chain_id,
+        )
+        return cls(hex_bytes(data.session_key_hex), session_id=init.session_id), opened
+
+    def open_message(self, message: EncryptedMessage) -> PromptRequest:
+        """Decrypt the next prompt: only ``message_{n}`` for the expected n is accepted."""
+        payload = message.payload
+        expected = self._next_message
+        aad = message_aad(expected)
+        if payload.aad_hex and not same_hex(payload.aad_hex, aad):
+            sent = hex_bytes(payload.aad_hex)[:40].decode("ascii", "replace")
+            raise MessageIndexError(f"message AAD {sent!r} where message_{expected} was due")
+        plaintext = c.open_aead(
+            self._key, hex_bytes(payload.nonce_hex), hex_bytes(payload.ciphertext_hex), aad
+        )
+        self._next_message = expected + 1
+        text = _utf8(plaintext)
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            obj = None
+        if not isinstance(obj, dict):  # upstream: a bare string is the prompt itself
+            return PromptRequest(prompt=text)
+        try:
+            return PromptRequest.model_validate(obj)
+        except ValueError as exc:
+            raise ProtocolError(f"invalid prompt request: {_first_error(exc)}") from None
+
+    def chunk_frame(
+        self, text: str, *, tokens: int = 1, final: bool = False, id: str | int | None = None
+    ) -> str:
+        """The next ``encrypted_chunk`` of the current response."""
+        index = self._next_chunk
+        aad = chunk_aad(index)
+        nonce = c.random_nonce()
+        ciphertext = c.seal_aead(self._key, nonce, text.encode(), aad)
+        self._next_chunk = index + 1
+        frame: dict[str, object] = {
+            "type": "encrypted_chunk",
+            "tokens": tokens,
+            "session_id": self.session_id,
+            "payload": {
+                "ciphertextHex": ciphertext.hex(),
+                "nonceHex": nonce.hex(),
+                "aadHex": aad.hex(),
+                "index": index,
+            },
+        }
+        if id is not None:
+            frame["id"] = id
+        if final:
+            frame["final"] = True
+        return _dumps(frame)
+
+    def response_frame(self, finish_reason: str, *, id: str | int | None = None) -> str:
+        """``encrypted_response`` (the finish reason); the next response starts at chunk 0."""
+        nonce = c.random_nonce()
+        ciphertext = c.seal_aead(self._key, nonce, finish_reason.encode(), FINAL_AAD)
+        self._next_chunk = 0
+        frame: dict[str, object] = {
+            "type": "encrypted_response",
+            "session_id": self.session_id,
+            "payload": {
+                "ciphertextHex": ciphertext.hex(),
+                "nonceHex": nonce.hex(),
+                "aadHex": FINAL_AAD.hex(),
+            },
+        }
+        if id is not None:
+            frame["id"] = id
+        return _dumps(frame)
+
+    def reset_response(self) -> None:
+        """Forget a response cut short (cancelled): the next one starts at chunk 0."""
+        self._next_chunk = 0
+
+
+def _first_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    return str(exc)
