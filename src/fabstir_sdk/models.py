@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import time
 from enum import IntEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+
+from .errors import ValidationError
 
 __all__ = [
     "AuthResult",
+    "Conversation",
+    "ConversationSummary",
     "HostInfo",
+    "Message",
     "ModelInfo",
     "SessionJob",
     "SessionJobCreated",
     "SessionState",
     "Settlement",
+    "StoredRef",
 ]
 
 
@@ -111,3 +119,56 @@ class ModelInfo(_Frozen):
     file: str
     sha256: str
     approved: bool
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class _Input(_Frozen):
+    """A model users build: invalid fields raise the SDK's ValidationError."""
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except PydanticValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors()
+            )
+            raise ValidationError(f"invalid {type(self).__name__}: {problems}") from None
+
+
+class Message(_Input):
+    """One turn of a conversation; ``timestamp`` is milliseconds since the epoch."""
+
+    role: Literal["user", "assistant", "system"]
+    content: str
+    timestamp: int = Field(default_factory=_now_ms)
+
+
+class Conversation(_Input):
+    """A conversation as StorageManager keeps it (times in milliseconds since the epoch)."""
+
+    id: str
+    messages: list[Message] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    created_at: int = Field(default_factory=_now_ms)
+    updated_at: int = Field(default_factory=_now_ms)
+
+
+class ConversationSummary(_Frozen):
+    id: str
+    message_count: int
+    created_at: int
+    updated_at: int
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class StoredRef(_Frozen):
+    """Where a value was stored: ``cid`` names the encrypted blob, ``size`` is in bytes of
+    the stored encoding (CBOR for objects, UTF-8 for text, raw bytes)."""
+
+    key: str
+    cid: str
+    size: int
+    metadata: dict[str, Any] = Field(default_factory=dict)

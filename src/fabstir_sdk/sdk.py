@@ -12,6 +12,7 @@ from .errors import FabstirError
 if TYPE_CHECKING:
     from .managers._context import Context
     from .managers.auth import AuthManager
+    from .managers.discovery import DiscoveryManager
     from .managers.host import HostManager
     from .managers.model import ModelManager
     from .managers.payment import PaymentManager
@@ -65,6 +66,11 @@ class FabstirSDK:
             return
         self._state = _State.CLOSED
         if self._ctx_ is not None:
+            from .managers.discovery import DiscoveryManager
+
+            discovery = self._managers.get(DiscoveryManager)
+            if discovery is not None:
+                await discovery.stop()  # its P2P node thread and health-check connections
             await self._ctx_.client.aclose()
 
     async def authenticate(self, private_key: str | bytes) -> AuthResult:
@@ -80,6 +86,11 @@ class FabstirSDK:
         from .managers.payment import PaymentManager
 
         return self._manager(PaymentManager)
+
+    def get_discovery_manager(self) -> DiscoveryManager:
+        from .managers.discovery import DiscoveryManager
+
+        return self._manager(DiscoveryManager)
 
     def get_host_manager(self) -> HostManager:
         from .managers.host import HostManager

@@ -141,6 +141,10 @@ class Contract:
             output_names=tuple(o.get("name", "") for o in outputs),
         )
 
+    def event_topic(self, name: str) -> str:
+        """topic0 of event ``name`` as 0x-hex, for ``eth_getLogs`` filters."""
+        return "0x" + self._events[name].topic.hex()
+
     def events(self, receipt: dict[str, Any], name: str) -> list[dict[str, Any]]:
         """Arguments of every ``name`` event this contract emitted in a raw JSON receipt."""
         event = self._events[name]

@@ -75,6 +75,12 @@ class Store(abc.ABC):
     async def registry_set(self, entry: RegistryEntry) -> None:
         """Store ``entry``; RevisionConflictError if its revision is not above the stored one."""
 
+    async def publish(self, record: bytes, entry: RegistryEntry) -> None:
+        """Store a small blob, then the registry entry that points to it (in that order,
+        so an entry never points to a missing blob)."""
+        await self.put_blob(record)
+        await self.registry_set(entry)
+
     async def aclose(self) -> None:  # noqa: B027 - a no-op default is the point
         """Release connections; the embedded store holds none."""
 

@@ -1,0 +1,284 @@
+"""StorageManager: the user's data and conversations, encrypted, in their own S5 storage.
+
+Layout (compatible with the upstream SDK's paths; every directory is encrypted)::
+
+    home/conversations/{user}/{key}.json                generic store_data / retrieve_data
+    home/sessions/{user}/{id}/conversation.json          a conversation (id = session id)
+    home/sessions/{user}/{id}/data/{key}.json            per-session data
+    home/user/settings.json                              user settings
+
+``{user}`` is the wallet's checksummed address. The S5 identity, and with it every key,
+derives from ``AuthManager.get_s5_seed()`` (HKDF of the private key), never from the
+address: another key opens nothing here, even in the same directory or on the same portal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError as PydanticValidationError
+
+from ..config import SDKConfig
+from ..errors import (
+    AuthRequiredError,
+    InvalidStorageKeyError,
+    NotFoundError,
+    S5FormatError,
+    ValidationError,
+)
+from ..models import Conversation, ConversationSummary, Message, StoredRef
+from ._context import Context
+
+if TYPE_CHECKING:
+    from ..s5._dirv1 import FileRef
+    from ..s5._fs import FileSystem
+    from ..s5._keys import S5Identity
+    from ..s5._store import Store
+
+__all__ = ["StorageManager", "open_store"]
+
+_SUFFIX = ".json"
+_MAX_KEY_BYTES = 200
+_LIST_CONCURRENCY = 16
+
+
+def open_store(config: SDKConfig, identity: S5Identity) -> Store:
+    """The configured store: the portal at ``s5_portal_url``, else the embedded one."""
+    if config.s5_portal_url:
+        from ..s5._portal import PortalClient
+
+        return PortalClient(config.s5_portal_url, identity)
+    from ..s5._local import LocalStore
+
+    root = config.storage_dir
+    if root is None:
+        import platformdirs
+
+        root = Path(platformdirs.user_data_path("fabstir-sdk")) / "s5"
+    return LocalStore(root)
+
+
+def _check_key(key: object, what: str = "key") -> str:
+    if not isinstance(key, str) or not key or key in (".", ".."):
+        raise InvalidStorageKeyError(f"a storage {what} is a non-empty str")
+    if "/" in key or "\0" in key:
+        raise InvalidStorageKeyError(f"a storage {what} is one path segment (no '/' or NUL)")
+    if len(key.encode()) > _MAX_KEY_BYTES:
+        raise InvalidStorageKeyError(f"a storage {what} is at most {_MAX_KEY_BYTES} bytes")
+    return key
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _conversation(raw: Any) -> Conversation:
+    try:
+        return Conversation.model_validate(raw)
+    except PydanticValidationError:
+        raise S5FormatError("the stored conversation is not a valid Conversation") from None
+
+
+class StorageManager:
+    """Encrypted storage for one authenticated user (see the module docs for the layout)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self._fs: FileSystem | None = None
+        self._user: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"StorageManager(user={self._user!r}, store={self._fs.store if self._fs else None!r})"
+        )
+
+    async def initialize(self) -> None:
+        """Derive the S5 identity from the wallet and open the store. Idempotent; after a
+        new ``authenticate()`` with another key it switches to that user's storage."""
+        user = self._ctx.address
+        if user is None:
+            raise AuthRequiredError("authenticate first: await sdk.authenticate(private_key)")
+        if self._fs is not None and self._user == user:
+            return
+        from ..s5._fs import FileSystem
+        from ..s5._keys import S5Identity
+        from .auth import AuthManager
+
+        identity = S5Identity(bytes.fromhex(AuthManager(self._ctx).get_s5_seed()))
+        previous, self._fs = self._fs, FileSystem(open_store(self._ctx.config, identity), identity)
+        self._user = user
+        if previous is not None:
+            await previous.aclose()
+
+    async def aclose(self) -> None:
+        """Close the portal connection (if any). The SDK's ``aclose()`` calls this."""
+        if self._fs is not None:
+            fs, self._fs = self._fs, None
+            await fs.aclose()
+
+    @property
+    def fs(self) -> FileSystem:
+        """The path file system: ``put``/``get``/``list``/``delete``/``metadata`` on paths."""
+        if self._fs is None or self._user != self._ctx.address:
+            raise AuthRequiredError("call await storage.initialize() after authenticate()")
+        return self._fs
+
+    async def _ready(self) -> tuple[FileSystem, str]:
+        await self.initialize()
+        assert self._fs is not None and self._user is not None
+        return self._fs, self._user
+
+    def _ref(self, key: str, fs: FileSystem, ref: FileRef) -> StoredRef:
+        metadata = (ref.extra or {}).get("metadata") or {}
+        return StoredRef(key=key, cid=str(fs.blob_id(ref)), size=ref.size, metadata=metadata)
+
+    # ------------------------------------------------------------------ generic data
+
+    async def store_data(
+        self, key: str, data: Any, metadata: dict[str, Any] | None = None
+    ) -> StoredRef:
+        """Store any CBOR-encodable value, ``str`` or ``bytes`` under ``key``."""
+        key = _check_key(key)
+        fs, user = await self._ready()
+        ref = await fs.put(f"home/conversations/{user}/{key}{_SUFFIX}", data, metadata=metadata)
+        return self._ref(key, fs, ref)
+
+    async def retrieve_data(self, key: str) -> Any:
+        """The value stored under ``key``; NotFoundError if there is none."""
+        key = _check_key(key)
+        fs, user = await self._ready()
+        return await fs.get(f"home/conversations/{user}/{key}{_SUFFIX}")
+
+    async def list_user_data(self) -> list[StoredRef]:
+        fs, user = await self._ready()
+        directory = f"home/conversations/{user}"
+        refs = []
+        for entry in await fs.list(directory):
+            if entry.type == "file" and entry.name.endswith(_SUFFIX):
+                ref = await fs.file_ref(f"{directory}/{entry.name}")
+                refs.append(self._ref(entry.name[: -len(_SUFFIX)], fs, ref))
+        return refs
+
+    async def delete_data(self, key: str) -> bool:
+        """Remove ``key``; False if it was not there."""
+        key = _check_key(key)
+        fs, user = await self._ready()
+        return await fs.delete(f"home/conversations/{user}/{key}{_SUFFIX}")
+
+    # ------------------------------------------------------------------ conversations
+
+    def _conversation_path(self, user: str, conversation_id: str) -> str:
+        _check_key(conversation_id, "conversation id")
+        return f"home/sessions/{user}/{conversation_id}/conversation{_SUFFIX}"
+
+    async def store_conversation(self, conversation: Conversation) -> StoredRef:
+        """Store (replace) a whole conversation."""
+        if not isinstance(conversation, Conversation):
+            raise ValidationError("store_conversation takes a Conversation")
+        fs, user = await self._ready()
+        path = self._conversation_path(user, conversation.id)
+        ref = await fs.put(path, conversation.model_dump(mode="json"))
+        return self._ref(conversation.id, fs, ref)
+
+    async def load_conversation(self, conversation_id: str) -> Conversation:
+        """NotFoundError if there is no conversation with this id."""
+        fs, user = await self._ready()
+        raw = await fs.get(self._conversation_path(user, conversation_id))
+        return _conversation(raw)
+
+    async def append_message(
+        self, conversation_id: str, message: Message | dict[str, Any]
+    ) -> Conversation:
+        """Add one message (creating the conversation if needed) and return the result.
+
+        Appends to one conversation are serialized, so concurrent calls keep every message.
+        """
+        if isinstance(message, dict):
+            message = Message(**message)
+        if not isinstance(message, Message):
+            raise ValidationError("a message is a Message or a dict with role and content")
+        fs, user = await self._ready()
+        path = self._conversation_path(user, conversation_id)
+        added: Message = message
+
+        def append(raw: Any) -> dict[str, Any]:
+            now = _now_ms()
+            if raw is None:
+                conversation = Conversation(id=conversation_id, created_at=now)
+            else:
+                conversation = _conversation(raw)
+            updated = conversation.model_copy(
+                update={"messages": [*conversation.messages, added], "updated_at": now}
+            )
+            return updated.model_dump(mode="json")
+
+        return _conversation(await fs.update(path, append))
+
+    async def list_conversations(self) -> list[ConversationSummary]:
+        """Summaries of every stored conversation, most recently updated first."""
+        fs, user = await self._ready()
+        ids = [e.name for e in await fs.list(f"home/sessions/{user}") if e.type == "directory"]
+        limit = asyncio.Semaphore(_LIST_CONCURRENCY)
+
+        async def summary(conversation_id: str) -> ConversationSummary | None:
+            async with limit:
+                try:
+                    conversation = await self.load_conversation(conversation_id)
+                except NotFoundError:  # a session directory without a conversation
+                    return None
+            return ConversationSummary(
+                id=conversation.id,
+                message_count=len(conversation.messages),
+                created_at=conversation.created_at,
+                updated_at=conversation.updated_at,
+                metadata=conversation.metadata,
+            )
+
+        found = [s for s in await asyncio.gather(*map(summary, ids)) if s is not None]
+        return sorted(found, key=lambda s: s.updated_at, reverse=True)
+
+    # ------------------------------------------------------------------ sessions and settings
+
+    async def store_session_data(self, session_id: str, key: str, data: Any) -> StoredRef:
+        key = _check_key(key)
+        fs, user = await self._ready()
+        path = f"home/sessions/{user}/{_check_key(session_id, 'session id')}/data/{key}{_SUFFIX}"
+        return self._ref(key, fs, await fs.put(path, data))
+
+    async def get_session_data(self, session_id: str, key: str) -> Any:
+        key = _check_key(key)
+        fs, user = await self._ready()
+        sid = _check_key(session_id, "session id")
+        return await fs.get(f"home/sessions/{user}/{sid}/data/{key}{_SUFFIX}")
+
+    async def save_user_settings(self, settings: dict[str, Any]) -> StoredRef:
+        if not isinstance(settings, dict):
+            raise ValidationError("settings are a dict")
+        fs, _ = await self._ready()
+        return self._ref("settings", fs, await fs.put("home/user/settings.json", settings))
+
+    async def get_user_settings(self) -> dict[str, Any] | None:
+        """The saved settings, or None if none were saved."""
+        fs, _ = await self._ready()
+        try:
+            settings: dict[str, Any] = await fs.get("home/user/settings.json")
+        except NotFoundError:
+            return None
+        return settings
+
+    async def update_user_settings(
+        self, change: dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Merge ``change`` (a dict) into the settings, or apply it (a function), atomically."""
+        fs, _ = await self._ready()
+
+        def apply(old: Any) -> dict[str, Any]:
+            current = dict(old or {})
+            return change(current) if callable(change) else {**current, **change}
+
+        result: dict[str, Any] = await fs.update("home/user/settings.json", apply)
+        return result
