@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .managers.host import HostManager
     from .managers.model import ModelManager
     from .managers.payment import PaymentManager
+    from .managers.storage import StorageManager
     from .managers.treasury import TreasuryManager
     from .models import AuthResult
 
@@ -71,6 +72,11 @@ class FabstirSDK:
             discovery = self._managers.get(DiscoveryManager)
             if discovery is not None:
                 await discovery.stop()  # its P2P node thread and health-check connections
+            from .managers.storage import StorageManager
+
+            storage = self._managers.get(StorageManager)
+            if storage is not None:
+                await storage.aclose()  # its portal connection
             await self._ctx_.client.aclose()
 
     async def authenticate(self, private_key: str | bytes) -> AuthResult:
@@ -91,6 +97,14 @@ class FabstirSDK:
         from .managers.discovery import DiscoveryManager
 
         return self._manager(DiscoveryManager)
+
+    async def get_storage_manager(self) -> StorageManager:
+        """The user's encrypted S5 storage, initialized (needs ``authenticate()`` first)."""
+        from .managers.storage import StorageManager
+
+        manager = self._manager(StorageManager)
+        await manager.initialize()
+        return manager
 
     def get_host_manager(self) -> HostManager:
         from .managers.host import HostManager
