@@ -14,6 +14,12 @@ py-libp2p 0.8.1 is used with the workarounds of the research evaluation (section
 * DHT keys are CID strings and provider lists are de-duplicated by peer id (7.7).
 * libp2p's log records are forwarded to ``fabstir_sdk.p2p`` at DEBUG (7.10): its
   "Failed to read DHT message" noise stays out of the application's stderr.
+
+Two more found while testing: the swarm's auto-connector dials every peer in the peerstore
+whenever a connection closes (an SDK client must dial only what it asks for), so it is
+switched off; and on shutdown the swarm closes its connections *after* it has been
+cancelled, so their sockets stayed open until garbage collection. We close the sockets
+ourselves, synchronously, before the cancellation unwinds.
 """
 
 from __future__ import annotations
@@ -229,6 +235,7 @@ class TrioNode:
         network: Any = host.get_network()  # a Swarm: the attributes below are not on the ABC
         network.retry_config = RetryConfig(max_retries=1, initial_delay=0.05, max_delay=0.2)
         network._inbound_limiter = trio.CapacityLimiter(math.inf)
+        network.auto_connector.maybe_connect = _no_auto_connect
         _wrap_stream_handlers(host)
         tracker = self._tracker = _PeerTracker(network)
         network.register_notifee(tracker)
@@ -243,6 +250,7 @@ class TrioNode:
                     await trio.sleep_forever()
                 finally:
                     self._host = self._dht = None
+                    _close_sockets(network)
 
     def addrs(self) -> list[str]:
         return [str(a) for a in self._host.get_addrs()] if self._host else []
@@ -404,6 +412,34 @@ def _stream_gone(exc: BaseException) -> bool:
     if isinstance(exc, P2PProtocolError) and "closed the stream" in str(exc):
         return True
     return bool(names & {"StreamEOF", "StreamReset", "StreamClosed", "MuxedStreamReset"})
+
+
+async def _no_auto_connect() -> None:
+    """Stands in for the swarm's auto-connector: dial only on request."""
+
+
+def _close_sockets(network: Any) -> None:
+    """Close every connection's TCP socket now (trio wakes any task blocked on it)."""
+    for conns in list(network.connections.values()):
+        for conn in list(conns):
+            stream = _socket_stream(conn)
+            if stream is not None:
+                stream.socket.close()
+
+
+def _socket_stream(obj: Any, depth: int = 0) -> trio.SocketStream | None:
+    """The trio socket under a connection's security and muxer layers, if found."""
+    if isinstance(obj, trio.SocketStream):
+        return obj
+    if depth > 8:
+        return None
+    for name in ("muxed_conn", "secured_conn", "conn", "read_writer", "stream"):
+        inner = getattr(obj, name, None)
+        if inner is not None and inner is not obj:
+            found = _socket_stream(inner, depth + 1)
+            if found is not None:
+                return found
+    return None
 
 
 def _wrap_stream_handlers(host: Any) -> None:
