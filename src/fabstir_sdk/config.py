@@ -13,7 +13,13 @@ from ._resources import contracts_path
 from .chain.addresses import checksum_address
 from .errors import ConfigError
 
-__all__ = ["BASE_MAINNET_CHAIN_ID", "BASE_SEPOLIA_CHAIN_ID", "ContractAddresses", "SDKConfig"]
+__all__ = [
+    "BASE_MAINNET_CHAIN_ID",
+    "BASE_SEPOLIA_CHAIN_ID",
+    "ContractAddresses",
+    "SDKConfig",
+    "SessionTimeouts",
+]
 
 BASE_SEPOLIA_CHAIN_ID = 84532
 BASE_MAINNET_CHAIN_ID = 8453
@@ -51,6 +57,20 @@ class ContractAddresses(_ConfigModel):
         return checksum_address(value, what=str(info.field_name))
 
 
+class SessionTimeouts(_ConfigModel):
+    """Deadlines of a session with a host, in seconds (``total=None``: no overall limit).
+
+    ``first_token`` is generous because a host may load the model on the first prompt.
+    """
+
+    connect: float = Field(default=10.0, gt=0)
+    first_token: float = Field(default=180.0, gt=0)
+    idle: float = Field(default=60.0, gt=0)
+    total: float | None = Field(default=None, gt=0)
+    #: How long ``Session.complete()`` waits for the host's final proof to be on chain.
+    settle: float = Field(default=60.0, gt=0)
+
+
 class SDKConfig(_ConfigModel):
     """Everything :class:`~fabstir_sdk.FabstirSDK` needs to know about its environment.
 
@@ -72,6 +92,8 @@ class SDKConfig(_ConfigModel):
     #: Seconds to keep retrying reads (and resending the same signed transaction) while the
     #: RPC endpoint is unreachable, before RpcUnavailableError. 0 disables retries.
     rpc_retry_for: float = Field(default=10.0, ge=0)
+    #: Deadlines of sessions with hosts (overridable per session).
+    session_timeouts: SessionTimeouts = Field(default_factory=SessionTimeouts)
 
     @classmethod
     def from_manifest(cls, path: str | Path, *, rpc_url: str, **overrides: Any) -> SDKConfig:

@@ -27,6 +27,7 @@ is written. Errors that stand for bad arguments also derive from :class:`ValueEr
     │   ├── InsufficientBalanceError
     │   ├── InsufficientAllowanceError
     │   ├── SessionNotActiveError
+    │   ├── PriceAboveMaximumError
     │   ├── InvalidStorageKeyError
     │   └── PayloadTooLargeError
     ├── NotFoundError
@@ -51,6 +52,12 @@ is written. Errors that stand for bad arguments also derive from :class:`ValueEr
     │   ├── FrameDecryptionError
     │   ├── MessageIndexError
     │   └── HandshakeError
+    ├── SessionError
+    │   ├── HostUnreachableError
+    │   ├── HostKeyMismatchError
+    │   ├── StreamTimeoutError                (also TimeoutError)
+    │   ├── SessionClosedError
+    │   └── HostOverclaimError                (also UserWarning: issued as a warning)
     ├── HostError                            (an error frame from the host)
     │   └── ContextLimitError
     ├── DevnetError
@@ -83,7 +90,10 @@ __all__ = [
     "FrameTooLargeError",
     "HandshakeError",
     "HostError",
+    "HostKeyMismatchError",
     "HostNotActiveError",
+    "HostOverclaimError",
+    "HostUnreachableError",
     "InsufficientAllowanceError",
     "InsufficientBalanceError",
     "IntegrityError",
@@ -105,6 +115,7 @@ __all__ = [
     "P2PUnavailableError",
     "PayloadTooLargeError",
     "PeerUnreachableError",
+    "PriceAboveMaximumError",
     "PriceBelowMinimumError",
     "ProofIntervalError",
     "ProofTimeoutWindowError",
@@ -113,10 +124,13 @@ __all__ = [
     "RpcError",
     "RpcUnavailableError",
     "S5FormatError",
+    "SessionClosedError",
+    "SessionError",
     "SessionNotActiveError",
     "SessionNotFoundError",
     "StorageError",
     "StorageUnavailableError",
+    "StreamTimeoutError",
     "TransactionTimeoutError",
     "ValidationError",
 ]
@@ -243,6 +257,14 @@ class PayloadTooLargeError(ValidationError):
         self.size, self.limit = size, limit
 
 
+class PriceAboveMaximumError(ValidationError):
+    """The host's on-chain price for the model is above the caller's ``max_price_per_token``."""
+
+    def __init__(self, price: int, maximum: int) -> None:
+        super().__init__(f"the host charges {price} per 1000 tokens, above your maximum {maximum}")
+        self.price, self.maximum = price, maximum
+
+
 class NotFoundError(FabstirError, LookupError):
     """The thing asked for does not exist."""
 
@@ -352,6 +374,31 @@ class HandshakeError(ProtocolError):
     """A session init is malformed: bad keys, nonce or signature."""
 
     code = "INVALID_SESSION_INIT"
+
+
+class SessionError(FabstirError):
+    """A session with a host failed after it was paid for (the deposit is still escrowed)."""
+
+
+class HostUnreachableError(SessionError):
+    """The host's WebSocket could not be opened, or it closed in the middle of a session."""
+
+
+class HostKeyMismatchError(SessionError):
+    """The host could not open our session init: its key is not its registry ``publicKey``."""
+
+
+class StreamTimeoutError(SessionError, TimeoutError):
+    """A deadline passed: connect, first token, idle between tokens, or the whole answer."""
+
+
+class SessionClosedError(SessionError):
+    """The session was ended or completed; open a new one (or resume it) to go on."""
+
+
+class HostOverclaimError(SessionError, UserWarning):
+    """The host's proofs claim more tokens than it reported to us; issued as a warning by
+    ``Session.complete()``, which settles at once to stop further claims."""
 
 
 class HostError(FabstirError):

@@ -18,11 +18,16 @@ __all__ = [
     "HostInfo",
     "Message",
     "ModelInfo",
+    "PromptResult",
+    "Proof",
     "SessionJob",
     "SessionJobCreated",
     "SessionState",
+    "SessionStatus",
     "Settlement",
     "StoredRef",
+    "StreamChunk",
+    "TokenUsage",
 ]
 
 
@@ -172,3 +177,45 @@ class StoredRef(_Frozen):
     cid: str
     size: int
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class TokenUsage(_Frozen):
+    """What one response cost, as the host reported it (``stream_end``)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class StreamChunk(_Frozen):
+    """One piece of a streamed answer; ``index`` counts from 0 in every response."""
+
+    text: str
+    index: int
+
+
+class PromptResult(_Frozen):
+    text: str
+    usage: TokenUsage
+    finish_reason: str | None = None
+
+
+class Proof(_Frozen):
+    """A proof of work a host submits for a session (see ``SessionManager.submit_proof``)."""
+
+    tokens: int
+    proof_hash: str
+    proof_cid: str = ""
+    delta_cid: str = ""
+
+
+class SessionStatus(_Frozen):
+    """A session as the chain and this process see it."""
+
+    session_id: str
+    job: SessionJob
+    connected: bool
+    tokens_reported: int
+    tokens_billed: int
+    proofs: int
+    messages: int

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .managers.host import HostManager
     from .managers.model import ModelManager
     from .managers.payment import PaymentManager
+    from .managers.session import SessionManager
     from .managers.storage import StorageManager
     from .managers.treasury import TreasuryManager
     from .models import AuthResult
@@ -67,6 +68,11 @@ class FabstirSDK:
             return
         self._state = _State.CLOSED
         if self._ctx_ is not None:
+            from .managers.session import SessionManager
+
+            sessions = self._managers.get(SessionManager)
+            if sessions is not None:
+                await sessions.aclose()  # disconnect: hosts settle
             from .managers.discovery import DiscoveryManager
 
             discovery = self._managers.get(DiscoveryManager)
@@ -104,6 +110,23 @@ class FabstirSDK:
 
         manager = self._manager(StorageManager)
         await manager.initialize()
+        return manager
+
+    async def get_session_manager(self) -> SessionManager:
+        """Sessions with hosts (needs ``authenticate()`` first: it opens your S5 storage)."""
+        from .managers.session import SessionManager
+
+        manager: SessionManager | None = self._managers.get(SessionManager)
+        if manager is None:
+            storage = await self.get_storage_manager()
+            manager = SessionManager(
+                self._ctx,
+                payments=self.get_payment_manager(),
+                hosts=self.get_host_manager(),
+                storage=storage,
+                discovery=self.get_discovery_manager(),
+            )
+            self._managers[SessionManager] = manager
         return manager
 
     def get_host_manager(self) -> HostManager:

@@ -1,0 +1,755 @@
+"""SessionManager and Session: a paid, end-to-end encrypted conversation with a host.
+
+A session is a session job on chain (the escrowed deposit), a WebSocket to the host carrying
+the wire protocol of :mod:`fabstir_sdk.protocol`, and a conversation in the user's S5 storage.
+The protocol state machine (:class:`~fabstir_sdk.protocol.ClientSession`) does the crypto;
+this module only moves frames, keeps deadlines and records what was said and billed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+import warnings
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from ..chain.addresses import ZERO_ADDRESS, checksum_address
+from ..chain.client import Read
+from ..chain.model_id import model_id as to_model_id
+from ..chain.units import Amount
+from ..config import SessionTimeouts
+from ..errors import (
+    FabstirError,
+    HostError,
+    HostKeyMismatchError,
+    HostNotActiveError,
+    HostOverclaimError,
+    HostUnreachableError,
+    ModelNotApprovedError,
+    PriceAboveMaximumError,
+    ProtocolError,
+    SessionClosedError,
+    SessionNotActiveError,
+    StreamTimeoutError,
+    ValidationError,
+)
+from ..models import (
+    Conversation,
+    HostInfo,
+    Message,
+    PromptResult,
+    Proof,
+    SessionJob,
+    SessionState,
+    SessionStatus,
+    Settlement,
+    StoredRef,
+    StreamChunk,
+    TokenUsage,
+)
+from ..protocol import (
+    MAX_FRAME_BYTES,
+    ChatMessage,
+    CheckpointSubmitted,
+    ClientSession,
+    ProofSubmitted,
+    ResponseDone,
+    StreamEnd,
+    TokenChunk,
+)
+from ._context import Context
+
+if TYPE_CHECKING:
+    from .discovery import DiscoveryManager
+    from .host import HostManager
+    from .payment import PaymentManager
+    from .storage import StorageManager
+
+__all__ = ["PromptStream", "Session", "SessionManager"]
+
+log = logging.getLogger("fabstir_sdk.session")
+
+Payment = Literal["usdc", "eth", "deposit"]
+_INIT_KEY_ERRORS = {"DECRYPTION_FAILED", "ENCRYPTION_FAILED"}
+_CANCEL_DRAIN = 5.0  # seconds to wait for stream_end after stream_cancel
+
+
+def ws_url(api_url: str) -> str:
+    """The host's WebSocket endpoint: ``http(s)://h:p`` -> ``ws(s)://h:p/v1/ws``."""
+    base = api_url.rstrip("/")
+    if base.startswith("https://"):
+        return "wss://" + base[len("https://") :] + "/v1/ws"
+    if base.startswith("http://"):
+        return "ws://" + base[len("http://") :] + "/v1/ws"
+    raise ValidationError(f"host api_url must be http(s)://..., got {api_url!r}")
+
+
+class _Link:
+    """One WebSocket to a host: a reader task turns frames into events on a queue."""
+
+    def __init__(self, ws: ClientConnection, proto: ClientSession) -> None:
+        self.ws = ws
+        self.proto = proto
+        self.events: asyncio.Queue[Any] = asyncio.Queue()
+        self.checkpoints: asyncio.Queue[CheckpointSubmitted | BaseException] = asyncio.Queue()
+        self.proofs: list[ProofSubmitted] = []
+        self.closed = False
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    @classmethod
+    async def open(cls, url: str, proto: ClientSession, timeouts: SessionTimeouts) -> _Link:
+        try:
+            ws = await connect(
+                url, open_timeout=timeouts.connect, max_size=MAX_FRAME_BYTES, ping_interval=20
+            )
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            raise HostUnreachableError(f"cannot open {url}: {exc}") from None
+        link = cls(ws, proto)
+        try:
+            await link.send(proto.init_frame())
+            deadline = time.monotonic() + timeouts.connect
+            while not proto.ready:
+                try:
+                    await link.next_event(deadline - time.monotonic(), "session init")
+                except HostError as exc:
+                    if exc.code in _INIT_KEY_ERRORS:
+                        raise HostKeyMismatchError(
+                            f"the host could not open our session init ({exc.code}): its key "
+                            "differs from the publicKey in its registry metadata"
+                        ) from None
+                    raise
+        except BaseException:
+            await link.close()
+            raise
+        return link
+
+    async def _read(self) -> None:
+        try:
+            async for frame in self.ws:
+                try:
+                    event = self.proto.receive(frame)
+                except (HostError, ProtocolError) as exc:
+                    await self.events.put(exc)
+                    continue
+                if isinstance(event, CheckpointSubmitted):
+                    await self.checkpoints.put(event)
+                elif isinstance(event, ProofSubmitted):
+                    self.proofs.append(event)
+                else:
+                    await self.events.put(event)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.closed = True
+            gone = HostUnreachableError("the host closed the connection")
+            await self.events.put(gone)
+            await self.checkpoints.put(gone)
+
+    async def send(self, frame: str) -> None:
+        if self.closed:
+            raise HostUnreachableError("the connection to the host is closed")
+        try:
+            await self.ws.send(frame)
+        except ConnectionClosed:
+            raise HostUnreachableError("the host closed the connection") from None
+
+    async def next_event(self, within: float, waiting_for: str) -> Any:
+        try:
+            event = await asyncio.wait_for(self.events.get(), max(within, 0))
+        except TimeoutError:
+            raise StreamTimeoutError(f"no {waiting_for} from the host in {within:.3g} s") from None
+        if isinstance(event, BaseException):
+            if isinstance(event, HostUnreachableError):
+                self.events.put_nowait(event)  # every later wait sees it too
+            raise event
+        return event
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.close()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._reader
+
+
+class PromptStream:
+    """One streamed answer: ``async with session.stream(prompt) as s: async for chunk in s``.
+
+    Leaving the ``async with`` before the end cancels the answer on the host
+    (``stream_cancel``). ``usage`` and ``finish_reason`` are set once the answer is complete.
+    """
+
+    def __init__(self, session: Session, prompt: str, options: dict[str, Any]) -> None:
+        self._session = session
+        self._prompt = prompt
+        self._options = options
+        self._parts: list[str] = []
+        self._index = 0
+        self._state: Literal["new", "open", "done"] = "new"
+        self._deadline: float | None = None
+        self._started = 0.0
+        self.usage: TokenUsage | None = None
+        self.finish_reason: str | None = None
+
+    def __repr__(self) -> str:
+        return f"PromptStream(session_id={self._session.session_id!r}, state={self._state!r})"
+
+    @property
+    def text(self) -> str:
+        """Everything received so far."""
+        return "".join(self._parts)
+
+    async def __aenter__(self) -> PromptStream:
+        await self._begin()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._state == "open":
+            await self._cancel()
+
+    def __aiter__(self) -> AsyncIterator[StreamChunk]:
+        return self
+
+    async def __anext__(self) -> StreamChunk:
+        if self._state == "new":
+            await self._begin()
+        if self._state == "done":
+            raise StopAsyncIteration
+        session, link = self._session, self._session._require_link()
+        timeouts = session.timeouts
+        try:
+            while True:
+                wait = timeouts.first_token if self._index == 0 else timeouts.idle
+                if self._deadline is not None:
+                    wait = min(wait, self._deadline - time.monotonic())
+                event = await link.next_event(wait, "token" if self._index else "first token")
+                if isinstance(event, TokenChunk):
+                    if not event.text:
+                        continue  # the empty closing chunk some hosts send
+                    self._parts.append(event.text)
+                    self._index += 1
+                    return StreamChunk(text=event.text, index=self._index - 1)
+                if isinstance(event, ResponseDone):
+                    self.finish_reason = event.finish_reason
+                elif isinstance(event, StreamEnd):
+                    await self._end(event)
+                    raise StopAsyncIteration
+        except (FabstirError, asyncio.CancelledError):
+            await self._fail()
+            raise
+
+    async def _begin(self) -> None:
+        if self._state != "new":
+            return
+        session = self._session
+        await session._turn.acquire()
+        try:
+            link = session._require_link()
+            history = session._replay
+            frame = link.proto.prompt_frame(
+                self._prompt,
+                id=f"{session.session_id}-{next(session._ids)}",
+                messages=history,
+                **self._options,
+            )
+            await link.send(frame)
+        except BaseException:
+            session._turn.release()
+            raise
+        session._replay = None
+        self._state = "open"
+        self._started = time.monotonic()
+        total = session.timeouts.total
+        self._deadline = None if total is None else self._started + total
+
+    async def _end(self, end: StreamEnd) -> None:
+        usage = end.usage
+        self.usage = TokenUsage(
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else end.tokens_used,
+            total_tokens=usage.total_tokens if usage else end.tokens_used,
+        )
+        self.finish_reason = self.finish_reason or end.finish_reason
+        self._session.tokens_reported += end.tokens_used
+        await self._record()
+
+    async def _cancel(self) -> None:
+        """Ask the host to stop, and read until its ``stream_end`` (bounded)."""
+        session = self._session
+        link = session._link
+        try:
+            if link is not None and not link.closed:
+                await link.send(link.proto.cancel_frame())
+                deadline = time.monotonic() + min(_CANCEL_DRAIN, session.timeouts.idle)
+                while True:
+                    event = await link.next_event(deadline - time.monotonic(), "stream end")
+                    if isinstance(event, TokenChunk) and event.text:
+                        self._parts.append(event.text)
+                    elif isinstance(event, StreamEnd):
+                        await self._end(event)
+                        return
+        except FabstirError as exc:
+            log.debug("cancelling the stream of session %s: %s", session.session_id, exc)
+            await session._drop_link()
+        await self._fail()
+
+    async def _fail(self) -> None:
+        if self._state == "open":
+            await self._record(partial=True)
+
+    async def _record(self, *, partial: bool = False) -> None:
+        """Keep the exchange in S5 (even a broken one) and free the session for the next."""
+        self._state = "done"
+        session = self._session
+        try:
+            await session._append(self._prompt, self.text, partial=partial)
+        finally:
+            session._turn.release()
+
+
+class Session:
+    """A paid session with a host. Use :meth:`stream` or :meth:`send_prompt`, then
+    :meth:`end` (the host settles, no gas) or :meth:`complete` (you settle now)."""
+
+    def __init__(
+        self,
+        manager: SessionManager,
+        *,
+        job: SessionJob,
+        host: HostInfo,
+        model: str,
+        link: _Link | None,
+        timeouts: SessionTimeouts,
+    ) -> None:
+        self._manager = manager
+        self.job_id = job.id
+        self.session_id = str(job.id)
+        self.conversation_id = self.session_id
+        self.host = host
+        self.model = model
+        self.price_per_token = job.price_per_token
+        self.payment_token = job.payment_token
+        self.proof_interval = job.proof_interval
+        self.timeouts = timeouts
+        self.tokens_reported = 0
+        self._link = link
+        self._turn = asyncio.Lock()
+        self._ids = itertools.count()
+        self._replay: list[ChatMessage] | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"Session(job_id={self.job_id}, host={self.host.address!r}, {state})"
+
+    async def __aenter__(self) -> Session:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.end()
+
+    @property
+    def connected(self) -> bool:
+        return self._link is not None and not self._link.closed
+
+    def stream(
+        self, prompt: str, *, max_tokens: int | None = None, temperature: float | None = None
+    ) -> PromptStream:
+        """Stream the answer to ``prompt``; the host keeps the conversation's context."""
+        if not isinstance(prompt, str) or not prompt:
+            raise ValidationError("prompt must be a non-empty string")
+        options: dict[str, Any] = {}
+        if max_tokens is not None:
+            options["max_tokens"] = max_tokens
+        if temperature is not None:
+            options["temperature"] = temperature
+        return PromptStream(self, prompt, options)
+
+    async def send_prompt(
+        self, prompt: str, *, max_tokens: int | None = None, temperature: float | None = None
+    ) -> PromptResult:
+        """The whole answer to ``prompt`` at once."""
+        async with self.stream(prompt, max_tokens=max_tokens, temperature=temperature) as s:
+            async for _ in s:
+                pass
+        assert s.usage is not None
+        return PromptResult(text=s.text, usage=s.usage, finish_reason=s.finish_reason)
+
+    async def end(self) -> None:
+        """Disconnect; the host submits its last proof and settles (no gas for you)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._link is not None and not self._link.closed:
+            with contextlib.suppress(FabstirError):
+                await self._link.send(self._link.proto.end_frame())
+        await self._drop_link()
+        self._manager._forget(self)
+
+    async def complete(self) -> Settlement:
+        """Settle now: the host bills what it streamed, then you complete the job.
+
+        Waits (``timeouts.settle``) for the host's final proof, stores the conversation and
+        passes its CID to ``completeSessionJob``. If the host's proofs claim more tokens than
+        it reported to us, it completes at once and warns with :class:`HostOverclaimError`.
+        """
+        if self._closed:
+            raise SessionClosedError(f"session {self.session_id} is already closed")
+        async with self._turn:
+            expected = max(self.tokens_reported, self.proof_interval) if self.tokens_reported else 0
+            await self._request_final_proof()
+            job = await self._manager._payments.get_session_job(self.job_id)
+            deadline = time.monotonic() + self.timeouts.settle
+            while job.tokens_used < expected and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+                job = await self._manager._payments.get_session_job(self.job_id)
+            overclaim = job.tokens_used > expected
+            ref = await self._manager._store_conversation(self.conversation_id)
+            settlement = await self._manager._payments.complete_session_job(self.job_id, ref.cid)
+        self._closed = True
+        await self._drop_link()
+        self._manager._forget(self)
+        if overclaim:
+            warnings.warn(
+                HostOverclaimError(
+                    f"host {self.host.address} claimed {job.tokens_used} tokens on session "
+                    f"{self.session_id} but reported {self.tokens_reported} "
+                    f"(at most {expected} billable); the session was completed at once"
+                ),
+                stacklevel=2,
+            )
+        return settlement
+
+    async def _request_final_proof(self) -> None:
+        link = self._link
+        if link is None or link.closed or not self.tokens_reported:
+            return
+        try:
+            await link.send(link.proto.checkpoint_request_frame(id=f"{self.session_id}-final"))
+            answer = await asyncio.wait_for(link.checkpoints.get(), self.timeouts.settle)
+        except (FabstirError, TimeoutError) as exc:
+            log.warning("no final checkpoint from %s: %s", self.host.address, exc)
+            return
+        if isinstance(answer, BaseException):
+            log.warning("no final checkpoint from %s: %s", self.host.address, answer)
+
+    def _require_link(self) -> _Link:
+        if self._closed:
+            raise SessionClosedError(f"session {self.session_id} is closed")
+        if self._link is None or self._link.closed:
+            raise HostUnreachableError(
+                f"the connection to host {self.host.address} is closed: resume the session"
+            )
+        return self._link
+
+    async def _drop_link(self) -> None:
+        link, self._link = self._link, None
+        if link is not None:
+            await link.close()
+
+    async def _append(self, prompt: str, answer: str, *, partial: bool) -> None:
+        storage = self._manager._storage
+        await storage.append_message(self.conversation_id, Message(role="user", content=prompt))
+        if answer or not partial:
+            await storage.append_message(
+                self.conversation_id, Message(role="assistant", content=answer)
+            )
+
+
+class SessionManager:
+    """Opens, resumes and settles sessions; keeps their conversations in S5."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        payments: PaymentManager,
+        hosts: HostManager,
+        storage: StorageManager,
+        discovery: DiscoveryManager,
+    ) -> None:
+        self._ctx = ctx
+        self._payments = payments
+        self._hosts = hosts
+        self._storage = storage
+        self._discovery = discovery
+        self._sessions: dict[str, Session] = {}
+
+    def __repr__(self) -> str:
+        return f"SessionManager(open_sessions={len(self._sessions)})"
+
+    async def create_session(
+        self,
+        *,
+        model: str,
+        host: str | HostInfo | None = None,
+        payment: Payment = "usdc",
+        deposit: Amount = "1.0",
+        max_price_per_token: int | None = None,
+        duration: int = 3600,
+        proof_interval: int = 1000,
+        proof_timeout_window: int = 300,
+        encryption: bool = True,
+        failover: bool = False,
+        timeouts: SessionTimeouts | None = None,
+        deposit_token: Literal["usdc", "eth"] = "usdc",  # noqa: S107 (not a secret)
+    ) -> Session:
+        """Pay for a session with ``host`` (or the best registered host for ``model``),
+        connect and open the encrypted channel.
+
+        The price is the host's on-chain price for the model and payment token; above
+        ``max_price_per_token`` the session is refused before any transaction.
+        """
+        sender = self._ctx.require_sender()
+        if failover:
+            raise ValidationError("failover=True is not available yet; open a new session")
+        if payment not in ("usdc", "eth", "deposit"):
+            raise ValidationError(f"payment must be 'usdc', 'eth' or 'deposit', got {payment!r}")
+        mid = to_model_id(model)
+        currency = deposit_token if payment == "deposit" else payment
+        token = (
+            ZERO_ADDRESS if currency == "eth" else self._ctx.config.contract_addresses.usdc_token
+        )
+        info = await self._choose_host(host, model, mid, max_price_per_token, currency)
+        if encryption and not info.public_key:
+            raise ValidationError(f"host {info.address} publishes no publicKey: cannot encrypt")
+        nr = self._ctx.contract("node_registry")
+        price = int(
+            await self._ctx.client.read(nr.call("getModelPricing", info.address, mid, token))
+        )
+        if max_price_per_token is not None and price > max_price_per_token:
+            raise PriceAboveMaximumError(price, max_price_per_token)
+
+        pm = self._payments
+        args = (info.address, deposit, price, duration, proof_interval)
+        kw: dict[str, Any] = {"model": model, "proof_timeout_window": proof_timeout_window}
+        if payment == "eth":
+            created = await pm.create_eth_session_job(*args, **kw)
+        elif payment == "usdc":
+            await self._approve(token, deposit)
+            created = await pm.create_usdc_session_job(
+                info.address, token, deposit, price, duration, proof_interval, **kw
+            )
+        else:
+            created = await pm.create_session_job_from_deposit(
+                *args, token=None if currency == "eth" else token, **kw
+            )
+        job = await pm.get_session_job(created.job_id)
+        await self._storage.store_session_data(
+            str(job.id),
+            "metadata",
+            {
+                "job_id": job.id,
+                "host": info.address,
+                "model": model,
+                "model_id": mid,
+                "price_per_token": price,
+                "payment_token": job.payment_token,
+                "deposit": job.deposit,
+                "user": sender.address,
+                "created_tx": created.tx_hash,
+            },
+        )
+        return await self._connect(job, info, model, encryption, timeouts, history=None)
+
+    async def resume_session(
+        self, session_id: str | int, *, timeouts: SessionTimeouts | None = None
+    ) -> Session:
+        """A new connection for an existing, active job; its history is replayed from S5."""
+        job = await self._own_job(session_id)
+        if job.status != SessionState.ACTIVE:
+            raise SessionNotActiveError(f"session {job.id} is {job.status.name}")
+        meta = await self._metadata(str(job.id))
+        info = await self._hosts.get_host_info(job.host)
+        try:
+            conversation = await self._storage.load_conversation(str(job.id))
+            history = [ChatMessage(role=m.role, content=m.content) for m in conversation.messages]
+        except FabstirError:
+            history = []
+        model = str(meta.get("model", "")) if meta else ""
+        return await self._connect(job, info, model, True, timeouts, history=history)
+
+    async def complete_session(self, session_id: str | int) -> Settlement:
+        """Settle a session now (as its depositor), whether or not it is open here."""
+        sid = str(session_id)
+        session = self._sessions.get(sid)
+        if session is not None:
+            return await session.complete()
+        job = await self._own_job(sid)
+        ref = await self._store_conversation(str(job.id))
+        return await self._payments.complete_session_job(job.id, ref.cid)
+
+    async def submit_proof(self, session_id: str | int, proof: Proof) -> str:
+        """Host role: claim ``proof.tokens`` of proven work on this session."""
+        if not isinstance(proof, Proof):
+            raise ValidationError("proof must be a fabstir_sdk.Proof")
+        return await self._hosts.submit_proof_of_work(
+            _job_id(session_id), proof.tokens, proof.proof_hash, proof.proof_cid, proof.delta_cid
+        )
+
+    async def store_session_data(self, session_id: str | int, key: str, data: Any) -> StoredRef:
+        return await self._storage.store_session_data(str(_job_id(session_id)), key, data)
+
+    async def get_session_data(self, session_id: str | int, key: str) -> Any:
+        return await self._storage.get_session_data(str(_job_id(session_id)), key)
+
+    async def get_session_status(self, session_id: str | int) -> SessionStatus:
+        job = await self._payments.get_session_job(_job_id(session_id))
+        session = self._sessions.get(str(job.id))
+        try:
+            messages = len((await self._storage.load_conversation(str(job.id))).messages)
+        except FabstirError:
+            messages = 0
+        link = session._link if session else None
+        return SessionStatus(
+            session_id=str(job.id),
+            job=job,
+            connected=bool(session and session.connected),
+            tokens_reported=session.tokens_reported if session else 0,
+            tokens_billed=job.tokens_used,
+            proofs=len(link.proofs) if link else 0,
+            messages=messages,
+        )
+
+    async def list_sessions(self) -> list[SessionJob]:
+        """Every session job this account opened, oldest first (read in batches)."""
+        user = self._ctx.require_sender().address
+        mp = self._ctx.contract("job_marketplace")
+        ids: list[int] = []
+        batch = 32
+        while True:
+            calls = [mp.call("userSessions", user, len(ids) + i) for i in range(batch)]
+            results = await self._ctx.client.rpc.batch(
+                [("eth_call", Read.of(c).params) for c in calls], return_errors=True
+            )
+            for call, result in zip(calls, results, strict=True):
+                if isinstance(result, BaseException) or result in (None, "0x"):
+                    break
+                ids.append(int(call.decode(bytes.fromhex(result[2:]))))
+            else:
+                continue
+            break
+        return [await self._payments.get_session_job(i) for i in ids]
+
+    async def aclose(self) -> None:
+        """Drop every open connection (no settlement: hosts settle on disconnect)."""
+        for session in list(self._sessions.values()):
+            await session.end()
+
+    # -- internals ------------------------------------------------------------------------
+
+    async def _choose_host(
+        self,
+        host: str | HostInfo | None,
+        model: str,
+        mid: str,
+        max_price: int | None,
+        currency: str,
+    ) -> HostInfo:
+        if host is None:
+            return await self._discovery.find_host(
+                required_models=[model], max_price_per_token=max_price, payment=currency
+            )
+        address = (
+            host.address if isinstance(host, HostInfo) else checksum_address(host, what="host")
+        )
+        info = await self._hosts.get_host_info(address)
+        if not info.is_active:
+            raise HostNotActiveError(f"host {address} is not registered or not active")
+        if mid not in info.models:
+            raise ModelNotApprovedError(f"host {address} does not serve model {model}")
+        return info
+
+    async def _approve(self, token: str, deposit: Amount) -> None:
+        """Approve exactly the deposit unless the allowance already covers it."""
+        from ..chain.units import to_base_units
+
+        owner = self._ctx.require_sender().address
+        value = to_base_units(deposit, await self._ctx.decimals(token))
+        spender = self._ctx.config.contract_addresses.job_marketplace
+        allowance = int(
+            await self._ctx.client.read(self._ctx.erc20(token).call("allowance", owner, spender))
+        )
+        if allowance < value:
+            await self._payments.approve_usdc(token, deposit)
+
+    async def _connect(
+        self,
+        job: SessionJob,
+        info: HostInfo,
+        model: str,
+        encryption: bool,
+        timeouts: SessionTimeouts | None,
+        *,
+        history: list[ChatMessage] | None,
+    ) -> Session:
+        account = self._ctx.account
+        assert account is not None
+        proto = ClientSession(
+            job_id=job.id,
+            chain_id=self._ctx.config.chain_id,
+            host_public_key=info.public_key if encryption else None,
+            client_private_key=bytes(account.key) if encryption else None,
+            model_name=model,
+            price_per_token=job.price_per_token,
+            encrypted=encryption,
+            user_address=account.address,
+        )
+        limits = timeouts or self._ctx.config.session_timeouts
+        link = await _Link.open(ws_url(info.api_url), proto, limits)
+        session = Session(self, job=job, host=info, model=model, link=link, timeouts=limits)
+        session._replay = history or None
+        self._sessions[session.session_id] = session
+        return session
+
+    def _forget(self, session: Session) -> None:
+        self._sessions.pop(session.session_id, None)
+
+    async def _own_job(self, session_id: str | int) -> SessionJob:
+        job = await self._payments.get_session_job(_job_id(session_id))
+        if job.depositor != self._ctx.require_sender().address:
+            raise ValidationError(f"session {job.id} belongs to {job.depositor}, not to you")
+        return job
+
+    async def _metadata(self, session_id: str) -> dict[str, Any] | None:
+        try:
+            meta = await self._storage.get_session_data(session_id, "metadata")
+        except FabstirError:
+            return None
+        return meta if isinstance(meta, dict) else None
+
+    async def _store_conversation(self, conversation_id: str) -> StoredRef:
+        """Write the conversation once more and return where it is (its CID)."""
+        try:
+            conversation = await self._storage.load_conversation(conversation_id)
+        except FabstirError:
+            conversation = Conversation(id=conversation_id)
+        return await self._storage.store_conversation(conversation)
+
+
+def _job_id(session_id: str | int) -> int:
+    try:
+        value = int(session_id)
+    except (TypeError, ValueError):
+        raise ValidationError(f"session id must be a job id, got {session_id!r}") from None
+    if value <= 0 or isinstance(session_id, bool):
+        raise ValidationError(f"session id must be a positive job id, got {session_id!r}")
+    return value
