@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_demo(commands)
     _add_devnet(commands)
+    _add_host(commands)
     return parser
 
 
@@ -96,6 +97,12 @@ async def _run_devnet_up(args: argparse.Namespace) -> int:
     return await devnet_up(
         port=args.port, block_time=args.block_time, state_dir=args.state_dir, as_json=args.json
     )
+
+
+def _add_host(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .host._cli import add_host_commands  # argparse only: the server loads in run
+
+    add_host_commands(commands)
 
 
 def _one_line(exc: BaseException) -> str:

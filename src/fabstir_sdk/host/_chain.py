@@ -1,0 +1,177 @@
+"""The host's view of the chain: its wallet, registration, session checks and chain time.
+
+Built from the SDK's own managers over one :class:`ChainClient`, so every write goes through
+the same nonce allocator and typed-error path as the SDK's.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from ..chain.client import ChainClient, Read
+from ..chain.model_id import model_id as to_model_id
+from ..config import SDKConfig
+from ..errors import ProtocolError, SessionNotFoundError
+from ..managers._context import Context
+from ..managers.auth import AuthManager
+from ..managers.host import HostManager
+from ..managers.model import ModelManager
+from ..managers.payment import PaymentManager
+from ..models import HostInfo, ModelInfo, SessionJob, SessionState
+
+__all__ = ["HostChain", "Registration", "SessionRefused"]
+
+log = logging.getLogger("fabstir_sdk.host")
+
+
+class SessionRefused(ProtocolError):
+    """The chain says no: unknown or settled job, another host, model or client."""
+
+
+@dataclass(frozen=True)
+class Registration:
+    api_url: str
+    models: list[str]
+    price_native: int
+    price_stable: int
+    metadata: dict[str, Any]
+
+
+class HostChain:
+    """One authenticated connection to the chain for a host account."""
+
+    def __init__(self, config: SDKConfig) -> None:
+        self.config = config
+        self.client = ChainClient(config.rpc_url, timeout=config.rpc_timeout)
+        self.ctx = Context(config, self.client)
+        self.hosts = HostManager(self.ctx)
+        self.payments = PaymentManager(self.ctx)
+        self.models = ModelManager(self.ctx)
+        self.address = ""
+        self.chain_id = config.chain_id
+        self.dispute_window = 0
+        self.rate_burst = 2
+        self._rate_limits: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return f"HostChain(address={self.address!r}, rpc_url={self.config.rpc_url!r})"
+
+    async def open(self, private_key: bytes, models: list[str]) -> None:
+        """Authenticate and read the constants the host needs (one batch)."""
+        auth = await AuthManager(self.ctx).authenticate(private_key)
+        self.address = auth.user_address
+        mp = self.ctx.contract("job_marketplace")
+        mr = self.ctx.contract("model_registry")
+        ids = [to_model_id(m) for m in models]
+        values = await self.client.reads(
+            Read.of(mp.call("disputeWindow")),
+            Read.of(mp.call("RATE_LIMIT_BURST")),
+            *(Read.of(mr.call("getModelRateLimit", mid)) for mid in ids),
+        )
+        self.dispute_window, self.rate_burst = int(values[0]), int(values[1])
+        self._rate_limits = {mid: int(v) for mid, v in zip(ids, values[2:], strict=True)}
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    def tokens_per_second(self, model_id: str) -> int:
+        """How fast claims may grow for ``model_id``: rate limit times burst."""
+        return self._rate_limits.get(model_id, 1000) * self.rate_burst
+
+    async def now(self) -> int:
+        """The timestamp the next block will carry (the pending block's)."""
+        block = await self.client.rpc.call("eth_getBlockByNumber", "pending", False)
+        if not block:
+            block = await self.client.rpc.call("eth_getBlockByNumber", "latest", False)
+        return int(block["timestamp"], 16)
+
+    # -- registration ---------------------------------------------------------------------
+
+    async def ensure_registered(self, wanted: Registration, *, register: bool) -> HostInfo:
+        """Register, or bring the API URL and metadata up to date; returns the entry."""
+        info = await self.hosts.get_host_info(self.address)
+        if not info.is_active:
+            if not register:
+                log.warning("host %s is not registered and --no-register was given", self.address)
+                return info
+            await self.hosts.register_host(
+                wanted.api_url,
+                wanted.models,
+                min_price_per_token_native=wanted.price_native,
+                min_price_per_token_stable=wanted.price_stable,
+                metadata=wanted.metadata,
+            )
+            log.info("registered host %s at %s", self.address, wanted.api_url)
+            return await self.hosts.get_host_info(self.address)
+        if not register:
+            return info
+        if info.api_url != wanted.api_url:
+            await self.hosts.update_api_url(wanted.api_url)
+        if info.metadata != wanted.metadata:
+            await self.hosts.update_metadata(wanted.metadata)
+        missing = {to_model_id(m) for m in wanted.models} - set(info.models)
+        if missing:
+            log.warning("registered host does not list models %s; update it on chain", missing)
+        return await self.hosts.get_host_info(self.address)
+
+    async def model_infos(self, models: list[str]) -> list[ModelInfo]:
+        return [await self.models.get_model(m) for m in models]
+
+    # -- sessions -------------------------------------------------------------------------
+
+    async def job(self, job_id: int) -> SessionJob:
+        return await self.payments.get_session_job(job_id)
+
+    async def check_session(
+        self, job_id: int, client_address: str | None, served: dict[str, str]
+    ) -> tuple[SessionJob, str]:
+        """The job and its model id if this host may serve it to ``client_address``.
+
+        ``served`` maps model ids to names. ``client_address`` None skips the client check
+        (the plaintext fallback cannot prove who is asking).
+        """
+        mp = self.ctx.contract("job_marketplace")
+        try:
+            job, model = await self.client.reads(
+                Read.of(mp.call("sessionJobs", job_id), named=True),
+                Read.of(mp.call("sessionModel", job_id)),
+            )
+        except Exception as exc:  # an RPC failure must not look like a refusal
+            raise ProtocolError(
+                f"cannot read job {job_id}: {exc}", code="CHAIN_UNAVAILABLE"
+            ) from exc
+        if int(job["id"]) == 0:
+            raise SessionRefused(f"no session job {job_id}", code="JOB_NOT_FOUND")
+        session = await self._decode(job_id, job)
+        model_id = "0x" + bytes(model).hex()
+        if session.status != SessionState.ACTIVE:
+            raise SessionRefused(
+                f"session job {job_id} is {session.status.name}", code="JOB_NOT_ACTIVE"
+            )
+        if session.host != self.address:
+            raise SessionRefused(f"session job {job_id} names another host", code="WRONG_HOST")
+        if model_id not in served:
+            raise SessionRefused(
+                f"session job {job_id} is for model {model_id}, not served here",
+                code="MODEL_NOT_SERVED",
+            )
+        if client_address is not None and client_address != session.depositor:
+            delegate = await self.client.read(
+                mp.call("isDelegateAuthorized", session.depositor, client_address)
+            )
+            if not delegate:
+                raise SessionRefused(
+                    f"the init is signed by {client_address}, not by the depositor of job {job_id}",
+                    code="NOT_DEPOSITOR",
+                )
+        return session, model_id
+
+    async def _decode(self, job_id: int, values: dict[str, Any]) -> SessionJob:
+        """A SessionJob from named ``sessionJobs`` output, as PaymentManager decodes it."""
+        _, check = self.payments._job_check(job_id)
+        try:
+            return check(values)
+        except SessionNotFoundError as exc:
+            raise SessionRefused(str(exc), code="JOB_NOT_FOUND") from None

@@ -1,0 +1,245 @@
+"""``fabstir host run`` / ``fabstir host withdraw`` (also ``python -m fabstir_sdk.host``).
+
+The host key comes from an environment variable (``--key-env``, default
+``FABSTIR_HOST_PRIVATE_KEY``) or a file (``--key-file``): never from the command line, where
+every user of the machine could read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..config import SDKConfig
+
+__all__ = ["KEY_ENV", "add_host_commands", "host_run", "host_withdraw"]
+
+KEY_ENV = "FABSTIR_HOST_PRIVATE_KEY"
+
+
+def add_chain_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--manifest",
+        type=Path,
+        help="a deployment manifest (e.g. .devnet/deployments/31337.json from 'devnet up')",
+    )
+    parser.add_argument(
+        "--network", choices=["base-sepolia"], help="a preset network instead of --manifest"
+    )
+    parser.add_argument("--rpc-url", help="JSON-RPC endpoint (default: the manifest's rpc_url)")
+    parser.add_argument(
+        "--key-env",
+        default=KEY_ENV,
+        metavar="VAR",
+        help=f"environment variable holding the host's private key (default {KEY_ENV})",
+    )
+    parser.add_argument("--key-file", type=Path, help="file holding the host's private key")
+
+
+def add_host_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    host = commands.add_parser(
+        "host",
+        help="run the reference host node",
+        description="The reference compute host: HTTP + encrypted WebSocket sessions, "
+        "proofs of work and settlement on chain.",
+    )
+    actions = host.add_subparsers(dest="host_command", metavar="ACTION", required=True)
+    run = actions.add_parser(
+        "run",
+        help="serve models until Ctrl-C or SIGTERM",
+        description="Register (or update) this host on NodeRegistry and serve sessions.",
+    )
+    add_chain_arguments(run)
+    run.add_argument(
+        "--model", action="append", required=True, help="model to serve, 'repo:file' (repeat)"
+    )
+    run.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    run.add_argument("--port", type=int, default=8080, help="port (0: a free one; default 8080)")
+    run.add_argument("--public-url", help="URL to register (default http://HOST:PORT)")
+    run.add_argument(
+        "--price-per-token",
+        type=int,
+        default=2000,
+        help="minimum stablecoin price per 1000 tokens, base units (default 2000)",
+    )
+    run.add_argument(
+        "--price-per-token-native",
+        type=int,
+        default=10**12,
+        help="minimum ETH price per 1000 tokens, wei (default 10^12)",
+    )
+    run.add_argument("--backend", choices=["builtin", "openai"], default="builtin")
+    run.add_argument(
+        "--token-delay", type=float, default=0.0, help="builtin: seconds between tokens (0)"
+    )
+    run.add_argument(
+        "--first-token-delay", type=float, default=0.0, help="builtin: seconds before the first"
+    )
+    run.add_argument("--openai-base-url", help="openai: the server, e.g. http://127.0.0.1:8000")
+    run.add_argument("--openai-model", help="openai: the model name the server expects")
+    run.add_argument("--openai-api-key-env", metavar="VAR", help="openai: env var of the API key")
+    run.add_argument("--context-window", type=int, default=8192)
+    run.add_argument(
+        "--checkpoint-tokens", type=int, default=1000, help="submit a proof every N tokens"
+    )
+    run.add_argument(
+        "--no-register",
+        dest="register",
+        action="store_false",
+        help="the host is registered already: do not register or update it",
+    )
+    run.add_argument(
+        "--allow-plaintext",
+        action="store_true",
+        help="also serve unauthenticated plaintext sessions and HTTP /v1/inference",
+    )
+    run.add_argument("--shutdown-timeout", type=float, default=10.0)
+    run.add_argument("--chain-poll", type=float, default=1.0, help=argparse.SUPPRESS)
+    run.add_argument(
+        "--ready-json", action="store_true", help="print one JSON line on stdout once serving"
+    )
+    run.set_defaults(handler=host_run)
+    withdraw = actions.add_parser(
+        "withdraw",
+        help="withdraw this host's earnings from HostEarnings",
+        description="Withdraw everything HostEarnings holds for the host in one token.",
+    )
+    add_chain_arguments(withdraw)
+    withdraw.add_argument("--token", help="ERC-20 address (default: ETH earnings)")
+    withdraw.add_argument("--usdc", action="store_true", help="the configured USDC")
+    withdraw.set_defaults(handler=host_withdraw)
+
+
+def sdk_config(args: argparse.Namespace) -> SDKConfig:
+    from ..config import SDKConfig
+
+    if args.manifest is not None:
+        try:
+            manifest = json.loads(args.manifest.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read manifest {args.manifest}: {exc}") from None
+        rpc_url = args.rpc_url or manifest.get("rpc_url")
+        if not rpc_url:
+            raise ConfigError("the manifest has no rpc_url: pass --rpc-url")
+        return SDKConfig.from_manifest(args.manifest, rpc_url=rpc_url)
+    if args.network == "base-sepolia":
+        return SDKConfig.base_sepolia(**({"rpc_url": args.rpc_url} if args.rpc_url else {}))
+    raise ConfigError("say which chain: --manifest PATH or --network base-sepolia")
+
+
+def private_key(args: argparse.Namespace) -> bytes:
+    if args.key_file is not None:
+        try:
+            text = args.key_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read --key-file: {exc.strerror}") from None
+    else:
+        text = os.environ.get(args.key_env, "").strip()
+        if not text:
+            raise ConfigError(f"set {args.key_env} to the host's private key (or use --key-file)")
+    try:
+        key = bytes.fromhex(text.removeprefix("0x"))
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise ConfigError("the host's private key must be 32 bytes of hex")
+    return key
+
+
+async def host_run(args: argparse.Namespace) -> int:
+    from ._config import HostConfig
+    from ._node import HostNode
+
+    config = HostConfig(
+        sdk=sdk_config(args),
+        models=args.model,
+        listen_host=args.host,
+        port=args.port,
+        public_url=args.public_url,
+        price_per_token=args.price_per_token,
+        price_per_token_native=args.price_per_token_native,
+        backend=args.backend,
+        token_delay=args.token_delay,
+        first_token_delay=args.first_token_delay,
+        openai_base_url=args.openai_base_url,
+        openai_model=args.openai_model,
+        openai_api_key_env=args.openai_api_key_env,
+        context_window=args.context_window,
+        checkpoint_tokens=args.checkpoint_tokens,
+        auto_register=args.register,
+        allow_plaintext=args.allow_plaintext,
+        shutdown_timeout=args.shutdown_timeout,
+        chain_poll=args.chain_poll,
+    )
+    if logging.getLogger().level > logging.INFO:  # an operator wants to see proofs go by
+        logging.getLogger("fabstir_sdk.host").setLevel(logging.INFO)
+    node = HostNode(config, private_key(args))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    handled = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+            handled.append(signum)
+    try:
+        await node.start()
+        info: dict[str, Any] = {
+            "event": "ready",
+            "address": node.address,
+            "api_url": node.api_url,
+            "public_key": node.public_key.hex(),
+            "models": list(node.served.values()),
+            "pid": os.getpid(),
+        }
+        if args.ready_json:
+            print(json.dumps(info), flush=True)
+        else:
+            print(
+                f"Fabstir host {node.address} serving {', '.join(info['models'])}\n"
+                f"  API        {node.api_url}  (WebSocket {node.api_url}/v1/ws)\n"
+                f"  public key {info['public_key']}\n"
+                "Press Ctrl-C to stop.",
+                flush=True,
+            )
+        await stop.wait()
+    finally:
+        for signum in handled:
+            loop.remove_signal_handler(signum)
+        await node.stop()
+    return 0
+
+
+async def host_withdraw(args: argparse.Namespace) -> int:
+    from ._chain import HostChain
+
+    config = sdk_config(args)
+    chain = HostChain(config)
+    try:
+        await chain.open(private_key(args), [])
+        token = config.contract_addresses.usdc_token if args.usdc else args.token
+        amount = await chain.hosts.get_host_earnings(token)
+        tx = await chain.hosts.withdraw_earnings(token)
+        print(json.dumps({"withdrawn": amount, "token": token or "ETH", "tx_hash": tx}))
+    finally:
+        await chain.aclose()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m fabstir_sdk.host [--debug] ...``: the same as ``fabstir [--debug] host ...``."""
+    from ..cli import main as cli_main
+
+    args = sys.argv[1:] if argv is None else argv
+    flags = ["--debug"] if args[:1] == ["--debug"] else []
+    return cli_main([*flags, "host", *args[len(flags) :]])

@@ -1,0 +1,75 @@
+"""The reference host's settings. The private key is not among them: it is passed apart and
+never printed, logged or written anywhere."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from ..chain.model_id import model_id as to_model_id
+from ..config import SDKConfig
+from ..errors import ConfigError
+from ..protocol import MAX_FRAME_BYTES
+
+__all__ = ["HostConfig"]
+
+
+class HostConfig(BaseModel):
+    """Everything ``fabstir host run`` can set; defaults suit a devnet."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sdk: SDKConfig
+    #: Served models as ``"repo:file"`` (or ``"repo/file"``, or a bytes32 id).
+    models: list[str] = Field(min_length=1)
+    listen_host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535)
+    #: The URL clients should use; by default ``http://{listen_host}:{port}``.
+    public_url: str | None = None
+    #: Minimum price per 1000 tokens in the stablecoin's base units (2000 = $2 per 1M tokens).
+    price_per_token: int = Field(default=2000, ge=1, le=100_000_000)
+    #: Minimum price per 1000 tokens in wei.
+    price_per_token_native: int = Field(default=10**12, ge=227_273)
+    backend: Literal["builtin", "openai"] = "builtin"
+    #: builtin: seconds between tokens (0 = as fast as possible) and before the first.
+    token_delay: float = Field(default=0.0, ge=0)
+    first_token_delay: float = Field(default=0.0, ge=0)
+    openai_base_url: str | None = None
+    openai_model: str | None = None
+    #: Name of the environment variable holding the model server's API key, if any.
+    openai_api_key_env: str | None = None
+    context_window: int = Field(default=8192, ge=16)
+    #: Submit a proof every this many streamed tokens.
+    checkpoint_tokens: int = Field(default=1000, ge=100)
+    #: Register on NodeRegistry (or update the URL and metadata) at start.
+    auto_register: bool = True
+    #: Serve unauthenticated plaintext: ``session_init`` and HTTP ``/v1/inference``.
+    allow_plaintext: bool = False
+    max_frame_bytes: int = Field(default=MAX_FRAME_BYTES, ge=1024)
+    #: Longest sleep between two looks at the chain's clock while waiting.
+    chain_poll: float = Field(default=1.0, gt=0)
+    #: On stop, how long final proofs may take before the host gives up on them.
+    shutdown_timeout: float = Field(default=10.0, ge=0)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except PydanticValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()
+            )
+            raise ConfigError(f"invalid HostConfig: {problems}") from None
+
+    @field_validator("models")
+    @classmethod
+    def _known_form(cls, models: list[str]) -> list[str]:
+        for model in models:
+            to_model_id(model)
+        if len({to_model_id(m) for m in models}) != len(models):
+            raise ValueError("models are listed twice")
+        return models
+
+    def api_url(self, port: int) -> str:
+        return self.public_url or f"http://{self.listen_host}:{port}"

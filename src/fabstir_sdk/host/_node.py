@@ -1,0 +1,251 @@
+"""HostNode: the reference host. One aiohttp server (HTTP and WebSocket on one port), the
+chain connection, the inference backend, billing per session job, settlement."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import coincurve
+from aiohttp import web
+
+from .._version import __version__
+from ..chain.model_id import model_id as to_model_id
+from ..errors import ConfigError
+from ..models import HostInfo, ModelInfo, SessionJob
+from ..protocol import ChatMessage
+from ._backends import Backend, BuiltinBackend, OpenAIBackend
+from ._billing import CheckpointEntry, JobBilling, SubmittedProof, TxQueue
+from ._chain import HostChain, Registration
+from ._checkpoints import CheckpointWriter, UnstoredCheckpoints
+from ._config import HostConfig
+from ._ws import Connection
+
+__all__ = ["HostNode", "JobState", "make_backend"]
+
+log = logging.getLogger("fabstir_sdk.host")
+
+
+def make_backend(config: HostConfig) -> Backend:
+    """The backend ``config`` names."""
+    if config.backend == "builtin":
+        return BuiltinBackend(
+            token_delay=config.token_delay,
+            first_token_delay=config.first_token_delay,
+            context_window=config.context_window,
+        )
+    if not config.openai_base_url or not config.openai_model:
+        raise ConfigError("the openai backend needs openai_base_url and openai_model")
+    key = os.environ.get(config.openai_api_key_env) if config.openai_api_key_env else None
+    return OpenAIBackend(
+        config.openai_base_url,
+        config.openai_model,
+        api_key=key,
+        context_window=config.context_window,
+    )
+
+
+@dataclass
+class JobState:
+    """What the host keeps about one session job while it is served."""
+
+    billing: JobBilling
+    model_spec: str
+    history: list[ChatMessage] = field(default_factory=list)
+    connections: set[Connection] = field(default_factory=set)
+    settling: asyncio.Task[None] | None = None
+
+
+class HostNode:
+    """The reference host: ``await node.start()`` ... ``await node.stop()``.
+
+    ``private_key`` is the host's wallet key: it signs transactions, and its public key is
+    the static E2EE key clients encrypt to (published as ``publicKey`` in the registry
+    metadata), so the key a client trusts is the key of the address it pays.
+    """
+
+    def __init__(
+        self,
+        config: HostConfig,
+        private_key: bytes,
+        *,
+        backend: Backend | None = None,
+        writer: CheckpointWriter | None = None,
+    ) -> None:
+        self.config = config
+        self.private_key = private_key
+        self.public_key = coincurve.PrivateKey(private_key).public_key.format(compressed=True)
+        self.backend = backend or make_backend(config)
+        self.writer: CheckpointWriter = writer or UnstoredCheckpoints()
+        self.chain = HostChain(config.sdk)
+        self.txq = TxQueue()
+        self.served = {to_model_id(m): m for m in config.models}
+        self.model_infos: list[ModelInfo] = []
+        self.jobs: dict[int, JobState] = {}
+        self.checkpoints: dict[int, tuple[str, list[CheckpointEntry]]] = {}
+        self.connections: set[Connection] = set()
+        self.info: HostInfo | None = None
+        self.api_url = ""
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+        self._stopping = False
+
+    def __repr__(self) -> str:
+        return f"HostNode(address={self.chain.address!r}, api_url={self.api_url!r})"
+
+    @property
+    def address(self) -> str:
+        return self.chain.address
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen, connect to the chain and register (or update) the host entry."""
+        from ._http import build_app
+
+        try:
+            await self.chain.open(self.private_key, list(self.served.values()))
+            self.model_infos = await self.chain.model_infos(list(self.served.values()))
+            app = build_app(self)
+            self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, self.config.listen_host, self.config.port)
+            await site.start()
+            server = site._server
+            assert server is not None and server.sockets  # type: ignore[attr-defined]
+            self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+            self.api_url = self.config.api_url(self.port)
+            self.txq.start()
+            self.info = await self.chain.ensure_registered(
+                self._registration(), register=self.config.auto_register
+            )
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("host %s serving %s on %s", self.address, list(self.served), self.api_url)
+
+    def _registration(self) -> Registration:
+        metadata: dict[str, Any] = {
+            "publicKey": self.public_key.hex(),
+            "apiUrl": self.api_url,
+            "models": list(self.served.values()),
+            "pricing": {
+                "stable": self.config.price_per_token,
+                "native": self.config.price_per_token_native,
+            },
+            "software": f"fabstir-sdk reference host {__version__}",
+            "backend": self.backend.name,
+        }
+        return Registration(
+            api_url=self.api_url,
+            models=list(self.served.values()),
+            price_native=self.config.price_per_token_native,
+            price_stable=self.config.price_per_token,
+            metadata=metadata,
+        )
+
+    async def stop(self) -> None:
+        """Close every connection, submit final proofs (bounded), stop. Idempotent.
+
+        Dispute windows are not waited for: jobs whose window is still open stay active,
+        proven work included, for the user (or a timeout) to settle.
+        """
+        if self._stopping:
+            return
+        self._stopping = True
+        for conn in list(self.connections):
+            with contextlib.suppress(Exception):
+                await conn.ws.close()
+        flushes = [state.billing.flush() for state in self.jobs.values()]
+        if flushes:
+            try:
+                await asyncio.wait_for(
+                    asyncio.gather(*flushes, return_exceptions=True),
+                    self.config.shutdown_timeout,
+                )
+            except TimeoutError:
+                log.warning("final proofs did not finish within the shutdown timeout")
+        for state in list(self.jobs.values()):
+            if state.settling is not None:
+                state.settling.cancel()
+            await state.billing.aclose()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.txq.aclose()
+        await self.backend.aclose()
+        await self.chain.aclose()
+
+    # -- sessions -------------------------------------------------------------------------
+
+    def attach(
+        self, conn: Connection, job: SessionJob, model_id: str, recovery_key: str | None
+    ) -> JobState:
+        """Bind ``conn`` to ``job``: a new state, or the one a live or settling job has."""
+        state = self.jobs.get(job.id)
+        if state is not None and (
+            state.billing.closed
+            or (state.billing.job.depositor, state.billing.job.start_time)
+            != (job.depositor, job.start_time)
+        ):
+            self._forget(job.id)
+            state = None
+        if state is None:
+            billing = JobBilling(
+                chain=self.chain,
+                txq=self.txq,
+                writer=self.writer,
+                job=job,
+                model_id=model_id,
+                checkpoint_tokens=self.config.checkpoint_tokens,
+                recovery_public_key=recovery_key,
+                notify=lambda proof: self._notify(job.id, proof),
+                poll=self.config.chain_poll,
+            )
+            state = self.jobs[job.id] = JobState(billing, self.served[model_id])
+            self.checkpoints[job.id] = (self.address, billing.checkpoints)
+        elif state.settling is not None:  # the client is back (resume): do not settle
+            state.settling.cancel()
+            state.settling = None
+        state.connections.add(conn)
+        return state
+
+    def detach(self, conn: Connection) -> None:
+        """A connection closed; the job's last one starts its settlement."""
+        self.connections.discard(conn)
+        state = conn.job
+        if state is None:
+            return
+        state.connections.discard(conn)
+        if not state.connections and state.settling is None and not self._stopping:
+            state.settling = asyncio.get_running_loop().create_task(
+                self._settle(state), name=f"fabstir-settle-{state.billing.job.id}"
+            )
+
+    async def _settle(self, state: JobState) -> None:
+        await state.billing.settle()
+        job_id = state.billing.job.id
+        if self.jobs.get(job_id) is state:
+            self._forget(job_id)
+
+    def _forget(self, job_id: int) -> None:
+        state = self.jobs.pop(job_id, None)
+        if state is not None:
+            if state.settling is not None and not state.settling.done():
+                state.settling.cancel()
+            asyncio.get_running_loop().create_task(state.billing.aclose())
+
+    def _notify(self, job_id: int, proof: SubmittedProof) -> None:
+        state = self.jobs.get(job_id)
+        if state is not None:
+            for conn in list(state.connections):
+                conn.notify_proof(proof)
+
+    # -- operator actions -----------------------------------------------------------------
+
+    async def withdraw_earnings(self, token: str | None = None) -> str:
+        """Withdraw everything HostEarnings holds for this host in ``token`` (None: ETH)."""
+        return await self.txq.run(lambda: self.chain.hosts.withdraw_earnings(token))

@@ -1,0 +1,391 @@
+"""One WebSocket connection to the host: the session state machine on top of HostSession.
+
+A connection starts unbound; ``encrypted_session_init`` (or, when allowed, the plaintext
+``session_init``) binds it to a session job after the chain checks. Prompts then stream on a
+task of their own so that ``stream_cancel`` and pings are read while tokens flow. Every bad
+frame is answered with an error frame ``{type: "error", code, message}`` and the connection
+goes on; nothing a client sends can stop the host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import WSMsgType, web
+
+from ..chain.model_id import model_id as to_model_id
+from ..errors import FabstirError, ProtocolError, ValidationError
+from ..protocol import (
+    ChatMessage,
+    CheckpointRequest,
+    CheckpointSubmitted,
+    Connected,
+    EncryptedMessage,
+    EncryptedSessionInit,
+    ErrorFrame,
+    HostSession,
+    Inference,
+    LegacyCancel,
+    Ping,
+    Pong,
+    Prompt,
+    PromptRequest,
+    ProofSubmitted,
+    SessionEnd,
+    SessionInit,
+    SessionInitAck,
+    StreamCancel,
+    StreamChunk,
+    StreamEnd,
+    UnsupportedRequest,
+    Usage,
+    parse_client_message,
+)
+from ._backends import BackendError, Generation
+from ._billing import SubmittedProof
+from ._chain import SessionRefused
+from ._checkpoints import MessageRecord
+
+if TYPE_CHECKING:
+    from ._node import HostNode, JobState
+
+__all__ = ["Connection"]
+
+log = logging.getLogger("fabstir_sdk.host")
+
+
+def model_matches(name: str, model_id: str, spec: str) -> bool:
+    """Whether an init's ``modelName`` names the job's model (id, repo:file or file name)."""
+    if not name:
+        return True
+    try:
+        if to_model_id(name) == model_id:
+            return True
+    except ValidationError:
+        pass
+    repo, _, file = spec.partition(":")
+    return name in (file, repo)
+
+
+class Connection:
+    """The host's end of one ``/v1/ws`` connection."""
+
+    def __init__(self, node: HostNode, ws: web.WebSocketResponse) -> None:
+        self.node = node
+        self.ws = ws
+        self.session: HostSession | None = None
+        self.job: JobState | None = None
+        self.client_address: str | None = None
+        self._stream: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.frames_in = 0
+        self.errors_sent = 0
+
+    def __repr__(self) -> str:
+        job = self.job.billing.job.id if self.job else None
+        return f"Connection(job={job}, encrypted={self.session is not None})"
+
+    # -- the loop -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.send(Connected().to_json())
+        try:
+            async for msg in self.ws:
+                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    self.frames_in += 1
+                    await self.handle(msg.data)
+                elif msg.type == WSMsgType.ERROR:
+                    log.debug("websocket error: %s", self.ws.exception())
+                    break
+        finally:
+            await self._stop_stream()
+            for task in list(self._tasks):
+                task.cancel()
+            self.node.detach(self)
+
+    async def send(self, text: str) -> None:
+        if not self.ws.closed:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self.ws.send_str(text)
+
+    async def error(self, code: str, message: str, *, id: Any = None, **extra: Any) -> None:
+        self.errors_sent += 1
+        sid = None if self.job is None else str(self.job.billing.job.id)
+        frame = ErrorFrame(code=code, message=message, session_id=sid, id=id, **extra)
+        await self.send(frame.to_json())
+
+    def notify_proof(self, proof: SubmittedProof) -> None:
+        """Tell the client a proof is on chain (a notice; the client may ignore it)."""
+        if self.job is None:
+            return
+        job = self.job.billing.job
+        notice = ProofSubmitted(
+            session_id=str(job.id),
+            job_id=job.id,
+            checkpoint_index=proof.checkpoint_index,
+            tokens_claimed=proof.tokens,
+            total_tokens=proof.total,
+            proof_hash=proof.proof_hash,
+            tx_hash=proof.tx_hash,
+        )
+        self._spawn(self.send(notice.to_json()))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- dispatch -------------------------------------------------------------------------
+
+    async def handle(self, data: str | bytes) -> None:
+        try:
+            message = parse_client_message(data, max_bytes=self.node.config.max_frame_bytes)
+        except ProtocolError as exc:
+            await self.error(exc.code, str(exc))
+            return
+        cid = getattr(message, "id", None)
+        try:
+            if isinstance(message, EncryptedSessionInit):
+                await self._encrypted_init(message)
+            elif isinstance(message, SessionInit):
+                await self._plaintext_init(message)
+            elif isinstance(message, EncryptedMessage):
+                await self._encrypted_prompt(message)
+            elif isinstance(message, Prompt | Inference):
+                await self._plaintext_prompt(message)
+            elif isinstance(message, StreamCancel | LegacyCancel):
+                await self._stop_stream()
+            elif isinstance(message, Ping):
+                await self.send(Pong().to_json())
+            elif isinstance(message, CheckpointRequest):
+                if self.job is None:
+                    raise ProtocolError(
+                        "no session on this connection", code="SESSION_NOT_INITIALIZED"
+                    )
+                self._spawn(self._checkpoint(message))
+            elif isinstance(message, SessionEnd):
+                await self._stop_stream()
+                await self.ws.close()
+            elif isinstance(message, UnsupportedRequest):
+                raise ProtocolError(
+                    f"{message.type} is not supported by this host", code="NOT_SUPPORTED"
+                )
+        except ProtocolError as exc:
+            await self.error(exc.code, str(exc), id=cid)
+
+    # -- session init ---------------------------------------------------------------------
+
+    def _check_unbound(self, chain_id: int | None) -> None:
+        if self.job is not None:
+            raise ProtocolError(
+                "this connection already has a session", code="SESSION_ALREADY_INITIALIZED"
+            )
+        if chain_id is not None and chain_id != self.node.chain.chain_id:
+            raise ProtocolError(
+                f"this host serves chain {self.node.chain.chain_id}, not {chain_id}",
+                code="WRONG_CHAIN",
+            )
+
+    async def _encrypted_init(self, init: EncryptedSessionInit) -> None:
+        self._check_unbound(init.chain_id)
+        session, opened = HostSession.accept(init, host_private_key=self.node.private_key)
+        job, model_id = await self.node.chain.check_session(
+            opened.job_id, opened.client_address, self.node.served
+        )
+        spec = self.node.served[model_id]
+        if not model_matches(opened.data.model_name, model_id, spec):
+            raise SessionRefused(
+                f"the init names model {opened.data.model_name[:80]!r}, the job is for {spec}",
+                code="WRONG_MODEL",
+            )
+        self.session = session
+        self.client_address = opened.client_address
+        self.job = self.node.attach(self, job, model_id, opened.data.recovery_public_key)
+        ack = SessionInitAck(
+            session_id=opened.session_id,
+            job_id=job.id,
+            chain_id=self.node.chain.chain_id,
+            client_address=opened.client_address,
+            message="Encrypted session initialized",
+            id=init.id,
+        )
+        await self.send(ack.to_json())
+
+    async def _plaintext_init(self, init: SessionInit) -> None:
+        if not self.node.config.allow_plaintext:
+            raise ProtocolError(
+                "this host only serves encrypted sessions (encrypted_session_init)",
+                code="PLAINTEXT_DISABLED",
+            )
+        self._check_unbound(init.chain_id)
+        job, model_id = await self.node.chain.check_session(init.job_number, None, self.node.served)
+        if init.user_address is not None and init.user_address.lower() != job.depositor.lower():
+            raise SessionRefused(
+                f"user_address is not the depositor of job {job.id}", code="NOT_DEPOSITOR"
+            )
+        self.client_address = job.depositor
+        self.job = self.node.attach(self, job, model_id, None)
+        ack = SessionInitAck(
+            session_id=str(job.id),
+            job_id=job.id,
+            chain_id=self.node.chain.chain_id,
+            message="Plaintext session initialized",
+            id=init.id,
+        )
+        await self.send(ack.to_json())
+
+    # -- prompts --------------------------------------------------------------------------
+
+    def _ready_for_prompt(self) -> JobState:
+        if self.job is None:
+            raise ProtocolError("send encrypted_session_init first", code="SESSION_NOT_INITIALIZED")
+        if self._stream is not None and not self._stream.done():
+            raise ProtocolError(
+                "a response is still streaming (stream_cancel stops it)",
+                code="STREAM_IN_PROGRESS",
+            )
+        return self.job
+
+    async def _encrypted_prompt(self, message: EncryptedMessage) -> None:
+        job = self._ready_for_prompt()
+        if self.session is None:
+            raise ProtocolError(
+                "encrypted_message in a plaintext session", code="ENCRYPTION_REQUIRED"
+            )
+        request = self.session.open_message(message)
+        self._start(job, request, message.id)
+
+    async def _plaintext_prompt(self, message: Prompt | Inference) -> None:
+        job = self._ready_for_prompt()
+        if self.session is not None:
+            raise ProtocolError(
+                "plaintext prompt in an encrypted session", code="ENCRYPTION_REQUIRED"
+            )
+        if isinstance(message, Inference):
+            request = message.request
+        else:
+            options: dict[str, Any] = {"prompt": message.prompt}
+            if message.max_tokens is not None:
+                options["max_tokens"] = message.max_tokens
+            if message.temperature is not None:
+                options["temperature"] = message.temperature
+            request = PromptRequest.model_validate(options)
+        self._start(job, request, message.id)
+
+    def _start(self, job: JobState, request: PromptRequest, cid: Any) -> None:
+        backend = self.node.backend
+        if request.messages is not None:  # the client replays its history (a resume)
+            job.history = list(request.messages)
+        context = [*job.history, ChatMessage(role="user", content=request.prompt)]
+        prompt_tokens = backend.count_tokens(context)
+        room = backend.context_window - prompt_tokens
+        if room < 1:
+            raise ProtocolError(
+                f"prompt and context take {prompt_tokens} tokens, the context window is "
+                f"{backend.context_window}",
+                code="TOKEN_LIMIT_EXCEEDED",
+            )
+        budget = job.billing.ledger.remaining
+        if budget < 1:
+            raise ProtocolError("the session's deposit is used up", code="DEPOSIT_EXHAUSTED")
+        max_tokens = min(request.max_tokens, room, budget)
+        self._stream = asyncio.get_running_loop().create_task(
+            self._respond(job, context, request, max_tokens, prompt_tokens, cid)
+        )
+
+    async def _respond(
+        self,
+        job: JobState,
+        context: list[ChatMessage],
+        request: PromptRequest,
+        max_tokens: int,
+        prompt_tokens: int,
+        cid: Any,
+    ) -> None:
+        backend, billing = self.node.backend, job.billing
+        result = Generation(prompt_tokens=prompt_tokens)
+        pieces: list[str] = []
+        reason = "complete"
+        started = int(time.time())
+        sid = str(billing.job.id)
+        try:
+            async for piece in backend.stream(
+                context, max_tokens=max_tokens, temperature=request.temperature, result=result
+            ):
+                pieces.append(piece)
+                if self.session is not None:
+                    await self.send(self.session.chunk_frame(piece, id=cid))
+                else:
+                    frame = StreamChunk(content=piece, tokens=1, session_id=sid, id=cid)
+                    await self.send(frame.to_json())
+                billing.record(1)
+        except asyncio.CancelledError:
+            reason, result.finish_reason = "cancelled", "cancelled"
+        except BackendError as exc:
+            reason, result.finish_reason = "error", "error"
+            await self.error("INFERENCE_FAILED", str(exc), id=cid)
+        # a backend that reports more tokens than pieces (several tokens a piece) is billed so
+        extra = max(0, result.completion_tokens - len(pieces)) if reason == "complete" else 0
+        if extra:
+            billing.record(extra)
+        used = len(pieces) + extra
+        text = "".join(pieces)
+        job.history += [context[-1], ChatMessage(role="assistant", content=text)]
+        billing.records += [
+            MessageRecord("user", context[-1].content, started),
+            MessageRecord("assistant", text, int(time.time()), partial=reason != "complete"),
+        ]
+        if self.session is not None:
+            if reason == "complete":
+                await self.send(self.session.chunk_frame("", tokens=0, final=True, id=cid))
+                await self.send(self.session.response_frame(result.finish_reason, id=cid))
+            else:
+                self.session.reset_response()
+        usage = Usage(
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=used,
+            total_tokens=result.prompt_tokens + used,
+            context_window_size=self.node.backend.context_window,
+        )
+        end = StreamEnd(
+            reason=reason,
+            tokens_used=used,
+            finish_reason=result.finish_reason,
+            usage=usage,
+            session_id=sid,
+            id=cid,
+        )
+        await self.send(end.to_json())
+
+    async def _stop_stream(self) -> None:
+        task, self._stream = self._stream, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _checkpoint(self, message: CheckpointRequest) -> None:
+        """Bill everything so far; runs beside the reader, since proofs can take seconds."""
+        assert self.job is not None
+        billing = self.job.billing
+        try:
+            proof = await billing.flush()
+        except FabstirError as exc:
+            await self.error("CHECKPOINT_FAILED", f"checkpoint failed: {exc}", id=message.id)
+            return
+        answer = CheckpointSubmitted(
+            session_id=str(billing.job.id),
+            job_id=billing.job.id,
+            checkpoint_index=proof.checkpoint_index if proof else 0,
+            tokens_claimed=proof.tokens if proof else 0,
+            total_tokens=billing.ledger.billed,
+            proof_hash=proof.proof_hash if proof else "",
+            tx_hash=proof.tx_hash if proof else "",
+            id=message.id,
+        )
+        await self.send(answer.to_json())
