@@ -60,6 +60,7 @@ from ._messages import (
     VectorDatabase,
     WireModel,
     decode_frame,
+    load_json,
     parse_client_message,
     parse_host_message,
 )
@@ -129,6 +130,7 @@ __all__ = [
     "chunk_aad",
     "decode_frame",
     "hkdf_sha256",
+    "load_json",
     "message_aad",
     "open_session_init",
     "parse_client_message",
