@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_demo(commands)
     _add_devnet(commands)
-    _add_host(commands)
+    _add_s5(commands)
     return parser
 
 
@@ -99,10 +99,71 @@ async def _run_devnet_up(args: argparse.Namespace) -> int:
     )
 
 
-def _add_host(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from .host._cli import add_host_commands  # argparse only: the server loads in run
+def _add_s5(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    s5 = commands.add_parser(
+        "s5",
+        help="S5 storage tools (a local portal)",
+        description="S5 storage: run a local portal over the embedded store.",
+    )
+    actions = s5.add_subparsers(dest="s5_command", metavar="ACTION", required=True)
+    serve = actions.add_parser(
+        "serve",
+        help="run a local S5 portal until Ctrl-C",
+        description=(
+            "Serve the S5 portal HTTP API (accounts, upload, download, registry) over an "
+            "embedded store. Binds 127.0.0.1 unless --host says otherwise; every data call "
+            "needs an account token."
+        ),
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=5050, help="port (default 5050; 0: any free)")
+    serve.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        metavar="D",
+        help="where the data lives (default: the user data dir's fabstir-sdk/s5-portal)",
+    )
+    serve.add_argument(
+        "--max-upload",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="largest upload accepted (default 512 MiB)",
+    )
+    serve.add_argument(
+        "--invite-token",
+        default=None,
+        metavar="T",
+        help="require this Bearer token to register an account (default: open registration)",
+    )
+    serve.add_argument(
+        "--public-url",
+        default=None,
+        metavar="URL",
+        help="the URL clients use, if not http://HOST:PORT (account challenges bind to it)",
+    )
+    serve.add_argument("--json", action="store_true", help="print the details as one JSON line")
+    serve.set_defaults(handler=_run_s5_serve)
 
-    add_host_commands(commands)
+
+async def _run_s5_serve(args: argparse.Namespace) -> int:
+    from .s5.server import DEFAULT_MAX_UPLOAD, serve
+
+    root = args.dir
+    if root is None:
+        import platformdirs
+
+        root = Path(platformdirs.user_data_path("fabstir-sdk")) / "s5-portal"
+    return await serve(
+        root,
+        host=args.host,
+        port=args.port,
+        public_url=args.public_url,
+        max_upload=args.max_upload or DEFAULT_MAX_UPLOAD,
+        invite_token=args.invite_token,
+        as_json=args.json,
+    )
 
 
 def _one_line(exc: BaseException) -> str:

@@ -135,7 +135,6 @@ def test_manifest_has_addresses_and_no_key(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "error"),
     [
-        ({"with_s5": True}, NotImplementedError),
         ({"block_time": 0}, ValidationError),
         ({"block_time": -1.5}, ValidationError),
         ({"port": 70000}, ValidationError),

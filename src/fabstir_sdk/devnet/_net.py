@@ -7,10 +7,10 @@ import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..chain.rpc import JsonRpcClient
 from ..config import ContractAddresses, SDKConfig
@@ -18,7 +18,9 @@ from ..errors import DevnetError, ValidationError
 from ._accounts import DevAccount, derive_accounts
 from ._anvil import DEFAULT_CHAIN_ID, AnvilProcess
 from ._deploy import Deployment, deploy, write_manifest
-from ._host_process import RunningHost
+
+if TYPE_CHECKING:
+    from ..s5.server import PortalServer
 
 __all__ = ["Devnet", "StartingDevnet"]
 
@@ -55,6 +57,7 @@ class Devnet:
         state_dir: Path,
         manifest_path: Path,
         owned_dir: tempfile.TemporaryDirectory[str] | None,
+        portal: PortalServer | None = None,
     ) -> None:
         self.anvil = anvil
         self._rpc = rpc
@@ -65,7 +68,7 @@ class Devnet:
         self.manifest_path = manifest_path
         self._owned_dir = owned_dir
         self._stopped = False
-        self._hosts: list[RunningHost] = []
+        self.portal = portal
 
     def __repr__(self) -> str:
         return f"Devnet(rpc_url={self.rpc_url!r}, chain_id={self.chain_id})"
@@ -88,11 +91,9 @@ class Devnet:
         mined at once. ``port`` None picks a free port. ``state_dir`` holds anvil.log and
         deployments/<chain_id>.json; by default a temporary directory, removed at stop.
         ``fork_url`` deploys on top of a fork of that chain (``chain_id`` still applies).
-        ``with_s5=True`` (a local S5 portal) arrives with the storage layer: for now it raises
-        NotImplementedError rather than pretending.
+        ``with_s5=True`` also starts a local S5 portal on 127.0.0.1 (its data in
+        ``state_dir/s5-portal``); ``net.s5_portal_url`` and ``net.sdk_config()`` point to it.
         """
-        if with_s5:
-            raise NotImplementedError("Devnet(with_s5=True) arrives with the S5 storage layer")
         if block_time is not None and not block_time > 0:
             raise ValidationError(f"block_time must be positive seconds, got {block_time!r}")
         if port is not None and not 0 <= port <= 65535:
@@ -105,6 +106,7 @@ class Devnet:
             state_dir=state_dir,
             fork_url=fork_url,
             startup_timeout=startup_timeout,
+            with_s5=with_s5,
         )
 
     @classmethod
@@ -117,11 +119,13 @@ class Devnet:
         state_dir: str | Path | None,
         fork_url: str | None,
         startup_timeout: float,
+        with_s5: bool = False,
     ) -> Devnet:
         started = time.perf_counter()
         base, owned = _state_dir(state_dir)
         anvil: AnvilProcess | None = None
         rpc: JsonRpcClient | None = None
+        portal: PortalServer | None = None
         try:
             # Deriving keys imports eth-account (~0.7 s): overlap it with anvil's start-up.
             derived = asyncio.create_task(asyncio.to_thread(derive_accounts, _ACCOUNTS))
@@ -147,7 +151,14 @@ class Devnet:
             )
             manifest = base / "deployments" / f"{chain_id}.json"
             write_manifest(manifest, deployment, chain_id=chain_id, rpc_url=anvil.rpc_url)
+            if with_s5:
+                from ..s5.server import PortalServer
+
+                portal = PortalServer(base / "s5-portal")
+                await portal.start()
         except BaseException:
+            if portal is not None:
+                await portal.stop()
             if anvil is not None:
                 anvil.kill()  # blocking on purpose: it must finish even when cancelled
             if owned is not None:
@@ -173,6 +184,7 @@ class Devnet:
             state_dir=base,
             manifest_path=manifest,
             owned_dir=owned,
+            portal=portal,
         )
 
     # ------------------------------------------------------------------ what it offers
@@ -192,8 +204,8 @@ class Devnet:
 
     @property
     def s5_portal_url(self) -> str | None:
-        """The local S5 portal; None until the storage layer lands (see ``with_s5``)."""
-        return None
+        """The local S5 portal's URL with ``with_s5=True``; None: the embedded store."""
+        return self.portal.url if self.portal is not None else None
 
     def sdk_config(self, **overrides: Any) -> SDKConfig:
         """An :class:`SDKConfig` for this devnet; the embedded store lives in the state dir."""
@@ -205,41 +217,6 @@ class Devnet:
             "storage_dir": self.state_dir / "storage",
         }
         return SDKConfig(**{**fields, **overrides})
-
-    async def start_host(
-        self,
-        account: int = 2,
-        models: Sequence[str] | None = None,
-        backend: str = "builtin",
-        price_per_token: int = 2000,
-        *,
-        startup_timeout: float = 60.0,
-        debug: bool = False,
-        **options: Any,
-    ) -> RunningHost:
-        """Start the reference host as its own process, serving ``models`` as ``account``.
-
-        It registers on NodeRegistry (stable minimum ``price_per_token``) with its public
-        key in the metadata, listens on a free loopback port and runs until
-        ``await host.stop()``, ``host.kill()`` or the devnet stops. ``models`` defaults to
-        the built-in toy model. ``options`` are ``fabstir host run`` flags in snake case:
-        ``token_delay=0.01``, ``checkpoint_tokens=500``, ``allow_plaintext=True``,
-        ``price_per_token_native=...``, ``openai_base_url=..., openai_model=...``, ...
-        """
-        from ._host_process import start_host
-
-        host = await start_host(
-            self,
-            account=account,
-            models=models,
-            backend=backend,
-            price_per_token=price_per_token,
-            startup_timeout=startup_timeout,
-            debug=debug,
-            options=options,
-        )
-        self._hosts.append(host)
-        return host
 
     # ------------------------------------------------------------------ time and state
 
@@ -277,13 +254,11 @@ class Devnet:
             return
         self._stopped = True
         try:
-            for host in self._hosts:
-                await host.stop()
+            if self.portal is not None:
+                await self.portal.stop()
             await self._rpc.aclose()
             await self.anvil.stop()
         finally:
-            for host in self._hosts:
-                host.kill()  # no-op when stopped
             self.anvil.kill()  # no-op when stopped; finishes the job if we were cancelled
             self.manifest_path.unlink(missing_ok=True)
             if self._owned_dir is not None:

@@ -41,6 +41,7 @@ from ._crypto import (
     MAX_MUTABLE_SIZE,
     ChunkDecryptor,
     decrypt_mutable,
+    encrypt_blob,
     encrypt_mutable,
     encrypted_size,
     iter_encrypt,
@@ -62,7 +63,9 @@ DEFAULT_MAX_FILE_SIZE = 1 << 30
 MAX_METADATA_SIZE = 16 * 1024
 _MAX_DIR_RECORD = pad_size(MAX_MUTABLE_SIZE + 46)
 _RETRIES = 60
-_HASH_IN_THREAD = 1 << 20
+#: Files up to this size are sealed in memory and stored with their directory, in one go.
+_INLINE = 1 << 20
+_Change = Callable[[DirV1 | None, list[bytes]], Awaitable[DirV1 | None]]
 
 
 def split_path(path: str) -> tuple[str, ...]:
@@ -158,7 +161,7 @@ class FileSystem:
         self.max_file_size = max_file_size
         self._root = derive_hash_int(identity.file_system_seed, 1)
         self._keys_cache: dict[tuple[str, ...], _DirKeys] = {}
-        self._dirs: dict[bytes, tuple[bytes, DirV1]] = {}
+        self._dirs: dict[bytes, tuple[RegistryEntry, DirV1]] = {}
         self._locks: dict[bytes, asyncio.Lock] = {}
         self._linked: set[tuple[str, ...]] = set()
 
@@ -180,9 +183,10 @@ class FileSystem:
     async def _load(self, keys: _DirKeys) -> tuple[RegistryEntry | None, DirV1 | None]:
         entry = await self.store.registry_get(keys.pk)
         if entry is None:
+            self._dirs.pop(keys.pk, None)
             return None, None
         cached = self._dirs.get(keys.pk)
-        if cached is not None and cached[0] == entry.data:
+        if cached is not None and cached[0].data == entry.data:
             return entry, _copy(cached[1])
         try:
             blob = BlobId.from_bytes(entry.data)
@@ -190,24 +194,35 @@ class FileSystem:
             raise S5FormatError("directory registry entry does not hold a blob id") from None
         if blob.size > _MAX_DIR_RECORD:
             raise S5FormatError(f"directory record of {blob.size} bytes is over the limit")
-        directory = DirV1.from_bytes(
-            decrypt_mutable(keys.encryption, await self.store.get_blob(blob))
-        )
-        self._dirs[keys.pk] = (entry.data, directory)
+        record = await self.store.get_blob(blob)
+        directory = DirV1.from_bytes(decrypt_mutable(keys.encryption, record))
+        self._dirs[keys.pk] = (entry, directory)
         return entry, _copy(directory)
 
-    async def _update(
-        self, keys: _DirKeys, change: Callable[[DirV1 | None], Awaitable[DirV1 | None]]
-    ) -> None:
+    async def _update(self, keys: _DirKeys, change: _Change) -> None:
         """Apply ``change`` to the directory and publish it; re-run it on a revision conflict.
 
-        ``change`` returns the new directory, or None to leave it as it is.
+        ``change(directory, pending)`` returns the new directory (or None to leave it as it
+        is) and may add blobs to ``pending``: they are stored before the registry entry.
+        The first attempt trusts this process's copy of the directory; the registry's
+        revision check catches a stale copy, and the retry reads the directory afresh.
         """
         async with self._locks.setdefault(keys.pk, asyncio.Lock()):
+            optimistic = True
             for attempt in range(_RETRIES):
-                entry, current = await self._load(keys)
-                new = await change(current)
+                cached = self._dirs.get(keys.pk) if optimistic else None
+                entry: RegistryEntry | None
+                current: DirV1 | None
+                if cached is not None:
+                    entry, current = cached[0], _copy(cached[1])
+                else:
+                    entry, current = await self._load(keys)
+                optimistic = False
+                pending: list[bytes] = []
+                new = await change(current, pending)
                 if new is None:
+                    if cached is not None:
+                        continue  # "no change" may rest on a stale copy: check afresh
                     return
                 plain = new.to_bytes()
                 if len(plain) > MAX_MUTABLE_SIZE:
@@ -216,12 +231,12 @@ class FileSystem:
                 revision = 0 if entry is None else entry.revision + 1
                 signed = RegistryEntry.sign(keys.signing, revision, blob_id(record).to_bytes())
                 try:
-                    await self.store.publish(record, signed)
+                    await self.store.publish(record, signed, pending)
                 except RevisionConflictError:
                     # Another writer got there first: re-read and re-apply, with jitter.
                     await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))  # noqa: S311
                     continue
-                self._dirs[keys.pk] = (signed.data, new)
+                self._dirs[keys.pk] = (signed, new)
                 return
         raise RevisionConflictError(f"directory still contended after {_RETRIES} attempts")
 
@@ -233,7 +248,7 @@ class FileSystem:
         link = self._keys(path).pk
         seconds, nanos = _now()
 
-        async def add(parent: DirV1 | None) -> DirV1 | None:
+        async def add(parent: DirV1 | None, pending: list[bytes]) -> DirV1 | None:
             parent = parent or DirV1()
             existing = parent.dirs.get(path[-1])
             if existing is not None and existing.link == link:
@@ -250,22 +265,29 @@ class FileSystem:
 
     async def _write_file(
         self, payload: bytes, media_type: str, metadata: dict[str, Any] | None
-    ) -> FileRef:
+    ) -> tuple[FileRef, bytes | None]:
+        """Encrypt a new file version under a fresh key. A small one comes back sealed, to
+        be stored together with its directory; a large one is streamed to the store now."""
         key = os.urandom(32)
-        if len(payload) > _HASH_IN_THREAD:
-            plain_hash = await asyncio.to_thread(lambda: blake3.blake3(payload).digest())
-        else:
+        sealed: bytes | None = None
+        if len(payload) <= _INLINE:
             plain_hash = blake3.blake3(payload).digest()
-        blob = await self.store.put_blob(lambda: iter_encrypt(key, payload))
-        if blob.size != encrypted_size(len(payload)):
-            raise IntegrityError("the store reported a size that does not match the upload")
+            sealed = encrypt_blob(key, payload)
+            blob = blob_id(sealed)
+        else:
+            plain_hash = await asyncio.to_thread(
+                lambda: blake3.blake3(payload, max_threads=blake3.blake3.AUTO).digest()
+            )
+            blob = await self.store.put_blob(lambda: iter_encrypt(key, payload))
+            if blob.size != encrypted_size(len(payload)):
+                raise IntegrityError("the store reported a size that does not match the upload")
         extra: dict[str, Any] = {
             "encryption": {"algorithm": ALGORITHM, "key": key, "plaintextHash": plain_hash}
         }
         if metadata:
             extra["metadata"] = metadata
         seconds, nanos = _now()
-        return FileRef(
+        ref = FileRef(
             hash=blob.hash,
             size=len(payload),
             media_type=media_type,
@@ -273,6 +295,7 @@ class FileSystem:
             timestamp_subsec_nanos=nanos,
             extra=extra,
         )
+        return ref, sealed
 
     async def _read_file(self, ref: FileRef) -> bytes:
         encryption = (ref.extra or {}).get("encryption")
@@ -327,14 +350,16 @@ class FileSystem:
         """Store ``data`` at ``path`` (a new version replaces the old); returns its FileRef."""
         directory, name = self._file_path(path)
         payload, media = self._prepare(data, media_type, metadata)
-        ref = await self._write_file(payload, media, metadata)
+        ref, sealed = await self._write_file(payload, media, metadata)
         await self._ensure_dir(directory)
 
-        async def put_ref(d: DirV1 | None) -> DirV1:
+        async def put_ref(d: DirV1 | None, pending: list[bytes]) -> DirV1:
             d = d or DirV1()
             if name in d.dirs:
                 raise InvalidStorageKeyError(f"{path} is a directory")
             d.files[name] = ref
+            if sealed is not None:
+                pending.append(sealed)
             return d
 
         await self._update(self._keys(directory), put_ref)
@@ -354,7 +379,7 @@ class FileSystem:
         await self._ensure_dir(directory)
         result: list[Any] = []
 
-        async def apply(d: DirV1 | None) -> DirV1:
+        async def apply(d: DirV1 | None, pending: list[bytes]) -> DirV1:
             d = d or DirV1()
             old_ref = d.files.get(name)
             old = None
@@ -363,7 +388,9 @@ class FileSystem:
             new = change(old)
             metadata = (old_ref.extra or {}).get("metadata") if old_ref else None
             payload, media = self._prepare(new, media_type, metadata)
-            d.files[name] = await self._write_file(payload, media, metadata)
+            d.files[name], sealed = await self._write_file(payload, media, metadata)
+            if sealed is not None:
+                pending.append(sealed)
             result[:] = [new]
             return d
 
@@ -415,7 +442,7 @@ class FileSystem:
             raise ValidationError(f"directory {path} is not empty")
         deleted: list[bool] = [False]
 
-        async def remove(d: DirV1 | None) -> DirV1 | None:
+        async def remove(d: DirV1 | None, pending: list[bytes]) -> DirV1 | None:
             if d is None or (name not in d.files and name not in d.dirs):
                 return None
             d.files.pop(name, None)

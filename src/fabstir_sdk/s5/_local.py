@@ -20,7 +20,7 @@ import contextlib
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import blake3
@@ -247,11 +247,14 @@ class LocalStore(Store):
         async with self._key_locks.setdefault(entry.pk, asyncio.Lock()):
             await asyncio.to_thread(self._set_entry, entry)
 
-    async def publish(self, record: bytes, entry: RegistryEntry) -> None:
+    async def publish(
+        self, record: bytes, entry: RegistryEntry, blobs: Sequence[bytes] = ()
+    ) -> None:
         check_entry(entry, entry.pk)
 
-        def both() -> None:
-            self.put_blob_sync((record,))
+        def both() -> None:  # one thread hop for the whole update
+            for blob in (*blobs, record):
+                self.put_blob_sync((blob,))
             self._set_entry(entry)
 
         async with self._key_locks.setdefault(entry.pk, asyncio.Lock()):

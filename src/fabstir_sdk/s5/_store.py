@@ -8,8 +8,9 @@ against its hash and every registry entry against its signature before handing i
 from __future__ import annotations
 
 import abc
+import asyncio
 import io
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import TypeAlias
 
 import blake3
@@ -75,10 +76,12 @@ class Store(abc.ABC):
     async def registry_set(self, entry: RegistryEntry) -> None:
         """Store ``entry``; RevisionConflictError if its revision is not above the stored one."""
 
-    async def publish(self, record: bytes, entry: RegistryEntry) -> None:
-        """Store a small blob, then the registry entry that points to it (in that order,
-        so an entry never points to a missing blob)."""
-        await self.put_blob(record)
+    async def publish(
+        self, record: bytes, entry: RegistryEntry, blobs: Sequence[bytes] = ()
+    ) -> None:
+        """Store a small blob (and ``blobs`` with it), then the registry entry that points to
+        it: in that order, so an entry never points to a missing blob."""
+        await asyncio.gather(*(self.put_blob(blob) for blob in (record, *blobs)))
         await self.registry_set(entry)
 
     async def aclose(self) -> None:  # noqa: B027 - a no-op default is the point
