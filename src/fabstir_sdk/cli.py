@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(commands)
     _add_devnet(commands)
     _add_s5(commands)
+    _add_host(commands)
     return parser
 
 
@@ -164,6 +165,12 @@ async def _run_s5_serve(args: argparse.Namespace) -> int:
         invite_token=args.invite_token,
         as_json=args.json,
     )
+
+
+def _add_host(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .host._cli import add_host_commands  # argparse only: the server loads in run
+
+    add_host_commands(commands)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -18,6 +18,7 @@ from ..errors import DevnetError, ValidationError
 from ._accounts import DevAccount, derive_accounts
 from ._anvil import DEFAULT_CHAIN_ID, AnvilProcess
 from ._deploy import Deployment, deploy, write_manifest
+from ._host_process import RunningHost
 
 if TYPE_CHECKING:
     from ..s5.server import PortalServer
@@ -69,6 +70,7 @@ class Devnet:
         self._owned_dir = owned_dir
         self._stopped = False
         self.portal = portal
+        self._hosts: list[RunningHost] = []
 
     def __repr__(self) -> str:
         return f"Devnet(rpc_url={self.rpc_url!r}, chain_id={self.chain_id})"
@@ -218,6 +220,41 @@ class Devnet:
         }
         return SDKConfig(**{**fields, **overrides})
 
+    async def start_host(
+        self,
+        account: int = 2,
+        models: Sequence[str] | None = None,
+        backend: str = "builtin",
+        price_per_token: int = 2000,
+        *,
+        startup_timeout: float = 60.0,
+        debug: bool = False,
+        **options: Any,
+    ) -> RunningHost:
+        """Start the reference host as its own process, serving ``models`` as ``account``.
+
+        It registers on NodeRegistry (stable minimum ``price_per_token``) with its public
+        key in the metadata, listens on a free loopback port and runs until
+        ``await host.stop()``, ``host.kill()`` or the devnet stops. ``models`` defaults to
+        the built-in toy model. ``options`` are ``fabstir host run`` flags in snake case:
+        ``token_delay=0.01``, ``checkpoint_tokens=500``, ``allow_plaintext=True``,
+        ``price_per_token_native=...``, ``openai_base_url=..., openai_model=...``, ...
+        """
+        from ._host_process import start_host
+
+        host = await start_host(
+            self,
+            account=account,
+            models=models,
+            backend=backend,
+            price_per_token=price_per_token,
+            startup_timeout=startup_timeout,
+            debug=debug,
+            options=options,
+        )
+        self._hosts.append(host)
+        return host
+
     # ------------------------------------------------------------------ time and state
 
     async def advance_time(self, seconds: int) -> int:
@@ -256,9 +293,13 @@ class Devnet:
         try:
             if self.portal is not None:
                 await self.portal.stop()
+            for host in self._hosts:
+                await host.stop()
             await self._rpc.aclose()
             await self.anvil.stop()
         finally:
+            for host in self._hosts:
+                host.kill()  # no-op when stopped
             self.anvil.kill()  # no-op when stopped; finishes the job if we were cancelled
             self.manifest_path.unlink(missing_ok=True)
             if self._owned_dir is not None:
