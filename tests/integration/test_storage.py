@@ -3,6 +3,8 @@ concurrent appends, and the bad-input and fault cases of the storage issue."""
 
 import asyncio
 import os
+import sys
+from pathlib import Path
 
 import cbor2
 import pytest
@@ -15,13 +17,16 @@ from fabstir_sdk.errors import (
     InvalidStorageKeyError,
     NotFoundError,
     PayloadTooLargeError,
+    S5FormatError,
     ValidationError,
 )
 from fabstir_sdk.models import Conversation, Message
-from fabstir_sdk.s5 import BlobId, FileRef, S5Identity
+from fabstir_sdk.s5 import BlobId, FileRef, RegistryEntry, S5Identity, encrypt_mutable
 from fabstir_sdk.s5._fs import FileSystem
+from fabstir_sdk.s5._local import LocalStore
 
 MARKER = "SECRET-MARKER-7f3a"
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -280,3 +285,51 @@ async def test_large_value_round_trip(storage_for):
     ref = await st.store_data("big", data)
     assert BlobId.parse(ref.cid).size == len(data) + 13 * 16
     assert await st.retrieve_data("big") == data
+
+
+async def test_malformed_directory_pointer_is_format_error(storage_for, devnet):
+    st = await storage_for(1)
+    await st.store_data("k", 1)
+    keys = st.fs._keys(("home", "conversations", devnet.accounts[1].address))
+    current = await st.fs.store.registry_get(keys.pk)
+    junk = RegistryEntry.sign(keys.signing, current.revision + 1, b"\x01not a blob id")
+    await st.fs.store.registry_set(junk)
+    with pytest.raises(S5FormatError):
+        await st.list_user_data()
+    record = encrypt_mutable(keys.encryption, b"\xa1\x01not cbor at all")
+    bid = await st.fs.store.put_blob(record)
+    await st.fs.store.registry_set(
+        RegistryEntry.sign(keys.signing, current.revision + 2, bid.to_bytes())
+    )
+    with pytest.raises(S5FormatError):
+        await st.retrieve_data("k")
+
+
+APPENDER = """
+import asyncio, sys
+from fabstir_sdk.s5 import S5Identity
+from fabstir_sdk.s5._fs import FileSystem
+from fabstir_sdk.s5._local import LocalStore
+
+async def main():
+    fs = FileSystem(LocalStore(sys.argv[1]), S5Identity(b"shared-user-seed-0123456789"))
+    for i in range(int(sys.argv[2])):
+        await fs.update("home/log", lambda old: [*(old or []), sys.argv[3] + str(i)])
+
+asyncio.run(main())
+"""
+
+
+async def test_writers_in_several_processes_lose_nothing(tmp_path):
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", APPENDER, str(tmp_path), "10", name, cwd=REPO
+        )
+        for name in "abc"
+    ]
+    assert [await p.wait() for p in procs] == [0, 0, 0]
+    fs = FileSystem(LocalStore(tmp_path), S5Identity(b"shared-user-seed-0123456789"))
+    log = await fs.get("home/log")
+    assert sorted(log) == sorted(f"{n}{i}" for n in "abc" for i in range(10))
+    for name in "abc":  # each process's own appends stay in order
+        assert [x for x in log if x[0] == name] == [f"{name}{i}" for i in range(10)]
