@@ -5,14 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from .payments import run
+from . import payments, storage
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--runs", type=int, default=25, help="runs per operation (median)")
+    parser.add_argument(
+        "--only", choices=["payments", "storage"], default=None, help="run one benchmark"
+    )
     args = parser.parse_args()
-    asyncio.run(run(args.runs))
+    for name, module in (("payments", payments), ("storage", storage)):
+        if args.only in (None, name):
+            asyncio.run(module.run(args.runs))
 
 
 if __name__ == "__main__":
