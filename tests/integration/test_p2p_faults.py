@@ -18,7 +18,7 @@ from fabstir_sdk import (
     ValidationError,
 )
 from fabstir_sdk.p2p import HOST_PROTOCOL, P2PNode
-from fabstir_sdk.p2p._wire import FrameTooLargeError, decode_message, encode_frame
+from fabstir_sdk.p2p._wire import P2PFrameTooLargeError, decode_message, encode_frame
 
 from .test_p2p_node import UNUSED_PEER, Server, libp2p_host, on_trio
 
@@ -217,7 +217,7 @@ async def test_bad_replies_from_a_host(evil_host, host_node):
         with pytest.raises(P2PProtocolError, match="not UTF-8 JSON"):
             await client.request(evil_host.peer_id, {"type": "load"})
         evil_host.modes["mode"] = "oversize"
-        with pytest.raises(FrameTooLargeError):
+        with pytest.raises(P2PFrameTooLargeError):
             await client.request(evil_host.peer_id, {"type": "load"})
         evil_host.modes["mode"] = "hangup"
         with pytest.raises(P2PProtocolError):

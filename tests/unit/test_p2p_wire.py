@@ -5,7 +5,7 @@ import pytest
 from fabstir_sdk import P2PProtocolError, ValidationError
 from fabstir_sdk.p2p._wire import (
     FrameDecoder,
-    FrameTooLargeError,
+    P2PFrameTooLargeError,
     decode_message,
     encode_frame,
     encode_message,
@@ -44,7 +44,7 @@ def test_decoder_returns_several_frames_from_one_chunk():
 
 def test_oversize_header_is_refused_before_the_body():
     decoder = FrameDecoder(max_frame=1024)
-    with pytest.raises(FrameTooLargeError) as info:
+    with pytest.raises(P2PFrameTooLargeError) as info:
         decoder.feed(b"\x81\x08")  # declares 1025 bytes; no body sent
     assert (info.value.size, info.value.cap) == (1025, 1024)
     assert isinstance(info.value, P2PProtocolError)
@@ -57,7 +57,7 @@ def test_a_frame_at_the_cap_is_accepted():
 
 
 def test_huge_declared_length_is_refused():
-    with pytest.raises(FrameTooLargeError):
+    with pytest.raises(P2PFrameTooLargeError):
         FrameDecoder().feed(b"\xff\xff\xff\xff\x0f")  # 4 GiB
 
 

@@ -80,7 +80,8 @@ async def register_hosts(
         for i, host in enumerate(hosts):
             account = Account.from_key(host.private_key)
             n = first + i
-            meta = json.dumps(metadata(n) if metadata else {}, separators=(",", ":"), sort_keys=True)
+            entry = metadata(n) if metadata else {}
+            meta = json.dumps(entry, separators=(",", ":"), sort_keys=True)
             native = price_native(n) if callable(price_native) else price_native
             stable = price_stable(n) if callable(price_stable) else price_stable
             calls = [

@@ -114,6 +114,9 @@ class DiscoveryManager:
         self._observations: dict[str, HostObservations] = {}
         self._checks: dict[str, asyncio.Future[bool]] = {}
         self._results: dict[tuple[Any, ...], tuple[float, list[RankedHost], Counter[str]]] = {}
+        #: Why candidates were left out of the last ranking, counted by reason (for example
+        #: ``missing_model``, ``too_expensive``, ``unhealthy``, ``dht_unregistered``).
+        self.last_dropped: dict[str, int] = {}
 
     def __repr__(self) -> str:
         peer = self._node.info.peer_id if self._node is not None and self._node.running else None
@@ -270,11 +273,12 @@ class DiscoveryManager:
         key = (models, cap, floor, strategy, token, self.node is not None)
         now = time.monotonic()
         cached = self._results.get(key)
-        if cached is not None and cached[0] > now:
+        if cached is not None and now - cached[0] < self.result_ttl:
             ranked, reasons = cached[1], cached[2]
         else:
             ranked, reasons = await self._rank(models, cap, floor, strategy, token)
-            self._results[key] = (now + self.result_ttl, ranked, reasons)
+            self._results[key] = (now, ranked, reasons)
+        self.last_dropped = dict(reasons)
         if not ranked:
             raise NoHostAvailableError(_explain(reasons), dict(reasons))
         return ranked[:limit]

@@ -48,7 +48,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from ..errors import P2PProtocolError
 from ._bridge import TrioBridge
-from ._wire import FrameDecoder, FrameTooLargeError, decode_message, encode_message
+from ._wire import FrameDecoder, P2PFrameTooLargeError, decode_message, encode_message
 from .messages import HOST_PROTOCOL
 
 __all__ = ["NodeOptions", "TrioNode"]
@@ -361,7 +361,7 @@ class TrioNode:
                     idle_timeout=opts.idle_timeout,
                     frame_timeout=opts.frame_timeout,
                 )
-            except FrameTooLargeError as exc:
+            except P2PFrameTooLargeError as exc:
                 await self._refuse(stream, "too_large", str(exc))
                 return
             except P2PProtocolError as exc:

@@ -15,7 +15,7 @@ from ..errors import P2PProtocolError, ValidationError
 __all__ = [
     "DEFAULT_MAX_FRAME",
     "FrameDecoder",
-    "FrameTooLargeError",
+    "P2PFrameTooLargeError",
     "decode_message",
     "encode_frame",
     "encode_message",
@@ -26,7 +26,7 @@ DEFAULT_MAX_FRAME = 64 * 1024
 _MAX_VARINT_BYTES = 10
 
 
-class FrameTooLargeError(P2PProtocolError):
+class P2PFrameTooLargeError(P2PProtocolError):
     """A frame declared a body larger than the cap."""
 
     def __init__(self, size: int, cap: int) -> None:
@@ -56,7 +56,7 @@ def encode_frame(body: bytes, *, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
 class FrameDecoder:
     """Feed bytes as they arrive; complete bodies come out in order.
 
-    Raises :class:`FrameTooLargeError` as soon as a header declares too much, and
+    Raises :class:`P2PFrameTooLargeError` as soon as a header declares too much, and
     :class:`P2PProtocolError` for a varint longer than 10 bytes or not minimally encoded.
     """
 
@@ -93,7 +93,7 @@ class FrameDecoder:
             if byte == 0 and i > 0:
                 raise P2PProtocolError("frame length is not minimally encoded")
             if value > self.max_frame:
-                raise FrameTooLargeError(value, self.max_frame)
+                raise P2PFrameTooLargeError(value, self.max_frame)
             del self._buffer[: i + 1]
             self._need = value
             return True
