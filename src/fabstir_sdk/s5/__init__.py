@@ -6,8 +6,9 @@ spec and to s5.js, so data moves between this SDK, public portals and s5.js unch
     from fabstir_sdk.s5 import blob_id, BlobId
     str(blob_id(b"Hello, world!"))   # 'blobb53pfycyq6lwes6ogtnjpmhsc75nucnizzye34dyu2cmnz7s7n6mnbu'
 
-The local portal server (``fabstir s5 serve``) lives in ``fabstir_sdk.s5.server``; it is not
-imported here.
+Stores: :class:`LocalStore` (embedded, the default) and :class:`PortalClient` (an S5 portal
+over HTTP); :class:`FileSystem` puts encrypted paths on either. The local portal server
+(``fabstir s5 serve``) lives in ``fabstir_sdk.s5.server`` and is not imported here.
 """
 
 from ._blob import BlobId, blob_id
@@ -20,17 +21,26 @@ from ._crypto import (
     pad_size,
 )
 from ._dirv1 import DirRef, DirV1, FileRef
+from ._fs import DirEntry, FileSystem
 from ._keys import S5Identity, derive_hash_int, derive_hash_string
+from ._local import LocalStore
+from ._portal import PortalClient
 from ._registry import RegistryEntry
+from ._store import Store
 
 __all__ = [
     "CHUNK_SIZE",
     "BlobId",
+    "DirEntry",
     "DirRef",
     "DirV1",
     "FileRef",
+    "FileSystem",
+    "LocalStore",
+    "PortalClient",
     "RegistryEntry",
     "S5Identity",
+    "Store",
     "blob_id",
     "decrypt_blob",
     "decrypt_mutable",
