@@ -20,6 +20,7 @@ from ._deploy import (
     Deployment,
     DevnetModel,
 )
+from ._host_process import RunningHost
 from ._net import Devnet, StartingDevnet
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "DevnetModel",
     "FAB_PER_ACCOUNT",
     "PLACEHOLDER_SHA256",
+    "RunningHost",
     "StartingDevnet",
     "USDC_PER_ACCOUNT",
     "find_anvil",

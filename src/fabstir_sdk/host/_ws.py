@@ -59,6 +59,18 @@ __all__ = ["Connection"]
 log = logging.getLogger("fabstir_sdk.host")
 
 
+class ContextTooLong(ProtocolError):
+    """TOKEN_LIMIT_EXCEEDED, with the numbers upstream clients read from the frame."""
+
+    code = "TOKEN_LIMIT_EXCEEDED"
+
+    def __init__(self, prompt_tokens: int, window: int) -> None:
+        super().__init__(
+            f"prompt and context take {prompt_tokens} tokens, the context window is {window}"
+        )
+        self.details = {"prompt_tokens": prompt_tokens, "context_window_size": window}
+
+
 def model_matches(name: str, model_id: str, spec: str) -> bool:
     """Whether an init's ``modelName`` names the job's model (id, repo:file or file name)."""
     if not name:
@@ -176,7 +188,7 @@ class Connection:
                     f"{message.type} is not supported by this host", code="NOT_SUPPORTED"
                 )
         except ProtocolError as exc:
-            await self.error(exc.code, str(exc), id=cid)
+            await self.error(exc.code, str(exc), id=cid, **getattr(exc, "details", {}))
 
     # -- session init ---------------------------------------------------------------------
 
@@ -285,11 +297,7 @@ class Connection:
         prompt_tokens = backend.count_tokens(context)
         room = backend.context_window - prompt_tokens
         if room < 1:
-            raise ProtocolError(
-                f"prompt and context take {prompt_tokens} tokens, the context window is "
-                f"{backend.context_window}",
-                code="TOKEN_LIMIT_EXCEEDED",
-            )
+            raise ContextTooLong(prompt_tokens, backend.context_window)
         budget = job.billing.ledger.remaining
         if budget < 1:
             raise ProtocolError("the session's deposit is used up", code="DEPOSIT_EXHAUSTED")
