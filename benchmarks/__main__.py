@@ -5,17 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from . import payments, storage
+from . import discovery, payments, storage
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--runs", type=int, default=25, help="runs per operation (median)")
+    benchmarks = {"payments": payments, "storage": storage, "discovery": discovery}
     parser.add_argument(
-        "--only", choices=["payments", "storage"], default=None, help="run one benchmark"
+        "--only", choices=sorted(benchmarks), default=None, help="run one benchmark"
     )
     args = parser.parse_args()
-    for name, module in (("payments", payments), ("storage", storage)):
+    for name, module in benchmarks.items():
         if args.only in (None, name):
             asyncio.run(module.run(args.runs))
 

@@ -113,6 +113,7 @@ class DiscoveryManager:
         self._tokens: list[str] = [ZERO_ADDRESS, ctx.config.contract_addresses.usdc_token]
         self._observations: dict[str, HostObservations] = {}
         self._checks: dict[str, asyncio.Future[bool]] = {}
+        self._encoded: dict[tuple[str, ...], Read] = {}
         self._results: dict[tuple[Any, ...], tuple[float, list[RankedHost], Counter[str]]] = {}
         #: Why candidates were left out of the last ranking, counted by reason (for example
         #: ``missing_model``, ``too_expensive``, ``unhealthy``, ``dht_unregistered``).
@@ -402,11 +403,20 @@ class DiscoveryManager:
         return [value for part in parts for value in part]
 
     async def _prices(self, hosts: list[str], token: str) -> dict[str, dict[str, int]]:
-        nr = self._ctx.contract("node_registry")
         results = await self._reads(
-            [Read.of(nr.call("getHostModelPrices", h, token)) for h in hosts]
+            [self._registry_read("getHostModelPrices", h, token) for h in hosts]
         )
         return {h: _price_table(r) for h, r in zip(hosts, results, strict=True)}
+
+    def _registry_read(self, fn: str, *args: str) -> Read:
+        """A NodeRegistry read, encoded once per host: checksumming and ABI-encoding cost
+        more than the node's answer when a refresh asks for hundreds of them."""
+        key = (fn, *args)
+        read = self._encoded.get(key)
+        if read is None:
+            call = self._ctx.contract("node_registry").call(fn, *args)
+            read = self._encoded[key] = Read.of(call)
+        return read
 
     async def _load(self) -> _Registry:
         nr = self._ctx.contract("node_registry")
@@ -419,10 +429,10 @@ class DiscoveryManager:
         active, latest, *rest = await self._ctx.client.reads(*first)
         if rest:
             self._min_stake = int(rest[0])
-        hosts = [checksum_address(a) for a in active]
+        hosts = [str(a) for a in active]  # the ABI decoder returns them checksummed
         tokens = list(self._tokens)
-        reads = [Read.of(nr.call("getNodeFullInfo", h)) for h in hosts]
-        reads += [Read.of(nr.call("getHostModelPrices", h, t)) for t in tokens for h in hosts]
+        reads = [self._registry_read("getNodeFullInfo", h) for h in hosts]
+        reads += [self._registry_read("getHostModelPrices", h, t) for t in tokens for h in hosts]
         history = self._history_reads(latest)
         results = await self._reads(reads + [r for _, r in history])
         n = len(hosts)
