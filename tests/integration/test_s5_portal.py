@@ -375,3 +375,29 @@ async def test_devnet_with_s5():
     with pytest.raises(httpx.ConnectError):
         async with httpx.AsyncClient() as http:
             await http.get(url + "/s5/version")
+
+
+async def test_secrets_absent_from_logs_reprs_and_errors(devnet, portal, caplog):
+    """Neither the wallet key, the S5 seed nor the portal token shows up anywhere."""
+    import logging
+
+    from fabstir_sdk.managers.auth import AuthManager
+
+    caplog.set_level(logging.DEBUG)
+    key = devnet.accounts[6].private_key
+    texts = []
+    async with FabstirSDK(devnet.sdk_config(s5_portal_url=portal.url)) as sdk:
+        await sdk.authenticate(key)
+        st = await sdk.get_storage_manager()
+        await st.store_data("k", {"v": 1})
+        with pytest.raises(NotFoundError) as missing:
+            await st.retrieve_data("absent")
+        seed = AuthManager(st._ctx).get_s5_seed()
+        token = st.fs.store._token
+        identity = S5Identity(bytes.fromhex(seed))
+        texts += [repr(st), repr(st.fs), repr(st.fs.store), repr(identity), str(missing.value)]
+    texts += [record.getMessage() for record in caplog.records] + [caplog.text]
+    blob = "\n".join(texts)
+    assert token and len(seed) == 64
+    for secret in (key[2:].lower(), key[2:18].lower(), seed, seed[:16], token):
+        assert secret not in blob

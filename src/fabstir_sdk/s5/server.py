@@ -61,6 +61,7 @@ DEFAULT_MAX_UPLOAD = 512 * 1024 * 1024
 #: JSON bodies (account and registry calls) are tiny.
 _MAX_JSON = 64 * 1024
 _CHALLENGE_TTL = 120.0
+_MAX_OPEN_CHALLENGES = 10_000
 _PIECE = 1 << 16
 #: After refusing an oversized upload, read (and drop) at most this much more so the
 #: client sees the 413 instead of a broken pipe.
@@ -86,9 +87,12 @@ class _Accounts:
         self.tokens: dict[str, str] = {}
         self.challenges: dict[bytes, tuple[int, str, float]] = {}
 
-    def challenge(self, kind: int, pk: str) -> str:
+    def challenge(self, kind: int, pk: str) -> str | None:
+        """A fresh challenge, or None when too many are open (anyone may ask for one)."""
         now = time.monotonic()
         self.challenges = {c: v for c, v in self.challenges.items() if v[2] > now}
+        if len(self.challenges) >= _MAX_OPEN_CHALLENGES:
+            return None
         challenge = secrets.token_bytes(32)
         self.challenges[challenge] = (kind, pk, now + _CHALLENGE_TTL)
         return b64url_encode(challenge)
@@ -169,7 +173,10 @@ def create_app(
             return _error(404, "no account with this key: register first")
         if kind == CHALLENGE_REGISTER and pk in accounts.keys:
             return _error(409, "an account with this key exists: log in")
-        return web.json_response({"challenge": accounts.challenge(kind, pk)})
+        challenge = accounts.challenge(kind, pk)
+        if challenge is None:
+            return _error(503, "too many open challenges, try again shortly")
+        return web.json_response({"challenge": challenge})
 
     async def post_challenge(request: web.Request, kind: int) -> web.Response:
         invited = request.headers.get("Authorization") == f"Bearer {invite_token}"
@@ -180,10 +187,9 @@ def create_app(
             await asyncio.to_thread(accounts.register, pk, store.root / "tmp")
         elif pk not in accounts.keys:
             return _error(404, "no account with this key")
-        token = accounts.new_token(pk)
-        response = web.json_response({"authToken": token})
-        response.set_cookie("s5-auth-token", token, httponly=True, samesite="Strict")
-        return response
+        # The token goes in the JSON body only: a Set-Cookie header would put it in any
+        # client's DEBUG logs of response headers (httpx/httpcore log them).
+        return web.json_response({"authToken": accounts.new_token(pk)})
 
     async def register_get(request: web.Request) -> web.Response:
         return await get_challenge(request, CHALLENGE_REGISTER)
