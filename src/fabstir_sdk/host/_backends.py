@@ -9,14 +9,13 @@ llama.cpp, vLLM, Ollama, ..., streamed through httpx).
 from __future__ import annotations
 
 import asyncio
-import json
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import FabstirError
-from ..protocol import ChatMessage
+from ..errors import FabstirError, ProtocolError
+from ..protocol import ChatMessage, load_json
 from . import _toy
 
 __all__ = [
@@ -212,8 +211,8 @@ def _sse_data(line: str) -> str | None:
 
 def _json(text: str) -> dict[str, Any]:
     try:
-        value = json.loads(text)
-    except ValueError:
+        value = load_json(text)
+    except ProtocolError:
         raise BackendError("model server sent an event that is not JSON") from None
     if not isinstance(value, dict):
         raise BackendError("model server sent an event that is not a JSON object")
