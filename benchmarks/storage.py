@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
-import statistics
 import tempfile
 import time
 import tracemalloc
@@ -34,18 +33,10 @@ from fabstir_sdk.managers.storage import StorageManager
 from fabstir_sdk.s5 import encrypt_blob
 from fabstir_sdk.s5._crypto import decrypt_blob
 
+from .payments import _median_ms
+
 KB, MB = 1000, 1000 * 1000
 SIZES = [("1 KB", KB), ("1 MB", MB), ("100 MB", 100 * MB)]
-
-
-async def _median_ms(runs: int, op: Callable[[], Awaitable[object]]) -> float:
-    await op()  # warm-up: connections, caches, directories
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        await op()
-        samples.append((time.perf_counter() - start) * 1000)
-    return statistics.median(samples)
 
 
 async def _peak_growth_mb(op: Callable[[], Awaitable[Any]], minus: int = 0) -> float:
