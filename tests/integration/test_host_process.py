@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -131,3 +132,52 @@ async def test_cli_refuses_a_missing_or_bad_key(devnet, env, message):
     assert out.returncode == 1
     assert message in out.stderr and "1234" not in out.stderr
     assert out.stdout == ""
+
+
+async def test_checkpoints_published_to_s5(devnet, tmp_path):
+    """With storage, proofs and sealed deltas go to S5 and their CIDs on chain."""
+    import hashlib
+
+    import coincurve
+
+    from fabstir_sdk.chain.client import ChainClient
+    from fabstir_sdk.protocol import open_checkpoint_delta
+    from fabstir_sdk.s5._blob import BlobId
+    from fabstir_sdk.s5._local import LocalStore
+
+    host = await devnet.start_host(account=ACCOUNT, storage_dir=tmp_path / "s5", chain_poll=0.1)
+    recovery = coincurve.PrivateKey()
+    try:
+        job_id = await open_job(devnet, host.address)
+        recovery_hex = recovery.public_key.format(compressed=True).hex()
+        client = await Client.session(devnet, host, job_id, recovery_public_key=recovery_hex)
+        await client.ask("My name is Ada.")
+        await devnet.advance_time(2)
+        await client.ws.send(client.proto.checkpoint_request_frame())
+        answer = await client.next()
+        assert answer.total_tokens == 1000
+        await client.close()
+    finally:
+        await host.stop()
+    job = await read_job(devnet, job_id)
+    chain = ChainClient(devnet.rpc_url)
+    try:
+        mp = chain.contract("JobMarketplace", devnet.addresses.job_marketplace)
+        proof_hash, tokens, _, _, delta_cid = await chain.read(
+            mp.call("getProofSubmission", job_id, 0)
+        )
+    finally:
+        await chain.aclose()
+    assert tokens == 1000 and "0x" + bytes(proof_hash).hex() == job.last_proof_hash
+    store = LocalStore(tmp_path / "s5")
+    proof = await store.get_blob(BlobId.parse(job.last_proof_cid))
+    assert "0x" + hashlib.sha256(proof).hexdigest() == job.last_proof_hash
+    assert json.loads(proof)["tokenRange"] == [0, 1000]
+    envelope = json.loads(await store.get_blob(BlobId.parse(delta_cid)))
+    delta, signer = open_checkpoint_delta(envelope, recovery_private_key=recovery.secret)
+    assert signer == host.address
+    assert [(m["role"], m["content"]) for m in delta["messages"]] == [
+        ("user", "My name is Ada."),
+        ("assistant", "Nice to meet you, Ada. I will remember your name."),
+    ]
+    assert "My name is Ada" not in json.dumps(envelope)  # sealed: only the user can read it

@@ -410,3 +410,42 @@ def test_keys_stay_out_of_reprs():
         text = repr(obj)
         for secret in (SESSION_KEY.hex(), CLIENT_KEY.hex(), HOST_KEY.hex()):
             assert secret not in text
+
+
+# ---------------------------------------------------------------- checkpoint deltas
+
+
+def test_checkpoint_delta_sealed_to_the_recovery_key():
+    from fabstir_sdk.protocol import open_checkpoint_delta, seal_checkpoint_delta
+
+    recovery = bytes.fromhex("44" * 32)
+    delta = {
+        "sessionId": "7",
+        "checkpointIndex": 0,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    envelope = seal_checkpoint_delta(
+        delta,
+        recovery_public_key=_compressed(recovery).hex(),
+        host_private_key=HOST_KEY,
+        _ephemeral_key=EPH_KEY,
+        _nonce=NONCE,
+    )
+    assert envelope["userRecoveryPubKey"] == "0x" + _compressed(recovery).hex()
+    assert envelope["ephemeralPublicKey"] == "0x" + _compressed(EPH_KEY).hex()
+    # independently: sha256(ECDH x) -> HKDF(info="checkpoint-delta-encryption-v1") -> XChaCha20
+    shared = hashlib.sha256(_ecdh_x(EPH_KEY, _compressed(recovery))).digest()
+    key = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"checkpoint-delta-encryption-v1"
+    ).derive(shared)
+    plain = _xchacha_open(key, NONCE, bytes.fromhex(envelope["ciphertext"]), b"")
+    assert json.loads(plain) == delta
+    opened, signer = open_checkpoint_delta(envelope, recovery_private_key=recovery)
+    assert opened == delta and signer == Account.from_key(HOST_KEY).address
+    with pytest.raises(FrameDecryptionError):
+        open_checkpoint_delta(envelope, recovery_private_key=CLIENT_KEY)  # someone else
+    tampered = {**envelope, "ciphertext": "00" + envelope["ciphertext"][2:]}
+    with pytest.raises(FrameDecryptionError):
+        open_checkpoint_delta(tampered, recovery_private_key=recovery)
+    with pytest.raises(ProtocolError):
+        open_checkpoint_delta({"encrypted": True}, recovery_private_key=recovery)

@@ -146,6 +146,8 @@ async def start_host(
     if not 0 < account < len(net.accounts):
         raise ValidationError(f"account must be 1..{len(net.accounts) - 1} (0 deployed)")
     models = list(models) if models else [net.models[-1]]
+    if net.s5_portal_url and "storage_dir" not in options:
+        options = {"s5_portal_url": net.s5_portal_url, **options}
     dev = net.accounts[account]
     log_path = net.state_dir / "hosts" / f"host-{account}-{int(time.time() * 1000)}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)

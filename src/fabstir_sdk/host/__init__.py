@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._backends import Backend, BackendError, BuiltinBackend, Generation, OpenAIBackend
-    from ._checkpoints import Checkpoint, CheckpointRefs, CheckpointWriter, UnstoredCheckpoints
+    from ._checkpoints import (
+        Checkpoint,
+        CheckpointRefs,
+        CheckpointWriter,
+        S5Checkpoints,
+        UnstoredCheckpoints,
+    )
     from ._config import HostConfig
     from ._ledger import MIN_CLAIM, Ledger
     from ._node import HostNode, make_backend
@@ -24,6 +30,7 @@ _WHERE = {
     "Checkpoint": "_checkpoints",
     "CheckpointRefs": "_checkpoints",
     "CheckpointWriter": "_checkpoints",
+    "S5Checkpoints": "_checkpoints",
     "UnstoredCheckpoints": "_checkpoints",
     "HostConfig": "_config",
     "MIN_CLAIM": "_ledger",
@@ -56,6 +63,7 @@ __all__ = [
     "HostNode",
     "Ledger",
     "OpenAIBackend",
+    "S5Checkpoints",
     "UnstoredCheckpoints",
     "make_backend",
 ]

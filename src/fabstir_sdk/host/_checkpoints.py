@@ -6,10 +6,13 @@ conversation delta it covers (the messages since the previous checkpoint), and c
 previous proof. It is a commitment, not a proof of computation: nothing on chain can check
 that the model really produced those tokens (docs/host.md says so).
 
-Where the proof and delta are stored is a :class:`CheckpointWriter`'s business. The default,
-:class:`UnstoredCheckpoints`, stores nothing and the claim goes on chain with empty CIDs.
-TODO(storage, issue 3): an S5 writer that uploads the proof and the delta (encrypted to the
-user's ``recoveryPublicKey``) to ``home/checkpoints/{host}/{session}/`` and returns the CIDs.
+Where the proof and delta are stored is a :class:`CheckpointWriter`'s business:
+
+- :class:`S5Checkpoints` uploads both as raw S5 blobs, whose CIDs go on chain: the proof
+  in the clear (it holds hashes only), the delta sealed to the user's ``recoveryPublicKey``
+  (no recovery key: no delta is published, only the proof);
+- :class:`UnstoredCheckpoints` (no S5 configured) stores nothing; claims go on chain with
+  empty CIDs.
 """
 
 from __future__ import annotations
@@ -18,9 +21,13 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ..s5._store import Store
 
 __all__ = [
+    "S5Checkpoints",
     "Checkpoint",
     "CheckpointRefs",
     "CheckpointWriter",
@@ -85,6 +92,38 @@ class UnstoredCheckpoints:
 
     async def write(self, checkpoint: Checkpoint) -> CheckpointRefs:
         return CheckpointRefs()
+
+
+class S5Checkpoints:
+    """Proofs and sealed deltas as raw blobs in an S5 store (a portal or the embedded one).
+
+    Raw blobs, not files of the host's encrypted file system: anyone with the CID from the
+    chain can fetch them, and only the user can open a delta.
+    """
+
+    def __init__(self, store: Store, host_private_key: bytes) -> None:
+        self.store = store
+        self._key = host_private_key
+
+    def __repr__(self) -> str:
+        return f"S5Checkpoints({self.store!r})"
+
+    async def write(self, checkpoint: Checkpoint) -> CheckpointRefs:
+        from ..protocol import seal_checkpoint_delta
+
+        proof_cid = str(await self.store.put_blob(checkpoint.proof))
+        if not checkpoint.recovery_public_key:
+            return CheckpointRefs(proof_cid, "")
+        envelope = seal_checkpoint_delta(
+            checkpoint.delta,
+            recovery_public_key=checkpoint.recovery_public_key,
+            host_private_key=self._key,
+        )
+        delta_cid = str(await self.store.put_blob(_canonical(envelope)))
+        return CheckpointRefs(proof_cid, delta_cid)
+
+    async def aclose(self) -> None:
+        await self.store.aclose()
 
 
 def _canonical(obj: object) -> bytes:

@@ -104,6 +104,12 @@ def add_host_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
         action="store_true",
         help="also serve unauthenticated plaintext sessions and HTTP /v1/inference",
     )
+    run.add_argument(
+        "--s5-portal-url", help="publish checkpoints (proofs, sealed deltas) to this S5 portal"
+    )
+    run.add_argument(
+        "--storage-dir", type=Path, help="publish checkpoints to the embedded S5 store here"
+    )
     run.add_argument("--shutdown-timeout", type=float, default=10.0)
     run.add_argument("--chain-poll", type=float, default=1.0, help=argparse.SUPPRESS)
     run.add_argument(
@@ -124,6 +130,11 @@ def add_host_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
 def sdk_config(args: argparse.Namespace) -> SDKConfig:
     from ..config import SDKConfig
 
+    storage = {
+        name: value
+        for name in ("s5_portal_url", "storage_dir")
+        if (value := getattr(args, name, None)) is not None
+    }
     if args.manifest is not None:
         try:
             manifest = json.loads(args.manifest.read_text())
@@ -132,9 +143,11 @@ def sdk_config(args: argparse.Namespace) -> SDKConfig:
         rpc_url = args.rpc_url or manifest.get("rpc_url")
         if not rpc_url:
             raise ConfigError("the manifest has no rpc_url: pass --rpc-url")
-        return SDKConfig.from_manifest(args.manifest, rpc_url=rpc_url)
+        return SDKConfig.from_manifest(args.manifest, rpc_url=rpc_url, **storage)
     if args.network == "base-sepolia":
-        return SDKConfig.base_sepolia(**({"rpc_url": args.rpc_url} if args.rpc_url else {}))
+        if args.rpc_url:
+            storage["rpc_url"] = args.rpc_url
+        return SDKConfig.base_sepolia(**storage)
     raise ConfigError("say which chain: --manifest PATH or --network base-sepolia")
 
 

@@ -21,7 +21,7 @@ from ..protocol import ChatMessage
 from ._backends import Backend, BuiltinBackend, OpenAIBackend
 from ._billing import CheckpointEntry, JobBilling, SubmittedProof, TxQueue
 from ._chain import HostChain, Registration
-from ._checkpoints import CheckpointWriter, UnstoredCheckpoints
+from ._checkpoints import CheckpointWriter, S5Checkpoints, UnstoredCheckpoints
 from ._config import HostConfig
 from ._ws import Connection
 
@@ -81,6 +81,7 @@ class HostNode:
         self.public_key = coincurve.PrivateKey(private_key).public_key.format(compressed=True)
         self.backend = backend or make_backend(config)
         self.writer: CheckpointWriter = writer or UnstoredCheckpoints()
+        self._own_writer = writer is None
         self.chain = HostChain(config.sdk)
         self.txq = TxQueue()
         self.served = {to_model_id(m): m for m in config.models}
@@ -109,6 +110,8 @@ class HostNode:
 
         try:
             await self.chain.open(self.private_key, list(self.served.values()))
+            if self._own_writer and (self.config.sdk.s5_portal_url or self.config.sdk.storage_dir):
+                self.writer = self._s5_writer()
             self.model_infos = await self.chain.model_infos(list(self.served.values()))
             app = build_app(self)
             self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -127,6 +130,15 @@ class HostNode:
             await self.stop()
             raise
         log.info("host %s serving %s on %s", self.address, list(self.served), self.api_url)
+
+    def _s5_writer(self) -> CheckpointWriter:
+        """Checkpoints in the host's own S5 storage (identity derived from its key)."""
+        from ..managers.auth import AuthManager
+        from ..managers.storage import open_store
+        from ..s5._keys import S5Identity
+
+        seed = bytes.fromhex(AuthManager(self.chain.ctx).get_s5_seed())
+        return S5Checkpoints(open_store(self.config.sdk, S5Identity(seed)), self.private_key)
 
     def _registration(self) -> Registration:
         metadata: dict[str, Any] = {
@@ -176,6 +188,8 @@ class HostNode:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.txq.aclose()
+        if self._own_writer and isinstance(self.writer, S5Checkpoints):
+            await self.writer.aclose()
         await self.backend.aclose()
         await self.chain.aclose()
 

@@ -19,6 +19,7 @@ The host side is :class:`HostSession`; the frames are the models in ``_messages`
 """
 
 from ._crypto import NONCE_SIZE, ZERO_SALT, hkdf_sha256, transcript_digest
+from ._deltas import DELTA_INFO, open_checkpoint_delta, seal_checkpoint_delta
 from ._messages import (
     CLIENT_MESSAGES,
     DEFAULT_CHAIN_ID,
@@ -90,6 +91,7 @@ __all__ = [
     "ClientSession",
     "Connected",
     "DEFAULT_CHAIN_ID",
+    "DELTA_INFO",
     "E2EE_ALG",
     "EncryptedChunk",
     "EncryptedMessage",
@@ -132,9 +134,11 @@ __all__ = [
     "hkdf_sha256",
     "load_json",
     "message_aad",
+    "open_checkpoint_delta",
     "open_session_init",
     "parse_client_message",
     "parse_host_message",
+    "seal_checkpoint_delta",
     "seal_session_init",
     "transcript_digest",
 ]
