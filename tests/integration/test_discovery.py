@@ -39,11 +39,13 @@ class HealthServer:
         self.status: dict[str, int] = {}
         self.hits: Counter[str] = Counter()
         self.url = ""
+        self.stopping = asyncio.Event()
 
     async def health(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         self.hits[name] += 1
-        await asyncio.sleep(self.delay.get(name, 0))
+        with contextlib.suppress(TimeoutError):  # a delay ends early when the server stops
+            await asyncio.wait_for(self.stopping.wait(), self.delay.get(name, 0))
         status = self.status.get(name, 200)
         body = {"status": "healthy" if status == 200 else "unhealthy", "issues": None}
         return web.json_response(body, status=status)
@@ -91,6 +93,7 @@ async def health_server() -> AsyncIterator[HealthServer]:
     try:
         yield server
     finally:
+        server.stopping.set()
         await runner.cleanup()
 
 

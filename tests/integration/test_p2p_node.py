@@ -205,6 +205,16 @@ async def test_request_reply_over_the_host_protocol(host_node, client_node):
         ]
 
 
+async def test_a_stream_the_host_closed_when_idle_is_replaced(client_node):
+    async with P2PNode(idle_timeout=0.1) as host:
+        server = Server()
+        await host.serve(server)
+        await client_node.connect(host.info.addrs[0])
+        assert (await client_node.request(host.peer_id, {"type": "load"}))["active_sessions"] == 1
+        await asyncio.sleep(0.3)  # the host resets the idle stream; the client still caches it
+        assert (await client_node.request(host.peer_id, {"type": "load"}))["active_sessions"] == 2
+
+
 async def test_a_node_that_is_not_a_host_says_so(host_node, client_node):
     await client_node.connect(host_node.info.addrs[0])
     assert await client_node.request(host_node.peer_id, {"type": "load"}) == {
@@ -320,3 +330,36 @@ async def test_stop_leaves_no_thread_socket_or_task():
     assert _sockets() == sockets_before
     assert asyncio.all_tasks() - {current} == tasks_before
     assert not a.running and a.connected_peers() == []
+
+
+async def test_libp2p_logs_are_forwarded_at_debug(host_node):
+    """libp2p's records reach the root logger (and stderr) only as DEBUG records of ours.
+
+    pytest hangs its capture handlers on non-propagating loggers too, so the check uses a
+    handler of its own on the root logger.
+    """
+    import logging
+
+    seen: list[tuple[str, int, str]] = []
+
+    class Grab(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append((record.name, record.levelno, record.getMessage()))
+
+    root, ours = logging.getLogger(), logging.getLogger("fabstir_sdk.p2p")
+    grab, level = Grab(), ours.level
+    root.addHandler(grab)
+    ours.setLevel(logging.DEBUG)
+    try:
+        logging.getLogger("libp2p.kad_dht.kad_dht").warning("Failed to read DHT message")
+    finally:
+        root.removeHandler(grab)
+        ours.setLevel(level)
+    assert logging.getLogger("libp2p").propagate is False
+    assert seen == [
+        (
+            "fabstir_sdk.p2p",
+            logging.DEBUG,
+            "libp2p libp2p.kad_dht.kad_dht: Failed to read DHT message",
+        )
+    ]
