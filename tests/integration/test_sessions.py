@@ -1,0 +1,295 @@
+"""SessionManager and Session against a real host process on a private devnet.
+
+Like the host tests, this module has its own devnet without per-test snapshots: the host
+processes live across tests, so job ids must never be reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import warnings
+
+import pytest
+
+from fabstir_sdk import (
+    FabstirSDK,
+    HostKeyMismatchError,
+    HostUnreachableError,
+    PriceAboveMaximumError,
+    SessionClosedError,
+    SessionNotActiveError,
+    SessionState,
+    SessionTimeouts,
+    StreamChunk,
+    StreamTimeoutError,
+)
+from fabstir_sdk.devnet import Devnet, RunningHost
+
+from .conftest import nonce
+from .host_helpers import BUILTIN, PRICE, wait_for_job
+
+pytestmark = pytest.mark.integration
+
+USER, HOST, PACED, FAKE, OTHER = 1, 2, 4, 5, 6
+
+
+@pytest.fixture(scope="module")
+async def net():
+    async with Devnet.start() as devnet:
+        yield devnet
+
+
+@pytest.fixture(scope="module")
+async def host(net) -> RunningHost:
+    running = await net.start_host(account=HOST, models=[BUILTIN], chain_poll=0.1)
+    yield running
+    await running.stop()
+
+
+@pytest.fixture(scope="module")
+async def paced(net) -> RunningHost:
+    """5 ms between tokens: long answers can be cut short."""
+    running = await net.start_host(account=PACED, token_delay=0.005, chain_poll=0.1)
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def sdk(net):
+    async with FabstirSDK(net.sdk_config()) as client:
+        await client.authenticate(net.accounts[USER].private_key)
+        yield client
+
+
+async def test_session_end_to_end(net, host, sdk):
+    sm = await sdk.get_session_manager()
+    usdc = net.addresses.usdc_token
+    pm = sdk.get_payment_manager()
+    before = await pm.get_token_balance(usdc)
+    session = await sm.create_session(model=BUILTIN, host=host.address, deposit="1")
+    assert session.host.address == host.address and session.price_per_token == PRICE
+    assert session.session_id == str(session.job_id) == session.conversation_id
+
+    chunks: list[StreamChunk] = []
+    async with session.stream("My name is Ada.") as stream:
+        async for chunk in stream:
+            chunks.append(chunk)
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    assert stream.text == "".join(c.text for c in chunks)
+    assert stream.usage is not None and stream.usage.completion_tokens == len(chunks)
+
+    reply = await session.send_prompt("What is my name?")
+    assert "Ada" in reply.text  # the second answer relies on the first's context
+    assert reply.usage.completion_tokens > 0
+    reported = stream.usage.completion_tokens + reply.usage.completion_tokens
+    assert session.tokens_reported == reported < 1000
+
+    settlement = await session.complete()
+    billed = max(reported, 1000)  # the first checkpoint is padded to the proof interval
+    assert settlement.tokens_used == billed
+    assert settlement.host_payment == billed * PRICE // 1000 == 2000
+    assert (settlement.treasury_fee, settlement.host_net, settlement.refund) == (200, 1800, 998_000)
+    assert await pm.get_token_balance(usdc) == before - 2000
+
+    storage = await sdk.get_storage_manager()
+    conversation = await storage.load_conversation(session.conversation_id)
+    assert [(m.role, m.content) for m in conversation.messages] == [
+        ("user", "My name is Ada."),
+        ("assistant", stream.text),
+        ("user", "What is my name?"),
+        ("assistant", reply.text),
+    ]
+    job = await pm.get_session_job(session.job_id)
+    assert job.status is SessionState.COMPLETED
+    assert job.conversation_cid.startswith("b") and len(job.conversation_cid) > 40
+    with pytest.raises(SessionClosedError):
+        await session.send_prompt("more?")
+
+
+async def test_leaving_a_stream_early_cancels_it(net, paced, sdk):
+    sm = await sdk.get_session_manager()
+    async with await sm.create_session(model=BUILTIN, host=paced.address, deposit="1") as session:
+        async with session.stream("count to 400") as stream:
+            async for chunk in stream:
+                if chunk.index == 4:
+                    break
+        assert stream.text.startswith("1 2 3 4 5")
+        assert stream.usage is not None and stream.usage.completion_tokens < 400
+        reply = await session.send_prompt("count to 3")  # the session goes on
+        assert reply.text == "1 2 3"
+
+
+async def test_end_is_gas_free_and_the_host_settles(net, host, sdk):
+    sm = await sdk.get_session_manager()
+    session = await sm.create_session(model=BUILTIN, host=host.address, deposit="1")
+    await session.send_prompt("count to 50")
+    sent = await nonce(net, USER)
+    await session.end()
+    await session.end()  # idempotent
+    assert await nonce(net, USER) == sent  # ending cost the user nothing
+    await net.advance_time(31)
+    job = await wait_for_job(net, session.job_id, lambda j: j.status != SessionState.ACTIVE)
+    assert job.status is SessionState.COMPLETED
+    assert (job.tokens_used, job.withdrawn_by_host) == (1000, 2000)  # padded minimum bill
+
+
+async def test_price_above_the_maximum_is_refused_before_paying(net, host, sdk):
+    sm = await sdk.get_session_manager()
+    before = await nonce(net, USER)
+    with pytest.raises(PriceAboveMaximumError) as info:
+        await sm.create_session(model=BUILTIN, host=host.address, max_price_per_token=PRICE - 1)
+    assert (info.value.price, info.value.maximum) == (PRICE, PRICE - 1)
+    assert await nonce(net, USER) == before
+
+
+async def test_resume_replays_the_history_from_storage(net, host, sdk):
+    sm = await sdk.get_session_manager()
+    session = await sm.create_session(model=BUILTIN, host=host.address, deposit="1")
+    await session.send_prompt("My name is Bob.")
+    await session._drop_link()  # the connection is lost (not ended)
+    with pytest.raises(HostUnreachableError):
+        await session.send_prompt("still there?")
+
+    resumed = await sm.resume_session(session.session_id)
+    reply = await resumed.send_prompt("What is my name?")
+    assert "Bob" in reply.text
+    status = await sm.get_session_status(session.session_id)
+    assert status.connected and status.job.status is SessionState.ACTIVE
+    assert status.messages == 4  # the failed prompt was never sent, so never stored
+    assert session.job_id in [j.id for j in await sm.list_sessions()]
+    settlement = await resumed.complete()
+    assert settlement.tokens_used == 1000
+
+
+async def test_eth_and_deposit_payments(net, host, sdk):
+    sm = await sdk.get_session_manager()
+    host_info = await sdk.get_host_manager().get_host_info(host.address)
+    eth_price = await sdk._ctx.client.read(
+        sdk._ctx.contract("node_registry").call(
+            "getModelPricing", host.address, host_info.models[0], "0x" + "00" * 20
+        )
+    )
+    eth = await sm.create_session(model=BUILTIN, host=host.address, payment="eth", deposit="0.01")
+    assert eth.payment_token == "0x" + "00" * 20 and eth.price_per_token == eth_price
+    assert (await eth.send_prompt("count to 5")).text == "1 2 3 4 5"
+    settlement = await eth.complete()
+    assert settlement.host_payment == 1000 * eth_price // 1000
+
+    pm = sdk.get_payment_manager()
+    await pm.approve_usdc(net.addresses.usdc_token, "2")
+    await pm.deposit("2", net.addresses.usdc_token)
+    funded = await sm.create_session(model=BUILTIN, host=host.address, payment="deposit")
+    assert await pm.get_deposit_balance(net.addresses.usdc_token) == 1_000_000
+    await funded.send_prompt("count to 5")
+    await funded.complete()
+    # 1000 tokens billed at 2 micro-USDC; the rest of the 1 USDC came back into the deposit
+    assert await pm.get_deposit_balance(net.addresses.usdc_token) == 2_000_000 - 2000
+
+
+async def test_the_best_host_is_found_when_none_is_given(net, host, sdk):
+    sm = await sdk.get_session_manager()
+    session = await sm.create_session(model=BUILTIN, deposit="1")
+    assert session.host.address in {host.address, net.accounts[PACED].address}
+    assert (await session.send_prompt("count to 2")).text == "1 2"
+    await session.complete()
+
+
+async def test_unreachable_host_leaves_the_deposit_refundable(net, sdk):
+    """A host registered on chain whose API is down: typed error, and the money comes back."""
+    async with FabstirSDK(net.sdk_config()) as fake:
+        await fake.authenticate(net.accounts[FAKE].private_key)
+        await fake.get_host_manager().register_host(
+            "http://127.0.0.1:9",  # discard port: nothing listens
+            [BUILTIN],
+            min_price_per_token_native=10**12,
+            min_price_per_token_stable=PRICE,
+            metadata={"publicKey": "02" + "33" * 32},
+        )
+    sm = await sdk.get_session_manager()
+    pm = sdk.get_payment_manager()
+    usdc = net.addresses.usdc_token
+    before = await pm.get_token_balance(usdc)
+    with pytest.raises(HostUnreachableError):
+        await sm.create_session(model=BUILTIN, host=net.accounts[FAKE].address, deposit="1")
+    (job,) = [j for j in await sm.list_sessions() if j.host == net.accounts[FAKE].address]
+    settlement = await sm.complete_session(job.id)
+    assert (settlement.host_payment, settlement.refund) == (0, 1_000_000)
+    assert await pm.get_token_balance(usdc) == before
+
+
+async def test_host_key_mismatch_is_reported(net, sdk):
+    """A host whose registry publicKey is not its key cannot open our init."""
+    impostor = await net.start_host(account=OTHER, models=[BUILTIN], chain_poll=0.1)
+    try:
+        async with FabstirSDK(net.sdk_config()) as operator:
+            await operator.authenticate(net.accounts[OTHER].private_key)
+            hm = operator.get_host_manager()
+            meta = (await hm.get_host_info(impostor.address)).metadata
+            await hm.update_metadata({**meta, "publicKey": "02" + "44" * 32})
+        sm = await sdk.get_session_manager()
+        with pytest.raises(HostKeyMismatchError):
+            await sm.create_session(model=BUILTIN, host=impostor.address, deposit="1")
+    finally:
+        await impostor.stop()
+
+
+async def test_idle_deadline_and_host_dying_mid_stream(net, sdk):
+    """The host is killed mid-answer: a typed error, and what was said so far is kept."""
+    victim = await net.start_host(account=7, models=[BUILTIN], token_delay=0.02, chain_poll=0.1)
+    sm = await sdk.get_session_manager()
+    session = await sm.create_session(
+        model=BUILTIN,
+        host=victim.address,
+        deposit="1",
+        timeouts=SessionTimeouts(idle=2.0, first_token=5.0),
+    )
+    received: list[str] = []
+    started = time.monotonic()
+    with pytest.raises((HostUnreachableError, StreamTimeoutError)):
+        async with session.stream("count to 1000") as stream:
+            async for chunk in stream:
+                received.append(chunk.text)
+                if len(received) == 10:
+                    victim.kill()
+    assert time.monotonic() - started < 10
+    storage = await sdk.get_storage_manager()
+    conversation = await storage.load_conversation(session.conversation_id)
+    assert conversation.messages[0].content == "count to 1000"
+    assert conversation.messages[1].content.startswith("".join(received))
+    await session.end()
+    # The user can still settle: whatever the host proved is paid, the rest refunded.
+    settlement = await sm.complete_session(session.session_id)
+    assert settlement.tokens_used == 0 and settlement.refund == 1_000_000
+
+
+async def test_settled_session_cannot_be_resumed(net, host, sdk):
+    sm = await sdk.get_session_manager()
+    session = await sm.create_session(model=BUILTIN, host=host.address, deposit="1")
+    await session.complete()
+    with pytest.raises(SessionNotActiveError):
+        await sm.resume_session(session.session_id)
+
+
+async def test_overclaim_warns_and_completes_at_once(net, host, sdk):
+    """The host bills more than it reported: complete() settles now and warns."""
+    sm = await sdk.get_session_manager()
+    session = await sm.create_session(model=BUILTIN, host=host.address, deposit="1")
+    await session.send_prompt("count to 3")
+    session.tokens_reported = 0  # as if the host's reports had been lower than its claims
+    await net.advance_time(2)
+    async with FabstirSDK(net.sdk_config()) as h:  # the host's own key claims extra work
+        await h.authenticate(net.accounts[HOST].private_key)
+        await h.get_host_manager().submit_proof_of_work(session.job_id, 500, b"\7" * 32, "", "")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        settlement = await session.complete()
+    assert any("claimed 500 tokens" in str(w.message) for w in caught)
+    assert settlement.tokens_used == 500
+
+
+async def test_concurrent_prompts_on_one_session_are_serialized(net, host, sdk):
+    sm = await sdk.get_session_manager()
+    async with await sm.create_session(model=BUILTIN, host=host.address, deposit="1") as s:
+        replies = await asyncio.gather(*(s.send_prompt(f"count to {n}") for n in (3, 4, 5)))
+    assert sorted(r.text for r in replies) == ["1 2 3", "1 2 3 4", "1 2 3 4 5"]
