@@ -18,7 +18,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -32,19 +31,10 @@ from fabstir_sdk.devnet import Devnet
 from fabstir_sdk.devnet._hosts import host_account, register_hosts
 from fabstir_sdk.p2p import HostLoad, HostProtocolServer, P2PNode
 
+from .payments import _median_ms
+
 HOSTS, DHT_HOSTS = 50, 10
 ECHO = "/fabstir-bench/echo/1.0.0"
-
-
-async def _median_ms(runs: int, op: Callable[[], Awaitable[object]], *, warm: bool = True) -> float:
-    if warm:
-        await op()
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        await op()
-        samples.append((time.perf_counter() - start) * 1000)
-    return statistics.median(samples)
 
 
 def _import_ms(runs: int) -> float:

@@ -149,9 +149,9 @@ class DiscoveryManager:
 
         if self.node is not None:
             raise ValidationError("a P2P node is already running: await dm.stop() first")
-        peers = list(bootstrap or [])
         if isinstance(bootstrap, str):
             raise ValidationError("bootstrap must be a list of multiaddrs")
+        peers = list(bootstrap or [])
         for address in peers:
             check_multiaddr(address)
         node = P2PNode(listen=list(listen) if listen else list(DEFAULT_LISTEN), **options)

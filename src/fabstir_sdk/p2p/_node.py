@@ -75,7 +75,6 @@ class NodeOptions:
     frame_timeout: float = 5.0
     #: How long a mounted handler may take before the peer gets a ``timeout`` error.
     handler_timeout: float = 10.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class _LogForwarder(logging.Handler):
