@@ -13,9 +13,10 @@ from fabstir_sdk import (
     SessionNotActiveError,
     TransactionTimeoutError,
 )
+from fabstir_sdk.chain.rpc import JsonRpcClient
 from fabstir_sdk.devnet import Devnet
 
-from .conftest import ETH_PRICE, HOST, OTHER, USDC_PRICE, USER, nonce
+from .conftest import ETH_PRICE, HOST, OTHER, USER, nonce
 
 
 async def test_custom_error_decoded_before_sending(devnet, user):
@@ -48,40 +49,37 @@ async def test_sdk_lifecycle():
         await config_net.stop()
 
 
-async def test_revert_found_at_mining_is_decoded_and_nonces_stay_in_order():
+async def test_revert_found_at_mining_is_decoded_and_nonces_stay_in_order(devnet, user, host):
     """Two completions of one job land in one block: both pass the checks and the estimate,
     the second reverts when mined and is reported with its reason."""
-    async with (
-        Devnet.start(block_time=1) as net,
-        FabstirSDK(net.sdk_config()) as host,
-        FabstirSDK(net.sdk_config()) as user,
-    ):
-        await host.authenticate(net.accounts[HOST].private_key)
-        await user.authenticate(net.accounts[USER].private_key)
-        await host.get_host_manager().register_host(
-            "http://127.0.0.1:8080",
-            net.models[:1],
-            min_price_per_token_native=ETH_PRICE,
-            min_price_per_token_stable=USDC_PRICE,
-        )
-        pm = user.get_payment_manager()
-        job = await pm.create_eth_session_job(
-            net.accounts[HOST].address, "0.001", ETH_PRICE, 600, 100, model=net.models[0]
-        )
-        before = await nonce(net, USER)
-        results = await asyncio.gather(
+    pm = user.get_payment_manager()
+    job = await pm.create_eth_session_job(
+        devnet.accounts[HOST].address, "0.001", ETH_PRICE, 600, 100, model=devnet.models[0]
+    )
+    before = await nonce(devnet, USER)
+    rpc = JsonRpcClient(devnet.rpc_url)
+    await rpc.call("evm_setAutomine", False)  # hold both in the mempool, then mine one block
+    try:
+        both = asyncio.gather(
             pm.complete_session_job(job.job_id),
             pm.complete_session_job(job.job_id),
             return_exceptions=True,
         )
-        errors = [r for r in results if isinstance(r, BaseException)]
-        settled = [r for r in results if not isinstance(r, BaseException)]
-        assert len(settled) == 1 and settled[0].refund == 10**15
-        assert len(errors) == 1 and isinstance(errors[0], SessionNotActiveError)
-        assert await nonce(net, USER) == before + 2  # both were really sent and mined
-        # The allocator is still in step: the next transaction goes through.
-        await pm.deposit("0.001")
-        assert await pm.get_deposit_balance() == 10**15
+        while await nonce(devnet, USER) < before + 2:
+            await asyncio.sleep(0.01)
+        await rpc.call("evm_mine")
+        results = await both
+    finally:
+        await rpc.call("evm_setAutomine", True)
+        await rpc.aclose()
+    errors = [r for r in results if isinstance(r, BaseException)]
+    settled = [r for r in results if not isinstance(r, BaseException)]
+    assert len(settled) == 1 and settled[0].refund == 10**15
+    assert len(errors) == 1 and isinstance(errors[0], SessionNotActiveError)
+    assert await nonce(devnet, USER) == before + 2  # both were really sent and mined
+    # The allocator is still in step: the next transaction goes through.
+    await pm.deposit("0.001")
+    assert await pm.get_deposit_balance() == 10**15
 
 
 async def test_receipt_deadline_then_recovery():
