@@ -39,7 +39,10 @@ async def test_stop_is_graceful_and_leaves_nothing(devnet, process_gone):
     assert await process_gone(host.pid, within=0.5)
     assert host._popen.returncode == 0  # it handled SIGTERM and exited cleanly
     await host.stop()  # idempotent
-    assert "serving" in host.log_tail()
+    log = host.log_path.read_text()
+    assert "serving" in log
+    assert devnet.accounts[ACCOUNT].private_key[2:].lower() not in log.lower()
+    assert devnet.accounts[ACCOUNT].private_key[2:] not in repr(host)
 
 
 async def test_crash_then_restart_updates_the_registry(devnet, process_gone):

@@ -100,3 +100,22 @@ def test_toy_remembers_from_the_context():
         reply_tokens([ChatMessage(role="user", content="write 300 words")])
     )
     assert reply("hello there").startswith('You said: "hello there". This is reply 1')
+
+
+def test_host_config_refuses_bad_settings():
+    from fabstir_sdk.config import SDKConfig
+    from fabstir_sdk.errors import ConfigError
+    from fabstir_sdk.host import HostConfig
+
+    sdk = SDKConfig.base_sepolia()
+    with pytest.raises(ConfigError, match="models"):
+        HostConfig(sdk=sdk, models=[])
+    with pytest.raises(ConfigError, match="listed twice"):
+        HostConfig(sdk=sdk, models=["org/repo:f.gguf", "org/repo/f.gguf"])
+    with pytest.raises(ConfigError, match="price_per_token_native"):
+        HostConfig(sdk=sdk, models=["r:f"], price_per_token_native=1)
+    config = HostConfig(sdk=sdk, models=["r:f"], port=0)
+    assert config.api_url(8081) == "http://127.0.0.1:8081"
+    assert HostConfig(sdk=sdk, models=["r:f"], public_url="https://h.example").api_url(1) == (
+        "https://h.example"
+    )

@@ -3,23 +3,20 @@ never printed, logged or written anywhere."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic import ValidationError as PydanticValidationError
+from pydantic import Field, field_validator
 
 from ..chain.model_id import model_id as to_model_id
-from ..config import SDKConfig
-from ..errors import ConfigError
+from ..config import SDKConfig, _ConfigModel
 from ..protocol import MAX_FRAME_BYTES
 
 __all__ = ["HostConfig"]
 
 
-class HostConfig(BaseModel):
-    """Everything ``fabstir host run`` can set; defaults suit a devnet."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class HostConfig(_ConfigModel):
+    """Everything ``fabstir host run`` can set; defaults suit a devnet. Invalid settings
+    raise :class:`~fabstir_sdk.errors.ConfigError`."""
 
     sdk: SDKConfig
     #: Served models as ``"repo:file"`` (or ``"repo/file"``, or a bytes32 id).
@@ -52,15 +49,6 @@ class HostConfig(BaseModel):
     chain_poll: float = Field(default=1.0, gt=0)
     #: On stop, how long final proofs may take before the host gives up on them.
     shutdown_timeout: float = Field(default=10.0, ge=0)
-
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except PydanticValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()
-            )
-            raise ConfigError(f"invalid HostConfig: {problems}") from None
 
     @field_validator("models")
     @classmethod
