@@ -291,10 +291,10 @@ class Devnet:
             return
         self._stopped = True
         try:
+            for host in self._hosts:  # first: their final proofs need the chain and portal
+                await host.stop()
             if self.portal is not None:
                 await self.portal.stop()
-            for host in self._hosts:
-                await host.stop()
             await self._rpc.aclose()
             await self.anvil.stop()
         finally:
