@@ -28,7 +28,10 @@ __all__ = ["KEY_ENV", "add_host_commands", "host_run", "host_withdraw"]
 KEY_ENV = "FABSTIR_HOST_PRIVATE_KEY"
 
 
-def add_chain_arguments(parser: argparse.ArgumentParser) -> None:
+def add_chain_arguments(
+    parser: argparse.ArgumentParser, *, key_env: str = KEY_ENV, role: str = "host"
+) -> None:
+    """--manifest/--network/--rpc-url and where the ``role``'s private key comes from."""
     parser.add_argument(
         "--manifest",
         type=Path,
@@ -40,11 +43,12 @@ def add_chain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rpc-url", help="JSON-RPC endpoint (default: the manifest's rpc_url)")
     parser.add_argument(
         "--key-env",
-        default=KEY_ENV,
+        default=key_env,
         metavar="VAR",
-        help=f"environment variable holding the host's private key (default {KEY_ENV})",
+        help=f"environment variable holding the {role}'s private key (default {key_env})",
     )
-    parser.add_argument("--key-file", type=Path, help="file holding the host's private key")
+    parser.add_argument("--key-file", type=Path, help=f"file holding the {role}'s private key")
+    parser.set_defaults(key_role=role)
 
 
 def add_host_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -152,6 +156,7 @@ def sdk_config(args: argparse.Namespace) -> SDKConfig:
 
 
 def private_key(args: argparse.Namespace) -> bytes:
+    role = getattr(args, "key_role", "host")
     if args.key_file is not None:
         try:
             text = args.key_file.read_text().strip()
@@ -160,13 +165,13 @@ def private_key(args: argparse.Namespace) -> bytes:
     else:
         text = os.environ.get(args.key_env, "").strip()
         if not text:
-            raise ConfigError(f"set {args.key_env} to the host's private key (or use --key-file)")
+            raise ConfigError(f"set {args.key_env} to the {role}'s private key (or use --key-file)")
     try:
         key = bytes.fromhex(text.removeprefix("0x"))
     except ValueError:
         key = b""
     if len(key) != 32:
-        raise ConfigError("the host's private key must be 32 bytes of hex")
+        raise ConfigError(f"the {role}'s private key must be 32 bytes of hex")
     return key
 
 
