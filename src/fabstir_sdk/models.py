@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
+from ._display import html_table, native_amount
 from .errors import ValidationError
 
 __all__ = [
@@ -103,6 +104,20 @@ class Settlement(_Frozen):
     token: str
     tx_hash: str
 
+    def _repr_html_(self) -> str:
+        return html_table(
+            f"Settlement of session {self.job_id}",
+            [
+                ("tokens used", self.tokens_used),
+                ("host payment", native_amount(self.host_payment, self.token)),
+                ("treasury fee", native_amount(self.treasury_fee, self.token)),
+                ("host net", native_amount(self.host_net, self.token)),
+                ("refund", native_amount(self.refund, self.token)),
+                ("token", "ETH" if int(self.token, 16) == 0 else self.token),
+                ("transaction", self.tx_hash),
+            ],
+        )
+
 
 class HostInfo(_Frozen):
     address: str
@@ -116,6 +131,23 @@ class HostInfo(_Frozen):
     public_key: str | None = None
     peer_id: str | None = None
     p2p_addrs: list[str] = Field(default_factory=list)
+
+    def _repr_html_(self) -> str:
+        return html_table(
+            f"Host {self.address}",
+            [
+                ("API URL", self.api_url),
+                ("active", self.is_active),
+                ("models", self.models),
+                ("stake (FAB base units)", self.stake),
+                ("min price per 1000 tokens, ETH", f"{self.min_price_per_token_native} wei"),
+                ("min price per 1000 tokens, stablecoin", self.min_price_per_token_stable),
+                ("public key", self.public_key),
+                ("peer id", self.peer_id),
+                ("p2p addresses", self.p2p_addrs),
+                ("metadata", self.metadata),
+            ],
+        )
 
 
 class ModelInfo(_Frozen):
@@ -219,3 +251,22 @@ class SessionStatus(_Frozen):
     tokens_billed: int
     proofs: int
     messages: int
+
+    def _repr_html_(self) -> str:
+        job = self.job
+        return html_table(
+            f"Session {self.session_id}",
+            [
+                ("state", job.status.name),
+                ("host", job.host),
+                ("deposit", native_amount(job.deposit, job.payment_token)),
+                ("price / 1000 tokens", native_amount(job.price_per_token, job.payment_token)),
+                ("tokens used (on chain)", job.tokens_used),
+                ("tokens reported", self.tokens_reported),
+                ("tokens billed", self.tokens_billed),
+                ("proofs", self.proofs),
+                ("messages", self.messages),
+                ("connected", self.connected),
+                ("conversation CID", job.conversation_cid or None),
+            ],
+        )

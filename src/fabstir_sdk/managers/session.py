@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from .._display import html_table, native_amount
 from ..chain.addresses import ZERO_ADDRESS, checksum_address
 from ..chain.client import Read
 from ..chain.model_id import model_id as to_model_id
@@ -354,6 +355,21 @@ class Session:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"Session(job_id={self.job_id}, host={self.host.address!r}, {state})"
+
+    def _repr_html_(self) -> str:
+        return html_table(
+            f"Session {self.session_id}",
+            [
+                ("state", "closed" if self._closed else "open"),
+                ("connected", self.connected),
+                ("model", self.model),
+                ("host", self.host.address),
+                ("host API", self.host.api_url),
+                ("price / 1000 tokens", native_amount(self.price_per_token, self.payment_token)),
+                ("tokens reported", self.tokens_reported),
+                ("conversation", self.conversation_id),
+            ],
+        )
 
     async def __aenter__(self) -> Session:
         return self
