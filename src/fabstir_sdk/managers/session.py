@@ -15,6 +15,7 @@ import logging
 import time
 import warnings
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -25,7 +26,7 @@ from .._display import html_table, native_amount
 from ..chain.addresses import ZERO_ADDRESS, checksum_address
 from ..chain.client import Read
 from ..chain.model_id import model_id as to_model_id
-from ..chain.units import Amount
+from ..chain.units import Amount, to_base_units
 from ..config import SessionTimeouts
 from ..errors import (
     FabstirError,
@@ -35,6 +36,7 @@ from ..errors import (
     HostOverclaimError,
     HostUnreachableError,
     ModelNotApprovedError,
+    NoHostAvailableError,
     PriceAboveMaximumError,
     ProtocolError,
     SessionClosedError,
@@ -74,7 +76,7 @@ if TYPE_CHECKING:
     from .payment import PaymentManager
     from .storage import StorageManager
 
-__all__ = ["PromptStream", "Session", "SessionManager"]
+__all__ = ["Failover", "PromptStream", "Session", "SessionManager"]
 
 log = logging.getLogger("fabstir_sdk.session")
 
@@ -91,6 +93,36 @@ def ws_url(api_url: str) -> str:
     if base.startswith("http://"):
         return "ws://" + base[len("http://") :] + "/v1/ws"
     raise ValidationError(f"host api_url must be http(s)://..., got {api_url!r}")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a session was bought with: enough to buy the same from another host."""
+
+    model: str
+    model_id: str
+    payment: Payment
+    currency: Literal["usdc", "eth"]
+    token: str
+    deposit: Amount
+    max_price_per_token: int | None
+    duration: int
+    proof_interval: int
+    proof_timeout_window: int
+    encryption: bool
+    failover: bool
+
+
+@dataclass(frozen=True)
+class Failover:
+    """A session moved to another host: the old job was settled (``settlement``)."""
+
+    reason: str
+    old_host: str
+    old_job_id: int
+    new_host: str
+    new_job_id: int
+    settlement: Settlement | None
 
 
 class _Link:
@@ -229,14 +261,21 @@ class PromptStream:
             await self._begin()
         if self._state == "done":
             raise StopAsyncIteration
-        session, link = self._session, self._session._require_link()
+        session = self._session
         timeouts = session.timeouts
         try:
             while True:
-                wait = timeouts.first_token if self._index == 0 else timeouts.idle
+                link = session._require_link()
+                wait = timeouts.first_token if not self._parts else timeouts.idle
                 if self._deadline is not None:
                     wait = min(wait, self._deadline - time.monotonic())
-                event = await link.next_event(wait, "token" if self._index else "first token")
+                try:
+                    event = await link.next_event(wait, "token" if self._parts else "first token")
+                except (HostUnreachableError, StreamTimeoutError, HostError) as exc:
+                    if not session._plan.failover:
+                        raise
+                    await self._move(exc)
+                    continue
                 if isinstance(event, TokenChunk):
                     if not event.text:
                         continue  # the empty closing chunk some hosts send
@@ -258,23 +297,34 @@ class PromptStream:
         session = self._session
         await session._turn.acquire()
         try:
-            link = session._require_link()
-            history = session._replay
-            frame = link.proto.prompt_frame(
-                self._prompt,
-                id=f"{session.session_id}-{next(session._ids)}",
-                messages=history,
-                **self._options,
-            )
-            await link.send(frame)
+            await self._send_prompt()
         except BaseException:
             session._turn.release()
             raise
-        session._replay = None
         self._state = "open"
         self._started = time.monotonic()
         total = session.timeouts.total
         self._deadline = None if total is None else self._started + total
+
+    async def _send_prompt(self) -> None:
+        session = self._session
+        link = session._require_link()
+        frame = link.proto.prompt_frame(
+            self._prompt,
+            id=f"{session.session_id}-{next(session._ids)}",
+            messages=session._replay,
+            **self._options,
+        )
+        await link.send(frame)
+        session._replay = None
+
+    async def _move(self, cause: FabstirError) -> None:
+        """Fail over mid-answer: the next host answers the prompt afresh, so what the failed
+        host sent is dropped from ``text`` (the chunks already yielded stay yielded)."""
+        await self._session._failover(cause)
+        self._parts.clear()
+        self.finish_reason = None
+        await self._send_prompt()
 
     async def _end(self, end: StreamEnd) -> None:
         usage = end.usage
@@ -334,18 +384,16 @@ class Session:
         model: str,
         link: _Link | None,
         timeouts: SessionTimeouts,
+        plan: _Plan,
     ) -> None:
         self._manager = manager
-        self.job_id = job.id
-        self.session_id = str(job.id)
-        self.conversation_id = self.session_id
-        self.host = host
+        self._plan = plan
+        self.failovers: list[Failover] = []
+        self._failed_hosts: set[str] = set()
+        self.conversation_id = str(job.id)
         self.model = model
-        self.price_per_token = job.price_per_token
-        self.payment_token = job.payment_token
-        self.proof_interval = job.proof_interval
         self.timeouts = timeouts
-        self.tokens_reported = 0
+        self._bind(job, host)
         self._link = link
         self._turn = asyncio.Lock()
         self._ids = itertools.count()
@@ -369,6 +417,56 @@ class Session:
                 ("tokens reported", self.tokens_reported),
                 ("conversation", self.conversation_id),
             ],
+        )
+
+    def _bind(self, job: SessionJob, host: HostInfo) -> None:
+        """Attach the session to ``job`` with ``host`` (at creation, and after a failover)."""
+        self.job_id = job.id
+        self.session_id = str(job.id)
+        self.host = host
+        self.price_per_token = job.price_per_token
+        self.payment_token = job.payment_token
+        self.proof_interval = job.proof_interval
+        self.tokens_reported = 0
+
+    async def _failover(self, cause: FabstirError) -> None:
+        """Settle the failed host's job (you pay its proven tokens only) and continue with
+        the next best host for the model, replaying the conversation from S5."""
+        manager = self._manager
+        old_host, old_job = self.host.address, self.job_id
+        log.warning("session %s: host %s failed (%s); failing over", old_job, old_host, cause)
+        self._failed_hosts.add(old_host)
+        manager._discovery.report_failure(old_host)
+        manager._sessions.pop(self.session_id, None)
+        await self._drop_link()
+        settlement: Settlement | None
+        try:
+            settlement = await manager._payments.complete_session_job(old_job)
+        except FabstirError as exc:  # e.g. the host completed it already
+            log.warning("could not settle abandoned job %s: %s", old_job, exc)
+            settlement = None
+        history = await manager._history(self.conversation_id)
+        info = await manager._next_host(self._plan, exclude=self._failed_hosts)
+        job, link = await manager._open(self._plan, info, self.timeouts)
+        self._bind(job, info)
+        self._link = link
+        self._replay = history or None
+        manager._sessions[self.session_id] = self
+        event = Failover(
+            reason=str(cause),
+            old_host=old_host,
+            old_job_id=old_job,
+            new_host=info.address,
+            new_job_id=job.id,
+            settlement=settlement,
+        )
+        self.failovers.append(event)
+        log.info(
+            "session moved from job %s on %s to job %s on %s",
+            old_job,
+            old_host,
+            job.id,
+            info.address,
         )
 
     async def __aenter__(self) -> Session:
@@ -532,76 +630,76 @@ class SessionManager:
         connect and open the encrypted channel.
 
         The price is the host's on-chain price for the model and payment token; above
-        ``max_price_per_token`` the session is refused before any transaction.
+        ``max_price_per_token`` the session is refused before any transaction. With
+        ``failover=True`` a host that dies, stalls or refuses mid-session is replaced by the
+        next best one (within the price cap): see :attr:`Session.failovers`.
         """
-        sender = self._ctx.require_sender()
-        if failover:
-            raise ValidationError("failover=True is not available yet; open a new session")
+        self._ctx.require_sender()
         if payment not in ("usdc", "eth", "deposit"):
             raise ValidationError(f"payment must be 'usdc', 'eth' or 'deposit', got {payment!r}")
-        mid = to_model_id(model)
-        currency = deposit_token if payment == "deposit" else payment
-        token = (
-            ZERO_ADDRESS if currency == "eth" else self._ctx.config.contract_addresses.usdc_token
+        currency: Literal["usdc", "eth"] = deposit_token if payment == "deposit" else payment
+        plan = _Plan(
+            model=model,
+            model_id=to_model_id(model),
+            payment=payment,
+            currency=currency,
+            token=ZERO_ADDRESS
+            if currency == "eth"
+            else self._ctx.config.contract_addresses.usdc_token,
+            deposit=deposit,
+            max_price_per_token=max_price_per_token,
+            duration=duration,
+            proof_interval=proof_interval,
+            proof_timeout_window=proof_timeout_window,
+            encryption=encryption,
+            failover=failover,
         )
-        info = await self._choose_host(host, model, mid, max_price_per_token, currency)
-        if encryption and not info.public_key:
-            raise ValidationError(f"host {info.address} publishes no publicKey: cannot encrypt")
-        nr = self._ctx.contract("node_registry")
-        price = int(
-            await self._ctx.client.read(nr.call("getModelPricing", info.address, mid, token))
-        )
-        if max_price_per_token is not None and price > max_price_per_token:
-            raise PriceAboveMaximumError(price, max_price_per_token)
-
-        pm = self._payments
-        args = (info.address, deposit, price, duration, proof_interval)
-        kw: dict[str, Any] = {"model": model, "proof_timeout_window": proof_timeout_window}
-        if payment == "eth":
-            created = await pm.create_eth_session_job(*args, **kw)
-        elif payment == "usdc":
-            await self._approve(token, deposit)
-            created = await pm.create_usdc_session_job(
-                info.address, token, deposit, price, duration, proof_interval, **kw
-            )
+        if host is None:
+            info = await self._next_host(plan, exclude=set())
         else:
-            created = await pm.create_session_job_from_deposit(
-                *args, token=None if currency == "eth" else token, **kw
-            )
-        job = await pm.get_session_job(created.job_id)
-        await self._storage.store_session_data(
-            str(job.id),
-            "metadata",
-            {
-                "job_id": job.id,
-                "host": info.address,
-                "model": model,
-                "model_id": mid,
-                "price_per_token": price,
-                "payment_token": job.payment_token,
-                "deposit": job.deposit,
-                "user": sender.address,
-                "created_tx": created.tx_hash,
-            },
+            info = await self._given_host(host, plan)
+        limits = timeouts or self._ctx.config.session_timeouts
+        job, link = await self._open(plan, info, limits)
+        return self._track(
+            Session(self, job=job, host=info, model=model, link=link, timeouts=limits, plan=plan)
         )
-        return await self._connect(job, info, model, encryption, timeouts, history=None)
 
     async def resume_session(
-        self, session_id: str | int, *, timeouts: SessionTimeouts | None = None
+        self,
+        session_id: str | int,
+        *,
+        timeouts: SessionTimeouts | None = None,
+        failover: bool = False,
     ) -> Session:
         """A new connection for an existing, active job; its history is replayed from S5."""
         job = await self._own_job(session_id)
         if job.status != SessionState.ACTIVE:
             raise SessionNotActiveError(f"session {job.id} is {job.status.name}")
-        meta = await self._metadata(str(job.id))
+        meta = await self._metadata(str(job.id)) or {}
         info = await self._hosts.get_host_info(job.host)
-        try:
-            conversation = await self._storage.load_conversation(str(job.id))
-            history = [ChatMessage(role=m.role, content=m.content) for m in conversation.messages]
-        except FabstirError:
-            history = []
-        model = str(meta.get("model", "")) if meta else ""
-        return await self._connect(job, info, model, True, timeouts, history=history)
+        model = str(meta.get("model") or job.id)
+        currency: Literal["usdc", "eth"] = "eth" if int(job.payment_token, 16) == 0 else "usdc"
+        plan = _Plan(
+            model=model,
+            model_id=str(meta.get("model_id", "")),
+            payment=currency,
+            currency=currency,
+            token=job.payment_token,
+            deposit=str(meta.get("deposit_human", "1.0")),
+            max_price_per_token=None,
+            duration=job.max_duration,
+            proof_interval=job.proof_interval,
+            proof_timeout_window=job.proof_timeout_window,
+            encryption=True,
+            failover=failover,
+        )
+        limits = timeouts or self._ctx.config.session_timeouts
+        link = await self._connect(job, info, plan, limits)
+        session = Session(
+            self, job=job, host=info, model=model, link=link, timeouts=limits, plan=plan
+        )
+        session._replay = await self._history(str(job.id)) or None
+        return self._track(session)
 
     async def complete_session(self, session_id: str | int) -> Settlement:
         """Settle a session now (as its depositor), whether or not it is open here."""
@@ -672,32 +770,94 @@ class SessionManager:
 
     # -- internals ------------------------------------------------------------------------
 
-    async def _choose_host(
-        self,
-        host: str | HostInfo | None,
-        model: str,
-        mid: str,
-        max_price: int | None,
-        currency: str,
-    ) -> HostInfo:
-        if host is None:
-            return await self._discovery.find_host(
-                required_models=[model], max_price_per_token=max_price, payment=currency
-            )
+    async def _given_host(self, host: str | HostInfo, plan: _Plan) -> HostInfo:
         address = (
             host.address if isinstance(host, HostInfo) else checksum_address(host, what="host")
         )
         info = await self._hosts.get_host_info(address)
         if not info.is_active:
             raise HostNotActiveError(f"host {address} is not registered or not active")
-        if mid not in info.models:
-            raise ModelNotApprovedError(f"host {address} does not serve model {model}")
+        if plan.model_id not in info.models:
+            raise ModelNotApprovedError(f"host {address} does not serve model {plan.model}")
         return info
+
+    async def _next_host(self, plan: _Plan, *, exclude: set[str]) -> HostInfo:
+        """The best healthy host for the plan's model and price cap, not in ``exclude``."""
+        hosts = await self._discovery.find_hosts(
+            required_models=[plan.model],
+            max_price_per_token=plan.max_price_per_token,
+            payment=plan.currency,
+            limit=len(exclude) + 1,
+        )
+        for info in hosts:
+            if info.address not in exclude:
+                return info
+        raise NoHostAvailableError(
+            f"no other host serves {plan.model} within the price cap "
+            f"(excluded after failures: {', '.join(sorted(exclude))})"
+        )
+
+    async def _open(
+        self,
+        plan: _Plan,
+        info: HostInfo,
+        limits: SessionTimeouts,
+    ) -> tuple[SessionJob, _Link]:
+        """Buy a job with ``info`` per ``plan``, record it in S5 and connect to the host."""
+        sender = self._ctx.require_sender()
+        if plan.encryption and not info.public_key:
+            raise ValidationError(f"host {info.address} publishes no publicKey: cannot encrypt")
+        nr = self._ctx.contract("node_registry")
+        price = int(
+            await self._ctx.client.read(
+                nr.call("getModelPricing", info.address, plan.model_id, plan.token)
+            )
+        )
+        if plan.max_price_per_token is not None and price > plan.max_price_per_token:
+            raise PriceAboveMaximumError(price, plan.max_price_per_token)
+        pm = self._payments
+        args = (info.address, plan.deposit, price, plan.duration, plan.proof_interval)
+        kw: dict[str, Any] = {
+            "model": plan.model,
+            "proof_timeout_window": plan.proof_timeout_window,
+        }
+        if plan.payment == "eth":
+            created = await pm.create_eth_session_job(*args, **kw)
+        elif plan.payment == "usdc":
+            await self._approve(plan.token, plan.deposit)
+            created = await pm.create_usdc_session_job(
+                info.address,
+                plan.token,
+                plan.deposit,
+                price,
+                plan.duration,
+                plan.proof_interval,
+                **kw,
+            )
+        else:
+            token = None if plan.currency == "eth" else plan.token
+            created = await pm.create_session_job_from_deposit(*args, token=token, **kw)
+        job = await pm.get_session_job(created.job_id)
+        await self._storage.store_session_data(
+            str(job.id),
+            "metadata",
+            {
+                "job_id": job.id,
+                "host": info.address,
+                "model": plan.model,
+                "model_id": plan.model_id,
+                "price_per_token": price,
+                "payment_token": job.payment_token,
+                "deposit": job.deposit,
+                "deposit_human": str(plan.deposit),
+                "user": sender.address,
+                "created_tx": created.tx_hash,
+            },
+        )
+        return job, await self._connect(job, info, plan, limits)
 
     async def _approve(self, token: str, deposit: Amount) -> None:
         """Approve exactly the deposit unless the allowance already covers it."""
-        from ..chain.units import to_base_units
-
         owner = self._ctx.require_sender().address
         value = to_base_units(deposit, await self._ctx.decimals(token))
         spender = self._ctx.config.contract_addresses.job_marketplace
@@ -708,36 +868,36 @@ class SessionManager:
             await self._payments.approve_usdc(token, deposit)
 
     async def _connect(
-        self,
-        job: SessionJob,
-        info: HostInfo,
-        model: str,
-        encryption: bool,
-        timeouts: SessionTimeouts | None,
-        *,
-        history: list[ChatMessage] | None,
-    ) -> Session:
+        self, job: SessionJob, info: HostInfo, plan: _Plan, limits: SessionTimeouts
+    ) -> _Link:
         account = self._ctx.account
         assert account is not None
         proto = ClientSession(
             job_id=job.id,
             chain_id=self._ctx.config.chain_id,
-            host_public_key=info.public_key if encryption else None,
-            client_private_key=bytes(account.key) if encryption else None,
-            model_name=model,
+            host_public_key=info.public_key if plan.encryption else None,
+            client_private_key=bytes(account.key) if plan.encryption else None,
+            model_name=plan.model,
             price_per_token=job.price_per_token,
-            encrypted=encryption,
+            encrypted=plan.encryption,
             user_address=account.address,
         )
-        limits = timeouts or self._ctx.config.session_timeouts
-        link = await _Link.open(ws_url(info.api_url), proto, limits)
-        session = Session(self, job=job, host=info, model=model, link=link, timeouts=limits)
-        session._replay = history or None
+        return await _Link.open(ws_url(info.api_url), proto, limits)
+
+    def _track(self, session: Session) -> Session:
         self._sessions[session.session_id] = session
         return session
 
     def _forget(self, session: Session) -> None:
         self._sessions.pop(session.session_id, None)
+
+    async def _history(self, conversation_id: str) -> list[ChatMessage]:
+        """The stored conversation as the host protocol's chat messages."""
+        try:
+            conversation = await self._storage.load_conversation(conversation_id)
+        except FabstirError:
+            return []
+        return [ChatMessage(role=m.role, content=m.content) for m in conversation.messages]
 
     async def _own_job(self, session_id: str | int) -> SessionJob:
         job = await self._payments.get_session_job(_job_id(session_id))
