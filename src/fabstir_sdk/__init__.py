@@ -66,6 +66,8 @@ from .errors import (
     StorageError,
     StorageUnavailableError,
     StreamTimeoutError,
+    TransactionDroppedError,
+    TransactionReplacedError,
     TransactionTimeoutError,
     ValidationError,
 )
@@ -169,6 +171,8 @@ __all__ = [
     "StreamChunk",
     "StreamTimeoutError",
     "TokenUsage",
+    "TransactionDroppedError",
+    "TransactionReplacedError",
     "TransactionTimeoutError",
     "ValidationError",
     "__version__",

@@ -65,6 +65,8 @@ is written. Errors that stand for bad arguments also derive from :class:`ValueEr
         ├── RpcError
         │   └── RpcUnavailableError
         ├── TransactionTimeoutError
+        ├── TransactionDroppedError
+        ├── TransactionReplacedError
         └── ContractRevertError
 """
 
@@ -131,6 +133,8 @@ __all__ = [
     "StorageError",
     "StorageUnavailableError",
     "StreamTimeoutError",
+    "TransactionDroppedError",
+    "TransactionReplacedError",
     "TransactionTimeoutError",
     "ValidationError",
 ]
@@ -450,6 +454,24 @@ class TransactionTimeoutError(ChainError):
     def __init__(self, tx_hash: str, timeout: float) -> None:
         super().__init__(f"no receipt for {tx_hash} after {timeout:g} s")
         self.tx_hash, self.timeout = tx_hash, timeout
+
+
+class TransactionDroppedError(ChainError):
+    """The node dropped the transaction from its mempool before mining it; nothing happened
+    on chain and the nonce is free again (send the operation again if you still want it)."""
+
+    def __init__(self, tx_hash: str, nonce: int) -> None:
+        super().__init__(f"transaction {tx_hash} (nonce {nonce}) was dropped from the mempool")
+        self.tx_hash, self.nonce = tx_hash, nonce
+
+
+class TransactionReplacedError(ChainError):
+    """Another transaction with the same nonce (sent with the same key elsewhere) was mined
+    instead of ours: ours will never be."""
+
+    def __init__(self, tx_hash: str, nonce: int) -> None:
+        super().__init__(f"transaction {tx_hash} was replaced by another with nonce {nonce}")
+        self.tx_hash, self.nonce = tx_hash, nonce
 
 
 class ContractRevertError(ChainError):

@@ -11,6 +11,8 @@ from fabstir_sdk import (
     FabstirSDK,
     InsufficientAllowanceError,
     SessionNotActiveError,
+    TransactionDroppedError,
+    TransactionReplacedError,
     TransactionTimeoutError,
 )
 from fabstir_sdk.chain.rpc import JsonRpcClient
@@ -97,3 +99,67 @@ async def test_receipt_deadline_then_recovery():
             await sdk.authenticate(net.accounts[USER].private_key)
             await sdk.get_payment_manager().approve_usdc(net.addresses.usdc_token, "2")
             assert await nonce(net, USER) == 2
+
+
+async def _in_mempool(devnet, index: int, count: int) -> None:
+    for _ in range(1000):  # 10 s at most
+        if await nonce(devnet, index) == count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the transaction never reached the mempool")
+
+
+async def test_dropped_transaction_is_reported_and_the_nonce_reused(devnet, user):
+    pm = user.get_payment_manager()
+    rpc = JsonRpcClient(devnet.rpc_url)
+    start = await nonce(devnet, USER)
+    await rpc.call("evm_setAutomine", False)
+    try:
+        deposit = asyncio.ensure_future(pm.deposit("0.001"))
+        await _in_mempool(devnet, USER, start + 1)
+        await rpc.call("anvil_dropAllTransactions")
+        with pytest.raises(TransactionDroppedError) as info:
+            await deposit
+        assert info.value.nonce == start
+    finally:
+        await rpc.call("evm_setAutomine", True)
+        await rpc.aclose()
+    assert await pm.get_deposit_balance() == 0
+    await pm.deposit("0.002")  # resynchronised: the freed nonce is used again
+    assert await nonce(devnet, USER) == start + 1
+    assert await pm.get_deposit_balance() == 2 * 10**15
+
+
+async def test_replaced_transaction_is_reported(devnet, user):
+    """The same key sends another transaction with our nonce and a higher fee; it is mined."""
+    from eth_account import Account
+
+    pm = user.get_payment_manager()
+    rpc = JsonRpcClient(devnet.rpc_url)
+    start = await nonce(devnet, USER)
+    await rpc.call("evm_setAutomine", False)
+    try:
+        deposit = asyncio.ensure_future(pm.deposit("0.001"))
+        await _in_mempool(devnet, USER, start + 1)
+        signed = Account.from_key(devnet.accounts[USER].private_key).sign_transaction(
+            {
+                "to": devnet.accounts[OTHER].address,
+                "value": 1,
+                "gas": 21_000,
+                "maxFeePerGas": 100 * 10**9,
+                "maxPriorityFeePerGas": 50 * 10**9,
+                "nonce": start,
+                "chainId": devnet.chain_id,
+            }
+        )
+        await rpc.call("eth_sendRawTransaction", "0x" + bytes(signed.raw_transaction).hex())
+        await rpc.call("evm_mine")
+        with pytest.raises(TransactionReplacedError) as info:
+            await deposit
+        assert info.value.nonce == start
+    finally:
+        await rpc.call("evm_setAutomine", True)
+        await rpc.aclose()
+    assert await pm.get_deposit_balance() == 0
+    await pm.deposit("0.001")
+    assert await pm.get_deposit_balance() == 10**15

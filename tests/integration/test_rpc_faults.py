@@ -56,3 +56,13 @@ async def test_lost_answer_to_a_send_does_not_send_twice(devnet, proxy):
         await pm.deposit("0.002")  # the allocator is still in step
         assert await pm.get_deposit_balance() == 3 * 10**15
         assert await nonce(devnet, USER) == before_nonce + 2
+
+
+async def test_lost_receipt_answer_is_recovered(devnet, proxy):
+    async with FabstirSDK(devnet.sdk_config(rpc_url=proxy.url)) as sdk:
+        await sdk.authenticate(devnet.accounts[USER].private_key)
+        pm = sdk.get_payment_manager()
+        proxy.lose_answer_to("eth_getTransactionReceipt")
+        await pm.deposit("0.001")
+        assert proxy.seen["eth_getTransactionReceipt"] >= 2
+        assert await pm.get_deposit_balance() == 10**15

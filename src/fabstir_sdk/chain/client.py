@@ -21,7 +21,14 @@ from typing import Any
 
 from eth_account.signers.local import LocalAccount
 
-from ..errors import ChainError, FabstirError, RpcError, TransactionTimeoutError
+from ..errors import (
+    ChainError,
+    FabstirError,
+    RpcError,
+    TransactionDroppedError,
+    TransactionReplacedError,
+    TransactionTimeoutError,
+)
 from .abi import Call, Contract
 from .revert import revert_error
 from .rpc import JsonRpcClient, RpcFailure
@@ -29,6 +36,10 @@ from .rpc import JsonRpcClient, RpcFailure
 __all__ = ["ChainClient", "Read", "TxSender", "tx_hash"]
 
 log = logging.getLogger("fabstir_sdk.chain")
+
+#: Seconds of waiting for a receipt before checking that the node still has the transaction,
+#: and between such checks.
+_FATE_AFTER, _FATE_EVERY = 1.0, 2.0
 
 Receipt = dict[str, Any]
 
@@ -200,9 +211,9 @@ class TxSender:
             type=2,
         )
         del tx["from"]
-        sent = await self._broadcast(tx, call.fn, _hex_int(pending), generation)
+        sent, nonce = await self._broadcast(tx, call.fn, _hex_int(pending), generation)
         try:
-            receipt = await self._wait(sent)
+            receipt = await self._wait(sent, nonce)
         finally:
             self._in_flight -= 1
         if receipt["status"] != "0x1":
@@ -210,7 +221,9 @@ class TxSender:
         log.debug("%s mined in block %s (tx %s)", call.fn, _hex_int(receipt["blockNumber"]), sent)
         return receipt
 
-    async def _broadcast(self, tx: dict[str, Any], what: str, pending: int, generation: int) -> str:
+    async def _broadcast(
+        self, tx: dict[str, Any], what: str, pending: int, generation: int
+    ) -> tuple[str, int]:
         async with self._lock:
             if self._in_flight == 0 or self._next_nonce is None:
                 if generation != self._broadcasts:  # our prefetched nonce predates a broadcast
@@ -239,7 +252,7 @@ class TxSender:
             self._next_nonce = nonce + 1
             self._broadcasts += 1
             self._in_flight += 1
-        return sent
+        return sent, nonce
 
     async def _known(self, sent: str) -> bool:
         try:
@@ -247,8 +260,12 @@ class TxSender:
         except RpcError:
             return False
 
-    async def _wait(self, sent: str) -> Receipt:
-        deadline = time.monotonic() + self._timeout
+    async def _wait(self, sent: str, nonce: int) -> Receipt:
+        """Poll for the receipt; from time to time make sure the node still knows the
+        transaction (dropped from the mempool, or replaced by another with its nonce)."""
+        started = time.monotonic()
+        deadline = started + self._timeout
+        next_look = started + _FATE_AFTER
         delay = 0.001
         while True:
             try:
@@ -260,10 +277,31 @@ class TxSender:
                 receipt = None
             if receipt:
                 return dict(receipt)
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= deadline:
                 raise TransactionTimeoutError(sent, self._timeout)
+            if now >= next_look:
+                next_look = now + _FATE_EVERY
+                lost = await self._lost(sent, nonce)
+                if lost is not None:
+                    raise lost
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+    async def _lost(self, sent: str, nonce: int) -> FabstirError | None:
+        """The error for a transaction the node no longer has, or None if it still does."""
+        try:
+            if await self._client.rpc.call("eth_getTransactionByHash", sent):
+                return None
+            mined = _hex_int(
+                await self._client.rpc.call("eth_getTransactionCount", self.address, "latest")
+            )
+        except RpcError:
+            return None  # cannot tell now; the receipt loop goes on
+        self._next_nonce = None  # resynchronise from the node before the next transaction
+        if mined > nonce:
+            return TransactionReplacedError(sent, nonce)
+        return TransactionDroppedError(sent, nonce)
 
     async def _mined_revert(
         self, call: Call, value: int, receipt: Receipt, token_hint: str
