@@ -168,16 +168,18 @@ class AnvilProcess:
         *,
         log_path: Path,
         port: int | None = None,
-        chain_id: int = DEFAULT_CHAIN_ID,
+        chain_id: int | None = DEFAULT_CHAIN_ID,
         accounts: int = 10,
         block_time: float | None = None,
         fork_url: str | None = None,
+        fork_block: int | None = None,
         startup_timeout: float = 30.0,
     ) -> AnvilProcess:
         """Launch anvil and return once it answers JSON-RPC with ``chain_id``.
 
         ``port=None`` (or 0) picks a free port and retries if another process takes it first;
-        an explicit port that is in use is an error. ``fork_url`` makes anvil fork that chain.
+        an explicit port that is in use is an error. ``fork_url`` makes anvil fork that chain
+        (at ``fork_block``, default its latest); ``chain_id=None`` keeps the forked chain's id.
         """
         binary = find_anvil()
         if port and not _port_free(port):
@@ -191,15 +193,17 @@ class AnvilProcess:
                 "--port",
                 str(chosen),
                 "--quiet",
-                "--chain-id",
-                str(chain_id),
                 "--accounts",
                 str(accounts),
             ]
+            if chain_id is not None:
+                args += ["--chain-id", str(chain_id)]
             if block_time is not None:
                 args += ["--block-time", f"{block_time:g}"]
             if fork_url:
                 args += ["--fork-url", fork_url]
+                if fork_block is not None:
+                    args += ["--fork-block-number", str(fork_block)]
             proc = cls._spawn(args, port=chosen, log_path=log_path, secret=fork_url)
             try:
                 await proc._wait_ready(chain_id, startup_timeout)
@@ -231,7 +235,7 @@ class AnvilProcess:
             )
         return cls(popen, port=port, log_path=log_path, secret=secret)
 
-    async def _wait_ready(self, chain_id: int, within: float) -> None:
+    async def _wait_ready(self, chain_id: int | None, within: float) -> None:
         deadline = time.monotonic() + within
         rpc = JsonRpcClient(self.rpc_url, timeout=0.5)  # short: a squatter may never answer
         delay = 0.005
@@ -246,7 +250,7 @@ class AnvilProcess:
                     )
                 with contextlib.suppress(RpcError):
                     served = int(await rpc.call("eth_chainId"), 16)
-                    if served != chain_id:
+                    if chain_id is not None and served != chain_id:
                         raise DevnetError(f"anvil serves chain {served}, expected {chain_id}")
                     if self.running:  # the answer came from our anvil, not a squatter
                         return

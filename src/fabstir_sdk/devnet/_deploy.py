@@ -86,7 +86,7 @@ class Deployment:
 
     addresses: ContractAddresses
     models: tuple[DevnetModel, ...]
-    deployer: str
+    deployer: str  #: "" on a fork whose manifest does not say
     transactions: int
     seconds: float
 
@@ -301,7 +301,9 @@ def _explain(exc: RpcFailure) -> str:
     return f"{exc.what}: {exc.node_message}"
 
 
-def write_manifest(path: Path, deployment: Deployment, *, chain_id: int, rpc_url: str) -> None:
+def write_manifest(
+    path: Path, deployment: Deployment, *, chain_id: int, rpc_url: str, source: str | None = None
+) -> None:
     """The deployment as a manifest like contracts/deployments/*.json, plus rpc_url and models.
 
     Addresses only: a manifest never holds a private key.
@@ -309,7 +311,7 @@ def write_manifest(path: Path, deployment: Deployment, *, chain_id: int, rpc_url
     manifest = {
         "chain_id": chain_id,
         "name": "devnet",
-        "source": "fabstir_sdk.devnet on a local anvil",
+        "source": f"fabstir_sdk.devnet on {source or 'a local anvil'}",
         "rpc_url": rpc_url,
         "deployer": deployment.deployer,
         "contracts": deployment.addresses.model_dump(),

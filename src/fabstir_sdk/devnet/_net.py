@@ -12,12 +12,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from .._display import Progress
 from ..chain.rpc import JsonRpcClient
 from ..config import ContractAddresses, SDKConfig
 from ..errors import DevnetError, ValidationError
 from ._accounts import DevAccount, derive_accounts
 from ._anvil import DEFAULT_CHAIN_ID, AnvilProcess
 from ._deploy import Deployment, deploy, write_manifest
+from ._fork import fork_deployment
 from ._host_process import RunningHost
 
 if TYPE_CHECKING:
@@ -82,24 +84,43 @@ class Devnet:
         with_s5: bool = False,
         *,
         port: int | None = None,
-        chain_id: int = DEFAULT_CHAIN_ID,
+        chain_id: int | None = None,
         state_dir: str | Path | None = None,
         fork_url: str | None = None,
+        fork_block: int | None = None,
+        addresses: ContractAddresses | None = None,
+        manifest: str | Path | None = None,
         startup_timeout: float = 30.0,
+        progress: bool | None = None,
     ) -> StartingDevnet:
         """Start anvil, deploy and fund; ``await`` the result or use it with ``async with``.
 
         ``block_time`` (seconds) turns on interval mining; by default every transaction is
         mined at once. ``port`` None picks a free port. ``state_dir`` holds anvil.log and
         deployments/<chain_id>.json; by default a temporary directory, removed at stop.
-        ``fork_url`` deploys on top of a fork of that chain (``chain_id`` still applies).
         ``with_s5=True`` also starts a local S5 portal on 127.0.0.1 (its data in
         ``state_dir/s5-portal``); ``net.s5_portal_url`` and ``net.sdk_config()`` point to it.
+        ``progress`` draws a bar (default: only in Jupyter).
+
+        ``fork_url`` forks that chain (at ``fork_block``, default its latest) instead of
+        deploying: the devnet uses the contracts already there, named by ``addresses`` or a
+        deployment ``manifest``, by default the manifest shipped for the chain's id, so
+        ``Devnet.start(fork_url=base_sepolia_rpc)`` is Base Sepolia with its contracts, its
+        balances and anvil's ten test accounts holding ETH. ``chain_id`` defaults to 31337,
+        or to the forked chain's id.
         """
         if block_time is not None and not block_time > 0:
             raise ValidationError(f"block_time must be positive seconds, got {block_time!r}")
         if port is not None and not 0 <= port <= 65535:
             raise ValidationError(f"port must be 0..65535, got {port!r}")
+        forking = {"fork_block": fork_block, "addresses": addresses, "manifest": manifest}
+        if not fork_url and any(v is not None for v in forking.values()):
+            given = ", ".join(k for k, v in forking.items() if v is not None)
+            raise ValidationError(f"{given} only apply with fork_url")
+        if addresses is not None and manifest is not None:
+            raise ValidationError("pass addresses or manifest, not both")
+        if fork_block is not None and (isinstance(fork_block, bool) or fork_block < 0):
+            raise ValidationError(f"fork_block must be a block number, got {fork_block!r}")
         return StartingDevnet(
             cls,
             block_time=block_time,
@@ -107,8 +128,12 @@ class Devnet:
             chain_id=chain_id,
             state_dir=state_dir,
             fork_url=fork_url,
+            fork_block=fork_block,
+            addresses=addresses,
+            manifest=manifest,
             startup_timeout=startup_timeout,
             with_s5=with_s5,
+            progress=progress,
         )
 
     @classmethod
@@ -117,17 +142,24 @@ class Devnet:
         *,
         block_time: float | None,
         port: int | None,
-        chain_id: int,
+        chain_id: int | None,
         state_dir: str | Path | None,
         fork_url: str | None,
         startup_timeout: float,
         with_s5: bool = False,
+        fork_block: int | None = None,
+        addresses: ContractAddresses | None = None,
+        manifest: str | Path | None = None,
+        progress: bool | None = None,
     ) -> Devnet:
         started = time.perf_counter()
         base, owned = _state_dir(state_dir)
         anvil: AnvilProcess | None = None
         rpc: JsonRpcClient | None = None
         portal: PortalServer | None = None
+        if chain_id is None and not fork_url:
+            chain_id = DEFAULT_CHAIN_ID  # a fork keeps the forked chain's id unless told
+        bar = Progress("devnet", total=3 if with_s5 else 2, unit="step", enabled=progress)
         try:
             # Deriving keys imports eth-account (~0.7 s): overlap it with anvil's start-up.
             derived = asyncio.create_task(asyncio.to_thread(derive_accounts, _ACCOUNTS))
@@ -139,26 +171,43 @@ class Devnet:
                     accounts=_ACCOUNTS,
                     block_time=block_time,
                     fork_url=fork_url,
+                    fork_block=fork_block,
                     startup_timeout=startup_timeout,
                 )
             finally:
                 accounts = await derived
             booted = time.perf_counter()
+            bar.update(1, status="anvil up")
             rpc = JsonRpcClient(anvil.rpc_url)
-            funded = await rpc.call("eth_accounts")
+            served, funded = await rpc.batch([("eth_chainId", ()), ("eth_accounts", ())])
+            chain_id = int(served, 16)
             if [a.lower() for a in funded] != [a.address.lower() for a in accounts]:
                 raise DevnetError("anvil's accounts are not those of its default mnemonic")
-            deployment = await deploy(
-                rpc, accounts[0], [a.address for a in accounts], chain_id=chain_id
+            if fork_url:
+                deployment = await fork_deployment(
+                    rpc, chain_id=chain_id, addresses=addresses, manifest=manifest
+                )
+            else:
+                deployment = await deploy(
+                    rpc, accounts[0], [a.address for a in accounts], chain_id=chain_id
+                )
+            bar.update(1, status=f"{deployment.transactions} transactions")
+            manifest_path = base / "deployments" / f"{chain_id}.json"
+            write_manifest(
+                manifest_path,
+                deployment,
+                chain_id=chain_id,
+                rpc_url=anvil.rpc_url,
+                source=f"a local anvil forking chain {chain_id}" if fork_url else None,
             )
-            manifest = base / "deployments" / f"{chain_id}.json"
-            write_manifest(manifest, deployment, chain_id=chain_id, rpc_url=anvil.rpc_url)
             if with_s5:
                 from ..s5.server import PortalServer
 
                 portal = PortalServer(base / "s5-portal")
                 await portal.start()
+                bar.update(1, status="S5 portal up")
         except BaseException:
+            bar.close()
             if portal is not None:
                 await portal.stop()
             if anvil is not None:
@@ -169,6 +218,7 @@ class Devnet:
                 with contextlib.suppress(Exception):
                     await rpc.aclose()
             raise
+        bar.close()
         log.info(
             "devnet on %s ready in %.0f ms (anvil and keys %.0f ms, %d transactions %.0f ms)",
             anvil.rpc_url,
@@ -184,7 +234,7 @@ class Devnet:
             accounts=accounts,
             deployment=deployment,
             state_dir=base,
-            manifest_path=manifest,
+            manifest_path=manifest_path,
             owned_dir=owned,
             portal=portal,
         )
@@ -208,6 +258,18 @@ class Devnet:
     def s5_portal_url(self) -> str | None:
         """The local S5 portal's URL with ``with_s5=True``; None: the embedded store."""
         return self.portal.url if self.portal is not None else None
+
+    async def stop_portal(self) -> None:
+        """Take the local S5 portal offline (a fault to test against); its data stays."""
+        if self.portal is None:
+            raise DevnetError("this devnet has no S5 portal: start it with with_s5=True")
+        await self.portal.stop()
+
+    async def start_portal(self) -> str:
+        """Bring the portal back after :meth:`stop_portal`, on the same port; returns its URL."""
+        if self.portal is None:
+            raise DevnetError("this devnet has no S5 portal: start it with with_s5=True")
+        return await self.portal.start()
 
     def sdk_config(self, **overrides: Any) -> SDKConfig:
         """An :class:`SDKConfig` for this devnet; the embedded store lives in the state dir."""
