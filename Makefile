@@ -31,7 +31,7 @@ lint: setup
 	$(VENV)/bin/mypy src
 
 bench: setup
-	$(PY) -m benchmarks
+	$(PY) -m benchmarks --report docs/benchmarks.md
 
 contracts: setup
 	node scripts/compile_contracts.mjs

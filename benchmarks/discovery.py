@@ -31,6 +31,7 @@ from fabstir_sdk.devnet import Devnet
 from fabstir_sdk.devnet._hosts import host_account, register_hosts
 from fabstir_sdk.p2p import HostLoad, HostProtocolServer, P2PNode
 
+from ._report import Row
 from .payments import _median_ms
 
 HOSTS, DHT_HOSTS = 50, 10
@@ -119,7 +120,7 @@ async def _raw_stream_rtt_ms(client: P2PNode, host: P2PNode, runs: int) -> float
     return result
 
 
-async def run(runs: int) -> None:
+async def run(runs: int) -> list[Row]:
     import_ms = _import_ms(runs)
     async with Devnet.start() as net:
         runner, health_url = await _health_server()
@@ -141,6 +142,20 @@ async def run(runs: int) -> None:
                 await node.stop()
         await runner.cleanup()
     _print(runs, import_ms, rows)
+    by_name = {name: ms for name, ms, _ in rows}
+    raw_call, per_host = rows[0][0], rows[1][0]
+    raw_rtt = "raw py-libp2p stream round trip"
+    report = [Row("discovery", "import fabstir_sdk", import_ms)]
+    for name, ms, _ in rows:
+        if name.startswith("SDK registry read"):
+            report.append(Row("discovery", name, ms, per_host, by_name[per_host]))
+        elif name == per_host:
+            report.append(Row("discovery", name, ms, raw_call, by_name[raw_call]))
+        elif name.startswith("send_message"):
+            report.append(Row("discovery", name, ms, raw_rtt, by_name[raw_rtt]))
+        elif not name.startswith("raw "):
+            report.append(Row("discovery", name, ms))
+    return report
 
 
 async def _measure(

@@ -12,12 +12,15 @@ import platform
 import statistics
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from eth_account import Account
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from fabstir_sdk import FabstirSDK
 from fabstir_sdk.devnet import Devnet
+
+from ._report import Row
 
 USDC_PRICE, ETH_PRICE = 2000, 10**12
 
@@ -32,7 +35,25 @@ async def _median_ms(runs: int, op: Callable[[], Awaitable[object]]) -> float:
     return statistics.median(samples)
 
 
-async def run(runs: int) -> None:
+async def raw_eth_transfer(w3: AsyncWeb3, account: Any, to: str, chain_id: int) -> None:
+    """The baseline: one 1-wei transfer signed with eth-account, sent and confirmed by web3.py."""
+    nonce = await w3.eth.get_transaction_count(account.address, "pending")
+    gas_price = await w3.eth.gas_price
+    signed = account.sign_transaction(
+        {
+            "to": to,
+            "value": 1,
+            "gas": 21_000,
+            "gasPrice": gas_price,
+            "nonce": nonce,
+            "chainId": chain_id,
+        }
+    )
+    tx = await w3.eth.send_raw_transaction(signed.raw_transaction)
+    await w3.eth.wait_for_transaction_receipt(tx, poll_latency=0.002)
+
+
+async def run(runs: int) -> list[Row]:
     async with Devnet.start() as net:
         deployer, user_acct, host_acct = net.accounts[0], net.accounts[1], net.accounts[2]
         host = FabstirSDK(net.sdk_config())
@@ -49,20 +70,7 @@ async def run(runs: int) -> None:
         raw_account = Account.from_key(deployer.private_key)
 
         async def raw_transfer() -> None:
-            nonce = await w3.eth.get_transaction_count(raw_account.address, "pending")
-            gas_price = await w3.eth.gas_price
-            signed = raw_account.sign_transaction(
-                {
-                    "to": user_acct.address,
-                    "value": 1,
-                    "gas": 21_000,
-                    "gasPrice": gas_price,
-                    "nonce": nonce,
-                    "chainId": net.chain_id,
-                }
-            )
-            tx = await w3.eth.send_raw_transaction(signed.raw_transaction)
-            await w3.eth.wait_for_transaction_receipt(tx, poll_latency=0.002)
+            await raw_eth_transfer(w3, raw_account, user_acct.address, net.chain_id)
 
         sdk = FabstirSDK(net.sdk_config())
         await sdk.authenticate(user_acct.private_key)
@@ -73,6 +81,9 @@ async def run(runs: int) -> None:
         async def authenticate() -> None:
             async with FabstirSDK(net.sdk_config()) as fresh:
                 await fresh.authenticate(user_acct.private_key)
+
+        async def approve() -> None:
+            await pm.approve_usdc(usdc, "1")
 
         async def usdc_job() -> None:
             await pm.approve_usdc(usdc, "1")
@@ -93,6 +104,7 @@ async def run(runs: int) -> None:
         raw = await _median_ms(runs, raw_transfer)
         rows = [("raw web3.py transfer (baseline)", raw, 1)]
         rows.append(("authenticate", await _median_ms(runs, authenticate), 0))
+        rows.append(("approve_usdc", await _median_ms(runs, approve), 1))
         rows.append(("approve + create USDC session job", await _median_ms(runs, usdc_job), 2))
         rows.append(("create ETH session job", await _median_ms(runs, eth_job), 1))
         for _ in range(runs + 1):
@@ -113,3 +125,9 @@ async def run(runs: int) -> None:
     for name, ms, txs in rows:
         ratio = f"{ms / (raw * txs):.2f}x" if txs else "-"
         print(f"{name:<36} {ms:8.2f} {txs:4d} {ratio:>8}")
+    return [
+        Row("payments", name, ms)
+        if not txs or name.endswith("(baseline)")
+        else Row("payments", name, ms, f"{txs} raw web3.py transfer(s)", raw * txs)
+        for name, ms, txs in rows
+    ]

@@ -33,6 +33,7 @@ from fabstir_sdk.managers.storage import StorageManager
 from fabstir_sdk.s5 import encrypt_blob
 from fabstir_sdk.s5._crypto import decrypt_blob
 
+from ._report import Row
 from .payments import _median_ms
 
 KB, MB = 1000, 1000 * 1000
@@ -95,8 +96,9 @@ def _runs_for(size: int, runs: int) -> int:
     return runs if size <= KB else max(3, runs // 5) if size <= MB else 3
 
 
-async def run(runs: int) -> None:
+async def run(runs: int) -> list[Row]:
     rows: list[tuple[str, str, float, float | None, str]] = []
+    report: list[Row] = []
     memory: list[tuple[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="fabstir-bench-") as tmp:
         async with Devnet.start(with_s5=True) as net:
@@ -145,6 +147,19 @@ async def run(runs: int) -> None:
                         get_ms = await _median_ms(n, retrieve)
                         base_put = raw_write if where == "embedded" else raw_post
                         base_get = raw_read if where == "embedded" else raw_get
+                        raw_names = (
+                            ("raw file write + fsync", "raw file read")
+                            if where == "embedded"
+                            else ("raw httpx POST", "raw httpx GET")
+                        )
+                        put_name, get_name = (
+                            f"store {label} ({where})",
+                            f"retrieve {label} ({where})",
+                        )
+                        report += [
+                            Row("storage", put_name, put_ms, raw_names[0], base_put),
+                            Row("storage", get_name, get_ms, raw_names[1], base_get),
+                        ]
                         rows.append(
                             (
                                 f"store ({where})",
@@ -202,3 +217,4 @@ async def run(runs: int) -> None:
     print(f"hash + decrypt (100 MB)    {open_mbs:8.0f} MB/s")
     for name, mb in memory:
         print(f"peak memory growth, {name:<26} {mb:6.1f} MB   target < 64")
+    return report
