@@ -1,0 +1,559 @@
+"""``sdk.chat.completions.create``: the OpenAI chat API over paid Fabstir sessions.
+
+One module for the in-process API and ``fabstir proxy`` (which only adds HTTP): requests are
+checked here, prompts go to one reused session per model, and answers come back in OpenAI's
+wire shapes (``chat.completion`` and ``chat.completion.chunk``).
+
+The context. An OpenAI client sends the whole conversation with every request, while a host
+keeps the session's history itself. We remember what the host holds for each session; when
+the request's earlier messages are exactly that (the usual next turn), only the last user
+message is sent. Otherwise (a new conversation, an edited one, a system message, after an
+error) the earlier messages are replayed with the prompt and the host resets its context to
+them. So the model always sees what the client sent, and a continuing chat costs one message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from .chain.units import Amount
+from .errors import FabstirError, HostError, SessionClosedError, ValidationError
+from .protocol import ChatMessage
+
+if TYPE_CHECKING:
+    from .managers.session import Payment, PromptStream, Session
+    from .models import Settlement, TokenUsage
+    from .sdk import FabstirSDK
+
+__all__ = [
+    "Chat",
+    "ChatCompletion",
+    "ChatCompletionChunk",
+    "ChatCompletionStream",
+    "ChatRequest",
+    "Completions",
+    "ModelList",
+    "parse_request",
+]
+
+log = logging.getLogger("fabstir_sdk.chat")
+
+_ROLES: dict[str, Literal["system", "user", "assistant"]] = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+}
+_UNSUPPORTED = ("tools", "functions", "tool_choice", "function_call", "audio", "prediction")
+
+
+# -- OpenAI's shapes ----------------------------------------------------------------------
+
+
+class _Shape(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ChatCompletionMessage(_Shape):
+    role: Literal["assistant"] = "assistant"
+    content: str
+    refusal: None = None
+
+
+class Choice(_Shape):
+    index: int = 0
+    message: ChatCompletionMessage
+    finish_reason: str
+    logprobs: None = None
+
+
+class CompletionUsage(_Shape):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class FabstirInfo(_Shape):
+    """Our extension (OpenAI clients ignore it): which paid session answered."""
+
+    session_id: str
+    host: str
+
+
+class ChatCompletion(_Shape):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: CompletionUsage
+    system_fingerprint: None = None
+    fabstir: FabstirInfo
+
+
+class ChoiceDelta(_Shape):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(_Shape):
+    index: int = 0
+    delta: ChoiceDelta
+    finish_reason: str | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(_Shape):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: CompletionUsage | None = None
+    system_fingerprint: None = None
+    fabstir: FabstirInfo | None = None
+
+
+class ModelObject(_Shape):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "fabstir"
+
+
+class ModelList(_Shape):
+    object: Literal["list"] = "list"
+    data: list[ModelObject]
+
+
+# -- requests -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A checked ``/v1/chat/completions`` request."""
+
+    model: str
+    messages: tuple[ChatMessage, ...]
+    stream: bool = False
+    include_usage: bool = False
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+
+def parse_request(body: Any) -> ChatRequest:
+    """Check an OpenAI chat request (a JSON object); :class:`ValidationError` says what is wrong.
+
+    Parameters we cannot honour (tools, ``n`` > 1) are refused; sampling knobs the hosts do
+    not take (``top_p``, ``user``, ...) are ignored, as OpenAI-compatible servers do.
+    """
+    if not isinstance(body, dict):
+        raise ValidationError("the request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise ValidationError("'model' must be a non-empty string")
+    for name in _UNSUPPORTED:
+        if body.get(name) is not None:
+            raise ValidationError(f"'{name}' is not supported by Fabstir hosts")
+    if body.get("n") not in (None, 1):
+        raise ValidationError("'n' must be 1: a session answers one completion at a time")
+    messages = _messages(body.get("messages"))
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise ValidationError("'stream' must be true or false")
+    options = body.get("stream_options") or {}
+    if not isinstance(options, dict):
+        raise ValidationError("'stream_options' must be an object")
+    include_usage = options.get("include_usage", False)
+    if not isinstance(include_usage, bool):
+        raise ValidationError("'stream_options.include_usage' must be true or false")
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    if max_tokens is not None and (
+        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+    ):
+        raise ValidationError("'max_tokens' must be a positive integer")
+    temperature = body.get("temperature")
+    if temperature is not None and (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, int | float)
+        or not 0 <= temperature <= 2
+    ):
+        raise ValidationError("'temperature' must be a number from 0 to 2")
+    return ChatRequest(
+        model=model,
+        messages=messages,
+        stream=stream,
+        include_usage=include_usage,
+        max_tokens=max_tokens,
+        temperature=None if temperature is None else float(temperature),
+    )
+
+
+def _messages(raw: Any) -> tuple[ChatMessage, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise ValidationError("'messages' must be a non-empty list")
+    out = []
+    for i, message in enumerate(raw):
+        if not isinstance(message, dict):
+            raise ValidationError(f"messages[{i}] must be an object")
+        role = _ROLES.get(str(message.get("role")))
+        if role is None:
+            raise ValidationError(
+                f"messages[{i}].role {message.get('role')!r} is not supported "
+                "(system, developer, user or assistant)"
+            )
+        out.append(ChatMessage(role=role, content=_text(message.get("content"), i)))
+    if out[-1].role != "user" or not out[-1].content:
+        raise ValidationError("the last message must be a non-empty user message")
+    return tuple(out)
+
+
+def _text(content: Any, i: int) -> str:
+    """A message's text: a string, or OpenAI's list of ``{"type": "text"}`` parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(
+        isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+        for p in content
+    ):
+        return "".join(p["text"] for p in content)
+    raise ValidationError(f"messages[{i}].content must be text (a string or text parts)")
+
+
+def _finish_reason(host_reason: str | None) -> str:
+    return "length" if host_reason == "length" else "stop"
+
+
+# -- sessions ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Slot:
+    """The session of one model; ``held`` is the history its host holds (None: unknown)."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    session: Session | None = None
+    held: list[ChatMessage] | None = None
+
+
+class _Turn:
+    """One request answered on its model's session; the slot is held from open to close."""
+
+    def __init__(self, chat: Chat, request: ChatRequest) -> None:
+        self._chat = chat
+        self.request = request
+        self._slot = chat._slot(request.model)
+        self._stream: PromptStream | None = None
+        self._ended = False
+        self._closed = False
+        self.session: Session | None = None
+        self.id = "chatcmpl-" + secrets.token_hex(12)
+        self.created = int(time.time())
+
+    @property
+    def info(self) -> FabstirInfo:
+        assert self.session is not None
+        return FabstirInfo(session_id=self.session.session_id, host=self.session.host.address)
+
+    @property
+    def usage(self) -> CompletionUsage:
+        assert self._stream is not None
+        usage: TokenUsage | None = self._stream.usage
+        return CompletionUsage(
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            total_tokens=usage.total_tokens if usage else 0,
+        )
+
+    @property
+    def finish_reason(self) -> str:
+        assert self._stream is not None
+        return _finish_reason(self._stream.finish_reason)
+
+    async def open(self) -> None:
+        """Take the model's session (opening one if needed) and send the prompt."""
+        slot, request = self._slot, self.request
+        await slot.lock.acquire()
+        try:
+            session = self.session = await self._chat._session(slot, request.model)
+            prior = list(request.messages[:-1])
+            if slot.held != prior:
+                session._replay = prior  # the host resets its context to the client's
+            slot.held = None  # unknown until this answer is complete
+            self._stream = session.stream(
+                request.messages[-1].content,
+                max_tokens=request.max_tokens,
+                temperature=request.temperature,
+            )
+            await self._stream.__aenter__()
+        except BaseException as exc:
+            self._closed = True
+            self._retire_if_broken(exc)
+            slot.lock.release()
+            raise
+
+    async def next_piece(self) -> str | None:
+        """The next piece of the answer; None at its end."""
+        assert self._stream is not None
+        try:
+            chunk = await self._stream.__anext__()
+        except StopAsyncIteration:
+            self._ended = True
+            return None
+        return chunk.text
+
+    async def close(self, exc: BaseException | None = None) -> None:
+        """Release the session: cancel the answer if unfinished, and note what the host holds."""
+        slot, stream = self._slot, self._stream
+        if self._closed or stream is None:
+            return
+        self._closed = True
+        try:
+            await stream.__aexit__(type(exc) if exc else None, exc, None)
+            if self._ended and exc is None and stream.finish_reason not in ("cancelled", "error"):
+                answer = ChatMessage(role="assistant", content=stream.text)
+                slot.held = [*self.request.messages, answer]
+        except BaseException as error:
+            self._retire_if_broken(error)
+            raise
+        finally:
+            if exc is not None:
+                self._retire_if_broken(exc)
+            slot.lock.release()
+
+    def _retire_if_broken(self, exc: BaseException) -> None:
+        """After anything but a clean refusal (a host error frame, bad input) the link may
+        be dead or still carry the old answer: the next request gets a new session."""
+        if not isinstance(exc, HostError | ValidationError | SessionClosedError):
+            self._chat._retire(self._slot)
+
+
+class ChatCompletionStream:
+    """``async for chunk in stream`` (or ``async with stream``): the answer as chunks.
+
+    The session is held until the last chunk or :meth:`close`; leaving early cancels the
+    answer on the host, which bills only what it streamed.
+    """
+
+    def __init__(self, turn: _Turn, first: str | None) -> None:
+        self._turn = turn
+        self._chunks = self._generate(first)
+
+    async def __aenter__(self) -> ChatCompletionStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __aiter__(self) -> ChatCompletionStream:
+        return self
+
+    async def __anext__(self) -> ChatCompletionChunk:
+        return await self._chunks.__anext__()
+
+    async def close(self) -> None:
+        await self._chunks.aclose()
+        await self._turn.close()
+
+    def _chunk(self, delta: ChoiceDelta, finish_reason: str | None = None) -> ChatCompletionChunk:
+        turn = self._turn
+        return ChatCompletionChunk(
+            id=turn.id,
+            created=turn.created,
+            model=turn.request.model,
+            choices=[ChunkChoice(delta=delta, finish_reason=finish_reason)],
+        )
+
+    async def _generate(self, first: str | None) -> AsyncGenerator[ChatCompletionChunk, None]:
+        turn = self._turn
+        try:
+            head = self._chunk(ChoiceDelta(role="assistant", content=""))
+            yield head.model_copy(update={"fabstir": turn.info})
+            piece = first
+            while piece is not None:
+                yield self._chunk(ChoiceDelta(content=piece))
+                piece = await turn.next_piece()
+        except BaseException as exc:
+            await turn.close(exc)
+            raise
+        await turn.close()
+        yield self._chunk(ChoiceDelta(), turn.finish_reason)
+        if turn.request.include_usage:
+            yield ChatCompletionChunk(
+                id=turn.id,
+                created=turn.created,
+                model=turn.request.model,
+                choices=[],
+                usage=turn.usage,
+            )
+
+
+class Completions:
+    """``chat.completions``: :meth:`create` like the ``openai`` package's."""
+
+    def __init__(self, chat: Chat) -> None:
+        self._chat = chat
+
+    async def create(
+        self,
+        *,
+        model: str,
+        messages: list[dict[str, Any]],
+        stream: bool = False,
+        max_tokens: int | None = None,
+        max_completion_tokens: int | None = None,
+        temperature: float | None = None,
+        stream_options: dict[str, Any] | None = None,
+        n: int | None = None,
+        **unsupported: Any,
+    ) -> Any:
+        """A :class:`ChatCompletion`, or with ``stream=True`` a :class:`ChatCompletionStream`.
+
+        Errors (no host, price cap, deposit used up, ...) raise here, before any chunk.
+        """
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": messages,
+            "stream": stream,
+            "max_tokens": max_tokens,
+            "max_completion_tokens": max_completion_tokens,
+            "temperature": temperature,
+            "stream_options": stream_options,
+            "n": n,
+        }
+        return await self.answer(parse_request({**unsupported, **body}))
+
+    async def answer(self, request: ChatRequest) -> ChatCompletion | ChatCompletionStream:
+        """Answer a checked request (the proxy's entry point)."""
+        turn = _Turn(self._chat, request)
+        await turn.open()
+        try:
+            first = await turn.next_piece()
+        except BaseException as exc:
+            await turn.close(exc)
+            raise
+        if request.stream:
+            return ChatCompletionStream(turn, first)
+        parts = []
+        try:
+            piece = first
+            while piece is not None:
+                parts.append(piece)
+                piece = await turn.next_piece()
+        except BaseException as exc:
+            await turn.close(exc)
+            raise
+        await turn.close()
+        return ChatCompletion(
+            id=turn.id,
+            created=turn.created,
+            model=request.model,
+            choices=[
+                Choice(
+                    message=ChatCompletionMessage(content="".join(parts)),
+                    finish_reason=turn.finish_reason,
+                )
+            ],
+            usage=turn.usage,
+            fabstir=turn.info,
+        )
+
+
+class Chat:
+    """``sdk.chat``: OpenAI-shaped chat over paid sessions, one reused session per model.
+
+    ``budget`` is the deposit escrowed for each model's session (the most it can cost);
+    hosts above ``max_price_per_token`` (base units per 1000 tokens) are never used.
+    :meth:`aclose` completes every session now: you pay the proven tokens only.
+    """
+
+    def __init__(
+        self,
+        sdk: FabstirSDK,
+        *,
+        budget: Amount = "1.0",
+        max_price_per_token: int | None = None,
+        payment: Payment = "usdc",
+    ) -> None:
+        self._sdk = sdk
+        self.budget = budget
+        self.max_price_per_token = max_price_per_token
+        self.payment: Payment = payment
+        self.completions = Completions(self)
+        self._slots: dict[str, _Slot] = {}
+        self._retired: list[Session] = []
+        self._closed = False
+
+    def __repr__(self) -> str:
+        live = sum(1 for s in self._slots.values() if s.session is not None)
+        return f"Chat(sessions={live}, budget={self.budget!r})"
+
+    @property
+    def sessions(self) -> dict[str, Session]:
+        """The open session of each model used so far."""
+        return {m: s.session for m, s in self._slots.items() if s.session is not None}
+
+    async def models(self) -> ModelList:
+        """The approved models of the registry, as OpenAI's model list."""
+        infos = await self._sdk.get_model_manager().list_models()
+        return ModelList(data=[ModelObject(id=f"{i.repo}:{i.file}") for i in infos if i.approved])
+
+    async def aclose(self) -> list[Settlement]:
+        """Complete every session (after the answers under way): their settlements."""
+        self._closed = True
+        settlements = []
+        for slot in self._slots.values():
+            async with slot.lock:
+                if slot.session is not None:
+                    self._retired.append(slot.session)
+                    slot.session, slot.held = None, None
+        retired, self._retired = self._retired, []
+        for session in retired:
+            try:
+                settlements.append(await session.complete())
+            except FabstirError as exc:
+                log.warning("could not complete session %s: %s", session.session_id, exc)
+        return settlements
+
+    def _slot(self, model: str) -> _Slot:
+        if self._closed:
+            raise SessionClosedError("this chat is closed: its sessions were completed")
+        return self._slots.setdefault(model, _Slot())
+
+    async def _session(self, slot: _Slot, model: str) -> Session:
+        if self._closed:
+            raise SessionClosedError("this chat is closed: its sessions were completed")
+        if slot.session is None:
+            manager = await self._sdk.get_session_manager()
+            slot.session = await manager.create_session(
+                model=model,
+                host=None,
+                payment=self.payment,
+                deposit=self.budget,
+                max_price_per_token=self.max_price_per_token,
+            )
+            slot.held = []
+            log.info("model %s: session %s", model, slot.session.session_id)
+        return slot.session
+
+    def _retire(self, slot: _Slot) -> None:
+        """A broken session is settled at :meth:`aclose`; the next request opens another."""
+        if slot.session is not None:
+            self._retired.append(slot.session)
+        slot.session, slot.held = None, None

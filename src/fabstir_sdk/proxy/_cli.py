@@ -1,0 +1,113 @@
+"""``fabstir proxy``: serve the OpenAI API until SIGINT/SIGTERM, then settle every session."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from ..errors import ConfigError
+
+__all__ = ["add_proxy_command", "proxy_serve"]
+
+
+def add_proxy_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from ..host._cli import add_chain_arguments
+
+    proxy = commands.add_parser(
+        "proxy",
+        help="an OpenAI-compatible API on localhost that pays hosts per session",
+        description=(
+            "Serve /v1/models and /v1/chat/completions (JSON and streaming) on 127.0.0.1. "
+            "The first request for a model opens a paid session with the best host for it "
+            "(escrowing --budget), later requests reuse it; Ctrl-C or SIGTERM completes "
+            "every session, so you pay the proven tokens only."
+        ),
+    )
+    add_chain_arguments(proxy, key_env="FABSTIR_PRIVATE_KEY", role="user")
+    proxy.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    proxy.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free)")
+    proxy.add_argument(
+        "--budget",
+        default="1",
+        help="deposit escrowed for each model's session, in USDC or ETH (default 1)",
+    )
+    proxy.add_argument(
+        "--max-price",
+        type=int,
+        metavar="N",
+        help="never use hosts above N base units per 1000 tokens",
+    )
+    proxy.add_argument("--payment", choices=["usdc", "eth", "deposit"], default="usdc")
+    proxy.add_argument(
+        "--api-key-env",
+        metavar="VAR",
+        help="require clients to send the API key held in this environment variable "
+        "(needed to bind anything but loopback)",
+    )
+    proxy.add_argument("--s5-portal-url", help="keep the conversations on this S5 portal")
+    proxy.add_argument(
+        "--storage-dir", type=Path, help="keep the conversations in the embedded S5 store here"
+    )
+    proxy.add_argument("--json", action="store_true", help="print events as JSON lines")
+    proxy.set_defaults(handler=proxy_serve)
+
+
+async def proxy_serve(args: argparse.Namespace) -> int:
+    from .._chat_api import Chat
+    from ..host._cli import private_key, sdk_config
+    from ..sdk import FabstirSDK
+    from ._server import ProxyServer
+
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env, "").strip()
+        if not api_key:
+            raise ConfigError(f"set {args.api_key_env} to the proxy's API key")
+    config, key = sdk_config(args), private_key(args)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    handled = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+            handled.append(signum)
+    try:
+        async with FabstirSDK(config) as sdk:
+            await sdk.authenticate(key)
+            chat = Chat(
+                sdk, budget=args.budget, max_price_per_token=args.max_price, payment=args.payment
+            )
+            server = ProxyServer(chat, host=args.host, port=args.port, api_key=api_key)
+            await server.start()
+            try:
+                if args.json:
+                    print(json.dumps({"event": "ready", "url": server.url}), flush=True)
+                else:
+                    print(
+                        f"OpenAI-compatible API at {server.url} (OPENAI_BASE_URL)\n"
+                        "Press Ctrl-C to stop and settle.",
+                        flush=True,
+                    )
+                await stop.wait()
+            finally:
+                settlements = await server.stop()
+            for s in settlements:
+                if args.json:
+                    print(json.dumps({"event": "settled", **s.model_dump()}), flush=True)
+                else:
+                    print(
+                        f"settled session {s.job_id}: {s.tokens_used} tokens, host paid "
+                        f"{s.host_payment}, refund {s.refund} (base units)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    finally:
+        for signum in handled:
+            loop.remove_signal_handler(signum)
+    return 0
