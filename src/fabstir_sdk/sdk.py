@@ -10,6 +10,7 @@ from .config import SDKConfig
 from .errors import FabstirError
 
 if TYPE_CHECKING:
+    from ._chat_api import Chat
     from .managers._context import Context
     from .managers.auth import AuthManager
     from .managers.discovery import DiscoveryManager
@@ -138,6 +139,21 @@ class FabstirSDK:
         from .managers.model import ModelManager
 
         return self._manager(ModelManager)
+
+    @property
+    def chat(self) -> Chat:
+        """OpenAI-shaped chat: ``await sdk.chat.completions.create(model=..., messages=...)``.
+
+        One paid session per model, reused; ``await sdk.chat.aclose()`` completes them (else
+        :meth:`aclose` disconnects and the hosts settle). See docs/proxy.md.
+        """
+        from ._chat_api import Chat
+
+        chat: Chat | None = self._managers.get(Chat)
+        if chat is None:
+            self._check_open()
+            chat = self._managers[Chat] = Chat(self)
+        return chat
 
     def get_treasury_manager(self) -> TreasuryManager:
         from .managers.treasury import TreasuryManager
