@@ -14,10 +14,12 @@ from functools import cached_property
 from typing import Any
 
 from eth_abi.abi import decode, encode
+from eth_abi.exceptions import DecodingError
 from eth_utils.abi import function_signature_to_4byte_selector
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
+from ..errors import RpcError
 from .artifacts import load_abi
 
 __all__ = ["Call", "Contract", "canonical_type", "encode_constructor"]
@@ -52,6 +54,10 @@ def _encodable(kind: str, value: Any) -> Any:
     return value
 
 
+#: What malformed data makes eth-abi and eth-utils raise (UnicodeDecodeError is a ValueError).
+_MALFORMED = (DecodingError, ValueError, TypeError, AttributeError, KeyError, OverflowError)
+
+
 @dataclass(frozen=True)
 class Call:
     """One encoded contract call: where it goes, its data, and how to read its answer."""
@@ -65,17 +71,22 @@ class Call:
 
     def decode(self, result: bytes) -> Any:
         """The return value: one value, or a tuple when the function returns several."""
-        values = decode(list(self.output_types), result)
-        values = tuple(_normalize(t, v) for t, v in zip(self.output_types, values, strict=True))
+        values = self._values(result)
         return values[0] if len(values) == 1 else values
 
     def decode_named(self, result: bytes) -> dict[str, Any]:
         """The return values by their ABI output names (for struct getters)."""
-        values = decode(list(self.output_types), result)
-        return {
-            name: _normalize(kind, value)
-            for name, kind, value in zip(self.output_names, self.output_types, values, strict=True)
-        }
+        return dict(zip(self.output_names, self._values(result), strict=True))
+
+    def _values(self, result: bytes) -> tuple[Any, ...]:
+        """Decoded and normalised; data that is not this function's answer is an RpcError."""
+        try:
+            values = decode(list(self.output_types), result)
+            return tuple(_normalize(t, v) for t, v in zip(self.output_types, values, strict=True))
+        except _MALFORMED as exc:
+            raise RpcError(
+                f"{self.contract}.{self.fn}: malformed return data ({len(result)} bytes): {exc}"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -146,23 +157,44 @@ class Contract:
         return "0x" + self._events[name].topic.hex()
 
     def events(self, receipt: dict[str, Any], name: str) -> list[dict[str, Any]]:
-        """Arguments of every ``name`` event this contract emitted in a raw JSON receipt."""
+        """Arguments of every ``name`` event this contract emitted in a raw JSON receipt.
+
+        A log that is not well-formed JSON-RPC (or whose data does not decode as the event)
+        raises :class:`RpcError`: a receipt is the node's answer, and a broken one is its fault.
+        """
         event = self._events[name]
-        found = []
-        for log in receipt.get("logs", []):
-            topics = [bytes.fromhex(t[2:]) for t in log.get("topics", [])]
-            if not topics or topics[0] != event.topic:
-                continue
-            if to_checksum_address(log["address"]) != self.address:
-                continue
-            args: dict[str, Any] = {}
-            for (arg, kind), topic in zip(event.indexed, topics[1:], strict=True):
-                args[arg] = _normalize(kind, decode([kind], topic)[0])
-            values = decode([k for _, k in event.plain], bytes.fromhex(log["data"][2:]))
-            for (arg, kind), value in zip(event.plain, values, strict=True):
-                args[arg] = _normalize(kind, value)
-            found.append(args)
-        return found
+        try:
+            return [args for log in receipt.get("logs", []) if (args := self._event(event, log))]
+        except _MALFORMED as exc:
+            raise RpcError(f"{self.name}: malformed {name} log in a receipt: {exc!r}") from None
+
+    def _event(self, event: _Event, log: dict[str, Any]) -> dict[str, Any] | None:
+        topics = [_hex(t) for t in log.get("topics", [])]
+        if not topics or topics[0] != event.topic:
+            return None
+        if to_checksum_address(_text(log["address"])) != self.address:
+            return None
+        args: dict[str, Any] = {}
+        for (arg, kind), topic in zip(event.indexed, topics[1:], strict=True):
+            args[arg] = _normalize(kind, decode([kind], topic)[0])
+        values = decode([k for _, k in event.plain], _hex(log["data"]))
+        for (arg, kind), value in zip(event.plain, values, strict=True):
+            args[arg] = _normalize(kind, value)
+        return args
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _hex(value: object) -> bytes:
+    """0x-hex from a JSON answer as bytes; anything else is a TypeError or ValueError."""
+    text = _text(value)
+    if not text.startswith("0x"):
+        raise ValueError(f"expected 0x-hex, got {text[:20]!r}")
+    return bytes.fromhex(text[2:])
 
 
 def encode_constructor(name: str, args: Sequence[Any]) -> bytes:

@@ -13,6 +13,7 @@ gas price and the pending nonce; the broadcast; the receipt.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -50,7 +51,20 @@ def tx_hash(receipt: Receipt) -> str:
 
 
 def _hex_int(value: str) -> int:
-    return int(value, 16)
+    if not isinstance(value, str) or not value.startswith("0x"):
+        raise RpcError(f"expected a 0x-hex quantity, got {str(value)[:40]!r}")
+    try:
+        return int(value, 16)
+    except ValueError:
+        raise RpcError(f"expected a 0x-hex quantity, got {value[:40]!r}") from None
+
+
+def _hex_data(value: object) -> bytes:
+    """An ``eth_call`` result (0x-hex data) as bytes; anything else is the node's error."""
+    if isinstance(value, str) and value.startswith("0x"):
+        with contextlib.suppress(ValueError):
+            return bytes.fromhex(value[2:])
+    raise RpcError(f"expected 0x-hex data, got {str(value)[:40]!r}")
 
 
 @dataclass(frozen=True)
@@ -69,7 +83,7 @@ class Read:
         return cls(
             "eth_call",
             ({"to": call.to, "data": "0x" + call.data.hex()}, "latest"),
-            lambda result: decoder(bytes.fromhex(result[2:])),
+            lambda result: decoder(_hex_data(result)),
             f"{call.contract}.{call.fn}",
         )
 

@@ -10,6 +10,7 @@ from functools import cache
 from typing import Any
 
 from eth_abi.abi import decode
+from eth_abi.exceptions import DecodingError
 from eth_utils.abi import function_signature_to_4byte_selector
 
 from .._resources import contracts_path
@@ -55,12 +56,16 @@ def _custom_errors() -> dict[bytes, tuple[str, list[str]]]:
 def decode_revert(data: bytes) -> tuple[str, str | None, tuple[Any, ...]]:
     """``(reason, custom_error_name, args)`` for raw revert data."""
     selector, body = data[:4], data[4:]
-    if selector == _ERROR_STRING:
-        (reason,) = decode(["string"], body)
-        return str(reason), None, ()
-    if selector == _PANIC:
-        (code,) = decode(["uint256"], body)
-        return f"panic 0x{code:02x}: {_PANIC_CODES.get(code, 'unknown panic')}", None, (code,)
+    try:
+        if selector == _ERROR_STRING:
+            (reason,) = decode(["string"], body)
+            return str(reason), None, ()
+        if selector == _PANIC:
+            (code,) = decode(["uint256"], body)
+            return f"panic 0x{code:02x}: {_PANIC_CODES.get(code, 'unknown panic')}", None, (code,)
+    except (DecodingError, ValueError, OverflowError):  # short, huge length, not UTF-8
+        kind = "Error(string)" if selector == _ERROR_STRING else "Panic(uint256)"
+        return f"malformed {kind} revert 0x{data.hex()}", None, ()
     known = _custom_errors().get(selector)
     if known is None:
         return (f"unknown error 0x{data.hex()}" if data else "reverted without a reason"), None, ()

@@ -54,9 +54,12 @@ class RpcFailure(RpcError):
 
     def __init__(self, what: str, error: dict[str, Any]) -> None:
         self.what = what
-        self.code: int | None = error.get("code")
+        code = error.get("code")
+        self.code: int | None = (
+            code if isinstance(code, int) and not isinstance(code, bool) else None
+        )
         self.data: Any = error.get("data")
-        self.node_message = str(error.get("message", "unknown error"))
+        self.node_message = str(error.get("message", "unknown error"))[:2000]
         super().__init__(f"{what}: {self.node_message}")
 
     @property
@@ -120,7 +123,11 @@ class JsonRpcClient:
         retry = self.retry_for > 0 and all(method in RETRY_SAFE for method, _ in calls)
         body = await self._post(payload if len(payload) > 1 else payload[0], retry=retry)
         replies = body if isinstance(body, list) else [body]
-        by_id = {reply.get("id"): reply for reply in replies if isinstance(reply, dict)}
+        by_id = {
+            reply["id"]: reply
+            for reply in replies
+            if isinstance(reply, dict) and isinstance(reply.get("id"), int)
+        }
         results: list[Any] = []
         for i, (method, _params) in enumerate(calls):
             reply = by_id.get(first + i)
@@ -128,7 +135,8 @@ class JsonRpcClient:
             if reply is None:
                 raise RpcError(f"{what}: no answer from {self.url}")
             if "error" in reply:
-                failure = RpcFailure(what, reply["error"] or {})
+                error = reply["error"]
+                failure = RpcFailure(what, error if isinstance(error, dict) else {"data": error})
                 if not return_errors:
                     raise failure
                 results.append(failure)
