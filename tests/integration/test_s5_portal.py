@@ -294,7 +294,8 @@ async def test_storage_manager_over_the_portal(devnet, portal, tmp_path):
     async with FabstirSDK(config) as sdk:
         await sdk.authenticate(devnet.accounts[4].private_key)
         st = await sdk.get_storage_manager()
-        assert type(st.fs.store).__name__ == "PortalClient"
+        assert type(st.fs.store).__name__ == "QueuedStore"  # its write queue, unused here
+        assert type(st.fs.store.inner).__name__ == "PortalClient"
         await st.store_data("greeting", {"text": "SECRET-PORTAL-MARKER"})
         assert await st.retrieve_data("greeting") == {"text": "SECRET-PORTAL-MARKER"}
         await asyncio.gather(
@@ -314,17 +315,19 @@ async def test_portal_down_mid_use_leaves_no_partial_state(devnet, tmp_path):
     async with FabstirSDK(config) as sdk:
         await sdk.authenticate(devnet.accounts[5].private_key)
         st = await sdk.get_storage_manager()
-        st.fs.store._backoff = 0.01
+        st.fs.store.inner._backoff = 0.01
+        st.fs.store.retry_after = 0
         await st.store_data("k", "v1")
         await server.stop()
+        await st.store_data("k", "v2")  # queued on disk (test_storage_outage.py covers it)
+        assert st.queued > 0
         with pytest.raises(StorageUnavailableError):
-            await st.store_data("k", "v2")
-        with pytest.raises(StorageUnavailableError):
-            await st.retrieve_data("k")
+            await st.get_session_data("999", "never-seen")  # a directory never read
         server = PortalServer(tmp_path / "p", port=port)  # back, with its tokens forgotten
         await server.start()
         try:
-            assert await st.retrieve_data("k") == "v1"
+            assert await st.retrieve_data("k") == "v2"  # the queue went first
+            assert st.queued == 0
             await st.store_data("k", "v3")
             assert await st.retrieve_data("k") == "v3"
         finally:
@@ -393,7 +396,7 @@ async def test_secrets_absent_from_logs_reprs_and_errors(devnet, portal, caplog)
         with pytest.raises(NotFoundError) as missing:
             await st.retrieve_data("absent")
         seed = AuthManager(st._ctx).get_s5_seed()
-        token = st.fs.store._token
+        token = st.fs.store.inner._token
         identity = S5Identity(bytes.fromhex(seed))
         texts += [repr(st), repr(st.fs), repr(st.fs.store), repr(identity), str(missing.value)]
     texts += [record.getMessage() for record in caplog.records] + [caplog.text]

@@ -46,20 +46,31 @@ _MAX_KEY_BYTES = 200
 _LIST_CONCURRENCY = 16
 
 
-def open_store(config: SDKConfig, identity: S5Identity) -> Store:
-    """The configured store: the portal at ``s5_portal_url``, else the embedded one."""
-    if config.s5_portal_url:
-        from ..s5._portal import PortalClient
+def _storage_root(config: SDKConfig) -> Path:
+    if config.storage_dir is not None:
+        return Path(config.storage_dir)
+    import platformdirs
 
-        return PortalClient(config.s5_portal_url, identity)
+    return Path(platformdirs.user_data_path("fabstir-sdk")) / "s5"
+
+
+def open_store(config: SDKConfig, identity: S5Identity) -> Store:
+    """The configured store: the portal at ``s5_portal_url`` (behind an encrypted on-disk
+    write queue for when it is unreachable, under ``storage_dir/queue``), else the embedded one.
+    """
+    if config.s5_portal_url:
+        from ..s5._keys import derive_hash_string
+        from ..s5._portal import PortalClient
+        from ..s5._queue import QueuedStore
+
+        portal = PortalClient(config.s5_portal_url, identity)
+        secret = identity.queue_key
+        # The directory name hides both the user and the portal: a hash under the secret.
+        name = derive_hash_string(secret, portal.authority.encode()).hex()[:32]
+        return QueuedStore(portal, _storage_root(config) / "queue" / name, secret)
     from ..s5._local import LocalStore
 
-    root = config.storage_dir
-    if root is None:
-        import platformdirs
-
-        root = Path(platformdirs.user_data_path("fabstir-sdk")) / "s5"
-    return LocalStore(root)
+    return LocalStore(_storage_root(config))
 
 
 def _check_key(key: object, what: str = "key") -> str:
@@ -119,6 +130,21 @@ class StorageManager:
         if self._fs is not None:
             fs, self._fs = self._fs, None
             await fs.aclose()
+
+    async def flush(self) -> int:
+        """Send writes queued while the S5 portal was unreachable; returns how many items
+        went. StorageUnavailableError if it still is (they stay queued, on disk). 0 with
+        the embedded store. Any storage call after the portal is back does this too."""
+        fs, _ = await self._ready()
+        flush = getattr(fs.store, "flush", None)
+        return 0 if flush is None else int(await flush())
+
+    @property
+    def queued(self) -> int:
+        """Items (blobs, directory entries) waiting on disk for the portal; 0 if none."""
+        if self._fs is None:
+            return 0
+        return int(getattr(self._fs.store, "queued", 0))
 
     @property
     def fs(self) -> FileSystem:

@@ -164,6 +164,9 @@ class FileSystem:
         self._dirs: dict[bytes, tuple[RegistryEntry, DirV1]] = {}
         self._locks: dict[bytes, asyncio.Lock] = {}
         self._linked: set[tuple[str, ...]] = set()
+        #: Directories this process just linked into a parent that did not list them: they
+        #: start empty, so their first write needs no registry read (none when offline).
+        self._fresh: set[bytes] = set()
 
     def __repr__(self) -> str:
         return f"FileSystem(store={self.store!r})"
@@ -215,6 +218,8 @@ class FileSystem:
                 current: DirV1 | None
                 if cached is not None:
                     entry, current = cached[0], _copy(cached[1])
+                elif optimistic and keys.pk in self._fresh:
+                    entry, current = None, None
                 else:
                     entry, current = await self._load(keys)
                 optimistic = False
@@ -237,6 +242,7 @@ class FileSystem:
                     await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))  # noqa: S311
                     continue
                 self._dirs[keys.pk] = (signed, new)
+                self._fresh.discard(keys.pk)
                 return
         raise RevisionConflictError(f"directory still contended after {_RETRIES} attempts")
 
@@ -256,9 +262,13 @@ class FileSystem:
             if path[-1] in parent.files:
                 raise InvalidStorageKeyError(f"{'/'.join(path)} is a file, not a directory")
             parent.dirs[path[-1]] = DirRef(link, seconds, nanos)
+            new_link[:] = [existing is None]
             return parent
 
+        new_link: list[bool] = [False]
         await self._update(self._keys(path[:-1]), add)
+        if new_link[0]:
+            self._fresh.add(link)
         self._linked.add(path)
 
     # ------------------------------------------------------------------ file contents

@@ -89,3 +89,8 @@ class S5Identity:
     @property
     def file_system_seed(self) -> bytes:
         return self.sub_seed(_FILE_SYSTEM)
+
+    @property
+    def queue_key(self) -> bytes:
+        """Seals this SDK's local queue of writes waiting for a portal (hidden-DB branch)."""
+        return derive_hash_string(self.sub_seed(_HIDDEN_DB), b"fabstir-sdk/s5-queue/v1")
