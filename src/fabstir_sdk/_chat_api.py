@@ -389,6 +389,9 @@ class ChatCompletionStream:
             while piece is not None:
                 yield self._chunk(ChoiceDelta(content=piece))
                 piece = await turn.next_piece()
+        except GeneratorExit:  # the caller left early: cancel the answer, keep the session
+            await turn.close()
+            raise
         except BaseException as exc:
             await turn.close(exc)
             raise
