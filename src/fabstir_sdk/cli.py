@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_devnet(commands)
     _add_s5(commands)
     _add_host(commands)
+    _add_proxy(commands)
     return parser
 
 
@@ -171,6 +172,12 @@ def _add_host(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     from .host._cli import add_host_commands  # argparse only: the server loads in run
 
     add_host_commands(commands)
+
+
+def _add_proxy(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .proxy._cli import add_proxy_command  # argparse only: the server loads in run
+
+    add_proxy_command(commands)
 
 
 def _one_line(exc: BaseException) -> str:
