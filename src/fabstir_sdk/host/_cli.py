@@ -115,6 +115,8 @@ def add_host_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "--storage-dir", type=Path, help="publish checkpoints to the embedded S5 store here"
     )
     run.add_argument("--shutdown-timeout", type=float, default=10.0)
+    for name, kind, text in _LIMITS:
+        run.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
     run.add_argument("--chain-poll", type=float, default=1.0, help=argparse.SUPPRESS)
     run.add_argument(
         "--ready-json", action="store_true", help="print one JSON line on stdout once serving"
@@ -129,6 +131,17 @@ def add_host_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     withdraw.add_argument("--token", help="ERC-20 address (default: ETH earnings)")
     withdraw.add_argument("--usdc", action="store_true", help="the configured USDC")
     withdraw.set_defaults(handler=host_withdraw)
+
+
+#: Per-client limits (HostConfig's defaults unless given): flag, type, help.
+_LIMITS: list[tuple[str, type, str]] = [
+    ("max_sessions", int, "session jobs served at once (default 256)"),
+    ("max_connections_per_ip", int, "open connections from one IP (default 256)"),
+    ("frames_per_second", float, "WebSocket frames per second per connection (default 100)"),
+    ("frame_burst", int, "WebSocket frames a connection may send at once (default 1000)"),
+    ("header_timeout", float, "seconds to send a request head (default 10)"),
+    ("idle_timeout", float, "seconds a silent WebSocket stays open (default 300)"),
+]
 
 
 def sdk_config(args: argparse.Namespace) -> SDKConfig:
@@ -198,6 +211,7 @@ async def host_run(args: argparse.Namespace) -> int:
         auto_register=args.register,
         allow_plaintext=args.allow_plaintext,
         shutdown_timeout=args.shutdown_timeout,
+        **{name: value for name, _, _ in _LIMITS if (value := getattr(args, name)) is not None},
         chain_poll=args.chain_poll,
     )
     if logging.getLogger().level > logging.INFO:  # an operator wants to see proofs go by

@@ -49,6 +49,20 @@ class HostConfig(_ConfigModel):
     chain_poll: float = Field(default=1.0, gt=0)
     #: On stop, how long final proofs may take before the host gives up on them.
     shutdown_timeout: float = Field(default=10.0, ge=0)
+    #: Session jobs served at once; one more init is refused with ``HOST_BUSY``.
+    max_sessions: int = Field(default=256, ge=1)
+    #: Open TCP connections from one IP address; more are answered 429 and closed.
+    max_connections_per_ip: int = Field(default=256, ge=1)
+    #: WebSocket frames a connection may send per second on average, and in one burst;
+    #: frames over the rate are refused with ``RATE_LIMITED`` unread.
+    frames_per_second: float = Field(default=100.0, gt=0)
+    frame_burst: int = Field(default=1000, ge=1)
+    #: Seconds a connection has to send a complete request head (HTTP or the WebSocket
+    #: handshake), and an idle keep-alive connection stays open (slowloris).
+    header_timeout: float = Field(default=10.0, gt=0)
+    #: A WebSocket is closed after this long without a frame (pings count) while nothing
+    #: streams, or when a frame to it cannot be sent for this long (a client not reading).
+    idle_timeout: float = Field(default=300.0, gt=0)
 
     @field_validator("models")
     @classmethod

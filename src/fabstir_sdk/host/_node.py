@@ -23,6 +23,7 @@ from ._billing import CheckpointEntry, JobBilling, SubmittedProof, TxQueue
 from ._chain import HostChain, Registration
 from ._checkpoints import CheckpointWriter, S5Checkpoints, UnstoredCheckpoints
 from ._config import HostConfig
+from ._limits import ConnectionGuard, GuardedSite
 from ._ws import Connection
 
 __all__ = ["HostNode", "JobState", "make_backend"]
@@ -89,6 +90,9 @@ class HostNode:
         self.jobs: dict[int, JobState] = {}
         self.checkpoints: dict[int, tuple[str, list[CheckpointEntry]]] = {}
         self.connections: set[Connection] = set()
+        self.guard = ConnectionGuard(
+            max_per_ip=config.max_connections_per_ip, header_timeout=config.header_timeout
+        )
         self.info: HostInfo | None = None
         self.api_url = ""
         self.port = 0
@@ -114,9 +118,10 @@ class HostNode:
                 self.writer = self._s5_writer()
             self.model_infos = await self.chain.model_infos(list(self.served.values()))
             app = build_app(self)
+            app.middlewares.append(self.guard.middleware)
             self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await self._runner.setup()
-            site = web.TCPSite(self._runner, self.config.listen_host, self.config.port)
+            site = GuardedSite(self._runner, self.config.listen_host, self.config.port, self.guard)
             await site.start()
             server = site._server
             assert server is not None and server.sockets  # type: ignore[attr-defined]

@@ -16,7 +16,7 @@ import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..chain.model_id import model_id as to_model_id
 from ..errors import FabstirError, ProtocolError, ValidationError
@@ -50,6 +50,7 @@ from ._backends import BackendError, Generation
 from ._billing import SubmittedProof
 from ._chain import SessionRefused
 from ._checkpoints import MessageRecord
+from ._limits import FrameRate
 
 if TYPE_CHECKING:
     from ._node import HostNode, JobState
@@ -97,6 +98,8 @@ class Connection:
         self._tasks: set[asyncio.Task[None]] = set()
         self.frames_in = 0
         self.errors_sent = 0
+        config = node.config
+        self._rate = FrameRate(config.frames_per_second, config.frame_burst)
 
     def __repr__(self) -> str:
         job = self.job.billing.job.id if self.job else None
@@ -106,13 +109,27 @@ class Connection:
 
     async def run(self) -> None:
         await self.send(Connected().to_json())
+        idle = self.node.config.idle_timeout
         try:
-            async for msg in self.ws:
+            while not self.ws.closed:
+                try:
+                    msg = await self.ws.receive(timeout=idle)
+                except TimeoutError:
+                    if self._stream is not None and not self._stream.done():
+                        continue  # the client is listening to an answer
+                    log.debug("closing a WebSocket idle for %g s", idle)
+                    await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"idle")
+                    break
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                     self.frames_in += 1
-                    await self.handle(msg.data)
+                    if self._rate.allow():
+                        await self.handle(msg.data)
+                    else:
+                        await self.error("RATE_LIMITED", "too many frames: slow down")
                 elif msg.type == WSMsgType.ERROR:
                     log.debug("websocket error: %s", self.ws.exception())
+                    break
+                elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
                     break
         finally:
             await self._stop_stream()
@@ -121,9 +138,18 @@ class Connection:
             self.node.detach(self)
 
     async def send(self, text: str) -> None:
+        """Send, or drop a client that has not read for ``idle_timeout`` (it holds memory)."""
         if not self.ws.closed:
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                await self.ws.send_str(text)
+            try:
+                async with asyncio.timeout(self.node.config.idle_timeout):  # no task per frame
+                    await self.ws.send_str(text)
+            except (ConnectionError, RuntimeError):
+                pass
+            except TimeoutError:
+                log.debug("dropping a WebSocket client that stopped reading")
+                transport = self.ws._req.transport if self.ws._req is not None else None
+                if transport is not None:
+                    transport.abort()
 
     async def error(self, code: str, message: str, *, id: Any = None, **extra: Any) -> None:
         self.errors_sent += 1
@@ -203,6 +229,17 @@ class Connection:
                 code="WRONG_CHAIN",
             )
 
+    def _check_capacity(self, job_id: int) -> None:
+        """A new job beyond ``max_sessions`` live ones is refused (a resumed one is not)."""
+        jobs = self.node.jobs
+        live = sum(1 for state in jobs.values() if state.connections)
+        known = job_id in jobs and bool(jobs[job_id].connections)
+        if not known and live >= self.node.config.max_sessions:
+            raise ProtocolError(
+                f"this host serves {live} sessions, its maximum: try later or another host",
+                code="HOST_BUSY",
+            )
+
     async def _encrypted_init(self, init: EncryptedSessionInit) -> None:
         self._check_unbound(init.chain_id)
         session, opened = HostSession.accept(init, host_private_key=self.node.private_key)
@@ -215,6 +252,7 @@ class Connection:
                 f"the init names model {opened.data.model_name[:80]!r}, the job is for {spec}",
                 code="WRONG_MODEL",
             )
+        self._check_capacity(job.id)  # no await from here to attach: the bound is exact
         self.session = session
         self.client_address = opened.client_address
         self.job = self.node.attach(self, job, model_id, opened.data.recovery_public_key)
@@ -240,6 +278,7 @@ class Connection:
             raise SessionRefused(
                 f"user_address is not the depositor of job {job.id}", code="NOT_DEPOSITOR"
             )
+        self._check_capacity(job.id)
         self.client_address = job.depositor
         self.job = self.node.attach(self, job, model_id, None)
         ack = SessionInitAck(
