@@ -606,6 +606,7 @@ class SessionManager:
         self._storage = storage
         self._discovery = discovery
         self._sessions: dict[str, Session] = {}
+        self._approvals: dict[str, asyncio.Lock] = {}
 
     def __repr__(self) -> str:
         return f"SessionManager(open_sessions={len(self._sessions)})"
@@ -824,16 +825,19 @@ class SessionManager:
         if plan.payment == "eth":
             created = await pm.create_eth_session_job(*args, **kw)
         elif plan.payment == "usdc":
-            await self._approve(plan.token, plan.deposit)
-            created = await pm.create_usdc_session_job(
-                info.address,
-                plan.token,
-                plan.deposit,
-                price,
-                plan.duration,
-                plan.proof_interval,
-                **kw,
-            )
+            # Approve-then-spend must not interleave: concurrent sessions would each set the
+            # allowance to one deposit, and all but the first transferFrom would fail.
+            async with self._approvals.setdefault(plan.token, asyncio.Lock()):
+                await self._approve(plan.token, plan.deposit)
+                created = await pm.create_usdc_session_job(
+                    info.address,
+                    plan.token,
+                    plan.deposit,
+                    price,
+                    plan.duration,
+                    plan.proof_interval,
+                    **kw,
+                )
         else:
             token = None if plan.currency == "eth" else plan.token
             created = await pm.create_session_job_from_deposit(*args, token=token, **kw)
