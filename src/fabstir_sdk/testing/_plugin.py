@@ -1,0 +1,114 @@
+"""The fixtures and the one hook of the ``fabstir`` pytest plugin (see the package doc)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Callable, Generator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from ..devnet import Devnet, RunningHost
+    from ..sdk import FabstirSDK
+
+__all__ = [
+    "FIXTURES",
+    "HOST_ACCOUNT",
+    "USER_ACCOUNT",
+    "fabstir_devnet",
+    "fabstir_devnet_options",
+    "fabstir_host",
+    "fabstir_host_options",
+    "fabstir_sdk",
+    "pytest_pycollect_makeitem",
+]
+
+#: Devnet accounts the fixtures use: ``fabstir_sdk`` signs as 1, ``fabstir_host`` as 2.
+USER_ACCOUNT = 1
+HOST_ACCOUNT = 2
+#: The fixtures that need the session's event loop.
+FIXTURES = frozenset({"fabstir_devnet", "fabstir_host", "fabstir_sdk"})
+
+
+def _on_session_loop(**kwargs: Any) -> Callable[[Any], Any]:
+    """An async fixture running on the session's event loop, where the devnet lives.
+
+    Without pytest-asyncio it is a plain fixture, and pytest says what is missing if a test
+    uses it: the plugin itself must load in every test suite of an environment.
+    """
+    try:
+        import pytest_asyncio
+    except ImportError:  # pragma: no cover - only where pytest-asyncio is absent
+        decorator: Callable[[Any], Any] = pytest.fixture(**kwargs)
+        return decorator
+    decorator = pytest_asyncio.fixture(loop_scope="session", **kwargs)
+    return decorator
+
+
+@pytest.fixture(scope="session")
+def fabstir_devnet_options() -> dict[str, Any]:
+    """Keyword arguments for ``Devnet.start``: override it in your conftest.py, e.g. to
+    return ``{"fork_url": ..., "addresses": SDKConfig.base_sepolia().contract_addresses}``."""
+    return {}
+
+
+@pytest.fixture(scope="session")
+def fabstir_host_options() -> dict[str, Any]:
+    """Keyword arguments for ``Devnet.start_host`` (``models``, ``token_delay``, ...)."""
+    return {}
+
+
+@_on_session_loop(scope="session")
+async def fabstir_devnet(fabstir_devnet_options: dict[str, Any]) -> AsyncIterator[Devnet]:
+    """One devnet for the whole test session: anvil with the contracts and a local S5 portal."""
+    from ..devnet import Devnet
+
+    async with Devnet.start(**{"with_s5": True, **fabstir_devnet_options}) as net:
+        yield net
+
+
+@_on_session_loop(scope="session")
+async def fabstir_host(
+    fabstir_devnet: Devnet, fabstir_host_options: dict[str, Any]
+) -> AsyncIterator[RunningHost]:
+    """The reference host (a real process) serving the built-in toy model as account 2."""
+    host = await fabstir_devnet.start_host(**{"account": HOST_ACCOUNT, **fabstir_host_options})
+    try:
+        yield host
+    finally:
+        await host.stop()
+
+
+@_on_session_loop()
+async def fabstir_sdk(fabstir_devnet: Devnet) -> AsyncIterator[FabstirSDK]:
+    """A FabstirSDK authenticated as devnet account 1 (ETH, USDC and FAB), closed after
+    the test."""
+    from ..sdk import FabstirSDK
+
+    async with FabstirSDK(fabstir_devnet.sdk_config()) as sdk:
+        await sdk.authenticate(fabstir_devnet.accounts[USER_ACCOUNT].private_key)
+        yield sdk
+
+
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_pycollect_makeitem(
+    collector: pytest.Collector, name: str, obj: object
+) -> Generator[None, Any, None]:
+    """Run async tests that use our fixtures on the session's event loop.
+
+    ``trylast`` makes this wrapper the innermost, so pytest-asyncio (whichever mode) sees
+    the mark when it turns the function into an async test: no decorator needed.
+    """
+    outcome = yield
+    if not inspect.iscoroutinefunction(obj) or not collector.config.pluginmanager.has_plugin(
+        "asyncio"
+    ):
+        return
+    result = outcome.get_result()
+    for item in result if isinstance(result, list) else [result]:
+        if not isinstance(item, pytest.Function) or not FIXTURES & set(item.fixturenames):
+            continue
+        mark = item.get_closest_marker("asyncio")
+        if mark is None or not ({"loop_scope", "scope"} & set(mark.kwargs)):
+            item.add_marker(pytest.mark.asyncio(loop_scope="session"), append=False)
