@@ -1,0 +1,62 @@
+"""Every block marked ``<!-- run -->`` in README.md and docs/ runs as written against a devnet.
+
+Each is a complete program (or, marked ``<!-- run: pytest -->``, a test module run by pytest)
+that starts its own devnet; when a ``<!-- output -->`` text block follows, the program's
+output must equal it exactly. The markers are parsed by tests/unit/test_docs.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import pytest
+
+from tests.unit.test_docs import ROOT, DocBlock, runnable_blocks
+
+pytestmark = pytest.mark.integration
+
+PYTEST_INI = """[pytest]
+asyncio_mode = auto
+asyncio_default_fixture_loop_scope = session
+asyncio_default_test_loop_scope = session
+"""
+
+BLOCKS = runnable_blocks()
+
+
+async def _run(*args: str, cwd: object) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *args, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=180)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
+async def test_doc_example_runs(block: DocBlock, tmp_path):
+    if block.run == "pytest":
+        (tmp_path / "pytest.ini").write_text(PYTEST_INI)
+        (tmp_path / "test_doc_example.py").write_text(block.code)
+        args = ("-m", "pytest", "-q", "-p", "no:cacheprovider", "test_doc_example.py")
+        code, out, err = await _run(sys.executable, *args, cwd=tmp_path)
+        assert code == 0, f"{block.id}: pytest exited {code}\n{out}\n{err}"
+        assert " passed" in out and "failed" not in out and "skipped" not in out, out
+        return
+    script = tmp_path / "example.py"
+    script.write_text(block.code)
+    code, out, err = await _run(sys.executable, str(script), cwd=ROOT)
+    assert code == 0, f"{block.id}: exited {code}\n{out}\n{err}"
+    if block.output is not None:
+        assert out == block.output, f"{block.id}: printed\n{out}"
+
+
+def test_the_examples_are_collected():
+    assert [b.run for b in BLOCKS].count("python") >= 2
+    assert [b.run for b in BLOCKS].count("pytest") >= 1
