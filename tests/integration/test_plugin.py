@@ -71,6 +71,31 @@ async def test_runs_on_the_fork(fabstir_devnet, fabstir_sdk):
 """
 
 
+MARKS_CONFTEST = """
+def pytest_collection_modifyitems(items):
+    for item in items:
+        mark = item.get_closest_marker("asyncio")
+        print("ITEM", item.name, type(item).__name__, mark and mark.kwargs)
+"""
+
+MARKS_TEST = """
+import pytest
+
+
+async def test_uses_ours(fabstir_sdk):
+    pass
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_chose_its_loop(fabstir_devnet):
+    pass
+
+
+async def test_not_ours():
+    pass
+"""
+
+
 async def run_pytest(project: Path, *args: str, env: dict[str, str] | None = None) -> str:
     """pytest in ``project`` (no ini file: pytest-asyncio's strict mode, function loops)."""
     proc = await asyncio.create_subprocess_exec(
@@ -105,6 +130,19 @@ async def test_a_users_integration_test_is_three_lines(tmp_path):
     out = await run_pytest(tmp_path)
     assert re.search(r"^4 passed", out, re.M), out
     assert "PytestUnhandledCoroutineWarning" not in out
+
+
+@pytest.mark.parametrize("mode", ["strict", "auto"])
+async def test_which_tests_the_plugin_puts_on_the_session_loop(tmp_path, mode):
+    write(tmp_path / "conftest.py", MARKS_CONFTEST)
+    write(tmp_path / "test_marks.py", MARKS_TEST)
+    out = await run_pytest(tmp_path, "--collect-only", "-s", "-o", f"asyncio_mode={mode}")
+    items = sorted(line for line in out.splitlines() if line.startswith("ITEM "))
+    assert items == [
+        "ITEM test_chose_its_loop Coroutine {'loop_scope': 'module'}",
+        "ITEM test_not_ours Coroutine {}" if mode == "auto" else "ITEM test_not_ours Function None",
+        "ITEM test_uses_ours Coroutine {'loop_scope': 'session'}",
+    ]
 
 
 async def test_a_user_can_point_the_fixtures_at_a_fork(tmp_path, devnet, sdk_for):
