@@ -482,8 +482,10 @@ class Chat:
     """``sdk.chat``: OpenAI-shaped chat over paid sessions, one reused session per model.
 
     ``budget`` is the deposit escrowed for each model's session (the most it can cost);
-    hosts above ``max_price_per_token`` (base units per 1000 tokens) are never used.
-    :meth:`aclose` completes every session now: you pay the proven tokens only.
+    hosts above ``max_price_per_token`` (base units per 1000 tokens) are never used. Both
+    (and ``payment``) are read when a model's session opens, so they may be set on
+    ``sdk.chat`` before its first request. :meth:`aclose` completes every session now:
+    you pay the proven tokens only.
     """
 
     def __init__(

@@ -7,6 +7,8 @@ a live host must never see a job id reused).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 import os
 import signal
@@ -311,3 +313,18 @@ async def test_cli_settles_on_sigterm(net, host, tmp_path):
     assert (settled["tokens_used"], settled["host_payment"]) == (1000, 2000)
     assert settled["refund"] == 2_000_000 - 2000
     assert (await read_job(net, job_id)).status is SessionState.COMPLETED
+
+
+async def test_docs_example_runs(proxy):
+    """The first example of docs/proxy.md, as written (the synchronous openai client)."""
+    text = (ROOT / "docs" / "proxy.md").read_text()
+    code = text.split("```python\n")[1].split("```")[0]
+    code = code.replace("http://127.0.0.1:8000/v1", proxy.url)
+    out = io.StringIO()
+
+    def run() -> None:
+        with contextlib.redirect_stdout(out):
+            exec(code, {})  # our own docs
+
+    await asyncio.to_thread(run)
+    assert out.getvalue() == "1 2 3 4 5\n1 2 3 4 5"
