@@ -328,3 +328,23 @@ async def test_docs_example_runs(proxy):
 
     await asyncio.to_thread(run)
     assert out.getvalue() == "1 2 3 4 5\n1 2 3 4 5"
+
+
+async def test_concurrent_conversations_share_the_session_in_turn(proxy):
+    client = client_for(proxy)
+    ada = [user("My name is Ada."), assistant(NAME_ANSWER), user("What is my name?")]
+    bob = [user("My name is Bob."), assistant("Hi Bob."), user("What is my name?")]
+    counted = [user("count to 10")]
+    replies = await asyncio.gather(
+        *(
+            client.chat.completions.create(model=BUILTIN, messages=m, max_tokens=t)
+            for m, t in ((ada, None), (bob, None), (counted, 3))
+        )
+    )
+    assert [r.choices[0].message.content for r in replies] == [
+        "Your name is Ada.",
+        "Your name is Bob.",
+        "1 2 3",
+    ]
+    assert [r.choices[0].finish_reason for r in replies] == ["stop", "stop", "length"]
+    assert len({r.model_extra["fabstir"]["session_id"] for r in replies}) == 1
