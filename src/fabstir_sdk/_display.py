@@ -107,9 +107,8 @@ class Progress:
         if self._bar is None:
             if self._done < self._after:
                 return
-            self._bar = self._cls(leave=True, **self._options)
+            self._bar = self._cls(leave=True, initial=self._done - amount, **self._options)
             self.shown = True
-            amount = self._done
         if status is not None:
             self._bar.set_postfix_str(status, refresh=False)
         self._bar.update(amount)

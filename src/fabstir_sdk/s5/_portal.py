@@ -25,6 +25,7 @@ import blake3
 import httpx
 from nacl.signing import SigningKey
 
+from .._display import Progress
 from ..errors import (
     IntegrityError,
     NotFoundError,
@@ -44,6 +45,8 @@ __all__ = ["PortalClient", "account_key", "b64url_decode", "b64url_encode", "cha
 
 CHALLENGE_REGISTER, CHALLENGE_LOGIN = 1, 2
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+#: Uploads show a progress bar (in notebooks) once this many bytes have gone out.
+PROGRESS_AFTER = 8 * 1024 * 1024
 
 
 def b64url_encode(data: bytes) -> str:
@@ -256,10 +259,12 @@ class PortalClient(Store):
 
         def hashed() -> Iterable[bytes]:
             hasher, size = blake3.blake3(), 0
-            for piece in pieces_of(source):
-                hasher.update(piece)
-                size += len(piece)
-                yield piece
+            with Progress("S5 upload", unit="B", after=PROGRESS_AFTER) as bar:
+                for piece in pieces_of(source):
+                    hasher.update(piece)
+                    size += len(piece)
+                    bar.update(len(piece))
+                    yield piece
             local[:] = [BlobId(hasher.digest(), size)]
 
         if isinstance(source, bytes):
