@@ -18,7 +18,6 @@ import statistics
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from fabstir_sdk import FabstirSDK, SessionState, SessionTimeouts
@@ -41,6 +40,15 @@ CLIENT_RSS_BOUND = 1024 << 20  # measured: 107 MiB alone (a full run loads more)
 MiB = 1 << 20
 
 
+def rss_of(pid: int) -> int:
+    """Resident set size in bytes, from /proc (Linux, like the CI machine)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
 def write_report(figures: dict[str, float]) -> None:
     if os.environ.get("FABSTIR_LOAD_REPORT"):
         Path(os.environ["FABSTIR_LOAD_REPORT"]).write_text(json.dumps(figures, indent=2))
@@ -50,14 +58,14 @@ class PeakRss:
     """Samples the RSS of some processes every ``every`` seconds; keeps the maximum."""
 
     def __init__(self, pids: dict[str, int], every: float = 0.25) -> None:
-        self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self.pids = pids
         self.peak = dict.fromkeys(pids, 0)
         self.every = every
         self.task: asyncio.Task[None] | None = None
 
     def sample(self) -> None:
-        for name, proc in self.procs.items():
-            self.peak[name] = max(self.peak[name], proc.memory_info().rss)
+        for name, pid in self.pids.items():
+            self.peak[name] = max(self.peak[name], rss_of(pid))
 
     async def _run(self) -> None:
         while True:
