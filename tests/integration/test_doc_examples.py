@@ -20,6 +20,15 @@ pytestmark = pytest.mark.integration
 # with none (the fabstir plugin puts its async tests on the session loop by itself).
 PYTEST_INI = "[pytest]\n"
 
+# Runs a block as __main__; top-level ``await`` / ``async with`` is allowed (as in a notebook).
+RUNNER = """import ast, asyncio, sys
+path = sys.argv[1]
+code = compile(open(path).read(), path, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+result = eval(code, {"__name__": "__main__", "__file__": path})
+if asyncio.iscoroutine(result):
+    asyncio.run(result)
+"""
+
 BLOCKS = runnable_blocks()
 
 
@@ -49,7 +58,7 @@ async def test_doc_example_runs(block: DocBlock, tmp_path):
         return
     script = tmp_path / "example.py"
     script.write_text(block.code)
-    code, out, err = await _run(sys.executable, str(script), cwd=ROOT)
+    code, out, err = await _run(sys.executable, "-c", RUNNER, str(script), cwd=ROOT)
     assert code == 0, f"{block.id}: exited {code}\n{out}\n{err}"
     if block.output is not None:
         assert out == block.output, f"{block.id}: printed\n{out}"
