@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_demo(commands)
+    _add_chat(commands)
     _add_devnet(commands)
     _add_s5(commands)
     _add_host(commands)
@@ -45,17 +46,84 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = commands.add_parser(
         "demo",
-        help="start a devnet, pay for a session job, prove work, settle, print the split",
-        description="The payment walkthrough of docs/payments.md, on a fresh devnet.",
+        help="the whole story on a local devnet: find a host, pay, chat, settle",
+        description=(
+            "Start a devnet (anvil, contracts, S5 portal) and a reference host with the "
+            "built-in model; as a user, find the host, open a USDC session, stream two "
+            "prompts, complete, and print the split read back from the chain, the "
+            "conversation read back from S5 and a timing table."
+        ),
+    )
+    demo.add_argument(
+        "--payments",
+        action="store_true",
+        help="instead, the payment walkthrough of docs/payments.md (no host process)",
     )
     demo.set_defaults(handler=_run_demo)
 
 
 async def _run_demo(args: argparse.Namespace) -> int:
-    from .demo import payment_walkthrough
+    from .demo import payment_walkthrough, session_demo
 
-    await payment_walkthrough()
+    if args.payments:
+        await payment_walkthrough()
+    else:
+        await session_demo()
     return 0
+
+
+def _add_chat(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .host._cli import add_chain_arguments  # argparse only
+
+    chat = commands.add_parser(
+        "chat",
+        help="chat with a host: pay for a session, one line per prompt, settle on exit",
+        description=(
+            "Open a paid, end-to-end encrypted session for MODEL (with --host, or the best "
+            "registered host), send each stdin line as a prompt and stream the answer to "
+            "stdout. /quit or the end of input leaves and settles."
+        ),
+    )
+    chat.add_argument("--model", required=True, help="the model, 'repo:file'")
+    chat.add_argument("--host", help="the host's address (default: the best registered host)")
+    add_chain_arguments(chat, key_env="FABSTIR_PRIVATE_KEY", role="user")
+    chat.add_argument("--payment", choices=["usdc", "eth", "deposit"], default="usdc")
+    chat.add_argument(
+        "--deposit", default="1", help="escrow, in USDC or ETH (default 1; unused by deposit)"
+    )
+    chat.add_argument(
+        "--max-price",
+        type=int,
+        metavar="N",
+        help="refuse hosts above N base units per 1000 tokens",
+    )
+    chat.add_argument(
+        "--on-exit",
+        choices=["complete", "end"],
+        default="complete",
+        help="complete: settle now (you pay gas, refund now); end: the host settles (no gas)",
+    )
+    chat.add_argument("--s5-portal-url", help="keep the conversation on this S5 portal")
+    chat.add_argument(
+        "--storage-dir", type=Path, help="keep the conversation in the embedded S5 store here"
+    )
+    chat.set_defaults(handler=_run_chat)
+
+
+async def _run_chat(args: argparse.Namespace) -> int:
+    from ._chat import chat
+    from .host._cli import private_key, sdk_config
+
+    return await chat(
+        sdk_config(args),
+        private_key(args),
+        model=args.model,
+        host=args.host,
+        payment=args.payment,
+        deposit=args.deposit,
+        max_price_per_token=args.max_price,
+        on_exit=args.on_exit,
+    )
 
 
 def _add_devnet(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

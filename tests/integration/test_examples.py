@@ -35,9 +35,68 @@ def test_readme_quickstart_matches_the_example():
         assert call in readme and call in example
 
 
-async def test_fabstir_demo_prints_the_worked_example():
-    out = await run(sys.executable, "-m", "fabstir_sdk.cli", "demo")
+async def test_fabstir_demo_payments_prints_the_worked_example():
+    out = await run(sys.executable, "-m", "fabstir_sdk.cli", "demo", "--payments")
     assert re.search(r"host \(90%\)\s+270,000 micro-USDC = 0\.27 USDC", out), out
     assert re.search(r"treasury \(10%\)\s+30,000 micro-USDC = 0\.03 USDC", out), out
     assert re.search(r"refund to user\s+700,000 micro-USDC = 0\.7 USDC", out), out
     assert re.search(r"user's net cost\s+300,000 micro-USDC = 0\.3 USDC", out), out
+
+
+async def test_fabstir_demo_tells_the_session_story():
+    """Devnet, host, discovery, a USDC session, two prompts, completion, S5, timings."""
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "fabstir_sdk.cli", "demo"),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    raw_out, raw_err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    out, err = raw_out.decode(), raw_err.decode()
+    assert proc.returncode == 0, out + err
+    # progress goes to stderr (plain lines when it is not a terminal), the story to stdout
+    assert "Starting the devnet (anvil, contracts, S5 portal)...\n  done in " in err, err
+    assert "Starting a reference host with the built-in model...\n  done in " in err, err
+    host = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"  # devnet account 2
+    assert f"Found host {host} in the registry; session 1 opened," in out, out
+    lines = out.splitlines()
+    story = lines[lines.index("> My name is Ada.") :][:4]
+    assert story == [
+        "> My name is Ada.",
+        "Nice to meet you, Ada. I will remember your name.",
+        "> What is my name?",
+        "Your name is Ada.",  # the second answer relies on the first's context
+    ]
+    # 18 tokens streamed; the first proof is padded to the 1000-token interval at 2000 per
+    # 1000 tokens: 2000 micro-USDC paid, 90% to the host, 10% to the treasury.
+    for pattern in (
+        r"tokens streamed\s+18\n",
+        r"tokens billed\s+1,000 ",
+        r"value of billed tokens\s+2,000 micro-USDC = 0\.002 USDC\n",
+        r"host \(90%\)\s+1,800 micro-USDC = 0\.0018 USDC\n",
+        r"treasury \(10%\)\s+200 micro-USDC = 0\.0002 USDC\n",
+        r"refund to user\s+998,000 micro-USDC = 0\.998 USDC\n",
+        r"user's net cost\s+2,000 micro-USDC = 0\.002 USDC\n",
+    ):
+        assert re.search(pattern, out), (pattern, out)
+    conversation = lines[lines.index(next(x for x in lines if "read back from S5" in x)) :]
+    assert re.fullmatch(
+        r"Conversation read back from S5 \(CID on chain b\w{50,}\)", conversation[0]
+    )
+    assert conversation[1:5] == [
+        "  user       My name is Ada.",
+        "  assistant  Nice to meet you, Ada. I will remember your name.",
+        "  user       What is my name?",
+        "  assistant  Your name is Ada.",
+    ]
+    timing = lines[lines.index("Timing") + 1 :]
+    labels = [re.split(r"\s{2,}", line.strip())[0] for line in timing]
+    assert labels == [
+        "devnet start",
+        "host start",
+        "create_session",
+        "first token (TTFT)",
+        "tokens/s",
+        "complete",
+    ]
+    assert all(re.search(r"\d+(\.\d)? ms$|\(18 tokens\)$", line) for line in timing), timing

@@ -135,6 +135,8 @@ class _Link:
         self.checkpoints: asyncio.Queue[CheckpointSubmitted | BaseException] = asyncio.Queue()
         self.proofs: list[ProofSubmitted] = []
         self.closed = False
+        #: The correlation id of the final checkpoint request (``Session.complete``).
+        self.final_id = f"{proto.session_id}-final"
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
@@ -170,7 +172,10 @@ class _Link:
                 try:
                     event = self.proto.receive(frame)
                 except (HostError, ProtocolError) as exc:
-                    await self.events.put(exc)
+                    if isinstance(exc, HostError) and exc.id == self.final_id:
+                        await self.checkpoints.put(exc)  # the final checkpoint failed
+                    else:
+                        await self.events.put(exc)
                     continue
                 if isinstance(event, CheckpointSubmitted):
                     await self.checkpoints.put(event)
@@ -227,6 +232,7 @@ class PromptStream:
         self._parts: list[str] = []
         self._index = 0
         self._state: Literal["new", "open", "done"] = "new"
+        self._id: str | None = None  # the correlation id of the prompt frame sent
         self._deadline: float | None = None
         self._started = 0.0
         self.usage: TokenUsage | None = None
@@ -265,16 +271,27 @@ class PromptStream:
         timeouts = session.timeouts
         try:
             while True:
-                link = session._require_link()
                 wait = timeouts.first_token if not self._parts else timeouts.idle
                 if self._deadline is not None:
                     wait = min(wait, self._deadline - time.monotonic())
                 try:
+                    link = session._require_link()  # inside: a link found closed fails over too
                     event = await link.next_event(wait, "token" if self._parts else "first token")
-                except (HostUnreachableError, StreamTimeoutError, HostError) as exc:
+                except HostError as exc:
+                    if self._stale(exc.id):
+                        log.debug("session %s: an earlier answer's %s", session.session_id, exc)
+                        continue
                     if not session._plan.failover:
                         raise
                     await self._move(exc)
+                    continue
+                except (HostUnreachableError, StreamTimeoutError) as exc:
+                    if not session._plan.failover:
+                        raise
+                    await self._move(exc)
+                    continue
+                if self._stale(getattr(event, "id", None)):
+                    session._absorb(event)
                     continue
                 if isinstance(event, TokenChunk):
                     if not event.text:
@@ -306,12 +323,18 @@ class PromptStream:
         total = session.timeouts.total
         self._deadline = None if total is None else self._started + total
 
+    def _stale(self, cid: object) -> bool:
+        """Whether an event belongs to an earlier answer (one that failed or was cancelled
+        before its ``stream_end``). Hosts that echo no ``id`` cannot be told apart."""
+        return cid is not None and str(cid) != self._id
+
     async def _send_prompt(self) -> None:
         session = self._session
         link = session._require_link()
+        self._id = f"{session.session_id}-{next(session._ids)}"
         frame = link.proto.prompt_frame(
             self._prompt,
-            id=f"{session.session_id}-{next(session._ids)}",
+            id=self._id,
             messages=session._replay,
             **self._options,
         )
@@ -347,7 +370,9 @@ class PromptStream:
                 deadline = time.monotonic() + min(_CANCEL_DRAIN, session.timeouts.idle)
                 while True:
                     event = await link.next_event(deadline - time.monotonic(), "stream end")
-                    if isinstance(event, TokenChunk) and event.text:
+                    if self._stale(getattr(event, "id", None)):
+                        session._absorb(event)
+                    elif isinstance(event, TokenChunk) and event.text:
                         self._parts.append(event.text)
                     elif isinstance(event, StreamEnd):
                         await self._end(event)
@@ -528,10 +553,13 @@ class Session:
         if self._closed:
             raise SessionClosedError(f"session {self.session_id} is already closed")
         async with self._turn:
+            self._absorb_stale()
+            answered = await self._request_final_proof()
+            self._absorb_stale()  # the host sent them before its answer
             expected = max(self.tokens_reported, self.proof_interval) if self.tokens_reported else 0
-            await self._request_final_proof()
             job = await self._manager._payments.get_session_job(self.job_id)
-            deadline = time.monotonic() + self.timeouts.settle
+            # the proof is awaited only from a host that answered: a gone host proves nothing
+            deadline = time.monotonic() + (self.timeouts.settle if answered else 0.0)
             while job.tokens_used < expected and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
                 job = await self._manager._payments.get_session_job(self.job_id)
@@ -552,18 +580,36 @@ class Session:
             )
         return settlement
 
-    async def _request_final_proof(self) -> None:
+    async def _request_final_proof(self) -> bool:
+        """Ask the host to bill everything now; whether it answered that it did."""
         link = self._link
         if link is None or link.closed or not self.tokens_reported:
-            return
+            return False
         try:
-            await link.send(link.proto.checkpoint_request_frame(id=f"{self.session_id}-final"))
+            await link.send(link.proto.checkpoint_request_frame(id=link.final_id))
             answer = await asyncio.wait_for(link.checkpoints.get(), self.timeouts.settle)
         except (FabstirError, TimeoutError) as exc:
             log.warning("no final checkpoint from %s: %s", self.host.address, exc)
-            return
+            return False
         if isinstance(answer, BaseException):
             log.warning("no final checkpoint from %s: %s", self.host.address, answer)
+            return False
+        return True
+
+    def _absorb(self, event: object) -> None:
+        """Count the tokens of a stream end that arrived after its answer was given up."""
+        if isinstance(event, StreamEnd):
+            self.tokens_reported += event.tokens_used
+
+    def _absorb_stale(self) -> None:
+        """Absorb what earlier, failed answers left queued (no answer is streaming now)."""
+        link = self._link
+        while link is not None and not link.events.empty():
+            event = link.events.get_nowait()
+            if isinstance(event, HostUnreachableError):
+                link.events.put_nowait(event)
+                return
+            self._absorb(event)
 
     def _require_link(self) -> _Link:
         if self._closed:

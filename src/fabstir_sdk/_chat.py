@@ -1,0 +1,162 @@
+"""``fabstir chat``: a paid, encrypted conversation with a host, one stdin line per prompt.
+
+Answers stream to stdout as they arrive, one line each; everything else (the session, errors,
+the settlement) goes to stderr, so ``fabstir chat < questions.txt > answers.txt`` works.
+``/quit`` or the end of input leaves: by default the session is completed at once (the user
+pays gas and gets the refund now); ``--on-exit end`` disconnects for free and lets the host
+settle. A lost connection is resumed once per prompt, with the history replayed from S5.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from collections.abc import Callable
+from typing import Literal, TextIO
+
+from .chain.addresses import ZERO_ADDRESS
+from .chain.units import format_units
+from .config import SDKConfig
+from .errors import FabstirError, HostError, HostUnreachableError, StreamTimeoutError
+from .managers.session import Payment, Session, SessionManager
+from .models import Settlement
+from .sdk import FabstirSDK
+
+__all__ = ["QUIT", "chat"]
+
+QUIT = ("/quit", "/exit")
+OnExit = Literal["complete", "end"]
+_Note = Callable[[str], None]
+
+
+def _lines(stream: TextIO) -> asyncio.Queue[str | None]:
+    """Lines of ``stream`` on a queue (None at its end), read by a daemon thread.
+
+    A thread rather than a pipe transport: it works for terminals, pipes and plain files
+    alike, and a daemon thread blocked in ``readline`` never holds up the exit.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def read() -> None:
+        try:
+            for line in stream:
+                loop.call_soon_threadsafe(queue.put_nowait, line)
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    threading.Thread(target=read, name="fabstir-chat-stdin", daemon=True).start()
+    return queue
+
+
+async def chat(
+    config: SDKConfig,
+    private_key: bytes,
+    *,
+    model: str,
+    host: str | None = None,
+    payment: Payment = "usdc",
+    deposit: str = "1",
+    max_price_per_token: int | None = None,
+    on_exit: OnExit = "complete",
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """Open a session, answer stdin's lines until /quit or its end, then settle."""
+    stdin, out, err = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
+
+    def note(text: str) -> None:
+        print(text, file=err, flush=True)
+
+    lines = _lines(stdin)
+    async with FabstirSDK(config) as sdk:
+        await sdk.authenticate(private_key)
+        sm = await sdk.get_session_manager()
+        unit = "ETH" if payment == "eth" else "USDC"
+        note(f"Opening a session for {model} ({deposit} {unit} deposit)...")
+        session = await sm.create_session(
+            model=model,
+            host=host,
+            payment=payment,
+            deposit=deposit,
+            max_price_per_token=max_price_per_token,
+        )
+        note(
+            f"Session {session.session_id} with host {session.host.address} at "
+            f"{session.price_per_token} base units per 1000 tokens. Type /quit to leave."
+        )
+        try:
+            while True:
+                if stdin.isatty():
+                    err.write("> ")
+                    err.flush()
+                line = await lines.get()
+                if line is None:
+                    break
+                prompt = line.strip()
+                if prompt in QUIT:
+                    break
+                if prompt:
+                    session = await _answer(sm, session, prompt, out, note)
+        finally:
+            await _leave(session, on_exit, note)
+    return 0
+
+
+async def _answer(
+    sm: SessionManager, session: Session, prompt: str, out: TextIO, note: _Note
+) -> Session:
+    """Stream one answer; a lost host is resumed once, a host's error frame is reported."""
+    for attempt in (1, 2):
+        try:
+            async with session.stream(prompt) as stream:
+                async for chunk in stream:
+                    out.write(chunk.text)
+                    out.flush()
+            out.write("\n")
+            out.flush()
+            return session
+        except (HostUnreachableError, StreamTimeoutError) as exc:
+            out.write("\n")
+            out.flush()
+            if attempt == 2:
+                raise
+            note(f"lost the host ({exc}); resuming the session...")
+            session = await sm.resume_session(session.session_id)
+        except HostError as exc:
+            out.write("\n")
+            out.flush()
+            note(f"the host refused this prompt: {exc}")
+            return session
+    return session
+
+
+async def _leave(session: Session, on_exit: OnExit, note: _Note) -> None:
+    if on_exit == "end":
+        await session.end()
+        note(
+            f"Session {session.session_id} ended. The host submits its last proof and settles; "
+            "the rest of the deposit comes back to you then."
+        )
+        return
+    try:
+        settlement = await session.complete()
+    except FabstirError as exc:
+        note(f"could not complete session {session.session_id}: {exc}")
+        raise
+    note(_summary(settlement))
+
+
+def _summary(s: Settlement) -> str:
+    decimals, unit = (18, "ETH") if s.token == ZERO_ADDRESS else (6, "USDC")
+
+    def amount(value: int) -> str:
+        return f"{format_units(value, decimals)} {unit}"
+
+    return (
+        f"Session {s.job_id} completed (tx {s.tx_hash}): {s.tokens_used:,} tokens billed; "
+        f"paid {amount(s.host_payment)} (host {amount(s.host_net)}, treasury "
+        f"{amount(s.treasury_fee)}); refunded {amount(s.refund)}."
+    )

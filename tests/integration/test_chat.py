@@ -1,0 +1,192 @@
+"""``fabstir chat`` driven as a subprocess against a devnet, a local S5 portal and a host.
+
+Its own devnet without snapshots, like the other host tests: the host outlives each test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from fabstir_sdk import FabstirSDK, SessionState
+from fabstir_sdk.devnet import Devnet, RunningHost
+
+from .conftest import nonce
+from .host_helpers import BUILTIN, PRICE, wait_for_job
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+USER, HOST, DOOMED = 1, 2, 3
+KEY_ENV = "FABSTIR_PRIVATE_KEY"
+
+
+@pytest.fixture(scope="module")
+async def net():
+    async with Devnet.start(with_s5=True) as devnet:
+        yield devnet
+
+
+@pytest.fixture(scope="module")
+async def host(net) -> RunningHost:
+    running = await net.start_host(account=HOST, models=[BUILTIN], chain_poll=0.1)
+    yield running
+    await running.stop()
+
+
+class Chat:
+    """A ``fabstir chat`` process: write lines to it, read its answers line by line."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(cls, net: Devnet, *args: str, key: str | None = None) -> Chat:
+        env = {k: v for k, v in os.environ.items() if k != KEY_ENV}
+        if key is not None:
+            env[KEY_ENV] = key
+        argv = ["chat", "--manifest", str(net.manifest_path)]
+        argv += ["--s5-portal-url", str(net.s5_portal_url), *args]
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "fabstir_sdk.cli", *argv),
+            cwd=ROOT,
+            env=env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        return cls(proc)
+
+    async def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        await self.proc.stdin.drain()
+
+    async def say(self, line: str) -> str:
+        """Send one line; the answer line it streams back."""
+        assert self.proc.stdout is not None
+        await self.send(line)
+        answer = await asyncio.wait_for(self.proc.stdout.readline(), 30)
+        return answer.decode().rstrip("\n")
+
+    async def finish(self, last: str | None = None) -> tuple[int, str, str]:
+        """Send ``last`` (if any), close stdin; exit code, rest of stdout, stderr."""
+        assert self.proc.stdin is not None
+        if last is not None:
+            self.proc.stdin.write(last.encode() + b"\n")
+        self.proc.stdin.close()
+        out, err = await asyncio.wait_for(self.proc.communicate(), 60)
+        assert self.proc.returncode is not None
+        return self.proc.returncode, out.decode(), err.decode()
+
+
+def session_id(stderr: str) -> int:
+    found = re.search(r"^Session (\d+) with host (0x[0-9a-fA-F]{40}) at", stderr, re.M)
+    assert found, stderr
+    return int(found.group(1))
+
+
+async def test_chat_streams_answers_with_context_and_completes_on_quit(net, host):
+    user = net.accounts[USER]
+    chat = await Chat.start(net, "--model", BUILTIN, key=user.private_key)  # host found
+    assert await chat.say("My name is Ada.") == "Nice to meet you, Ada. I will remember your name."
+    await chat.send("   ")  # blank lines are skipped: no answer line, so the next read gets...
+    assert await chat.say("What is my name?") == "Your name is Ada."  # ...this answer
+    code, rest, err = await chat.finish("/quit")
+    assert (code, rest) == (0, ""), err
+    job_id = session_id(err)
+    assert f"with host {host.address} at {PRICE} base units per 1000 tokens" in err
+    # 18 tokens padded to the 1000-token interval at 2000 per 1000 tokens
+    assert re.search(
+        rf"Session {job_id} completed \(tx 0x[0-9a-f]{{64}}\): 1,000 tokens billed; paid "
+        r"0\.002 USDC \(host 0\.0018 USDC, treasury 0\.0002 USDC\); refunded 0\.998 USDC\.",
+        err,
+    ), err
+    assert user.private_key.removeprefix("0x") not in err
+
+    async with FabstirSDK(net.sdk_config()) as sdk:
+        await sdk.authenticate(user.private_key)
+        job = await sdk.get_payment_manager().get_session_job(job_id)
+        assert (job.status, job.tokens_used, job.host) == (
+            SessionState.COMPLETED,
+            1000,
+            host.address,
+        )
+        storage = await sdk.get_storage_manager()
+        conversation = await storage.load_conversation(str(job_id))
+    assert [(m.role, m.content) for m in conversation.messages] == [
+        ("user", "My name is Ada."),
+        ("assistant", "Nice to meet you, Ada. I will remember your name."),
+        ("user", "What is my name?"),
+        ("assistant", "Your name is Ada."),
+    ]
+
+
+async def test_chat_on_exit_end_is_gas_free_and_the_host_settles(net, host):
+    user = net.accounts[USER]
+    sent = await nonce(net, USER)
+    chat = await Chat.start(
+        net, "--model", BUILTIN, "--host", host.address, "--on-exit", "end", key=user.private_key
+    )
+    assert await chat.say("count to 5") == "1 2 3 4 5"
+    code, rest, err = await chat.finish()  # end of input, no /quit
+    assert (code, rest) == (0, ""), err
+    job_id = session_id(err)
+    assert f"Session {job_id} ended." in err
+    assert await nonce(net, USER) == sent + 2  # approve + createSessionJob, nothing on exit
+    await net.advance_time(31)
+    job = await wait_for_job(net, job_id, lambda j: j.status != SessionState.ACTIVE)
+    assert (job.status, job.tokens_used) == (SessionState.COMPLETED, 1000)
+
+
+async def test_chat_refuses_bad_input_before_paying(net, host):
+    user = net.accounts[USER]
+    before = await nonce(net, USER)
+    chat = await Chat.start(net, "--model", BUILTIN)  # no key in the environment
+    code, out, err = await chat.finish()
+    assert (code, out) == (1, "")
+    assert err.strip() == (
+        f"fabstir: error: set {KEY_ENV} to the user's private key (or use --key-file)"
+    )
+    chat = await Chat.start(
+        net, "--model", BUILTIN, "--max-price", str(PRICE - 1), key=user.private_key
+    )
+    code, out, err = await chat.finish()
+    assert (code, out) == (1, "")
+    assert err.splitlines()[-1].startswith("fabstir: error: no host fits: "), err
+    chat = await Chat.start(
+        net,
+        *("--model", BUILTIN, "--host", host.address, "--max-price", str(PRICE - 1)),
+        key=user.private_key,
+    )
+    code, out, err = await chat.finish()
+    assert (code, out) == (1, "")
+    assert err.splitlines() == [
+        f"Opening a session for {BUILTIN} (1 USDC deposit)...",
+        f"fabstir: error: the host charges {PRICE} per 1000 tokens, above your maximum {PRICE - 1}",
+    ]
+    assert await nonce(net, USER) == before  # no transaction was sent
+
+
+async def test_chat_host_dying_exits_nonzero_after_settling(net):
+    """The host dies between prompts: one resume attempt fails, the session is completed
+    (nothing proven, all refunded), and the exit code says it went wrong."""
+    doomed = await net.start_host(account=DOOMED, models=[BUILTIN], chain_poll=0.1)
+    user = net.accounts[USER]
+    chat = await Chat.start(net, "--model", BUILTIN, "--host", doomed.address, key=user.private_key)
+    assert await chat.say("count to 3") == "1 2 3"
+    doomed.kill()
+    code, out, err = await chat.finish("count to 4")
+    assert (code, out) == (1, "\n"), err  # the broken answer's line, empty
+    job_id = session_id(err)
+    assert "lost the host" in err and "fabstir: error: " in err, err
+    assert re.search(
+        rf"Session {job_id} completed \(tx 0x[0-9a-f]{{64}}\): 0 tokens billed; paid 0 USDC "
+        r"\(host 0 USDC, treasury 0 USDC\); refunded 1 USDC\.",
+        err,
+    ), err
