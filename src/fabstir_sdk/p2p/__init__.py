@@ -18,9 +18,9 @@ from .messages import (
 )
 
 __all__ = [
-    "HOST_PROTOCOL",
     "Capabilities",
     "ErrorReply",
+    "HOST_PROTOCOL",
     "HostLoad",
     "HostProtocolServer",
     "Models",

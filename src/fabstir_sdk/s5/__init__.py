@@ -29,8 +29,8 @@ from ._registry import RegistryEntry
 from ._store import Store
 
 __all__ = [
-    "CHUNK_SIZE",
     "BlobId",
+    "CHUNK_SIZE",
     "DirEntry",
     "DirRef",
     "DirV1",
