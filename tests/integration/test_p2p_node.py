@@ -113,10 +113,61 @@ async def test_swarm_settings_are_the_workarounds(host_node):
     per_peer, retry, inbound, handlers = await on_trio(host_node, settings)
     assert per_peer == 1
     assert retry == (1, 0.05)
-    assert inbound == float("inf")
+    assert inbound == 300  # libp2p's own cap, now on connections open at the same time
     # identify, identify-push, ping, kad (server mode) and ours: every one guarded
     assert len(handlers) == 5
     assert all(name.startswith("safe_") for name in handlers)
+
+
+async def test_inbound_slots_and_tasks_come_back_when_connections_close(host_node):
+    """py-libp2p 0.8.1 kept each inbound connection's limiter slot and handler task until
+    the swarm stopped; with two slots, the third client in its lifetime was refused."""
+
+    async def cap_at_two() -> None:
+        libp2p_host(host_node).get_network()._inbound_limiter = trio.CapacityLimiter(2)
+
+    def count(task) -> int:
+        return 1 + sum(count(c) for n in task.child_nurseries for c in n.child_tasks)
+
+    async def state() -> tuple[int, int]:
+        limiter = libp2p_host(host_node).get_network()._inbound_limiter
+        return limiter.borrowed_tokens, count(trio.lowlevel.current_root_task())
+
+    await host_node.serve(Server())
+    await on_trio(host_node, cap_at_two)
+    tasks_before = (await on_trio(host_node, state))[1]
+    async with P2PNode() as a, P2PNode() as b, P2PNode() as c:
+        for i in range(12):
+            client = (a, b, c)[i % 3]
+            assert await client.connect(host_node.info.addrs[0]) == host_node.peer_id
+            reply = await client.request(host_node.peer_id, {"type": "load"})
+            assert reply["active_sessions"] == i + 1
+            await client.disconnect(host_node.peer_id)
+            assert client.connected_peers() == []
+        await eventually(lambda: host_node.connected_peers() == [])
+
+        async def settled() -> bool:
+            return await state() == (0, tasks_before)
+
+        for _ in range(100):
+            if await on_trio(host_node, settled):
+                break
+            await asyncio.sleep(0.02)
+        assert await on_trio(host_node, state) == (0, tasks_before)
+
+
+async def test_hang_up_and_dial_again_at_once(host_node, client_node):
+    """disconnect() returns once the socket is closed; libp2p's 0.2 s of teardown sleeps run
+    in the background, and the closed connection is never handed to the next dial."""
+    await host_node.serve(Server())
+    for i in range(3):
+        await client_node.connect(host_node.info.addrs[0])
+        assert client_node.connected_peers() == [host_node.peer_id]
+        reply = await client_node.request(host_node.peer_id, {"type": "load"})
+        assert reply["active_sessions"] == i + 1
+        await client_node.disconnect(host_node.peer_id)
+        assert client_node.connected_peers() == []
+    await client_node.disconnect(host_node.peer_id)  # no connection: nothing to do
 
 
 async def test_plaintext_dialer_is_refused(host_node, client_node):
@@ -299,6 +350,14 @@ async def test_dht_provide_and_find_through_a_bootstrap_peer(host_node):
         providers = await client.find_providers(MODEL)
         assert providers == [Provider(peer_id=host_node.peer_id, addrs=host_node.info.addrs)]
         assert await client.find_providers("fabstir/builtin:unknown.gguf") == []
+
+        # a later provider is found by the next lookup: the client's store held the first
+        # answer, which libp2p alone would have returned for 48 h
+        async with P2PNode(dht_server=True) as late:
+            await late.connect(bootstrap.info.addrs[0])
+            assert await late.provide(MODEL)
+            providers = await client.find_providers(MODEL)
+            assert sorted(p.peer_id for p in providers) == sorted([host_node.peer_id, late.peer_id])
 
 
 # --------------------------------------------------------------------------- lifecycle

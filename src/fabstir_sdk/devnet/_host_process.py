@@ -54,6 +54,8 @@ class RunningHost:
         public_key: str,
         models: list[str],
         log_path: Path,
+        peer_id: str | None = None,
+        p2p_addrs: list[str] | None = None,
     ) -> None:
         self._popen = popen
         self.address = address
@@ -61,9 +63,9 @@ class RunningHost:
         self.public_key = public_key
         self.models = models
         self.log_path = log_path
-        #: The libp2p identity: None until the host runs a libp2p node.
-        self.peer_id: str | None = None
-        self.p2p_addrs: list[str] = []
+        #: The host's libp2p peer id and addresses (None and [] when it runs no node).
+        self.peer_id = peer_id
+        self.p2p_addrs = list(p2p_addrs or [])
         _live.add(self)
 
     def __repr__(self) -> str:
@@ -128,7 +130,11 @@ def _arguments(
         if value is None or value is False:
             continue
         flag = "--" + name.replace("_", "-")
-        args += [flag] if value is True else [flag, str(value)]
+        if isinstance(value, list | tuple):
+            for item in value:
+                args += [flag, str(item)]
+        else:
+            args += [flag] if value is True else [flag, str(value)]
     return args
 
 
@@ -195,4 +201,6 @@ async def start_host(
         public_key=ready["public_key"],
         models=ready["models"],
         log_path=log_path,
+        peer_id=ready.get("peer_id"),
+        p2p_addrs=ready.get("p2p_addrs"),
     )

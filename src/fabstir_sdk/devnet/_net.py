@@ -21,6 +21,7 @@ from ._anvil import DEFAULT_CHAIN_ID, AnvilProcess
 from ._deploy import Deployment, deploy, write_manifest
 from ._fork import fork_deployment
 from ._host_process import RunningHost
+from ._p2p import DevnetBootstrap
 
 if TYPE_CHECKING:
     from ..s5.server import PortalServer
@@ -73,6 +74,7 @@ class Devnet:
         self._stopped = False
         self.portal = portal
         self._hosts: list[RunningHost] = []
+        self._bootstrap = DevnetBootstrap()
 
     def __repr__(self) -> str:
         return f"Devnet(rpc_url={self.rpc_url!r}, chain_id={self.chain_id})"
@@ -291,6 +293,7 @@ class Devnet:
         *,
         startup_timeout: float = 60.0,
         debug: bool = False,
+        p2p: bool = False,
         **options: Any,
     ) -> RunningHost:
         """Start the reference host as its own process, serving ``models`` as ``account``.
@@ -301,9 +304,18 @@ class Devnet:
         the built-in toy model. ``options`` are ``fabstir host run`` flags in snake case:
         ``token_delay=0.01``, ``checkpoint_tokens=500``, ``allow_plaintext=True``,
         ``price_per_token_native=...``, ``openai_base_url=..., openai_model=...``, ...
+
+        ``p2p=True`` also runs the host's libp2p node (the ``p2p`` extra), joined to the
+        devnet's bootstrap peer (:attr:`p2p_bootstrap`): it provides its models on the DHT,
+        answers ``/fabstir/host/1.0.0`` and publishes ``peerId``/``p2pAddrs`` in its registry
+        metadata (``host.peer_id``, ``host.p2p_addrs``). Off by default: importing libp2p
+        adds about a second to the host's start.
         """
         from ._host_process import start_host
 
+        if p2p:
+            bootstrap = await self.start_p2p_bootstrap()
+            options = {"p2p": True, "p2p_bootstrap": bootstrap, **options}
         host = await start_host(
             self,
             account=account,
@@ -316,6 +328,20 @@ class Devnet:
         )
         self._hosts.append(host)
         return host
+
+    async def start_p2p_bootstrap(self) -> list[str]:
+        """Start the devnet's libp2p bootstrap peer (once); returns its multiaddrs.
+
+        P2P hosts start it themselves; clients join with
+        ``await dm.create_node(bootstrap=net.p2p_bootstrap)``.
+        """
+        return await self._bootstrap.start()
+
+    @property
+    def p2p_bootstrap(self) -> list[str]:
+        """The bootstrap peer's multiaddrs ([] until a P2P host or
+        :meth:`start_p2p_bootstrap` started it)."""
+        return self._bootstrap.addrs
 
     # ------------------------------------------------------------------ time and state
 
@@ -355,6 +381,7 @@ class Devnet:
         try:
             for host in self._hosts:  # first: their final proofs need the chain and portal
                 await host.stop()
+            await self._bootstrap.stop()
             if self.portal is not None:
                 await self.portal.stop()
             await self._rpc.aclose()

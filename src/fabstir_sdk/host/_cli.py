@@ -117,6 +117,24 @@ def add_host_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     run.add_argument("--shutdown-timeout", type=float, default=10.0)
     for name, kind, text in _LIMITS:
         run.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
+    run.add_argument(
+        "--p2p",
+        action="store_true",
+        help="also run a libp2p node: DHT records per model and /fabstir/host/1.0.0",
+    )
+    run.add_argument(
+        "--p2p-listen",
+        action="append",
+        metavar="MULTIADDR",
+        help="where the libp2p node listens (repeat; default /ip4/127.0.0.1/tcp/0)",
+    )
+    run.add_argument(
+        "--p2p-bootstrap",
+        action="append",
+        default=[],
+        metavar="MULTIADDR",
+        help="a peer to join the DHT through, .../tcp/PORT/p2p/PEER_ID (repeat)",
+    )
     run.add_argument("--chain-poll", type=float, default=1.0, help=argparse.SUPPRESS)
     run.add_argument(
         "--ready-json", action="store_true", help="print one JSON line on stdout once serving"
@@ -213,6 +231,9 @@ async def host_run(args: argparse.Namespace) -> int:
         shutdown_timeout=args.shutdown_timeout,
         **{name: value for name, _, _ in _LIMITS if (value := getattr(args, name)) is not None},
         chain_poll=args.chain_poll,
+        p2p=args.p2p,
+        p2p_bootstrap=args.p2p_bootstrap,
+        **({"p2p_listen": args.p2p_listen} if args.p2p_listen else {}),
     )
     if logging.getLogger().level > logging.INFO:  # an operator wants to see proofs go by
         logging.getLogger("fabstir_sdk.host").setLevel(logging.INFO)
@@ -233,6 +254,8 @@ async def host_run(args: argparse.Namespace) -> int:
             "public_key": node.public_key.hex(),
             "models": list(node.served.values()),
             "pid": os.getpid(),
+            "peer_id": node.p2p.info.peer_id if node.p2p else None,
+            "p2p_addrs": node.p2p.info.addrs if node.p2p else [],
         }
         if args.ready_json:
             print(json.dumps(info), flush=True)
@@ -241,7 +264,8 @@ async def host_run(args: argparse.Namespace) -> int:
                 f"Fabstir host {node.address} serving {', '.join(info['models'])}\n"
                 f"  API        {node.api_url}  (WebSocket {node.api_url}/v1/ws)\n"
                 f"  public key {info['public_key']}\n"
-                "Press Ctrl-C to stop.",
+                + (f"  libp2p     {' '.join(info['p2p_addrs'])}\n" if node.p2p else "")
+                + "Press Ctrl-C to stop.",
                 flush=True,
             )
         await stop.wait()

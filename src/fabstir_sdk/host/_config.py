@@ -63,6 +63,12 @@ class HostConfig(_ConfigModel):
     #: A WebSocket is closed after this long without a frame (pings count) while nothing
     #: streams, or when a frame to it cannot be sent for this long (a client not reading).
     idle_timeout: float = Field(default=300.0, gt=0)
+    #: Run a libp2p node: DHT records per model, ``/fabstir/host/1.0.0`` (the ``p2p`` extra).
+    p2p: bool = False
+    #: Where the libp2p node listens (TCP multiaddrs; port 0: a free one).
+    p2p_listen: list[str] = Field(default_factory=lambda: ["/ip4/127.0.0.1/tcp/0"], min_length=1)
+    #: Peers to join the DHT through (``/ip4/.../tcp/<port>/p2p/<peer id>``).
+    p2p_bootstrap: list[str] = Field(default_factory=list)
 
     @field_validator("models")
     @classmethod

@@ -78,15 +78,12 @@ async def _health(request: web.Request) -> web.Response:
 
 async def _version(request: web.Request) -> web.Response:
     node = request.app[_NODE]
-    features = ["e2ee", "websocket", "streaming", "checkpoints", "proofs", "depositor-check"]
-    if node.config.allow_plaintext:
-        features.append("plaintext")
     return _json(
         {
             "version": __version__,
             "build": f"fabstir-sdk-reference-host/{node.backend.name}",
             "date": None,
-            "features": features,
+            "features": node.features(),
         }
     )
 

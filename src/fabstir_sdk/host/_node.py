@@ -24,6 +24,7 @@ from ._chain import HostChain, Registration
 from ._checkpoints import CheckpointWriter, S5Checkpoints, UnstoredCheckpoints
 from ._config import HostConfig
 from ._limits import ConnectionGuard, GuardedSite
+from ._p2p import HostP2P
 from ._ws import Connection
 
 __all__ = ["HostNode", "JobState", "make_backend"]
@@ -98,6 +99,8 @@ class HostNode:
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._stopping = False
+        #: The libp2p node (``config.p2p``): DHT records and ``/fabstir/host/1.0.0``.
+        self.p2p: HostP2P | None = HostP2P(self) if config.p2p else None
 
     def __repr__(self) -> str:
         return f"HostNode(address={self.chain.address!r}, api_url={self.api_url!r})"
@@ -112,6 +115,8 @@ class HostNode:
         """Listen, connect to the chain and register (or update) the host entry."""
         from ._http import build_app
 
+        # libp2p takes most of a second to import and start: overlap it with the chain work
+        p2p = asyncio.ensure_future(self.p2p.start()) if self.p2p is not None else None
         try:
             await self.chain.open(self.private_key, list(self.served.values()))
             if self._own_writer and (self.config.sdk.s5_portal_url or self.config.sdk.storage_dir):
@@ -128,10 +133,17 @@ class HostNode:
             self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
             self.api_url = self.config.api_url(self.port)
             self.txq.start()
+            if p2p is not None:
+                await p2p  # the registry metadata carries its peer id and addresses
             self.info = await self.chain.ensure_registered(
                 self._registration(), register=self.config.auto_register
             )
+            if self.p2p is not None:
+                await self.p2p.serve()
         except BaseException:
+            if p2p is not None and not p2p.done():
+                p2p.cancel()
+                await asyncio.gather(p2p, return_exceptions=True)
             await self.stop()
             raise
         log.info("host %s serving %s on %s", self.address, list(self.served), self.api_url)
@@ -157,6 +169,9 @@ class HostNode:
             "software": f"fabstir-sdk reference host {__version__}",
             "backend": self.backend.name,
         }
+        if self.p2p is not None:
+            metadata["peerId"] = self.p2p.info.peer_id
+            metadata["p2pAddrs"] = self.p2p.info.addrs
         return Registration(
             api_url=self.api_url,
             models=list(self.served.values()),
@@ -190,6 +205,8 @@ class HostNode:
             if state.settling is not None:
                 state.settling.cancel()
             await state.billing.aclose()
+        if self.p2p is not None:
+            await self.p2p.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.txq.aclose()
@@ -197,6 +214,13 @@ class HostNode:
             await self.writer.aclose()
         await self.backend.aclose()
         await self.chain.aclose()
+
+    def features(self) -> list[str]:
+        """What this host supports (``/v1/version`` and the P2P ``capabilities`` answer)."""
+        features = ["e2ee", "websocket", "streaming", "checkpoints", "proofs", "depositor-check"]
+        if self.config.allow_plaintext:
+            features.append("plaintext")
+        return features
 
     # -- sessions -------------------------------------------------------------------------
 

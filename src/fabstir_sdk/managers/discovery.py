@@ -579,7 +579,8 @@ class DiscoveryManager:
             checks.append(self._verify_peer(node, host, provider.addrs))
         verified = await asyncio.gather(*checks)
         confirmed = {address for address in verified if address is not None}
-        reasons["dht_mismatch"] += len(checks) - len(confirmed)
+        if len(checks) > len(confirmed):
+            reasons["dht_mismatch"] += len(checks) - len(confirmed)
         return confirmed
 
     async def _verify_peer(self, node: P2PNode, host: HostInfo, hint: list[str]) -> str | None:

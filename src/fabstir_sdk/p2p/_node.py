@@ -7,11 +7,15 @@ py-libp2p 0.8.1 is used with the workarounds of the research evaluation (section
 * ``max_connections_per_peer=1``: with the default 3 every dial waits 250 ms (7.1).
 * One dial retry after 50 ms, and the negative peer cache is lifted before an explicit
   dial (7.9): a dead peer fails fast, a restarted one can be dialled again at once.
-* An unlimited inbound limiter: the stock one leaks a slot per inbound connection and
-  refuses everyone after 250 (7.2).
+* Inbound connection slots are given back when the connection closes: the stock handler
+  holds its slot (and its task) until the whole swarm stops, so a node refused everyone
+  after 250 inbound connections in its lifetime (7.2). The cap (300) is now on connections
+  open at the same time, which is what it was meant to be.
 * Every stream handler, ours and libp2p's, is wrapped so an exception in it cannot tear
   down the swarm (7.3).
-* DHT keys are CID strings and provider lists are de-duplicated by peer id (7.7).
+* DHT keys are CID strings and provider lists are de-duplicated by peer id (7.7); a
+  client's lookups always ask the network (libp2p answers from its cache of earlier
+  lookups for 48 h).
 * libp2p's log records are forwarded to ``fabstir_sdk.p2p`` at DEBUG (7.10): its
   "Failed to read DHT message" noise stays out of the application's stderr.
 
@@ -28,6 +32,7 @@ import hashlib
 import logging
 import math
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +43,7 @@ from libp2p.abc import INetConn, INetStream, INetwork, INotifee
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
-from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.kad_dht.kad_dht import DHTMode, KadDHT, _encode_key
 from libp2p.network.config import ConnectionConfig, RetryConfig
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
@@ -99,16 +104,18 @@ class _PeerTracker(INotifee):
         self._network = network
         self.peers: frozenset[str] = frozenset()
 
-    def _refresh(self) -> None:
+    def refresh(self) -> None:
         self.peers = frozenset(
-            str(peer) for peer, conns in self._network.connections.items() if conns
+            str(peer)
+            for peer, conns in self._network.connections.items()
+            if any(not conn.is_closed for conn in conns)
         )
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
-        self._refresh()
+        self.refresh()
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        self._refresh()
+        self.refresh()
 
     async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
         pass
@@ -200,6 +207,7 @@ class TrioNode:
         self._host: Any = None
         self._dht: KadDHT | None = None
         self._tracker: _PeerTracker | None = None
+        self._nursery: trio.Nursery | None = None
         self._handler: Handler | None = None
         self._streams: dict[str, _ClientStream] = {}
         self._locks: dict[str, trio.Lock] = {}
@@ -233,7 +241,7 @@ class TrioNode:
         )
         network: Any = host.get_network()  # a Swarm: the attributes below are not on the ABC
         network.retry_config = RetryConfig(max_retries=1, initial_delay=0.05, max_delay=0.2)
-        network._inbound_limiter = trio.CapacityLimiter(math.inf)
+        _release_inbound_slots(network)
         network.auto_connector.maybe_connect = _no_auto_connect
         _wrap_stream_handlers(host)
         tracker = self._tracker = _PeerTracker(network)
@@ -244,11 +252,13 @@ class TrioNode:
             async with background_trio_service(dht):
                 self._host, self._dht = host, dht
                 self.peer_id = host.get_id().to_base58()
-                task_status.started((self.peer_id, self.addrs()))
                 try:
-                    await trio.sleep_forever()
+                    async with trio.open_nursery() as nursery:
+                        self._nursery = nursery
+                        task_status.started((self.peer_id, self.addrs()))
+                        await trio.sleep_forever()
                 finally:
-                    self._host = self._dht = None
+                    self._host = self._dht = self._nursery = None
                     _close_sockets(network)
 
     def addrs(self) -> list[str]:
@@ -270,8 +280,29 @@ class TrioNode:
         return str(info.peer_id.to_base58())
 
     async def disconnect(self, peer: str) -> None:
+        """Close the connections to ``peer``; returns once their sockets are closed.
+
+        libp2p's teardown then sleeps 0.2 s (Yamux and the swarm each wait 0.1 s) before it
+        forgets the connection: that part runs in the background, and the closed connection
+        is dropped from the swarm's table at once (libp2p would otherwise reuse it for a new
+        dial), so a client that dials, asks and hangs up is not held up by it.
+        """
         self._drop_stream(peer)
-        await self._host.disconnect(ID.from_base58(peer))
+        peer_id = ID.from_base58(peer)
+        network = self._host.get_network()
+        conns = list(network.get_connections(peer_id))
+        if not conns:
+            return
+        assert self._nursery is not None
+        for conn in conns:  # not close_peer(): it forgets every connection to the peer
+            self._nursery.start_soon(_close_conn, conn)  # when done, even a newer one
+        for conn in conns:
+            closed = getattr(conn.muxed_conn, "event_closed", None)
+            if closed is not None:
+                await closed.wait()
+            network.remove_conn(conn)  # idempotent: the background teardown does it again
+        if self._tracker is not None:
+            self._tracker.refresh()
 
     def remember(self, peer: str, addrs: list[str]) -> None:
         """Record addresses (from the DHT or the registry) to dial ``peer`` later."""
@@ -288,6 +319,11 @@ class TrioNode:
     async def find_providers(self, key: str, count: int) -> list[tuple[str, list[str]]]:
         """Providers of ``key`` other than us, each once, with their addresses."""
         assert self._dht is not None
+        if not self.options.dht_server:
+            # libp2p answers from its local store whenever it holds anything for the key,
+            # and a client's store only holds its own earlier answers: without this, hosts
+            # that announced later were never found and dead ones stayed for 48 h (7.7)
+            self._dht.provider_store.providers.pop(_encode_key(key), None)
         found: list[PeerInfo] = await self._dht.find_providers(key, count)
         out: dict[str, list[str]] = {}
         for info in found:
@@ -413,6 +449,13 @@ def _stream_gone(exc: BaseException) -> bool:
     return bool(names & {"StreamEOF", "StreamReset", "StreamClosed", "MuxedStreamReset"})
 
 
+async def _close_conn(conn: INetConn) -> None:
+    try:
+        await conn.close()
+    except Exception as exc:
+        log.debug("closing a connection failed: %r", exc)
+
+
 async def _no_auto_connect() -> None:
     """Stands in for the swarm's auto-connector: dial only on request."""
 
@@ -439,6 +482,52 @@ def _socket_stream(obj: Any, depth: int = 0) -> trio.SocketStream | None:
             if found is not None:
                 return found
     return None
+
+
+#: Set by the inbound handler around its call: the upgrade reports the connection to it.
+_UPGRADED: ContextVar[Callable[[Any], None]] = ContextVar("fabstir_p2p_upgraded")
+
+
+def _release_inbound_slots(network: Any) -> None:
+    """End each inbound connection's handler (and free its limiter slot) when the
+    connection closes, instead of when the swarm stops (bug 7.2).
+
+    The stock handler upgrades the connection, then waits for the end of the swarm while
+    holding an inbound slot. Ours runs it in a cancel scope that a watcher cancels as soon
+    as the upgraded connection reports closed.
+    """
+    handle = network._do_handle_inbound_connection
+    upgrade = network.upgrade_inbound_raw_conn
+
+    async def upgrade_and_report(raw_conn: Any, maddr: Any) -> Any:
+        muxed = await upgrade(raw_conn, maddr)
+        report = _UPGRADED.get(None)
+        if report is not None:
+            report(muxed)
+        return muxed
+
+    async def handle_until_closed(*args: Any) -> None:
+        async with trio.open_nursery() as nursery:
+
+            def watch(muxed: Any) -> None:
+                closed = getattr(muxed, "event_closed", None)
+                if closed is not None:
+                    nursery.start_soon(_cancel_when_set, closed, nursery.cancel_scope)
+
+            token = _UPGRADED.set(watch)
+            try:
+                await handle(*args)
+            finally:
+                _UPGRADED.reset(token)
+            nursery.cancel_scope.cancel()  # the handler returned (a failed upgrade)
+
+    network.upgrade_inbound_raw_conn = upgrade_and_report
+    network._do_handle_inbound_connection = handle_until_closed
+
+
+async def _cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
 
 
 def _wrap_stream_handlers(host: Any) -> None:
