@@ -21,12 +21,33 @@ pytestmark = pytest.mark.integration
 PYTEST_INI = "[pytest]\n"
 
 # Runs a block as __main__; top-level ``await`` / ``async with`` is allowed (as in a notebook).
+# Marked "with devnet", it runs inside a devnet with these names defined: net, config,
+# private_key (account 1), FabstirSDK, and with "and host" a running reference host as host.
 RUNNER = """import ast, asyncio, sys
-path = sys.argv[1]
+from fabstir_sdk import FabstirSDK
+from fabstir_sdk.devnet import Devnet
+kind, path = sys.argv[1], sys.argv[2]
 code = compile(open(path).read(), path, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-result = eval(code, {"__name__": "__main__", "__file__": path})
-if asyncio.iscoroutine(result):
-    asyncio.run(result)
+
+async def run(names):
+    result = eval(code, {"__name__": "__main__", "__file__": path, **names})
+    if asyncio.iscoroutine(result):
+        await result
+
+async def in_devnet():
+    async with Devnet.start(with_s5=True) as net:
+        names = {"net": net, "config": net.sdk_config(), "FabstirSDK": FabstirSDK,
+                 "private_key": net.accounts[1].private_key}
+        if kind == "devnet+host":
+            names["host"] = await net.start_host(account=2)
+        await run(names)
+
+if kind == "python":
+    result = eval(code, {"__name__": "__main__", "__file__": path})
+    if asyncio.iscoroutine(result):
+        asyncio.run(result)
+else:
+    asyncio.run(in_devnet())
 """
 
 BLOCKS = runnable_blocks()
@@ -58,12 +79,13 @@ async def test_doc_example_runs(block: DocBlock, tmp_path):
         return
     script = tmp_path / "example.py"
     script.write_text(block.code)
-    code, out, err = await _run(sys.executable, "-c", RUNNER, str(script), cwd=ROOT)
+    code, out, err = await _run(sys.executable, "-c", RUNNER, block.run, str(script), cwd=ROOT)
     assert code == 0, f"{block.id}: exited {code}\n{out}\n{err}"
     if block.output is not None:
         assert out == block.output, f"{block.id}: printed\n{out}"
 
 
 def test_the_examples_are_collected():
-    assert [b.run for b in BLOCKS].count("python") >= 2
+    assert [b.run for b in BLOCKS].count("python") >= 3
+    assert [b.run for b in BLOCKS].count("devnet") >= 1
     assert [b.run for b in BLOCKS].count("pytest") >= 1

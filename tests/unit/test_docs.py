@@ -1,8 +1,9 @@
 """The docs site builds with ``mkdocs build --strict``, and every code block in it is valid.
 
-Blocks marked ``<!-- run -->`` (complete programs) or ``<!-- run: pytest -->`` (a test module)
-are run against a devnet by tests/integration/test_doc_examples.py; every other ``python``
-block is a fragment and must at least compile (top-level ``await`` allowed).
+Blocks marked ``<!-- run -->`` (complete programs), ``<!-- run: pytest -->`` (a test module)
+or ``<!-- run: with devnet -->`` (a fragment given a devnet's names) are run by
+tests/integration/test_doc_examples.py; every other ``python`` block must at least compile
+(top-level ``await`` allowed).
 """
 
 from __future__ import annotations
@@ -19,6 +20,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 FENCE = re.compile(r"^(`{3,})(\w*)\s*$")
+# marker -> how the block runs: a program; a test module; a fragment given a devnet's names
+RUN_MARKERS = {
+    "run": "python",
+    "run: pytest": "pytest",
+    "run: with devnet": "devnet",
+    "run: with devnet and host": "devnet+host",
+}
 
 
 @dataclass(frozen=True)
@@ -27,7 +35,7 @@ class DocBlock:
     line: int  # 1-based line of the opening fence
     lang: str
     code: str
-    run: str | None  # None (a fragment), "python" or "pytest"
+    run: str | None  # None (a fragment that only compiles) or a value of RUN_MARKERS
     output: str | None  # the expected output of a run block, if given
 
     @property
@@ -61,7 +69,7 @@ def doc_blocks(path: Path) -> list[DocBlock]:
     blocks = []
     for n, (start, end, lang, code) in enumerate(raw):
         marker = _marker(lines, start)
-        run = {"run": "python", "run: pytest": "pytest"}.get(marker or "")
+        run = RUN_MARKERS.get(marker or "")
         if marker is not None and marker.startswith("run") and run is None:
             raise ValueError(f"{path}:{start + 1}: unknown marker <!-- {marker} -->")
         output = None
