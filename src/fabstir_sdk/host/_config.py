@@ -54,7 +54,8 @@ class HostConfig(_ConfigModel):
     #: Open TCP connections from one IP address; more are answered 429 and closed.
     max_connections_per_ip: int = Field(default=256, ge=1)
     #: WebSocket frames a connection may send per second on average, and in one burst;
-    #: frames over the rate are refused with ``RATE_LIMITED`` unread.
+    #: frames over the rate are refused with ``RATE_LIMITED`` unread, and a connection that
+    #: sends a burst's worth more of them in a row is closed (1008).
     frames_per_second: float = Field(default=100.0, gt=0)
     frame_burst: int = Field(default=1000, ge=1)
     #: Seconds a connection has to send a complete request head (HTTP or the WebSocket

@@ -100,6 +100,7 @@ class Connection:
         self.errors_sent = 0
         config = node.config
         self._rate = FrameRate(config.frames_per_second, config.frame_burst)
+        self._refused = 0  # frames refused in a row for the rate
 
     def __repr__(self) -> str:
         job = self.job.billing.job.id if self.job else None
@@ -122,10 +123,19 @@ class Connection:
                     break
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                     self.frames_in += 1
+                    # a queued frame is read without suspending: yield, or a client that
+                    # sends without pause holds the event loop and starves every other one
+                    await asyncio.sleep(0)
                     if self._rate.allow():
+                        self._refused = 0
                         await self.handle(msg.data)
-                    else:
+                    elif self._refused < self._rate.burst:
+                        self._refused += 1
                         await self.error("RATE_LIMITED", "too many frames: slow down")
+                    else:  # a burst's worth refused in a row: a flood, not a client
+                        log.debug("closing a WebSocket that ignores the frame rate limit")
+                        await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"rate")
+                        break
                 elif msg.type == WSMsgType.ERROR:
                     log.debug("websocket error: %s", self.ws.exception())
                     break
