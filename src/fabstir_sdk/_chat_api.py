@@ -26,7 +26,14 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from .chain.units import Amount
-from .errors import FabstirError, HostError, SessionClosedError, ValidationError
+from .errors import (
+    FabstirError,
+    HostError,
+    HostUnreachableError,
+    SessionClosedError,
+    StreamTimeoutError,
+    ValidationError,
+)
 from .protocol import ChatMessage
 
 if TYPE_CHECKING:
@@ -336,7 +343,8 @@ class _Turn:
         """After anything but a clean refusal (a host error frame, bad input) the link may
         be dead or still carry the old answer: the next request gets a new session."""
         if not isinstance(exc, HostError | ValidationError | SessionClosedError):
-            self._chat._retire(self._slot)
+            failed = isinstance(exc, HostUnreachableError | StreamTimeoutError)
+            self._chat._retire(self._slot, host_failed=failed)
 
 
 class ChatCompletionStream:
@@ -557,8 +565,11 @@ class Chat:
             log.info("model %s: session %s", model, slot.session.session_id)
         return slot.session
 
-    def _retire(self, slot: _Slot) -> None:
-        """A broken session is settled at :meth:`aclose`; the next request opens another."""
+    def _retire(self, slot: _Slot, *, host_failed: bool) -> None:
+        """A broken session is settled at :meth:`aclose`; the next request opens another
+        (and discovery re-checks a host that failed before offering it again)."""
         if slot.session is not None:
             self._retired.append(slot.session)
+            if host_failed:
+                self._sdk.get_discovery_manager().report_failure(slot.session.host.address)
         slot.session, slot.held = None, None

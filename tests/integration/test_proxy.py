@@ -348,3 +348,43 @@ async def test_concurrent_conversations_share_the_session_in_turn(proxy):
     ]
     assert [r.choices[0].finish_reason for r in replies] == ["stop", "stop", "length"]
     assert len({r.model_extra["fabstir"]["session_id"] for r in replies}) == 1
+
+
+async def test_a_host_dying_mid_stream(net, sdk):
+    """The error reaches the client as an SSE error event; the dead host's job is settled
+    on stop with nothing proven: the whole deposit comes back. (Last: it kills a host.)"""
+    cheap = 1000  # only this host is within the proxy's price cap
+    victim = await net.start_host(
+        account=4, models=[BUILTIN], price_per_token=cheap, token_delay=0.02, chain_poll=0.1
+    )
+    server = ProxyServer(Chat(sdk, budget="1", max_price_per_token=cheap))
+    await server.start()
+    client = client_for(server)
+    try:
+        stream = await client.chat.completions.create(
+            model=BUILTIN, messages=[user("count to 300")], stream=True
+        )
+        session = server.chat.sessions[BUILTIN]
+        assert session.host.address == victim.address
+        got = []
+        with pytest.raises(openai.APIError) as info:
+            async for chunk in stream:
+                got.append(chunk.choices[0].delta.content)
+                if len(got) == 4:
+                    victim.kill()
+        assert got[:4] == ["", "1", " 2", " 3"]
+        assert "the host closed the connection" in info.value.message
+        assert server.chat.sessions == {}  # put aside: the next request would open another
+        with pytest.raises(openai.InternalServerError) as unavailable:
+            await client.chat.completions.create(model=BUILTIN, messages=[user("count to 2")])
+        assert unavailable.value.status_code == 503
+    finally:
+        settlements = await server.stop()
+        victim.kill()
+    (settlement,) = settlements
+    assert settlement.job_id == session.job_id
+    assert (settlement.tokens_used, settlement.host_payment, settlement.refund) == (
+        0,
+        0,
+        1_000_000,
+    )
