@@ -361,11 +361,25 @@ async def test_a_host_dying_mid_stream(net, sdk):
     await server.start()
     client = client_for(server)
     try:
+        # a client that leaves a stream early: the answer is cancelled on the host
+        body = {"model": BUILTIN, "messages": [user("count to 300")], "stream": True}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(server.url + "/chat/completions", json=body) as response,
+        ):
+            assert (await response.content.readline()).startswith(b"data: {")
+        session = server.chat.sessions[BUILTIN]
+        assert session.host.address == victim.address
+        again = await client.chat.completions.create(
+            model=BUILTIN, messages=[user("count to 3")], max_tokens=3
+        )
+        assert again.choices[0].message.content == "1 2 3"
+        assert server.chat.sessions[BUILTIN] is session
+        assert 3 < session.tokens_reported < 100  # 300 would take 6 s: it was cut short
+
         stream = await client.chat.completions.create(
             model=BUILTIN, messages=[user("count to 300")], stream=True
         )
-        session = server.chat.sessions[BUILTIN]
-        assert session.host.address == victim.address
         got = []
         with pytest.raises(openai.APIError) as info:
             async for chunk in stream:

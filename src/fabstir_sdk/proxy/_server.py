@@ -158,6 +158,9 @@ class ProxyServer:
                 _, body = openai_error(exc)
                 await response.write(b"data: " + json.dumps(body).encode() + b"\n\n")
                 return response
+            except ConnectionResetError:
+                log.info("the client left a stream early: its answer is cancelled")
+                return response
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
         finally:
