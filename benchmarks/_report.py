@@ -69,6 +69,16 @@ def machine() -> dict[str, str]:
     }
 
 
+def _contention(before: dict[str, str], after: dict[str, str]) -> str:
+    """A note when more processes wanted the CPUs than there are cores."""
+    try:
+        peak = max(float(m["load"].split()[0]) for m in (before, after))
+        cores = int(before["cores"])
+    except (ValueError, IndexError):
+        return ""
+    return f" (above {cores}: processes waited for a CPU during the run)" if peak > cores else ""
+
+
 def _fmt_ms(ms: float) -> str:
     return f"{ms:,.2f} ms" if ms < 1000 else f"{ms / 1000:,.2f} s"
 
@@ -93,11 +103,13 @@ def render(
         "",
         f"- CPU: {before['cpu']}, {before['cores']} cores",
         f"- Python {before['python']} on {before['os']}",
-        f"- Run: {before['date']} to {after['date']}, median of {runs} runs per operation "
-        "(fewer for 1 MB and 100 MB storage operations)",
-        f"- Load average (1/5/15 min) before: {before['load']}, after: {after['load']}. The",
-        "  machine was shared with other engineers' builds and tests, so absolute figures are",
-        "  noisy; the ratios compare operations measured side by side in the same run.",
+        f"- Run: {before['date']} to {after['date']}",
+        f"- Median of {runs} runs per operation (fewer for 1 MB and 100 MB storage operations)",
+        f"- Load average (1/5/15 min): before {before['load']}, after {after['load']}"
+        f"{_contention(before, after)}",
+        "",
+        "The machine was shared with other engineers' builds and tests, so absolute figures",
+        "are noisy; the ratios compare operations measured side by side in the same run.",
         "",
         "## Against the original system's published figures",
         "",
