@@ -275,7 +275,8 @@ class PromptStream:
                 if self._deadline is not None:
                     wait = min(wait, self._deadline - time.monotonic())
                 try:
-                    link = session._require_link()  # inside: a link found closed fails over too
+                    # a closed link still holds what came before the close: read it first
+                    link = session._link or session._require_link()
                     event = await link.next_event(wait, "token" if self._parts else "first token")
                 except HostError as exc:
                     if self._stale(exc.id):

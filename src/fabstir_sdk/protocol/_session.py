@@ -328,6 +328,9 @@ class ClientSession:
             request = PromptRequest.model_validate(options)
         else:
             request = prompt
+        # Every answer starts at chunk 0, even when the last one ended in an error frame
+        # without a stream_end (upstream hosts send such errors).
+        self._next_chunk = 0
         if not self.encrypted:
             return Inference(request=request, session_id=self.session_id, id=id).to_json()
         n = self._next_message

@@ -1,0 +1,304 @@
+"""Client-side faults of a session: a host's error frames (both wire shapes), a host that
+closes mid-answer or cannot be reached. Each is a typed error, and what was said so far is
+kept in S5 (the devnet's local portal, over HTTP).
+
+The exotic cases come from a tiny scripted host on loopback that speaks the real protocol
+(E2EE through :class:`~fabstir_sdk.protocol.HostSession`) and is registered on chain like
+any host; the context-window refusal comes from the reference host process.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import coincurve
+import pytest
+from websockets.asyncio.server import Server, ServerConnection, serve
+
+from fabstir_sdk import (
+    ContextLimitError,
+    FabstirSDK,
+    HostError,
+    HostUnreachableError,
+    SessionState,
+)
+from fabstir_sdk.devnet import Devnet, RunningHost
+from fabstir_sdk.protocol import (
+    Connected,
+    EncryptedMessage,
+    EncryptedSessionInit,
+    HostSession,
+    SessionInitAck,
+    StreamEnd,
+    parse_client_message,
+)
+
+from .host_helpers import BUILTIN, PRICE
+
+pytestmark = pytest.mark.integration
+
+USER, SCRIPTED, REAL = 1, 5, 6
+PIECES = ["The", " answer", " is"]  # what the scripted host says before it fails
+
+
+@pytest.fixture(scope="module")
+async def net():
+    async with Devnet.start(with_s5=True) as devnet:
+        yield devnet
+
+
+class ScriptedHost:
+    """A registered host whose answers follow ``self.mode``:
+
+    - ``"ok"``: the prompt's words back, then ``encrypted_response`` and ``stream_end``;
+    - ``"coded"``: three chunks, ``{type: error, code, message, id}``, ``stream_end(error)``;
+    - ``"bare"``: three chunks, then ``{type: error, error: "<text>"}`` and nothing else;
+    - ``"close"``: three chunks, then the WebSocket is closed (a normal close frame).
+    """
+
+    def __init__(self, address: str, key: bytes, chain_id: int) -> None:
+        self.address = address
+        self.key = key
+        self.chain_id = chain_id
+        self.mode = "ok"
+        self.server: Server | None = None
+
+    @property
+    def public_key(self) -> str:
+        return coincurve.PrivateKey(self.key).public_key.format(compressed=True).hex()
+
+    async def start(self) -> str:
+        self.server = await serve(self.handle, "127.0.0.1", 0)
+        port = next(iter(self.server.sockets)).getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def handle(self, ws: ServerConnection) -> None:
+        await ws.send(Connected().to_json())
+        session: HostSession | None = None
+        async for frame in ws:
+            message = parse_client_message(frame)
+            if isinstance(message, EncryptedSessionInit):
+                session, opened = HostSession.accept(message, host_private_key=self.key)
+                ack = SessionInitAck(
+                    session_id=opened.session_id,
+                    job_id=opened.job_id,
+                    chain_id=self.chain_id,
+                    client_address=opened.client_address,
+                    id=message.id,
+                )
+                await ws.send(ack.to_json())
+            elif isinstance(message, EncryptedMessage):
+                assert session is not None
+                await self.answer(ws, session, message)
+
+    async def answer(self, ws: ServerConnection, session: HostSession, m: EncryptedMessage) -> None:
+        request = session.open_message(m)
+        sid, cid = session.session_id, m.id
+        pieces = PIECES if self.mode != "ok" else [f" {w}" for w in request.prompt.split()]
+        for piece in pieces:
+            await ws.send(session.chunk_frame(piece, id=cid))
+        if self.mode == "ok":
+            await ws.send(session.chunk_frame("", tokens=0, final=True, id=cid))
+            await ws.send(session.response_frame("stop", id=cid))
+            end = StreamEnd(reason="complete", tokens_used=len(pieces), session_id=sid, id=cid)
+            await ws.send(end.to_json())
+        elif self.mode == "coded":
+            error = {"type": "error", "code": "INFERENCE_FAILED", "message": "model crashed"}
+            await ws.send(json.dumps({**error, "session_id": sid, "id": cid}))
+            session.reset_response()
+            end = StreamEnd(reason="error", tokens_used=3, session_id=sid, id=cid)
+            await ws.send(end.to_json())
+        elif self.mode == "bare":
+            session.reset_response()
+            await ws.send(json.dumps({"type": "error", "error": "CUDA out of memory"}))
+        else:
+            await ws.close()
+
+
+@pytest.fixture(scope="module")
+async def scripted(net) -> AsyncIterator[ScriptedHost]:
+    account = net.accounts[SCRIPTED]
+    host = ScriptedHost(
+        account.address, bytes.fromhex(account.private_key.removeprefix("0x")), net.chain_id
+    )
+    url = await host.start()
+    async with FabstirSDK(net.sdk_config()) as sdk:
+        await sdk.authenticate(account.private_key)
+        await sdk.get_host_manager().register_host(
+            url,
+            [BUILTIN],
+            min_price_per_token_native=10**12,
+            min_price_per_token_stable=PRICE,
+            metadata={"publicKey": host.public_key},
+        )
+    yield host
+    await host.stop()
+
+
+@pytest.fixture(scope="module")
+async def small(net) -> AsyncIterator[RunningHost]:
+    """The reference host with a 64-token context window."""
+    running = await net.start_host(account=REAL, context_window=64, chain_poll=0.1)
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def sdk(net) -> AsyncIterator[FabstirSDK]:
+    async with FabstirSDK(net.sdk_config()) as client:
+        await client.authenticate(net.accounts[USER].private_key)
+        yield client
+
+
+async def stored(net: Devnet, conversation_id: str) -> list[tuple[str, str]]:
+    """The conversation as S5 holds it, read through a fresh SDK (nothing cached)."""
+    async with FabstirSDK(net.sdk_config()) as fresh:
+        await fresh.authenticate(net.accounts[USER].private_key)
+        storage = await fresh.get_storage_manager()
+        conversation = await storage.load_conversation(conversation_id)
+    return [(m.role, m.content) for m in conversation.messages]
+
+
+async def test_coded_error_frame_mid_answer(net, scripted, sdk):
+    """``{code, message}``: HostError with the code; the partial answer is kept; the
+    stream_end that follows the error is not mistaken for the next answer's end."""
+    sm = await sdk.get_session_manager()
+    session = await sm.create_session(model=BUILTIN, host=scripted.address, deposit="1")
+    await session.send_prompt("hello there")
+    scripted.mode = "coded"
+    received: list[str] = []
+    with pytest.raises(HostError) as info:
+        async with session.stream("tell me") as stream:
+            async for chunk in stream:
+                received.append(chunk.text)
+    assert type(info.value) is HostError
+    assert (info.value.code, info.value.host_message) == ("INFERENCE_FAILED", "model crashed")
+    assert info.value.session_id == session.session_id
+    assert received == PIECES and stream.text == "The answer is"
+
+    scripted.mode = "ok"
+    reply = await session.send_prompt("go on please")
+    assert reply.text == " go on please"
+    assert session.tokens_reported == 2 + 3 + 3  # the failed answer's stream_end counted
+    assert await stored(net, session.conversation_id) == [
+        ("user", "hello there"),
+        ("assistant", " hello there"),
+        ("user", "tell me"),
+        ("assistant", "The answer is"),
+        ("user", "go on please"),
+        ("assistant", " go on please"),
+    ]
+    await session.end()
+    settlement = await sm.complete_session(session.session_id)
+    assert (settlement.tokens_used, settlement.refund) == (0, 1_000_000)  # it proved nothing
+
+
+async def test_bare_error_frame_mid_answer(net, scripted, sdk):
+    """``{error: "<text>"}``: HostError with the generic code and the host's text."""
+    sm = await sdk.get_session_manager()
+    session = await sm.create_session(model=BUILTIN, host=scripted.address, deposit="1")
+    scripted.mode = "bare"
+    with pytest.raises(HostError) as info:
+        await session.send_prompt("what went wrong?")
+    assert type(info.value) is HostError
+    assert (info.value.code, info.value.host_message) == ("HOST_ERROR", "CUDA out of memory")
+    assert str(info.value) == "host error HOST_ERROR: CUDA out of memory"
+    assert await stored(net, session.conversation_id) == [
+        ("user", "what went wrong?"),
+        ("assistant", "The answer is"),
+    ]
+    scripted.mode = "ok"
+    assert (await session.send_prompt("still here")).text == " still here"
+    await session.end()
+
+
+async def test_host_closing_mid_answer(net, scripted, sdk):
+    """A clean close mid-answer is HostUnreachableError at once (no deadline to wait
+    for); the partial answer is kept; the session must be resumed to go on."""
+    sm = await sdk.get_session_manager()
+    session = await sm.create_session(model=BUILTIN, host=scripted.address, deposit="1")
+    scripted.mode = "close"
+    received: list[str] = []
+    with pytest.raises(HostUnreachableError):
+        async with session.stream("are you there?") as stream:
+            async for chunk in stream:
+                received.append(chunk.text)
+    assert received == PIECES and not session.connected
+    with pytest.raises(HostUnreachableError):
+        await session.send_prompt("hello?")  # never sent, so never stored
+    assert await stored(net, session.conversation_id) == [
+        ("user", "are you there?"),
+        ("assistant", "The answer is"),
+    ]
+    scripted.mode = "ok"
+    resumed = await sm.resume_session(session.session_id)  # history replayed from S5
+    assert (await resumed.send_prompt("back again")).text == " back again"
+    await resumed.end()
+    settlement = await sm.complete_session(session.session_id)
+    assert settlement.refund == 1_000_000
+
+
+async def test_host_unreachable_on_resume_keeps_the_conversation(net, sdk):
+    """The host's API goes away between connections: resume is HostUnreachableError, the
+    conversation stays in S5 and the deposit comes back in full."""
+    account = net.accounts[7]
+    gone = ScriptedHost(
+        account.address, bytes.fromhex(account.private_key.removeprefix("0x")), net.chain_id
+    )
+    url = await gone.start()
+    async with FabstirSDK(net.sdk_config()) as operator:
+        await operator.authenticate(net.accounts[7].private_key)
+        await operator.get_host_manager().register_host(
+            url,
+            [BUILTIN],
+            min_price_per_token_native=10**12,
+            min_price_per_token_stable=PRICE,
+            metadata={"publicKey": gone.public_key},
+        )
+    sm = await sdk.get_session_manager()
+    session = await sm.create_session(model=BUILTIN, host=gone.address, deposit="1")
+    assert (await session.send_prompt("remember this")).text == " remember this"
+    await session.end()
+    await gone.stop()
+    with pytest.raises(HostUnreachableError):
+        await sm.resume_session(session.session_id)
+    assert await stored(net, session.conversation_id) == [
+        ("user", "remember this"),
+        ("assistant", " remember this"),
+    ]
+    pm = sdk.get_payment_manager()
+    before = await pm.get_token_balance(net.addresses.usdc_token)
+    settlement = await sm.complete_session(session.session_id)
+    assert (settlement.tokens_used, settlement.refund) == (0, 1_000_000)
+    assert await pm.get_token_balance(net.addresses.usdc_token) == before + 1_000_000
+    job = await pm.get_session_job(session.job_id)
+    assert job.status is SessionState.COMPLETED
+
+
+async def test_context_limit_from_the_reference_host(net, small, sdk):
+    """The real host's TOKEN_LIMIT_EXCEEDED frame: ContextLimitError with its numbers,
+    before any token; the prompt is kept, and the session goes on."""
+    sm = await sdk.get_session_manager()
+    session = await sm.create_session(model=BUILTIN, host=small.address, deposit="1")
+    long_prompt = " ".join(["word"] * 80)
+    with pytest.raises(ContextLimitError) as info:
+        await session.send_prompt(long_prompt)
+    assert info.value.code == "TOKEN_LIMIT_EXCEEDED"
+    assert (info.value.prompt_tokens, info.value.context_window_size) == (
+        81,
+        64,
+    )  # 80 words and 1 for the role
+    assert (await session.send_prompt("count to 3")).text == "1 2 3"
+    assert await stored(net, session.conversation_id) == [
+        ("user", long_prompt),
+        ("user", "count to 3"),
+        ("assistant", "1 2 3"),
+    ]
+    settlement = await session.complete()
+    assert (settlement.tokens_used, settlement.host_payment) == (1000, 2000)
