@@ -14,18 +14,37 @@ import sys
 import traceback
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, cast
 
 from ._version import __version__
 from .errors import FabstirError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "port_number"]
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line too, naming the --help that explains (subcommands
+    inherit the class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 meaning any free one."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0..65535, not {port}")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fabstir",
         description="Fabstir decentralized LLM inference market: SDK tools.",
     )
@@ -33,7 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug", action="store_true", help="show debug logs, and the traceback of an error"
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = cast(  # of _Parser: the _add_ functions only need ArgumentParser's API
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(dest="command", metavar="COMMAND", required=True),
+    )
     _add_demo(commands)
     _add_chat(commands)
     _add_devnet(commands)
@@ -87,7 +109,12 @@ def _add_chat(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     chat.add_argument("--model", required=True, help="the model, 'repo:file'")
     chat.add_argument("--host", help="the host's address (default: the best registered host)")
     add_chain_arguments(chat, key_env="FABSTIR_PRIVATE_KEY", role="user")
-    chat.add_argument("--payment", choices=["usdc", "eth", "deposit"], default="usdc")
+    chat.add_argument(
+        "--payment",
+        choices=["usdc", "eth", "deposit"],
+        default="usdc",
+        help="escrow USDC (default) or ETH, or use your pre-funded deposit",
+    )
     chat.add_argument(
         "--deposit", default="1", help="escrow, in USDC or ETH (default 1; unused by deposit)"
     )
@@ -142,7 +169,7 @@ def _add_devnet(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
             "SIGTERM."
         ),
     )
-    up.add_argument("--port", type=int, default=None, help="RPC port (default: a free one)")
+    up.add_argument("--port", type=port_number, default=None, help="RPC port (default: a free one)")
     up.add_argument(
         "--block-time",
         type=float,
@@ -186,7 +213,9 @@ def _add_s5(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         ),
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=5050, help="port (default 5050; 0: any free)")
+    serve.add_argument(
+        "--port", type=port_number, default=5050, help="port (default 5050; 0: any free)"
+    )
     serve.add_argument(
         "--dir",
         type=Path,
@@ -251,7 +280,8 @@ def _add_proxy(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     first = text[0] if text else ""
-    if not isinstance(exc, FabstirError | NotImplementedError):
+    # OSError: the machine said no (port in use, no permission, no such file), not a bug
+    if not isinstance(exc, FabstirError | NotImplementedError | OSError):
         first = f"internal error: {type(exc).__name__}: {first}"
     more = " (--debug shows more)" if len(text) > 1 or first.startswith("internal") else ""
     return first + more

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..cli import port_number
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -69,7 +70,9 @@ def add_host_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "--model", action="append", required=True, help="model to serve, 'repo:file' (repeat)"
     )
     run.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    run.add_argument("--port", type=int, default=8080, help="port (0: a free one; default 8080)")
+    run.add_argument(
+        "--port", type=port_number, default=8080, help="port (0: a free one; default 8080)"
+    )
     run.add_argument("--public-url", help="URL to register (default http://HOST:PORT)")
     run.add_argument(
         "--price-per-token",
@@ -83,7 +86,12 @@ def add_host_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
         default=10**12,
         help="minimum ETH price per 1000 tokens, wei (default 10^12)",
     )
-    run.add_argument("--backend", choices=["builtin", "openai"], default="builtin")
+    run.add_argument(
+        "--backend",
+        choices=["builtin", "openai"],
+        default="builtin",
+        help="builtin: the toy model, no weights (default); openai: an OpenAI-compatible server",
+    )
     run.add_argument(
         "--token-delay", type=float, default=0.0, help="builtin: seconds between tokens (0)"
     )
@@ -93,7 +101,12 @@ def add_host_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     run.add_argument("--openai-base-url", help="openai: the server, e.g. http://127.0.0.1:8000")
     run.add_argument("--openai-model", help="openai: the model name the server expects")
     run.add_argument("--openai-api-key-env", metavar="VAR", help="openai: env var of the API key")
-    run.add_argument("--context-window", type=int, default=8192)
+    run.add_argument(
+        "--context-window",
+        type=int,
+        default=8192,
+        help="tokens a session's conversation may hold (default 8192)",
+    )
     run.add_argument(
         "--checkpoint-tokens", type=int, default=1000, help="submit a proof every N tokens"
     )
@@ -114,7 +127,13 @@ def add_host_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     run.add_argument(
         "--storage-dir", type=Path, help="publish checkpoints to the embedded S5 store here"
     )
-    run.add_argument("--shutdown-timeout", type=float, default=10.0)
+    run.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="on stop, seconds final proofs may take before giving up (default 10)",
+    )
     for name, kind, text in _LIMITS:
         run.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
     run.add_argument(

@@ -11,6 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
+from ..cli import port_number
 from ..errors import ConfigError
 
 __all__ = ["add_proxy_command", "proxy_serve"]
@@ -31,7 +32,9 @@ def add_proxy_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     )
     add_chain_arguments(proxy, key_env="FABSTIR_PRIVATE_KEY", role="user")
     proxy.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    proxy.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free)")
+    proxy.add_argument(
+        "--port", type=port_number, default=8000, help="port (default 8000; 0: any free)"
+    )
     proxy.add_argument(
         "--budget",
         default="1",
@@ -43,7 +46,12 @@ def add_proxy_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         metavar="N",
         help="never use hosts above N base units per 1000 tokens",
     )
-    proxy.add_argument("--payment", choices=["usdc", "eth", "deposit"], default="usdc")
+    proxy.add_argument(
+        "--payment",
+        choices=["usdc", "eth", "deposit"],
+        default="usdc",
+        help="escrow USDC (default) or ETH, or use your pre-funded deposit",
+    )
     proxy.add_argument(
         "--api-key-env",
         metavar="VAR",

@@ -1,0 +1,181 @@
+"""The ``fabstir`` command as a user meets it: complete help for every subcommand, the
+version, and errors that are one clear line (the traceback only with --debug)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+import pytest
+
+from fabstir_sdk import __version__
+from fabstir_sdk.cli import build_parser
+
+
+def commands(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], argparse.ArgumentParser, str | None]]:
+    """Every subcommand below ``parser``: its words, its parser and the one-line help its
+    parent lists."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, sub in action.choices.items():
+                words = (*path, name)
+                found.append((words, sub, helps.get(name)))
+                found += commands(sub, words)
+    return found
+
+
+ALL = [((), build_parser(), None), *commands(build_parser())]
+LEAVES = sorted(
+    words
+    for words, parser, _ in ALL
+    if not any(isinstance(a, argparse._SubParsersAction) for a in parser._actions)
+)
+
+
+def test_every_command_is_walked():
+    names = {" ".join(words) for words, _, _ in ALL}
+    assert {
+        "",
+        "demo",
+        "devnet",
+        "devnet up",
+        "s5",
+        "s5 serve",
+        "host run",
+        "host withdraw",
+    } <= names
+
+
+@pytest.mark.parametrize("words", [w for w, _, _ in ALL], ids=lambda w: " ".join(w) or "fabstir")
+def test_help_is_complete(words, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args([*words, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: {' '.join(('fabstir', *words))} ")
+    (_, parser, summary) = next(c for c in ALL if c[0] == words)
+    assert parser.description, "a description under the usage line"
+    if words:
+        assert summary, "a one-line help in the parent's list"
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
+            continue
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action.choices:
+                assert f"    {choice} " in out  # every subcommand is listed
+            continue
+        name = "/".join(action.option_strings) or action.dest
+        assert action.help, f"fabstir {' '.join(words)}: {name} has no help"
+        assert (action.option_strings or [action.dest])[-1] in out
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"fabstir-sdk {__version__}\n"
+
+
+async def fabstir(*args: str, **env: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "fabstir_sdk.cli",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("FABSTIR_")},
+            "PYTHONWARNINGS": "ignore",
+            **env,
+        },
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+#: For every command that runs: arguments that fail, and the line that says why.
+FAILURES = {
+    ("chat",): (["--model", "a:b"], {}, "say which chain: --manifest PATH or --network"),
+    ("demo",): ([], {"FABSTIR_ANVIL": "/nonexistent"}, "FABSTIR_ANVIL=/nonexistent is not an"),
+    ("devnet", "up"): ([], {"FABSTIR_ANVIL": "/nonexistent"}, "FABSTIR_ANVIL=/nonexistent is"),
+    ("host", "run"): (
+        ["--model", "a:b", "--network", "base-sepolia"],
+        {},
+        "set FABSTIR_HOST_PRIVATE_KEY to the host's private key (or use --key-file)",
+    ),
+    ("host", "withdraw"): (
+        ["--manifest", "/nonexistent.json"],
+        {},
+        "cannot read manifest /nonexistent.json: [Errno 2] No such file or directory",
+    ),
+    ("proxy",): ([], {}, "say which chain: --manifest PATH or --network"),
+    ("s5", "serve"): (
+        ["--dir", "/proc/fabstir-cannot-be-here"],
+        {},
+        "cannot create the store at /proc/fabstir-cannot-be-here",
+    ),
+}
+
+
+def test_every_command_has_a_failure_case():
+    assert sorted(FAILURES) == LEAVES
+
+
+#: Commands also checked with --debug: an SDK error raised in the handler, and an OSError.
+DEBUGGED = [("host", "run"), ("s5", "serve")]
+
+
+async def test_errors_are_one_line_and_debug_shows_the_traceback():
+    runs = [(words, False) for words in sorted(FAILURES)] + [(w, True) for w in DEBUGGED]
+
+    async def run(words: tuple[str, ...], debug: bool) -> tuple[int, str, str]:
+        args, env, _ = FAILURES[words]
+        return await fabstir(*(["--debug"] if debug else []), *words, *args, **env)
+
+    results = await asyncio.gather(*(run(w, d) for w, d in runs))
+    for (words, debug), (code, _, err) in zip(runs, results, strict=True):
+        why = FAILURES[words][2]
+        assert code == 1, (words, err)
+        if debug:
+            assert "Traceback (most recent call last)" in err and why in err, (words, err)
+            continue
+        # the error is the last line, and the only one (progress lines may come before it)
+        errors = [line for line in err.splitlines() if "error" in line.lower()]
+        assert errors == [err.splitlines()[-1]], (words, err)
+        assert errors[0].startswith("fabstir: error: ") and why in errors[0], (words, err)
+        assert "internal error" not in err and "Traceback" not in err, (words, err)
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        ([], "fabstir: error: the following arguments are required: COMMAND (see fabstir --help)"),
+        (
+            ["s5", "serve", "--port", "70000"],
+            "fabstir s5 serve: error: argument --port: a port is 0..65535, not 70000"
+            " (see fabstir s5 serve --help)",
+        ),
+        (
+            ["devnet", "up", "--port", "x"],
+            "fabstir devnet up: error: argument --port: not a port number: 'x'"
+            " (see fabstir devnet up --help)",
+        ),
+        (
+            ["host"],
+            "fabstir host: error: the following arguments are required: ACTION"
+            " (see fabstir host --help)",
+        ),
+    ],
+)
+async def test_usage_mistakes_are_one_line_too(args, line):
+    code, out, err = await fabstir(*args)
+    assert (code, out, err) == (2, "", line + "\n")
