@@ -1,7 +1,9 @@
 """Shared hypothesis settings for the fuzz tests (tests/unit/test_fuzz_*.py).
 
-``FABSTIR_FUZZ_EXAMPLES`` scales every fuzz test (default: a CI-sized run of a few seconds
-per property); set it to thousands for a long local hunt.
+``FABSTIR_FUZZ_EXAMPLES`` scales every fuzz test (default 250: a CI-sized run of a few
+seconds per property). A long hunt, past pytest-timeout's 300 s per test::
+
+    FABSTIR_FUZZ_EXAMPLES=5000 .venv/bin/python -m pytest --timeout=0 tests/unit/test_fuzz_*.py
 """
 
 from __future__ import annotations
