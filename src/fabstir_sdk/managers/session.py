@@ -905,7 +905,19 @@ class SessionManager:
                 "created_tx": created.tx_hash,
             },
         )
-        return job, await self._connect(job, info, plan, limits)
+        try:
+            return job, await self._connect(job, info, plan, limits)
+        except FabstirError as exc:
+            # Paid but never connected: settle at once, so the deposit comes straight back.
+            exc.add_note(f"session job {job.id} was opened; it has been settled (full refund)")
+            try:
+                await pm.complete_session_job(job.id)
+            except FabstirError as settle_error:
+                log.warning(
+                    "could not settle job %s after a failed connect: %s", job.id, settle_error
+                )
+                exc.add_note(f"settling job {job.id} failed too: complete it with complete_session")
+            raise
 
     async def _approve(self, token: str, deposit: Amount) -> None:
         """Approve exactly the deposit unless the allowance already covers it."""
