@@ -3,6 +3,7 @@ pytest plugin entry points, and nothing that is only for our tests."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import zipfile
@@ -84,3 +85,10 @@ def test_installed_wheel_reads_its_own_contracts(wheel, tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
     ).stdout.splitlines()
     assert out == [str(target / "fabstir_sdk" / "_contracts" / "abi"), "True 84532"]
+
+
+def test_changelog_describes_this_version():
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    releases = re.findall(r"^## \[([^\]]+)\]", changelog, re.M)
+    assert releases[0] == __version__  # the newest entry is the version we build
+    assert "### Added" in changelog.split("## [", 2)[1]
