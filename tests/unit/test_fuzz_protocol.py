@@ -22,9 +22,12 @@ from fabstir_sdk.protocol import (
     EncryptedSessionInit,
     HostSession,
     SessionInitAck,
+    open_checkpoint_delta,
     parse_client_message,
     parse_host_message,
+    seal_checkpoint_delta,
 )
+from fabstir_sdk.protocol import _crypto as c
 
 from .fuzzing import fuzz as fuzz_settings
 from .fuzzing import typed_only
@@ -199,3 +202,29 @@ def test_host_session_refuses_forged_prompts_and_goes_on(frames):
         assert request.prompt == prompt
         opened += 1
     assert opened >= 1
+
+
+RECOVERY_KEY = bytes.fromhex("44" * 32)
+ENVELOPE = seal_checkpoint_delta(
+    {"messages": [{"role": "user", "content": "hi"}]},
+    recovery_public_key=coincurve.PrivateKey(RECOVERY_KEY).public_key.format(compressed=True),
+    host_private_key=HOST_KEY,
+)
+
+
+@fuzz
+@given(mutated([json.dumps(ENVELOPE)]) | json_values)
+def test_checkpoint_delta_opener_takes_any_envelope(envelope):
+    if isinstance(envelope, str | bytes):
+        try:
+            envelope = json.loads(envelope)
+        except ValueError:
+            return
+    opened = typed_only(open_checkpoint_delta, envelope, recovery_private_key=RECOVERY_KEY)
+    assert isinstance(opened, tuple | FabstirError)
+
+
+def test_checkpoint_delta_opens_unmutated():
+    delta, signer = open_checkpoint_delta(ENVELOPE, recovery_private_key=RECOVERY_KEY)
+    assert delta == {"messages": [{"role": "user", "content": "hi"}]}
+    assert signer == c.address_of(HOST_PUBLIC)

@@ -77,7 +77,7 @@ def open_checkpoint_delta(
         nonce = bytes.fromhex(str(envelope["nonce"]).removeprefix("0x"))
         ciphertext = bytes.fromhex(str(envelope["ciphertext"]).removeprefix("0x"))
         signature = bytes.fromhex(str(envelope["hostSignature"]).removeprefix("0x"))
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, TypeError):  # TypeError: not a mapping at all
         raise ProtocolError("not an encrypted checkpoint delta envelope") from None
     plaintext = c.open_aead(_key(recovery_private_key, eph), nonce, ciphertext, b"")
     signer = c.address_of(c.recover_public_key(signature, _signed_digest(ciphertext)))
