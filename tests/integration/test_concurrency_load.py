@@ -85,7 +85,7 @@ class PeakRss:
 async def test_one_host_serves_200_clients_for_60_seconds():
     async with Devnet.start() as net:
         host = await net.start_host(
-            account=HOST, models=[BUILTIN], token_delay=TOKEN_DELAY, chain_poll=0.2
+            account=HOST, models=[BUILTIN], token_delay=TOKEN_DELAY, chain_poll=1.0
         )
         async with FabstirSDK(net.sdk_config()) as sdk:
             await sdk.authenticate(net.accounts[USER].private_key)
