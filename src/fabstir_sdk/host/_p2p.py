@@ -91,7 +91,11 @@ class HostP2P:
                 log.info("no DHT peer took the record for %s yet (kept locally)", model)
 
     async def _registered_prices(self) -> dict[str | None, dict[str, int]]:
-        """The host's minimum price per model, per token, as the registry has them now."""
+        """The host's minimum price per model, per token, as the registry has them now
+        (none while it is not registered: clients must not take prices from anywhere else)."""
+        info = self._host.info
+        if info is None or not info.is_active:
+            return {}
         chain = self._host.chain
         nr = chain.ctx.contract("node_registry")
         usdc = chain.config.contract_addresses.usdc_token
