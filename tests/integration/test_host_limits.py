@@ -41,6 +41,7 @@ async def strict(net) -> RunningHost:
         frame_burst=10,
         header_timeout=0.5,
         idle_timeout=1.5,
+        context_window=250_000,
     )
     yield running
     await running.stop()
@@ -193,6 +194,26 @@ async def test_slow_request_heads_are_cut_off(strict):
     finally:
         for _, w in (silent, dribble):
             w.close()
+
+
+async def test_a_client_that_stops_reading_is_dropped(net, strict):
+    """The host's sends block once the buffers fill; after the idle deadline it lets go."""
+    client = await Client.session(net, strict, await open_job(net, strict.address))
+    try:
+        # ~200 bytes a frame: some 40 MB, far more than the socket buffers hold
+        frame = client.proto.prompt_frame("write 200000 words", max_tokens=200_000)
+        await client.ws.send(frame)
+        await asyncio.sleep(3.0)  # read nothing: the client library stops after 16 frames
+        received = 0
+        with pytest.raises(websockets.ConnectionClosed):
+            while True:  # what the buffers held, then the end: the host let go
+                frame = await asyncio.wait_for(client.ws.recv(), 10)
+                assert '"stream_end"' not in frame  # the answer never completes
+                received += 1
+        assert 16 < received < 200_000
+        assert client.ws.close_code in (None, 1006)  # aborted, no closing handshake
+    finally:
+        await client.close()
 
 
 async def test_idle_websocket_is_closed(strict):
