@@ -105,6 +105,9 @@ async def test_only_one_process_flushes_at_a_time(tmp_path, inner):
     other._file_lock.acquire()  # another process is flushing
     try:
         assert await store.flush() == 0 and store.queued == 1
+        # Reads still reach the portal meanwhile (only writes wait behind the queue).
+        assert await store.registry_get(entry(0, b"").pk) is None
+        assert await store.get_blob(blob_id(b"x")) == b"x"  # from the queue
     finally:
         other._file_lock.release()
     assert await store.flush() == 1 and inner.writes == ["blob"]

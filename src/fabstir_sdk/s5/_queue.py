@@ -175,10 +175,13 @@ class QueuedStore(Store):
     def _mark_down(self) -> None:
         self._down_until = time.monotonic() + self.retry_after
 
+    def _reachable(self) -> bool:
+        return time.monotonic() >= self._down_until
+
     async def _direct(self) -> bool:
         """True when calls may go straight to the portal: it is not known to be down and
         nothing is queued (a pending queue is flushed first, to keep writes in order)."""
-        if time.monotonic() < self._down_until:
+        if not self._reachable():
             return False
         if self._blobs or self._entries:
             try:
@@ -274,7 +277,10 @@ class QueuedStore(Store):
             verifier.finish()
             yield data
             return
-        if not await self._direct():
+        # Reads need no flush first (what is queued was answered above), but they trigger
+        # it; the portal is asked even while another process holds the queue's lock.
+        await self._direct()
+        if not self._reachable():
             raise StorageUnavailableError(f"blob {blob}: the S5 portal is unreachable")
         try:
             if blob.size > _CACHE_ITEM:
@@ -289,7 +295,11 @@ class QueuedStore(Store):
         yield data
 
     async def registry_get(self, pk: bytes) -> RegistryEntry | None:
-        if await self._direct():
+        await self._direct()
+        held = self._entries.get(pk)
+        if held is not None:  # still queued: ours is the newest this process knows
+            return held[0]
+        if self._reachable():
             try:
                 entry = await self.inner.registry_get(pk)
             except StorageUnavailableError:
@@ -298,9 +308,6 @@ class QueuedStore(Store):
                 if entry is not None:
                     self._remember_entry(entry)
                 return entry
-        held = self._entries.get(pk)
-        if held is not None:
-            return held[0]
         if pk in self._seen:
             return self._seen[pk]
         raise StorageUnavailableError("registry read: the S5 portal is unreachable")
