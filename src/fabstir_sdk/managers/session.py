@@ -201,9 +201,15 @@ class _Link:
 
     async def next_event(self, within: float, waiting_for: str) -> Any:
         try:
-            event = await asyncio.wait_for(self.events.get(), max(within, 0))
-        except TimeoutError:
-            raise StreamTimeoutError(f"no {waiting_for} from the host in {within:.3g} s") from None
+            event = self.events.get_nowait()  # the hot path: tokens arrive in bursts
+        except asyncio.QueueEmpty:
+            try:
+                async with asyncio.timeout(max(within, 0)):  # no task per wait (wait_for's)
+                    event = await self.events.get()
+            except TimeoutError:
+                raise StreamTimeoutError(
+                    f"no {waiting_for} from the host in {within:.3g} s"
+                ) from None
         if isinstance(event, BaseException):
             if isinstance(event, HostUnreachableError):
                 self.events.put_nowait(event)  # every later wait sees it too
@@ -542,6 +548,7 @@ class Session:
             with contextlib.suppress(FabstirError):
                 await self._link.send(self._link.proto.end_frame())
         await self._drop_link()
+        await self._manager._metadata_written(self.job_id, quiet=True)
         self._manager._forget(self)
 
     async def complete(self) -> Settlement:
@@ -565,6 +572,7 @@ class Session:
                 await asyncio.sleep(0.2)
                 job = await self._manager._payments.get_session_job(self.job_id)
             overclaim = job.tokens_used > expected
+            await self._manager._metadata_written(self.job_id)
             ref = await self._manager._store_conversation(self.conversation_id)
             settlement = await self._manager._payments.complete_session_job(self.job_id, ref.cid)
         self._closed = True
@@ -628,6 +636,7 @@ class Session:
 
     async def _append(self, prompt: str, answer: str, *, partial: bool) -> None:
         storage = self._manager._storage
+        await self._manager._metadata_written(self.job_id)
         await storage.append_message(self.conversation_id, Message(role="user", content=prompt))
         if answer or not partial:
             await storage.append_message(
@@ -654,6 +663,8 @@ class SessionManager:
         self._discovery = discovery
         self._sessions: dict[str, Session] = {}
         self._approvals: dict[str, asyncio.Lock] = {}
+        #: Session metadata being written to S5, by job id (see :meth:`_metadata_written`).
+        self._meta_writes: dict[int, asyncio.Task[StoredRef]] = {}
 
     def __repr__(self) -> str:
         return f"SessionManager(open_sessions={len(self._sessions)})"
@@ -723,6 +734,7 @@ class SessionManager:
         job = await self._own_job(session_id)
         if job.status != SessionState.ACTIVE:
             raise SessionNotActiveError(f"session {job.id} is {job.status.name}")
+        await self._metadata_written(job.id, quiet=True)
         meta = await self._metadata(str(job.id)) or {}
         info = await self._hosts.get_host_info(job.host)
         model = str(meta.get("model") or job.id)
@@ -815,6 +827,8 @@ class SessionManager:
         """Drop every open connection (no settlement: hosts settle on disconnect)."""
         for session in list(self._sessions.values()):
             await session.end()
+        for job_id in list(self._meta_writes):
+            await self._metadata_written(job_id, quiet=True)
 
     # -- internals ------------------------------------------------------------------------
 
@@ -889,25 +903,31 @@ class SessionManager:
             token = None if plan.currency == "eth" else plan.token
             created = await pm.create_session_job_from_deposit(*args, token=token, **kw)
         job = await pm.get_session_job(created.job_id)
-        await self._storage.store_session_data(
-            str(job.id),
-            "metadata",
-            {
-                "job_id": job.id,
-                "host": info.address,
-                "model": plan.model,
-                "model_id": plan.model_id,
-                "price_per_token": price,
-                "payment_token": job.payment_token,
-                "deposit": job.deposit,
-                "deposit_human": str(plan.deposit),
-                "user": sender.address,
-                "created_tx": created.tx_hash,
-            },
+        # Off the critical path (it takes longer than the rest of create_session on a local
+        # portal): written while we connect and stream, awaited before this session's first
+        # other S5 write, at end() and at complete().
+        self._meta_writes[job.id] = asyncio.get_running_loop().create_task(
+            self._storage.store_session_data(
+                str(job.id),
+                "metadata",
+                {
+                    "job_id": job.id,
+                    "host": info.address,
+                    "model": plan.model,
+                    "model_id": plan.model_id,
+                    "price_per_token": price,
+                    "payment_token": job.payment_token,
+                    "deposit": job.deposit,
+                    "deposit_human": str(plan.deposit),
+                    "user": sender.address,
+                    "created_tx": created.tx_hash,
+                },
+            )
         )
         try:
             return job, await self._connect(job, info, plan, limits)
         except FabstirError as exc:
+            await self._metadata_written(job.id, quiet=True)
             # Paid but never connected: settle at once, so the deposit comes straight back.
             exc.add_note(f"session job {job.id} was opened; it has been settled (full refund)")
             try:
@@ -950,6 +970,19 @@ class SessionManager:
     def _track(self, session: Session) -> Session:
         self._sessions[session.session_id] = session
         return session
+
+    async def _metadata_written(self, job_id: int, *, quiet: bool = False) -> None:
+        """Wait for the job's metadata write, if one is in flight; its error is raised once
+        (or only logged when ``quiet``)."""
+        write = self._meta_writes.pop(job_id, None)
+        if write is None:
+            return
+        try:
+            await write
+        except FabstirError as exc:
+            if not quiet:
+                raise
+            log.warning("storing the metadata of session %s failed: %s", job_id, exc)
 
     def _forget(self, session: Session) -> None:
         self._sessions.pop(session.session_id, None)

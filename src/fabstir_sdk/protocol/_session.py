@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import coincurve
 
@@ -49,6 +51,7 @@ from ._messages import (
     StreamChunk,
     StreamEnd,
     VectorDatabase,
+    decode_frame,
     hex_bytes,
     parse_host_message,
     same_hex,
@@ -367,7 +370,12 @@ class ClientSession:
 
     def receive(self, data: str | bytes) -> ClientEvent:
         """The event a host frame stands for. Raises :class:`HostError` for error frames."""
-        message = parse_host_message(data, max_bytes=self.max_frame_bytes)
+        obj = decode_frame(data, max_bytes=self.max_frame_bytes)
+        if obj["type"] == "encrypted_chunk":
+            fast = _plain_chunk(obj)
+            if fast is not None:
+                return self._open_chunk(*fast)
+        message = parse_host_message(obj)
         if isinstance(message, ErrorFrame):
             raise message.to_exception()
         if isinstance(message, EncryptedChunk):
@@ -394,17 +402,35 @@ class ClientSession:
             raise ProtocolError("encrypted frame outside an established encrypted session")
 
     def _chunk(self, message: EncryptedChunk) -> TokenChunk:
+        p = message.payload
+        return self._open_chunk(
+            p.index,
+            p.nonce_hex,
+            p.ciphertext_hex,
+            p.aad_hex,
+            message.tokens,
+            message.final,
+            message.id,
+        )
+
+    def _open_chunk(
+        self,
+        index: int,
+        nonce_hex: str,
+        ciphertext_hex: str,
+        aad_hex: str,
+        tokens: int,
+        final: bool | None,
+        id: str | int | None,
+    ) -> TokenChunk:
         self._require_encrypted()
-        payload = message.payload
         expected = self._next_chunk
         aad = chunk_aad(expected)
-        if payload.index != expected or (payload.aad_hex and not same_hex(payload.aad_hex, aad)):
-            raise MessageIndexError(f"chunk {payload.index} arrived where chunk {expected} was due")
-        text = c.open_aead(
-            self._key, hex_bytes(payload.nonce_hex), hex_bytes(payload.ciphertext_hex), aad
-        )
+        if index != expected or (aad_hex and not same_hex(aad_hex, aad)):
+            raise MessageIndexError(f"chunk {index} arrived where chunk {expected} was due")
+        text = c.open_aead(self._key, hex_bytes(nonce_hex), hex_bytes(ciphertext_hex), aad)
         self._next_chunk = expected + 1
-        return TokenChunk(_utf8(text), expected, message.tokens, bool(message.final), message.id)
+        return TokenChunk(_utf8(text), expected, tokens, bool(final), id)
 
     def _final(self, message: EncryptedResponse) -> ResponseDone:
         self._require_encrypted()
@@ -429,6 +455,52 @@ class ClientSession:
         return TokenChunk(
             message.content, index, message.tokens or 0, bool(message.final), message.id
         )
+
+
+_HEX = re.compile(r"(?:0[xX])?(?:[0-9a-fA-F]{2})*")
+_JOB_ID = re.compile(r"[1-9][0-9]{0,77}")
+_CHUNK_KEYS = frozenset({"type", "tokens", "session_id", "id", "final", "payload"})
+_PAYLOAD_KEYS = frozenset({"ciphertextHex", "nonceHex", "aadHex", "index"})
+
+_FastChunk = tuple[int, str, str, str, int, bool | None, str | int | None]
+
+
+def _plain_chunk(obj: dict[str, Any]) -> _FastChunk | None:
+    """The fields of an ``encrypted_chunk`` in its usual form, checked by hand (the hot
+    path: one per token); None for any other form, which the model then validates.
+
+    Accepts exactly what :class:`EncryptedChunk` accepts and reads the same way, no more.
+    """
+    payload = obj.get("payload")
+    if not (
+        obj.keys() <= _CHUNK_KEYS and type(payload) is dict and payload.keys() <= _PAYLOAD_KEYS
+    ):
+        return None
+    tokens, final, cid = obj.get("tokens", 0), obj.get("final"), obj.get("id")
+    index, nonce, ciphertext = (
+        payload.get("index"),
+        payload.get("nonceHex"),
+        payload.get("ciphertextHex"),
+    )
+    aad = payload.get("aadHex", "")
+    sid = obj.get("session_id")
+    if (
+        type(tokens) is int
+        and tokens >= 0
+        and (final is None or type(final) is bool)
+        and (cid is None or type(cid) is str or type(cid) is int)
+        and (sid is None or (type(sid) is str and _JOB_ID.fullmatch(sid)))
+        and type(index) is int
+        and index >= 0
+        and type(nonce) is str
+        and type(ciphertext) is str
+        and type(aad) is str
+        and _HEX.fullmatch(nonce)
+        and _HEX.fullmatch(ciphertext)
+        and _HEX.fullmatch(aad)
+    ):
+        return index, nonce, ciphertext, aad, tokens, final, cid
+    return None
 
 
 def _utf8(data: bytes) -> str:
