@@ -8,10 +8,15 @@ upstream SDK does), and one round trip on an open py-libp2p stream with no SDK o
 Targets (issue 5): registry discovery of 50 hosts <= 10 raw eth_call round trips; warm
 find_host <= 5 ms; send_message within 2x of a raw stream round trip; ``import fabstir_sdk``
 < 300 ms.
+
+A second devnet runs real reference-host processes: what their libp2p node adds to a host's
+start, a cold DHT lookup and find_host through the DHT against them, and one client
+connection (connect, ask, hang up) to a host process, the unit of the 1000-connection test.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import statistics
@@ -141,6 +146,7 @@ async def run(runs: int) -> list[Row]:
             for node in nodes:
                 await node.stop()
         await runner.cleanup()
+    rows += await _host_processes(runs)
     _print(runs, import_ms, rows)
     by_name = {name: ms for name, ms, _ in rows}
     raw_call, per_host = rows[0][0], rows[1][0]
@@ -153,6 +159,8 @@ async def run(runs: int) -> list[Row]:
             report.append(Row("discovery", name, ms, raw_call, by_name[raw_call]))
         elif name.startswith("send_message"):
             report.append(Row("discovery", name, ms, raw_rtt, by_name[raw_rtt]))
+        elif name.startswith("host start with"):
+            report.append(Row("discovery", name, ms, HOST_START, by_name[HOST_START]))
         elif not name.startswith("raw "):
             report.append(Row("discovery", name, ms))
     return report
@@ -218,13 +226,84 @@ async def _measure(
     return rows
 
 
+HOST_START = "host start without libp2p"
+PROCESS_HOSTS = 3
+
+
+async def _host_processes(runs: int) -> list[tuple[str, float, str]]:
+    """Real host processes on a devnet of their own (only they are registered there)."""
+    async with Devnet.start() as net:
+        starts: dict[bool, list[float]] = {False: [], True: []}
+        hosts = []
+        for i in range(2 * PROCESS_HOSTS):  # alternate, so machine load hits both alike
+            p2p = i % 2 == 1
+            started = time.perf_counter()
+            hosts.append(await net.start_host(account=2 + i, p2p=p2p))
+            starts[p2p].append((time.perf_counter() - started) * 1000)
+        plain, p2p_ms = statistics.median(starts[False]), statistics.median(starts[True])
+        rows = [
+            (HOST_START, plain, "1.00x"),
+            ("host start with libp2p (+ DHT records)", p2p_ms, f"{p2p_ms / plain:.2f}x"),
+        ]
+        on_dht = [h for h in hosts if h.peer_id]
+        async with FabstirSDK(net.sdk_config()) as sdk:
+            dm = sdk.get_discovery_manager()
+            await dm.create_node(bootstrap=net.p2p_bootstrap)
+            node = dm.node
+            assert node is not None
+            builtin = net.models[-1]
+
+            async def lookup() -> None:
+                assert len(await node.find_providers(builtin)) == PROCESS_HOSTS
+
+            async def cold() -> None:
+                dm.invalidate()
+                ranked = await dm.rank_hosts(required_models=[builtin])
+                assert sum(r.dht for r in ranked) == PROCESS_HOSTS
+
+            rows.append(
+                (f"DHT lookup, {PROCESS_HOSTS} host processes", await _median_ms(runs, lookup), "-")
+            )
+            rows.append(
+                (
+                    f"find_host chain+DHT cold, {len(hosts)} host processes",
+                    await _median_ms(runs, cold),
+                    "-",
+                )
+            )
+            rows.append(await _connection_ms(on_dht[0].p2p_addrs[0], on_dht[0].peer_id, runs))
+    return rows
+
+
+async def _connection_ms(target: str, peer: str, runs: int) -> tuple[str, float, str]:
+    """Connect, ask once, hang up, each time from one of 25 peers (libp2p rate-limits
+    a single peer's reconnections), as the host test does 1000 times."""
+    clients = [P2PNode() for _ in range(25)]
+    await asyncio.gather(*(c.start() for c in clients))
+    turn = 0
+
+    async def once() -> None:
+        nonlocal turn
+        client = clients[turn % len(clients)]
+        turn += 1
+        await client.connect(target)
+        await client.request(peer, {"type": "models"})
+        await client.disconnect(peer)
+
+    try:
+        ms = await _median_ms(max(runs, 100), once)
+    finally:
+        await asyncio.gather(*(c.stop() for c in clients))
+    return ("client connection to a host process (connect, ask, hang up)", ms, "-")
+
+
 def _print(runs: int, import_ms: float, rows: list[tuple[str, float, str]]) -> None:
     print(f"\n# discovery on the devnet: median of {runs} runs, {HOSTS} hosts")
     print(
         f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}"
     )
-    print(f"{'operation':<44} {'ms':>8} {'vs raw':>8}")
-    print(f"{'import fabstir_sdk (target < 300 ms)':<44} {import_ms:8.1f} {'-':>8}")
+    print(f"{'operation':<62} {'ms':>8} {'vs raw':>8}")
+    print(f"{'import fabstir_sdk (target < 300 ms)':<62} {import_ms:8.1f} {'-':>8}")
     for name, ms, ratio in rows:
-        print(f"{name:<44} {ms:8.2f} {ratio:>8}")
+        print(f"{name:<62} {ms:8.2f} {ratio:>8}")
