@@ -4,8 +4,9 @@ version, and errors that are one clear line (the traceback only with --debug).""
 from __future__ import annotations
 
 import argparse
-import asyncio
+import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -82,24 +83,42 @@ def test_version(capsys):
     assert capsys.readouterr().out == f"fabstir-sdk {__version__}\n"
 
 
-async def fabstir(*args: str, **env: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "fabstir_sdk.cli",
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={
-            **{k: v for k, v in os.environ.items() if not k.startswith("FABSTIR_")},
-            "PYTHONWARNINGS": "ignore",
-            **env,
-        },
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+#: Runs ``fabstir_sdk.cli.main`` on each case in one fresh process (one import, not one per
+#: case): what it returns or exits with, and what it wrote to stderr.
+DRIVER = """
+import contextlib, io, json, os, sys
+from fabstir_sdk.cli import main
+
+results = []
+for argv, env in json.loads(sys.argv[1]):
+    saved = dict(os.environ)
+    os.environ.update(env)
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    results.append([code, err.getvalue()])
+print(json.dumps(results))
+"""
+
+
+def fabstir_runs(cases: list[tuple[list[str], dict[str, str]]]) -> list[tuple[int, str]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FABSTIR_")}
+    out = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", DRIVER, json.dumps(cases)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
+    ).stdout
+    return [tuple(r) for r in json.loads(out.splitlines()[-1])]
 
 
 #: For every command that runs: arguments that fail, and the line that says why.
@@ -134,15 +153,15 @@ def test_every_command_has_a_failure_case():
 DEBUGGED = [("host", "run"), ("s5", "serve")]
 
 
-async def test_errors_are_one_line_and_debug_shows_the_traceback():
+def test_errors_are_one_line_and_debug_shows_the_traceback():
     runs = [(words, False) for words in sorted(FAILURES)] + [(w, True) for w in DEBUGGED]
-
-    async def run(words: tuple[str, ...], debug: bool) -> tuple[int, str, str]:
-        args, env, _ = FAILURES[words]
-        return await fabstir(*(["--debug"] if debug else []), *words, *args, **env)
-
-    results = await asyncio.gather(*(run(w, d) for w, d in runs))
-    for (words, debug), (code, _, err) in zip(runs, results, strict=True):
+    results = fabstir_runs(
+        [
+            ([*(["--debug"] if debug else []), *words, *FAILURES[words][0]], FAILURES[words][1])
+            for words, debug in runs
+        ]
+    )
+    for (words, debug), (code, err) in zip(runs, results, strict=True):
         why = FAILURES[words][2]
         assert code == 1, (words, err)
         if debug:
@@ -155,27 +174,27 @@ async def test_errors_are_one_line_and_debug_shows_the_traceback():
         assert "internal error" not in err and "Traceback" not in err, (words, err)
 
 
-@pytest.mark.parametrize(
-    ("args", "line"),
-    [
-        ([], "fabstir: error: the following arguments are required: COMMAND (see fabstir --help)"),
-        (
-            ["s5", "serve", "--port", "70000"],
-            "fabstir s5 serve: error: argument --port: a port is 0..65535, not 70000"
-            " (see fabstir s5 serve --help)",
-        ),
-        (
-            ["devnet", "up", "--port", "x"],
-            "fabstir devnet up: error: argument --port: not a port number: 'x'"
-            " (see fabstir devnet up --help)",
-        ),
-        (
-            ["host"],
-            "fabstir host: error: the following arguments are required: ACTION"
-            " (see fabstir host --help)",
-        ),
-    ],
-)
-async def test_usage_mistakes_are_one_line_too(args, line):
-    code, out, err = await fabstir(*args)
-    assert (code, out, err) == (2, "", line + "\n")
+#: Mistakes argparse catches: what was typed, and the one line it prints.
+USAGE = [
+    ([], "fabstir: error: the following arguments are required: COMMAND (see fabstir --help)"),
+    (
+        ["s5", "serve", "--port", "70000"],
+        "fabstir s5 serve: error: argument --port: a port is 0..65535, not 70000"
+        " (see fabstir s5 serve --help)",
+    ),
+    (
+        ["devnet", "up", "--port", "x"],
+        "fabstir devnet up: error: argument --port: not a port number: 'x'"
+        " (see fabstir devnet up --help)",
+    ),
+    (
+        ["host"],
+        "fabstir host: error: the following arguments are required: ACTION"
+        " (see fabstir host --help)",
+    ),
+]
+
+
+def test_usage_mistakes_are_one_line_too():
+    results = fabstir_runs([(args, {}) for args, _ in USAGE])
+    assert results == [(2, line + "\n") for _, line in USAGE]
