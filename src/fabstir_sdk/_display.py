@@ -65,7 +65,15 @@ def progress_wanted(explicit: bool | None = None) -> bool:
     forced = os.environ.get(PROGRESS_ENV, "").strip()
     if forced in ("0", "1"):
         return forced == "1"
-    return "ipykernel" in sys.modules  # a notebook kernel; not plain IPython, not scripts
+    return _in_kernel()
+
+
+def _in_kernel() -> bool:
+    """Whether this code runs in a Jupyter kernel (not plain IPython, not a script that
+    merely imported ipykernel). Looks only at modules already imported."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and hasattr(shell, "kernel")
 
 
 def _bar_class() -> Any:
@@ -73,7 +81,7 @@ def _bar_class() -> Any:
     tqdm. (``tqdm.auto`` would pick the widget bar and fail when ipywidgets is missing.)"""
     if importlib.util.find_spec("tqdm") is None:
         return None
-    widgets = "ipykernel" in sys.modules and importlib.util.find_spec("ipywidgets") is not None
+    widgets = _in_kernel() and importlib.util.find_spec("ipywidgets") is not None
     return importlib.import_module("tqdm.notebook" if widgets else "tqdm").tqdm
 
 

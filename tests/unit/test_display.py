@@ -137,18 +137,31 @@ def test_session_status_html():
     assert row("conversation CID", "None") in out
 
 
+class FakeIPython:
+    """``IPython`` as seen from a kernel (a shell with a kernel) or from a terminal."""
+
+    def __init__(self, kernel: bool) -> None:
+        self.shell = type("Shell", (), {"kernel": object()} if kernel else {})()
+
+    def get_ipython(self):
+        return self.shell
+
+
 def test_progress_wanted(monkeypatch):
     monkeypatch.delenv(_display.PROGRESS_ENV, raising=False)
-    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    monkeypatch.delitem(sys.modules, "IPython", raising=False)
+    monkeypatch.setitem(sys.modules, "ipykernel", sys)  # imported, but no kernel runs
     assert progress_wanted() is False
     assert progress_wanted(True) is True
-    monkeypatch.setitem(sys.modules, "ipykernel", sys)  # "inside a kernel"
+    monkeypatch.setitem(sys.modules, "IPython", FakeIPython(kernel=False))  # terminal IPython
+    assert progress_wanted() is False
+    monkeypatch.setitem(sys.modules, "IPython", FakeIPython(kernel=True))  # a notebook
     assert progress_wanted() is True
     assert progress_wanted(False) is False
     monkeypatch.setenv(_display.PROGRESS_ENV, "0")
     assert progress_wanted() is False
     monkeypatch.setenv(_display.PROGRESS_ENV, "1")
-    monkeypatch.delitem(sys.modules, "ipykernel")
+    monkeypatch.delitem(sys.modules, "IPython")
     assert progress_wanted() is True
 
 
