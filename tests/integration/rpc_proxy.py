@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 
@@ -16,6 +17,7 @@ class RpcProxy:
         self.upstream = upstream
         self.seen: Counter[str] = Counter()
         self._lose: set[str] = set()
+        self._holds: list[tuple[str, str, int, asyncio.Event]] = []
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._client: aiohttp.ClientSession | None = None
@@ -53,6 +55,11 @@ class RpcProxy:
         """Forward the next request that calls ``method``, then drop the answer."""
         self._lose.add(method)
 
+    def hold(self, method: str, *, until: str, seen: int) -> None:
+        """Keep requests calling ``method`` back until ``until`` has been called ``seen``
+        times (counting from now)."""
+        self._holds.append((method, until, self.seen[until] + seen, asyncio.Event()))
+
     async def stop(self) -> None:
         await self.down()
         if self._runner is not None:
@@ -66,6 +73,11 @@ class RpcProxy:
         calls = payload if isinstance(payload, list) else [payload]
         methods = [c.get("method", "") for c in calls]
         self.seen.update(methods)
+        for held, until, count, opened in self._holds:
+            if self.seen[until] >= count:
+                opened.set()
+            elif held in methods:
+                await opened.wait()
         assert self._client is not None
         async with self._client.post(
             self.upstream, data=body, headers={"Content-Type": "application/json"}

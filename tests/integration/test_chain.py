@@ -19,6 +19,7 @@ from fabstir_sdk.chain.rpc import JsonRpcClient
 from fabstir_sdk.devnet import Devnet
 
 from .conftest import ETH_PRICE, HOST, OTHER, USER, nonce
+from .rpc_proxy import RpcProxy
 
 
 async def test_custom_error_decoded_before_sending(devnet, user):
@@ -51,39 +52,47 @@ async def test_sdk_lifecycle():
         await config_net.stop()
 
 
-async def test_revert_found_at_mining_is_decoded_and_nonces_stay_in_order(devnet, user, host):
+async def test_revert_found_at_mining_is_decoded_and_nonces_stay_in_order(devnet, host):
     """Two completions of one job land in one block: both pass the checks and the estimate,
     the second reverts when mined and is reported with its reason."""
-    pm = user.get_payment_manager()
-    job = await pm.create_eth_session_job(
-        devnet.accounts[HOST].address, "0.001", ETH_PRICE, 600, 100, model=devnet.models[0]
-    )
-    before = await nonce(devnet, USER)
+    proxy = await RpcProxy(devnet.rpc_url).start()
     rpc = JsonRpcClient(devnet.rpc_url)
-    await rpc.call("evm_setAutomine", False)  # hold both in the mempool, then mine one block
     try:
-        both = asyncio.gather(
-            pm.complete_session_job(job.job_id),
-            pm.complete_session_job(job.job_id),
-            return_exceptions=True,
-        )
-        for _ in range(1000):  # until both are in the mempool (10 s at most)
-            if await nonce(devnet, USER) == before + 2:
-                break
-            await asyncio.sleep(0.01)
-        await rpc.call("evm_mine")
-        results = await both
+        async with FabstirSDK(devnet.sdk_config(rpc_url=proxy.url)) as user:
+            await user.authenticate(devnet.accounts[USER].private_key)
+            pm = user.get_payment_manager()
+            job = await pm.create_eth_session_job(
+                devnet.accounts[HOST].address, "0.001", ETH_PRICE, 600, 100, model=devnet.models[0]
+            )
+            before = await nonce(devnet, USER)
+            # Both estimates run before either transaction reaches the node, and both
+            # transactions wait in the mempool for one block.
+            proxy.hold("eth_sendRawTransaction", until="eth_estimateGas", seen=2)
+            await rpc.call("evm_setAutomine", False)
+            both = asyncio.gather(
+                pm.complete_session_job(job.job_id),
+                pm.complete_session_job(job.job_id),
+                return_exceptions=True,
+            )
+            for _ in range(1000):  # until both are in the mempool (10 s at most)
+                if await nonce(devnet, USER) == before + 2:
+                    break
+                await asyncio.sleep(0.01)
+            await rpc.call("evm_mine")
+            results = await both
+            await rpc.call("evm_setAutomine", True)
+            errors = [r for r in results if isinstance(r, BaseException)]
+            settled = [r for r in results if not isinstance(r, BaseException)]
+            assert len(settled) == 1 and settled[0].refund == 10**15
+            assert len(errors) == 1 and isinstance(errors[0], SessionNotActiveError)
+            assert await nonce(devnet, USER) == before + 2  # both were really sent and mined
+            # The allocator is still in step: the next transaction goes through.
+            await pm.deposit("0.001")
+            assert await pm.get_deposit_balance() == 10**15
     finally:
         await rpc.call("evm_setAutomine", True)
         await rpc.aclose()
-    errors = [r for r in results if isinstance(r, BaseException)]
-    settled = [r for r in results if not isinstance(r, BaseException)]
-    assert len(settled) == 1 and settled[0].refund == 10**15
-    assert len(errors) == 1 and isinstance(errors[0], SessionNotActiveError)
-    assert await nonce(devnet, USER) == before + 2  # both were really sent and mined
-    # The allocator is still in step: the next transaction goes through.
-    await pm.deposit("0.001")
-    assert await pm.get_deposit_balance() == 10**15
+        await proxy.stop()
 
 
 async def test_receipt_deadline_then_recovery():
