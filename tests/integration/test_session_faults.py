@@ -22,6 +22,8 @@ from fabstir_sdk import (
     HostError,
     HostUnreachableError,
     SessionState,
+    SessionTimeouts,
+    StreamTimeoutError,
 )
 from fabstir_sdk.devnet import Devnet, RunningHost
 from fabstir_sdk.protocol import (
@@ -143,8 +145,10 @@ async def scripted(net) -> AsyncIterator[ScriptedHost]:
 
 @pytest.fixture(scope="module")
 async def small(net) -> AsyncIterator[RunningHost]:
-    """The reference host with a 64-token context window."""
-    running = await net.start_host(account=REAL, context_window=64, chain_poll=0.1)
+    """The reference host with a 64-token context window, 0.5 s before each first token."""
+    running = await net.start_host(
+        account=REAL, context_window=64, first_token_delay=0.5, chain_poll=0.1
+    )
     yield running
     await running.stop()
 
@@ -302,3 +306,27 @@ async def test_context_limit_from_the_reference_host(net, small, sdk):
     ]
     settlement = await session.complete()
     assert (settlement.tokens_used, settlement.host_payment) == (1000, 2000)
+
+
+async def test_first_token_deadline_cancels_the_answer_on_the_host(net, small, sdk):
+    """StreamTimeoutError, and the host is told to stop (it would bill an answer nobody
+    reads); its late stream_end is counted, not taken for the next answer's."""
+    sm = await sdk.get_session_manager()
+    session = await sm.create_session(
+        model=BUILTIN,
+        host=small.address,
+        deposit="1",
+        timeouts=SessionTimeouts(first_token=0.2),
+    )
+    with pytest.raises(StreamTimeoutError, match=r"no first token from the host in 0\.2 s"):
+        await session.send_prompt("count to 3")
+    session.timeouts = SessionTimeouts()
+    # without the cancel the host would still be streaming: STREAM_IN_PROGRESS
+    assert (await session.send_prompt("count to 4")).text == "1 2 3 4"
+    assert session.tokens_reported == 4  # the cancelled answer ended before its first token
+    assert await stored(net, session.conversation_id) == [
+        ("user", "count to 3"),
+        ("user", "count to 4"),
+        ("assistant", "1 2 3 4"),
+    ]
+    await session.end()

@@ -311,9 +311,19 @@ class PromptStream:
                 elif isinstance(event, StreamEnd):
                     await self._end(event)
                     raise StopAsyncIteration
-        except (FabstirError, asyncio.CancelledError):
+        except (FabstirError, asyncio.CancelledError) as exc:
+            if isinstance(exc, StreamTimeoutError | asyncio.CancelledError):
+                await self._abandon()
             await self._fail()
             raise
+
+    async def _abandon(self) -> None:
+        """We stopped waiting for this answer: ask the host to stop generating (and billing)
+        it. What it sent before it stopped is skipped later, its stream_end still counted."""
+        link = self._session._link
+        if link is not None and not link.closed:
+            with contextlib.suppress(FabstirError):
+                await link.send(link.proto.cancel_frame())
 
     async def _begin(self) -> None:
         if self._state != "new":
