@@ -152,7 +152,7 @@ reply_objects = st.fixed_dictionaries(
 )
 
 
-@fuzz()
+@fuzz(120)  # a loop per example: the slowest property here
 @given(
     st.lists(reply_objects, max_size=4) | reply_objects | json_values,
     st.integers(1, 3),
