@@ -159,7 +159,7 @@ async def run(runs: int) -> list[Row]:
             report.append(Row("discovery", name, ms, raw_call, by_name[raw_call]))
         elif name.startswith("send_message"):
             report.append(Row("discovery", name, ms, raw_rtt, by_name[raw_rtt]))
-        elif name.startswith("host start with"):
+        elif name.startswith("host start with "):
             report.append(Row("discovery", name, ms, HOST_START, by_name[HOST_START]))
         elif not name.startswith("raw "):
             report.append(Row("discovery", name, ms))
