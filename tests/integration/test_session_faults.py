@@ -56,7 +56,8 @@ class ScriptedHost:
     - ``"ok"``: the prompt's words back, then ``encrypted_response`` and ``stream_end``;
     - ``"coded"``: three chunks, ``{type: error, code, message, id}``, ``stream_end(error)``;
     - ``"bare"``: three chunks, then ``{type: error, error: "<text>"}`` and nothing else;
-    - ``"close"``: three chunks, then the WebSocket is closed (a normal close frame).
+    - ``"close"``: three chunks, then the WebSocket is closed (a normal close frame);
+    - ``"stall"``: three chunks, then nothing at all (the connection stays open).
     """
 
     def __init__(self, address: str, key: bytes, chain_id: int) -> None:
@@ -119,8 +120,10 @@ class ScriptedHost:
         elif self.mode == "bare":
             session.reset_response()
             await ws.send(json.dumps({"type": "error", "error": "CUDA out of memory"}))
-        else:
+        elif self.mode == "close":
             await ws.close()
+        else:
+            session.reset_response()  # a stalled answer: the next one starts afresh
 
 
 @pytest.fixture(scope="module")
@@ -328,5 +331,34 @@ async def test_first_token_deadline_cancels_the_answer_on_the_host(net, small, s
         ("user", "count to 3"),
         ("user", "count to 4"),
         ("assistant", "1 2 3 4"),
+    ]
+    await session.end()
+
+
+async def test_idle_deadline_after_tokens_stopped(net, scripted, sdk):
+    """Tokens flow, then the host goes silent with the connection open: the idle deadline
+    (not the 60 s first-token one) raises, the partial answer is kept and the stalled
+    answer is cancelled on the host."""
+    sm = await sdk.get_session_manager()
+    session = await sm.create_session(
+        model=BUILTIN,
+        host=scripted.address,
+        deposit="1",
+        timeouts=SessionTimeouts(first_token=60, idle=0.3),
+    )
+    scripted.mode = "stall"
+    received: list[str] = []
+    with pytest.raises(StreamTimeoutError, match=r"^no token from the host in 0\.3 s$"):
+        async with session.stream("and then?") as stream:
+            async for chunk in stream:
+                received.append(chunk.text)
+    assert received == PIECES and session.connected
+    scripted.mode = "ok"
+    assert (await session.send_prompt("hello again")).text == " hello again"
+    assert await stored(net, session.conversation_id) == [
+        ("user", "and then?"),
+        ("assistant", "The answer is"),
+        ("user", "hello again"),
+        ("assistant", " hello again"),
     ]
     await session.end()

@@ -83,6 +83,8 @@ log = logging.getLogger("fabstir_sdk.session")
 Payment = Literal["usdc", "eth", "deposit"]
 _INIT_KEY_ERRORS = {"DECRYPTION_FAILED", "ENCRYPTION_FAILED"}
 _CANCEL_DRAIN = 5.0  # seconds to wait for stream_end after stream_cancel
+_TICK = object()  # put on a link's queue by its timer: a waiter's deadline may have passed
+_EARLY = 1e-3  # the event loop may run a timer up to its clock resolution early
 
 
 def ws_url(api_url: str) -> str:
@@ -137,7 +139,10 @@ class _Link:
         self.closed = False
         #: The correlation id of the final checkpoint request (``Session.complete``).
         self.final_id = f"{proto.session_id}-final"
-        self._reader = asyncio.get_running_loop().create_task(self._read())
+        self._loop = asyncio.get_running_loop()
+        self._deadline: float | None = None  # of the wait in progress, on the loop's clock
+        self._timer: asyncio.TimerHandle | None = None
+        self._reader = self._loop.create_task(self._read())
 
     @classmethod
     async def open(cls, url: str, proto: ClientSession, timeouts: SessionTimeouts) -> _Link:
@@ -173,23 +178,23 @@ class _Link:
                     event = self.proto.receive(frame)
                 except (HostError, ProtocolError) as exc:
                     if isinstance(exc, HostError) and exc.id == self.final_id:
-                        await self.checkpoints.put(exc)  # the final checkpoint failed
+                        self.checkpoints.put_nowait(exc)  # the final checkpoint failed
                     else:
-                        await self.events.put(exc)
+                        self.events.put_nowait(exc)
                     continue
                 if isinstance(event, CheckpointSubmitted):
-                    await self.checkpoints.put(event)
+                    self.checkpoints.put_nowait(event)
                 elif isinstance(event, ProofSubmitted):
                     self.proofs.append(event)
                 else:
-                    await self.events.put(event)
+                    self.events.put_nowait(event)
         except ConnectionClosed:
             pass
         finally:
             self.closed = True
             gone = HostUnreachableError("the host closed the connection")
-            await self.events.put(gone)
-            await self.checkpoints.put(gone)
+            self.events.put_nowait(gone)
+            self.checkpoints.put_nowait(gone)
 
     async def send(self, frame: str) -> None:
         if self.closed:
@@ -200,23 +205,55 @@ class _Link:
             raise HostUnreachableError("the host closed the connection") from None
 
     async def next_event(self, within: float, waiting_for: str) -> Any:
-        try:
-            event = self.events.get_nowait()  # the hot path: tokens arrive in bursts
-        except asyncio.QueueEmpty:
+        """The next event within ``within`` seconds, else :class:`StreamTimeoutError`.
+
+        Called once per token, so it arms no timer of its own (``asyncio.timeout`` per wait
+        cost more than the rest of a token): one timer per link, moved only when a deadline
+        comes sooner, puts a tick on the queue when the waiting caller's deadline passes.
+        """
+        deadline: float | None = None
+        while True:
             try:
-                async with asyncio.timeout(max(within, 0)):  # no task per wait (wait_for's)
+                event = self.events.get_nowait()  # the hot path: tokens arrive in bursts
+            except asyncio.QueueEmpty:
+                if deadline is None:
+                    deadline = self._loop.time() + max(within, 0)
+                self._arm(deadline)
+                try:
                     event = await self.events.get()
-            except TimeoutError:
-                raise StreamTimeoutError(
-                    f"no {waiting_for} from the host in {within:.3g} s"
-                ) from None
+                finally:
+                    self._deadline = None
+            if event is not _TICK:
+                break
+            if deadline is not None and self._loop.time() >= deadline - _EARLY:
+                raise StreamTimeoutError(f"no {waiting_for} from the host in {within:.3g} s")
         if isinstance(event, BaseException):
             if isinstance(event, HostUnreachableError):
                 self.events.put_nowait(event)  # every later wait sees it too
             raise event
         return event
 
+    def _arm(self, deadline: float) -> None:
+        self._deadline = deadline
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self._loop.call_at(deadline, self._ring)
+
+    def _ring(self) -> None:
+        """The timer: tick the waiter whose deadline passed, or wait for the current one."""
+        self._timer, deadline = None, self._deadline
+        if deadline is None:
+            return  # nobody waits; the next wait arms it again
+        if self._loop.time() >= deadline - _EARLY:
+            self.events.put_nowait(_TICK)
+        else:
+            self._timer = self._loop.call_at(deadline, self._ring)
+
     async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         with contextlib.suppress(Exception):
             await self.ws.close()
         self._reader.cancel()
