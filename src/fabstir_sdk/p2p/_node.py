@@ -71,7 +71,8 @@ _RESET_GRACE = 1.0
 class NodeOptions:
     listen: list[str]
     dht_server: bool = False
-    seed: bytes | None = None  # 32 bytes -> a stable identity; None -> a fresh one
+    #: 32+ bytes -> a stable identity; None -> a fresh one. A secret: kept out of reprs.
+    seed: bytes | None = field(default=None, repr=False)
     max_frame: int = 64 * 1024
     dial_timeout: float = 5.0
     #: A host drops a client stream idle this long between requests.
