@@ -165,7 +165,7 @@ async def test_sequential_client_connections(net, host, connections):
 
 async def test_a_host_whose_bootstrap_peers_are_down_still_serves(net):
     dead = "/ip4/127.0.0.1/tcp/1/p2p/12D3KooWK99VoVxNE7XzyBwXEzW7xhK7Gpv85r9F3V3fyKSUKPH5"
-    late = await net.start_host(account=LATE, p2p=True, p2p_bootstrap=[dead])
+    late = await net.start_host(account=LATE, p2p=True, p2p_bootstrap=[dead], debug=True)
     try:
         assert late.peer_id is not None
         async with P2PNode() as direct:
@@ -173,9 +173,16 @@ async def test_a_host_whose_bootstrap_peers_are_down_still_serves(net):
             # nobody else holds its record, but a client that dials it finds it there
             reply = await direct.request(late.peer_id, {"type": "models"})
             assert reply == {"type": "models", "models": [model_id(BUILTIN)]}
-        assert "no P2P bootstrap peer answered" in late.log_path.read_text()
+            await direct.ping(late.peer_id, chain_id=net.chain_id, host=late.address)
     finally:
         await late.stop()
+    log = late.log_path.read_text()
+    assert "no P2P bootstrap peer answered" in log
+    assert "libp2p " in log  # libp2p's records were there, at DEBUG ...
+    key = net.accounts[LATE].private_key[2:]
+    seed = p2p_seed(bytes.fromhex(key))
+    for secret in (key, seed.hex(), hashlib.sha256(seed).hexdigest()):  # ... and no key
+        assert secret.lower() not in log.lower()
 
 
 async def test_a_bad_listen_address_stops_the_host_before_it_registers(net):
