@@ -1,37 +1,27 @@
-"""The README quickstart: a host registers, a user escrows 1 USDC, the user settles."""
+"""The README quickstart: a devnet, a host, a paid and streamed session, settled on chain."""
 
 import asyncio
 
 from fabstir_sdk import FabstirSDK
 from fabstir_sdk.devnet import Devnet
 
+MODEL = "fabstir/builtin:toy-1.gguf"  # the reference host's built-in toy model
+
 
 async def main() -> None:
-    async with Devnet.start() as net:  # anvil + our contracts on 127.0.0.1
-        user, host, usdc, model = (
-            net.accounts[1],
-            net.accounts[2],
-            net.addresses.usdc_token,
-            net.models[0],
-        )
-        async with FabstirSDK(net.sdk_config()) as sdk:  # a host stakes FAB and registers
-            await sdk.authenticate(host.private_key)
-            await sdk.get_host_manager().register_host(
-                "http://127.0.0.1:8080",
-                [model],
-                min_price_per_token_native=10**12,
-                min_price_per_token_stable=2000,
-            )
-        async with FabstirSDK(net.sdk_config()) as sdk:  # a user escrows 1 USDC for a session
-            await sdk.authenticate(user.private_key)
-            pm = sdk.get_payment_manager()
-            await pm.approve_usdc(usdc, "1")
-            job = await pm.create_usdc_session_job(
-                host.address, usdc, "1", 2000, 3600, 1000, model=model
-            )
-            print(await pm.get_session_job(job.job_id))
-            print(await pm.complete_session_job(job.job_id))  # no proven tokens: full refund
+    async with Devnet.start(with_s5=True) as net:  # anvil + contracts + S5 portal, on 127.0.0.1
+        await net.start_host(account=2, models=[MODEL])  # a host process, registered on chain
+        async with FabstirSDK(net.sdk_config()) as sdk:
+            await sdk.authenticate(net.accounts[1].private_key)  # a funded test account
+            sm = await sdk.get_session_manager()
+            session = await sm.create_session(model=MODEL, deposit="1")  # host found; 1 USDC
+            async with session.stream("My name is Ada.") as stream:  # end-to-end encrypted
+                async for chunk in stream:
+                    print(chunk.text, end="", flush=True)
+            print()
+            print((await session.send_prompt("What is my name?")).text)  # context is kept
+            s = await session.complete()  # the host's final proof, then the split on chain
+            print(f"host {s.host_net}, treasury {s.treasury_fee}, refund {s.refund} micro-USDC")
 
 
-if __name__ == "__main__":
-    asyncio.run(main())
+asyncio.run(main())

@@ -131,7 +131,7 @@ def test_every_python_fragment_compiles():
 def test_runnable_blocks_are_found():
     found = {b.id: b for b in runnable_blocks()}
     readme = [b for b in found.values() if b.path.name == "README.md"]
-    assert len(readme) == 1 and "create_usdc_session_job(" in readme[0].code  # its quickstart
+    assert len(readme) == 1 and "create_session(" in readme[0].code  # its quickstart
     quickstart = [b for b in found.values() if b.path.name == "quickstart.md"]
     assert len(quickstart) == 1 and quickstart[0].output
     assert [b.run for b in found.values() if b.path.name == "test-with-devnet.md"] == ["pytest"]
