@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import sys
 from pathlib import Path
@@ -106,3 +107,19 @@ async def test_fabstir_demo_tells_the_session_story():
         "complete",
     ]
     assert all(re.search(r"\d+(\.\d)? ms$|\(18 tokens\)$", line) for line in timing), timing
+
+
+async def test_fabstir_demo_fails_loudly():
+    """Any failure: the step that failed is marked, the error printed, the exit code 1."""
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "fabstir_sdk.cli", "demo"),
+        cwd=ROOT,
+        env={**os.environ, "FABSTIR_ANVIL": "/bin/false"},  # an "anvil" that exits at once
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert (proc.returncode, out) == (1, b"")
+    lines = err.decode().splitlines()
+    assert lines[:2] == ["Starting the devnet (anvil, contracts, S5 portal)...", "  failed"]
+    assert lines[2].startswith("fabstir: error: anvil exited with code 1"), lines
