@@ -3,12 +3,13 @@ ipykernel), with top-level await, and shows what it promises: rich tables and ex
 
 from __future__ import annotations
 
+import asyncio
 import re
+import sys
 from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 
 pytestmark = pytest.mark.integration
 
@@ -35,16 +36,39 @@ def td(label: str, value: str) -> str:
     )
 
 
+#: Executes the notebook in a separate process (its kernel client, ZMQ sockets and all stay
+#: out of the test process) and writes the executed copy.
+RUNNER = """
+import sys
+import nbformat
+from nbclient import NotebookClient
+
+nb = nbformat.read(sys.argv[1], as_version=4)
+client = NotebookClient(
+    nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": sys.argv[3]}}
+)
+client.execute()  # raises CellExecutionError naming the cell on any error
+nbformat.write(nb, sys.argv[2])
+"""
+
+
 async def test_quickstart_notebook_runs_top_to_bottom(tmp_path):
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "clear outputs"
-    client = NotebookClient(
-        nb,
-        timeout=180,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(tmp_path)}},
+    source = nbformat.read(NOTEBOOK, as_version=4)
+    assert all(not c.get("outputs") for c in source.cells if c.cell_type == "code"), "clear it"
+    executed = tmp_path / "executed.ipynb"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        RUNNER,
+        str(NOTEBOOK),
+        str(executed),
+        str(tmp_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
-    await client.async_execute()  # raises CellExecutionError naming the cell on any error
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=300)
+    assert proc.returncode == 0, out.decode()
+    nb = nbformat.read(executed, as_version=4)
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
     assert errors == []
 
