@@ -8,6 +8,7 @@ import time
 import pytest
 
 from fabstir_sdk import FabstirSDK, RpcUnavailableError
+from fabstir_sdk.devnet import Devnet
 
 from .conftest import USER, nonce
 from .rpc_proxy import RpcProxy
@@ -66,3 +67,24 @@ async def test_lost_receipt_answer_is_recovered(devnet, proxy):
         await pm.deposit("0.001")
         assert proxy.seen["eth_getTransactionReceipt"] >= 2
         assert await pm.get_deposit_balance() == 10**15
+
+
+async def test_anvil_restarted_with_its_state():
+    """The node itself goes away and comes back with its state: reads wait for it, the
+    chain state and the nonce allocator are intact afterwards."""
+    async with Devnet.start() as net, FabstirSDK(net.sdk_config()) as sdk:
+        await sdk.authenticate(net.accounts[USER].private_key)
+        pm = sdk.get_payment_manager()
+        await pm.deposit("0.001")
+        restart = asyncio.ensure_future(net.restart_chain(downtime=1.0))
+        for _ in range(200):  # until anvil is really gone (2 s at most)
+            if not net.anvil.running:
+                break
+            await asyncio.sleep(0.01)
+        started = time.monotonic()
+        assert await pm.get_deposit_balance() == 10**15  # asked while nothing listens
+        assert time.monotonic() - started >= 0.5
+        await restart
+        await pm.deposit("0.002")
+        assert await pm.get_deposit_balance() == 3 * 10**15
+        assert await nonce(net, USER) == 2

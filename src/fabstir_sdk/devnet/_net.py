@@ -261,6 +261,22 @@ class Devnet:
         """The local S5 portal's URL with ``with_s5=True``; None: the embedded store."""
         return self.portal.url if self.portal is not None else None
 
+    async def restart_chain(self, downtime: float = 0.0) -> None:
+        """Stop anvil and start it again on the same port with the same state (blocks,
+        receipts, balances, contracts): an RPC endpoint that goes away and comes back, for
+        fault tests. ``downtime`` seconds pass with nothing listening. Automining devnets
+        only (no interval mining, no fork)."""
+        state = await self._rpc.call("anvil_dumpState")
+        port = self.anvil.port
+        await self.anvil.stop()
+        if downtime > 0:
+            await asyncio.sleep(downtime)
+        self.anvil = await AnvilProcess.start(
+            log_path=self.anvil.log_path, port=port, chain_id=self.chain_id, accounts=_ACCOUNTS
+        )
+        if not await self._rpc.call("anvil_loadState", state):
+            raise DevnetError("anvil refused its own dumped state")
+
     async def stop_portal(self) -> None:
         """Take the local S5 portal offline (a fault to test against); its data stays."""
         if self.portal is None:
