@@ -124,7 +124,9 @@ async def session_demo(say: Say = print, progress: Progress | None = None) -> De
         say(f"Devnet     {net.rpc_url} (chain {net.chain_id}), S5 portal {net.s5_portal_url}")
         mark = time.perf_counter()
         async with progress.step("Starting a reference host with the built-in model"):
-            host = await net.start_host(account=HOST, models=[BUILTIN], price_per_token=PRICE)
+            host = await net.start_host(
+                account=HOST, models=[BUILTIN], price_per_token=PRICE, p2p=True
+            )
         timings["host start"] = time.perf_counter() - mark
         say(f"Host       {host.address} at {host.api_url}, serving {BUILTIN}")
         say(f"           price {PRICE} micro-USDC per 1000 tokens")
@@ -154,12 +156,18 @@ async def _user_story(
     sm = await sdk.get_session_manager()
     before = await _balances(sdk, usdc, host)
 
+    # Discovery with a libp2p node: registry candidates, confirmed by their DHT records.
+    dm = sdk.get_discovery_manager()
+    await dm.create_node(bootstrap=net.p2p_bootstrap)
+    (best,) = await dm.rank_hosts(required_models=[BUILTIN], limit=1)
+    _check(best.host.address == host and best.dht, "the host was not found on the DHT too")
     mark = time.perf_counter()
     session = await sm.create_session(model=BUILTIN, deposit="1")  # host=None: discovery
     timings["create_session"] = time.perf_counter() - mark
     _check(session.host.address == host, f"discovery found our host, not {session.host.address}")
     say("")
-    say(f"Found host {host} in the registry; session {session.session_id} opened,")
+    say(f"Found host {host} in the registry and on the DHT;")
+    say(f"           session {session.session_id} opened,")
     say(f"           1 USDC escrowed at {session.price_per_token} micro-USDC per 1000 tokens")
     deposit = (await pm.get_session_job(session.job_id)).deposit
 

@@ -65,7 +65,8 @@ async def test_fabstir_demo_tells_the_session_story():
     assert "Starting the devnet (anvil, contracts, S5 portal)...\n  done in " in err, err
     assert "Starting a reference host with the built-in model...\n  done in " in err, err
     host = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"  # devnet account 2
-    assert f"Found host {host} in the registry; session 1 opened," in out, out
+    assert f"Found host {host} in the registry and on the DHT;" in out, out
+    assert "session 1 opened," in out, out
     lines = out.splitlines()
     story = lines[lines.index("> My name is Ada.") :][:4]
     assert story == [
