@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from contract_helpers import UPSTREAM_ABI_DIR
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ABI_DIR = REPO_ROOT / "contracts" / "abi"
-UPSTREAM_DIR = REPO_ROOT.parent / "shared" / "upstream-abi"
+UPSTREAM_DIR = UPSTREAM_ABI_DIR
 COMPILE_SCRIPT = REPO_ROOT / "scripts" / "compile_contracts.mjs"
 
 # upstream file -> our artifact
@@ -40,26 +41,12 @@ UPGRADE_ONLY = {
     "Upgraded",
     "Initialized",
 }
-# ModelRegistry community governance (proposals and token voting) is not implemented.
+# ModelRegistry community governance: proposing, voting and executing are not implemented (their
+# constants and views are, with upstream's values: clients read them).
 GOVERNANCE_ONLY = {
-    "APPROVAL_THRESHOLD",
-    "EXTENSION_DURATION",
-    "EXTENSION_THRESHOLD",
-    "EXTENSION_WINDOW",
-    "MAX_EXTENSIONS",
-    "PROPOSAL_DURATION",
-    "PROPOSAL_FEE",
-    "REPROPOSAL_COOLDOWN",
-    "accumulatedRejectedFees",
-    "activeProposals",
     "executeProposal",
-    "getActiveProposals",
-    "lastProposalExecutionTime",
-    "lateVotes",
-    "proposals",
     "proposeModel",
     "voteOnProposal",
-    "votes",
     "withdrawRejectedFees",
     "withdrawVotes",
     "ModelProposed",
