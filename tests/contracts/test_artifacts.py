@@ -153,7 +153,9 @@ def test_check_names_tampered_missing_and_unexpected_artifacts(tmp_path: Path) -
     assert not any(name in result.stderr for name in untouched)
 
 
-@pytest.mark.parametrize("name", [*ALL_ARTIFACTS, "test/ReentrantDepositor"])
+@pytest.mark.parametrize(
+    "name", [*ALL_ARTIFACTS, "test/ReentrantDepositor", "test/JanuaryMarketplace"]
+)
 def test_artifact_format(name: str) -> None:
     path = ABI_DIR / f"{name}.json"
     text = path.read_text()
@@ -174,8 +176,9 @@ def test_deployed_code_fits_the_contract_size_limit() -> None:
 
 
 def test_test_helpers_are_kept_apart() -> None:
-    assert not (ABI_DIR / "ReentrantDepositor.json").exists()
-    assert (ABI_DIR / "test" / "ReentrantDepositor.json").is_file()
+    for helper in ("ReentrantDepositor", "JanuaryMarketplace"):
+        assert not (ABI_DIR / f"{helper}.json").exists()
+        assert (ABI_DIR / "test" / f"{helper}.json").is_file()
 
 
 # ------------------------------------------------------------------------- compatibility
@@ -342,6 +345,7 @@ def test_get_model_returns_the_model_tuple() -> None:
         ("HostEarnings", "constructor()"),
         ("JobMarketplace", "constructor(address,address,uint256,uint256)"),
         ("test/ReentrantDepositor", "constructor(address)"),
+        ("test/JanuaryMarketplace", "constructor(address,address,address)"),
     ],
 )
 def test_constructor_signatures(contract: str, signature: str) -> None:
