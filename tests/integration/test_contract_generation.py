@@ -160,7 +160,7 @@ async def test_another_contract_in_a_slot_is_named(devnet: Devnet) -> None:
         with pytest.raises(UnsupportedContractsError) as info:
             await check_contracts(sdk.get_auth_manager()._ctx.client, _contract(sdk))
     assert info.value.problems == [
-        f"the HostEarnings at {a.usdc_token} does not answer getBalance(): "
+        f"the HostEarnings at {a.usdc_token} does not answer getBalance(address,address): "
         "not a HostEarnings of this generation",
         f"the JobMarketplace at {a.job_marketplace} uses HostEarnings {a.host_earnings}, "
         f"not the configured {a.usdc_token}",

@@ -68,6 +68,8 @@ class Call:
     data: bytes
     output_types: tuple[str, ...]
     output_names: tuple[str, ...]
+    #: ``fn(type,...)``, the canonical signature behind the selector
+    signature: str = ""
 
     def decode(self, result: bytes) -> Any:
         """The return value: one value, or a tuple when the function returns several."""
@@ -165,6 +167,7 @@ class Contract:
             + encode(types, [_encodable(t, a) for t, a in zip(types, args, strict=True)]),
             output_types=tuple(canonical_type(o) for o in outputs),
             output_names=tuple(o.get("name", "") for o in outputs),
+            signature=f"{fn}({','.join(types)})",
         )
 
     def event_topic(self, name: str) -> str:

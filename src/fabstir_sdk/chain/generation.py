@@ -116,7 +116,7 @@ async def check_contracts(client: ChainClient, contract: Callable[[str], Contrac
     links: list[str] = []
     for probe, answer in zip(probes, answers, strict=True):
         if answer is None:
-            silent.setdefault(probe.field, []).append(f"{probe.call.fn}()")
+            silent.setdefault(probe.field, []).append(probe.call.signature)
         elif probe.links_to is not None:
             expected = address[probe.links_to]
             if str(answer) != expected:
