@@ -69,6 +69,7 @@ from .errors import (
     TransactionDroppedError,
     TransactionReplacedError,
     TransactionTimeoutError,
+    UnsupportedContractsError,
     ValidationError,
 )
 from .models import (
@@ -174,6 +175,7 @@ __all__ = [
     "TransactionDroppedError",
     "TransactionReplacedError",
     "TransactionTimeoutError",
+    "UnsupportedContractsError",
     "ValidationError",
     "__version__",
     "format_units",
