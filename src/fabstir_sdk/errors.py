@@ -8,7 +8,8 @@ is written. Errors that stand for bad arguments also derive from :class:`ValueEr
 
     FabstirError
     ├── ConfigError
-    │   └── ChainMismatchError
+    │   ├── ChainMismatchError
+    │   └── AnvilNotFoundError
     ├── AuthError
     │   └── AuthRequiredError
     ├── ValidationError                      (also ValueError)
@@ -75,6 +76,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AnvilNotFoundError",
     "AuthError",
     "AuthRequiredError",
     "ChainError",
@@ -155,6 +157,10 @@ class ChainMismatchError(ConfigError):
         super().__init__(f"config chain_id is {expected} but the RPC serves chain {actual}")
         self.expected = expected
         self.actual = actual
+
+
+class AnvilNotFoundError(ConfigError):
+    """No anvil binary for the devnet; the message names the one command that installs it."""
 
 
 class AuthError(FabstirError):
