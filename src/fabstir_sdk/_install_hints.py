@@ -23,7 +23,9 @@ def _ours(name: str) -> bool:
     """Whether ``name`` on PATH is the one in this environment's scripts directory."""
     found = shutil.which(name)
     scripts = sysconfig.get_path("scripts")
-    return bool(found and scripts) and Path(found).resolve().parent == Path(scripts).resolve()
+    if not found or not scripts:
+        return False
+    return Path(found).resolve().parent == Path(scripts).resolve()
 
 
 def pip_install(extra: str) -> str:
