@@ -1,13 +1,13 @@
 """``fabstir demo``: the whole story on one machine, in well under a minute.
 
 A devnet starts (anvil, our contracts, a local S5 portal), then a reference host with the
-built-in toy model. A user finds that host through the registry (and, with the ``p2p`` extra
-installed, confirms it on the libp2p DHT; without it, one line says what that needs), escrows
-1 USDC for a session, streams two prompts (the second needs the first's context), and completes. What is
-printed is read back: the split from the chain (balances and earnings before and after,
-checked against the settlement's events), the conversation from S5 (checked against the CID
-the chain recorded), and how long each step took. Any mismatch raises, so the command exits
-non-zero.
+built-in toy model. A user finds that host through the registry (and, with the ``p2p``
+extra installed, confirms it on the libp2p DHT; without it, one line says what that needs),
+escrows 1 USDC for a session, streams two prompts (the second needs the first's context),
+and completes. What is printed is read back: the split from the chain (balances and
+earnings before and after, checked against the settlement's events), the conversation from
+S5 (checked against the CID the chain recorded), and how long each step took. Any mismatch
+raises, so the command exits non-zero.
 
 ``fabstir demo --payments`` runs the payment walkthrough of docs/payments.md instead: no
 host process, a proof of 150,000 tokens submitted by hand.
