@@ -8,6 +8,7 @@ from ._version import __version__
 from .chain.units import PRICE_PRECISION, format_units, to_base_units
 from .config import ContractAddresses, SDKConfig, SessionTimeouts
 from .errors import (
+    AnvilNotFoundError,
     AuthError,
     AuthRequiredError,
     ChainError,
@@ -93,6 +94,7 @@ from .models import (
 from .sdk import FabstirSDK
 
 __all__ = [
+    "AnvilNotFoundError",
     "AuthError",
     "AuthRequiredError",
     "AuthResult",

@@ -9,7 +9,8 @@ is written. Errors that stand for bad arguments also derive from :class:`ValueEr
     FabstirError
     ├── ConfigError
     │   ├── ChainMismatchError
-    │   └── UnsupportedContractsError
+    │   ├── UnsupportedContractsError
+    │   └── AnvilNotFoundError
     ├── AuthError
     │   └── AuthRequiredError
     ├── ValidationError                      (also ValueError)
@@ -76,6 +77,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AnvilNotFoundError",
     "AuthError",
     "AuthRequiredError",
     "ChainError",
@@ -174,6 +176,10 @@ class UnsupportedContractsError(ConfigError):
             + "; ".join(self.problems)
             + ". Check contract_addresses (or the deployment manifest)."
         )
+
+
+class AnvilNotFoundError(ConfigError):
+    """No anvil binary for the devnet; the message names the one command that installs it."""
 
 
 class AuthError(FabstirError):
