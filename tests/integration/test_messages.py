@@ -1,0 +1,74 @@
+"""What a person reads: every message of issue 13 §3, checked word for word.
+
+Amounts are in the units the user typed, with the token's symbol; nothing says "base units"
+or prints a token's address where its name is known.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from fabstir_sdk import (
+    DepositOutOfRangeError,
+    InsufficientAllowanceError,
+    InsufficientBalanceError,
+)
+
+from .conftest import HOST, USDC_PRICE
+from .test_bad_input import eth_job, refused, usdc_job
+
+pytestmark = pytest.mark.integration
+
+
+async def test_insufficient_balance_names_amounts_in_usdc(devnet, sdk_for, host):
+    poor = await sdk_for(9)
+    pm = poor.get_payment_manager()
+    usdc = devnet.addresses.usdc_token
+    whole = await pm.get_token_balance(usdc) // 10**6
+    await pm.approve_usdc(usdc, str(whole))
+    await pm.deposit(str(whole - 2), usdc)  # the wallet keeps 2 USDC
+    await pm.approve_usdc(usdc, "5")
+    err = await refused(devnet, InsufficientBalanceError, usdc_job(devnet, pm, amount="5"), index=9)
+    assert str(err) == "needs 5 USDC, the account holds 2 USDC"
+    assert (err.needed, err.available, err.token) == (5_000_000, 2_000_000, usdc)
+
+    # from the deposit: the deposit is the holder
+    err = await refused(
+        devnet,
+        InsufficientBalanceError,
+        lambda: pm.create_session_job_from_deposit(
+            devnet.accounts[HOST].address,
+            str(whole - 1),
+            USDC_PRICE,
+            3600,
+            1000,
+            model=devnet.models[0],
+            token=usdc,
+        ),
+        index=9,
+    )
+    assert str(err) == f"needs {whole - 1} USDC, the deposit holds {whole - 2} USDC"
+    err = await refused(devnet, InsufficientBalanceError, lambda: pm.withdraw("0.5"), index=9)
+    assert str(err) == "needs 0.5 ETH, the deposit holds 0 ETH"
+
+
+async def test_insufficient_allowance_in_usdc(devnet, user, host):
+    pm = user.get_payment_manager()
+    await pm.approve_usdc(devnet.addresses.usdc_token, "0.5")
+    err = await refused(devnet, InsufficientAllowanceError, usdc_job(devnet, pm, amount="1.25"))
+    assert str(err) == "needs an allowance of 1.25 USDC for the marketplace, approved: 0.5 USDC"
+
+
+async def test_deposit_bounds_in_the_token(devnet, user, host):
+    pm = user.get_payment_manager()
+    await pm.approve_usdc(devnet.addresses.usdc_token, "2000000")
+    err = await refused(devnet, DepositOutOfRangeError, usdc_job(devnet, pm, amount="0.4"))
+    assert str(err) == (
+        "deposit 0.4 USDC is outside the marketplace's bounds: 0.5 USDC to 1000000 USDC"
+    )
+    err = await refused(
+        devnet, DepositOutOfRangeError, eth_job(devnet, pm, amount="0.00005", proof_interval=100)
+    )
+    assert str(err) == (
+        "deposit 0.00005 ETH is outside the marketplace's bounds: 0.0001 ETH to 1000 ETH"
+    )
