@@ -12,10 +12,12 @@ from fabstir_sdk import (
     DepositOutOfRangeError,
     InsufficientAllowanceError,
     InsufficientBalanceError,
+    ModelNotApprovedError,
+    NoHostAvailableError,
 )
 
 from .conftest import HOST, USDC_PRICE
-from .test_bad_input import eth_job, refused, usdc_job
+from .test_bad_input import UNKNOWN_MODEL, eth_job, refused, usdc_job
 
 pytestmark = pytest.mark.integration
 
@@ -72,3 +74,26 @@ async def test_deposit_bounds_in_the_token(devnet, user, host):
     assert str(err) == (
         "deposit 0.00005 ETH is outside the marketplace's bounds: 0.0001 ETH to 1000 ETH"
     )
+
+
+async def test_an_unknown_model_is_named_with_what_the_chain_says(devnet, user, host):
+    dm = user.get_discovery_manager()
+    with pytest.raises(NoHostAvailableError) as info:
+        await dm.find_host(required_models=[UNKNOWN_MODEL])
+    assert str(info.value) == (
+        "model nobody/unknown:model.gguf is not approved on chain, and no host serves it "
+        "(no host fits: 1 missing model)"
+    )
+    toy = devnet.models[2]  # approved by the devnet; the registered host serves models 0, 1
+    with pytest.raises(NoHostAvailableError) as info:
+        await dm.find_host(required_models=[toy, devnet.models[0]])
+    assert str(info.value) == (
+        "model fabstir/builtin:toy-1.gguf is approved on chain, but no host serves it "
+        "(no host fits: 1 missing model)"
+    )
+
+    pm = user.get_payment_manager()
+    err = await refused(devnet, ModelNotApprovedError, eth_job(devnet, pm, model=UNKNOWN_MODEL))
+    assert str(err) == "model nobody/unknown:model.gguf is not approved on chain"
+    err = await refused(devnet, ModelNotApprovedError, eth_job(devnet, pm, model=toy))
+    assert str(err) == f"host {devnet.accounts[HOST].address} does not serve model {toy}"

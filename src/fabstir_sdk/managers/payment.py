@@ -80,6 +80,7 @@ class _Terms:
     """A session job's parameters, checked locally; on-chain checks come next."""
 
     host: str
+    model: str  #: as the user named it, for messages
     model_id: str
     token: str
     deposit: int
@@ -366,6 +367,7 @@ class PaymentManager:
         deposit = to_base_units(amount, await self._ctx.decimals(token))
         terms = _Terms(
             host=host,
+            model=model,
             model_id=mid,
             token=token or ZERO_ADDRESS,
             deposit=deposit,
@@ -441,11 +443,9 @@ class PaymentManager:
             if not active:
                 raise HostNotActiveError(f"host {terms.host} is registered but not active")
             if not approved:
-                raise ModelNotApprovedError(f"model {terms.model_id} is not approved")
+                raise ModelNotApprovedError(f"model {terms.model} is not approved on chain")
             if terms.model_id not in {"0x" + bytes(m).hex() for m in models}:
-                raise ModelNotApprovedError(
-                    f"host {terms.host} does not serve model {terms.model_id}"
-                )
+                raise ModelNotApprovedError(f"host {terms.host} does not serve model {terms.model}")
             if terms.price < min_price:
                 raise PriceBelowMinimumError(terms.price, int(min_price))
             if native:
