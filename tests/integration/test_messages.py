@@ -97,3 +97,76 @@ async def test_an_unknown_model_is_named_with_what_the_chain_says(devnet, user, 
     assert str(err) == "model nobody/unknown:model.gguf is not approved on chain"
     err = await refused(devnet, ModelNotApprovedError, eth_job(devnet, pm, model=toy))
     assert str(err) == f"host {devnet.accounts[HOST].address} does not serve model {toy}"
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_an_unreachable_rpc_endpoint_says_so_in_one_line(devnet, caplog):
+    import logging
+
+    from fabstir_sdk import FabstirSDK, RpcUnavailableError
+
+    url = f"http://127.0.0.1:{_closed_port()}"
+    config = devnet.sdk_config(rpc_url=url, rpc_retry_for=0.5)
+    caplog.set_level(logging.WARNING, logger="fabstir_sdk")
+    async with FabstirSDK(config) as sdk:
+        with pytest.raises(RpcUnavailableError) as info:
+            await sdk.authenticate(devnet.accounts[1].private_key)
+    assert str(info.value) == (
+        f"RPC endpoint {url} unreachable for 0.5 s (connection refused): "
+        "is the node running, and is the URL right?"
+    )
+    # while it retried, one progress line (stderr, via logging's last-resort handler too)
+    progress = [r.getMessage() for r in caplog.records if r.name == "fabstir_sdk.chain"]
+    assert progress == [
+        f"RPC endpoint {url} unreachable (connection refused); retrying for up to 0.5 s"
+    ]
+
+
+SCRIPT = """
+import asyncio, sys
+from fabstir_sdk import FabstirSDK, SDKConfig
+
+async def main():
+    config = SDKConfig.base_sepolia(rpc_url=sys.argv[1], rpc_retry_for=0.5)
+    async with FabstirSDK(config) as sdk:
+        await sdk.get_payment_manager().get_eth_balance(sys.argv[2])
+
+asyncio.run(main())
+"""
+
+
+async def test_a_users_script_sees_the_retry_then_the_reason(devnet, tmp_path):
+    """No logging configured: the progress line reaches stderr, then the error's one line."""
+    import asyncio
+    import sys
+
+    url = f"http://127.0.0.1:{_closed_port()}"
+    script = tmp_path / "balance.py"
+    script.write_text(SCRIPT)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(script),
+        url,
+        devnet.accounts[1].address,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    lines = err.decode().splitlines()
+    assert (proc.returncode, out) == (1, b"")
+    assert (
+        lines[0] == f"RPC endpoint {url} unreachable (connection refused); retrying for up to 0.5 s"
+    )
+    assert lines[-1] == (
+        f"fabstir_sdk.errors.RpcUnavailableError: RPC endpoint {url} unreachable for 0.5 s "
+        "(connection refused): is the node running, and is the URL right?"
+    )
+    assert "ClientConnectorError" not in lines[-1]
