@@ -89,6 +89,7 @@ from .models import (
     StreamChunk,
     TokenUsage,
 )
+from .runner import run
 from .sdk import FabstirSDK
 
 __all__ = [
@@ -177,5 +178,6 @@ __all__ = [
     "ValidationError",
     "__version__",
     "format_units",
+    "run",
     "to_base_units",
 ]

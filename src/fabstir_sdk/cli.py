@@ -8,7 +8,6 @@ subcommand is one ``_add_`` function plus a line in :func:`build_parser`.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 import traceback
@@ -18,6 +17,7 @@ from typing import Any, NoReturn, cast
 
 from ._version import __version__
 from .errors import FabstirError
+from .runner import run
 
 __all__ = ["build_parser", "main", "port_number"]
 
@@ -296,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     handler: Handler = args.handler
     try:
-        return asyncio.run(handler(args))
+        return run(handler(args))  # asyncio.run, with SIGTERM handled as Ctrl-C
     except KeyboardInterrupt:
         return 130
     except Exception as exc:

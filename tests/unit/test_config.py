@@ -57,3 +57,14 @@ def test_manifest_errors(tmp_path):
     path = tmp_path / "m.json"
     path.write_text(json.dumps({"chain_id": 31337, "contracts": ADDR}))
     assert SDKConfig.from_manifest(path, rpc_url="http://127.0.0.1:1").chain_id == 31337
+
+
+def test_from_manifest_takes_the_rpc_url_from_the_manifest(tmp_path):
+    path = tmp_path / "devnet.json"
+    path.write_text(json.dumps({"chain_id": 31337, "contracts": ADDR, "rpc_url": "http://a:1"}))
+    assert SDKConfig.from_manifest(path).rpc_url == "http://a:1"
+    assert SDKConfig.from_manifest(path, rpc_url="http://b:2").rpc_url == "http://b:2"  # wins
+    path.write_text(json.dumps({"chain_id": 31337, "contracts": ADDR}))
+    with pytest.raises(ConfigError) as info:
+        SDKConfig.from_manifest(path)
+    assert str(info.value) == "manifest devnet.json names no RPC endpoint: pass rpc_url=..."
