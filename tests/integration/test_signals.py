@@ -49,7 +49,7 @@ async def test_chat_settles_on_ctrl_c_and_on_sigterm_alike(net, host, signum, us
     account = net.accounts[user]
     before = await usdc_of(net, account.address)
     chat = await Chat.start(
-        net, "--model", BUILTIN, "--host", host.address, key=account.private_key
+        net, "--model", BUILTIN, "--host-address", host.address, key=account.private_key
     )
     assert await chat.say("count to 3") == "1 2 3"
     chat.proc.send_signal(signum)  # while it waits for the next line

@@ -31,7 +31,9 @@ def add_proxy_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         ),
     )
     add_chain_arguments(proxy, key_env="FABSTIR_PRIVATE_KEY", role="user")
-    proxy.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    proxy.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
     proxy.add_argument(
         "--port", type=port_number, default=8000, help="port (default 8000; 0: any free)"
     )
