@@ -12,6 +12,7 @@ Importing this package is cheap: anvil starts, and eth-account loads, only in ``
 
 from ._accounts import ANVIL_MNEMONIC, DevAccount
 from ._anvil import ANVIL_ENV, DEFAULT_CHAIN_ID, AnvilProcess, find_anvil
+from ._balances import AccountBalances
 from ._deploy import (
     DEVNET_MODELS,
     FAB_PER_ACCOUNT,
@@ -26,6 +27,7 @@ from ._net import Devnet, StartingDevnet
 __all__ = [
     "ANVIL_ENV",
     "ANVIL_MNEMONIC",
+    "AccountBalances",
     "AnvilProcess",
     "DEFAULT_CHAIN_ID",
     "DEVNET_MODELS",

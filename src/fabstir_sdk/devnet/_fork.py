@@ -27,6 +27,7 @@ from ..chain.abi import Contract
 from ..chain.rpc import JsonRpcClient
 from ..config import ContractAddresses, SDKConfig
 from ..errors import ConfigError, DevnetError
+from ._balances import eth_call, uint
 from ._deploy import Deployment, DevnetModel
 
 __all__ = ["fork_deployment", "fund_accounts", "shipped_manifest"]
@@ -127,14 +128,14 @@ async def fund_accounts(
     funded: dict[str, int] = {}
     for token, whole in ((addresses.usdc_token, WHOLE_USDC), (addresses.fab_token, WHOLE_FAB)):
         erc20 = Contract("TestUSDC", token)  # any ERC-20: decimals, balanceOf
-        decimals = _uint(await _call(rpc, erc20, "decimals"))
+        decimals = uint(await _call(rpc, erc20, "decimals"))
         amount = whole * 10**decimals
         key_of = await _balance_slot(rpc, erc20, accounts[0])
         await rpc.batch(
             [("anvil_setStorageAt", (token, key_of(a), _word(amount))) for a in accounts]
         )
-        held = await rpc.batch([_eth_call(erc20, "balanceOf", a) for a in accounts])
-        if any(_uint(h) != amount for h in held):
+        held = await rpc.batch([eth_call(erc20, "balanceOf", a) for a in accounts])
+        if any(uint(h) != amount for h in held):
             raise DevnetError(f"could not fund the test accounts with the token at {token}")
         funded[token] = amount
     return funded
@@ -155,7 +156,7 @@ async def _balance_slot(rpc: JsonRpcClient, erc20: Contract, probe: str) -> Call
         await rpc.call("anvil_setStorageAt", erc20.address, key, _word(_MARKER))
         held = await _call(rpc, erc20, "balanceOf", probe)
         await rpc.call("anvil_setStorageAt", erc20.address, key, _word(int(original, 16)))
-        if _uint(held) == _MARKER:
+        if uint(held) == _MARKER:
             return layout
     raise DevnetError(
         f"cannot fund the test accounts with the token at {erc20.address}: its balances are "
@@ -178,15 +179,6 @@ def _word(value: int) -> str:
     return "0x" + value.to_bytes(32, "big").hex()
 
 
-def _uint(result: str) -> int:
-    return int(result, 16) if result not in ("0x", "", None) else 0
-
-
-def _eth_call(contract: Contract, fn: str, *args: Any) -> tuple[str, tuple[Any, ...]]:
-    call = contract.call(fn, *args)
-    return "eth_call", ({"to": call.to, "data": "0x" + call.data.hex()}, "latest")
-
-
 async def _call(rpc: JsonRpcClient, contract: Contract, fn: str, *args: Any) -> str:
-    (result,) = await rpc.batch([_eth_call(contract, fn, *args)])
+    (result,) = await rpc.batch([eth_call(contract, fn, *args)])
     return str(result)

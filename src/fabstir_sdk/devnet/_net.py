@@ -18,6 +18,7 @@ from ..config import ContractAddresses, SDKConfig
 from ..errors import DevnetError, ValidationError
 from ._accounts import DevAccount, derive_accounts
 from ._anvil import DEFAULT_CHAIN_ID, AnvilProcess
+from ._balances import AccountBalances, account_balances
 from ._deploy import Deployment, deploy, write_manifest
 from ._fork import fork_deployment, fund_accounts
 from ._host_process import RunningHost
@@ -263,6 +264,10 @@ class Devnet:
     def s5_portal_url(self) -> str | None:
         """The local S5 portal's URL with ``with_s5=True``; None: the embedded store."""
         return self.portal.url if self.portal is not None else None
+
+    async def balances(self) -> list[AccountBalances]:
+        """What each test account holds now (ETH, USDC, FAB), read from the chain."""
+        return await account_balances(self._rpc, self.addresses, [a.address for a in self.accounts])
 
     async def restart_chain(self, downtime: float = 0.0) -> None:
         """Stop anvil and start it again on the same port with the same state (blocks,
