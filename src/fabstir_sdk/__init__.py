@@ -91,6 +91,7 @@ from .models import (
     StreamChunk,
     TokenUsage,
 )
+from .runner import run
 from .sdk import FabstirSDK
 
 __all__ = [
@@ -181,5 +182,6 @@ __all__ = [
     "ValidationError",
     "__version__",
     "format_units",
+    "run",
     "to_base_units",
 ]
