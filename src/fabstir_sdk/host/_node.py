@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import coincurve
@@ -16,7 +17,7 @@ from aiohttp import web
 from .._version import __version__
 from ..chain.model_id import model_id as to_model_id
 from ..errors import ConfigError
-from ..models import HostInfo, ModelInfo, SessionJob
+from ..models import HostInfo, ModelInfo, SessionJob, SessionState
 from ..protocol import ChatMessage
 from ._backends import Backend, BuiltinBackend, OpenAIBackend
 from ._billing import CheckpointEntry, JobBilling, SubmittedProof, TxQueue
@@ -25,6 +26,7 @@ from ._checkpoints import CheckpointWriter, S5Checkpoints, UnstoredCheckpoints
 from ._config import HostConfig
 from ._limits import ConnectionGuard, GuardedSite
 from ._p2p import HostP2P
+from ._replay import InitLog
 from ._ws import Connection
 
 __all__ = ["HostNode", "JobState", "make_backend"]
@@ -57,9 +59,14 @@ class JobState:
 
     billing: JobBilling
     model_spec: str
-    history: list[ChatMessage] = field(default_factory=list)
+    #: The conversation per authenticated client (its init's signer): a connection sees
+    #: and extends only its own client's context, never another signer's.
+    histories: dict[str, list[ChatMessage]] = field(default_factory=dict)
     connections: set[Connection] = field(default_factory=set)
     settling: asyncio.Task[None] | None = None
+
+    def history(self, client: str) -> list[ChatMessage]:
+        return self.histories.setdefault(client, [])
 
 
 class HostNode:
@@ -91,6 +98,8 @@ class HostNode:
         self.jobs: dict[int, JobState] = {}
         self.checkpoints: dict[int, tuple[str, list[CheckpointEntry]]] = {}
         self.connections: set[Connection] = set()
+        #: Session inits accepted per job (a replayed one is refused); on disk from start().
+        self.inits = InitLog(None)
         self.guard = ConnectionGuard(
             max_per_ip=config.max_connections_per_ip, header_timeout=config.header_timeout
         )
@@ -119,6 +128,7 @@ class HostNode:
         p2p = asyncio.ensure_future(self.p2p.start()) if self.p2p is not None else None
         try:
             await self.chain.open(self.private_key, list(self.served.values()))
+            self.inits = InitLog(self.state_dir() / "inits")
             if self._own_writer and (self.config.sdk.s5_portal_url or self.config.sdk.storage_dir):
                 self.writer = self._s5_writer()
             self.model_infos = await self.chain.model_infos(list(self.served.values()))
@@ -147,6 +157,15 @@ class HostNode:
             await self.stop()
             raise
         log.info("host %s serving %s on %s", self.address, list(self.served), self.api_url)
+
+    def state_dir(self) -> Path:
+        """The configured state directory, or one per chain and host address."""
+        if self.config.state_dir is not None:
+            return self.config.state_dir
+        import platformdirs
+
+        root = Path(platformdirs.user_data_path("fabstir-sdk")) / "host"
+        return root / f"{self.chain.chain_id}-{self.address.lower()}"
 
     def _s5_writer(self) -> CheckpointWriter:
         """Checkpoints in the host's own S5 storage (identity derived from its key)."""
@@ -273,6 +292,15 @@ class HostNode:
         job_id = state.billing.job.id
         if self.jobs.get(job_id) is state:
             self._forget(job_id)
+        if state.billing.settlement_tx is not None or not await self._still_active(job_id):
+            self.inits.forget(job_id)  # the chain refuses the job now: nothing to replay
+
+    async def _still_active(self, job_id: int) -> bool:
+        try:
+            job = await self.chain.job(job_id)
+        except Exception:  # unknown: keep the record (it is small)
+            return True
+        return job.status == SessionState.ACTIVE
 
     def _forget(self, job_id: int) -> None:
         state = self.jobs.pop(job_id, None)
