@@ -63,6 +63,8 @@ class JobState:
     #: and extends only its own client's context, never another signer's.
     histories: dict[str, list[ChatMessage]] = field(default_factory=dict)
     connections: set[Connection] = field(default_factory=set)
+    #: HTTP ``/v1/inference`` requests billed to the job, in flight.
+    requests: int = 0
     settling: asyncio.Task[None] | None = None
 
     def history(self, client: str) -> list[ChatMessage]:
@@ -244,9 +246,12 @@ class HostNode:
     # -- sessions -------------------------------------------------------------------------
 
     def attach(
-        self, conn: Connection, job: SessionJob, model_id: str, recovery_key: str | None
+        self, conn: Connection | None, job: SessionJob, model_id: str, recovery_key: str | None
     ) -> JobState:
-        """Bind ``conn`` to ``job``: a new state, or the one a live or settling job has."""
+        """Bind ``conn`` to ``job``: a new state, or the one a live or settling job has.
+
+        ``conn`` None: an HTTP request billed to the job, until :meth:`request_done`.
+        """
         state = self.jobs.get(job.id)
         if state is not None and (
             state.billing.closed
@@ -272,8 +277,16 @@ class HostNode:
         elif state.settling is not None:  # the client is back (resume): do not settle
             state.settling.cancel()
             state.settling = None
-        state.connections.add(conn)
+        if conn is None:
+            state.requests += 1
+        else:
+            state.connections.add(conn)
         return state
+
+    def request_done(self, state: JobState) -> None:
+        """An HTTP request billed to the job is answered."""
+        state.requests -= 1
+        self._idle(state)
 
     def detach(self, conn: Connection) -> None:
         """A connection closed; the job's last one starts its settlement."""
@@ -282,7 +295,16 @@ class HostNode:
         if state is None:
             return
         state.connections.discard(conn)
-        if not state.connections and state.settling is None and not self._stopping:
+        self._idle(state)
+
+    def _idle(self, state: JobState) -> None:
+        """Nothing uses the job any more: settle it (a client that comes back cancels that)."""
+        if (
+            not state.connections
+            and not state.requests
+            and state.settling is None
+            and not self._stopping
+        ):
             state.settling = asyncio.get_running_loop().create_task(
                 self._settle(state), name=f"fabstir-settle-{state.billing.job.id}"
             )
