@@ -116,6 +116,9 @@ async def test_message_indexes_never_go_back(net, host):
         assert await client.error_code(m0) == "INVALID_MESSAGE_INDEX"
         # the same session key in a new init would restart its indexes: refused
         assert await client.error_code(proto.init_frame()) == "REPLAYED_INIT"
+        # a re-key signed by someone else is refused before the chain is asked
+        stranger = encrypted(net, host, job_id, signer=STRANGER)
+        assert await client.error_code(stranger.init_frame()) == "CLIENT_CHANGED"
         # a re-key (new key, same signer) on the same connection: indexes from 0 again, and
         # frames sealed under the old key no longer open, message_0 included
         rekeyed = client.proto = encrypted(net, host, job_id)
