@@ -105,3 +105,18 @@ def test_model_name_forms_upstream_sends(name):
 )
 def test_other_model_names_are_refused(name):
     assert not model_matches(name, INFO.model_id, INFO, SPEC)
+
+
+def test_upstream_short_names_of_its_known_hashes():
+    """upstream's client renames three model hashes to short names before it sends them."""
+    for repo, file, short in (
+        ("CohereForAI/TinyVicuna-1B-32k-GGUF", "tiny-vicuna-1b.q4_k_m.gguf", "tiny-vicuna"),
+        (
+            "TheBloke/TinyLlama-1.1B-Chat-v1.0-GGUF",
+            "tinyllama-1.1b-chat-v1.0.Q4_K_M.gguf",
+            "tinyllama",
+        ),
+    ):
+        mid = model_id(f"{repo}:{file}")
+        info = ModelInfo(model_id=mid, repo=repo, file=file, sha256="0x" + "00" * 32, approved=True)
+        assert model_matches(short, mid, info, f"{repo}:{file}")
