@@ -318,10 +318,10 @@ class Connection:
                     f"the init names model {opened.data.model_name[:80]!r}, the job is for {spec}",
                     code="WRONG_MODEL",
                 )
-            if not rekey:
-                self._check_capacity(job.id)  # no await from here to attach: the bound is exact
             if rekey:
                 self._check_rekey(job.id)  # nothing may have started while the chain answered
+            else:
+                self._check_capacity(job.id)  # no await from here to attach: the bound is exact
         except BaseException:
             inits.release(opened.job_id, prints)
             raise
