@@ -274,14 +274,19 @@ async def test_plaintext_when_the_host_allows_it(net, strict, permissive):
         wrong = {**body, "jobId": str(job_id + 1000), "sessionId": str(job_id + 1000)}
         async with http.post(permissive.api_url + "/v1/inference", json=wrong) as r:
             assert (r.status, (await r.json())["code"]) == (403, "JOB_NOT_FOUND")
-    # upstream's plaintext WebSocket path repeats session_init before every prompt
+    # upstream's plaintext WebSocket path repeats session_init before every prompt, and its
+    # prompt frame carries the options in `request`
     client = await connect(net, permissive, job_id, key_from_seed("plain"))
     try:
-        for _ in range(2):
+        for count in (5, 4):
             ack = await client.plaintext_init(net.accounts[USER].address)
             assert (ack["status"], ack["job_id"]) == ("success", job_id)
+            text, end = await client.plaintext_prompt(f"count to {count}", max_tokens=3)
+            assert (text, end["tokens_used"], end["finish_reason"]) == ("1 2 3", 3, "length")
     finally:
         await client.close()
+    # 120 + 130 billed; the 6 plaintext tokens came after the HTTP requests' final claim
+    # and are under the contract's 100-token minimum claim (docs/host.md, limits)
     await settles_to(net, job_id, 250)
 
 

@@ -14,8 +14,9 @@ What it reproduces:
 - prompts as JSON ``{prompt, model, max_tokens, temperature, stream}`` sealed with AAD
   ``message_{n}``; answers as ``encrypted_chunk`` (AAD ``chunk_{i}``), ``encrypted_response``
   and ``stream_end``;
-- the plaintext fallbacks: ``session_init`` with ``jobId`` and ``user_address``, and
-  ``POST /v1/inference`` with ``{model, prompt, max_tokens, temperature, sessionId, jobId}``.
+- the plaintext fallbacks: ``session_init`` with ``jobId`` and ``user_address``, ``prompt``
+  frames carrying the whole request, and ``POST /v1/inference`` with
+  ``{model, prompt, max_tokens, temperature, sessionId, jobId}``.
 """
 
 from __future__ import annotations
@@ -262,6 +263,33 @@ class UpstreamStyleClient:
         }
         await self.ws.send(json.dumps(frame))
         return await self._until("session_init_ack")
+
+    async def plaintext_prompt(self, prompt: str, max_tokens: int) -> tuple[str, dict[str, Any]]:
+        """upstream's plaintext prompt frame; the answer's text and its ``stream_end``."""
+        frame = {
+            "type": "prompt",
+            "chain_id": self.chain_id,
+            "jobId": str(self.job_id),
+            "prompt": prompt,
+            "web_search": False,
+            "max_searches": 0,
+            "search_queries": None,
+            "request": {
+                "model": self.model,
+                "prompt": prompt,
+                "max_tokens": max_tokens,
+                "temperature": 0.7,
+                "stream": True,
+            },
+            "id": f"{int(time.time() * 1000)}-{random.getrandbits(32):x}",
+        }
+        await self.ws.send(json.dumps(frame))
+        pieces = []
+        while True:
+            answer = await self._until("stream_chunk", "stream_end")
+            if answer["type"] == "stream_end":
+                return "".join(pieces), answer
+            pieces.append(answer["content"])
 
 
 def inference_body(model: str, prompt: str, job_id: int) -> dict[str, Any]:

@@ -406,6 +406,8 @@ class Connection:
             )
         if isinstance(message, Inference):
             request = message.request
+        elif message.request is not None:  # upstream's form: the options are in the request
+            request = message.request.model_copy(update={"prompt": message.prompt})
         else:
             options: dict[str, Any] = {"prompt": message.prompt}
             if message.max_tokens is not None:
