@@ -9,10 +9,13 @@ prompt that was answered would show in ``tokens_used``.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from fabstir_sdk import FabstirSDK, SessionState
 from fabstir_sdk.devnet import Devnet, RunningHost
+from fabstir_sdk.errors import HostError
 from fabstir_sdk.protocol import SessionInitAck, StreamEnd
 
 from .host_helpers import STRANGER, USER, Client, encrypted, open_job, read_job, wait_for_job
@@ -99,6 +102,28 @@ async def test_replay_on_a_new_connection_and_after_the_victim_left(net, host):
         finally:
             await attacker.close()
     await settled_exactly(net, job_id, 150)
+
+
+async def test_two_copies_of_an_init_at_once(net, host):
+    """An attacker racing the victim with a copy: exactly one of the two is served."""
+    job_id = await open_job(net, host.address, proof_interval=100)
+    frame = encrypted(net, host, job_id).init_frame()
+    first = await Client.connect(host, encrypted(net, host, job_id))
+    second = await Client.connect(host, encrypted(net, host, job_id))
+
+    async def outcome(client: Client) -> str:
+        await client.ws.send(frame)
+        try:
+            return type(await client.next()).__name__
+        except HostError as exc:
+            return exc.code
+
+    try:
+        results = await asyncio.gather(outcome(first), outcome(second))
+    finally:
+        await first.close()
+        await second.close()
+    assert sorted(results) == ["REPLAYED_INIT", "SessionInitAck"]
 
 
 async def test_message_indexes_never_go_back(net, host):
