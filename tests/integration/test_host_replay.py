@@ -10,6 +10,8 @@ prompt that was answered would show in ``tokens_used``.
 from __future__ import annotations
 
 import asyncio
+import time
+from pathlib import Path
 
 import pytest
 
@@ -38,6 +40,10 @@ async def host(net) -> RunningHost:
     running = await net.start_host(account=HOST, chain_poll=0.1)
     yield running
     await running.stop()
+
+
+def exists(path: Path) -> bool:
+    return path.exists()
 
 
 async def answer(client: Client, frame: str) -> tuple[str, int]:
@@ -218,3 +224,14 @@ async def test_replay_after_a_host_restart(net):
         )
     finally:
         await second.stop()
+    # the job ended while no host served it: the next start drops its record
+    record = net.state_dir / "hosts" / f"state-{RESTARTED}" / "inits" / f"{job_id}.inits"
+    assert exists(record)
+    third = await net.start_host(account=RESTARTED, chain_poll=0.1)
+    try:
+        deadline = time.monotonic() + 30
+        while exists(record) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        assert not exists(record)
+    finally:
+        await third.stop()

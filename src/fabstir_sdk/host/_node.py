@@ -16,7 +16,7 @@ from aiohttp import web
 
 from .._version import __version__
 from ..chain.model_id import model_id as to_model_id
-from ..errors import ConfigError
+from ..errors import ConfigError, SessionNotFoundError
 from ..models import HostInfo, ModelInfo, SessionJob, SessionState
 from ..protocol import ChatMessage
 from ._backends import Backend, BuiltinBackend, OpenAIBackend
@@ -110,6 +110,7 @@ class HostNode:
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._stopping = False
+        self._pruning: asyncio.Task[None] | None = None
         #: The libp2p node (``config.p2p``): DHT records and ``/fabstir/host/1.0.0``.
         self.p2p: HostP2P | None = HostP2P(self) if config.p2p else None
 
@@ -131,6 +132,7 @@ class HostNode:
         try:
             await self.chain.open(self.private_key, list(self.served.values()))
             self.inits = InitLog(self.state_dir() / "inits")
+            self._pruning = asyncio.ensure_future(self._prune_inits())
             if self._own_writer and (self.config.sdk.s5_portal_url or self.config.sdk.storage_dir):
                 self.writer = self._s5_writer()
             self.model_infos = await self.chain.model_infos(list(self.served.values()))
@@ -210,6 +212,9 @@ class HostNode:
         if self._stopping:
             return
         self._stopping = True
+        if self._pruning is not None:
+            self._pruning.cancel()
+            await asyncio.gather(self._pruning, return_exceptions=True)
         for conn in list(self.connections):
             with contextlib.suppress(Exception):
                 await conn.ws.close()
@@ -320,9 +325,17 @@ class HostNode:
     async def _still_active(self, job_id: int) -> bool:
         try:
             job = await self.chain.job(job_id)
+        except SessionNotFoundError:
+            return False
         except Exception:  # unknown: keep the record (it is small)
             return True
         return job.status == SessionState.ACTIVE
+
+    async def _prune_inits(self) -> None:
+        """Drop the init records of jobs that ended while this host was not serving them."""
+        for job_id in self.inits.job_ids():
+            if job_id not in self.jobs and not await self._still_active(job_id):
+                self.inits.forget(job_id)
 
     def _forget(self, job_id: int) -> None:
         state = self.jobs.pop(job_id, None)

@@ -103,6 +103,14 @@ class InitLog:
         self._load(job_id).update(prints)
         self.release(job_id, prints)
 
+    def job_ids(self) -> list[int]:
+        """The jobs with a record on disk (a host restarted finds those of its last run)."""
+        if self.directory is None:
+            return sorted(self._seen)
+        return sorted(
+            int(path.stem) for path in self.directory.glob("*.inits") if path.stem.isdigit()
+        )
+
     def forget(self, job_id: int) -> None:
         """The job is settled: no init for it can be accepted any more, by the chain."""
         self._seen.pop(job_id, None)
