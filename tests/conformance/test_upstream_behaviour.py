@@ -202,6 +202,12 @@ async def test_seed_key_refused_with_the_fix_then_served_as_a_delegate(net, stri
 
 
 async def test_any_signer_host_serves_an_undelegated_seed_key(net, permissive):
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(permissive.api_url + "/v1/version") as r,
+    ):
+        features = set((await r.json())["features"])
+    assert {"plaintext", "single-use-init"} <= features and "depositor-check" not in features
     job_id = await open_job(net, permissive.address, proof_interval=100)
     seed_key = key_from_seed("never authorized by anyone on chain")
     client = await connect(net, permissive, job_id, seed_key)
@@ -296,7 +302,9 @@ async def test_host_facts_upstream_relies_on(net, strict):
         async with http.get(strict.api_url + "/health") as r:
             assert (await r.json())["status"] == "healthy"
         async with http.get(strict.api_url + "/v1/version") as r:
-            assert "e2ee" in (await r.json())["features"]
+            features = set((await r.json())["features"])
+        assert {"e2ee", "single-use-init", "depositor-check"} <= features
+        assert "plaintext" not in features
         async with http.get(f"{strict.api_url}/v1/models?chain_id={net.chain_id}") as r:
             models = (await r.json())["models"]
     assert [(m["id"], m["name"]) for m in models] == [(model_id(BUILTIN), "toy-1.gguf")]
