@@ -69,7 +69,7 @@ def add_host_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     run.add_argument(
         "--model", action="append", required=True, help="model to serve, 'repo:file' (repeat)"
     )
-    run.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    run.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     run.add_argument(
         "--port", type=port_number, default=8080, help="port (0: a free one; default 8080)"
     )
