@@ -318,14 +318,19 @@ class Connection:
                     f"the init names model {opened.data.model_name[:80]!r}, the job is for {spec}",
                     code="WRONG_MODEL",
                 )
-            if rekey:
-                self._check_rekey(job.id)  # nothing may have started while the chain answered
-            else:
-                self._check_capacity(job.id)  # no await from here to attach: the bound is exact
         except BaseException:
             inits.release(opened.job_id, prints)
             raise
-        inits.commit(job.id, prints)
+        try:
+            await inits.commit(job.id, prints)
+        except OSError as exc:
+            log.error("cannot record an accepted session init: %s", exc)
+            raise ProtocolError(
+                "the host cannot record session inits now: try again later",
+                code="HOST_STATE_UNAVAILABLE",
+            ) from None
+        if not rekey:  # (frames are handled one at a time: none started meanwhile)
+            self._check_capacity(job.id)  # no await from here to attach: the bound is exact
         self.session = session
         if not rekey:
             self.client_address = opened.client_address
