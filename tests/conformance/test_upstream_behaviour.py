@@ -199,6 +199,23 @@ async def test_seed_key_refused_with_the_fix_then_served_as_a_delegate(net, stri
     finally:
         await client.close()
     await settles_to(net, job_id, max(used, 100))
+    await check_checkpoint_index(strict, job_id, [[0, max(used, 100)]])
+
+
+async def check_checkpoint_index(host: RunningHost, job_id: int, ranges: list[list[int]]) -> None:
+    """``GET /v1/checkpoints/{job}`` as upstream's recovery validates it before use."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{host.api_url}/v1/checkpoints/{job_id}") as r,
+    ):
+        index = await r.json()
+    assert isinstance(index["messagesSignature"], str)
+    assert isinstance(index["checkpointsSignature"], str)
+    assert (index["sessionId"], index["hostAddress"]) == (str(job_id), host.address)
+    for position, entry in enumerate(index["checkpoints"]):
+        assert entry["index"] == position and isinstance(entry["timestamp"], int)
+        assert isinstance(entry["proofHash"], str) and isinstance(entry["deltaCid"], str)
+    assert [entry["tokenRange"] for entry in index["checkpoints"]] == ranges
 
 
 async def test_any_signer_host_serves_an_undelegated_seed_key(net, permissive):
