@@ -2,7 +2,8 @@
 
 The client is :mod:`.upstream_wire` (written from upstream's observed behaviour, not from our
 SDK); chain reads and writes that upstream makes itself go through web3.py with upstream's
-function signatures. Real devnet, real host processes, real sockets.
+function signatures (jobs are opened with upstream's call, delegates authorised, registry
+metadata read). Real devnet, real host processes, real sockets.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from typing import Any
 import aiohttp
 import pytest
 from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3.logs import DISCARD
 
 from fabstir_sdk import SessionState
 from fabstir_sdk.chain.model_id import model_id
 from fabstir_sdk.devnet import Devnet, RunningHost
 
-from ..integration.host_helpers import BUILTIN, PRICE, USER, open_job, read_job, wait_for_job
+from ..integration.host_helpers import BUILTIN, PRICE, USER, read_job, wait_for_job
 from .upstream_wire import (
     HostRefused,
     UpstreamStyleClient,
@@ -48,6 +50,40 @@ UPSTREAM_ABI: list[dict[str, Any]] = [
             {"name": "depositor", "type": "address"},
             {"name": "delegate", "type": "address"},
         ],
+        "outputs": [{"name": "", "type": "bool"}],
+    },
+    {
+        "type": "function",
+        "name": "createSessionJobForModelWithToken",
+        "stateMutability": "nonpayable",
+        "inputs": [
+            {"name": "host", "type": "address"},
+            {"name": "modelId", "type": "bytes32"},
+            {"name": "token", "type": "address"},
+            {"name": "deposit", "type": "uint256"},
+            {"name": "pricePerToken", "type": "uint256"},
+            {"name": "maxDuration", "type": "uint256"},
+            {"name": "proofInterval", "type": "uint256"},
+            {"name": "proofTimeoutWindow", "type": "uint256"},
+        ],
+        "outputs": [{"name": "", "type": "uint256"}],
+    },
+    {
+        "type": "event",
+        "name": "SessionJobCreated",
+        "anonymous": False,
+        "inputs": [
+            {"name": "jobId", "type": "uint256", "indexed": True},
+            {"name": "depositor", "type": "address", "indexed": True},
+            {"name": "host", "type": "address", "indexed": True},
+            {"name": "deposit", "type": "uint256", "indexed": False},
+        ],
+    },
+    {
+        "type": "function",
+        "name": "approve",
+        "stateMutability": "nonpayable",
+        "inputs": [{"name": "spender", "type": "address"}, {"name": "amount", "type": "uint256"}],
         "outputs": [{"name": "", "type": "bool"}],
     },
     {
@@ -93,15 +129,18 @@ async def permissive(net) -> RunningHost:
     await running.stop()
 
 
-async def upstream_call(net: Devnet, fn: str, *args: Any, sender: int | None = None) -> Any:
+async def upstream_call(
+    net: Devnet, fn: str, *args: Any, sender: int | None = None, to: str | None = None
+) -> Any:
     """Call (or, with ``sender``, transact) ``fn`` as upstream does, through web3.py."""
     w3 = AsyncWeb3(AsyncHTTPProvider(net.rpc_url))
     try:
-        to = (
-            net.addresses.node_registry
-            if fn == "getNodeFullInfo"
-            else net.addresses.job_marketplace
-        )
+        if to is None:
+            to = (
+                net.addresses.node_registry
+                if fn == "getNodeFullInfo"
+                else net.addresses.job_marketplace
+            )
         call = getattr(w3.eth.contract(address=to, abi=UPSTREAM_ABI).functions, fn)(*args)
         if sender is None:
             return await call.call()
@@ -120,6 +159,29 @@ async def upstream_call(net: Devnet, fn: str, *args: Any, sender: int | None = N
         return receipt
     finally:
         await w3.provider.disconnect()
+
+
+async def open_job(net: Devnet, host: str, *, proof_interval: int) -> int:
+    """A USDC session job of USER with ``host``, opened as upstream's startSession does it
+    (approve, then createSessionJobForModelWithToken); returns its id from the event."""
+    usdc, market = net.addresses.usdc_token, net.addresses.job_marketplace
+    await upstream_call(net, "approve", market, DEPOSIT, sender=USER, to=usdc)
+    receipt = await upstream_call(
+        net,
+        "createSessionJobForModelWithToken",
+        host,
+        bytes.fromhex(model_id(BUILTIN)[2:]),
+        usdc,
+        DEPOSIT,
+        PRICE,
+        3600,
+        proof_interval,
+        300,
+        sender=USER,
+    )
+    contract = AsyncWeb3().eth.contract(abi=UPSTREAM_ABI)
+    (created,) = contract.events.SessionJobCreated().process_receipt(receipt, errors=DISCARD)
+    return int(created["args"]["jobId"])
 
 
 async def registry_public_key(net: Devnet, host: RunningHost) -> bytes:
