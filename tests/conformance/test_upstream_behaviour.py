@@ -356,6 +356,12 @@ async def test_plaintext_when_the_host_allows_it(net, strict, permissive):
         body = inference_body(BUILTIN, "count to 130", job_id)
         async with http.post(permissive.api_url + "/v1/inference", json=body) as r:
             assert (await r.json())["tokens_used"] == 130
+        # the streamed form (server-sent events) of the same endpoint is billed the same way
+        body = {**inference_body(BUILTIN, "count to 110", job_id), "stream": True}
+        async with http.post(permissive.api_url + "/v1/inference", json=body) as r:
+            events = [line for line in (await r.text()).split("\n\n") if line]
+        assert events[-1] == "data: [DONE]"
+        assert json.loads(events[-2].removeprefix("data: "))["usage"]["completion_tokens"] == 110
         wrong = {**body, "jobId": str(job_id + 1000), "sessionId": str(job_id + 1000)}
         async with http.post(permissive.api_url + "/v1/inference", json=wrong) as r:
             assert (r.status, (await r.json())["code"]) == (403, "JOB_NOT_FOUND")
@@ -370,9 +376,9 @@ async def test_plaintext_when_the_host_allows_it(net, strict, permissive):
             assert (text, end["tokens_used"], end["finish_reason"]) == ("1 2 3", 3, "length")
     finally:
         await client.close()
-    # 120 + 130 billed; the 6 plaintext tokens came after the HTTP requests' final claim
-    # and are under the contract's 100-token minimum claim (docs/host.md, limits)
-    await settles_to(net, job_id, 250)
+    # 120 + 130 + 110 billed; the 6 plaintext tokens came after the HTTP requests' final
+    # claim and are under the contract's 100-token minimum claim (docs/host.md, limits)
+    await settles_to(net, job_id, 360)
 
 
 async def test_host_facts_upstream_relies_on(net, strict):
