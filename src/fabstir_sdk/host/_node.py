@@ -243,7 +243,9 @@ class HostNode:
 
     def features(self) -> list[str]:
         """What this host supports (``/v1/version`` and the P2P ``capabilities`` answer)."""
-        features = ["e2ee", "websocket", "streaming", "checkpoints", "proofs", "depositor-check"]
+        features = ["e2ee", "websocket", "streaming", "checkpoints", "proofs", "single-use-init"]
+        if not self.config.accept_any_signer:
+            features.append("depositor-check")
         if self.config.allow_plaintext:
             features.append("plaintext")
         return features
