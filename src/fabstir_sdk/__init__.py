@@ -8,6 +8,7 @@ from ._version import __version__
 from .chain.units import PRICE_PRECISION, format_units, to_base_units
 from .config import ContractAddresses, SDKConfig, SessionTimeouts
 from .errors import (
+    AnvilNotFoundError,
     AuthError,
     AuthRequiredError,
     ChainError,
@@ -90,9 +91,11 @@ from .models import (
     StreamChunk,
     TokenUsage,
 )
+from .runner import run
 from .sdk import FabstirSDK
 
 __all__ = [
+    "AnvilNotFoundError",
     "AuthError",
     "AuthRequiredError",
     "AuthResult",
@@ -179,5 +182,6 @@ __all__ = [
     "ValidationError",
     "__version__",
     "format_units",
+    "run",
     "to_base_units",
 ]

@@ -72,3 +72,14 @@ def test_base_sepolia_manifest_says_where_each_address_comes_from():
         assert source["file"] and source["note"], field
         assert re.fullmatch(r"[0-9a-f]{40}", source["commit"]), field
         assert date.fromisoformat(source["date"]) <= date(2026, 2, 26), field
+
+
+def test_from_manifest_takes_the_rpc_url_from_the_manifest(tmp_path):
+    path = tmp_path / "devnet.json"
+    path.write_text(json.dumps({"chain_id": 31337, "contracts": ADDR, "rpc_url": "http://a:1"}))
+    assert SDKConfig.from_manifest(path).rpc_url == "http://a:1"
+    assert SDKConfig.from_manifest(path, rpc_url="http://b:2").rpc_url == "http://b:2"  # wins
+    path.write_text(json.dumps({"chain_id": 31337, "contracts": ADDR}))
+    with pytest.raises(ConfigError) as info:
+        SDKConfig.from_manifest(path)
+    assert str(info.value) == "manifest devnet.json names no RPC endpoint: pass rpc_url=..."

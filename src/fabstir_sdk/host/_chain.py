@@ -167,7 +167,11 @@ class HostChain:
             )
             if not delegate:
                 raise SessionRefused(
-                    f"the init is signed by {client_address}, not by the depositor of job {job_id}",
+                    f"the init is signed by {client_address}, which is neither the depositor "
+                    f"({session.depositor}) of job {job_id} nor a delegate it authorized. "
+                    f"To use this key, the depositor calls JobMarketplace.authorizeDelegate"
+                    f"({client_address}, true); or the host operator accepts any signer "
+                    "(fabstir host run --accept-any-signer)",
                     code="NOT_DEPOSITOR",
                 )
         return session, model_id
