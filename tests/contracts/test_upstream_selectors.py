@@ -149,9 +149,27 @@ def deploy():
     deploy_step("ProofSystem", "0x", "setAuthorizedCaller", "0x", True)
     Contract("HostEarnings", "0x").call("getBalance", "0x", "0x")
 """
+    helpers = """
+def eth_call(contract, fn, *args):
+    call = contract.call(fn, *args)
+    return "eth_call", call
+"""
+    user = """
+from ._helpers import eth_call
+
+async def _read(rpc, contract, fn, *args):
+    return await rpc.batch([eth_call(contract, fn, *args)])
+
+async def fund(rpc, token, who):
+    erc20 = Contract("TestUSDC", token)
+    await _read(rpc, erc20, "balanceOf", who)
+    await rpc.batch([eth_call(Contract("FABToken", token), "decimals")])
+"""
+    trees = {"m.py": ast.parse(source), "d/_helpers.py": ast.parse(helpers)}
+    trees["d/_user.py"] = ast.parse(user)
     sites = sorted(
         (s.contract or "?", s.function or "?", -1 if s.nargs is None else s.nargs)
-        for s in extract_call_sites({"m.py": ast.parse(source)})
+        for s in extract_call_sites(trees)
     )
     assert sites == sorted(
         [
@@ -162,6 +180,8 @@ def deploy():
             ("ProofSystem", "setAuthorizedCaller", 2),
             ("HostEarnings", "getBalance", 2),
             ("?", "?", -1),  # mp.call("get" + suffix): reported as unresolved
+            ("TestUSDC", "balanceOf", 1),  # through two forwarders, one imported
+            ("FABToken", "decimals", 0),
         ]
     )
 

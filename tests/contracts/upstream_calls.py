@@ -84,12 +84,13 @@ class CallSite:
 
 @dataclass(frozen=True)
 class _Forwarder:
-    """A function that passes its parameter ``fn_index`` to ``<contract>.call``."""
+    """A function that passes its parameter ``fn_index`` on as the function name of a contract
+    call, directly (``<contract>.call(fn, ...)``) or through another forwarder."""
 
     fn_index: int
-    contract: str | None  # fixed contract, or
-    contract_index: int | None  # the parameter holding the artifact name
-    extra_args: int | None  # arguments the forwarder adds (None: unknown)
+    contract: str | None  # the contract, when the forwarder fixes it
+    contract_index: int | None  # or the parameter holding the artifact name
+    receiver_index: int | None  # or the parameter holding the Contract object
 
 
 def _literal(node: ast.AST | None) -> str | None:
@@ -161,38 +162,103 @@ def _nargs(call: ast.Call, skip: int) -> int | None:
     return len(args)
 
 
-def _find_forwarders(tree: ast.AST) -> dict[str, _Forwarder]:
-    """The forwarders one module defines, by function name."""
-    forwarders: dict[str, _Forwarder] = {}
+def _callee(node: ast.Call) -> str | None:
+    func = node.func
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    return func.id if isinstance(func, ast.Name) else None
+
+
+def _imports(rel: str, tree: ast.AST) -> dict[str, tuple[str, str]]:
+    """Names this module imports from modules of the package: name -> (module path, name)."""
+    found: dict[str, tuple[str, str]] = {}
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ImportFrom) or node.module is None:
+            continue
+        if node.level:
+            base = Path(rel).parent
+            for _ in range(node.level - 1):
+                base = base.parent
+            target = base / node.module.replace(".", "/")
+        elif node.module.startswith("fabstir_sdk."):
+            target = Path(node.module.removeprefix("fabstir_sdk.").replace(".", "/"))
+        else:
+            continue
+        for alias in node.names:
+            found[alias.asname or alias.name] = (f"{target}.py", alias.name)
+    return found
+
+
+def _forwarders_in(tree: ast.AST, visible: dict[str, _Forwarder]) -> dict[str, _Forwarder]:
+    """The forwarders one module defines, given those it can already see."""
+    found: dict[str, _Forwarder] = {}
     for func in _functions(tree):
         params = [a.arg for a in func.args.args]
+        offset = 1 if params and params[0] in ("self", "cls") else 0
+
+        def index(node: ast.AST | None) -> int | None:
+            if isinstance(node, ast.Name) and node.id in params:
+                return params.index(node.id) - offset
+            return None
+
         scope = _scope(func)
-        for call in _contract_calls(func):
-            if not call.args or not isinstance(call.args[0], ast.Name):
+        direct = set(_contract_calls(func))
+        for call in ast.walk(func):
+            if not isinstance(call, ast.Call):
                 continue
-            name = call.args[0].id
-            if name not in params:
+            if call in direct:
+                fn = index(call.args[0]) if call.args else None
+                if fn is None:
+                    continue
+                receiver = call.func.value  # type: ignore[attr-defined]
+                name_arg = (
+                    receiver.args[0] if isinstance(receiver, ast.Call) and receiver.args else None
+                )
+                found[func.name] = _Forwarder(
+                    fn, _contract_of(receiver, scope), index(name_arg), index(receiver)
+                )
                 continue
-            offset = 1 if params and params[0] in ("self", "cls") else 0
-            receiver = call.func.value  # type: ignore[attr-defined]
-            contract = _contract_of(receiver, scope)
-            contract_index = None
-            if (
-                contract is None
-                and isinstance(receiver, ast.Call)
-                and receiver.args
-                and isinstance(receiver.args[0], ast.Name)
-                and receiver.args[0].id in params
-            ):
-                contract_index = params.index(receiver.args[0].id) - offset
-            starred = any(isinstance(a, ast.Starred) for a in call.args[1:])
-            forwarders[func.name] = _Forwarder(
-                fn_index=params.index(name) - offset,
-                contract=contract,
-                contract_index=contract_index,
-                extra_args=None if starred else len(call.args) - 1,
+            inner = visible.get(_callee(call) or "")
+            if inner is None or len(call.args) <= inner.fn_index:
+                continue
+            fn = index(call.args[inner.fn_index])
+            if fn is None:
+                continue
+
+            def arg(i: int | None) -> ast.AST | None:
+                return call.args[i] if i is not None and i < len(call.args) else None
+
+            contract = inner.contract or _literal(arg(inner.contract_index))
+            if contract is None and arg(inner.receiver_index) is not None:
+                contract = _contract_of(arg(inner.receiver_index), scope)  # type: ignore[arg-type]
+            found[func.name] = _Forwarder(
+                fn, contract, index(arg(inner.contract_index)), index(arg(inner.receiver_index))
             )
-    return forwarders
+    return found
+
+
+def _visible_forwarders(trees: dict[str, ast.AST]) -> dict[str, dict[str, _Forwarder]]:
+    """Per module, the forwarders it defines or imports, found to a fixed point (a forwarder
+    may call another)."""
+    imports = {rel: _imports(rel, tree) for rel, tree in trees.items()}
+    defined: dict[str, dict[str, _Forwarder]] = {rel: {} for rel in trees}
+
+    def visible(rel: str) -> dict[str, _Forwarder]:
+        seen = {
+            name: defined[module][original]
+            for name, (module, original) in imports[rel].items()
+            if module in defined and original in defined[module]
+        }
+        return seen | defined[rel]
+
+    while True:
+        changed = False
+        for rel, tree in trees.items():
+            found = _forwarders_in(tree, visible(rel))
+            if found != defined[rel]:
+                defined[rel], changed = found, True
+        if not changed:
+            return {rel: visible(rel) for rel in trees}
 
 
 def extract_call_sites(trees: dict[str, ast.AST]) -> list[CallSite]:
@@ -200,20 +266,14 @@ def extract_call_sites(trees: dict[str, ast.AST]) -> list[CallSite]:
 
     A forwarder applies in the module that defines it and in modules importing it by name.
     """
-    defined = {rel: _find_forwarders(tree) for rel, tree in trees.items()}
-    exported = {name: fw for table in defined.values() for name, fw in table.items()}
+    forwarders_of = _visible_forwarders(trees)
     sites: list[CallSite] = []
     for rel, tree in trees.items():
-        imported = {
-            alias.asname or alias.name
-            for node in ast.walk(tree)
-            if isinstance(node, ast.ImportFrom)
-            for alias in node.names
-        }
-        forwarders = {n: fw for n, fw in exported.items() if n in imported} | defined[rel]
+        forwarders = forwarders_of[rel]
         for func in _functions(tree):
             scope = _scope(func)
             forwarded_here = func.name in forwarders
+            params = {a.arg for a in func.args.args}
             for call in _contract_calls(func):
                 where = f"{rel}:{call.lineno}"
                 name = _literal(call.args[0]) if call.args else None
@@ -227,19 +287,21 @@ def extract_call_sites(trees: dict[str, ast.AST]) -> list[CallSite]:
             for node in ast.walk(func):
                 if not isinstance(node, ast.Call):
                     continue
-                callee = node.func
-                cname = callee.attr if isinstance(callee, ast.Attribute) else None
-                cname = cname or (callee.id if isinstance(callee, ast.Name) else None)
-                fw = forwarders.get(cname or "")
+                fw = forwarders.get(_callee(node) or "")
                 if fw is None or len(node.args) <= fw.fn_index:
                     continue
-                where = f"{rel}:{node.lineno}"
                 name = _literal(node.args[fw.fn_index])
+                passed = node.args[fw.fn_index]
+                if forwarded_here and isinstance(passed, ast.Name) and passed.id in params:
+                    continue  # a forwarder handing its own parameter on
+                args = node.args
                 contract = fw.contract
-                if fw.contract_index is not None:
-                    contract = _literal(node.args[fw.contract_index])
-                nargs = _nargs(node, fw.fn_index + 1)
-                sites.append(CallSite(where, contract, name, nargs))
+                if contract is None and fw.contract_index is not None:
+                    contract = _literal(args[fw.contract_index])
+                if contract is None and fw.receiver_index is not None:
+                    contract = _contract_of(args[fw.receiver_index], scope)
+                where = f"{rel}:{node.lineno}"
+                sites.append(CallSite(where, contract, name, _nargs(node, fw.fn_index + 1)))
     return sites
 
 
