@@ -138,6 +138,12 @@ class M:
         await self._ctx.client.rpc.call("eth_chainId")
         await self._bridge.call(h)
 
+    def __init__(self, ctx):
+        self._registry = ctx.contract("model_registry")
+
+    def attribute(self):
+        return self._registry.call("getModel", b"")
+
     def computed(self, suffix):
         mp = self._ctx.contract("job_marketplace")
         return mp.call("get" + suffix)
@@ -180,6 +186,7 @@ async def fund(rpc, token, who):
             ("ProofSystem", "setAuthorizedCaller", 2),
             ("HostEarnings", "getBalance", 2),
             ("?", "?", -1),  # mp.call("get" + suffix): reported as unresolved
+            ("ModelRegistry", "getModel", 1),  # self._registry, bound in __init__
             ("TestUSDC", "balanceOf", 1),  # through two forwarders, one imported
             ("FABToken", "decimals", 0),
         ]

@@ -101,8 +101,8 @@ def _literal(node: ast.AST | None) -> str | None:
 
 def _contract_of(node: ast.AST, scope: dict[str, str]) -> str | None:
     """The artifact a receiver expression stands for, if the source says so."""
-    if isinstance(node, ast.Name):
-        return scope.get(node.id)
+    if isinstance(node, ast.Name | ast.Attribute):
+        return scope.get(ast.unparse(node))  # a local, or self.<attribute> set in the module
     if isinstance(node, ast.Call):
         func = node.func
         name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
@@ -130,9 +130,10 @@ def _functions(tree: ast.AST) -> Iterator[ast.FunctionDef | ast.AsyncFunctionDef
             yield node
 
 
-def _scope(func: ast.AST) -> dict[str, str]:
-    """Local names bound to a contract in this function: ``mp = ctx.contract("...")``."""
-    scope: dict[str, str] = {}
+def _scope(func: ast.AST, attributes: dict[str, str] | None = None) -> dict[str, str]:
+    """Names bound to a contract: locals of this function (``mp = ctx.contract("...")``) and
+    ``self.<attribute>``s the module assigns one to (``attributes``)."""
+    scope: dict[str, str] = dict(attributes or {})
     for node in ast.walk(func):
         if isinstance(node, ast.Assign) and len(node.targets) == 1:
             target = node.targets[0]
@@ -141,6 +142,20 @@ def _scope(func: ast.AST) -> dict[str, str]:
                 if contract is not None:
                     scope[target.id] = contract
     return scope
+
+
+def _attributes(tree: ast.AST) -> dict[str, str]:
+    """``self.<attribute>`` names the module binds to a contract, in any method."""
+    found: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if isinstance(target, ast.Attribute) and ast.unparse(target.value) == "self":
+                    contract = _contract_of(node.value, {})
+                    if contract is not None:
+                        found[ast.unparse(target)] = contract
+    return found
 
 
 def _contract_calls(func: ast.AST) -> Iterator[ast.Call]:
@@ -192,6 +207,7 @@ def _imports(rel: str, tree: ast.AST) -> dict[str, tuple[str, str]]:
 def _forwarders_in(tree: ast.AST, visible: dict[str, _Forwarder]) -> dict[str, _Forwarder]:
     """The forwarders one module defines, given those it can already see."""
     found: dict[str, _Forwarder] = {}
+    attributes = _attributes(tree)
     for func in _functions(tree):
         params = [a.arg for a in func.args.args]
         offset = 1 if params and params[0] in ("self", "cls") else 0
@@ -201,7 +217,7 @@ def _forwarders_in(tree: ast.AST, visible: dict[str, _Forwarder]) -> dict[str, _
                 return params.index(node.id) - offset
             return None
 
-        scope = _scope(func)
+        scope = _scope(func, attributes)
         direct = set(_contract_calls(func))
         for call in ast.walk(func):
             if not isinstance(call, ast.Call):
@@ -270,8 +286,9 @@ def extract_call_sites(trees: dict[str, ast.AST]) -> list[CallSite]:
     sites: list[CallSite] = []
     for rel, tree in trees.items():
         forwarders = forwarders_of[rel]
+        attributes = _attributes(tree)
         for func in _functions(tree):
-            scope = _scope(func)
+            scope = _scope(func, attributes)
             forwarded_here = func.name in forwarders
             params = {a.arg for a in func.args.args}
             for call in _contract_calls(func):
