@@ -70,6 +70,7 @@ from .errors import (
     TransactionDroppedError,
     TransactionReplacedError,
     TransactionTimeoutError,
+    UnsupportedContractsError,
     ValidationError,
 )
 from .models import (
@@ -90,6 +91,7 @@ from .models import (
     StreamChunk,
     TokenUsage,
 )
+from .runner import run
 from .sdk import FabstirSDK
 
 __all__ = [
@@ -176,8 +178,10 @@ __all__ = [
     "TransactionDroppedError",
     "TransactionReplacedError",
     "TransactionTimeoutError",
+    "UnsupportedContractsError",
     "ValidationError",
     "__version__",
     "format_units",
+    "run",
     "to_base_units",
 ]

@@ -15,6 +15,7 @@ Where anvil comes from: :func:`find_anvil`; in a pip install, ``fabstir devnet i
 from ._accounts import ANVIL_MNEMONIC, DevAccount
 from ._anvil import ANVIL_ENV, DEFAULT_CHAIN_ID, AnvilProcess, anvil_cache_dir, find_anvil
 from ._anvil_install import install_anvil
+from ._balances import AccountBalances
 from ._deploy import (
     DEVNET_MODELS,
     FAB_PER_ACCOUNT,
@@ -29,6 +30,7 @@ from ._net import Devnet, StartingDevnet
 __all__ = [
     "ANVIL_ENV",
     "ANVIL_MNEMONIC",
+    "AccountBalances",
     "AnvilProcess",
     "DEFAULT_CHAIN_ID",
     "DEVNET_MODELS",
