@@ -146,7 +146,8 @@ class HostNode:
                 await asyncio.gather(p2p, return_exceptions=True)
             await self.stop()
             raise
-        log.info("host %s serving %s on %s", self.address, list(self.served), self.api_url)
+        names = ", ".join(self.served.values())  # by name: a hash means nothing to a person
+        log.info("host %s serving %s on %s", self.address, names, self.api_url)
 
     def _s5_writer(self) -> CheckpointWriter:
         """Checkpoints in the host's own S5 storage (identity derived from its key)."""
