@@ -8,6 +8,7 @@ from ._version import __version__
 from .chain.units import PRICE_PRECISION, format_units, to_base_units
 from .config import ContractAddresses, SDKConfig, SessionTimeouts
 from .errors import (
+    AnvilNotFoundError,
     AuthError,
     AuthRequiredError,
     ChainError,
@@ -69,6 +70,7 @@ from .errors import (
     TransactionDroppedError,
     TransactionReplacedError,
     TransactionTimeoutError,
+    UnsupportedContractsError,
     ValidationError,
 )
 from .models import (
@@ -93,6 +95,7 @@ from .runner import run
 from .sdk import FabstirSDK
 
 __all__ = [
+    "AnvilNotFoundError",
     "AuthError",
     "AuthRequiredError",
     "AuthResult",
@@ -175,6 +178,7 @@ __all__ = [
     "TransactionDroppedError",
     "TransactionReplacedError",
     "TransactionTimeoutError",
+    "UnsupportedContractsError",
     "ValidationError",
     "__version__",
     "format_units",

@@ -191,6 +191,9 @@ def _add_devnet(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     up.add_argument("--json", action="store_true", help="print the details as one JSON line")
     up.set_defaults(handler=_run_devnet_up)
+    from .devnet._cli import add_install_action  # argparse only
+
+    add_install_action(actions)
 
 
 async def _run_devnet_up(args: argparse.Namespace) -> int:

@@ -8,7 +8,9 @@ is written. Errors that stand for bad arguments also derive from :class:`ValueEr
 
     FabstirError
     ├── ConfigError
-    │   └── ChainMismatchError
+    │   ├── ChainMismatchError
+    │   ├── UnsupportedContractsError
+    │   └── AnvilNotFoundError
     ├── AuthError
     │   └── AuthRequiredError
     ├── ValidationError                      (also ValueError)
@@ -75,6 +77,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AnvilNotFoundError",
     "AuthError",
     "AuthRequiredError",
     "ChainError",
@@ -136,6 +139,7 @@ __all__ = [
     "TransactionDroppedError",
     "TransactionReplacedError",
     "TransactionTimeoutError",
+    "UnsupportedContractsError",
     "ValidationError",
 ]
 
@@ -164,6 +168,27 @@ class ChainMismatchError(ConfigError):
         super().__init__(f"config chain_id is {expected} but the RPC serves chain {actual}")
         self.expected = expected
         self.actual = actual
+
+
+class UnsupportedContractsError(ConfigError):
+    """The configured addresses hold contracts this SDK does not speak: an older generation of
+    the Fabstir contracts, another contract, nothing, or contracts wired to other addresses.
+
+    ``problems`` lists each finding; ``generation`` names the contracts the SDK speaks.
+    """
+
+    def __init__(self, problems: list[str], *, generation: str) -> None:
+        self.problems = list(problems)
+        self.generation = generation
+        super().__init__(
+            f"the configured contracts are not the {generation} this SDK speaks: "
+            + "; ".join(self.problems)
+            + ". Check contract_addresses (or the deployment manifest)."
+        )
+
+
+class AnvilNotFoundError(ConfigError):
+    """No anvil binary for the devnet; the message names the one command that installs it."""
 
 
 class AuthError(FabstirError):

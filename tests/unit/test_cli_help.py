@@ -125,6 +125,11 @@ def fabstir_runs(cases: list[tuple[list[str], dict[str, str]]]) -> list[tuple[in
 FAILURES = {
     ("chat",): (["--model", "a:b"], {}, "say which chain: --manifest PATH or --network"),
     ("demo",): ([], {"FABSTIR_ANVIL": "/nonexistent"}, "FABSTIR_ANVIL=/nonexistent is not an"),
+    ("devnet", "install"): (
+        [],
+        {"PATH": "/nonexistent", "XDG_CACHE_HOME": "/nonexistent"},
+        "npm not found: `fabstir devnet install` uses npm",
+    ),
     ("devnet", "up"): ([], {"FABSTIR_ANVIL": "/nonexistent"}, "FABSTIR_ANVIL=/nonexistent is"),
     ("host", "run"): (
         ["--model", "a:b", "--network", "base-sepolia"],

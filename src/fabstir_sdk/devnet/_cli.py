@@ -1,7 +1,9 @@
-"""``fabstir devnet up``: run a devnet in the foreground until Ctrl-C or SIGTERM."""
+"""``fabstir devnet up``: run a devnet in the foreground until Ctrl-C or SIGTERM;
+``fabstir devnet install``: put the pinned anvil where the devnet finds it."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import dataclasses
@@ -13,12 +15,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..chain.units import ETH_DECIMALS, USDC_DECIMALS, format_units
+from ._anvil import anvil_cache_dir, pinned_anvil_version
 from ._balances import AccountBalances
 from ._net import Devnet
 
 FAB_DECIMALS = 18
 
-__all__ = ["devnet_up", "summary"]
+__all__ = ["add_install_action", "devnet_up", "summary"]
 
 
 def summary(net: Devnet, balances: Sequence[AccountBalances] = ()) -> dict[str, Any]:
@@ -104,4 +107,30 @@ async def devnet_up(
             loop.remove_signal_handler(signum)
     if not as_json:
         print("Devnet stopped.", flush=True)
+    return 0
+
+
+def add_install_action(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``fabstir devnet install`` (the run imports nothing heavy either)."""
+    install = actions.add_parser(
+        "install",
+        help="install the pinned anvil from npm into your cache directory",
+        description=(
+            f"Install anvil {pinned_anvil_version()} (the npm package @foundry-rs/anvil, at "
+            "the version and integrity hashes fabstir-sdk is tested with) with npm into "
+            f"{anvil_cache_dir()}, where the devnet finds it from any directory. Needs "
+            "Node.js and npm. FABSTIR_ANVIL, a node_modules copy and an anvil on PATH still "
+            "come first."
+        ),
+    )
+    install.add_argument(
+        "--force", action="store_true", help="install again even if it is already there"
+    )
+    install.set_defaults(handler=_run_install)
+
+
+async def _run_install(args: argparse.Namespace) -> int:
+    from ._anvil_install import install_anvil
+
+    await install_anvil(force=args.force)
     return 0
