@@ -23,6 +23,7 @@ pytestmark = pytest.mark.integration
 
 USER, HOST = 1, 2
 STRANGER = "0x000000000000000000000000000000000000dEaD"
+TOY = "fabstir/builtin:toy-1.gguf"
 
 
 async def rpc_call(url: str, method: str, *params):
@@ -177,7 +178,7 @@ def test_fork_options_are_checked_before_anything_starts(options, message):
 async def bare_chain(tmp_path):
     """A chain with our contracts whose deployment gave the test accounts nothing: deployed
     by a stranger's key, no tokens minted to anyone, like a live chain seen by a new user."""
-    from fabstir_sdk.devnet._deploy import deploy, write_manifest
+    from fabstir_sdk.devnet._deploy import DEVNET_MODELS, deploy, write_manifest
     from fabstir_sdk.devnet._hosts import host_account
 
     remote = await AnvilProcess.start(log_path=tmp_path / "remote.log")
@@ -185,7 +186,8 @@ async def bare_chain(tmp_path):
     try:
         stranger = host_account(424242)
         await rpc.call("anvil_setBalance", stranger.address, hex(10**20))
-        deployment = await deploy(rpc, stranger, [], chain_id=31337)
+        # nor the built-in toy model: the fork approves it
+        deployment = await deploy(rpc, stranger, [], chain_id=31337, models=DEVNET_MODELS[:2])
         manifest = tmp_path / "bare.json"
         write_manifest(manifest, deployment, chain_id=31337, rpc_url=remote.rpc_url)
         yield remote, deployment, manifest
@@ -207,8 +209,9 @@ async def test_fork_funds_the_test_accounts_and_runs_a_full_session(bare_chain):
             assert await pm.get_token_balance(usdc, account.address) == USDC_PER_ACCOUNT
             assert await pm.get_token_balance(fab, account.address) == FAB_PER_ACCOUNT
 
+        assert fork.models == [*(m.spec for m in deployment.models), TOY]
         host = await fork.start_host(account=HOST)  # stakes the fork's FAB, registers
-        assert host.models == ["fabstir/builtin:toy-1.gguf"]
+        assert host.models == [TOY]
         info = await user.get_host_manager().get_host_info(host.address)
         assert info.is_active and info.api_url == host.api_url
         assert FAB_PER_ACCOUNT - await pm.get_token_balance(fab, host.address) == info.stake
@@ -227,8 +230,10 @@ async def test_fork_funds_the_test_accounts_and_runs_a_full_session(bare_chain):
         assert await pm.get_token_balance(usdc) == USDC_PER_ACCOUNT - 2000
         assert await user.get_host_manager().get_host_earnings(usdc, host.address) == 1800
 
-    # the chain that was forked still has nothing for them
+    # the chain that was forked still has nothing for them, and no toy model
     async with FabstirSDK(SDKConfig.from_manifest(manifest, rpc_url=remote.rpc_url)) as seen:
+        listed = await seen.get_model_manager().list_models()
+        assert [f"{m.repo}:{m.file}" for m in listed] == [m.spec for m in deployment.models]
         pm = seen.get_payment_manager()
         for account in fork.accounts:
             assert await pm.get_token_balance(usdc, account.address) == 0
