@@ -280,3 +280,75 @@ async def test_the_plugin_fixtures_run_a_session_on_a_fork_with_one_override(bar
         project, env={"FORK_URL": remote.rpc_url, "FORK_MANIFEST": str(manifest)}
     )
     assert re.search(r"^1 passed", out, re.M), out
+
+
+def _erc20_code(slot: int, *, vyper: bool = False) -> str:
+    """Runtime code of a minimal token: ``decimals()`` is 6 and ``balanceOf(a)`` reads
+    ``mapping(address => uint)`` at ``slot`` (Solidity layout, or Vyper's with the hash
+    inputs swapped), masking the top bit as Circle's FiatToken does (its blacklist flag)."""
+    key_at, slot_at = ("20", "00") if vyper else ("00", "20")
+    head = "60003560e01c8063313ce5671460{dec}576370a082311460{bal}57600080fd"
+    dec = "5b600660005260206000f3"
+    bal = (
+        "5b"
+        f"60043560{key_at}52"
+        f"60{slot:02x}60{slot_at}52"
+        "6040600020"
+        "54"
+        "7f7f" + "ff" * 31 + "16"
+        "600052"
+        "60206000f3"
+    )
+    dec_at = len(head.format(dec="00", bal="00")) // 2
+    bal_at = dec_at + len(dec) // 2
+    return "0x" + head.format(dec=f"{dec_at:02x}", bal=f"{bal_at:02x}") + dec + bal
+
+
+@pytest.mark.parametrize(("slot", "vyper"), [(9, False), (3, True)])
+async def test_fork_funding_finds_other_balance_layouts(tmp_path, slot, vyper):
+    """Circle's USDC keeps balances at slot 9 with a flag in the top bit; Vyper tokens hash
+    slot then key: probing finds both, and balanceOf then reports exactly the amount."""
+    from eth_utils.crypto import keccak
+
+    from fabstir_sdk.devnet._fork import fund_accounts
+
+    usdc, fab = "0x" + "70c3e".rjust(40, "0"), "0x" + "fab".rjust(40, "0")
+    chain = await AnvilProcess.start(log_path=tmp_path / "anvil.log")
+    rpc = JsonRpcClient(chain.rpc_url)
+    try:
+        for token in (usdc, fab):
+            await rpc.call("anvil_setCode", token, _erc20_code(slot, vyper=vyper))
+        accounts = await rpc.call("eth_accounts")
+        fields = dict.fromkeys(ContractAddresses.model_fields, usdc)
+        addresses = ContractAddresses(**{**fields, "fab_token": fab})
+        funded = await fund_accounts(rpc, addresses, accounts[:3])
+        assert funded == {addresses.usdc_token: 10**12, addresses.fab_token: 10**11}  # 6 decimals
+        for account in accounts[:3]:
+            word = bytes.fromhex(account[2:]).rjust(32, b"\0"), slot.to_bytes(32, "big")
+            key = "0x" + keccak(b"".join(word[::-1] if vyper else word)).hex()
+            stored = await rpc.call("eth_getStorageAt", usdc, key, "latest")
+            assert int(stored, 16) == 10**12
+    finally:
+        await rpc.aclose()
+        await chain.stop()
+
+
+async def test_fork_funding_says_when_it_cannot_find_the_balances(tmp_path):
+    from fabstir_sdk.devnet._fork import fund_accounts
+
+    token = "0x" + "70c3e".rjust(40, "0")
+    chain = await AnvilProcess.start(log_path=tmp_path / "anvil.log")
+    rpc = JsonRpcClient(chain.rpc_url)
+    try:
+        await rpc.call("anvil_setCode", token, _erc20_code(200))  # beyond the probed slots
+        addresses = ContractAddresses(**dict.fromkeys(ContractAddresses.model_fields, token))
+        with pytest.raises(DevnetError) as info:
+            await fund_accounts(rpc, addresses, await rpc.call("eth_accounts"))
+        assert str(info.value) == (
+            f"cannot fund the test accounts with the token at {addresses.usdc_token}: its "
+            "balances are not stored where ERC-20 tokens keep them (tried slots 0-63 and the "
+            "ERC-7201 one)"
+        )
+    finally:
+        await rpc.aclose()
+        await chain.stop()
