@@ -170,3 +170,25 @@ async def test_a_users_script_sees_the_retry_then_the_reason(devnet, tmp_path):
         "(connection refused): is the node running, and is the URL right?"
     )
     assert "ClientConnectorError" not in lines[-1]
+
+
+async def test_fabstir_chat_names_the_unknown_model(devnet, host, tmp_path):
+    import asyncio
+    import os
+    import sys
+
+    argv = ["chat", "--model", UNKNOWN_MODEL, "--manifest", str(devnet.manifest_path)]
+    argv += ["--storage-dir", str(tmp_path)]
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "fabstir_sdk.cli", *argv),
+        env={**os.environ, "FABSTIR_PRIVATE_KEY": devnet.accounts[1].private_key},
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert (proc.returncode, out) == (1, b"")
+    assert err.decode().splitlines()[-1] == (
+        "fabstir: error: model nobody/unknown:model.gguf is not approved on chain, and no host "
+        "serves it (no host fits: 1 missing model)"
+    )

@@ -182,7 +182,7 @@ class JsonRpcClient:
                         f"RPC endpoint {self.url} unreachable for {self.retry_for:g} s ({why}): "
                         "is the node running, and is the URL right?"
                     ) from cause
-                if delay == _FIRST_DELAY:  # one line per outage: the rest is DEBUG
+                if delay == _FIRST_DELAY:  # one line per request kept waiting: the rest is DEBUG
                     log.warning(
                         "RPC endpoint %s unreachable (%s); retrying for up to %g s",
                         self.url,
