@@ -252,10 +252,14 @@ def fabstir_devnet_options():
 """
 
 FORK_SESSION_TEST = """
+import os
+
 from fabstir_sdk.devnet import USDC_PER_ACCOUNT
 
 
 async def test_a_paid_session_on_the_fork(fabstir_devnet, fabstir_sdk, fabstir_host):
+    assert fabstir_devnet.deployment.transactions == 0  # forked, not deployed
+    assert fabstir_devnet.addresses.job_marketplace == os.environ["MARKET"]
     usdc = fabstir_devnet.addresses.usdc_token
     sm = await fabstir_sdk.get_session_manager()
     session = await sm.create_session(model=fabstir_host.models[0], host=fabstir_host.address)
@@ -267,18 +271,26 @@ async def test_a_paid_session_on_the_fork(fabstir_devnet, fabstir_sdk, fabstir_h
 """
 
 
-async def test_the_plugin_fixtures_run_a_session_on_a_fork_with_one_override(bare_chain, tmp_path):
-    """The user's conftest overrides ``fabstir_devnet_options`` and nothing else: the host
-    fixture stakes and registers on the fork, the SDK fixture pays with the fork's USDC."""
+@pytest.mark.parametrize("override", ["conftest", "option"])
+async def test_the_plugin_fixtures_run_a_session_on_a_fork_with_one_override(
+    bare_chain, tmp_path, override
+):
+    """One override, in the user's conftest (``fabstir_devnet_options``) or on pytest's
+    command line (``--fabstir-fork-url``): the host fixture stakes and registers on the
+    fork, the SDK fixture pays with the fork's USDC."""
     from .test_plugin import run_pytest, write
 
-    remote, _deployment, manifest = bare_chain
+    remote, deployment, manifest = bare_chain
     project = tmp_path / "project"
-    write(project / "conftest.py", FORK_ONLY_CONFTEST)
     write(project / "test_on_fork.py", FORK_SESSION_TEST)
-    out = await run_pytest(
-        project, env={"FORK_URL": remote.rpc_url, "FORK_MANIFEST": str(manifest)}
-    )
+    if override == "conftest":
+        write(project / "conftest.py", FORK_ONLY_CONFTEST)
+        args: tuple[str, ...] = ()
+    else:
+        args = ("--fabstir-fork-url", remote.rpc_url, "--fabstir-fork-manifest", str(manifest))
+    env = {"FORK_URL": remote.rpc_url, "FORK_MANIFEST": str(manifest)}
+    env["MARKET"] = deployment.addresses.job_marketplace
+    out = await run_pytest(project, *args, env=env)
     assert re.search(r"^1 passed", out, re.M), out
 
 
