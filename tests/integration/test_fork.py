@@ -364,3 +364,16 @@ async def test_fork_funding_says_when_it_cannot_find_the_balances(tmp_path):
     finally:
         await rpc.aclose()
         await chain.stop()
+
+
+async def test_an_unreachable_chain_to_fork_is_named_in_one_line():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    already = set(_anvil._live)
+    with pytest.raises(DevnetError) as info:
+        await Devnet.start(fork_url=url)
+    assert str(info.value) == f"cannot fork {url}: connection refused"
+    assert _anvil._live == already

@@ -28,13 +28,19 @@ from eth_utils.crypto import keccak
 
 from .._resources import contracts_path
 from ..chain.abi import Contract
-from ..chain.rpc import JsonRpcClient
+from ..chain.rpc import JsonRpcClient, unreachable_reason
 from ..config import ContractAddresses, SDKConfig
-from ..errors import ConfigError, DevnetError
+from ..errors import ConfigError, DevnetError, RpcError
 from ._balances import eth_call, uint
 from ._deploy import DEVNET_MODELS, PLACEHOLDER_SHA256, Deployment, DevnetModel
 
-__all__ = ["approve_builtin_model", "fork_deployment", "fund_accounts", "shipped_manifest"]
+__all__ = [
+    "approve_builtin_model",
+    "fork_deployment",
+    "fund_accounts",
+    "reachable",
+    "shipped_manifest",
+]
 
 #: Whole tokens each test account holds on a fork: what a fresh devnet mints them.
 WHOLE_USDC, WHOLE_FAB = 1_000_000, 100_000
@@ -59,6 +65,19 @@ def shipped_manifest(chain_id: int) -> Path | None:
         if manifest.get("chain_id") == chain_id and complete:
             return path
     return None
+
+
+async def reachable(url: str) -> None:
+    """Raise a one-line :class:`DevnetError` if the chain to fork does not answer at ``url``."""
+    rpc = JsonRpcClient(url, timeout=10.0)
+    try:
+        await rpc.call("eth_chainId")
+    except RpcError as exc:
+        cause = exc.__cause__
+        why = unreachable_reason(cause) if cause is not None else str(exc)
+        raise DevnetError(f"cannot fork {url}: {why}") from None
+    finally:
+        await rpc.aclose()
 
 
 def _from_manifest(path: Path, chain_id: int) -> tuple[ContractAddresses, str | None]:
