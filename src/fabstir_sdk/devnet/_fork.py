@@ -211,10 +211,12 @@ async def _balance_slot(rpc: JsonRpcClient, erc20: Contract, probe: str) -> Call
         for slot in _CANDIDATE_SLOTS
         for vyper in (False, True)
     ]
-    keys = [layout(probe) for layout in layouts]
-    originals = await rpc.batch([("eth_getStorageAt", (erc20.address, k, "latest")) for k in keys])
     # One request at a time: anvil answers a batch's calls concurrently, in no fixed order.
-    for layout, key, original in zip(layouts, keys, originals, strict=True):
+    # Each key's old value is read only when probed: on a fork of a remote chain every
+    # first read of a slot is a round trip to it, and common layouts are found first.
+    for layout in layouts:
+        key = layout(probe)
+        original = await rpc.call("eth_getStorageAt", erc20.address, key, "latest")
         await rpc.call("anvil_setStorageAt", erc20.address, key, _word(_MARKER))
         held = await _call(rpc, erc20, "balanceOf", probe)
         await rpc.call("anvil_setStorageAt", erc20.address, key, _word(int(original, 16)))
