@@ -25,6 +25,7 @@ __all__ = [
     "fabstir_host",
     "fabstir_host_options",
     "fabstir_sdk",
+    "pytest_addoption",
     "pytest_configure",
     "pytest_pycollect_makeitem",
 ]
@@ -69,11 +70,30 @@ def _needs_pytest_asyncio(**kwargs: Any) -> Callable[[Any], Any]:
     return decorate
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--fabstir-fork-url``: run every fixture on a fork of that chain, with no conftest."""
+    group = parser.getgroup("fabstir")
+    group.addoption(
+        "--fabstir-fork-url",
+        metavar="URL",
+        help="fork this chain for the fabstir fixtures (its shipped contracts, e.g. Base "
+        "Sepolia's; the test accounts get its USDC and FAB)",
+    )
+    group.addoption(
+        "--fabstir-fork-manifest",
+        metavar="PATH",
+        help="the forked chain's deployment manifest, where none is shipped for it",
+    )
+
+
 @pytest.fixture(scope="session")
-def fabstir_devnet_options() -> dict[str, Any]:
+def fabstir_devnet_options(pytestconfig: pytest.Config) -> dict[str, Any]:
     """Keyword arguments for ``Devnet.start``: override it in your conftest.py, e.g. to
-    return ``{"fork_url": ..., "addresses": SDKConfig.base_sepolia().contract_addresses}``."""
-    return {}
+    return ``{"fork_url": ..., "addresses": SDKConfig.base_sepolia().contract_addresses}``.
+    By default, a fork when ``--fabstir-fork-url`` is given."""
+    url = pytestconfig.getoption("fabstir_fork_url", None)
+    manifest = pytestconfig.getoption("fabstir_fork_manifest", None)
+    return {"fork_url": url, **({"manifest": manifest} if manifest else {})} if url else {}
 
 
 @pytest.fixture(scope="session")
