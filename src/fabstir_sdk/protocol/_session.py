@@ -510,6 +510,13 @@ def _utf8(data: bytes) -> str:
         raise ProtocolError("decrypted text is not UTF-8") from None
 
 
+# Shared with the client's state machine (protocol/_client.py).
+dumps = _dumps
+fast_chunk_fields = _plain_chunk
+private_key_bytes = _private_key
+utf8 = _utf8
+
+
 # ---------------------------------------------------------------------- host
 
 
