@@ -313,6 +313,11 @@ class Session:
         link = self._link
         return self._tokens_before + (link.proto.tokens_reported if link else 0)
 
+    @tokens_reported.setter
+    def tokens_reported(self, value: int) -> None:
+        link = self._link
+        self._tokens_before = value - (link.proto.tokens_reported if link else 0)
+
     @property
     def proofs(self) -> ProofLog:
         """The proofs the host announced on this job so far."""
