@@ -23,6 +23,7 @@ from ..errors import (
     HostOverclaimError,
     ModelNotApprovedError,
     NoHostAvailableError,
+    NotFoundError,
     PriceAboveMaximumError,
     ValidationError,
 )
@@ -99,6 +100,8 @@ class SessionBackend:
         self._approvals: dict[str, asyncio.Lock] = {}
         #: Session metadata being written to S5, by job id (see :meth:`metadata_written`).
         self._meta_writes: dict[int, asyncio.Task[StoredRef]] = {}
+        #: Other S5 writes of sessions in flight, by job id (see :meth:`written`).
+        self._writes: dict[int, list[asyncio.Task[StoredRef]]] = {}
 
     # -- hosts ----------------------------------------------------------------------------
 
@@ -269,12 +272,28 @@ class SessionBackend:
         """Wait for the receipt of a proof the host says it sent."""
         await wait_for_receipt(self.ctx.client.rpc, tx, within=within)
 
-    async def store_proofs(self, log_: ProofLog, tokens_used: int) -> dict[str, Any]:
-        """Check the announced proofs against the chain and keep them in S5 (``"proofs"``)."""
-        records = await log_.records(self.ctx.client.rpc, self.ctx.contract("job_marketplace"))
-        record = ProofLog.summary(records, tokens_used)
-        await self.storage.store_session_data(str(log_.job_id), "proofs", record)
-        return record
+    async def proof_records(self, proofs: ProofLog, tokens_used: int) -> dict[str, Any]:
+        """The announced proofs as the chain has them, beside the job's ``tokensUsed``."""
+        records = await proofs.records(self.ctx.client.rpc, self.ctx.contract("job_marketplace"))
+        return ProofLog.summary(records, tokens_used)
+
+    def store_soon(self, job_id: int, key: str, data: Any) -> None:
+        """Write the session's S5 data ``key`` off the caller's path; every read or write of
+        the session's data through the SDK waits for it (see :meth:`written`)."""
+        task = asyncio.get_running_loop().create_task(
+            self.storage.store_session_data(str(job_id), key, data)
+        )
+        self._writes.setdefault(job_id, []).append(task)
+
+    async def written(self, job_id: int) -> None:
+        """Wait for the session's background S5 writes (metadata, proofs); their errors are
+        logged, since the data they held is then not readable."""
+        await self.metadata_written(job_id, quiet=True)
+        for task in self._writes.pop(job_id, []):
+            try:
+                await task
+            except FabstirError as exc:
+                log.warning("storing data of session %s failed: %s", job_id, exc)
 
     # -- S5 -------------------------------------------------------------------------------
 
@@ -291,9 +310,9 @@ class SessionBackend:
                 raise
             log.warning("storing the metadata of session %s failed: %s", job_id, exc)
 
-    async def all_metadata_written(self) -> None:
-        for job_id in list(self._meta_writes):
-            await self.metadata_written(job_id, quiet=True)
+    async def all_written(self) -> None:
+        for job_id in {*self._meta_writes, *self._writes}:
+            await self.written(job_id)
 
     async def append(
         self, conversation_id: str, prompt: str, answer: str, *, partial: bool
@@ -320,12 +339,12 @@ class SessionBackend:
         return meta if isinstance(meta, dict) else None
 
     async def store_conversation(self, conversation_id: str) -> StoredRef:
-        """Write the conversation once more and return where it is (its CID)."""
+        """Where the conversation is stored (its CID); an empty one is stored if none is."""
         try:
-            conversation = await self.storage.load_conversation(conversation_id)
-        except FabstirError:
-            conversation = Conversation(id=conversation_id)
-        return await self.storage.store_conversation(conversation)
+            return await self.storage.conversation_ref(conversation_id)
+        except NotFoundError:
+            pass
+        return await self.storage.store_conversation(Conversation(id=conversation_id))
 
     async def own_job(self, session_id: str | int) -> SessionJob:
         job = await self.payments.get_session_job(job_id_of(session_id))

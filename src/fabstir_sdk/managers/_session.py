@@ -419,11 +419,12 @@ class Session:
             job = await backend.job(self.job_id)
             overclaim = job.tokens_used > expected
             await backend.metadata_written(self.job_id)
-            _, ref = await asyncio.gather(
-                backend.store_proofs(self.proofs, job.tokens_used),
+            proofs, ref = await asyncio.gather(
+                backend.proof_records(self.proofs, job.tokens_used),
                 backend.store_conversation(self.conversation_id),
             )
             settlement = await backend.settle(self.job_id, ref.cid)
+            backend.store_soon(self.job_id, "proofs", proofs)
         self._closed = True
         await self._drop_link()
         self._backend.sessions.pop(self.session_id, None)

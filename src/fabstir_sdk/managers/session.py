@@ -173,14 +173,14 @@ class SessionManager:
 
     async def store_session_data(self, session_id: str | int, key: str, data: Any) -> StoredRef:
         job_id = job_id_of(session_id)
-        await self._backend.metadata_written(job_id, quiet=True)
+        await self._backend.written(job_id)
         return await self._backend.storage.store_session_data(str(job_id), key, data)
 
     async def get_session_data(self, session_id: str | int, key: str) -> Any:
         """What was stored under ``key`` for the session: ``"metadata"`` (written when it was
         created), ``"proofs"`` (the audit trail written by ``complete()``), or your own."""
         job_id = job_id_of(session_id)
-        await self._backend.metadata_written(job_id, quiet=True)
+        await self._backend.written(job_id)
         return await self._backend.storage.get_session_data(str(job_id), key)
 
     async def get_session_status(self, session_id: str | int) -> SessionStatus:
@@ -224,7 +224,7 @@ class SessionManager:
         """Drop every open connection (no settlement: hosts settle on disconnect)."""
         for session in list(self._sessions.values()):
             await session.end()
-        await self._backend.all_metadata_written()
+        await self._backend.all_written()
 
     def _track(self, session: Session) -> Session:
         self._sessions[session.session_id] = session
