@@ -85,20 +85,23 @@ def test_one_answer_walks_the_states_and_indexes() -> None:
     assert proto.tokens_reported == 6
 
 
-def test_prompt_only_when_ready() -> None:
-    proto, _ = _open()
+def test_prompt_only_once_ready_and_one_answer_at_a_time() -> None:
+    proto = ClientSession(job_id=42, encrypted=False)
+    with pytest.raises(ProtocolError, match="connecting"):
+        proto.prompt_frame("before the ack")
+    proto.receive(ACK)
     proto.prompt_frame("a")
-    with pytest.raises(ProtocolError, match="streaming"):
-        proto.prompt_frame("b")
     proto.cancel_frame()
     assert proto.state is State.CANCELLING
-    with pytest.raises(ProtocolError, match="cancelling"):
-        proto.prompt_frame("b")
-    assert isinstance(proto.receive(_end(1, "42-0")), StreamEnd)
-    assert proto.state is State.READY
+    # a prompt while an answer streams gives that answer up
+    proto.prompt_frame("b", id="mine")
+    assert proto.state is State.STREAMING and proto.answer_id == "mine"
+    assert proto.receive(_end(1, "42-0")) is None
+    assert isinstance(proto.receive(_end(2, "mine")), StreamEnd)
+    assert proto.state is State.READY and proto.tokens_reported == 3
     proto.end_frame()
     assert proto.state is State.CLOSED
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError, match="closed"):
         proto.prompt_frame("c")
 
 
@@ -110,21 +113,25 @@ def test_error_frames_are_events_not_raised() -> None:
     assert isinstance(event.error, HostError)
     # the answer is over: the next prompt may go, a late stream_end is counted, not shown
     assert proto.state is State.READY
+    assert proto.receive(_end(7, "42-0")) is None
+    assert proto.tokens_reported == 7
     host.reset_response()
     proto.prompt_frame("b")
-    assert proto.receive(_end(7, "42-0")) is None
-    assert proto.tokens_reported == 7 and proto.state is State.STREAMING
-    # a session-level error (no id, nothing streaming for it) is an event too
-    assert isinstance(proto.receive(_end(1, "42-1")), StreamEnd)
+    assert isinstance(proto.receive(_end(2, "42-1")), StreamEnd)
+    assert proto.tokens_reported == 9
+    # a session-level error (no id, nothing streaming) is an event too
     assert isinstance(proto.receive(_error("X", None)), HostErrorEvent)
 
 
-def test_a_refused_init_closes() -> None:
+def test_a_refused_init_can_be_tried_again() -> None:
     proto = ClientSession(job_id=42, encrypted=False)
     proto.init_frame()
-    event = proto.receive(_error("DECRYPTION_FAILED", None))
-    assert isinstance(event, HostErrorEvent) and event.code == "DECRYPTION_FAILED"
-    assert proto.state is State.CLOSED
+    event = proto.receive(_error("HOST_BUSY", None))
+    assert isinstance(event, HostErrorEvent) and event.code == "HOST_BUSY"
+    assert proto.state is State.CONNECTING and not proto.ready
+    proto.init_frame()
+    proto.receive(ACK)
+    assert proto.state is State.READY
 
 
 def test_answers_given_up_are_dropped_undecrypted_and_their_end_counted() -> None:
@@ -209,6 +216,12 @@ def test_rekey_restarts_the_message_index_with_a_new_key() -> None:
     assert fresh.open_message(prompt).prompt == "b"  # message_0 under the new key
     with pytest.raises(MessageIndexError):
         host.open_message(prompt)  # the old key's host expects message_1
+    # a refused re-init leaves the session as it was: same key, same message index
+    proto.receive(_end(1, proto.answer_id))
+    proto.init_frame(new_key=True)
+    assert isinstance(proto.receive(_error("SESSION_ALREADY_INITIALIZED", None)), HostErrorEvent)
+    assert proto.state is State.READY and proto.next_message == 1
+    assert fresh.open_message(parse_client_message(proto.prompt_frame("c"))).prompt == "c"
     # no re-init while an answer streams
     with pytest.raises(ProtocolError, match="streaming"):
         proto.init_frame()

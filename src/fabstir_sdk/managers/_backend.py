@@ -28,8 +28,7 @@ from ..errors import (
     ValidationError,
 )
 from ..models import Conversation, HostInfo, Message, SessionJob, Settlement, StoredRef
-from ..protocol import ChatMessage
-from ..protocol._client import ClientSession
+from ..protocol import ChatMessage, ClientSession
 from ._context import Context
 from ._link import Link, ws_url
 from ._proofs import ProofLog, wait_for_receipt

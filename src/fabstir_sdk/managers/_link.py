@@ -22,8 +22,7 @@ from ..errors import (
     StreamTimeoutError,
     ValidationError,
 )
-from ..protocol import MAX_FRAME_BYTES, SessionInitAck
-from ..protocol._client import ClientSession, HostErrorEvent
+from ..protocol import MAX_FRAME_BYTES, ClientSession, HostErrorEvent, SessionInitAck
 
 __all__ = ["Link", "ws_url"]
 

@@ -37,13 +37,14 @@ from ..errors import (
 from ..models import HostInfo, PromptResult, SessionJob, Settlement, StreamChunk, TokenUsage
 from ..protocol import (
     ChatMessage,
+    CheckpointFailed,
     CheckpointSubmitted,
+    HostErrorEvent,
     ProofSubmitted,
     ResponseDone,
     StreamEnd,
     TokenChunk,
 )
-from ..protocol._client import CheckpointFailed, HostErrorEvent
 from ._backend import Failover, Plan, SessionBackend
 from ._link import Link
 from ._proofs import ProofLog

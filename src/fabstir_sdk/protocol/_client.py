@@ -76,6 +76,7 @@ from ._session import (
 
 __all__ = [
     "CheckpointFailed",
+    "ClientEvent",
     "ClientSession",
     "HostErrorEvent",
     "SessionEvent",
@@ -124,6 +125,7 @@ SessionEvent = (
     | HostNotice
     | HostErrorEvent
 )
+ClientEvent = SessionEvent
 
 
 class ClientSession:
@@ -187,6 +189,7 @@ class ClientSession:
             raise ValidationError("session_key must be 32 bytes")
         self._key = session_key or os.urandom(c.KEY_SIZE)
         self._inits = 0
+        self._before_reinit: tuple[bytes, int] | None = None
         self._next_message = 0
         self._next_chunk = 0
         self._prompts = 0
@@ -224,6 +227,8 @@ class ClientSession:
             raise ProtocolError("the session is closed")
         if self.state in (State.STREAMING, State.CANCELLING):
             raise ProtocolError("cannot re-init while an answer is streaming")
+        # a refused re-init leaves the session as it was
+        self._before_reinit = (self._key, self._next_message) if self._inits else None
         if self._inits and new_key:
             self._key = os.urandom(c.KEY_SIZE)
         self._inits += 1
@@ -265,10 +270,16 @@ class ClientSession:
         max_tokens: int | None = None,
         temperature: float | None = None,
         messages: list[ChatMessage] | None = None,
+        id: str | None = None,
     ) -> str:
-        """A prompt (sealed with the next ``message_{n}``); its answer becomes current."""
-        if self.state is not State.READY:
+        """A prompt (sealed with the next ``message_{n}``); its answer becomes current.
+
+        Its correlation id is ``{session_id}-{k}`` unless ``id`` names one. An answer still
+        streaming is given up (:meth:`give_up`): a session answers one prompt at a time.
+        """
+        if self.state in (State.CONNECTING, State.CLOSED):
             raise ProtocolError(f"cannot send a prompt while {self.state.value}")
+        self.give_up()
         if isinstance(prompt, str):
             options: dict[str, object] = {"prompt": prompt}
             if max_tokens is not None:
@@ -280,7 +291,7 @@ class ClientSession:
             request = PromptRequest.model_validate(options)
         else:
             request = prompt
-        answer = f"{self.session_id}-{self._prompts}"
+        answer = id if id is not None else f"{self.session_id}-{self._prompts}"
         self._prompts += 1
         if self.encrypted:
             n = self._next_message
@@ -329,9 +340,11 @@ class ClientSession:
     def ping_frame(self) -> str:
         return Ping().to_json()
 
-    def checkpoint_request_frame(self) -> str:
+    def checkpoint_request_frame(self, *, id: str | int | None = None) -> str:
         """Ask the host to bill everything now: answered by ``checkpoint_submitted`` (or by
-        :class:`CheckpointFailed`) with :attr:`final_id`."""
+        :class:`CheckpointFailed`) with :attr:`final_id` (``id`` names another)."""
+        if id is not None:
+            self.final_id = str(id)
         self._checkpoint_pending = True
         return CheckpointRequest(session_id=self.session_id, id=self.final_id).to_json()
 
@@ -411,13 +424,18 @@ class ClientSession:
         if error.id == self.final_id or (error.id is None and self._checkpoint_pending):
             self._checkpoint_pending = False
             return CheckpointFailed(error)
-        if self._stale(error.id):
-            return None
-        if self.state is State.CONNECTING:
-            self.state = State.CLOSED  # the host refused the init
-        elif self._answer is not None and error.id in (None, self._answer):
-            # The answer is over: upstream hosts send no stream_end after an error, ours
-            # may; a late one is counted but not shown.
+        if self.state is State.CONNECTING and self._inits:
+            if self._before_reinit is None:  # the host refused the init: it may be retried
+                self._inits = 0
+            else:  # it refused a re-init: the session goes on as before
+                (self._key, self._next_message), self._before_reinit = self._before_reinit, None
+                self.state = State.READY
+            return HostErrorEvent(error)
+        if error.id is not None and self._stale(error.id):
+            return None  # about an answer given up (an id-less error is always shown)
+        if self._answer is not None and error.id in (None, self._answer):
+            # The answer is over. Upstream hosts send no stream_end after an error, ours
+            # does: decided here, as the frames arrive, a late one is counted, not shown.
             self.give_up()
         return HostErrorEvent(error)
 
@@ -428,6 +446,7 @@ class ClientSession:
             raise ProtocolError(f"session init answered with status {ack.status!r}")
         if ack.session_id is not None and ack.session_id != self.session_id:
             raise ProtocolError(f"ack names session {ack.session_id}, expected {self.session_id}")
+        self._before_reinit = None
         self.state = State.READY
 
     def _open_chunk(
