@@ -128,7 +128,8 @@ async def fund_accounts(
     funded: dict[str, int] = {}
     for token, whole in ((addresses.usdc_token, WHOLE_USDC), (addresses.fab_token, WHOLE_FAB)):
         erc20 = Contract("TestUSDC", token)  # any ERC-20: decimals, balanceOf
-        decimals = uint(await _call(rpc, erc20, "decimals"))
+        (decimals_word,) = await rpc.batch([eth_call(erc20, "decimals")])
+        decimals = uint(str(decimals_word))
         amount = whole * 10**decimals
         key_of = await _balance_slot(rpc, erc20, accounts[0])
         await rpc.batch(
@@ -154,7 +155,8 @@ async def _balance_slot(rpc: JsonRpcClient, erc20: Contract, probe: str) -> Call
     # One request at a time: anvil answers a batch's calls concurrently, in no fixed order.
     for layout, key, original in zip(layouts, keys, originals, strict=True):
         await rpc.call("anvil_setStorageAt", erc20.address, key, _word(_MARKER))
-        held = await _call(rpc, erc20, "balanceOf", probe)
+        (held_word,) = await rpc.batch([eth_call(erc20, "balanceOf", probe)])
+        held = str(held_word)
         await rpc.call("anvil_setStorageAt", erc20.address, key, _word(int(original, 16)))
         if uint(held) == _MARKER:
             return layout
@@ -177,8 +179,3 @@ def _pad(address: str) -> bytes:
 
 def _word(value: int) -> str:
     return "0x" + value.to_bytes(32, "big").hex()
-
-
-async def _call(rpc: JsonRpcClient, contract: Contract, fn: str, *args: Any) -> str:
-    (result,) = await rpc.batch([eth_call(contract, fn, *args)])
-    return str(result)
