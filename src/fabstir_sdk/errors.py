@@ -63,7 +63,8 @@ is written. Errors that stand for bad arguments also derive from :class:`ValueEr
     ├── DevnetError
     └── ChainError
         ├── RpcError
-        │   └── RpcUnavailableError
+        │   ├── RpcUnavailableError
+        │   └── RpcFailure                   (the node's JSON-RPC error for one call)
         ├── TransactionTimeoutError
         ├── TransactionDroppedError
         ├── TransactionReplacedError
@@ -124,6 +125,7 @@ __all__ = [
     "ProtocolError",
     "RevisionConflictError",
     "RpcError",
+    "RpcFailure",
     "RpcUnavailableError",
     "S5FormatError",
     "SessionClosedError",
@@ -446,6 +448,35 @@ class RpcError(ChainError):
 
 class RpcUnavailableError(RpcError):
     """The RPC endpoint stayed unreachable (or kept failing) for the whole retry window."""
+
+
+class RpcFailure(RpcError):
+    """The node answered one call with a JSON-RPC error (``code``, ``data`` kept)."""
+
+    def __init__(self, what: str, error: dict[str, Any]) -> None:
+        self.what = what
+        code = error.get("code")
+        self.code: int | None = (
+            code if isinstance(code, int) and not isinstance(code, bool) else None
+        )
+        self.data: Any = error.get("data")
+        self.node_message = str(error.get("message", "unknown error"))[:2000]
+        super().__init__(f"{what}: {self.node_message}")
+
+    @property
+    def revert_data(self) -> bytes | None:
+        """The revert payload when the node reports a contract revert, else None."""
+        data = self.data
+        if isinstance(data, dict):
+            data = data.get("data")
+        if isinstance(data, str) and data.startswith("0x"):
+            try:
+                return bytes.fromhex(data[2:])
+            except ValueError:
+                return None
+        if "revert" in self.node_message:
+            return b""
+        return None
 
 
 class TransactionTimeoutError(ChainError):

@@ -44,7 +44,7 @@ class HostChain:
 
     def __init__(self, config: SDKConfig) -> None:
         self.config = config
-        self.client = ChainClient(config.rpc_url, timeout=config.rpc_timeout)
+        self.client = ChainClient.from_config(config)
         self.ctx = Context(config, self.client)
         self.hosts = HostManager(self.ctx)
         self.payments = PaymentManager(self.ctx)

@@ -26,7 +26,7 @@ from .._display import html_table, native_amount
 from ..chain.addresses import ZERO_ADDRESS, checksum_address
 from ..chain.client import Read
 from ..chain.model_id import model_id as to_model_id
-from ..chain.units import Amount, to_base_units
+from ..chain.units import Amount
 from ..config import SessionTimeouts
 from ..errors import (
     FabstirError,
@@ -69,6 +69,7 @@ from ..protocol import (
     TokenChunk,
 )
 from ._context import Context
+from .host import host_info_from_chain
 
 if TYPE_CHECKING:
     from .discovery import DiscoveryManager
@@ -525,8 +526,8 @@ class Session:
             log.warning("could not settle abandoned job %s: %s", old_job, exc)
             settlement = None
         history = await manager._history(self.conversation_id)
-        info = await manager._next_host(self._plan, exclude=self._failed_hosts)
-        job, link = await manager._open(self._plan, info, self.timeouts)
+        info, price = await manager._next_host(self._plan, exclude=self._failed_hosts)
+        job, link = await manager._open(self._plan, info, price, self.timeouts)
         self._bind(job, info)
         self._link = link
         self._replay = history or None
@@ -709,7 +710,6 @@ class SessionManager:
         self._storage = storage
         self._discovery = discovery
         self._sessions: dict[str, Session] = {}
-        self._approvals: dict[str, asyncio.Lock] = {}
         #: Session metadata being written to S5, by job id (see :meth:`_metadata_written`).
         self._meta_writes: dict[int, asyncio.Task[StoredRef]] = {}
 
@@ -761,11 +761,11 @@ class SessionManager:
             failover=failover,
         )
         if host is None:
-            info = await self._next_host(plan, exclude=set())
+            info, price = await self._next_host(plan, exclude=set())
         else:
-            info = await self._given_host(host, plan)
+            info, price = await self._given_host(host, plan)
         limits = timeouts or self._ctx.config.session_timeouts
-        job, link = await self._open(plan, info, limits)
+        job, link = await self._open(plan, info, price, limits)
         return self._track(
             Session(self, job=job, host=info, model=model, link=link, timeouts=limits, plan=plan)
         )
@@ -879,28 +879,35 @@ class SessionManager:
 
     # -- internals ------------------------------------------------------------------------
 
-    async def _given_host(self, host: str | HostInfo, plan: _Plan) -> HostInfo:
+    async def _given_host(self, host: str | HostInfo, plan: _Plan) -> tuple[HostInfo, int]:
+        """The host's registry entry and its price for the plan, read in one batch."""
         address = (
             host.address if isinstance(host, HostInfo) else checksum_address(host, what="host")
         )
-        info = await self._hosts.get_host_info(address)
+        nr = self._ctx.contract("node_registry")
+        raw, price = await self._ctx.client.reads(
+            Read.of(nr.call("getNodeFullInfo", address)),
+            Read.of(nr.call("getModelPricing", address, plan.model_id, plan.token)),
+        )
+        info = host_info_from_chain(address, raw)
         if not info.is_active:
             raise HostNotActiveError(f"host {address} is not registered or not active")
         if plan.model_id not in info.models:
             raise ModelNotApprovedError(f"host {address} does not serve model {plan.model}")
-        return info
+        return info, int(price)
 
-    async def _next_host(self, plan: _Plan, *, exclude: set[str]) -> HostInfo:
-        """The best healthy host for the plan's model and price cap, not in ``exclude``."""
-        hosts = await self._discovery.find_hosts(
+    async def _next_host(self, plan: _Plan, *, exclude: set[str]) -> tuple[HostInfo, int]:
+        """The best healthy host for the plan's model and price cap, not in ``exclude``,
+        with its price for the model as discovery read it."""
+        ranked = await self._discovery.rank_hosts(
             required_models=[plan.model],
             max_price_per_token=plan.max_price_per_token,
             payment=plan.currency,
             limit=len(exclude) + 1,
         )
-        for info in hosts:
-            if info.address not in exclude:
-                return info
+        for candidate in ranked:
+            if candidate.host.address not in exclude:
+                return candidate.host, candidate.price_per_token
         raise NoHostAvailableError(
             f"no other host serves {plan.model} within the price cap "
             f"(excluded after failures: {', '.join(sorted(exclude))})"
@@ -910,46 +917,28 @@ class SessionManager:
         self,
         plan: _Plan,
         info: HostInfo,
+        price: int,
         limits: SessionTimeouts,
     ) -> tuple[SessionJob, _Link]:
-        """Buy a job with ``info`` per ``plan``, record it in S5 and connect to the host."""
+        """Buy a job with ``info`` at ``price`` per ``plan``, record it in S5 and connect."""
         sender = self._ctx.require_sender()
         if plan.encryption and not info.public_key:
             raise ValidationError(f"host {info.address} publishes no publicKey: cannot encrypt")
-        nr = self._ctx.contract("node_registry")
-        price = int(
-            await self._ctx.client.read(
-                nr.call("getModelPricing", info.address, plan.model_id, plan.token)
-            )
-        )
         if plan.max_price_per_token is not None and price > plan.max_price_per_token:
             raise PriceAboveMaximumError(price, plan.max_price_per_token)
         pm = self._payments
-        args = (info.address, plan.deposit, price, plan.duration, plan.proof_interval)
-        kw: dict[str, Any] = {
-            "model": plan.model,
-            "proof_timeout_window": plan.proof_timeout_window,
-        }
-        if plan.payment == "eth":
-            created = await pm.create_eth_session_job(*args, **kw)
-        elif plan.payment == "usdc":
-            # Approve-then-spend must not interleave: concurrent sessions would each set the
-            # allowance to one deposit, and all but the first transferFrom would fail.
-            async with self._approvals.setdefault(plan.token, asyncio.Lock()):
-                await self._approve(plan.token, plan.deposit)
-                created = await pm.create_usdc_session_job(
-                    info.address,
-                    plan.token,
-                    plan.deposit,
-                    price,
-                    plan.duration,
-                    plan.proof_interval,
-                    **kw,
-                )
-        else:
-            token = None if plan.currency == "eth" else plan.token
-            created = await pm.create_session_job_from_deposit(*args, token=token, **kw)
-        job = await pm.get_session_job(created.job_id)
+        created = await pm.open_session_job(
+            info.address,
+            plan.deposit,
+            price,
+            model=plan.model,
+            token=None if plan.currency == "eth" else plan.token,
+            funding="deposit" if plan.payment == "deposit" else "wallet",
+            duration=plan.duration,
+            proof_interval=plan.proof_interval,
+            proof_timeout_window=plan.proof_timeout_window,
+        )
+        job = created.job
         # Off the critical path (it takes longer than the rest of create_session on a local
         # portal): written while we connect and stream, awaited before this session's first
         # other S5 write, at end() and at complete().
@@ -985,17 +974,6 @@ class SessionManager:
                 )
                 exc.add_note(f"settling job {job.id} failed too: complete it with complete_session")
             raise
-
-    async def _approve(self, token: str, deposit: Amount) -> None:
-        """Approve exactly the deposit unless the allowance already covers it."""
-        owner = self._ctx.require_sender().address
-        value = to_base_units(deposit, await self._ctx.decimals(token))
-        spender = self._ctx.config.contract_addresses.job_marketplace
-        allowance = int(
-            await self._ctx.client.read(self._ctx.erc20(token).call("allowance", owner, spender))
-        )
-        if allowance < value:
-            await self._payments.approve_usdc(token, deposit)
 
     async def _connect(
         self, job: SessionJob, info: HostInfo, plan: _Plan, limits: SessionTimeouts
