@@ -130,7 +130,7 @@ def test_decode_revert_reads_well_formed_reasons():
 # ---------------------------------------------------------------------- JSON-RPC replies
 
 
-def _Canned(reply: Any) -> JsonRpcClient:  # noqa: N802 (reads as the class it was)
+def _Canned(reply: Any) -> JsonRpcClient:
     """A client whose node answers every request with ``reply`` (no socket)."""
     return JsonRpcClient("http://127.0.0.1:1", transport=MockTransport(lambda _payload: reply))
 

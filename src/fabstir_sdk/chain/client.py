@@ -12,7 +12,8 @@ gas price and the pending nonce; the broadcast; the receipt.
 Several processes may share one key (a web app's workers): a nonce the node refuses as taken
 ("nonce too low", "replacement transaction underpriced") was used by another process, so the
 nonce is re-read from the node and the transaction signed again; it is never sent twice,
-since a refused transaction did not enter the mempool.
+since a refused transaction did not enter the mempool. Likewise when a node accepted both and
+mined the other: ours can never be mined, so it is signed again with the next nonce.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -282,9 +284,14 @@ class TxSender:
                 raise extra
         if self._tip is None:
             self._tip = _hex_int(results[-1])
+        # A few random units of gas limit and fee cap (neither is paid: gas used and the base
+        # fee are): two processes sending the same call with the same nonce never sign the
+        # same bytes, so neither can take the other's transaction for its own.
+        gas_salt, fee_salt = secrets.randbelow(1 << 12), secrets.randbelow(1 << 30)
         tx.update(
-            gas=int(_hex_int(estimate) * self._headroom),
-            maxFeePerGas=2 * _hex_int(gas_price) + self._tip,  # room for the base fee to double
+            gas=int(_hex_int(estimate) * self._headroom) + gas_salt,
+            # room for the base fee to double
+            maxFeePerGas=2 * _hex_int(gas_price) + self._tip + fee_salt,
             maxPriorityFeePerGas=self._tip,
             chainId=self._chain_id,
             value=value,
@@ -293,7 +300,18 @@ class TxSender:
         del tx["from"]
         sent, nonce = await self._broadcast(tx, call.fn, _hex_int(pending), generation)
         try:
-            receipt = await self._wait(sent, nonce)
+            for attempt in range(_RESIGN_LIMIT + 1):
+                try:
+                    receipt = await self._wait(sent, nonce)
+                    break
+                except TransactionReplacedError:
+                    # Another user of this key had a transaction mined with our nonce (a
+                    # node may accept both before mining one): ours can never be mined, so
+                    # it never ran. Sign it again with the node's next nonce.
+                    if attempt == _RESIGN_LIMIT:
+                        raise
+                    log.debug("%s: tx %s lost nonce %d; signing again", call.fn, sent, nonce)
+                    sent, nonce = await self._broadcast(tx, call.fn, 0, -1, again=True)
         finally:
             self._in_flight -= 1
         if receipt["status"] != "0x1":
@@ -302,8 +320,10 @@ class TxSender:
         return receipt
 
     async def _broadcast(
-        self, tx: dict[str, Any], what: str, pending: int, generation: int
+        self, tx: dict[str, Any], what: str, pending: int, generation: int, *, again: bool = False
     ) -> tuple[str, int]:
+        """Sign ``tx`` with the next nonce and send it; ``again``: it is already counted in
+        flight (its earlier signing lost its nonce)."""
         async with self._lock:
             if self._in_flight == 0 or self._next_nonce is None:
                 if generation != self._broadcasts:  # our prefetched nonce predates a broadcast
@@ -336,7 +356,8 @@ class TxSender:
                 break
             self._next_nonce = nonce + 1
             self._broadcasts += 1
-            self._in_flight += 1
+            if not again:
+                self._in_flight += 1
         return sent, nonce
 
     async def _pending_nonce(self) -> int:
@@ -379,17 +400,22 @@ class TxSender:
             delay = min(delay * 2, 1.0)
 
     async def _lost(self, sent: str, nonce: int) -> FabstirError | None:
-        """The error for a transaction the node no longer has, or None if it still does."""
+        """The error for a transaction the node no longer has, or None if it still does
+        (or if it was mined after all: the receipt loop picks it up)."""
         try:
-            if await self._client.rpc.call("eth_getTransactionByHash", sent):
-                return None
-            mined = _hex_int(
-                await self._client.rpc.call("eth_getTransactionCount", self.address, "latest")
+            known, receipt, mined = await self._client.rpc.batch(
+                [
+                    ("eth_getTransactionByHash", (sent,)),
+                    ("eth_getTransactionReceipt", (sent,)),
+                    ("eth_getTransactionCount", (self.address, "latest")),
+                ]
             )
         except RpcError:
             return None  # cannot tell now; the receipt loop goes on
+        if known or receipt:
+            return None
         self._next_nonce = None  # resynchronise from the node before the next transaction
-        if mined > nonce:
+        if _hex_int(mined) > nonce:
             return TransactionReplacedError(sent, nonce)
         return TransactionDroppedError(sent, nonce)
 
