@@ -2,7 +2,11 @@
 
 Every bad input is refused with one of these *before* any transaction is sent or any byte
 is written. Errors that stand for bad arguments also derive from :class:`ValueError` (or
-:class:`TypeError` for a ``float`` amount), so generic handlers keep working.
+:class:`TypeError` for a ``float`` amount), so generic handlers keep working. Refusals that
+come from the chain's current state (a balance, an allowance, a host's registration or
+price, a session's status) derive from :class:`ChainStateError` instead, not from
+``ValueError``: the same arguments may succeed later. :class:`HostFailedError` marks "this
+host failed, another may serve": failover and ``fabstir chat`` move on from exactly those.
 
 ::
 
@@ -18,18 +22,19 @@ is written. Errors that stand for bad arguments also derive from :class:`ValueEr
     │   ├── InvalidMultiaddrError
     │   ├── InvalidPeerIdError
     │   ├── DepositOutOfRangeError
-    │   ├── PriceBelowMinimumError
     │   ├── ProofIntervalError
     │   ├── ProofTimeoutWindowError
     │   ├── DurationError
-    │   ├── ModelNotApprovedError
-    │   ├── HostNotActiveError
-    │   ├── InsufficientBalanceError
-    │   ├── InsufficientAllowanceError
-    │   ├── SessionNotActiveError
-    │   ├── PriceAboveMaximumError
     │   ├── InvalidStorageKeyError
     │   └── PayloadTooLargeError
+    ├── ChainStateError                      (the chain's state refuses; nothing was sent)
+    │   ├── InsufficientBalanceError
+    │   ├── InsufficientAllowanceError
+    │   ├── HostNotActiveError
+    │   ├── ModelNotApprovedError
+    │   ├── PriceBelowMinimumError
+    │   ├── PriceAboveMaximumError
+    │   └── SessionNotActiveError
     ├── NotFoundError
     │   ├── NoHostAvailableError
     │   └── SessionNotFoundError
@@ -53,9 +58,10 @@ is written. Errors that stand for bad arguments also derive from :class:`ValueEr
     │   ├── MessageIndexError
     │   └── HandshakeError
     ├── SessionError
-    │   ├── HostUnreachableError
-    │   ├── HostKeyMismatchError
-    │   ├── StreamTimeoutError                (also TimeoutError)
+    │   ├── HostFailedError                  (this host failed; another may serve)
+    │   │   ├── HostUnreachableError
+    │   │   ├── HostKeyMismatchError
+    │   │   └── StreamTimeoutError           (also TimeoutError)
     │   ├── SessionClosedError
     │   └── HostOverclaimError                (also UserWarning: issued as a warning)
     ├── HostError                            (an error frame from the host)
@@ -80,6 +86,7 @@ __all__ = [
     "AuthRequiredError",
     "ChainError",
     "ChainMismatchError",
+    "ChainStateError",
     "ConfigError",
     "ContextLimitError",
     "ContractRevertError",
@@ -93,6 +100,7 @@ __all__ = [
     "FrameTooLargeError",
     "HandshakeError",
     "HostError",
+    "HostFailedError",
     "HostKeyMismatchError",
     "HostNotActiveError",
     "HostOverclaimError",
@@ -201,7 +209,14 @@ class DepositOutOfRangeError(ValidationError):
         self.amount, self.minimum, self.maximum, self.token = amount, minimum, maximum, token
 
 
-class PriceBelowMinimumError(ValidationError):
+class ChainStateError(FabstirError):
+    """The chain's current state refuses the operation: a balance or allowance is short, the
+    host is not registered or asks another price, the session is settled. Checked before
+    sending, so nothing was sent and no gas spent; unlike a :class:`ValidationError` the same
+    arguments may succeed later (after a deposit, an approval, another host)."""
+
+
+class PriceBelowMinimumError(ChainStateError):
     """The price per token is below the host's on-chain minimum for that model and token."""
 
     def __init__(self, price: int, minimum: int) -> None:
@@ -221,15 +236,15 @@ class DurationError(ValidationError):
     """The session duration is not a positive number of seconds up to 365 days."""
 
 
-class ModelNotApprovedError(ValidationError):
+class ModelNotApprovedError(ChainStateError):
     """The model is unknown to the ModelRegistry, deactivated, or not served by the host."""
 
 
-class HostNotActiveError(ValidationError):
+class HostNotActiveError(ChainStateError):
     """The host is not registered, or is registered but inactive."""
 
 
-class InsufficientBalanceError(ValidationError):
+class InsufficientBalanceError(ChainStateError):
     """The account holds less than the operation needs."""
 
     def __init__(self, needed: int, available: int, token: str) -> None:
@@ -237,7 +252,7 @@ class InsufficientBalanceError(ValidationError):
         self.needed, self.available, self.token = needed, available, token
 
 
-class InsufficientAllowanceError(ValidationError):
+class InsufficientAllowanceError(ChainStateError):
     """The ERC-20 allowance for the marketplace is below the deposit: approve first."""
 
     def __init__(self, needed: int, allowance: int, token: str) -> None:
@@ -247,7 +262,7 @@ class InsufficientAllowanceError(ValidationError):
         self.needed, self.allowance, self.token = needed, allowance, token
 
 
-class SessionNotActiveError(ValidationError):
+class SessionNotActiveError(ChainStateError):
     """The session job is already completed or timed out."""
 
 
@@ -263,7 +278,7 @@ class PayloadTooLargeError(ValidationError):
         self.size, self.limit = size, limit
 
 
-class PriceAboveMaximumError(ValidationError):
+class PriceAboveMaximumError(ChainStateError):
     """The host's on-chain price for the model is above the caller's ``max_price_per_token``."""
 
     def __init__(self, price: int, maximum: int) -> None:
@@ -386,15 +401,23 @@ class SessionError(FabstirError):
     """A session with a host failed after it was paid for (the deposit is still escrowed)."""
 
 
-class HostUnreachableError(SessionError):
+class HostFailedError(SessionError):
+    """This host failed (unreachable, stalled, cannot open our key): another host may serve.
+
+    Failover (``create_session(failover=True)``), ``fabstir chat`` and the chat API move on
+    from exactly these; any other error is about the request, not the host.
+    """
+
+
+class HostUnreachableError(HostFailedError):
     """The host's WebSocket could not be opened, or it closed in the middle of a session."""
 
 
-class HostKeyMismatchError(SessionError):
+class HostKeyMismatchError(HostFailedError):
     """The host could not open our session init: its key is not its registry ``publicKey``."""
 
 
-class StreamTimeoutError(SessionError, TimeoutError):
+class StreamTimeoutError(HostFailedError, TimeoutError):
     """A deadline passed: connect, first token, idle between tokens, or the whole answer."""
 
 
