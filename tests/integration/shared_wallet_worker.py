@@ -9,13 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from typing import Any
 
 from fabstir_sdk import FabstirSDK, SDKConfig
 
 
+class _Count(logging.Handler):
+    """Counts the transactions signed again after another process took their nonce."""
+
+    signed_again = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "signing again" in record.getMessage():
+            type(self).signed_again += 1
+
+
 async def work(orders: dict[str, Any]) -> dict[str, Any]:
+    chain_log = logging.getLogger("fabstir_sdk.chain")
+    chain_log.setLevel(logging.DEBUG)
+    chain_log.addHandler(_Count())
     config = SDKConfig.model_validate_json(orders["config"])
     errors: list[str] = []
     async with FabstirSDK(config) as sdk:
@@ -41,7 +55,7 @@ async def work(orders: dict[str, Any]) -> dict[str, Any]:
         )
         refunds = [s.refund for s in settled if not isinstance(s, BaseException)]
         errors += [f"{type(e).__name__}: {e}" for e in settled if isinstance(e, BaseException)]
-    return {"jobs": jobs, "refunds": refunds, "errors": errors}
+    return {"jobs": jobs, "refunds": refunds, "errors": errors, "signed_again": _Count.signed_again}
 
 
 if __name__ == "__main__":

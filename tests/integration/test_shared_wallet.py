@@ -91,5 +91,7 @@ async def test_four_processes_share_one_wallet(devnet, user, host):
         sent = int(await rpc.call("eth_getTransactionCount", me, "latest"), 16) - nonce_before
         approvals = sent - 2 * PROCESSES * SESSIONS
         assert 1 <= approvals <= PROCESSES  # at most one per process, and never lowered
+        # (how often a process lost a nonce to another and signed again is timing: not asserted)
+        print("signed again after a taken nonce:", [r["signed_again"] for r in results])
     finally:
         await rpc.aclose()
