@@ -46,6 +46,7 @@ host failed, another may serve": failover and ``fabstir chat`` move on from exac
     │   ├── PeerUnreachableError
     │   ├── P2PTimeoutError                  (also TimeoutError)
     │   ├── P2PProtocolError
+    │   │   └── P2PFrameTooLargeError
     │   └── P2PRemoteError
     ├── StorageError
     │   ├── IntegrityError
@@ -58,7 +59,10 @@ host failed, another may serve": failover and ``fabstir chat`` move on from exac
     │   ├── FrameTooLargeError
     │   ├── FrameDecryptionError
     │   ├── MessageIndexError
-    │   └── HandshakeError
+    │   ├── HandshakeError
+    │   │   └── ReplayedInitError            (host side)
+    │   ├── ContextTooLongError              (host side)
+    │   └── SessionRefusedError              (host side)
     ├── SessionError
     │   ├── HostFailedError                  (this host failed; another may serve)
     │   │   ├── HostUnreachableError
@@ -68,7 +72,9 @@ host failed, another may serve": failover and ``fabstir chat`` move on from exac
     │   └── HostOverclaimError                (also UserWarning: issued as a warning)
     ├── HostError                            (an error frame from the host)
     │   └── ContextLimitError
+    ├── BackendError                         (host side: the inference backend)
     ├── DevnetError
+    ├── DemoCheckError
     └── ChainError
         ├── RpcError
         │   ├── RpcUnavailableError
@@ -87,13 +93,16 @@ __all__ = [
     "AnvilNotFoundError",
     "AuthError",
     "AuthRequiredError",
+    "BackendError",
     "ChainError",
     "ChainMismatchError",
     "ChainStateError",
     "ConfigError",
     "ContextLimitError",
+    "ContextTooLongError",
     "ContractRevertError",
     "DecryptionError",
+    "DemoCheckError",
     "DepositOutOfRangeError",
     "DevnetError",
     "DurationError",
@@ -122,6 +131,7 @@ __all__ = [
     "NoHostAvailableError",
     "NotFoundError",
     "P2PError",
+    "P2PFrameTooLargeError",
     "P2PNodeClosedError",
     "P2PProtocolError",
     "P2PRemoteError",
@@ -134,6 +144,7 @@ __all__ = [
     "ProofIntervalError",
     "ProofTimeoutWindowError",
     "ProtocolError",
+    "ReplayedInitError",
     "RevisionConflictError",
     "RpcError",
     "RpcFailure",
@@ -143,6 +154,7 @@ __all__ = [
     "SessionError",
     "SessionNotActiveError",
     "SessionNotFoundError",
+    "SessionRefusedError",
     "StorageError",
     "StorageUnavailableError",
     "StreamTimeoutError",
@@ -386,6 +398,14 @@ class P2PProtocolError(P2PError):
     """A peer broke the wire protocol: garbage, an oversize frame, or a stream cut mid-message."""
 
 
+class P2PFrameTooLargeError(P2PProtocolError):
+    """A peer's frame declared a body larger than the cap; it was not read."""
+
+    def __init__(self, size: int, cap: int) -> None:
+        super().__init__(f"frame of {size} bytes exceeds the {cap}-byte cap")
+        self.size, self.cap = size, cap
+
+
 class P2PRemoteError(P2PError):
     """The peer understood the request and refused it (``code`` is its error code)."""
 
@@ -457,6 +477,35 @@ class HandshakeError(ProtocolError):
     code = "INVALID_SESSION_INIT"
 
 
+class ContextTooLongError(ProtocolError):
+    """Host side: the prompt and its context do not fit the model's window (the client reads
+    it as :class:`ContextLimitError`)."""
+
+    code = "TOKEN_LIMIT_EXCEEDED"
+
+    def __init__(self, prompt_tokens: int, window: int) -> None:
+        super().__init__(
+            f"prompt and context take {prompt_tokens} tokens, the context window is {window}"
+        )
+        self.details = {"prompt_tokens": prompt_tokens, "context_window_size": window}
+
+
+class ReplayedInitError(HandshakeError):
+    """Host side: a session init (or its session key) this host accepted before for the job."""
+
+    code = "REPLAYED_INIT"
+
+
+class SessionRefusedError(ProtocolError):
+    """Host side: the chain says no to a session init (unknown or settled job, another host,
+    model or client); ``code`` is the wire error code sent back."""
+
+
+class BackendError(FabstirError):
+    """Host side: the inference backend failed (unreachable, refused the request, broke the
+    stream)."""
+
+
 class SessionError(FabstirError):
     """A session with a host failed after it was paid for (the deposit is still escrowed)."""
 
@@ -519,6 +568,10 @@ class ContextLimitError(HostError):
 
 class DevnetError(FabstirError):
     """The local devnet (anvil plus our contracts) failed to start, deploy or answer."""
+
+
+class DemoCheckError(FabstirError):
+    """``fabstir demo``: something it read back is not what it should be."""
 
 
 class ChainError(FabstirError):

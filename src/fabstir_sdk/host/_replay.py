@@ -18,17 +18,11 @@ import logging
 import os
 from pathlib import Path
 
-from ..errors import HandshakeError
+from ..errors import ReplayedInitError
 
 __all__ = ["InitLog", "ReplayedInitError", "init_fingerprints"]
 
 log = logging.getLogger("fabstir_sdk.host")
-
-
-class ReplayedInitError(HandshakeError):
-    """A session init (or its session key) that this host accepted before for the job."""
-
-    code = "REPLAYED_INIT"
 
 
 def init_fingerprints(ephemeral_key: bytes, session_key: bytes) -> tuple[str, str]:
