@@ -69,6 +69,7 @@ host failed, another may serve": failover and ``fabstir chat`` move on from exac
     │   │   ├── HostKeyMismatchError
     │   │   └── StreamTimeoutError           (also TimeoutError)
     │   ├── SessionClosedError
+    │   ├── StreamNotOpenError
     │   └── HostOverclaimError                (also UserWarning: issued as a warning)
     ├── HostError                            (an error frame from the host)
     │   └── ContextLimitError
@@ -157,6 +158,7 @@ __all__ = [
     "SessionRefusedError",
     "StorageError",
     "StorageUnavailableError",
+    "StreamNotOpenError",
     "StreamTimeoutError",
     "TransactionDroppedError",
     "TransactionReplacedError",
@@ -532,6 +534,10 @@ class StreamTimeoutError(HostFailedError, TimeoutError):
 
 class SessionClosedError(SessionError):
     """The session was ended or completed; open a new one (or resume it) to go on."""
+
+
+class StreamNotOpenError(SessionError):
+    """A ``PromptStream`` was iterated outside ``async with session.stream(...)``."""
 
 
 class HostOverclaimError(SessionError, UserWarning):
