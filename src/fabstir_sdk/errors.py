@@ -42,6 +42,7 @@ is written. Errors that stand for bad arguments also derive from :class:`ValueEr
     │   └── P2PRemoteError
     ├── StorageError
     │   ├── IntegrityError
+    │   │   └── RegistryRollbackError
     │   ├── DecryptionError
     │   ├── StorageUnavailableError
     │   ├── RevisionConflictError
@@ -122,6 +123,7 @@ __all__ = [
     "ProofIntervalError",
     "ProofTimeoutWindowError",
     "ProtocolError",
+    "RegistryRollbackError",
     "RevisionConflictError",
     "RpcError",
     "RpcUnavailableError",
@@ -323,6 +325,11 @@ class StorageError(FabstirError):
 
 class IntegrityError(StorageError):
     """Bytes do not match the hash (or signature) that names them; they were not used."""
+
+
+class RegistryRollbackError(IntegrityError):
+    """The portal served an older registry revision than this user has already seen (a
+    rollback: validly signed, but stale); it was not used."""
 
 
 class DecryptionError(StorageError):
