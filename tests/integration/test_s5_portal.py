@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -304,8 +305,9 @@ async def test_storage_manager_over_the_portal(devnet, portal, tmp_path):
         )
         assert len((await st.load_conversation("c")).messages) == 20
     # only the registry revisions seen (rollback protection): no data, no queue
-    local = [os.path.relpath(p, tmp_path / "unused") for p in files_under(tmp_path / "unused")]
-    assert [p.split(os.sep)[0] for p in local if not p.endswith(".lock")] == ["revisions"]
+    unused = tmp_path / "unused"
+    local = [Path(p).relative_to(unused) for p in files_under(unused)]
+    assert [p.parts[0] for p in local if p.suffix != ".lock"] == ["revisions"]
     for _, data in contents(files_under(tmp_path / "unused")):
         assert b"SECRET-PORTAL-MARKER" not in data and b"greeting" not in data
     for _, data in contents(files_under(portal.store.root)):
