@@ -626,6 +626,9 @@ class Session:
         await self._drop_link()
         self._manager._forget(self)
         if overclaim:
+            self._manager._discovery.report_overclaim(
+                self.host.address, claimed=job.tokens_used, reported=self.tokens_reported
+            )
             warnings.warn(
                 HostOverclaimError(
                     f"host {self.host.address} claimed {job.tokens_used} tokens on session "
@@ -974,6 +977,8 @@ class SessionManager:
         try:
             return job, await self._connect(job, info, plan, limits)
         except FabstirError as exc:
+            if isinstance(exc, HostUnreachableError | StreamTimeoutError):
+                self._discovery.report_failure(info.address)  # not offered again until re-checked
             await self._metadata_written(job.id, quiet=True)
             # Paid but never connected: settle at once, so the deposit comes straight back.
             exc.add_note(f"session job {job.id} was opened; it has been settled (full refund)")
