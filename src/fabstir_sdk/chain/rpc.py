@@ -86,6 +86,10 @@ class JsonRpcClient:
     ``retry_for`` seconds; then :class:`RpcUnavailableError`.
     """
 
+    #: A reply larger than this is refused (RpcError) without reading the rest: an endpoint
+    #: cannot make the SDK buffer an endless answer.
+    max_reply_bytes = 64 << 20
+
     def __init__(self, url: str, *, timeout: float = 30.0, retry_for: float = 0.0) -> None:
         self.url = url
         self.retry_for = retry_for
@@ -173,7 +177,14 @@ class JsonRpcClient:
                 if response.status == 429 or response.status >= 500:
                     raise _Transient(f"HTTP {response.status}")
                 response.raise_for_status()
-                return await response.json(content_type=None)
+                body = bytearray()
+                async for piece in response.content.iter_any():
+                    body += piece
+                    if len(body) > self.max_reply_bytes:
+                        raise RpcError(
+                            f"JSON-RPC reply from {self.url} is over {self.max_reply_bytes} bytes"
+                        )
+                return json.loads(body)
         except (TimeoutError, aiohttp.ClientConnectionError, OSError) as exc:
             raise _Transient(str(exc)) from exc
         except (aiohttp.ClientError, ValueError) as exc:
