@@ -9,15 +9,25 @@ NPMDEPS := node_modules/.installed
 
 setup: $(PYDEPS) $(NPMDEPS)
 
+# First use: each step says what it installs and how long it took (minutes, the first time).
 $(PYDEPS): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
-	touch $@
+	@echo "setup: $(VENV) with fabstir-sdk (editable) and its dev tools: pytest, ruff, mypy," \
+	  "mkdocs, py-libp2p, web3 (pip install -e '.[dev]'; a few minutes the first time)"
+	@start=$$(date +%s); \
+	$(PYTHON) -m venv $(VENV) && \
+	$(PY) -m pip install -q --upgrade pip && \
+	$(PY) -m pip install -q -e '.[dev]' && \
+	echo "setup: $(VENV) ready in $$(( $$(date +%s) - start )) s"
+	@touch $@
 
 $(NPMDEPS): package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
-	touch $@
+	@echo "setup: node_modules from package-lock.json: anvil $$(node -p \
+	  "require('./package-lock.json').packages['node_modules/@foundry-rs/anvil'].version"), solc," \
+	  "OpenZeppelin contracts, js-libp2p (npm ci; a minute or two the first time)"
+	@start=$$(date +%s); \
+	npm ci --no-audit --no-fund --loglevel=error && \
+	echo "setup: node_modules ready in $$(( $$(date +%s) - start )) s"
+	@touch $@
 
 demo: setup
 	$(VENV)/bin/fabstir demo

@@ -36,6 +36,7 @@ const ARTIFACTS = {
   HostEarnings: "",
   JobMarketplace: "",
   ReentrantDepositor: "test",
+  JanuaryMarketplace: "test",
 };
 const SOURCE_DIRS = ["contracts/src", "contracts/test"];
 const VIA_IR = new Set(["contracts/src/JobMarketplace.sol"]);

@@ -11,6 +11,10 @@ import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 ///         reads when a host submits a proof of work.
 /// @dev Plain (non-proxy) deployment. Community proposals and token voting (tier 2) are not
 ///      implemented; `governanceToken` is only recorded so a future governance module can use it.
+///      The governance constants and views of the deployed upstream registry exist with the
+///      same signatures and values, because clients read them (upstream's ModelManager checks
+///      `APPROVAL_THRESHOLD()` when it starts): the views answer as a registry on which no
+///      proposal was ever made.
 contract ModelRegistry is Ownable {
     struct Model {
         string huggingfaceRepo;
@@ -19,6 +23,20 @@ contract ModelRegistry is Ownable {
         uint256 approvalTier;
         bool active;
         uint256 timestamp;
+    }
+
+    /// @notice A community proposal, in the layout of the upstream registry's `proposals` getter.
+    ///         None is ever created here, so every read returns the all-zero record.
+    struct ModelProposal {
+        bytes32 modelId;
+        address proposer;
+        uint256 votesFor;
+        uint256 votesAgainst;
+        uint256 proposalTime;
+        bool executed;
+        Model modelData;
+        uint256 endTime;
+        uint8 extensionCount;
     }
 
     /// @notice Approval tier of models added by the owner.
@@ -30,6 +48,25 @@ contract ModelRegistry is Ownable {
     /// @notice Highest per-model limit the owner may set (tokens per second).
     uint256 public constant MAX_RATE_LIMIT = 100_000;
 
+    // Governance parameters of the upstream registry (same values), read by clients; no
+    // proposal or vote can be made here, so they constrain nothing.
+    /// @notice How long a proposal would stay open for votes.
+    uint256 public constant PROPOSAL_DURATION = 3 days;
+    /// @notice FAB voted in favour that would approve a proposed model (100,000 FAB).
+    uint256 public constant APPROVAL_THRESHOLD = 100_000 * 10 ** 18;
+    /// @notice FAB a proposer would pay (100 FAB).
+    uint256 public constant PROPOSAL_FEE = 100 * 10 ** 18;
+    /// @notice Late votes (FAB) that would extend a proposal's voting period.
+    uint256 public constant EXTENSION_THRESHOLD = 10_000 * 10 ** 18;
+    /// @notice The final stretch of a vote in which late votes count towards an extension.
+    uint256 public constant EXTENSION_WINDOW = 4 hours;
+    /// @notice How much one extension would add.
+    uint256 public constant EXTENSION_DURATION = 1 days;
+    /// @notice At most this many extensions per proposal.
+    uint256 public constant MAX_EXTENSIONS = 3;
+    /// @notice Wait before a rejected model could be proposed again.
+    uint256 public constant REPROPOSAL_COOLDOWN = 30 days;
+
     /// @notice Token that would weigh community votes; stored only (see contract notes).
     address public immutable governanceToken;
 
@@ -37,6 +74,15 @@ contract ModelRegistry is Ownable {
     bytes32[] public modelList;
     /// @notice Explicit per-model limit in tokens per second; 0 means DEFAULT_RATE_LIMIT.
     mapping(bytes32 => uint256) public modelMaxTokensPerSecond;
+
+    // Governance state of the upstream registry: declared for its getters, never written.
+    mapping(bytes32 => ModelProposal) public proposals;
+    mapping(bytes32 => mapping(address => uint256)) public votes;
+    bytes32[] public activeProposals;
+    mapping(bytes32 => uint256) public lateVotes;
+    mapping(bytes32 => uint256) public lastProposalExecutionTime;
+    /// @notice Fees of rejected proposals held for the owner; always 0 (no proposals).
+    uint256 public accumulatedRejectedFees;
 
     event ModelAdded(bytes32 indexed modelId, string huggingfaceRepo, string fileName, uint256 tier);
     event ModelDeactivated(bytes32 indexed modelId);
@@ -119,6 +165,11 @@ contract ModelRegistry is Ownable {
 
     function getAllModels() external view returns (bytes32[] memory) {
         return modelList;
+    }
+
+    /// @notice Proposals still open for votes: always empty here.
+    function getActiveProposals() external view returns (bytes32[] memory) {
+        return activeProposals;
     }
 
     /// @notice Tokens per second a host may be paid for on `modelId` (DEFAULT_RATE_LIMIT if unset).

@@ -8,6 +8,7 @@ from ._version import __version__
 from .chain.units import PRICE_PRECISION, format_units, to_base_units
 from .config import ContractAddresses, SDKConfig, SessionTimeouts
 from .errors import (
+    AnvilNotFoundError,
     AuthError,
     AuthRequiredError,
     ChainError,
@@ -70,6 +71,7 @@ from .errors import (
     TransactionDroppedError,
     TransactionReplacedError,
     TransactionTimeoutError,
+    UnsupportedContractsError,
     ValidationError,
 )
 from .models import (
@@ -90,9 +92,11 @@ from .models import (
     StreamChunk,
     TokenUsage,
 )
+from .runner import run
 from .sdk import FabstirSDK
 
 __all__ = [
+    "AnvilNotFoundError",
     "AuthError",
     "AuthRequiredError",
     "AuthResult",
@@ -176,8 +180,10 @@ __all__ = [
     "TransactionDroppedError",
     "TransactionReplacedError",
     "TransactionTimeoutError",
+    "UnsupportedContractsError",
     "ValidationError",
     "__version__",
     "format_units",
+    "run",
     "to_base_units",
 ]

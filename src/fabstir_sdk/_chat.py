@@ -23,7 +23,7 @@ from .managers.session import Payment, Session, SessionManager
 from .models import Settlement
 from .sdk import FabstirSDK
 
-__all__ = ["QUIT", "chat"]
+__all__ = ["QUIT", "chat", "settlement_summary"]
 
 QUIT = ("/quit", "/exit")
 OnExit = Literal["complete", "end"]
@@ -146,10 +146,12 @@ async def _leave(session: Session, on_exit: OnExit, note: _Note) -> None:
     except FabstirError as exc:
         note(f"could not complete session {session.session_id}: {exc}")
         raise
-    note(_summary(settlement))
+    note(settlement_summary(settlement))
 
 
-def _summary(s: Settlement) -> str:
+def settlement_summary(s: Settlement) -> str:
+    """One line for a person: what was paid (gross), the host's net and the treasury's fee
+    within it, and the refund, in USDC or ETH."""
     decimals, unit = (18, "ETH") if s.token == ZERO_ADDRESS else (6, "USDC")
 
     def amount(value: int) -> str:

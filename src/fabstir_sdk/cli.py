@@ -8,7 +8,6 @@ subcommand is one ``_add_`` function plus a line in :func:`build_parser`.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 import traceback
@@ -18,6 +17,7 @@ from typing import Any, NoReturn, cast
 
 from ._version import __version__
 from .errors import FabstirError
+from .runner import run
 
 __all__ = ["build_parser", "main", "port_number"]
 
@@ -99,15 +99,20 @@ def _add_chat(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
     chat = commands.add_parser(
         "chat",
+        allow_abbrev=False,  # --host is no short --host-address: it means "listen on" elsewhere
         help="chat with a host: pay for a session, one line per prompt, settle on exit",
         description=(
-            "Open a paid, end-to-end encrypted session for MODEL (with --host, or the best "
+            "Open a paid, end-to-end encrypted session for MODEL (with --host-address, or the best "
             "registered host), send each stdin line as a prompt and stream the answer to "
             "stdout. /quit or the end of input leaves and settles."
         ),
     )
     chat.add_argument("--model", required=True, help="the model, 'repo:file'")
-    chat.add_argument("--host", help="the host's address (default: the best registered host)")
+    chat.add_argument(
+        "--host-address",
+        metavar="ADDRESS",
+        help="the compute host's wallet address (default: the best registered host)",
+    )
     add_chain_arguments(chat, key_env="FABSTIR_PRIVATE_KEY", role="user")
     chat.add_argument(
         "--payment",
@@ -145,7 +150,7 @@ async def _run_chat(args: argparse.Namespace) -> int:
         sdk_config(args),
         private_key(args),
         model=args.model,
-        host=args.host,
+        host=args.host_address,
         payment=args.payment,
         deposit=args.deposit,
         max_price_per_token=args.max_price,
@@ -186,6 +191,9 @@ def _add_devnet(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     up.add_argument("--json", action="store_true", help="print the details as one JSON line")
     up.set_defaults(handler=_run_devnet_up)
+    from .devnet._cli import add_install_action  # argparse only
+
+    add_install_action(actions)
 
 
 async def _run_devnet_up(args: argparse.Namespace) -> int:
@@ -208,11 +216,14 @@ def _add_s5(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="run a local S5 portal until Ctrl-C",
         description=(
             "Serve the S5 portal HTTP API (accounts, upload, download, registry) over an "
-            "embedded store. Binds 127.0.0.1 unless --host says otherwise; every data call "
+            "embedded store. Listens on 127.0.0.1 unless --host says otherwise; every data call "
             "needs an account token."
         ),
     )
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    # --host is the address a server listens on, in every command (a compute host: --host-address)
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
     serve.add_argument(
         "--port", type=port_number, default=5050, help="port (default 5050; 0: any free)"
     )
@@ -296,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     handler: Handler = args.handler
     try:
-        return asyncio.run(handler(args))
+        return run(handler(args))  # asyncio.run, with SIGTERM handled as Ctrl-C
     except KeyboardInterrupt:
         return 130
     except Exception as exc:

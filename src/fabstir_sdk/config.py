@@ -99,8 +99,13 @@ class SDKConfig(_ConfigModel):
     session_timeouts: SessionTimeouts = Field(default_factory=SessionTimeouts)
 
     @classmethod
-    def from_manifest(cls, path: str | Path, *, rpc_url: str, **overrides: Any) -> SDKConfig:
-        """Build a config from a deployment manifest (see contracts/deployments/)."""
+    def from_manifest(
+        cls, path: str | Path, *, rpc_url: str | None = None, **overrides: Any
+    ) -> SDKConfig:
+        """Build a config from a deployment manifest (see contracts/deployments/).
+
+        ``rpc_url`` defaults to the manifest's own (a devnet's manifest names its anvil).
+        """
         try:
             manifest = json.loads(Path(path).read_text())
         except (OSError, ValueError) as exc:
@@ -113,6 +118,9 @@ class SDKConfig(_ConfigModel):
                 f"manifest {Path(path).name} has no address for {', '.join(missing)}: "
                 "pass contract_addresses={...} to supply them"
             )
+        rpc_url = rpc_url or manifest.get("rpc_url")
+        if not rpc_url:
+            raise ConfigError(f"manifest {Path(path).name} names no RPC endpoint: pass rpc_url=...")
         fields: dict[str, Any] = {
             "rpc_url": rpc_url,
             "chain_id": manifest["chain_id"],

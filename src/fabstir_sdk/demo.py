@@ -1,12 +1,13 @@
 """``fabstir demo``: the whole story on one machine, in well under a minute.
 
 A devnet starts (anvil, our contracts, a local S5 portal), then a reference host with the
-built-in toy model. A user finds that host through the registry, escrows 1 USDC for a
-session, streams two prompts (the second needs the first's context), and completes. What is
-printed is read back: the split from the chain (balances and earnings before and after,
-checked against the settlement's events), the conversation from S5 (checked against the CID
-the chain recorded), and how long each step took. Any mismatch raises, so the command exits
-non-zero.
+built-in toy model. A user finds that host through the registry (and, with the ``p2p``
+extra installed, confirms it on the libp2p DHT; without it, one line says what that needs),
+escrows 1 USDC for a session, streams two prompts (the second needs the first's context),
+and completes. What is printed is read back: the split from the chain (balances and
+earnings before and after, checked against the settlement's events), the conversation from
+S5 (checked against the CID the chain recorded), and how long each step took. Any mismatch
+raises, so the command exits non-zero.
 
 ``fabstir demo --payments`` runs the payment walkthrough of docs/payments.md instead: no
 host process, a proof of 150,000 tokens submitted by hand.
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
 from .chain.units import format_units
-from .errors import FabstirError
+from .errors import FabstirError, P2PUnavailableError
 from .models import Conversation, Settlement
 from .sdk import FabstirSDK
 
@@ -115,6 +116,7 @@ async def session_demo(say: Say = print, progress: Progress | None = None) -> De
     from .devnet import Devnet
 
     progress = progress or Progress()
+    dht = _dht_available(say)
     timings: dict[str, float] = {}
     started = time.perf_counter()
     async with progress.step("Starting the devnet (anvil, contracts, S5 portal)"):
@@ -125,7 +127,7 @@ async def session_demo(say: Say = print, progress: Progress | None = None) -> De
         mark = time.perf_counter()
         async with progress.step("Starting a reference host with the built-in model"):
             host = await net.start_host(
-                account=HOST, models=[BUILTIN], price_per_token=PRICE, p2p=True
+                account=HOST, models=[BUILTIN], price_per_token=PRICE, p2p=dht
             )
         timings["host start"] = time.perf_counter() - mark
         say(f"Host       {host.address} at {host.api_url}, serving {BUILTIN}")
@@ -133,11 +135,23 @@ async def session_demo(say: Say = print, progress: Progress | None = None) -> De
         async with FabstirSDK(net.sdk_config()) as sdk:
             await sdk.authenticate(net.accounts[USER].private_key)
             say(f"User       {net.accounts[USER].address}")
-            result = await _user_story(sdk, net, host.address, timings, say)
+            result = await _user_story(sdk, net, host.address, timings, say, dht=dht)
     finally:
         await net.stop()
     _print_result(result, say)
     return result
+
+
+def _dht_available(say: Say) -> bool:
+    """Whether py-libp2p is installed; without it, say in one line what the DHT part needs."""
+    from .p2p import require_libp2p
+
+    try:
+        require_libp2p()
+    except P2PUnavailableError as exc:
+        say(f"DHT        skipped, the registry alone finds the host. {exc}")
+        return False
+    return True
 
 
 async def _balances(sdk: FabstirSDK, usdc: str, host: str) -> tuple[int, int, int]:
@@ -150,23 +164,25 @@ async def _balances(sdk: FabstirSDK, usdc: str, host: str) -> tuple[int, int, in
 
 
 async def _user_story(
-    sdk: FabstirSDK, net: Devnet, host: str, timings: dict[str, float], say: Say
+    sdk: FabstirSDK, net: Devnet, host: str, timings: dict[str, float], say: Say, *, dht: bool
 ) -> DemoResult:
     pm, usdc = sdk.get_payment_manager(), net.addresses.usdc_token
     sm = await sdk.get_session_manager()
     before = await _balances(sdk, usdc, host)
 
-    # Discovery with a libp2p node: registry candidates, confirmed by their DHT records.
+    # Discovery: registry candidates, confirmed by their DHT records when we run a node.
     dm = sdk.get_discovery_manager()
-    await dm.create_node(bootstrap=net.p2p_bootstrap)
+    if dht:
+        await dm.create_node(bootstrap=net.p2p_bootstrap)
     (best,) = await dm.rank_hosts(required_models=[BUILTIN], limit=1)
-    _check(best.host.address == host and best.dht, "the host was not found on the DHT too")
+    _check(best.host.address == host, f"the registry ranked {best.host.address} first")
+    _check(best.dht == dht, "the host was found on the DHT too" if dht else "no DHT was asked")
     mark = time.perf_counter()
     session = await sm.create_session(model=BUILTIN, deposit="1")  # host=None: discovery
     timings["create_session"] = time.perf_counter() - mark
     _check(session.host.address == host, f"discovery found our host, not {session.host.address}")
     say("")
-    say(f"Found host {host} in the registry and on the DHT;")
+    say(f"Found host {host} in the registry{' and on the DHT' if dht else ''};")
     say(f"           session {session.session_id} opened,")
     say(f"           1 USDC escrowed at {session.price_per_token} micro-USDC per 1000 tokens")
     deposit = (await pm.get_session_job(session.job_id)).deposit

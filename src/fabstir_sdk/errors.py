@@ -8,7 +8,9 @@ is written. Errors that stand for bad arguments also derive from :class:`ValueEr
 
     FabstirError
     ├── ConfigError
-    │   └── ChainMismatchError
+    │   ├── ChainMismatchError
+    │   ├── UnsupportedContractsError
+    │   └── AnvilNotFoundError
     ├── AuthError
     │   └── AuthRequiredError
     ├── ValidationError                      (also ValueError)
@@ -76,6 +78,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AnvilNotFoundError",
     "AuthError",
     "AuthRequiredError",
     "ChainError",
@@ -138,8 +141,18 @@ __all__ = [
     "TransactionDroppedError",
     "TransactionReplacedError",
     "TransactionTimeoutError",
+    "UnsupportedContractsError",
     "ValidationError",
 ]
+
+#: A token's ``(decimals, symbol)``: with it, amounts in messages read as the user typed them.
+Unit = tuple[int, str]
+
+
+def _amount(base_units: int, unit: Unit) -> str:
+    from .chain.units import format_amount  # chain.units imports this module
+
+    return format_amount(base_units, *unit)
 
 
 class FabstirError(Exception):
@@ -157,6 +170,27 @@ class ChainMismatchError(ConfigError):
         super().__init__(f"config chain_id is {expected} but the RPC serves chain {actual}")
         self.expected = expected
         self.actual = actual
+
+
+class UnsupportedContractsError(ConfigError):
+    """The configured addresses hold contracts this SDK does not speak: an older generation of
+    the Fabstir contracts, another contract, nothing, or contracts wired to other addresses.
+
+    ``problems`` lists each finding; ``generation`` names the contracts the SDK speaks.
+    """
+
+    def __init__(self, problems: list[str], *, generation: str) -> None:
+        self.problems = list(problems)
+        self.generation = generation
+        super().__init__(
+            f"the configured contracts are not the {generation} this SDK speaks: "
+            + "; ".join(self.problems)
+            + ". Check contract_addresses (or the deployment manifest)."
+        )
+
+
+class AnvilNotFoundError(ConfigError):
+    """No anvil binary for the devnet; the message names the one command that installs it."""
 
 
 class AuthError(FabstirError):
@@ -194,10 +228,17 @@ class InvalidPeerIdError(ValidationError):
 class DepositOutOfRangeError(ValidationError):
     """The deposit is below the contract's minimum or above its maximum for that token."""
 
-    def __init__(self, amount: int, minimum: int, maximum: int, token: str) -> None:
-        super().__init__(
-            f"deposit {amount} is outside [{minimum}, {maximum}] base units for token {token}"
-        )
+    def __init__(
+        self, amount: int, minimum: int, maximum: int, token: str, *, unit: Unit | None = None
+    ) -> None:
+        if unit is None:
+            text = f"deposit {amount} is outside [{minimum}, {maximum}] base units of {token}"
+        else:
+            text = (
+                f"deposit {_amount(amount, unit)} is outside the marketplace's bounds: "
+                f"{_amount(minimum, unit)} to {_amount(maximum, unit)}"
+            )
+        super().__init__(text)
         self.amount, self.minimum, self.maximum, self.token = amount, minimum, maximum, token
 
 
@@ -232,18 +273,37 @@ class HostNotActiveError(ValidationError):
 class InsufficientBalanceError(ValidationError):
     """The account holds less than the operation needs."""
 
-    def __init__(self, needed: int, available: int, token: str) -> None:
-        super().__init__(f"needs {needed} base units of {token}, the account holds {available}")
+    def __init__(
+        self,
+        needed: int,
+        available: int,
+        token: str,
+        *,
+        unit: Unit | None = None,
+        holder: str = "the account",
+    ) -> None:
+        if unit is None:
+            text = f"needs {needed} base units of {token}, {holder} holds {available}"
+        else:
+            text = f"needs {_amount(needed, unit)}, {holder} holds {_amount(available, unit)}"
+        super().__init__(text)
         self.needed, self.available, self.token = needed, available, token
 
 
 class InsufficientAllowanceError(ValidationError):
     """The ERC-20 allowance for the marketplace is below the deposit: approve first."""
 
-    def __init__(self, needed: int, allowance: int, token: str) -> None:
-        super().__init__(
-            f"needs an allowance of {needed} base units of {token}, approved: {allowance}"
-        )
+    def __init__(
+        self, needed: int, allowance: int, token: str, *, unit: Unit | None = None
+    ) -> None:
+        if unit is None:
+            text = f"needs an allowance of {needed} base units of {token}, approved: {allowance}"
+        else:
+            text = (
+                f"needs an allowance of {_amount(needed, unit)} for the marketplace, "
+                f"approved: {_amount(allowance, unit)}"
+            )
+        super().__init__(text)
         self.needed, self.allowance, self.token = needed, allowance, token
 
 

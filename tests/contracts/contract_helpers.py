@@ -16,6 +16,23 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ABI_DIR = REPO_ROOT / "contracts" / "abi"
 
+
+def _upstream_abi_dir() -> Path:
+    """shared/upstream-abi beside the checkout or beside any folder above it (a git worktree
+    sits deeper than the main checkout); FABSTIR_UPSTREAM_ABI overrides."""
+    explicit = os.environ.get("FABSTIR_UPSTREAM_ABI")
+    if explicit:
+        return Path(explicit)
+    for folder in REPO_ROOT.parents:
+        candidate = folder / "shared" / "upstream-abi"
+        if candidate.is_dir():
+            return candidate
+    return REPO_ROOT.parent / "shared" / "upstream-abi"
+
+
+#: The deployed upstream contracts' client ABIs (interface data, kept outside the repository).
+UPSTREAM_ABI_DIR = _upstream_abi_dir()
+
 FEE_BASIS_POINTS = 1000  # 10%
 DISPUTE_WINDOW = 30  # seconds
 ZERO = "0x0000000000000000000000000000000000000000"

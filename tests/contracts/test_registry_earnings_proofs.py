@@ -147,6 +147,60 @@ def test_rate_limits(chain: Chain) -> None:
     assert m.getModelRateLimit(chain.model_id(1)).call() == 1000
 
 
+def test_governance_constants_have_upstream_values(chain: Chain) -> None:
+    # Upstream's ModelManager reads APPROVAL_THRESHOLD() when it initialises; the values are
+    # those of upstream's ModelRegistryUpgradeable.
+    m = chain.models
+    day = 24 * 3600
+    assert {
+        "APPROVAL_THRESHOLD": m.APPROVAL_THRESHOLD().call(),
+        "PROPOSAL_FEE": m.PROPOSAL_FEE().call(),
+        "PROPOSAL_DURATION": m.PROPOSAL_DURATION().call(),
+        "EXTENSION_THRESHOLD": m.EXTENSION_THRESHOLD().call(),
+        "EXTENSION_WINDOW": m.EXTENSION_WINDOW().call(),
+        "EXTENSION_DURATION": m.EXTENSION_DURATION().call(),
+        "MAX_EXTENSIONS": m.MAX_EXTENSIONS().call(),
+        "REPROPOSAL_COOLDOWN": m.REPROPOSAL_COOLDOWN().call(),
+    } == {
+        "APPROVAL_THRESHOLD": 100_000 * 10**18,
+        "PROPOSAL_FEE": 100 * 10**18,
+        "PROPOSAL_DURATION": 3 * day,
+        "EXTENSION_THRESHOLD": 10_000 * 10**18,
+        "EXTENSION_WINDOW": 4 * 3600,
+        "EXTENSION_DURATION": day,
+        "MAX_EXTENSIONS": 3,
+        "REPROPOSAL_COOLDOWN": 30 * day,
+    }
+
+
+def test_governance_views_read_as_no_proposal_ever_made(chain: Chain) -> None:
+    m = chain.models
+    model_id = chain.model_id(0)
+    voter = chain.accounts[USER]
+    assert m.getActiveProposals().call() == []
+    assert m.accumulatedRejectedFees().call() == 0
+    assert m.votes(model_id, voter).call() == 0
+    assert m.lateVotes(model_id).call() == 0
+    assert m.lastProposalExecutionTime(model_id).call() == 0
+    assert list(m.proposals(model_id).call()) == [
+        b"\x00" * 32,
+        ZERO,
+        0,
+        0,
+        0,
+        False,
+        ("", "", b"\x00" * 32, 0, False, 0),
+        0,
+        0,
+    ]
+    # an empty array: a public array getter reverts, without data, on any index
+    from web3.exceptions import ContractLogicError
+
+    with pytest.raises(ContractLogicError) as info:
+        m.activeProposals(0).call()
+    assert info.value.data == "0x"
+
+
 # ================================================================== proof system
 
 

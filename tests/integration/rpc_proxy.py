@@ -16,6 +16,8 @@ class RpcProxy:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.seen: Counter[str] = Counter()
+        #: The methods of each HTTP request, in arrival order (one list per batch).
+        self.requests: list[list[str]] = []
         self._lose: set[str] = set()
         self._holds: list[tuple[str, str, int, asyncio.Event]] = []
         self._runner: web.AppRunner | None = None
@@ -73,6 +75,7 @@ class RpcProxy:
         calls = payload if isinstance(payload, list) else [payload]
         methods = [c.get("method", "") for c in calls]
         self.seen.update(methods)
+        self.requests.append(methods)
         for held, until, count, opened in self._holds:
             if self.seen[until] >= count:
                 opened.set()

@@ -131,7 +131,14 @@ async def test_chat_on_exit_end_is_gas_free_and_the_host_settles(net, host):
     user = net.accounts[USER]
     sent = await nonce(net, USER)
     chat = await Chat.start(
-        net, "--model", BUILTIN, "--host", host.address, "--on-exit", "end", key=user.private_key
+        net,
+        "--model",
+        BUILTIN,
+        "--host-address",
+        host.address,
+        "--on-exit",
+        "end",
+        key=user.private_key,
     )
     assert await chat.say("count to 5") == "1 2 3 4 5"
     code, rest, err = await chat.finish()  # end of input, no /quit
@@ -161,7 +168,7 @@ async def test_chat_refuses_bad_input_before_paying(net, host):
     assert err.splitlines()[-1].startswith("fabstir: error: no host fits: "), err
     chat = await Chat.start(
         net,
-        *("--model", BUILTIN, "--host", host.address, "--max-price", str(PRICE - 1)),
+        *("--model", BUILTIN, "--host-address", host.address, "--max-price", str(PRICE - 1)),
         key=user.private_key,
     )
     code, out, err = await chat.finish()
@@ -178,7 +185,9 @@ async def test_chat_host_dying_exits_nonzero_after_settling(net):
     (nothing proven, all refunded), and the exit code says it went wrong."""
     doomed = await net.start_host(account=DOOMED, models=[BUILTIN], chain_poll=0.1)
     user = net.accounts[USER]
-    chat = await Chat.start(net, "--model", BUILTIN, "--host", doomed.address, key=user.private_key)
+    chat = await Chat.start(
+        net, "--model", BUILTIN, "--host-address", doomed.address, key=user.private_key
+    )
     assert await chat.say("count to 3") == "1 2 3"
     doomed.kill()
     code, out, err = await chat.finish("count to 4")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from fabstir_sdk.chain.rpc import JsonRpcClient
+from fabstir_sdk.chain.units import format_units
 
 pytestmark = pytest.mark.integration
 
@@ -85,6 +86,16 @@ async def test_devnet_up_prints_url_and_stops_on_ctrl_c(cli, tmp_path, process_g
                  "model_registry", "usdc_token", "fab_token"):  # fmt: skip
         assert re.search(rf"{name}\s+0x[0-9a-fA-F]{{40}}", text), name
     assert len(re.findall(r"\[\d\] 0x[0-9a-fA-F]{40}  0x[0-9a-f]{64}", text)) == 10
+    # balances read from the chain: account 0 paid the deployment's gas
+    held = re.findall(r"\[(\d)\] (0x[0-9a-fA-F]{40})  0x[0-9a-f]{64}  (.*)$", text, re.M)
+    assert [line for _, _, line in held[1:]] == ["10000 ETH, 1000000 USDC, 100000 FAB"] * 9
+    client = JsonRpcClient(rpc_url)
+    try:
+        deployer_wei = int(await client.call("eth_getBalance", held[0][1], "latest"), 16)
+    finally:
+        await client.aclose()
+    assert deployer_wei < 10**22
+    assert held[0][2] == f"{format_units(deployer_wei, 18)} ETH, 1000000 USDC, 100000 FAB"
     assert _manifest(manifest)["rpc_url"] == rpc_url
     assert await _chain_id(rpc_url) == 31337
 
@@ -106,6 +117,10 @@ async def test_devnet_up_json_and_sigterm(cli, tmp_path, process_gone):
     assert info["chain_id"] == 31337 and await _chain_id(info["rpc_url"]) == 31337
     assert len(info["contracts"]) == 7 and len(info["accounts"]) == 10
     assert len(info["models"]) >= 2
+    assert [a["balances"] for a in info["accounts"][1:]] == [
+        {"eth": 10**22, "usdc": 10**12, "fab": 10**23}
+    ] * 9
+    assert 0 < info["accounts"][0]["balances"]["eth"] < 10**22
 
     proc.send_signal(signal.SIGTERM)
     async with asyncio.timeout(15):

@@ -72,7 +72,16 @@ async def test_doc_example_runs(block: DocBlock, tmp_path):
     if block.run == "pytest":
         (tmp_path / "pytest.ini").write_text(PYTEST_INI)
         (tmp_path / "test_doc_example.py").write_text(block.code)
-        args = ("-m", "pytest", "-q", "-p", "no:cacheprovider", "test_doc_example.py")
+        args = (
+            "-m",
+            "pytest",
+            "-q",
+            "-W",
+            "error",
+            "-p",
+            "no:cacheprovider",
+            "test_doc_example.py",
+        )
         code, out, err = await _run(sys.executable, *args, cwd=tmp_path)
         assert code == 0, f"{block.id}: pytest exited {code}\n{out}\n{err}"
         assert " passed" in out and "failed" not in out and "skipped" not in out, out

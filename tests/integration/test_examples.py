@@ -110,6 +110,32 @@ async def test_fabstir_demo_tells_the_session_story():
     assert all(re.search(r"\d+(\.\d)? ms$|\(18 tokens\)$", line) for line in timing), timing
 
 
+# `fabstir demo` as if py-libp2p (the p2p extra) were not installed: importing it fails.
+NO_LIBP2P_DEMO = (
+    "import sys\n"
+    "for name in ('libp2p', 'trio', 'multiaddr'):\n"
+    "    sys.modules[name] = None\n"
+    "from fabstir_sdk.cli import main\n"
+    "sys.exit(main(['demo']))\n"
+)
+
+
+async def test_fabstir_demo_without_the_p2p_extra():
+    """A plain install: the registry finds the host, and one line says what the DHT needs."""
+    out = await run(sys.executable, "-c", NO_LIBP2P_DEMO)
+    from fabstir_sdk._install_hints import pip_install
+
+    lines = out.splitlines()
+    needs = f"py-libp2p, which is not installed: {pip_install('p2p')} (the p2p extra)"
+    skipped = f"DHT        skipped, the registry alone finds the host. P2P discovery needs {needs}"
+    assert lines.count(skipped) == 1, out
+    assert len([line for line in lines if "libp2p" in line or "DHT" in line]) == 1, out
+    host = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"  # devnet account 2
+    assert f"Found host {host} in the registry;" in lines, out
+    assert re.search(r"host \(90%\)\s+1,800 micro-USDC = 0\.0018 USDC\n", out), out
+    assert "  assistant  Your name is Ada." in lines, out
+
+
 async def test_fabstir_demo_fails_loudly():
     """Any failure: the step that failed is marked, the error printed, the exit code 1."""
     proc = await asyncio.create_subprocess_exec(

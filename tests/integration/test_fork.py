@@ -8,6 +8,7 @@ reach it.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -170,3 +171,107 @@ async def test_fork_refusals(devnet, tmp_path):
 def test_fork_options_are_checked_before_anything_starts(options, message):
     with pytest.raises(ValidationError, match=message):
         Devnet.start(**options)
+
+
+@pytest.fixture
+async def bare_chain(tmp_path):
+    """A chain with our contracts whose deployment gave the test accounts nothing: deployed
+    by a stranger's key, no tokens minted to anyone, like a live chain seen by a new user."""
+    from fabstir_sdk.devnet._deploy import deploy, write_manifest
+    from fabstir_sdk.devnet._hosts import host_account
+
+    remote = await AnvilProcess.start(log_path=tmp_path / "remote.log")
+    rpc = JsonRpcClient(remote.rpc_url)
+    try:
+        stranger = host_account(424242)
+        await rpc.call("anvil_setBalance", stranger.address, hex(10**20))
+        deployment = await deploy(rpc, stranger, [], chain_id=31337)
+        manifest = tmp_path / "bare.json"
+        write_manifest(manifest, deployment, chain_id=31337, rpc_url=remote.rpc_url)
+        yield remote, deployment, manifest
+    finally:
+        await rpc.aclose()
+        await remote.stop()
+
+
+async def test_fork_funds_the_test_accounts_and_runs_a_full_session(bare_chain):
+    from fabstir_sdk.devnet import FAB_PER_ACCOUNT
+
+    remote, deployment, manifest = bare_chain
+    usdc, fab = deployment.addresses.usdc_token, deployment.addresses.fab_token
+    fork = await Devnet.start(fork_url=remote.rpc_url, manifest=manifest)
+    async with fork, FabstirSDK(fork.sdk_config()) as user:
+        await user.authenticate(fork.accounts[USER].private_key)
+        pm = user.get_payment_manager()
+        for account in fork.accounts:
+            assert await pm.get_token_balance(usdc, account.address) == USDC_PER_ACCOUNT
+            assert await pm.get_token_balance(fab, account.address) == FAB_PER_ACCOUNT
+
+        host = await fork.start_host(account=HOST)  # stakes the fork's FAB, registers
+        assert host.models == ["fabstir/builtin:toy-1.gguf"]
+        info = await user.get_host_manager().get_host_info(host.address)
+        assert info.is_active and info.api_url == host.api_url
+        assert FAB_PER_ACCOUNT - await pm.get_token_balance(fab, host.address) == info.stake
+
+        sm = await user.get_session_manager()
+        session = await sm.create_session(model=host.models[0], host=host.address, deposit="1")
+        assert (await session.send_prompt("count to 3")).text == "1 2 3"
+        settlement = await session.complete()
+        # the first checkpoint is padded to the proof interval: 1000 tokens at 2000 per 1000
+        assert (settlement.tokens_used, settlement.host_payment) == (1000, 2000)
+        assert (settlement.treasury_fee, settlement.host_net, settlement.refund) == (
+            200,
+            1800,
+            998_000,
+        )
+        assert await pm.get_token_balance(usdc) == USDC_PER_ACCOUNT - 2000
+        assert await user.get_host_manager().get_host_earnings(usdc, host.address) == 1800
+
+    # the chain that was forked still has nothing for them
+    async with FabstirSDK(SDKConfig.from_manifest(manifest, rpc_url=remote.rpc_url)) as seen:
+        pm = seen.get_payment_manager()
+        for account in fork.accounts:
+            assert await pm.get_token_balance(usdc, account.address) == 0
+            assert await pm.get_token_balance(fab, account.address) == 0
+
+
+FORK_ONLY_CONFTEST = """
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def fabstir_devnet_options():
+    return {"fork_url": os.environ["FORK_URL"], "manifest": os.environ["FORK_MANIFEST"]}
+"""
+
+FORK_SESSION_TEST = """
+from fabstir_sdk.devnet import USDC_PER_ACCOUNT
+
+
+async def test_a_paid_session_on_the_fork(fabstir_devnet, fabstir_sdk, fabstir_host):
+    usdc = fabstir_devnet.addresses.usdc_token
+    sm = await fabstir_sdk.get_session_manager()
+    session = await sm.create_session(model=fabstir_host.models[0], host=fabstir_host.address)
+    assert (await session.send_prompt("count to 3")).text == "1 2 3"
+    settlement = await session.complete()
+    assert (settlement.host_payment, settlement.host_net) == (2000, 1800)
+    pm = fabstir_sdk.get_payment_manager()
+    assert await pm.get_token_balance(usdc) == USDC_PER_ACCOUNT - 2000
+"""
+
+
+async def test_the_plugin_fixtures_run_a_session_on_a_fork_with_one_override(bare_chain, tmp_path):
+    """The user's conftest overrides ``fabstir_devnet_options`` and nothing else: the host
+    fixture stakes and registers on the fork, the SDK fixture pays with the fork's USDC."""
+    from .test_plugin import run_pytest, write
+
+    remote, _deployment, manifest = bare_chain
+    project = tmp_path / "project"
+    write(project / "conftest.py", FORK_ONLY_CONFTEST)
+    write(project / "test_on_fork.py", FORK_SESSION_TEST)
+    out = await run_pytest(
+        project, env={"FORK_URL": remote.rpc_url, "FORK_MANIFEST": str(manifest)}
+    )
+    assert re.search(r"^1 passed", out, re.M), out

@@ -14,6 +14,8 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
+LOOP_SCOPE = "asyncio_default_fixture_loop_scope"
+
 NOTHING_STARTED = """
 import sys
 
@@ -127,9 +129,22 @@ def write(path: Path, text: str) -> None:
 async def test_a_users_integration_test_is_three_lines(tmp_path):
     write(tmp_path / "test_a_nothing.py", NOTHING_STARTED)
     write(tmp_path / "test_b_chat.py", USER_TEST)
-    out = await run_pytest(tmp_path)
-    assert re.search(r"^4 passed", out, re.M), out
-    assert "PytestUnhandledCoroutineWarning" not in out
+    out = await run_pytest(tmp_path, "-W", "error")  # any warning would fail the run
+    assert re.search(r"^4 passed in [\d.]+s", out, re.M), out
+    assert "Warning" not in out and "warnings summary" not in out, out
+
+
+@pytest.mark.parametrize(
+    ("option", "scope"), [((), "fixture-scope"), (("-o", f"{LOOP_SCOPE}=module"), "module")]
+)
+async def test_no_loop_scope_warning_and_a_users_setting_is_kept(tmp_path, option, scope):
+    """pytest-asyncio warns on every run while its fixture loop scope is unset; the plugin
+    sets the value that behaves as unset does, and leaves one the user chose alone."""
+    write(tmp_path / "test_a_nothing.py", NOTHING_STARTED)
+    out = await run_pytest(tmp_path, "-W", "error", "-v", *option)
+    assert f"{LOOP_SCOPE}={scope}," in out, out
+    assert re.search(r"^=+ 2 passed in [\d.]+s =+$", out, re.M), out
+    assert "Warning" not in out and "warnings summary" not in out, out
 
 
 @pytest.mark.parametrize("mode", ["strict", "auto"])

@@ -223,7 +223,9 @@ async def test_storage_needs_authentication(devnet, tmp_path):
     assert files_under(tmp_path) == []
 
 
-@pytest.mark.parametrize("key", ["", "a/b", "..", ".", "x\0y", "k" * 201, 7, None])
+@pytest.mark.parametrize(
+    "key", ["", "/a", "a/", "a//b", "a/../b", "..", ".", "x\0y", "k" * 201, "k/" * 513, 7, None]
+)
 async def test_bad_keys_refused_before_any_write(storage_for, tmp_path, key):
     st = await storage_for(1)
     with pytest.raises(InvalidStorageKeyError):
@@ -231,6 +233,42 @@ async def test_bad_keys_refused_before_any_write(storage_for, tmp_path, key):
     with pytest.raises(InvalidStorageKeyError):
         await st.append_message(key, {"role": "user", "content": "x"})
     assert files_under(tmp_path / "store") == []
+
+
+async def test_a_conversation_id_is_one_segment(storage_for, tmp_path):
+    st = await storage_for(1)
+    with pytest.raises(InvalidStorageKeyError, match="one path segment"):
+        await st.append_message("a/b", {"role": "user", "content": "x"})
+    assert files_under(tmp_path / "store") == []
+
+
+async def test_keys_may_be_paths_listed_by_prefix(devnet, storage_for):
+    st = await storage_for(1)
+    for key in ["notes/2026/today", "notes/2026/tomorrow", "notes/2025/old", "notes", "todo"]:
+        await st.store_data(key, key.upper())
+    assert await st.retrieve_data("notes/2026/today") == "NOTES/2026/TODAY"
+    assert await st.retrieve_data("notes") == "NOTES"  # a key and a folder may share a name
+    keys = [ref.key for ref in await st.list_user_data()]
+    assert keys == ["notes", "notes/2025/old", "notes/2026/today", "notes/2026/tomorrow", "todo"]
+    assert [r.key for r in await st.list_user_data("notes/2026/")] == [
+        "notes/2026/today",
+        "notes/2026/tomorrow",
+    ]
+    assert [r.key for r in await st.list_user_data("notes/2026/to")] == [
+        "notes/2026/today",
+        "notes/2026/tomorrow",
+    ]
+    assert [r.key for r in await st.list_user_data("notes/")] == keys[1:4]
+    assert [r.key for r in await st.list_user_data("no")] == keys[:4]
+    assert await st.list_user_data("nothing/") == []
+    assert await st.delete_data("notes/2026/today")
+    assert not await st.delete_data("notes/2026/today")
+    with pytest.raises(NotFoundError):
+        await st.retrieve_data("notes/2026/today")
+    assert [r.key for r in await st.list_user_data("notes/2026")] == ["notes/2026/tomorrow"]
+    # the paths are the S5 file system's: the same value is at home/conversations/{user}/...
+    user = devnet.accounts[1].address
+    assert await st.fs.get(f"home/conversations/{user}/notes/2025/old.json") == "NOTES/2025/OLD"
 
 
 async def test_bad_values_refused_before_any_write(storage_for, tmp_path):

@@ -125,6 +125,11 @@ def fabstir_runs(cases: list[tuple[list[str], dict[str, str]]]) -> list[tuple[in
 FAILURES = {
     ("chat",): (["--model", "a:b"], {}, "say which chain: --manifest PATH or --network"),
     ("demo",): ([], {"FABSTIR_ANVIL": "/nonexistent"}, "FABSTIR_ANVIL=/nonexistent is not an"),
+    ("devnet", "install"): (
+        [],
+        {"PATH": "/nonexistent", "XDG_CACHE_HOME": "/nonexistent"},
+        "npm not found: `fabstir devnet install` uses npm",
+    ),
     ("devnet", "up"): ([], {"FABSTIR_ANVIL": "/nonexistent"}, "FABSTIR_ANVIL=/nonexistent is"),
     ("host", "run"): (
         ["--model", "a:b", "--network", "base-sepolia"],
@@ -198,3 +203,21 @@ USAGE = [
 def test_usage_mistakes_are_one_line_too():
     results = fabstir_runs([(args, {}) for args, _ in USAGE])
     assert results == [(2, line + "\n") for _, line in USAGE]
+
+
+def test_host_means_one_thing_in_every_command():
+    """``--host`` is where a server listens, with the same help, wherever it appears; a
+    compute host is ``--host-address`` (chat), and no abbreviation blurs the two."""
+    listening = {}
+    for words, parser, _ in ALL:
+        for action in parser._actions:
+            if "--host" in action.option_strings:
+                listening[" ".join(words)] = (action.default, action.help)
+    assert listening == {
+        name: ("127.0.0.1", "address to listen on (default 127.0.0.1)")
+        for name in ("host run", "proxy", "s5 serve")
+    }
+    args = build_parser().parse_args(["chat", "--model", "m", "--host-address", "0xabc"])
+    assert args.host_address == "0xabc"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["chat", "--model", "m", "--host", "0xabc"])

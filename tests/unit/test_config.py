@@ -5,10 +5,10 @@ import pytest
 from fabstir_sdk import ConfigError, ContractAddresses, SDKConfig
 
 ADDR = {
-    "job_marketplace": "0xeebEEbc9BCD35e81B06885b63f980FeC71d56e2D",
+    "job_marketplace": "0xD067719Ee4c514B5735d1aC0FfB46FECf2A9adA4",
     "node_registry": "0x8BC0Af4aAa2dfb99699B1A24bA85E507de10Fd22",
     "model_registry": "0x1a9d91521c85bD252Ac848806Ff5096bBb9ACDb2",
-    "proof_system": "0x5afB91977e69Cc5003288849059bc62d47E7deeb",
+    "proof_system": "0xE8DCa89e1588bbbdc4F7D5F78263632B35401B31",
     "host_earnings": "0xE4F33e9e132E60fc3477509f99b9E1340b91Aee0",
     "fab_token": "0xC78949004B4EB6dEf2D66e49Cd81231472612D62",
     "usdc_token": "0x036CbD53842c5426634e7929541eC2318f3dCF7e",
@@ -57,3 +57,29 @@ def test_manifest_errors(tmp_path):
     path = tmp_path / "m.json"
     path.write_text(json.dumps({"chain_id": 31337, "contracts": ADDR}))
     assert SDKConfig.from_manifest(path, rpc_url="http://127.0.0.1:1").chain_id == 31337
+
+
+def test_base_sepolia_manifest_says_where_each_address_comes_from():
+    import re
+    from datetime import date
+
+    from fabstir_sdk._resources import contracts_path
+
+    manifest = json.loads(contracts_path("deployments", "base-sepolia.json").read_text())
+    assert set(manifest["sources"]) == set(manifest["contracts"]) == set(ADDR)
+    for field, source in manifest["sources"].items():
+        assert source["repo"].startswith("Fabstir/"), field
+        assert source["file"] and source["note"], field
+        assert re.fullmatch(r"[0-9a-f]{40}", source["commit"]), field
+        assert date.fromisoformat(source["date"]) <= date(2026, 2, 26), field
+
+
+def test_from_manifest_takes_the_rpc_url_from_the_manifest(tmp_path):
+    path = tmp_path / "devnet.json"
+    path.write_text(json.dumps({"chain_id": 31337, "contracts": ADDR, "rpc_url": "http://a:1"}))
+    assert SDKConfig.from_manifest(path).rpc_url == "http://a:1"
+    assert SDKConfig.from_manifest(path, rpc_url="http://b:2").rpc_url == "http://b:2"  # wins
+    path.write_text(json.dumps({"chain_id": 31337, "contracts": ADDR}))
+    with pytest.raises(ConfigError) as info:
+        SDKConfig.from_manifest(path)
+    assert str(info.value) == "manifest devnet.json names no RPC endpoint: pass rpc_url=..."

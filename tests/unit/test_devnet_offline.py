@@ -7,12 +7,14 @@ import json
 import stat
 import subprocess
 import sys
+import sysconfig
+from pathlib import Path
 
 import pytest
 import rlp
 from eth_utils.crypto import keccak
 
-from fabstir_sdk import ConfigError, ContractAddresses, ValidationError
+from fabstir_sdk import AnvilNotFoundError, ConfigError, ContractAddresses, ValidationError
 from fabstir_sdk.cli import build_parser, main
 from fabstir_sdk.devnet import (
     DEVNET_MODELS,
@@ -25,6 +27,7 @@ from fabstir_sdk.devnet import (
 )
 from fabstir_sdk.devnet._deploy import _create_address, write_manifest
 
+ROOT = Path(__file__).resolve().parents[2]
 KEY = "0x" + "ab" * 32
 ADDR = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 
@@ -42,6 +45,7 @@ def no_anvil(tmp_path, monkeypatch):
     monkeypatch.delenv(_anvil.ANVIL_ENV, raising=False)
     monkeypatch.setenv("PATH", str(tmp_path / "empty-path"))
     monkeypatch.setattr(_anvil, "_REPO_ROOT", tmp_path / "repo")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -50,9 +54,54 @@ def _npm_binary(base):
     return base / "node_modules" / "@foundry-rs" / _anvil._npm_package() / "bin" / "anvil"
 
 
-def test_missing_anvil_names_npm_ci(no_anvil):
-    with pytest.raises(ConfigError, match="npm ci"):
+def test_missing_anvil_names_the_install_command(no_anvil):
+    with pytest.raises(AnvilNotFoundError) as caught:
         find_anvil()
+    cache = no_anvil / "cache" / "fabstir-sdk" / "anvil" / "1.7.1"
+    assert _anvil.anvil_cache_dir() == cache
+    script = Path(sysconfig.get_path("scripts")) / "fabstir"  # not on this PATH: its full path
+    assert str(caught.value) == (
+        f"anvil not found: run `{script} devnet install` (it installs the pinned anvil 1.7.1 "
+        f"from npm into {cache}); Foundry's anvil on PATH or FABSTIR_ANVIL=/path/to/anvil "
+        "work too"
+    )
+    assert isinstance(caught.value, ConfigError)
+
+
+def test_installed_copy_in_the_cache_is_found_from_anywhere(no_anvil, monkeypatch):
+    cached = _fake_binary(_npm_binary(_anvil.anvil_cache_dir()))
+    (no_anvil / "elsewhere").mkdir()
+    monkeypatch.chdir(no_anvil / "elsewhere")
+    assert find_anvil() == cached
+    on_path = _fake_binary(no_anvil / "bin" / "anvil")  # Foundry's own install wins
+    monkeypatch.setenv("PATH", str(on_path.parent))
+    assert find_anvil() == on_path
+
+
+def test_checkout_node_modules_only_where_a_checkout_is(no_anvil, monkeypatch):
+    binary = _fake_binary(_npm_binary(no_anvil / "repo"))
+    (no_anvil / "elsewhere").mkdir()
+    monkeypatch.chdir(no_anvil / "elsewhere")
+    with pytest.raises(AnvilNotFoundError):
+        find_anvil()  # an installed wheel: the directory above site-packages is no checkout
+    (no_anvil / "repo" / "pyproject.toml").write_text("")
+    assert find_anvil() == binary
+
+
+def test_the_wheel_pins_the_repositorys_anvil():
+    """The npm files `fabstir devnet install` uses name what package(-lock).json pin."""
+    repo_pkg = json.loads((ROOT / "package.json").read_text())
+    repo_lock = json.loads((ROOT / "package-lock.json").read_text())["packages"]
+    ours = json.loads((_anvil.ANVIL_NPM_DIR / "package-lock.json").read_text())["packages"]
+    version = repo_pkg["devDependencies"]["@foundry-rs/anvil"]
+    assert (
+        _anvil.pinned_anvil_version()
+        == version
+        == repo_lock[""]["devDependencies"]["@foundry-rs/anvil"]
+    )
+    foundry = {k: v for k, v in repo_lock.items() if k.startswith("node_modules/@foundry-rs/")}
+    assert len(foundry) == 6 and {k: v for k, v in ours.items() if k} == foundry
+    assert ours[""]["devDependencies"] == {"@foundry-rs/anvil": version}
 
 
 def test_env_variable_wins(no_anvil, monkeypatch):
@@ -77,6 +126,7 @@ def test_node_modules_found_from_a_subdirectory(no_anvil, monkeypatch):
 
 def test_node_modules_of_the_checkout_when_cwd_has_none(no_anvil):
     binary = _fake_binary(_npm_binary(no_anvil / "repo"))
+    (no_anvil / "repo" / "pyproject.toml").write_text("")
     assert find_anvil() == binary
 
 

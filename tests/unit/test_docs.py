@@ -26,7 +26,13 @@ RUN_MARKERS = {
     "run: pytest": "pytest",
     "run: with devnet": "devnet",
     "run: with devnet and host": "devnet+host",
+    # shell: a pip user's install steps, run by scripts/pip_user_check.sh in a new venv
+    "run: pip-user": "pip-user",
+    # shell: a clone's steps, run by .ci/run (CI is a fresh clone)
+    "run: clone": "clone",
 }
+#: The kinds tests/integration/test_doc_examples.py runs; the shell kinds run in CI scripts.
+PYTHON_KINDS = ("python", "pytest", "devnet", "devnet+host")
 
 
 @dataclass(frozen=True)
@@ -91,7 +97,12 @@ def all_blocks() -> list[DocBlock]:
 
 
 def runnable_blocks() -> list[DocBlock]:
-    return [block for block in all_blocks() if block.run]
+    return [block for block in all_blocks() if block.run in PYTHON_KINDS]
+
+
+def shell_blocks(kind: str) -> list[DocBlock]:
+    """The ``<!-- run: pip-user -->`` or ``<!-- run: clone -->`` blocks, in page order."""
+    return [block for block in all_blocks() if block.run == kind]
 
 
 def test_the_site_builds_strict(tmp_path):
@@ -131,7 +142,9 @@ def test_every_python_fragment_compiles():
 def test_runnable_blocks_are_found():
     found = {b.id: b for b in runnable_blocks()}
     readme = [b for b in found.values() if b.path.name == "README.md"]
-    assert len(readme) == 1 and "create_session(" in readme[0].code  # its quickstart
+    assert [b.run for b in readme] == ["python", "pytest"]  # its quickstart, a user's test
+    assert "create_session(" in readme[0].code and readme[0].output
+    assert len([line for line in readme[1].code.splitlines()[1:] if line.strip()]) == 3
     quickstart = [b for b in found.values() if b.path.name == "quickstart.md"]
     assert len(quickstart) == 1 and quickstart[0].output
     assert [b.run for b in found.values() if b.path.name == "test-with-devnet.md"] == ["pytest"]
@@ -154,3 +167,46 @@ def test_the_parser_reads_markers_and_outputs(tmp_path):
     page.write_text("<!-- run: bash -->\n```sh\nls\n```\n")
     with pytest.raises(ValueError, match="unknown marker"):
         doc_blocks(page)
+
+
+def test_install_paths_pip_first_then_clone():
+    """README and docs/index.md: the pip path first, the clone path second, both run (the
+    pip steps by scripts/pip_user_check.sh, the clone's by .ci/run)."""
+    from fabstir_sdk import __version__
+
+    for page in (ROOT / "README.md", ROOT / "docs" / "index.md"):
+        kinds = [b.run for b in doc_blocks(page) if b.run in ("pip-user", "clone")]
+        assert kinds == ["pip-user", "clone"], page
+    (pip_user,) = [b for b in shell_blocks("pip-user") if b.path.name == "README.md"]
+    steps = [line.split("#")[0].strip() for line in pip_user.code.splitlines()]
+    assert steps == [
+        "python3 -m venv .venv && . .venv/bin/activate",
+        f"pip install './fabstir_sdk-{__version__}-py3-none-any.whl[testing]'",
+        "fabstir devnet install",
+        "fabstir demo",
+    ]
+    index = [b for b in shell_blocks("pip-user") if b.path.name == "index.md"]
+    assert [b.code for b in index] == [pip_user.code]  # one set of steps, shown twice
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    for block in shell_blocks("clone"):
+        first, *commands = [line.split("#")[0].strip() for line in block.code.splitlines()]
+        assert first.startswith("git clone ") and first.endswith("&& cd fabstir-sdk")
+        assert commands and all(command in ci for command in commands), block.id
+
+
+def _extras_table(page: Path) -> list[str]:
+    lines = page.read_text().splitlines()
+    start = lines.index("| extra | adds | needed for |")
+    return lines[start : start + next(i for i, x in enumerate(lines[start:]) if not x.strip())]
+
+
+def test_one_table_of_extras():
+    """The extras table (README and docs/index.md show the same one) names every extra."""
+    import tomllib
+
+    table = _extras_table(ROOT / "README.md")
+    assert _extras_table(ROOT / "docs" / "index.md") == table
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert [row.split("|")[1].strip(" `") for row in table[2:]] == list(extras)

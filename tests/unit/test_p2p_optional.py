@@ -1,7 +1,9 @@
 """Without py-libp2p (the p2p extra) the SDK imports, and the P2P methods say what to install."""
 
+import shutil
 import subprocess
 import sys
+import sysconfig
 import textwrap
 
 from fabstir_sdk import P2PUnavailableError
@@ -53,9 +55,12 @@ def test_p2p_methods_name_the_extra_when_libp2p_is_missing():
         [sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True, timeout=60
     )
     lines = out.stdout.strip().splitlines()
+    # the pip of this environment: `pip` when PATH finds it, else `<python> -m pip`
+    pip = "pip" if shutil.which("pip") == sysconfig.get_path("scripts") + "/pip" else None
+    pip = pip or f"{sys.executable} -m pip"
     expected = (
         "P2P discovery needs py-libp2p, which is not installed: "
-        "pip install 'fabstir-sdk[p2p]' (the p2p extra)"
+        f"{pip} install 'fabstir-sdk[p2p]' (the p2p extra)"
     )
     assert lines == [expected] * 4 + ["[]"]
 

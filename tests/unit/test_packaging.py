@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -53,6 +54,69 @@ def test_wheel_contents(wheel):
     } == manifests
     assert not [n for n in names if "/test/" in n or n.startswith(("tests/", "contracts/"))]
     assert not [n for n in names if n.endswith((".sol", ".pyc", ".ipynb"))]
+    # what `fabstir devnet install` hands npm: the pinned anvil, with its integrity hashes
+    npm = {n for n in names if n.startswith("fabstir_sdk/devnet/anvil_npm/")}
+    assert npm == {
+        "fabstir_sdk/devnet/anvil_npm/package.json",
+        "fabstir_sdk/devnet/anvil_npm/package-lock.json",
+    }
+    assert "fabstir_sdk/__main__.py" in names
+
+
+@pytest.fixture(scope="module")
+def dists(tmp_path_factory) -> Path:
+    """The sdist and wheel a release uploads, built as scripts/pip_user_check.sh builds them."""
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        [sys.executable, "-m", "hatchling", "build", "-d", str(out)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+def test_twine_accepts_the_sdist_and_the_wheel(dists):
+    names = sorted(p.name for p in dists.iterdir())
+    assert names == [
+        f"fabstir_sdk-{__version__}-py3-none-any.whl",
+        f"fabstir_sdk-{__version__}.tar.gz",
+    ]
+    check = subprocess.run(
+        [sys.executable, "-m", "twine", "check", "--strict", *sorted(dists.iterdir())],
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.stdout.count("PASSED") == 2, check.stdout
+
+
+def test_the_sdist_builds_the_same_wheel(dists, wheel, tmp_path):
+    (sdist,) = dists.glob("*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        members = {m.name.split("/", 1)[1] for m in tar.getmembers() if m.isfile()}
+        tar.extractall(tmp_path, filter="data")
+    assert {"pyproject.toml", "README.md", "LICENSE", "PKG-INFO"} <= members
+    assert not [m for m in members if m.startswith(("tests/", "node_modules/", "contracts/src"))]
+    out = tmp_path / "wheel"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "--wheel-dir",
+            str(out),
+            str(tmp_path / sdist.name.removesuffix(".tar.gz")),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (rebuilt,) = out.glob("*.whl")
+    assert set(zipfile.ZipFile(rebuilt).namelist()) == set(zipfile.ZipFile(wheel).namelist())
 
 
 def test_wheel_metadata(wheel):
@@ -63,6 +127,12 @@ def test_wheel_metadata(wheel):
     assert f"\nVersion: {__version__}\n" in metadata
     assert "Provides-Extra: testing" in metadata and "Provides-Extra: notebook" in metadata
     assert "Classifier: Typing :: Typed" in metadata
+    assert "Classifier: Development Status :: 3 - Alpha" in metadata
+    assert "License-Expression: MIT" in metadata and "License-File: LICENSE" in metadata
+    assert "Project-URL: Source, https://github.com/fabstir/fabstir-sdk" in metadata
+    assert "Requires-Python: >=3.11" in metadata
+    assert "Requires-Dist: pytest-asyncio>=1.5; extra == 'testing'" in metadata
+    assert "Description-Content-Type: text/markdown" in metadata
     assert "[console_scripts]\nfabstir = fabstir_sdk.cli:main" in entry_points
     assert "[pytest11]\nfabstir = fabstir_sdk.testing" in entry_points
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache
 from typing import Any
 
 from eth_abi.abi import decode, encode
@@ -68,6 +68,8 @@ class Call:
     data: bytes
     output_types: tuple[str, ...]
     output_names: tuple[str, ...]
+    #: ``fn(type,...)``, the canonical signature behind the selector
+    signature: str = ""
 
     def decode(self, result: bytes) -> Any:
         """The return value: one value, or a tuple when the function returns several."""
@@ -97,6 +99,40 @@ class _Event:
     plain: tuple[tuple[str, str], ...]
 
 
+@cache
+def _function_table(name: str) -> dict[str, list[tuple[bytes, list[str], dict[str, Any]]]]:
+    """Artifact ``name``'s functions by name: (selector, input types, ABI entry) per overload.
+
+    Built once per artifact, not per :class:`Contract`: hashing every signature costs more
+    than the calls a short-lived client makes (``authenticate`` probes seven contracts)."""
+    table: dict[str, list[tuple[bytes, list[str], dict[str, Any]]]] = {}
+    for item in load_abi(name):
+        if item.get("type") != "function":
+            continue
+        types = [canonical_type(i) for i in item.get("inputs", [])]
+        selector = function_signature_to_4byte_selector(f"{item['name']}({','.join(types)})")
+        table.setdefault(item["name"], []).append((selector, types, item))
+    return table
+
+
+@cache
+def _event_table(name: str) -> dict[str, _Event]:
+    """Artifact ``name``'s events by name, built once per artifact."""
+    events = {}
+    for item in load_abi(name):
+        if item.get("type") != "event":
+            continue
+        inputs = item.get("inputs", [])
+        signature = f"{item['name']}({','.join(canonical_type(i) for i in inputs)})"
+        events[item["name"]] = _Event(
+            name=item["name"],
+            topic=keccak(signature.encode()),
+            indexed=tuple((i["name"], canonical_type(i)) for i in inputs if i["indexed"]),
+            plain=tuple((i["name"], canonical_type(i)) for i in inputs if not i["indexed"]),
+        )
+    return events
+
+
 class Contract:
     """The ABI of artifact ``name`` bound to ``address``."""
 
@@ -108,32 +144,13 @@ class Contract:
     def __repr__(self) -> str:
         return f"Contract({self.name!r}, {self.address!r})"
 
-    @cached_property
+    @property
     def _functions(self) -> dict[str, list[tuple[bytes, list[str], dict[str, Any]]]]:
-        table: dict[str, list[tuple[bytes, list[str], dict[str, Any]]]] = {}
-        for item in self._abi:
-            if item.get("type") != "function":
-                continue
-            types = [canonical_type(i) for i in item.get("inputs", [])]
-            selector = function_signature_to_4byte_selector(f"{item['name']}({','.join(types)})")
-            table.setdefault(item["name"], []).append((selector, types, item))
-        return table
+        return _function_table(self.name)
 
-    @cached_property
+    @property
     def _events(self) -> dict[str, _Event]:
-        events = {}
-        for item in self._abi:
-            if item.get("type") != "event":
-                continue
-            inputs = item.get("inputs", [])
-            signature = f"{item['name']}({','.join(canonical_type(i) for i in inputs)})"
-            events[item["name"]] = _Event(
-                name=item["name"],
-                topic=keccak(signature.encode()),
-                indexed=tuple((i["name"], canonical_type(i)) for i in inputs if i["indexed"]),
-                plain=tuple((i["name"], canonical_type(i)) for i in inputs if not i["indexed"]),
-            )
-        return events
+        return _event_table(self.name)
 
     def call(self, fn: str, *args: Any) -> Call:
         """Encode ``fn(*args)``; overloads are told apart by argument count."""
@@ -150,6 +167,7 @@ class Contract:
             + encode(types, [_encodable(t, a) for t, a in zip(types, args, strict=True)]),
             output_types=tuple(canonical_type(o) for o in outputs),
             output_names=tuple(o.get("name", "") for o in outputs),
+            signature=f"{fn}({','.join(types)})",
         )
 
     def event_topic(self, name: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -19,7 +20,7 @@ import aiohttp
 
 from ..errors import RpcError, RpcUnavailableError
 
-__all__ = ["RETRY_SAFE", "JsonRpcClient", "RpcFailure"]
+__all__ = ["RETRY_SAFE", "JsonRpcClient", "RpcFailure", "unreachable_reason"]
 
 log = logging.getLogger("fabstir_sdk.chain")
 
@@ -76,6 +77,24 @@ class RpcFailure(RpcError):
         if "revert" in self.node_message:
             return b""
         return None
+
+
+_FIRST_DELAY = 0.05
+
+
+def unreachable_reason(exc: BaseException) -> str:
+    """Why a node could not be reached, in words ("connection refused"), not a repr."""
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    errno = getattr(getattr(exc, "os_error", None), "errno", None) or getattr(exc, "errno", None)
+    if isinstance(errno, int) and errno:
+        return os.strerror(errno).lower()
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "cannot connect"
+    text = str(exc)
+    return text if text.startswith("HTTP ") else f"{type(exc).__name__}: {text}"[:200]
 
 
 class JsonRpcClient:
@@ -151,18 +170,29 @@ class JsonRpcClient:
     async def _post(self, payload: Any, *, retry: bool) -> Any:
         data = json.dumps(payload)
         deadline = time.monotonic() + self.retry_for
-        delay = 0.05
+        delay = _FIRST_DELAY
         while True:
             try:
                 return await self._post_once(data)
             except _Transient as exc:
                 cause = exc.__cause__ or exc
+                why = unreachable_reason(cause)
                 if not retry:
-                    raise RpcError(f"JSON-RPC request to {self.url} failed: {cause!r}") from cause
+                    raise RpcUnavailableError(
+                        f"RPC endpoint {self.url} unreachable ({why})"
+                    ) from cause
                 if time.monotonic() + delay > deadline:
                     raise RpcUnavailableError(
-                        f"{self.url} unavailable for {self.retry_for:g} s: {cause!r}"
+                        f"RPC endpoint {self.url} unreachable for {self.retry_for:g} s ({why}): "
+                        "is the node running, and is the URL right?"
                     ) from cause
+                if delay == _FIRST_DELAY:  # one line per outage: the rest is DEBUG
+                    log.warning(
+                        "RPC endpoint %s unreachable (%s); retrying for up to %g s",
+                        self.url,
+                        why,
+                        self.retry_for,
+                    )
                 log.debug("JSON-RPC to %s failed (%r); retrying in %.2f s", self.url, cause, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)

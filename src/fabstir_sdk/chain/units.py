@@ -11,6 +11,7 @@ __all__ = [
     "PRICE_PRECISION",
     "USDC_DECIMALS",
     "Amount",
+    "format_amount",
     "format_units",
     "to_base_units",
 ]
@@ -66,3 +67,8 @@ def format_units(base_units: int, decimals: int) -> str:
     whole, frac = divmod(abs(base_units), 10**decimals)
     frac_text = f"{frac:0{decimals}d}".rstrip("0") if decimals else ""
     return f"{sign}{whole}.{frac_text}" if frac_text else f"{sign}{whole}"
+
+
+def format_amount(base_units: int, decimals: int, symbol: str) -> str:
+    """An amount as a person reads it, with its token: ``5000000, 6, "USDC" -> "5 USDC"``."""
+    return f"{format_units(base_units, decimals)} {symbol}"

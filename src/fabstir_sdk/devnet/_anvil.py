@@ -12,6 +12,7 @@ import asyncio
 import atexit
 import contextlib
 import ctypes
+import json
 import logging
 import os
 import platform
@@ -25,10 +26,23 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from ..chain.rpc import JsonRpcClient
-from ..errors import ConfigError, DevnetError, RpcError
+import platformdirs
 
-__all__ = ["ANVIL_ENV", "DEFAULT_CHAIN_ID", "LOOPBACK", "AnvilProcess", "find_anvil"]
+from .._install_hints import fabstir_command
+from ..chain.rpc import JsonRpcClient
+from ..errors import AnvilNotFoundError, ConfigError, DevnetError, RpcError
+
+__all__ = [
+    "ANVIL_ENV",
+    "ANVIL_NPM_DIR",
+    "DEFAULT_CHAIN_ID",
+    "LOOPBACK",
+    "AnvilProcess",
+    "anvil_cache_dir",
+    "find_anvil",
+    "npm_anvil",
+    "pinned_anvil_version",
+]
 
 log = logging.getLogger("fabstir_sdk.devnet")
 
@@ -40,8 +54,25 @@ LOOPBACK = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
 _PORT_ATTEMPTS = 5
 _PORT_IN_USE = "Address already in use"
+#: The pinned @foundry-rs/anvil (package.json and package-lock.json), shipped in the wheel.
+ANVIL_NPM_DIR = Path(__file__).parent / "anvil_npm"
+# A source checkout (editable install) has its own node_modules from `npm ci`; an installed
+# wheel has no checkout, so this is used only where the checkout's pyproject.toml is.
 _REPO_ROOT = Path(__file__).resolve().parents[3]  # src/fabstir_sdk/devnet/_anvil.py
 _live: set[AnvilProcess] = set()
+
+
+def pinned_anvil_version() -> str:
+    """The @foundry-rs/anvil version the devnet is tested with (the repo's package.json)."""
+    manifest = json.loads((ANVIL_NPM_DIR / "package.json").read_text())
+    version: str = manifest["devDependencies"]["@foundry-rs/anvil"]
+    return version
+
+
+def anvil_cache_dir() -> Path:
+    """Where ``fabstir devnet install`` puts the pinned anvil: the user's cache directory."""
+    cache = Path(platformdirs.user_cache_dir("fabstir-sdk", appauthor=False))
+    return cache / "anvil" / pinned_anvil_version()
 
 
 def _npm_package() -> str:
@@ -56,27 +87,39 @@ def _executable(path: Path) -> bool:
     return path.is_file() and os.access(path, os.X_OK)
 
 
+def npm_anvil(base: Path) -> Path:
+    """Where an npm install of @foundry-rs/anvil in ``base`` puts this platform's binary."""
+    name = "anvil.exe" if sys.platform == "win32" else "anvil"
+    return base / "node_modules" / "@foundry-rs" / _npm_package() / "bin" / name
+
+
 def find_anvil() -> Path:
-    """The anvil binary: $FABSTIR_ANVIL, then node_modules (from the cwd upward, then this
-    checkout), then PATH. The npm copy comes before PATH so the pinned version wins."""
+    """The anvil binary: $FABSTIR_ANVIL; node_modules from the cwd upward (a project's or
+    this checkout's pinned copy); anvil on PATH (Foundry's own install); the copy
+    ``fabstir devnet install`` put in the user's cache directory."""
     explicit = os.environ.get(ANVIL_ENV)
     if explicit:
         path = Path(explicit).expanduser()
         if not _executable(path):
             raise ConfigError(f"{ANVIL_ENV}={explicit} is not an executable file")
         return path
-    name = "anvil.exe" if sys.platform == "win32" else "anvil"
-    relative = Path("node_modules", "@foundry-rs", _npm_package(), "bin", name)
     cwd = Path.cwd().resolve()
-    for base in (cwd, *cwd.parents, _REPO_ROOT):
-        if _executable(base / relative):
-            return base / relative
+    bases = [cwd, *cwd.parents]
+    if (_REPO_ROOT / "pyproject.toml").is_file():
+        bases.append(_REPO_ROOT)
+    for base in bases:
+        if _executable(npm_anvil(base)):
+            return npm_anvil(base)
     on_path = shutil.which("anvil")
     if on_path:
         return Path(on_path)
-    raise ConfigError(
-        f"anvil not found: run `npm ci` in the fabstir-sdk checkout (it installs {relative}), "
-        f"put Foundry's anvil on PATH, or set {ANVIL_ENV} to the binary"
+    cached = npm_anvil(anvil_cache_dir())
+    if _executable(cached):
+        return cached
+    raise AnvilNotFoundError(
+        f"anvil not found: run `{fabstir_command('devnet install')}` (it installs the pinned "
+        f"anvil {pinned_anvil_version()} from npm into {anvil_cache_dir()}); "
+        f"Foundry's anvil on PATH or {ANVIL_ENV}=/path/to/anvil work too"
     )
 
 

@@ -1,22 +1,33 @@
-"""``fabstir devnet up``: run a devnet in the foreground until Ctrl-C or SIGTERM."""
+"""``fabstir devnet up``: run a devnet in the foreground until Ctrl-C or SIGTERM;
+``fabstir devnet install``: put the pinned anvil where the devnet finds it."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..chain.units import ETH_DECIMALS, USDC_DECIMALS, format_units
+from ._anvil import anvil_cache_dir, pinned_anvil_version
+from ._balances import AccountBalances
 from ._net import Devnet
 
-__all__ = ["devnet_up", "summary"]
+FAB_DECIMALS = 18
+
+__all__ = ["add_install_action", "devnet_up", "summary"]
 
 
-def summary(net: Devnet) -> dict[str, Any]:
-    """What ``devnet up`` prints, as data: the --json output."""
+def summary(net: Devnet, balances: Sequence[AccountBalances] = ()) -> dict[str, Any]:
+    """What ``devnet up`` prints, as data: the --json output (balances in base units, as
+    read from the chain)."""
+    held: list[AccountBalances | None] = [*balances] or [None] * len(net.accounts)
     return {
         "rpc_url": net.rpc_url,
         "chain_id": net.chain_id,
@@ -26,7 +37,14 @@ def summary(net: Devnet) -> dict[str, Any]:
         "anvil_pid": net.anvil.pid,
         "log": str(net.anvil.log_path),
         # anvil's well-known test keys, printed on purpose (anvil prints them too)
-        "accounts": [{"address": a.address, "private_key": a.private_key} for a in net.accounts],
+        "accounts": [
+            {
+                "address": a.address,
+                "private_key": a.private_key,
+                **({"balances": dataclasses.asdict(b)} if b is not None else {}),
+            }
+            for a, b in zip(net.accounts, held, strict=True)
+        ],
     }
 
 
@@ -44,13 +62,25 @@ def _print_text(info: dict[str, Any], out: TextIO) -> None:
         "Approved models",
         *(f"  {model}" for model in info["models"]),
         "",
-        "Test accounts: ETH, 1,000,000 USDC and 100,000 FAB each; account 0 deployed and is the",
-        "treasury. These are anvil's public test keys: never send real funds to them.",
-        *(f"  [{i}] {a['address']}  {a['private_key']}" for i, a in enumerate(info["accounts"])),
+        "Test accounts, with what they hold now; account 0 deployed and is the treasury.",
+        "These are anvil's public test keys: never send real funds to them.",
+        *(_account_line(i, a) for i, a in enumerate(info["accounts"])),
         "",
         "Press Ctrl-C to stop.",
     ]
     print("\n".join(lines), file=out, flush=True)
+
+
+def _account_line(index: int, account: dict[str, Any]) -> str:
+    line = f"  [{index}] {account['address']}  {account['private_key']}"
+    held = account.get("balances")
+    if held:
+        line += (
+            f"  {format_units(held['eth'], ETH_DECIMALS)} ETH, "
+            f"{format_units(held['usdc'], USDC_DECIMALS)} USDC, "
+            f"{format_units(held['fab'], FAB_DECIMALS)} FAB"
+        )
+    return line
 
 
 async def devnet_up(
@@ -66,7 +96,7 @@ async def devnet_up(
             handled.append(signum)
     try:
         async with Devnet.start(block_time=block_time, port=port, state_dir=state_dir) as net:
-            info = summary(net)
+            info = summary(net, await net.balances())
             if as_json:
                 print(json.dumps(info), flush=True)
             else:
@@ -77,4 +107,30 @@ async def devnet_up(
             loop.remove_signal_handler(signum)
     if not as_json:
         print("Devnet stopped.", flush=True)
+    return 0
+
+
+def add_install_action(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``fabstir devnet install`` (the run imports nothing heavy either)."""
+    install = actions.add_parser(
+        "install",
+        help="install the pinned anvil from npm into your cache directory",
+        description=(
+            f"Install anvil {pinned_anvil_version()} (the npm package @foundry-rs/anvil, at "
+            "the version and integrity hashes fabstir-sdk is tested with) with npm into "
+            f"{anvil_cache_dir()}, where the devnet finds it from any directory. Needs "
+            "Node.js and npm. FABSTIR_ANVIL, a node_modules copy and an anvil on PATH still "
+            "come first."
+        ),
+    )
+    install.add_argument(
+        "--force", action="store_true", help="install again even if it is already there"
+    )
+    install.set_defaults(handler=_run_install)
+
+
+async def _run_install(args: argparse.Namespace) -> int:
+    from ._anvil_install import install_anvil
+
+    await install_anvil(force=args.force)
     return 0

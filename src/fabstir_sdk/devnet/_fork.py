@@ -4,22 +4,42 @@ Which contracts: the ``addresses`` given, else a ``manifest``, else the manifest
 that chain id (``contracts/deployments``: Base Sepolia). Every address must hold code on the
 fork, and the approved models are read from the fork's ModelRegistry, so ``net.models`` and
 ``net.sdk_config()`` describe the chain as it is.
+
+A forked chain's tokens are its own, so the test accounts hold none of them: anvil only gives
+them ETH. :func:`fund_accounts` writes their balances of the chain's USDC and FAB straight into
+the token contracts' storage, at the slot found by probing (``anvil_setStorageAt`` a marker,
+ask ``balanceOf``): a host can stake and a user can pay, as on a fresh devnet.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from eth_utils.crypto import keccak
+
 from .._resources import contracts_path
+from ..chain.abi import Contract
 from ..chain.rpc import JsonRpcClient
 from ..config import ContractAddresses, SDKConfig
 from ..errors import ConfigError, DevnetError
+from ._balances import eth_call, uint
 from ._deploy import Deployment, DevnetModel
 
-__all__ = ["fork_deployment", "shipped_manifest"]
+__all__ = ["fork_deployment", "fund_accounts", "shipped_manifest"]
+
+#: Whole tokens each test account holds on a fork: what a fresh devnet mints them.
+WHOLE_USDC, WHOLE_FAB = 1_000_000, 100_000
+
+#: Where ERC-20s keep ``balanceOf``: a mapping at a low slot (OpenZeppelin: 0; Circle's
+#: FiatToken: 9), or OpenZeppelin 5's upgradeable ERC-20 namespace (ERC-7201).
+_OZ_ERC20_NAMESPACE = 0x52C63247E1F47DB19D5CE0460030C497F067CA4CEBF71BA98EEADABE20BACE00
+_CANDIDATE_SLOTS = (*range(64), _OZ_ERC20_NAMESPACE)
+_MARKER = 0xFAB5_7120_0000_0000_1357  # a balance no real account holds
 
 
 def shipped_manifest(chain_id: int) -> Path | None:
@@ -97,3 +117,68 @@ async def _approved_models(config: SDKConfig) -> tuple[DevnetModel, ...]:
     finally:
         await client.aclose()
     return tuple(DevnetModel(m.repo, m.file) for m in listed if m.approved)
+
+
+async def fund_accounts(
+    rpc: JsonRpcClient, addresses: ContractAddresses, accounts: Sequence[str]
+) -> dict[str, int]:
+    """Give every account the fork's USDC and FAB (what a fresh devnet mints them); returns
+    the amount per account in base units, by token address. Their balances are set, not
+    added to, so every test starts from the same numbers on any chain."""
+    funded: dict[str, int] = {}
+    for token, whole in ((addresses.usdc_token, WHOLE_USDC), (addresses.fab_token, WHOLE_FAB)):
+        erc20 = Contract("TestUSDC", token)  # any ERC-20: decimals, balanceOf
+        decimals = uint(await _call(rpc, erc20, "decimals"))
+        amount = whole * 10**decimals
+        key_of = await _balance_slot(rpc, erc20, accounts[0])
+        await rpc.batch(
+            [("anvil_setStorageAt", (token, key_of(a), _word(amount))) for a in accounts]
+        )
+        held = await rpc.batch([eth_call(erc20, "balanceOf", a) for a in accounts])
+        if any(uint(h) != amount for h in held):
+            raise DevnetError(f"could not fund the test accounts with the token at {token}")
+        funded[token] = amount
+    return funded
+
+
+async def _balance_slot(rpc: JsonRpcClient, erc20: Contract, probe: str) -> Callable[[str], str]:
+    """``key(address)``: the storage key of ``address``'s balance in ``erc20``, found by
+    writing a marker at each candidate key and asking ``balanceOf``; each probe is undone."""
+    layouts = [
+        partial(_balance_key, slot=slot, vyper=vyper)
+        for slot in _CANDIDATE_SLOTS
+        for vyper in (False, True)
+    ]
+    keys = [layout(probe) for layout in layouts]
+    originals = await rpc.batch([("eth_getStorageAt", (erc20.address, k, "latest")) for k in keys])
+    # One request at a time: anvil answers a batch's calls concurrently, in no fixed order.
+    for layout, key, original in zip(layouts, keys, originals, strict=True):
+        await rpc.call("anvil_setStorageAt", erc20.address, key, _word(_MARKER))
+        held = await _call(rpc, erc20, "balanceOf", probe)
+        await rpc.call("anvil_setStorageAt", erc20.address, key, _word(int(original, 16)))
+        if uint(held) == _MARKER:
+            return layout
+    raise DevnetError(
+        f"cannot fund the test accounts with the token at {erc20.address}: its balances are "
+        "not stored where ERC-20 tokens keep them (tried slots 0-63 and the ERC-7201 one)"
+    )
+
+
+def _balance_key(address: str, *, slot: int, vyper: bool) -> str:
+    """The storage key of ``mapping(address => uint)`` at ``slot``, entry ``address``
+    (Solidity hashes key then slot; Vyper slot then key)."""
+    parts = (slot.to_bytes(32, "big"), _pad(address))
+    return "0x" + keccak(b"".join(parts if vyper else parts[::-1])).hex()
+
+
+def _pad(address: str) -> bytes:
+    return bytes.fromhex(address[2:]).rjust(32, b"\0")
+
+
+def _word(value: int) -> str:
+    return "0x" + value.to_bytes(32, "big").hex()
+
+
+async def _call(rpc: JsonRpcClient, contract: Contract, fn: str, *args: Any) -> str:
+    (result,) = await rpc.batch([eth_call(contract, fn, *args)])
+    return str(result)

@@ -155,6 +155,8 @@ async def start_host(
     if net.s5_portal_url and "storage_dir" not in options:
         options = {"s5_portal_url": net.s5_portal_url, **options}
     dev = net.accounts[account]
+    if "state_dir" not in options:  # the same account's host restarts with its memory
+        options = {**options, "state_dir": net.state_dir / "hosts" / f"state-{account}"}
     log_path = net.state_dir / "hosts" / f"host-{account}-{int(time.time() * 1000)}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "fabstir_sdk.host", *(["--debug"] if debug else [])]

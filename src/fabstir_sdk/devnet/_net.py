@@ -18,8 +18,9 @@ from ..config import ContractAddresses, SDKConfig
 from ..errors import DevnetError, ValidationError
 from ._accounts import DevAccount, derive_accounts
 from ._anvil import DEFAULT_CHAIN_ID, AnvilProcess
+from ._balances import AccountBalances, account_balances
 from ._deploy import Deployment, deploy, write_manifest
-from ._fork import fork_deployment
+from ._fork import fork_deployment, fund_accounts
 from ._host_process import RunningHost
 from ._p2p import DevnetBootstrap
 
@@ -108,8 +109,10 @@ class Devnet:
         deploying: the devnet uses the contracts already there, named by ``addresses`` or a
         deployment ``manifest``, by default the manifest shipped for the chain's id, so
         ``Devnet.start(fork_url=base_sepolia_rpc)`` is Base Sepolia with its contracts, its
-        balances and anvil's ten test accounts holding ETH. ``chain_id`` defaults to 31337,
-        or to the forked chain's id.
+        balances, and anvil's ten test accounts holding ETH and, like on a fresh devnet,
+        1,000,000 of the chain's USDC and 100,000 of its FAB each (written into the tokens'
+        storage), so hosts can stake and users pay. ``chain_id`` defaults to 31337, or to the
+        forked chain's id.
         """
         if block_time is not None and not block_time > 0:
             raise ValidationError(f"block_time must be positive seconds, got {block_time!r}")
@@ -189,6 +192,7 @@ class Devnet:
                 deployment = await fork_deployment(
                     rpc, chain_id=chain_id, addresses=addresses, manifest=manifest
                 )
+                await fund_accounts(rpc, deployment.addresses, [a.address for a in accounts])
             else:
                 deployment = await deploy(
                     rpc, accounts[0], [a.address for a in accounts], chain_id=chain_id
@@ -260,6 +264,10 @@ class Devnet:
     def s5_portal_url(self) -> str | None:
         """The local S5 portal's URL with ``with_s5=True``; None: the embedded store."""
         return self.portal.url if self.portal is not None else None
+
+    async def balances(self) -> list[AccountBalances]:
+        """What each test account holds now (ETH, USDC, FAB), read from the chain."""
+        return await account_balances(self._rpc, self.addresses, [a.address for a in self.accounts])
 
     async def restart_chain(self, downtime: float = 0.0) -> None:
         """Stop anvil and start it again on the same port with the same state (blocks,

@@ -25,6 +25,11 @@ __all__ = ["HostChain", "Registration", "SessionRefused"]
 
 log = logging.getLogger("fabstir_sdk.host")
 
+#: A proof may claim up to this many times the model's rate limit per second since the last
+#: proof. Upstream's JobMarketplace applies the factor 2 without publishing it (our contract has
+#: it as ``RATE_LIMIT_BURST()``, which upstream's lacks), so the host does not read it from chain.
+RATE_LIMIT_BURST = 2
+
 
 class SessionRefused(ProtocolError):
     """The chain says no: unknown or settled job, another host, model or client."""
@@ -52,7 +57,7 @@ class HostChain:
         self.address = ""
         self.chain_id = config.chain_id
         self.dispute_window = 0
-        self.rate_burst = 2
+        self.rate_burst = RATE_LIMIT_BURST
         self._rate_limits: dict[str, int] = {}
 
     def __repr__(self) -> str:
@@ -67,11 +72,10 @@ class HostChain:
         ids = [to_model_id(m) for m in models]
         values = await self.client.reads(
             Read.of(mp.call("disputeWindow")),
-            Read.of(mp.call("RATE_LIMIT_BURST")),
             *(Read.of(mr.call("getModelRateLimit", mid)) for mid in ids),
         )
-        self.dispute_window, self.rate_burst = int(values[0]), int(values[1])
-        self._rate_limits = {mid: int(v) for mid, v in zip(ids, values[2:], strict=True)}
+        self.dispute_window = int(values[0])
+        self._rate_limits = {mid: int(v) for mid, v in zip(ids, values[1:], strict=True)}
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -163,7 +167,11 @@ class HostChain:
             )
             if not delegate:
                 raise SessionRefused(
-                    f"the init is signed by {client_address}, not by the depositor of job {job_id}",
+                    f"the init is signed by {client_address}, which is neither the depositor "
+                    f"({session.depositor}) of job {job_id} nor a delegate it authorized. "
+                    f"To use this key, the depositor calls JobMarketplace.authorizeDelegate"
+                    f"({client_address}, true); or the host operator accepts any signer "
+                    "(fabstir host run --accept-any-signer)",
                     code="NOT_DEPOSITOR",
                 )
         return session, model_id

@@ -69,7 +69,7 @@ def add_host_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     run.add_argument(
         "--model", action="append", required=True, help="model to serve, 'repo:file' (repeat)"
     )
-    run.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    run.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     run.add_argument(
         "--port", type=port_number, default=8080, help="port (0: a free one; default 8080)"
     )
@@ -120,6 +120,19 @@ def add_host_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "--allow-plaintext",
         action="store_true",
         help="also serve unauthenticated plaintext sessions and HTTP /v1/inference",
+    )
+    run.add_argument(
+        "--accept-any-signer",
+        action="store_true",
+        help="accept encrypted session inits signed by any key, as upstream's host does "
+        "(upstream's client signs with a key derived from its storage seed); default: only "
+        "the job's depositor or a delegate it authorized",
+    )
+    run.add_argument(
+        "--state-dir",
+        type=Path,
+        help="where the host remembers accepted session inits across restarts "
+        "(default: under the user's data directory)",
     )
     run.add_argument(
         "--s5-portal-url", help="publish checkpoints (proofs, sealed deltas) to this S5 portal"
@@ -247,6 +260,8 @@ async def host_run(args: argparse.Namespace) -> int:
         checkpoint_tokens=args.checkpoint_tokens,
         auto_register=args.register,
         allow_plaintext=args.allow_plaintext,
+        accept_any_signer=args.accept_any_signer,
+        state_dir=args.state_dir,
         shutdown_timeout=args.shutdown_timeout,
         **{name: value for name, _, _ in _LIMITS if (value := getattr(args, name)) is not None},
         chain_poll=args.chain_poll,

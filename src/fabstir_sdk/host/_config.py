@@ -3,6 +3,7 @@ never printed, logged or written anywhere."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -44,6 +45,15 @@ class HostConfig(_ConfigModel):
     auto_register: bool = True
     #: Serve unauthenticated plaintext: ``session_init`` and HTTP ``/v1/inference``.
     allow_plaintext: bool = False
+    #: Accept an encrypted session init signed by any key, as upstream's host does (its
+    #: client signs with a key derived from its storage seed, not the depositor's wallet).
+    #: Off: only the job's depositor or a delegate it authorized (``authorizeDelegate``)
+    #: may open a session on its deposit. See docs/security.md for the trade-off.
+    accept_any_signer: bool = False
+    #: Where the host keeps what must outlive a restart (the session inits it accepted,
+    #: per job, so a captured init cannot be replayed). Default: a directory per chain and
+    #: host address under the user's data directory.
+    state_dir: Path | None = None
     max_frame_bytes: int = Field(default=MAX_FRAME_BYTES, ge=1024)
     #: Longest sleep between two looks at the chain's clock while waiting.
     chain_poll: float = Field(default=1.0, gt=0)

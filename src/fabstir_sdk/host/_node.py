@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import coincurve
@@ -15,8 +16,8 @@ from aiohttp import web
 
 from .._version import __version__
 from ..chain.model_id import model_id as to_model_id
-from ..errors import ConfigError
-from ..models import HostInfo, ModelInfo, SessionJob
+from ..errors import ConfigError, SessionNotFoundError
+from ..models import HostInfo, ModelInfo, SessionJob, SessionState
 from ..protocol import ChatMessage
 from ._backends import Backend, BuiltinBackend, OpenAIBackend
 from ._billing import CheckpointEntry, JobBilling, SubmittedProof, TxQueue
@@ -25,6 +26,7 @@ from ._checkpoints import CheckpointWriter, S5Checkpoints, UnstoredCheckpoints
 from ._config import HostConfig
 from ._limits import ConnectionGuard, GuardedSite
 from ._p2p import HostP2P
+from ._replay import InitLog
 from ._ws import Connection
 
 __all__ = ["HostNode", "JobState", "make_backend"]
@@ -57,9 +59,16 @@ class JobState:
 
     billing: JobBilling
     model_spec: str
-    history: list[ChatMessage] = field(default_factory=list)
+    #: The conversation per authenticated client (its init's signer): a connection sees
+    #: and extends only its own client's context, never another signer's.
+    histories: dict[str, list[ChatMessage]] = field(default_factory=dict)
     connections: set[Connection] = field(default_factory=set)
+    #: HTTP ``/v1/inference`` requests billed to the job, in flight.
+    requests: int = 0
     settling: asyncio.Task[None] | None = None
+
+    def history(self, client: str) -> list[ChatMessage]:
+        return self.histories.setdefault(client, [])
 
 
 class HostNode:
@@ -91,6 +100,8 @@ class HostNode:
         self.jobs: dict[int, JobState] = {}
         self.checkpoints: dict[int, tuple[str, list[CheckpointEntry]]] = {}
         self.connections: set[Connection] = set()
+        #: Session inits accepted per job (a replayed one is refused); on disk from start().
+        self.inits = InitLog(None)
         self.guard = ConnectionGuard(
             max_per_ip=config.max_connections_per_ip, header_timeout=config.header_timeout
         )
@@ -99,6 +110,7 @@ class HostNode:
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._stopping = False
+        self._pruning: asyncio.Task[None] | None = None
         #: The libp2p node (``config.p2p``): DHT records and ``/fabstir/host/1.0.0``.
         self.p2p: HostP2P | None = HostP2P(self) if config.p2p else None
 
@@ -119,6 +131,8 @@ class HostNode:
         p2p = asyncio.ensure_future(self.p2p.start()) if self.p2p is not None else None
         try:
             await self.chain.open(self.private_key, list(self.served.values()))
+            self.inits = InitLog(self.state_dir() / "inits")
+            self._pruning = asyncio.ensure_future(self._prune_inits())
             if self._own_writer and (self.config.sdk.s5_portal_url or self.config.sdk.storage_dir):
                 self.writer = self._s5_writer()
             self.model_infos = await self.chain.model_infos(list(self.served.values()))
@@ -147,6 +161,15 @@ class HostNode:
             await self.stop()
             raise
         log.info("host %s serving %s on %s", self.address, list(self.served), self.api_url)
+
+    def state_dir(self) -> Path:
+        """The configured state directory, or one per chain and host address."""
+        if self.config.state_dir is not None:
+            return self.config.state_dir
+        import platformdirs
+
+        root = Path(platformdirs.user_data_path("fabstir-sdk")) / "host"
+        return root / f"{self.chain.chain_id}-{self.address.lower()}"
 
     def _s5_writer(self) -> CheckpointWriter:
         """Checkpoints in the host's own S5 storage (identity derived from its key)."""
@@ -189,6 +212,9 @@ class HostNode:
         if self._stopping:
             return
         self._stopping = True
+        if self._pruning is not None:
+            self._pruning.cancel()
+            await asyncio.gather(self._pruning, return_exceptions=True)
         for conn in list(self.connections):
             with contextlib.suppress(Exception):
                 await conn.ws.close()
@@ -225,9 +251,12 @@ class HostNode:
     # -- sessions -------------------------------------------------------------------------
 
     def attach(
-        self, conn: Connection, job: SessionJob, model_id: str, recovery_key: str | None
+        self, conn: Connection | None, job: SessionJob, model_id: str, recovery_key: str | None
     ) -> JobState:
-        """Bind ``conn`` to ``job``: a new state, or the one a live or settling job has."""
+        """Bind ``conn`` to ``job``: a new state, or the one a live or settling job has.
+
+        ``conn`` None: an HTTP request billed to the job, until :meth:`request_done`.
+        """
         state = self.jobs.get(job.id)
         if state is not None and (
             state.billing.closed
@@ -253,8 +282,16 @@ class HostNode:
         elif state.settling is not None:  # the client is back (resume): do not settle
             state.settling.cancel()
             state.settling = None
-        state.connections.add(conn)
+        if conn is None:
+            state.requests += 1
+        else:
+            state.connections.add(conn)
         return state
+
+    def request_done(self, state: JobState) -> None:
+        """An HTTP request billed to the job is answered."""
+        state.requests -= 1
+        self._idle(state)
 
     def detach(self, conn: Connection) -> None:
         """A connection closed; the job's last one starts its settlement."""
@@ -263,7 +300,16 @@ class HostNode:
         if state is None:
             return
         state.connections.discard(conn)
-        if not state.connections and state.settling is None and not self._stopping:
+        self._idle(state)
+
+    def _idle(self, state: JobState) -> None:
+        """Nothing uses the job any more: settle it (a client that comes back cancels that)."""
+        if (
+            not state.connections
+            and not state.requests
+            and state.settling is None
+            and not self._stopping
+        ):
             state.settling = asyncio.get_running_loop().create_task(
                 self._settle(state), name=f"fabstir-settle-{state.billing.job.id}"
             )
@@ -273,6 +319,23 @@ class HostNode:
         job_id = state.billing.job.id
         if self.jobs.get(job_id) is state:
             self._forget(job_id)
+        if state.billing.settlement_tx is not None or not await self._still_active(job_id):
+            self.inits.forget(job_id)  # the chain refuses the job now: nothing to replay
+
+    async def _still_active(self, job_id: int) -> bool:
+        try:
+            job = await self.chain.job(job_id)
+        except SessionNotFoundError:
+            return False
+        except Exception:  # unknown: keep the record (it is small)
+            return True
+        return job.status == SessionState.ACTIVE
+
+    async def _prune_inits(self) -> None:
+        """Drop the init records of jobs that ended while this host was not serving them."""
+        for job_id in self.inits.job_ids():
+            if job_id not in self.jobs and not await self._still_active(job_id):
+                self.inits.forget(job_id)
 
     def _forget(self, job_id: int) -> None:
         state = self.jobs.pop(job_id, None)

@@ -20,6 +20,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..chain.model_id import model_id as to_model_id
 from ..errors import FabstirError, ProtocolError, ValidationError
+from ..models import ModelInfo
 from ..protocol import (
     ChatMessage,
     CheckpointRequest,
@@ -51,6 +52,7 @@ from ._billing import SubmittedProof
 from ._chain import SessionRefused
 from ._checkpoints import MessageRecord
 from ._limits import FrameRate
+from ._replay import init_fingerprints
 
 if TYPE_CHECKING:
     from ._node import HostNode, JobState
@@ -72,8 +74,14 @@ class ContextTooLong(ProtocolError):
         self.details = {"prompt_tokens": prompt_tokens, "context_window_size": window}
 
 
-def model_matches(name: str, model_id: str, spec: str) -> bool:
-    """Whether an init's ``modelName`` names the job's model (id, repo:file or file name)."""
+def model_matches(name: str, model_id: str, info: ModelInfo | None, spec: str) -> bool:
+    """Whether an init's ``modelName`` names the job's model.
+
+    Upstream clients put there what they were given: the bytes32 id (any case), ``repo:file``
+    or ``repo/file``, the file name, or a short name such as ``tinyllama`` for a file
+    ``tinyllama-1.1b-chat.Q4_K_M.gguf``. All are matched against the model's on-chain record
+    (``info``; ``spec``, the name the host was started with, when the record is missing).
+    """
     if not name:
         return True
     try:
@@ -81,8 +89,17 @@ def model_matches(name: str, model_id: str, spec: str) -> bool:
             return True
     except ValidationError:
         pass
-    repo, _, file = spec.partition(":")
-    return name in (file, repo)
+    if info is not None:
+        repo, file = info.repo, info.file
+    else:
+        repo, _, file = spec.partition(":")
+    wanted = name.strip().lower()
+    stem = file.lower().removesuffix(".gguf")
+    known = {file.lower(), stem, repo.lower(), repo.lower().rpartition("/")[2]}
+    if wanted in known:
+        return True
+    # a short name: the start of the file name, up to a separator
+    return len(wanted) >= 3 and any(stem.startswith(wanted + sep) for sep in "-._")
 
 
 class Connection:
@@ -94,6 +111,8 @@ class Connection:
         self.session: HostSession | None = None
         self.job: JobState | None = None
         self.client_address: str | None = None
+        #: Whose conversation this connection continues (the init's signer).
+        self.client_key = ""
         self._stream: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.frames_in = 0
@@ -228,15 +247,26 @@ class Connection:
 
     # -- session init ---------------------------------------------------------------------
 
-    def _check_unbound(self, chain_id: int | None) -> None:
-        if self.job is not None:
-            raise ProtocolError(
-                "this connection already has a session", code="SESSION_ALREADY_INITIALIZED"
-            )
+    def _check_chain(self, chain_id: int | None) -> None:
         if chain_id is not None and chain_id != self.node.chain.chain_id:
             raise ProtocolError(
                 f"this host serves chain {self.node.chain.chain_id}, not {chain_id}",
                 code="WRONG_CHAIN",
+            )
+
+    def _check_rekey(self, job_id: int) -> None:
+        """A second init on a bound connection: a re-key of the same job, between answers."""
+        assert self.job is not None
+        bound = self.job.billing.job.id
+        if job_id != bound:
+            raise ProtocolError(
+                f"this connection serves job {bound}: open a new connection for job {job_id}",
+                code="SESSION_ALREADY_INITIALIZED",
+            )
+        if self._stream is not None and not self._stream.done():
+            raise ProtocolError(
+                "a response is still streaming: re-key after its stream_end",
+                code="STREAM_IN_PROGRESS",
             )
 
     def _check_capacity(self, job_id: int) -> None:
@@ -251,27 +281,62 @@ class Connection:
             )
 
     async def _encrypted_init(self, init: EncryptedSessionInit) -> None:
-        self._check_unbound(init.chain_id)
+        """Open a session, or re-key the bound one (new key, indexes from 0, same context).
+
+        Every init is accepted once per job (``node.inits``): a captured init sent again,
+        on this connection or any other, before or after a host restart, is refused with
+        ``REPLAYED_INIT`` before anything is billed.
+        """
+        self._check_chain(init.chain_id)
+        rekey = self.job is not None
+        if rekey:
+            if self.session is None:
+                raise ProtocolError(
+                    "this connection holds a plaintext session", code="SESSION_ALREADY_INITIALIZED"
+                )
+            self._check_rekey(init.job_number)
         session, opened = HostSession.accept(init, host_private_key=self.node.private_key)
-        job, model_id = await self.node.chain.check_session(
-            opened.job_id, opened.client_address, self.node.served
-        )
-        spec = self.node.served[model_id]
-        if not model_matches(opened.data.model_name, model_id, spec):
-            raise SessionRefused(
-                f"the init names model {opened.data.model_name[:80]!r}, the job is for {spec}",
-                code="WRONG_MODEL",
+        if rekey and opened.client_address != self.client_address:
+            raise ProtocolError(
+                "a re-key must be signed by the client that opened the session",
+                code="CLIENT_CHANGED",
             )
-        self._check_capacity(job.id)  # no await from here to attach: the bound is exact
+        prints = init_fingerprints(
+            opened.ephemeral_public_key, bytes.fromhex(opened.data.session_key_hex)
+        )
+        inits = self.node.inits
+        inits.claim(opened.job_id, prints)  # no await before: a copy sent at once is refused
+        try:
+            signer = None if self.node.config.accept_any_signer else opened.client_address
+            job, model_id = await self.node.chain.check_session(
+                opened.job_id, signer, self.node.served
+            )
+            spec = self.node.served[model_id]
+            info = next((m for m in self.node.model_infos if m.model_id == model_id), None)
+            if not model_matches(opened.data.model_name, model_id, info, spec):
+                raise SessionRefused(
+                    f"the init names model {opened.data.model_name[:80]!r}, the job is for {spec}",
+                    code="WRONG_MODEL",
+                )
+            if rekey:
+                self._check_rekey(job.id)  # nothing may have started while the chain answered
+            else:
+                self._check_capacity(job.id)  # no await from here to attach: the bound is exact
+        except BaseException:
+            inits.release(opened.job_id, prints)
+            raise
+        inits.commit(job.id, prints)
         self.session = session
-        self.client_address = opened.client_address
-        self.job = self.node.attach(self, job, model_id, opened.data.recovery_public_key)
+        if not rekey:
+            self.client_address = opened.client_address
+            self.client_key = opened.client_address
+            self.job = self.node.attach(self, job, model_id, opened.data.recovery_public_key)
         ack = SessionInitAck(
             session_id=opened.session_id,
             job_id=job.id,
             chain_id=self.node.chain.chain_id,
             client_address=opened.client_address,
-            message="Encrypted session initialized",
+            message="Encrypted session re-keyed" if rekey else "Encrypted session initialized",
             id=init.id,
         )
         await self.send(ack.to_json())
@@ -282,15 +347,27 @@ class Connection:
                 "this host only serves encrypted sessions (encrypted_session_init)",
                 code="PLAINTEXT_DISABLED",
             )
-        self._check_unbound(init.chain_id)
+        self._check_chain(init.chain_id)
+        rekey = self.job is not None
+        if rekey:  # upstream's client repeats session_init before every prompt
+            if self.session is not None:
+                raise ProtocolError(
+                    "this connection holds an encrypted session",
+                    code="SESSION_ALREADY_INITIALIZED",
+                )
+            self._check_rekey(init.job_number)
         job, model_id = await self.node.chain.check_session(init.job_number, None, self.node.served)
         if init.user_address is not None and init.user_address.lower() != job.depositor.lower():
             raise SessionRefused(
                 f"user_address is not the depositor of job {job.id}", code="NOT_DEPOSITOR"
             )
-        self._check_capacity(job.id)
-        self.client_address = job.depositor
-        self.job = self.node.attach(self, job, model_id, None)
+        if not rekey:
+            self._check_capacity(job.id)
+            self.client_address = job.depositor
+            self.client_key = "plaintext"  # unauthenticated: never shares an encrypted context
+            self.job = self.node.attach(self, job, model_id, None)
+        else:
+            self._check_rekey(job.id)
         ack = SessionInitAck(
             session_id=str(job.id),
             job_id=job.id,
@@ -329,6 +406,8 @@ class Connection:
             )
         if isinstance(message, Inference):
             request = message.request
+        elif message.request is not None:  # upstream's form: the options are in the request
+            request = message.request.model_copy(update={"prompt": message.prompt})
         else:
             options: dict[str, Any] = {"prompt": message.prompt}
             if message.max_tokens is not None:
@@ -340,9 +419,10 @@ class Connection:
 
     def _start(self, job: JobState, request: PromptRequest, cid: Any) -> None:
         backend = self.node.backend
+        history = job.history(self.client_key)
         if request.messages is not None:  # the client replays its history (a resume)
-            job.history = list(request.messages)
-        context = [*job.history, ChatMessage(role="user", content=request.prompt)]
+            history[:] = request.messages
+        context = [*history, ChatMessage(role="user", content=request.prompt)]
         prompt_tokens = backend.count_tokens(context)
         room = backend.context_window - prompt_tokens
         if room < 1:
@@ -392,7 +472,9 @@ class Connection:
             billing.record(extra)
         used = len(pieces) + extra
         text = "".join(pieces)
-        job.history += [context[-1], ChatMessage(role="assistant", content=text)]
+        job.history(self.client_key).extend(
+            [context[-1], ChatMessage(role="assistant", content=text)]
+        )
         billing.records += [
             MessageRecord("user", context[-1].content, started),
             MessageRecord("assistant", text, int(time.time()), partial=reason != "complete"),

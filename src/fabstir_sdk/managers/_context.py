@@ -8,10 +8,10 @@ from eth_account.signers.local import LocalAccount
 
 from ..chain.abi import Contract
 from ..chain.addresses import ZERO_ADDRESS, checksum_address
-from ..chain.client import ChainClient, TxSender
+from ..chain.client import ChainClient, Read, TxSender
 from ..chain.units import ETH_DECIMALS
 from ..config import SDKConfig
-from ..errors import AuthRequiredError
+from ..errors import AuthRequiredError, FabstirError, Unit
 
 __all__ = ["Context"]
 
@@ -33,7 +33,7 @@ class Context:
     client: ChainClient
     account: LocalAccount | None = None
     sender: TxSender | None = None
-    _decimals: dict[str, int] = field(default_factory=dict)
+    _units: dict[str, Unit] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return f"Context(rpc_url={self.config.rpc_url!r}, account={self.address!r})"
@@ -64,9 +64,29 @@ class Context:
 
     async def decimals(self, token: str | None) -> int:
         """Decimals of ``token`` (None or the zero address: ETH, 18), cached."""
+        decimals, _symbol = await self.unit(token)
+        return decimals
+
+    async def unit(self, token: str | None) -> Unit:
+        """``(decimals, symbol)`` of ``token`` (None or the zero address: ETH), read once:
+        messages give amounts in it, as the user typed them."""
         if token is None or token == ZERO_ADDRESS:
-            return ETH_DECIMALS
+            return ETH_DECIMALS, "ETH"
         token = checksum_address(token, what="token")
-        if token not in self._decimals:
-            self._decimals[token] = int(await self.client.read(self.erc20(token).call("decimals")))
-        return self._decimals[token]
+        if token not in self._units:
+            erc20 = self.erc20(token)
+            try:
+                decimals, symbol = await self.client.reads(
+                    Read.of(erc20.call("decimals")), Read.of(erc20.call("symbol"))
+                )
+            except FabstirError:  # symbol() is optional in ERC-20: name the token by address
+                decimals, symbol = await self.client.read(erc20.call("decimals")), token
+            self._units[token] = int(decimals), str(symbol)
+        return self._units[token]
+
+    def known_unit(self, token: str) -> Unit | None:
+        """The unit :meth:`unit` already read for ``token``, if any (for checks that run
+        without awaiting)."""
+        if token == ZERO_ADDRESS:
+            return ETH_DECIMALS, "ETH"
+        return self._units.get(token)

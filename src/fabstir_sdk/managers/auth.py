@@ -10,6 +10,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from ..chain.client import TxSender
+from ..chain.generation import check_contracts
 from ..errors import AuthError, ChainMismatchError
 from ..models import AuthResult
 from ._context import Context
@@ -46,12 +47,15 @@ class AuthManager:
         return f"AuthManager(user_address={self._ctx.address!r})"
 
     async def authenticate(self, private_key: str | bytes) -> AuthResult:
-        """Load the wallet and check that the RPC serves the configured chain."""
+        """Load the wallet, check that the RPC serves the configured chain and that the
+        configured addresses hold the contract generation this SDK speaks (one batched probe:
+        otherwise :class:`UnsupportedContractsError`, naming what is missing)."""
         account = _account_from_key(private_key)
         actual = await self._ctx.client.chain_id()
         expected = self._ctx.config.chain_id
         if actual != expected:
             raise ChainMismatchError(expected, actual)
+        await check_contracts(self._ctx.client, self._ctx.contract)
         self._ctx.account = account
         self._ctx.sender = TxSender(
             self._ctx.client,

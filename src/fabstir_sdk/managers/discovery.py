@@ -283,8 +283,32 @@ class DiscoveryManager:
             self._results[key] = (now, ranked, reasons)
         self.last_dropped = dict(reasons)
         if not ranked:
-            raise NoHostAvailableError(_explain(reasons), dict(reasons))
+            message = _explain(reasons)
+            unserved = await self._unserved(required_models or (), token)
+            raise NoHostAvailableError(
+                f"{unserved} ({message})" if unserved else message, dict(reasons)
+            )
         return ranked[:limit]
+
+    async def _unserved(self, required: Sequence[str], token: str) -> str:
+        """Names each required model no registered host serves, and whether it is approved
+        on chain: the reason a person needs when a model name has a typo, say."""
+        names = {to_model_id(m): m for m in required}
+        registry = await self._registry(token)
+        served = {m for host in registry.hosts.values() for m in host.models}
+        missing = [mid for mid in sorted(names) if mid not in served]
+        if not missing:
+            return ""
+        mr = self._ctx.contract("model_registry")
+        approved = await self._ctx.client.reads(
+            *(Read.of(mr.call("isModelApproved", mid)) for mid in missing)
+        )
+        return "; ".join(
+            f"model {names[mid]} is approved on chain, but no host serves it"
+            if ok
+            else f"model {names[mid]} is not approved on chain, and no host serves it"
+            for mid, ok in zip(missing, approved, strict=True)
+        )
 
     async def _rank(
         self,

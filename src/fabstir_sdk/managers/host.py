@@ -93,7 +93,8 @@ class HostManager:
             Read.of(fab.call("allowance", sender.address, nr.address)),
         )
         if balance < stake:
-            raise InsufficientBalanceError(stake, balance, "FAB")
+            unit = await self._ctx.unit(fab.address)
+            raise InsufficientBalanceError(stake, balance, "FAB", unit=unit)
         if allowance < stake:
             await sender.send(fab.call("approve", nr.address, stake))
         fn = nr.call("registerNode", meta, api_url, ids, native, stable)

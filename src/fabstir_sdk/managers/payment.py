@@ -28,6 +28,7 @@ from ..errors import (
     ProofTimeoutWindowError,
     SessionNotActiveError,
     SessionNotFoundError,
+    Unit,
     ValidationError,
 )
 from ..models import SessionJob, SessionJobCreated, SessionState, Settlement
@@ -79,6 +80,7 @@ class _Terms:
     """A session job's parameters, checked locally; on-chain checks come next."""
 
     host: str
+    model: str  #: as the user named it, for messages
     model_id: str
     token: str
     deposit: int
@@ -265,12 +267,13 @@ class PaymentManager:
         sender = self._ctx.require_sender()
         mp = self._ctx.contract("job_marketplace")
         if token is None:
-            value = to_base_units(amount, await self._ctx.decimals(None))
+            unit = await self._ctx.unit(None)
+            value = to_base_units(amount, unit[0])
             receipt = await sender.send(
                 mp.call("depositNative"),
                 value=value,
                 checks=[Read.balance(sender.address)],
-                validate=lambda v: _need(v[0], value, "ETH"),
+                validate=lambda v: _need(v[0], value, "ETH", unit),
             )
             return tx_hash(receipt)
         token = checksum_address(token, what="token")
@@ -289,7 +292,8 @@ class PaymentManager:
         sender = self._ctx.require_sender()
         mp = self._ctx.contract("job_marketplace")
         token_address = ZERO_ADDRESS if token is None else checksum_address(token, what="token")
-        value = to_base_units(amount, await self._ctx.decimals(token))
+        unit = await self._ctx.unit(token)
+        value = to_base_units(amount, unit[0])
         if token is None:
             call = mp.call("withdrawNative", value)
         else:
@@ -298,7 +302,9 @@ class PaymentManager:
         receipt = await sender.send(
             call,
             checks=[balance],
-            validate=lambda v: _need(v[0], value, f"{token or 'ETH'} deposit"),
+            validate=lambda v: _need(
+                v[0], value, f"{token or 'ETH'} deposit", unit, holder="the deposit"
+            ),
         )
         return tx_hash(receipt)
 
@@ -361,6 +367,7 @@ class PaymentManager:
         deposit = to_base_units(amount, await self._ctx.decimals(token))
         terms = _Terms(
             host=host,
+            model=model,
             model_id=mid,
             token=token or ZERO_ADDRESS,
             deposit=deposit,
@@ -399,6 +406,7 @@ class PaymentManager:
             ctx.contract("job_marketplace"),
         )
         native = terms.token == ZERO_ADDRESS
+        unit = ctx.known_unit(terms.token)  # read by _terms
         reads = [
             Read.of(nr.call("getNodeFullInfo", terms.host)),
             Read.of(mr.call("isModelApproved", terms.model_id)),
@@ -414,15 +422,16 @@ class PaymentManager:
         if funding == "wallet" and not native:
             funds_reads, funds_check = self._token_funds(terms.token, terms.deposit)
         else:
+            holder = "the account"
             if funding == "deposit":
                 funds = Read.of(mp.call("getDepositBalance", user, terms.token))
-                label = f"{terms.token} deposit"
+                label, holder = f"{terms.token} deposit", "the deposit"
             else:
                 funds, label = Read.balance(user), "ETH"
             funds_reads = [funds]
 
             def funds_check(values: list[Any]) -> None:
-                _need(values[0], terms.deposit, label)
+                _need(values[0], terms.deposit, label, unit, holder=holder)
 
         reads += funds_reads
 
@@ -434,11 +443,9 @@ class PaymentManager:
             if not active:
                 raise HostNotActiveError(f"host {terms.host} is registered but not active")
             if not approved:
-                raise ModelNotApprovedError(f"model {terms.model_id} is not approved")
+                raise ModelNotApprovedError(f"model {terms.model} is not approved on chain")
             if terms.model_id not in {"0x" + bytes(m).hex() for m in models}:
-                raise ModelNotApprovedError(
-                    f"host {terms.host} does not serve model {terms.model_id}"
-                )
+                raise ModelNotApprovedError(f"host {terms.host} does not serve model {terms.model}")
             if terms.price < min_price:
                 raise PriceBelowMinimumError(terms.price, int(min_price))
             if native:
@@ -448,7 +455,7 @@ class PaymentManager:
                 if hi == 0:
                     raise ValidationError(f"token {terms.token} is not accepted by the marketplace")
             if not lo <= terms.deposit <= hi:
-                raise DepositOutOfRangeError(terms.deposit, lo, hi, terms.token)
+                raise DepositOutOfRangeError(terms.deposit, lo, hi, terms.token, unit=unit)
             funds_check(rest)
 
         return reads, validate
@@ -458,6 +465,7 @@ class PaymentManager:
         owner = self._ctx.require_sender().address
         spender = self._ctx.config.contract_addresses.job_marketplace
         erc20 = self._ctx.erc20(token)
+        unit = self._ctx.known_unit(token)  # read when the amount was converted
         reads = [
             Read.of(erc20.call("balanceOf", owner)),
             Read.of(erc20.call("allowance", owner, spender)),
@@ -465,9 +473,9 @@ class PaymentManager:
 
         def validate(values: list[Any]) -> None:
             balance, allowance = values[:2]
-            _need(balance, value, token)
+            _need(balance, value, token, unit)
             if allowance < value:
-                raise InsufficientAllowanceError(value, int(allowance), token)
+                raise InsufficientAllowanceError(value, int(allowance), token, unit=unit)
 
         return reads, validate
 
@@ -534,6 +542,8 @@ def _active(job: SessionJob) -> SessionJob:
     return job
 
 
-def _need(available: int, needed: int, what: str) -> None:
+def _need(
+    available: int, needed: int, what: str, unit: Unit | None, *, holder: str = "the account"
+) -> None:
     if available < needed:
-        raise InsufficientBalanceError(needed, int(available), what)
+        raise InsufficientBalanceError(needed, int(available), what, unit=unit, holder=holder)

@@ -3,6 +3,7 @@
 Layout (compatible with the upstream SDK's paths; every directory is encrypted)::
 
     home/conversations/{user}/{key}.json                generic store_data / retrieve_data
+                                                         (a key may be a path: a/b/c)
     home/sessions/{user}/{id}/conversation.json          a conversation (id = session id)
     home/sessions/{user}/{id}/data/{key}.json            per-session data
     home/user/settings.json                              user settings
@@ -43,6 +44,7 @@ __all__ = ["StorageManager", "open_store"]
 
 _SUFFIX = ".json"
 _MAX_KEY_BYTES = 200
+_MAX_PATH_BYTES = 1024
 _LIST_CONCURRENCY = 16
 
 
@@ -78,12 +80,32 @@ def open_store(config: SDKConfig, identity: S5Identity) -> Store:
 
 
 def _check_key(key: object, what: str = "key") -> str:
+    """A conversation or session id: one path segment (it names a directory)."""
     if not isinstance(key, str) or not key or key in (".", ".."):
         raise InvalidStorageKeyError(f"a storage {what} is a non-empty str")
     if "/" in key or "\0" in key:
         raise InvalidStorageKeyError(f"a storage {what} is one path segment (no '/' or NUL)")
     if len(key.encode()) > _MAX_KEY_BYTES:
         raise InvalidStorageKeyError(f"a storage {what} is at most {_MAX_KEY_BYTES} bytes")
+    return key
+
+
+def _check_path_key(key: object) -> str:
+    """A data key: a path like ``"notes/2026/today"``, as on a file system and in S5.
+
+    Written the one way it lists back: segments joined by single ``/``, none empty, ``.``
+    or ``..``; each at most ``_MAX_KEY_BYTES`` bytes, the whole at most ``_MAX_PATH_BYTES``.
+    """
+    if not isinstance(key, str) or not key:
+        raise InvalidStorageKeyError("a storage key is a non-empty str")
+    if len(key.encode()) > _MAX_PATH_BYTES:
+        raise InvalidStorageKeyError(f"a storage key is at most {_MAX_PATH_BYTES} bytes")
+    for segment in key.split("/"):
+        if not segment:
+            raise InvalidStorageKeyError(
+                f"storage key {key!r} has an empty segment (a leading, trailing or double '/')"
+            )
+        _check_key(segment, "key segment")
     return key
 
 
@@ -171,31 +193,55 @@ class StorageManager:
     async def store_data(
         self, key: str, data: Any, metadata: dict[str, Any] | None = None
     ) -> StoredRef:
-        """Store any CBOR-encodable value, ``str`` or ``bytes`` under ``key``."""
-        key = _check_key(key)
+        """Store any CBOR-encodable value, ``str`` or ``bytes`` under ``key``: a name or a
+        path (``"notes/2026/today"``), listed by prefix with :meth:`list_user_data`."""
+        key = _check_path_key(key)
         fs, user = await self._ready()
         ref = await fs.put(f"home/conversations/{user}/{key}{_SUFFIX}", data, metadata=metadata)
         return self._ref(key, fs, ref)
 
     async def retrieve_data(self, key: str) -> Any:
         """The value stored under ``key``; NotFoundError if there is none."""
-        key = _check_key(key)
+        key = _check_path_key(key)
         fs, user = await self._ready()
         return await fs.get(f"home/conversations/{user}/{key}{_SUFFIX}")
 
-    async def list_user_data(self) -> list[StoredRef]:
+    async def list_user_data(self, prefix: str = "") -> list[StoredRef]:
+        """Every stored key starting with ``prefix`` (``"notes/"``: all under notes), by key.
+
+        Only the directories the prefix can reach are read.
+        """
+        if not isinstance(prefix, str):
+            raise InvalidStorageKeyError("a storage key prefix is a str")
         fs, user = await self._ready()
-        directory = f"home/conversations/{user}"
-        refs = []
-        for entry in await fs.list(directory):
-            if entry.type == "file" and entry.name.endswith(_SUFFIX):
-                ref = await fs.file_ref(f"{directory}/{entry.name}")
-                refs.append(self._ref(entry.name[: -len(_SUFFIX)], fs, ref))
-        return refs
+        root = f"home/conversations/{user}"
+        start = prefix.rpartition("/")[0]
+        if start:
+            _check_path_key(start)
+        limit = asyncio.Semaphore(_LIST_CONCURRENCY)
+
+        async def ref(key: str) -> list[StoredRef]:
+            async with limit:
+                return [self._ref(key, fs, await fs.file_ref(f"{root}/{key}{_SUFFIX}"))]
+
+        async def walk(folder: str) -> list[StoredRef]:
+            async with limit:
+                entries = await fs.list(f"{root}/{folder}" if folder else root)
+            work = []
+            for entry in entries:
+                key = f"{folder}/{entry.name}" if folder else entry.name
+                if entry.type == "directory":
+                    if key.startswith(prefix) or prefix.startswith(key + "/"):
+                        work.append(walk(key))
+                elif entry.name.endswith(_SUFFIX) and key.startswith(prefix):
+                    work.append(ref(key[: -len(_SUFFIX)]))
+            return [found for refs in await asyncio.gather(*work) for found in refs]
+
+        return sorted(await walk(start), key=lambda ref: ref.key)
 
     async def delete_data(self, key: str) -> bool:
         """Remove ``key``; False if it was not there."""
-        key = _check_key(key)
+        key = _check_path_key(key)
         fs, user = await self._ready()
         return await fs.delete(f"home/conversations/{user}/{key}{_SUFFIX}")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 
+from .._install_hints import pip_install
 from ..chain.model_id import model_id as to_model_id
 from ..errors import InvalidMultiaddrError, InvalidPeerIdError, P2PUnavailableError
 
@@ -28,8 +29,7 @@ _MAX_PEER_ID_TEXT = 128
 _DIALABLE_HOSTS = ("ip4", "ip6", "dns", "dns4", "dns6")
 
 MISSING_LIBP2P = (
-    "P2P discovery needs py-libp2p, which is not installed: "
-    "pip install 'fabstir-sdk[p2p]' (the p2p extra)"
+    f"P2P discovery needs py-libp2p, which is not installed: {pip_install('p2p')} (the p2p extra)"
 )
 
 #: Namespace of the DHT provider keys; a record per model lives under this prefix.

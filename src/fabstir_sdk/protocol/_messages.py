@@ -271,6 +271,8 @@ class Prompt(WireModel):
     id: CorrelationId = None
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0)
+    #: upstream's plaintext prompt also carries the whole request (its options are there)
+    request: PromptRequest | None = None
 
 
 class Inference(WireModel):

@@ -176,6 +176,9 @@ class OpenedInit:
     session_id: str
     job_id: int
     chain_id: int | None
+    #: The init's ephemeral public key (compressed): bound by the signature, so a replayed
+    #: init repeats it, which is how the host recognizes one.
+    ephemeral_public_key: bytes = b""
 
 
 # ---------------------------------------------------------------------- events
@@ -514,7 +517,12 @@ def _utf8(data: bytes) -> str:
 
 
 class HostSession:
-    """The host's side of one encrypted session: opens prompts, seals the response."""
+    """The host's side of one encrypted session key: opens prompts, seals the response.
+
+    A client may re-key on the same connection (upstream's sends a new init before every
+    prompt): the host then makes a new HostSession, whose indexes start at 0 under the new
+    key, and drops the old one, so frames sealed under the old key no longer open.
+    """
 
     def __init__(self, session_key: bytes, *, session_id: str) -> None:
         if len(session_key) != c.KEY_SIZE:
@@ -551,6 +559,7 @@ class HostSession:
             session_id=init.session_id,
             job_id=init.job_number,
             chain_id=init.chain_id,
+            ephemeral_public_key=c.compressed_public_key(hex_bytes(init.payload.eph_pub_hex)),
         )
         return cls(hex_bytes(data.session_key_hex), session_id=init.session_id), opened
 

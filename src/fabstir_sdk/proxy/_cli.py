@@ -31,7 +31,9 @@ def add_proxy_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         ),
     )
     add_chain_arguments(proxy, key_env="FABSTIR_PRIVATE_KEY", role="user")
-    proxy.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    proxy.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
     proxy.add_argument(
         "--port", type=port_number, default=8000, help="port (default 8000; 0: any free)"
     )
@@ -67,6 +69,7 @@ def add_proxy_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 async def proxy_serve(args: argparse.Namespace) -> int:
+    from .._chat import settlement_summary
     from .._chat_api import Chat
     from ..host._cli import private_key, sdk_config
     from ..sdk import FabstirSDK
@@ -109,12 +112,7 @@ async def proxy_serve(args: argparse.Namespace) -> int:
                 if args.json:
                     print(json.dumps({"event": "settled", **s.model_dump()}), flush=True)
                 else:
-                    print(
-                        f"settled session {s.job_id}: {s.tokens_used} tokens, host paid "
-                        f"{s.host_payment}, refund {s.refund} (base units)",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+                    print(settlement_summary(s), file=sys.stderr, flush=True)
     finally:
         for signum in handled:
             loop.remove_signal_handler(signum)

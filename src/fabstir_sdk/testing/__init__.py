@@ -33,6 +33,7 @@ from ._plugin import (
     fabstir_host,
     fabstir_host_options,
     fabstir_sdk,
+    pytest_configure,
     pytest_pycollect_makeitem,
 )
 
@@ -44,5 +45,6 @@ __all__ = [
     "fabstir_host",
     "fabstir_host_options",
     "fabstir_sdk",
+    "pytest_configure",
     "pytest_pycollect_makeitem",
 ]

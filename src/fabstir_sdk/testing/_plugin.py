@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Callable, Generator
+from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -21,6 +22,7 @@ __all__ = [
     "fabstir_host",
     "fabstir_host_options",
     "fabstir_sdk",
+    "pytest_configure",
     "pytest_pycollect_makeitem",
 ]
 
@@ -29,6 +31,10 @@ USER_ACCOUNT = 1
 HOST_ACCOUNT = 2
 #: The fixtures that need the session's event loop.
 FIXTURES = frozenset({"fabstir_devnet", "fabstir_host", "fabstir_sdk"})
+#: pytest-asyncio's option that warns on every run while unset, and the value that means
+#: what unset means (each async fixture's loop is its own scope), from pytest-asyncio 1.5.
+_LOOP_SCOPE_OPTION = "asyncio_default_fixture_loop_scope"
+_AS_IF_UNSET = "fixture-scope"
 
 
 def _on_session_loop(**kwargs: Any) -> Callable[[Any], Any]:
@@ -89,6 +95,30 @@ async def fabstir_sdk(fabstir_devnet: Devnet) -> AsyncIterator[FabstirSDK]:
     async with FabstirSDK(fabstir_devnet.sdk_config()) as sdk:
         await sdk.authenticate(fabstir_devnet.accounts[USER_ACCOUNT].private_key)
         yield sdk
+
+
+def _names_fixture_scope() -> bool:
+    """Whether the installed pytest-asyncio accepts ``fixture-scope`` (1.5 and later)."""
+    try:
+        major, minor = (int(part) for part in metadata.version("pytest-asyncio").split(".")[:2])
+    except (metadata.PackageNotFoundError, ValueError):
+        return False
+    return (major, minor) >= (1, 5)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Spare the user's test runs pytest-asyncio's PytestDeprecationWarning about an unset
+    ``asyncio_default_fixture_loop_scope``: when their configuration leaves it unset, give it
+    the value that behaves as unset does. A value they set is kept.
+
+    pytest has no public way for one plugin to default another's ini option; its ini cache
+    is where ``getini`` (and so pytest-asyncio, whose hook runs after this one) reads it.
+    """
+    if not config.pluginmanager.has_plugin("asyncio") or not _names_fixture_scope():
+        return
+    if config.getini(_LOOP_SCOPE_OPTION) is None:
+        config._inicache[_LOOP_SCOPE_OPTION] = _AS_IF_UNSET
 
 
 @pytest.hookimpl(hookwrapper=True, trylast=True)

@@ -1,0 +1,172 @@
+"""What a person reads: every message of issue 13 §3, checked word for word.
+
+Amounts are in the units the user typed, with the token's symbol; nothing says "base units"
+or prints a token's address where its name is known.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from fabstir_sdk import (
+    DepositOutOfRangeError,
+    InsufficientAllowanceError,
+    InsufficientBalanceError,
+    ModelNotApprovedError,
+    NoHostAvailableError,
+)
+
+from .conftest import HOST, USDC_PRICE
+from .test_bad_input import UNKNOWN_MODEL, eth_job, refused, usdc_job
+
+pytestmark = pytest.mark.integration
+
+
+async def test_insufficient_balance_names_amounts_in_usdc(devnet, sdk_for, host):
+    poor = await sdk_for(9)
+    pm = poor.get_payment_manager()
+    usdc = devnet.addresses.usdc_token
+    whole = await pm.get_token_balance(usdc) // 10**6
+    await pm.approve_usdc(usdc, str(whole))
+    await pm.deposit(str(whole - 2), usdc)  # the wallet keeps 2 USDC
+    await pm.approve_usdc(usdc, "5")
+    err = await refused(devnet, InsufficientBalanceError, usdc_job(devnet, pm, amount="5"), index=9)
+    assert str(err) == "needs 5 USDC, the account holds 2 USDC"
+    assert (err.needed, err.available, err.token) == (5_000_000, 2_000_000, usdc)
+
+    # from the deposit: the deposit is the holder
+    err = await refused(
+        devnet,
+        InsufficientBalanceError,
+        lambda: pm.create_session_job_from_deposit(
+            devnet.accounts[HOST].address,
+            str(whole - 1),
+            USDC_PRICE,
+            3600,
+            1000,
+            model=devnet.models[0],
+            token=usdc,
+        ),
+        index=9,
+    )
+    assert str(err) == f"needs {whole - 1} USDC, the deposit holds {whole - 2} USDC"
+    err = await refused(devnet, InsufficientBalanceError, lambda: pm.withdraw("0.5"), index=9)
+    assert str(err) == "needs 0.5 ETH, the deposit holds 0 ETH"
+
+
+async def test_insufficient_allowance_in_usdc(devnet, user, host):
+    pm = user.get_payment_manager()
+    await pm.approve_usdc(devnet.addresses.usdc_token, "0.5")
+    err = await refused(devnet, InsufficientAllowanceError, usdc_job(devnet, pm, amount="1.25"))
+    assert str(err) == "needs an allowance of 1.25 USDC for the marketplace, approved: 0.5 USDC"
+
+
+async def test_deposit_bounds_in_the_token(devnet, user, host):
+    pm = user.get_payment_manager()
+    await pm.approve_usdc(devnet.addresses.usdc_token, "2000000")
+    err = await refused(devnet, DepositOutOfRangeError, usdc_job(devnet, pm, amount="0.4"))
+    assert str(err) == (
+        "deposit 0.4 USDC is outside the marketplace's bounds: 0.5 USDC to 1000000 USDC"
+    )
+    err = await refused(
+        devnet, DepositOutOfRangeError, eth_job(devnet, pm, amount="0.00005", proof_interval=100)
+    )
+    assert str(err) == (
+        "deposit 0.00005 ETH is outside the marketplace's bounds: 0.0001 ETH to 1000 ETH"
+    )
+
+
+async def test_an_unknown_model_is_named_with_what_the_chain_says(devnet, user, host):
+    dm = user.get_discovery_manager()
+    with pytest.raises(NoHostAvailableError) as info:
+        await dm.find_host(required_models=[UNKNOWN_MODEL])
+    assert str(info.value) == (
+        "model nobody/unknown:model.gguf is not approved on chain, and no host serves it "
+        "(no host fits: 1 missing model)"
+    )
+    toy = devnet.models[2]  # approved by the devnet; the registered host serves models 0, 1
+    with pytest.raises(NoHostAvailableError) as info:
+        await dm.find_host(required_models=[toy, devnet.models[0]])
+    assert str(info.value) == (
+        "model fabstir/builtin:toy-1.gguf is approved on chain, but no host serves it "
+        "(no host fits: 1 missing model)"
+    )
+
+    pm = user.get_payment_manager()
+    err = await refused(devnet, ModelNotApprovedError, eth_job(devnet, pm, model=UNKNOWN_MODEL))
+    assert str(err) == "model nobody/unknown:model.gguf is not approved on chain"
+    err = await refused(devnet, ModelNotApprovedError, eth_job(devnet, pm, model=toy))
+    assert str(err) == f"host {devnet.accounts[HOST].address} does not serve model {toy}"
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_an_unreachable_rpc_endpoint_says_so_in_one_line(devnet, caplog):
+    import logging
+
+    from fabstir_sdk import FabstirSDK, RpcUnavailableError
+
+    url = f"http://127.0.0.1:{_closed_port()}"
+    config = devnet.sdk_config(rpc_url=url, rpc_retry_for=0.5)
+    caplog.set_level(logging.WARNING, logger="fabstir_sdk")
+    async with FabstirSDK(config) as sdk:
+        with pytest.raises(RpcUnavailableError) as info:
+            await sdk.authenticate(devnet.accounts[1].private_key)
+    assert str(info.value) == (
+        f"RPC endpoint {url} unreachable for 0.5 s (connection refused): "
+        "is the node running, and is the URL right?"
+    )
+    # while it retried, one progress line (stderr, via logging's last-resort handler too)
+    progress = [r.getMessage() for r in caplog.records if r.name == "fabstir_sdk.chain"]
+    assert progress == [
+        f"RPC endpoint {url} unreachable (connection refused); retrying for up to 0.5 s"
+    ]
+
+
+SCRIPT = """
+import asyncio, sys
+from fabstir_sdk import FabstirSDK, SDKConfig
+
+async def main():
+    config = SDKConfig.base_sepolia(rpc_url=sys.argv[1], rpc_retry_for=0.5)
+    async with FabstirSDK(config) as sdk:
+        await sdk.get_payment_manager().get_eth_balance(sys.argv[2])
+
+asyncio.run(main())
+"""
+
+
+async def test_a_users_script_sees_the_retry_then_the_reason(devnet, tmp_path):
+    """No logging configured: the progress line reaches stderr, then the error's one line."""
+    import asyncio
+    import sys
+
+    url = f"http://127.0.0.1:{_closed_port()}"
+    script = tmp_path / "balance.py"
+    script.write_text(SCRIPT)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(script),
+        url,
+        devnet.accounts[1].address,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    lines = err.decode().splitlines()
+    assert (proc.returncode, out) == (1, b"")
+    assert (
+        lines[0] == f"RPC endpoint {url} unreachable (connection refused); retrying for up to 0.5 s"
+    )
+    assert lines[-1] == (
+        f"fabstir_sdk.errors.RpcUnavailableError: RPC endpoint {url} unreachable for 0.5 s "
+        "(connection refused): is the node running, and is the URL right?"
+    )
+    assert "ClientConnectorError" not in lines[-1]

@@ -1,0 +1,184 @@
+"""Ctrl-C and SIGTERM, sent for real to real processes: ``fabstir chat`` and a user's script
+settle the session on either signal, the same way (issue 13 §3). The proxy's SIGTERM is
+tested in test_proxy.py.
+
+Its own devnet without snapshots, like the other host tests: the host outlives each test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+
+import pytest
+
+from fabstir_sdk import FabstirSDK, SessionState
+from fabstir_sdk.devnet import Devnet, RunningHost
+
+from .host_helpers import BUILTIN, read_job
+from .test_chat import Chat, session_id
+
+pytestmark = pytest.mark.integration
+
+HOST = 2
+
+
+@pytest.fixture(scope="module")
+async def net():
+    async with Devnet.start(with_s5=True) as devnet:
+        yield devnet
+
+
+@pytest.fixture(scope="module")
+async def host(net) -> RunningHost:
+    running = await net.start_host(account=HOST, models=[BUILTIN], chain_poll=0.1)
+    yield running
+    await running.stop()
+
+
+async def usdc_of(net: Devnet, address: str) -> int:
+    async with FabstirSDK(net.sdk_config()) as sdk:
+        return await sdk.get_payment_manager().get_token_balance(net.addresses.usdc_token, address)
+
+
+@pytest.mark.parametrize(("signum", "user"), [(signal.SIGINT, 3), (signal.SIGTERM, 4)])
+async def test_chat_settles_on_ctrl_c_and_on_sigterm_alike(net, host, signum, user):
+    account = net.accounts[user]
+    before = await usdc_of(net, account.address)
+    chat = await Chat.start(
+        net, "--model", BUILTIN, "--host-address", host.address, key=account.private_key
+    )
+    assert await chat.say("count to 3") == "1 2 3"
+    chat.proc.send_signal(signum)  # while it waits for the next line
+    assert chat.proc.stderr is not None
+    err = (await asyncio.wait_for(chat.proc.stderr.read(), 60)).decode()
+    assert await asyncio.wait_for(chat.proc.wait(), 60) == 130, err
+    job_id = session_id(err)
+    assert re.search(
+        rf"Session {job_id} completed \(tx 0x[0-9a-f]{{64}}\): 1,000 tokens billed; paid "
+        r"0\.002 USDC \(host 0\.0018 USDC, treasury 0\.0002 USDC\); refunded 0\.998 USDC\.",
+        err,
+    ), err
+    job = await read_job(net, job_id)
+    assert (job.status, job.tokens_used, job.refunded_to_user) == (
+        SessionState.COMPLETED,
+        1000,
+        998_000,
+    )
+    assert await usdc_of(net, account.address) == before - 2000
+
+
+SCRIPT = """
+import asyncio
+import os
+import sys
+
+import fabstir_sdk
+from fabstir_sdk import FabstirSDK, SDKConfig
+
+
+async def main():
+    config = SDKConfig.from_manifest(sys.argv[1], storage_dir=sys.argv[2])
+    async with FabstirSDK(config) as sdk:
+        await sdk.authenticate(os.environ["USER_KEY"])
+        sm = await sdk.get_session_manager()
+        session = await sm.create_session(model=sys.argv[3], host=sys.argv[4], deposit="1")
+        try:
+            answer = await session.send_prompt("count to 3")
+            print(session.job_id, answer.text, flush=True)
+            await asyncio.Event().wait()  # serve until stopped
+        finally:
+            s = await session.complete()
+            print("settled", s.host_payment, s.refund, flush=True)
+
+
+{runner}(main())
+"""
+
+
+@pytest.mark.parametrize(
+    ("runner", "user", "settles"),
+    [("fabstir_sdk.run", 5, True), ("asyncio.run", 6, False)],
+)
+async def test_a_users_script_settles_on_sigterm_with_fabstir_sdk_run(
+    net, host, tmp_path, runner, user, settles
+):
+    """With ``fabstir_sdk.run`` SIGTERM takes Ctrl-C's path and the ``finally`` settles;
+    under plain ``asyncio.run`` the process is killed with the session still open."""
+    account = net.accounts[user]
+    before = await usdc_of(net, account.address)
+    script = tmp_path / "serve.py"
+    script.write_text(SCRIPT.format(runner=runner))
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, str(script), str(net.manifest_path), str(tmp_path / "storage")),
+        *(BUILTIN, host.address),
+        env={**os.environ, "USER_KEY": account.private_key},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        first = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode().split(maxsplit=1)
+        job_id = int(first[0])
+        assert first[1] == "1 2 3\n"
+        proc.send_signal(signal.SIGTERM)
+        rest, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    job = await read_job(net, job_id)
+    if settles:
+        assert rest.decode() == "settled 2000 998000\n", err.decode()
+        assert err.decode().rstrip().endswith("KeyboardInterrupt"), err.decode()
+        assert proc.returncode == -signal.SIGINT  # as after Ctrl-C
+        assert (job.status, job.refunded_to_user) == (SessionState.COMPLETED, 998_000)
+        assert await usdc_of(net, account.address) == before - 2000
+    else:
+        assert (proc.returncode, rest) == (-signal.SIGTERM, b"")
+        assert job.status is SessionState.ACTIVE
+        assert await usdc_of(net, account.address) == before - 1_000_000
+
+
+async def test_proxy_settles_on_ctrl_c_and_names_gross_and_net(net, host, tmp_path):
+    """Ctrl-C (SIGTERM: test_proxy.py) completes the proxy's sessions; the printed split says
+    what was paid and what the host gets of it, in USDC."""
+    import openai
+
+    env = {**os.environ, "FABSTIR_PRIVATE_KEY": net.accounts[7].private_key}
+    argv = ["proxy", "--manifest", str(net.manifest_path), "--port", "0"]
+    argv += ["--storage-dir", str(tmp_path), "--budget", "2"]
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "fabstir_sdk.cli", *argv),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        ready = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        url = re.fullmatch(r"OpenAI-compatible API at (\S+) \(OPENAI_BASE_URL\)\n", ready)
+        assert url, ready
+        client = openai.AsyncOpenAI(base_url=url.group(1), api_key="unused", max_retries=0)
+        reply = await client.chat.completions.create(
+            model=BUILTIN, messages=[{"role": "user", "content": "count to 4"}]
+        )
+        assert reply.choices[0].message.content == "1 2 3 4"
+        proc.send_signal(signal.SIGINT)
+        _out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    job_id = int(reply.model_extra["fabstir"]["session_id"])
+    assert proc.returncode == 0, err.decode()
+    assert re.search(
+        rf"^Session {job_id} completed \(tx 0x[0-9a-f]{{64}}\): 1,000 tokens billed; paid "
+        r"0\.002 USDC \(host 0\.0018 USDC, treasury 0\.0002 USDC\); refunded 1\.998 USDC\.$",
+        err.decode(),
+        re.M,
+    ), err.decode()
+    assert (await read_job(net, job_id)).status is SessionState.COMPLETED

@@ -1,0 +1,122 @@
+"""The host's memory of accepted session inits (replays) and its reading of ``modelName``."""
+
+from __future__ import annotations
+
+import pytest
+
+from fabstir_sdk.chain.model_id import model_id
+from fabstir_sdk.errors import HandshakeError
+from fabstir_sdk.host._replay import InitLog, ReplayedInitError, init_fingerprints
+from fabstir_sdk.host._ws import model_matches
+from fabstir_sdk.models import ModelInfo
+
+EPH, EPH2 = b"\x02" + b"\x11" * 32, b"\x03" + b"\x22" * 32
+KEY, KEY2 = b"\xaa" * 32, b"\xbb" * 32
+
+
+def test_an_init_is_accepted_once_and_remembered_on_disk(tmp_path):
+    log = InitLog(tmp_path)
+    prints = init_fingerprints(EPH, KEY)
+    log.claim(7, prints)
+    with pytest.raises(ReplayedInitError) as held:  # a copy sent while the first is checked
+        log.claim(7, prints)
+    assert held.value.code == "REPLAYED_INIT" and isinstance(held.value, HandshakeError)
+    log.commit(7, prints)
+    assert (tmp_path / "7.inits").read_text().split() == list(prints)
+    # a new host process reads it back: the same init, or either of its keys, is refused
+    again = InitLog(tmp_path)
+    for ephemeral, key in ((EPH, KEY), (EPH, KEY2), (EPH2, KEY)):
+        with pytest.raises(ReplayedInitError):
+            again.claim(7, init_fingerprints(ephemeral, key))
+    again.claim(7, init_fingerprints(EPH2, KEY2))  # fresh keys: fine
+    again.claim(8, prints)  # the record is per job
+    # the session key itself is not written, in any form
+    blob = (tmp_path / "7.inits").read_text()
+    assert KEY.hex() not in blob and EPH.hex() not in blob
+
+
+def test_a_refused_init_is_not_remembered_and_a_settled_job_is_dropped(tmp_path):
+    log = InitLog(tmp_path)
+    prints = init_fingerprints(EPH, KEY)
+    log.claim(9, prints)
+    log.release(9, prints)  # refused by the chain: the client may send it again
+    assert not (tmp_path / "9.inits").exists() and log._seen == {} and log._pending == {}
+    log.claim(9, prints)
+    log.commit(9, prints)
+    log.forget(9)
+    assert not (tmp_path / "9.inits").exists()
+    log.claim(9, prints)  # the chain refuses the job by now; the log need not
+
+
+def test_in_memory_log(tmp_path):
+    log = InitLog(None)
+    prints = init_fingerprints(EPH, KEY)
+    log.claim(1, prints)
+    log.commit(1, prints)
+    with pytest.raises(ReplayedInitError):
+        log.claim(1, prints)
+    assert list(tmp_path.iterdir()) == []
+
+
+INFO = ModelInfo(
+    model_id=model_id(
+        "TheBloke/TinyLlama-1.1B-Chat-v1.0-GGUF:tinyllama-1.1b-chat-v1.0.Q4_K_M.gguf"
+    ),
+    repo="TheBloke/TinyLlama-1.1B-Chat-v1.0-GGUF",
+    file="tinyllama-1.1b-chat-v1.0.Q4_K_M.gguf",
+    sha256="0x" + "00" * 32,
+    approved=True,
+)
+SPEC = f"{INFO.repo}:{INFO.file}"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        INFO.model_id,
+        "0x" + INFO.model_id[2:].upper(),
+        SPEC,
+        f"{INFO.repo}/{INFO.file}",
+        INFO.file,
+        INFO.file.upper(),
+        "tinyllama-1.1b-chat-v1.0.Q4_K_M",
+        "tinyllama",  # upstream's short name for this model's hash
+        INFO.repo,
+        "TinyLlama-1.1B-Chat-v1.0-GGUF",
+    ],
+)
+def test_model_name_forms_upstream_sends(name):
+    assert model_matches(name, INFO.model_id, INFO, SPEC)
+    assert model_matches(name, INFO.model_id, None, SPEC)  # no on-chain record: the spec
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        model_id("other/repo:other.gguf"),
+        "other/repo:other.gguf",
+        "other.gguf",
+        "tiny",  # not up to a separator
+        "ti",
+        "gpt-oss-20b",
+        "0x1234",
+    ],
+)
+def test_other_model_names_are_refused(name):
+    assert not model_matches(name, INFO.model_id, INFO, SPEC)
+
+
+def test_upstream_short_names_of_its_known_hashes():
+    """upstream's client renames three model hashes to short names before it sends them."""
+    for repo, file, short in (
+        ("CohereForAI/TinyVicuna-1B-32k-GGUF", "tiny-vicuna-1b.q4_k_m.gguf", "tiny-vicuna"),
+        (
+            "TheBloke/TinyLlama-1.1B-Chat-v1.0-GGUF",
+            "tinyllama-1.1b-chat-v1.0.Q4_K_M.gguf",
+            "tinyllama",
+        ),
+    ):
+        mid = model_id(f"{repo}:{file}")
+        info = ModelInfo(model_id=mid, repo=repo, file=file, sha256="0x" + "00" * 32, approved=True)
+        assert model_matches(short, mid, info, f"{repo}:{file}")
