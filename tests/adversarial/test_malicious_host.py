@@ -93,8 +93,12 @@ async def test_overclaim_warns_settles_at_once_and_is_recorded(net, bad, honest,
     assert settlement.treasury_fee + settlement.host_net == cost
     assert settlement.refund == DEPOSIT - cost
     assert await usdc(net, sdk) == before - cost  # exact to the base unit
-    reputation = await sdk.get_discovery_manager().get_reputation(bad.address)
-    assert reputation.overclaims == 1
+    dm = sdk.get_discovery_manager()
+    reputation = await dm.get_reputation(bad.address)
+    assert (reputation.overclaims, reputation.score) == (1, 0)
+    offered = await dm.find_hosts(required_models=[BUILTIN])
+    assert bad.address not in [h.address for h in offered]
+    assert dm.last_dropped.get("overclaimed") == 1
     await honest_still_serves(sdk, honest)
 
 
