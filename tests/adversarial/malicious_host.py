@@ -7,6 +7,7 @@ Switches (attributes; set them between prompts):
 
 - ``overclaim``: after each answer, prove this many tokens on chain beyond those streamed;
 - ``prove_before_ack``: prove this many tokens on chain before acknowledging the init;
+- ``never_ack``: never acknowledge the init (the connection stays open, silent);
 - ``stall_with_keepalives``: stream three chunks, then send only keep-alives (WebSocket pings
   and ``session_status`` notices) until ``stall_for`` seconds passed or the client leaves;
 - ``wrong_key``: chunks sealed under a key that is not the session's;
@@ -56,6 +57,7 @@ class MaliciousHost:
         # the switches
         self.overclaim = 0
         self.prove_before_ack = 0
+        self.never_ack = False
         self.stall_with_keepalives = False
         self.stall_for = 20.0
         self.wrong_key = False
@@ -82,6 +84,7 @@ class MaliciousHost:
     def behave(self) -> None:
         """Every switch off: an honest host again."""
         self.overclaim = self.prove_before_ack = 0
+        self.never_ack = False
         self.stall_with_keepalives = self.wrong_key = self.replay_chunk = False
         self.oversized_frame = self.endless = self.close_mid_answer = False
         self.foreign_stream_end = False
@@ -136,6 +139,8 @@ class MaliciousHost:
                     job_id = opened.job_id
                     if self.prove_before_ack:
                         await self.prove(job_id, self.prove_before_ack)
+                    if self.never_ack:
+                        continue
                     ack = SessionInitAck(
                         session_id=opened.session_id,
                         job_id=opened.job_id,
