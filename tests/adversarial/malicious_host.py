@@ -59,7 +59,7 @@ class MaliciousHost:
         self.prove_before_ack = 0
         self.never_ack = False
         self.stall_with_keepalives = False
-        self.stall_for = 20.0
+        self.stall_for = 10.0
         self.wrong_key = False
         self.replay_chunk = False
         self.oversized_frame = False
