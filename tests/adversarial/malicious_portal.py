@@ -67,6 +67,7 @@ class MaliciousPortal:
         """End ``slow``: held requests and new ones are served."""
         self.slow = False
         self._release.set()
+        self._release = asyncio.Event()  # for the next time ``slow`` is switched on
 
     async def stop(self) -> None:
         self._release.set()  # let held requests go, so the server can stop
