@@ -196,7 +196,10 @@ async def test_endless_answer_stops_at_the_total_deadline(net, bad, sdk):
     cancelled on the host (which stops sending)."""
     sm = await sdk.get_session_manager()
     session = await sm.create_session(
-        model=BUILTIN, host=bad.address, deposit="1", timeouts=SessionTimeouts(total=1.0)
+        model=BUILTIN,
+        host=bad.address,
+        deposit="1",
+        timeouts=SessionTimeouts(total=1.0, idle=1.0),  # the cancel drain is min(5 s, idle)
     )
     bad.endless = True
     with pytest.raises(StreamTimeoutError):
