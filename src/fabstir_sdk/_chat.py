@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Literal, TextIO
 
 from .chain.addresses import ZERO_ADDRESS
-from .chain.units import format_units
+from .chain.units import ETH_DECIMALS, USDC_DECIMALS, format_amount
 from .config import SDKConfig
 from .errors import (
     FabstirError,
@@ -92,7 +92,8 @@ async def chat(
         )
         note(
             f"Session {session.session_id} with host {session.host.address} at "
-            f"{session.price_per_token} base units per 1000 tokens. Type /quit to leave."
+            f"{_amount(session.price_per_token, session.payment_token)} per 1000 tokens. "
+            "Type /quit to leave."
         )
         try:
             while True:
@@ -168,13 +169,19 @@ async def _leave(session: Session, on_exit: OnExit, note: _Note) -> None:
     note(settlement_summary(settlement))
 
 
+def _amount(value: int, token: str) -> str:
+    """Base units of the session's token as a person reads them: ETH, else USDC."""
+    if token == ZERO_ADDRESS:
+        return format_amount(value, ETH_DECIMALS, "ETH")
+    return format_amount(value, USDC_DECIMALS, "USDC")
+
+
 def settlement_summary(s: Settlement) -> str:
     """One line for a person: what was paid (gross), the host's net and the treasury's fee
     within it, and the refund, in USDC or ETH."""
-    decimals, unit = (18, "ETH") if s.token == ZERO_ADDRESS else (6, "USDC")
 
     def amount(value: int) -> str:
-        return f"{format_units(value, decimals)} {unit}"
+        return _amount(value, s.token)
 
     return (
         f"Session {s.job_id} completed (tx {s.tx_hash}): {s.tokens_used:,} tokens billed; "

@@ -15,6 +15,7 @@ them. So the model always sees what the client sent, and a continuing chat costs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -262,6 +263,7 @@ class _Turn:
         self.request = request
         self._slot = chat._slot(request.model)
         self._stream: PromptStream | None = None
+        self._exit = contextlib.AsyncExitStack()
         self._ended = False
         self._closed = False
         self.session: Session | None = None
@@ -295,15 +297,17 @@ class _Turn:
         try:
             session = self.session = await self._chat._session(slot, request.model)
             prior = list(request.messages[:-1])
-            if slot.held != prior:
-                session._replay = prior  # the host resets its context to the client's
+            # the host holds the history already, or resets its context to the client's
+            history = None if slot.held == prior else prior
             slot.held = None  # unknown until this answer is complete
-            self._stream = session.stream(
-                request.messages[-1].content,
-                max_tokens=request.max_tokens,
-                temperature=request.temperature,
+            self._stream = await self._exit.enter_async_context(
+                session.stream(
+                    request.messages[-1].content,
+                    max_tokens=request.max_tokens,
+                    temperature=request.temperature,
+                    history=history,
+                )
             )
-            await self._stream.__aenter__()
         except BaseException as exc:
             self._closed = True
             self._retire_if_broken(exc)
@@ -314,7 +318,7 @@ class _Turn:
         """The next piece of the answer; None at its end."""
         assert self._stream is not None
         try:
-            chunk = await self._stream.__anext__()
+            chunk = await anext(self._stream)
         except StopAsyncIteration:
             self._ended = True
             return None
@@ -327,7 +331,7 @@ class _Turn:
             return
         self._closed = True
         try:
-            await stream.__aexit__(type(exc) if exc else None, exc, None)
+            await self._exit.aclose()
             if self._ended and exc is None and stream.finish_reason not in ("cancelled", "error"):
                 answer = ChatMessage(role="assistant", content=stream.text)
                 slot.held = [*self.request.messages, answer]

@@ -60,6 +60,7 @@ is written. Errors that stand for bad arguments also derive from :class:`ValueEr
     │   ├── HostKeyMismatchError
     │   ├── StreamTimeoutError                (also TimeoutError)
     │   ├── SessionClosedError
+    │   ├── StreamNotOpenError
     │   └── HostOverclaimError                (also UserWarning: issued as a warning)
     ├── HostError                            (an error frame from the host)
     │   └── ContextLimitError
@@ -137,6 +138,7 @@ __all__ = [
     "SessionNotFoundError",
     "StorageError",
     "StorageUnavailableError",
+    "StreamNotOpenError",
     "StreamTimeoutError",
     "TransactionDroppedError",
     "TransactionReplacedError",
@@ -465,6 +467,10 @@ class StreamTimeoutError(SessionError, TimeoutError):
 
 class SessionClosedError(SessionError):
     """The session was ended or completed; open a new one (or resume it) to go on."""
+
+
+class StreamNotOpenError(SessionError):
+    """A ``PromptStream`` was iterated outside ``async with session.stream(...)``."""
 
 
 class HostOverclaimError(SessionError, UserWarning):

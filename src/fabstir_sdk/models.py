@@ -109,7 +109,7 @@ class Settlement(_Frozen):
             f"Settlement of session {self.job_id}",
             [
                 ("tokens used", self.tokens_used),
-                ("host payment", native_amount(self.host_payment, self.token)),
+                ("host payment (gross)", native_amount(self.host_payment, self.token)),
                 ("treasury fee", native_amount(self.treasury_fee, self.token)),
                 ("host net", native_amount(self.host_net, self.token)),
                 ("refund", native_amount(self.refund, self.token)),

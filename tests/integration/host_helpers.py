@@ -19,8 +19,10 @@ from fabstir_sdk import FabstirSDK, SessionJob
 from fabstir_sdk.devnet import Devnet, RunningHost
 from fabstir_sdk.errors import HostError
 from fabstir_sdk.protocol import (
+    CheckpointFailed,
     ClientSession,
     Connected,
+    HostErrorEvent,
     ProofSubmitted,
     ResponseDone,
     SessionInitAck,
@@ -139,6 +141,10 @@ class Client:
         while True:
             frame = await asyncio.wait_for(self.ws.recv(), 20)
             event = self.proto.receive(frame)
+            if isinstance(event, HostErrorEvent | CheckpointFailed):
+                raise event.error  # the core hands error frames over as events
+            if event is None:
+                continue  # a frame of an answer given up
             if isinstance(event, ProofSubmitted) and event.type == "proof_submitted":
                 self.notices.append(event)
                 continue

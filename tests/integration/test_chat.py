@@ -100,7 +100,8 @@ async def test_chat_streams_answers_with_context_and_completes_on_quit(net, host
     code, rest, err = await chat.finish("/quit")
     assert (code, rest) == (0, ""), err
     job_id = session_id(err)
-    assert f"with host {host.address} at {PRICE} base units per 1000 tokens" in err
+    assert f"with host {host.address} at 0.002 USDC per 1000 tokens. Type /quit" in err
+    assert PRICE == 2000  # micro-USDC
     # 18 tokens padded to the 1000-token interval at 2000 per 1000 tokens
     assert re.search(
         rf"Session {job_id} completed \(tx 0x[0-9a-f]{{64}}\): 1,000 tokens billed; paid "

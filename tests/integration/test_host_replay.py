@@ -10,6 +10,7 @@ prompt that was answered would show in ``tokens_used``.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 from fabstir_sdk import FabstirSDK, SessionState
 from fabstir_sdk.devnet import Devnet, RunningHost
 from fabstir_sdk.errors import HostError
-from fabstir_sdk.protocol import SessionInitAck, StreamEnd
+from fabstir_sdk.protocol import ClientState, SessionInitAck, StreamEnd, TokenChunk
 
 from .host_helpers import STRANGER, USER, Client, encrypted, open_job, read_job, wait_for_job
 
@@ -134,11 +135,16 @@ async def test_two_copies_of_an_init_at_once(net, host):
 
 async def test_message_indexes_never_go_back(net, host):
     job_id = await open_job(net, host.address, proof_interval=100)
-    proto = encrypted(net, host, job_id)
+    key = os.urandom(32)
+    proto = encrypted(net, host, job_id, session_key=key)
     client = await Client.connect(host, proto)
     try:
         await init(client, proto.init_frame())
-        m0, m1 = proto.prompt_frame("count to 50"), proto.prompt_frame("count to 60")
+        # the frames are forged apart from the client's core (same key), which would take
+        # m0's answer for one given up once m1 was made, and drop it
+        forger = encrypted(net, host, job_id, session_key=key)
+        forger.state = ClientState.READY
+        m0, m1 = forger.prompt_frame("count to 50"), forger.prompt_frame("count to 60")
         assert await client.error_code(m1) == "INVALID_MESSAGE_INDEX"  # reordered
         assert await answer(client, m0) == (" ".join(map(str, range(1, 51))), 50)
         assert await client.error_code(m0) == "INVALID_MESSAGE_INDEX"  # repeated
@@ -167,7 +173,9 @@ async def test_a_second_client_on_the_job_has_its_own_context(net):
     """With --accept-any-signer a stranger may open a session on someone's job (upstream's
     behaviour, the documented trade-off); it still neither sees nor extends the victim's
     conversation. The same signer on a second connection continues its own."""
-    any_signer = await net.start_host(account=ANY_SIGNER, chain_poll=0.1, accept_any_signer=True)
+    any_signer = await net.start_host(
+        account=ANY_SIGNER, chain_poll=0.1, accept_any_signer=True, token_delay=0.005
+    )
     try:
         job_id = await open_job(net, any_signer.address, proof_interval=100)
         victim = await Client.session(net, any_signer, job_id)
@@ -182,6 +190,20 @@ async def test_a_second_client_on_the_job_has_its_own_context(net):
             assert (await victim.ask("What's my name?"))[0] == "Your name is Grace."
             again = await Client.session(net, any_signer, job_id)  # the victim, elsewhere
             assert (await again.ask("What's my name?"))[0] == "Your name is Grace."
+            # a re-key while an answer streams is refused; the answer goes on under its key
+            await again.ws.send(again.proto.prompt_frame("count to 2000"))
+            assert (await again.next()).text == "1"
+            await again.ws.send(encrypted(net, any_signer, job_id).init_frame())
+            while True:
+                try:
+                    event = await again.next()
+                except HostError as exc:
+                    assert exc.code == "STREAM_IN_PROGRESS"
+                    break
+                assert isinstance(event, TokenChunk)
+            await again.ws.send(again.proto.cancel_frame())
+            while not isinstance(await again.next(), StreamEnd):
+                pass
         finally:
             for client in (victim, stranger, again):
                 if client is not None:

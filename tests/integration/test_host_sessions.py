@@ -24,6 +24,7 @@ from fabstir_sdk.protocol import (
     ChatMessage,
     CheckpointSubmitted,
     ClientSession,
+    ClientState,
     SessionInitAck,
     StreamEnd,
     Usage,
@@ -206,7 +207,7 @@ async def test_plaintext_fallback_session(net, host):
         assert text == "1 2 3 4" and end.tokens_used == 4 and len(chunks) == 4
         # an encrypted prompt in a plaintext session is refused
         other = encrypted(net, host, job_id)
-        other.ready = True
+        other.state = ClientState.READY  # pretend, to get a frame out
         assert await client.error_code(other.prompt_frame("x")) == "ENCRYPTION_REQUIRED"
     finally:
         await client.close()
@@ -297,9 +298,9 @@ async def test_message_rules(net, host):
     proto = encrypted(net, host, job_id)
     client = await Client.connect(host, proto)
     try:
-        proto.ready = True  # pretend, to get frames out before the init
+        proto.state = ClientState.READY  # pretend, to get frames out before the init
         early = proto.prompt_frame("too early")
-        proto.ready, proto._next_message = False, 0
+        proto.state, proto._next_message = ClientState.CONNECTING, 0
         assert await client.error_code(early) == "SESSION_NOT_INITIALIZED"
         await client.init()
         # a connection serves one job (a re-key of the same job is in test_host_replay)
@@ -433,6 +434,11 @@ async def test_proofs_checkpoint_and_settlement(net, host):
         encode_defunct(canonical.encode()), signature=index["checkpointsSignature"]
     )
     assert signer == host.address
+    # upstream's reader: both signatures strings, or the node's hostSignature
+    assert (index["messagesSignature"], index["hostSignature"]) == (
+        "",
+        index["checkpointsSignature"],
+    )
 
 
 async def test_first_checkpoint_is_padded_to_the_proof_interval(net, host):

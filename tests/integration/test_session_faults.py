@@ -9,7 +9,9 @@ any host; the context-window refusal comes from the reference host process.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import warnings
 from collections.abc import AsyncIterator
 
 import coincurve
@@ -20,9 +22,11 @@ from fabstir_sdk import (
     ContextLimitError,
     FabstirSDK,
     HostError,
+    HostOverclaimError,
     HostUnreachableError,
     SessionState,
     SessionTimeouts,
+    StreamNotOpenError,
     StreamTimeoutError,
 )
 from fabstir_sdk.devnet import Devnet, RunningHost
@@ -31,7 +35,9 @@ from fabstir_sdk.protocol import (
     EncryptedMessage,
     EncryptedSessionInit,
     HostSession,
+    Pong,
     SessionInitAck,
+    StreamCancel,
     StreamEnd,
     parse_client_message,
 )
@@ -42,6 +48,7 @@ pytestmark = pytest.mark.integration
 
 USER, SCRIPTED, REAL = 1, 5, 6
 PIECES = ["The", " answer", " is"]  # what the scripted host says before it fails
+PROVEN = 500  # tokens the "prove" host claims before it refuses the init
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +64,11 @@ class ScriptedHost:
     - ``"coded"``: three chunks, ``{type: error, code, message, id}``, ``stream_end(error)``;
     - ``"bare"``: three chunks, then ``{type: error, error: "<text>"}`` and nothing else;
     - ``"close"``: three chunks, then the WebSocket is closed (a normal close frame);
-    - ``"stall"``: three chunks, then nothing at all (the connection stays open).
+    - ``"stall"``: three chunks, then nothing at all (the connection stays open);
+    - ``"keepalive"``: no token at all, only what is not progress, again and again until the
+      answer is cancelled: pongs, ``session_status``, empty chunks, ``encrypted_response``;
+    - ``"prove"``: before it acknowledges an init, it proves ``PROVEN`` tokens on the job
+      (on chain, with its own key), then refuses the init with an error frame.
     """
 
     def __init__(self, address: str, key: bytes, chain_id: int) -> None:
@@ -66,6 +77,8 @@ class ScriptedHost:
         self.chain_id = chain_id
         self.mode = "ok"
         self.server: Server | None = None
+        self.net: Devnet | None = None
+        self.keepalives = 0
 
     @property
     def public_key(self) -> str:
@@ -84,9 +97,25 @@ class ScriptedHost:
     async def handle(self, ws: ServerConnection) -> None:
         await ws.send(Connected().to_json())
         session: HostSession | None = None
+        chatter: asyncio.Task[None] | None = None
         async for frame in ws:
             message = parse_client_message(frame)
-            if isinstance(message, EncryptedSessionInit):
+            if isinstance(message, StreamCancel) and chatter is not None:
+                chatter.cancel()
+                chatter = None
+                assert session is not None
+                end = StreamEnd(reason="cancelled", tokens_used=0, session_id=session.session_id)
+                await ws.send(end.to_json())
+            elif isinstance(message, EncryptedSessionInit) and self.mode == "prove":
+                _, opened = HostSession.accept(message, host_private_key=self.key)
+                await self.prove(opened.job_id)
+                refusal = {"type": "error", "code": "INTERNAL_ERROR", "message": "try later"}
+                await ws.send(json.dumps(refusal))
+            elif isinstance(message, EncryptedMessage) and self.mode == "keepalive":
+                assert session is not None
+                session.open_message(message)
+                chatter = asyncio.create_task(self.chatter(ws, session, message.id))
+            elif isinstance(message, EncryptedSessionInit):
                 session, opened = HostSession.accept(message, host_private_key=self.key)
                 ack = SessionInitAck(
                     session_id=opened.session_id,
@@ -99,6 +128,25 @@ class ScriptedHost:
             elif isinstance(message, EncryptedMessage):
                 assert session is not None
                 await self.answer(ws, session, message)
+
+    async def chatter(self, ws: ServerConnection, session: HostSession, cid: object) -> None:
+        """Anything but a token, until cancelled (a buggy or hostile host)."""
+        status = {"type": "session_status", "session_id": session.session_id, "status": "busy"}
+        while True:
+            await ws.send(Pong().to_json())
+            await ws.send(json.dumps(status))
+            await ws.send(session.chunk_frame("", tokens=0, id=cid))  # type: ignore[arg-type]
+            await ws.send(session.response_frame("stop", id=cid))  # type: ignore[arg-type]
+            self.keepalives += 1
+            await asyncio.sleep(0.02)
+
+    async def prove(self, job_id: int) -> None:
+        """Claim PROVEN tokens on the job with the host's own key."""
+        assert self.net is not None
+        await self.net.advance_time(2)  # the contract's rate limit
+        async with FabstirSDK(self.net.sdk_config()) as me:
+            await me.authenticate("0x" + self.key.hex())
+            await me.get_host_manager().submit_proof_of_work(job_id, PROVEN, b"\5" * 32, "", "")
 
     async def answer(self, ws: ServerConnection, session: HostSession, m: EncryptedMessage) -> None:
         request = session.open_message(m)
@@ -132,6 +180,7 @@ async def scripted(net) -> AsyncIterator[ScriptedHost]:
     host = ScriptedHost(
         account.address, bytes.fromhex(account.private_key.removeprefix("0x")), net.chain_id
     )
+    host.net = net
     url = await host.start()
     async with FabstirSDK(net.sdk_config()) as sdk:
         await sdk.authenticate(account.private_key)
@@ -362,3 +411,77 @@ async def test_idle_deadline_after_tokens_stopped(net, scripted, sdk):
         ("assistant", " hello again"),
     ]
     await session.end()
+
+
+#: Longer than any deadline below: only a stream that ignores its deadlines reaches it.
+HANG_GUARD = 60
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "send_prompt"])
+async def test_keep_alives_do_not_hold_the_first_token_deadline(net, scripted, sdk, stream):
+    """A host that sends pongs, session_status, empty chunks and response_done but never a
+    token: the first-token deadline still passes (it measures tokens, not frames)."""
+    sm = await sdk.get_session_manager()
+    session = await sm.create_session(
+        model=BUILTIN,
+        host=scripted.address,
+        deposit="1",
+        timeouts=SessionTimeouts(first_token=0.5, idle=0.5),
+    )
+    scripted.mode = "keepalive"
+    scripted.keepalives = 0
+
+    async def ask() -> None:
+        if stream:
+            async with session.stream("anyone?") as s:
+                async for _ in s:
+                    pass
+        else:
+            await session.send_prompt("anyone?")
+
+    with pytest.raises(StreamTimeoutError, match=r"^no first token from the host in 0\.5 s$"):
+        await asyncio.wait_for(ask(), HANG_GUARD)
+    assert scripted.keepalives > 0  # the host did keep the connection busy
+    scripted.mode = "ok"
+    assert (await session.send_prompt("hello again")).text == " hello again"
+    await session.end()
+
+
+async def test_a_stream_cannot_be_iterated_outside_async_with(net, scripted, sdk):
+    """`async for` over session.stream() without `async with` is refused before anything is
+    sent, so leaving it early cannot keep the session's turn: the next prompt goes."""
+    sm = await sdk.get_session_manager()
+    session = await sm.create_session(model=BUILTIN, host=scripted.address, deposit="1")
+    scripted.mode = "ok"
+    with pytest.raises(StreamNotOpenError):
+        async for _ in session.stream("one two three"):
+            break
+    reply = await asyncio.wait_for(session.send_prompt("still free"), HANG_GUARD)
+    assert reply.text == " still free"
+    assert await stored(net, session.conversation_id) == [
+        ("user", "still free"),
+        ("assistant", " still free"),
+    ]
+    await session.end()
+
+
+async def test_failed_connect_says_what_was_charged(net, scripted, sdk):
+    """The host proves tokens before refusing the init: the job is settled at once, the
+    error says what it cost, and HostOverclaimError warns of the charge."""
+    sm = await sdk.get_session_manager()
+    pm = sdk.get_payment_manager()
+    usdc = net.addresses.usdc_token
+    before = await pm.get_token_balance(usdc)
+    scripted.mode = "prove"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(HostError) as info:
+            await sm.create_session(model=BUILTIN, host=scripted.address, deposit="1")
+    scripted.mode = "ok"
+    charged = PROVEN * PRICE // 1000  # PRICE is per 1000 tokens
+    notes = "\n".join(info.value.__notes__)
+    assert f"proved {PROVEN} tokens" in notes
+    assert f"{charged} base units charged, {1_000_000 - charged} base units refunded" in notes
+    overclaims = [w for w in caught if issubclass(w.category, HostOverclaimError)]
+    assert len(overclaims) == 1 and f"proved {PROVEN} tokens" in str(overclaims[0].message)
+    assert await pm.get_token_balance(usdc) == before - charged

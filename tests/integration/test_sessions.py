@@ -24,6 +24,7 @@ from fabstir_sdk import (
     StreamChunk,
     StreamTimeoutError,
 )
+from fabstir_sdk.chain.rpc import JsonRpcClient
 from fabstir_sdk.devnet import Devnet, RunningHost
 
 from .conftest import nonce
@@ -295,3 +296,41 @@ async def test_concurrent_prompts_on_one_session_are_serialized(net, host, sdk):
     async with await sm.create_session(model=BUILTIN, host=host.address, deposit="1") as s:
         replies = await asyncio.gather(*(s.send_prompt(f"count to {n}") for n in (3, 4, 5)))
     assert sorted(r.text for r in replies) == ["1 2 3", "1 2 3 4", "1 2 3 4 5"]
+
+
+async def test_metadata_is_readable_when_create_session_returns(net, host, sdk):
+    sm = await sdk.get_session_manager()
+    session = await sm.create_session(model=BUILTIN, host=host.address, deposit="1")
+    meta = await sm.get_session_data(session.session_id, "metadata")
+    assert (meta["job_id"], meta["host"], meta["model"]) == (session.job_id, host.address, BUILTIN)
+    assert (meta["price_per_token"], meta["deposit"], meta["deposit_human"]) == (
+        PRICE,
+        1_000_000,
+        "1",
+    )
+    assert meta["user"] == net.accounts[USER].address
+    await session.end()
+
+
+async def test_complete_keeps_every_proof_checked_against_the_chain(net, host, sdk):
+    """The final checkpoint's proof is recorded in S5 as the chain has it (hash, CIDs,
+    tokens, transaction, block) and reconciled with the job's tokensUsed."""
+    sm = await sdk.get_session_manager()
+    session = await sm.create_session(model=BUILTIN, host=host.address, deposit="1")
+    await session.send_prompt("count to 3")
+    settlement = await session.complete()
+    assert settlement.tokens_used == 1000  # the proof interval: the least a session bills
+    record = await sm.get_session_data(session.session_id, "proofs")
+    assert (record["tokens_in_proofs"], record["tokens_used_on_chain"]) == (1000, 1000)
+    assert record["reconciled"] is True
+    (proof,) = record["proofs"]
+    rpc = JsonRpcClient(net.rpc_url)  # the receipt, read apart from the SDK's records
+    try:
+        receipt = await rpc.call("eth_getTransactionReceipt", proof["tx_hash"])
+    finally:
+        await rpc.aclose()
+    assert proof["block"] == int(receipt["blockNumber"], 16)
+    assert proof["on_chain"] is True and proof["tokens"] == proof["tokens_announced"] == 1000
+    assert proof["proof_hash"] == proof["proof_hash_announced"]
+    assert proof["proof_hash"].startswith("0x") and len(proof["proof_hash"]) == 66
+    assert isinstance(proof["proof_cid"], str) and isinstance(proof["delta_cid"], str)

@@ -69,8 +69,9 @@ def pair() -> tuple[ClientSession, HostSession]:
 
 def _valid_frames() -> tuple[list[str], list[str]]:
     proto, host = pair()
+    again, _ = pair()  # a re-init, from a session that is ready
     client = [
-        proto.init_frame(),
+        again.init_frame(),
         proto.prompt_frame("hello"),
         proto.cancel_frame(),
         proto.end_frame(),

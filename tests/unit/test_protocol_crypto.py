@@ -201,7 +201,9 @@ def test_client_session_init_opens_with_independent_code():
         "pricePerToken": 2000,
         "recoveryPublicKey": "02" + "ab" * 32,
     }
-    # and the prompt that follows is sealed under the session key with AAD message_0
+    # and the prompt that follows (once acknowledged) is sealed under the session key with
+    # AAD message_0
+    proto.receive(SessionInitAck(session_id="7").to_json())
     msg = json.loads(proto.prompt_frame("hi", max_tokens=9))
     body = msg["payload"]
     assert bytes.fromhex(body["aadHex"]) == b"message_0"

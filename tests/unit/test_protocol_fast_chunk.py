@@ -14,6 +14,7 @@ from fabstir_sdk.protocol import (
     ClientSession,
     EncryptedChunk,
     HostSession,
+    SessionInitAck,
     TokenChunk,
     parse_client_message,
 )
@@ -81,7 +82,7 @@ def test_the_usual_frames_take_the_fast_path_and_decrypt_alike() -> None:
     host, _ = HostSession.accept(
         parse_client_message(client.init_frame()), host_private_key=host_key
     )
-    client.ready = True
+    client.receive(SessionInitAck(session_id="9").to_json())
     frames = [host.chunk_frame(" tok", id="9-0"), host.chunk_frame("en", final=True, tokens=2)]
     assert all(_plain_chunk(json.loads(f)) is not None for f in frames)
     assert [client.receive(f) for f in frames] == [

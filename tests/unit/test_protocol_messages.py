@@ -25,6 +25,7 @@ from fabstir_sdk.protocol import (
     EncryptedResponse,
     EncryptedSessionInit,
     ErrorFrame,
+    HostErrorEvent,
     HostNotice,
     Inference,
     LegacyCancel,
@@ -284,39 +285,36 @@ def test_size_cap_applies_before_parsing():
 
 
 def test_both_error_shapes_become_typed_errors():
+    """Error frames come out of receive() as events holding the typed error (not raised)."""
     proto = ClientSession(job_id=42, encrypted=False, user_address="0x" + "12" * 20)
-    with pytest.raises(HostError) as coded:
-        proto.receive(
-            json.dumps(
-                {"type": "error", "code": "NOT_DEPOSITOR", "message": "no", "session_id": "42"}
-            )
-        )
-    assert (coded.value.code, coded.value.host_message, coded.value.session_id) == (
-        "NOT_DEPOSITOR",
-        "no",
-        "42",
+    proto.receive('{"type": "session_init_ack", "session_id": "42"}')
+
+    def error(frame: str) -> HostError:
+        event = proto.receive(frame)
+        assert isinstance(event, HostErrorEvent)
+        return event.error
+
+    coded = error(
+        json.dumps({"type": "error", "code": "NOT_DEPOSITOR", "message": "no", "session_id": "42"})
     )
-    with pytest.raises(HostError) as bare:
-        proto.receive('{"type": "error", "error": "Session not found"}')
-    assert (bare.value.code, bare.value.host_message) == ("HOST_ERROR", "Session not found")
-    with pytest.raises(ContextLimitError) as limit:
-        proto.receive(
-            json.dumps(
-                {
-                    "type": "error",
-                    "code": "TOKEN_LIMIT_EXCEEDED",
-                    "message": "too long",
-                    "prompt_tokens": 9000,
-                    "context_window_size": 8192,
-                    "id": 3,
-                }
-            )
+    assert type(coded) is HostError
+    assert (coded.code, coded.host_message, coded.session_id) == ("NOT_DEPOSITOR", "no", "42")
+    bare = error('{"type": "error", "error": "Session not found"}')
+    assert (bare.code, bare.host_message) == ("HOST_ERROR", "Session not found")
+    limit = error(
+        json.dumps(
+            {
+                "type": "error",
+                "code": "TOKEN_LIMIT_EXCEEDED",
+                "message": "too long",
+                "prompt_tokens": 9000,
+                "context_window_size": 8192,
+                "id": 3,
+            }
         )
-    assert (limit.value.prompt_tokens, limit.value.context_window_size, limit.value.id) == (
-        9000,
-        8192,
-        "3",
     )
+    assert isinstance(limit, ContextLimitError)
+    assert (limit.prompt_tokens, limit.context_window_size, limit.id) == (9000, 8192, "3")
 
 
 def test_plaintext_fallback_session():

@@ -181,18 +181,18 @@ class JsonRpcClient:
                     raise RpcUnavailableError(
                         f"RPC endpoint {self.url} unreachable ({why})"
                     ) from cause
-                if time.monotonic() + delay > deadline:
-                    raise RpcUnavailableError(
-                        f"RPC endpoint {self.url} unreachable for {self.retry_for:g} s ({why}): "
-                        "is the node running, and is the URL right?"
-                    ) from cause
-                if delay == _FIRST_DELAY:  # one line per outage: the rest is DEBUG
+                if delay == _FIRST_DELAY:  # one line per request kept waiting: the rest is DEBUG
                     log.warning(
                         "RPC endpoint %s unreachable (%s); retrying for up to %g s",
                         self.url,
                         why,
                         self.retry_for,
                     )
+                if time.monotonic() + delay > deadline:
+                    raise RpcUnavailableError(
+                        f"RPC endpoint {self.url} unreachable for {self.retry_for:g} s ({why}): "
+                        "is the node running, and is the URL right?"
+                    ) from cause
                 log.debug("JSON-RPC to %s failed (%r); retrying in %.2f s", self.url, cause, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -120,6 +121,13 @@ class CheckpointEntry:
             "timestamp": self.timestamp,
             "txHash": self.tx_hash,
         }
+
+
+def _to_next_second() -> float:
+    """Seconds until the wall clock's next whole second (and a little): a chain's block
+    timestamps count whole seconds of the wall clock, so a claim that waits for the chain's
+    clock is ready then, not a fixed poll later."""
+    return 1.0 - time.time() % 1.0 + 0.005
 
 
 class _Gone(Exception):
@@ -228,11 +236,12 @@ class JobBilling:
                 await asyncio.sleep(next(delays, 4.0))
                 continue
             self.settlement_tx = settlement.tx_hash
-            log.info(
-                "completed job %s: %d tokens, host %d, refund %d (tx %s)",
+            log.info(  # "paid" is what the tokens cost; the host's net is 90% of it
+                "completed job %s: %d tokens, paid %d (host net %d), refund %d (tx %s)",
                 self.job.id,
                 settlement.tokens_used,
                 settlement.host_payment,
+                settlement.host_net,
                 settlement.refund,
                 settlement.tx_hash,
             )
@@ -314,7 +323,7 @@ class JobBilling:
         rate = self.chain.tokens_per_second(self.model_id)
         ready = self._last_proof_time + math.ceil(tokens / rate)
         while (now := await self.chain.now()) < ready:  # noqa: ASYNC110  (the chain's clock)
-            await asyncio.sleep(min(self._poll, ready - now))
+            await asyncio.sleep(min(self._poll, ready - now - 1 + _to_next_second()))
 
     async def _send_proof(self, checkpoint: Any, refs: CheckpointRefs) -> str:
         await self._check_still_ours()

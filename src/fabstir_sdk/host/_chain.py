@@ -115,9 +115,11 @@ class HostChain:
             await self.hosts.update_api_url(wanted.api_url)
         if info.metadata != wanted.metadata:
             await self.hosts.update_metadata(wanted.metadata)
-        missing = {to_model_id(m) for m in wanted.models} - set(info.models)
+        missing = [m for m in wanted.models if to_model_id(m) not in info.models]
         if missing:
-            log.warning("registered host does not list models %s; update it on chain", missing)
+            log.warning(
+                "registered host does not list models %s; update it on chain", ", ".join(missing)
+            )
         return await self.hosts.get_host_info(self.address)
 
     async def model_infos(self, models: list[str]) -> list[ModelInfo]:

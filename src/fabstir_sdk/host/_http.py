@@ -301,8 +301,11 @@ async def _checkpoints(request: web.Request) -> web.Response:
             "sessionId": session_id,
             "hostAddress": host,
             "checkpoints": checkpoints,
-            "messagesSignature": None,
+            # upstream's reader requires both signatures to be strings, or the node's single
+            # hostSignature; the messages are signed in each delta, not in the index
+            "messagesSignature": "",
             "checkpointsSignature": "0x" + bytes(signature).hex(),
+            "hostSignature": "0x" + bytes(signature).hex(),
             "generatedAt": int(time.time()),
         }
     )

@@ -318,14 +318,21 @@ class Connection:
                     f"the init names model {opened.data.model_name[:80]!r}, the job is for {spec}",
                     code="WRONG_MODEL",
                 )
-            if rekey:
-                self._check_rekey(job.id)  # nothing may have started while the chain answered
-            else:
-                self._check_capacity(job.id)  # no await from here to attach: the bound is exact
+            if not rekey:
+                self._check_capacity(job.id)  # refused here, the init may be sent again
         except BaseException:
             inits.release(opened.job_id, prints)
             raise
-        inits.commit(job.id, prints)
+        try:
+            await inits.commit(job.id, prints)
+        except OSError as exc:
+            log.error("cannot record an accepted session init: %s", exc)
+            raise ProtocolError(
+                "the host cannot record session inits now: try again later",
+                code="HOST_STATE_UNAVAILABLE",
+            ) from None
+        if not rekey:  # again: no await from here to attach, so the bound is exact
+            self._check_capacity(job.id)
         self.session = session
         if not rekey:
             self.client_address = opened.client_address

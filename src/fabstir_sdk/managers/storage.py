@@ -260,6 +260,13 @@ class StorageManager:
         ref = await fs.put(path, conversation.model_dump(mode="json"))
         return self._ref(conversation.id, fs, ref)
 
+    async def conversation_ref(self, conversation_id: str) -> StoredRef:
+        """Where the stored conversation is (its CID), without reading or rewriting it;
+        NotFoundError if there is none."""
+        fs, user = await self._ready()
+        ref = await fs.file_ref(self._conversation_path(user, conversation_id))
+        return self._ref(conversation_id, fs, ref)
+
     async def load_conversation(self, conversation_id: str) -> Conversation:
         """NotFoundError if there is no conversation with this id."""
         fs, user = await self._ready()

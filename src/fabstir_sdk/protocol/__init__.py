@@ -12,12 +12,23 @@ session::
     await ws.send(proto.prompt_frame("Hello"))
     while True:
         event = proto.receive(await ws.recv())  # TokenChunk ... ResponseDone, StreamEnd
+        if isinstance(event, HostErrorEvent):
+            raise event.error                   # error frames are events, not raised
         if isinstance(event, StreamEnd):
             break
 
-The host side is :class:`HostSession`; the frames are the models in ``_messages``.
+``proto.state`` (:class:`ClientState`) says where the session is. The host side is
+:class:`HostSession`; the frames are the models in ``_messages``.
 """
 
+from ._client import (
+    CheckpointFailed,
+    ClientEvent,
+    ClientSession,
+    HostErrorEvent,
+    SessionEvent,
+)
+from ._client import State as ClientState
 from ._crypto import NONCE_SIZE, ZERO_SALT, hkdf_sha256, transcript_digest
 from ._deltas import DELTA_INFO, open_checkpoint_delta, seal_checkpoint_delta
 from ._messages import (
@@ -67,8 +78,6 @@ from ._messages import (
 )
 from ._session import (
     FINAL_AAD,
-    ClientEvent,
-    ClientSession,
     HostSession,
     OpenedInit,
     ResponseDone,
@@ -82,6 +91,7 @@ from ._session import (
 __all__ = [
     "CLIENT_MESSAGES",
     "ChatMessage",
+    "CheckpointFailed",
     "CheckpointRequest",
     "CheckpointSubmitted",
     "ChunkPayload",
@@ -89,6 +99,7 @@ __all__ = [
     "ClientEvent",
     "ClientMessage",
     "ClientSession",
+    "ClientState",
     "Connected",
     "DEFAULT_CHAIN_ID",
     "DELTA_INFO",
@@ -101,6 +112,7 @@ __all__ = [
     "ErrorFrame",
     "FINAL_AAD",
     "HOST_MESSAGES",
+    "HostErrorEvent",
     "HostMessage",
     "HostNotice",
     "HostSession",
@@ -117,6 +129,7 @@ __all__ = [
     "Response",
     "ResponseDone",
     "SessionEnd",
+    "SessionEvent",
     "SessionInit",
     "SessionInitAck",
     "SessionInitData",

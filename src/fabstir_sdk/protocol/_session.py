@@ -1,8 +1,6 @@
-"""One session of the host protocol, as two sans-I/O state machines.
-
-:class:`ClientSession` is what a client drives: it makes the frames to send (``init_frame``,
-``prompt_frame``, ...) and turns each frame received into an event (``receive``). The host's
-side is :class:`HostSession`. Neither does I/O, so any WebSocket library can carry them.
+"""The host's side of a session (:class:`HostSession`), the session init's crypto and the
+frame helpers both sides share. The client's side is :class:`~._client.ClientSession`
+(``_client.py``). Neither does I/O, so any WebSocket library can carry them.
 
 Index rules (AAD): the client's n-th encrypted message of a session is sealed with
 ``message_{n}`` (n from 0) and the host accepts exactly the next n, so a replayed or reordered
@@ -14,7 +12,6 @@ order. A new session init brings a new session key, so indexes restart safely.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,43 +21,17 @@ import coincurve
 from ..errors import HandshakeError, MessageIndexError, ProtocolError, ValidationError
 from . import _crypto as c
 from ._messages import (
-    DEFAULT_CHAIN_ID,
-    MAX_FRAME_BYTES,
-    ChatMessage,
-    CheckpointRequest,
-    CheckpointSubmitted,
-    Connected,
-    EncryptedChunk,
     EncryptedMessage,
-    EncryptedResponse,
     EncryptedSessionInit,
     EphemeralCipherPayload,
-    ErrorFrame,
-    HostNotice,
-    Inference,
-    Ping,
-    Pong,
     PromptRequest,
-    ProofSubmitted,
-    Response,
-    SessionEnd,
-    SessionInit,
-    SessionInitAck,
     SessionInitData,
-    StreamCancel,
-    StreamChunk,
-    StreamEnd,
-    VectorDatabase,
-    decode_frame,
     hex_bytes,
-    parse_host_message,
     same_hex,
 )
 
 __all__ = [
     "FINAL_AAD",
-    "ClientEvent",
-    "ClientSession",
     "HostSession",
     "OpenedInit",
     "ResponseDone",
@@ -203,263 +174,6 @@ class ResponseDone:
     id: str | int | None = None
 
 
-ClientEvent = (
-    Connected
-    | SessionInitAck
-    | TokenChunk
-    | ResponseDone
-    | StreamEnd
-    | Response
-    | Pong
-    | ProofSubmitted
-    | CheckpointSubmitted
-    | HostNotice
-)
-
-
-# ---------------------------------------------------------------------- client
-
-
-class ClientSession:
-    """The client's side of one session with a host (encrypted unless ``encrypted=False``).
-
-    ``client_private_key`` signs the init: use the wallet key of the job's depositor, since
-    our host checks that the signature recovers to the depositor. ``host_public_key`` is the
-    host's ``publicKey`` from its registry metadata.
-    """
-
-    def __init__(
-        self,
-        *,
-        job_id: int,
-        chain_id: int = DEFAULT_CHAIN_ID,
-        host_public_key: bytes | str | None = None,
-        client_private_key: bytes | str | None = None,
-        model_name: str = "",
-        price_per_token: int = 0,
-        recovery_public_key: str | None = None,
-        vector_database: VectorDatabase | None = None,
-        encrypted: bool = True,
-        user_address: str | None = None,
-        max_frame_bytes: int = MAX_FRAME_BYTES,
-        session_key: bytes | None = None,
-    ) -> None:
-        if isinstance(job_id, bool) or not isinstance(job_id, int) or job_id <= 0:
-            raise ValidationError("job_id must be a positive int")
-        self.job_id = job_id
-        self.session_id = str(job_id)
-        self.chain_id = chain_id
-        self.encrypted = encrypted
-        self.model_name = model_name
-        self.price_per_token = price_per_token
-        self.recovery_public_key = recovery_public_key
-        self.vector_database = vector_database
-        self.max_frame_bytes = max_frame_bytes
-        self.ready = False
-        self._next_message = 0
-        self._next_chunk = 0
-        self._host_key: bytes | None = None
-        self._signer: bytes | None = None
-        self.user_address = user_address
-        if encrypted:
-            if host_public_key is None or client_private_key is None:
-                raise ValidationError(
-                    "an encrypted session needs host_public_key and client_private_key"
-                )
-            try:
-                self._host_key = c.compressed_public_key(host_public_key)
-            except HandshakeError as exc:
-                raise ValidationError(f"host_public_key: {exc}") from None
-            self._signer = _private_key(client_private_key, "client_private_key")
-            public = coincurve.PrivateKey(self._signer).public_key.format(compressed=True)
-            self.user_address = c.address_of(public)
-        if session_key is not None and len(session_key) != c.KEY_SIZE:
-            raise ValidationError("session_key must be 32 bytes")
-        self._key = session_key or os.urandom(c.KEY_SIZE)
-
-    def __repr__(self) -> str:
-        mode = "encrypted" if self.encrypted else "plaintext"
-        return f"ClientSession(session_id={self.session_id!r}, {mode}, ready={self.ready})"
-
-    # -- frames to send ----------------------------------------------------------------
-
-    def init_frame(self) -> str:
-        """``encrypted_session_init`` (or the plaintext ``session_init``)."""
-        if not self.encrypted:
-            return SessionInit(
-                session_id=self.session_id,
-                job_id=self.session_id,
-                chain_id=self.chain_id,
-                user_address=self.user_address,
-            ).to_json()
-        assert self._host_key is not None and self._signer is not None
-        inner = SessionInitData(
-            session_key_hex=self._key.hex(),
-            job_id=self.session_id,
-            model_name=self.model_name,
-            price_per_token=self.price_per_token,
-            recovery_public_key=self.recovery_public_key,
-            vector_database=self.vector_database,
-        )
-        payload = seal_session_init(
-            inner.to_json().encode(),
-            recipient_public_key=self._host_key,
-            sender_private_key=self._signer,
-        )
-        return EncryptedSessionInit(
-            payload=payload,
-            chain_id=self.chain_id,
-            session_id=self.session_id,
-            job_id=self.session_id,
-        ).to_json()
-
-    def prompt_frame(
-        self,
-        prompt: str | PromptRequest,
-        *,
-        id: str | int | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        messages: list[ChatMessage] | None = None,
-    ) -> str:
-        """A prompt: sealed with the next ``message_{n}`` in an encrypted session."""
-        if isinstance(prompt, str):
-            options: dict[str, object] = {"prompt": prompt}
-            if max_tokens is not None:
-                options["max_tokens"] = max_tokens
-            if temperature is not None:
-                options["temperature"] = temperature
-            if messages is not None:
-                options["messages"] = messages
-            request = PromptRequest.model_validate(options)
-        else:
-            request = prompt
-        # Every answer starts at chunk 0, even when the last one ended in an error frame
-        # without a stream_end (upstream hosts send such errors).
-        self._next_chunk = 0
-        if not self.encrypted:
-            return Inference(request=request, session_id=self.session_id, id=id).to_json()
-        n = self._next_message
-        aad = message_aad(n)
-        nonce = c.random_nonce()
-        ciphertext = c.seal_aead(self._key, nonce, request.to_json().encode(), aad)
-        self._next_message = n + 1
-        return _dumps(
-            {
-                "type": "encrypted_message",
-                "session_id": self.session_id,
-                **({} if id is None else {"id": id}),
-                "payload": {
-                    "ciphertextHex": ciphertext.hex(),
-                    "nonceHex": nonce.hex(),
-                    "aadHex": aad.hex(),
-                },
-            }
-        )
-
-    def cancel_frame(self, reason: str = "user_cancelled") -> str:
-        return StreamCancel(session_id=self.session_id, reason=reason).to_json()
-
-    def end_frame(self) -> str:
-        return SessionEnd(session_id=self.session_id).to_json()
-
-    def ping_frame(self) -> str:
-        return Ping().to_json()
-
-    def checkpoint_request_frame(self, *, id: str | int | None = None) -> str:
-        return CheckpointRequest(session_id=self.session_id, id=id).to_json()
-
-    # -- frames received -----------------------------------------------------------------
-
-    def receive(self, data: str | bytes) -> ClientEvent:
-        """The event a host frame stands for. Raises :class:`HostError` for error frames."""
-        obj = decode_frame(data, max_bytes=self.max_frame_bytes)
-        if obj["type"] == "encrypted_chunk":
-            fast = _plain_chunk(obj)
-            if fast is not None:
-                return self._open_chunk(*fast)
-        message = parse_host_message(obj)
-        if isinstance(message, ErrorFrame):
-            raise message.to_exception()
-        if isinstance(message, EncryptedChunk):
-            return self._chunk(message)
-        if isinstance(message, EncryptedResponse):
-            return self._final(message)
-        if isinstance(message, StreamChunk | Response):
-            return self._plaintext(message)
-        if isinstance(message, StreamEnd):
-            self._next_chunk = 0
-        elif isinstance(message, SessionInitAck):
-            self._ack(message)
-        return message
-
-    def _ack(self, ack: SessionInitAck) -> None:
-        if ack.status != "success":
-            raise ProtocolError(f"session init answered with status {ack.status!r}")
-        if ack.session_id is not None and ack.session_id != self.session_id:
-            raise ProtocolError(f"ack names session {ack.session_id}, expected {self.session_id}")
-        self.ready = True
-
-    def _require_encrypted(self) -> None:
-        if not self.encrypted or not self.ready:
-            raise ProtocolError("encrypted frame outside an established encrypted session")
-
-    def _chunk(self, message: EncryptedChunk) -> TokenChunk:
-        p = message.payload
-        return self._open_chunk(
-            p.index,
-            p.nonce_hex,
-            p.ciphertext_hex,
-            p.aad_hex,
-            message.tokens,
-            message.final,
-            message.id,
-        )
-
-    def _open_chunk(
-        self,
-        index: int,
-        nonce_hex: str,
-        ciphertext_hex: str,
-        aad_hex: str,
-        tokens: int,
-        final: bool | None,
-        id: str | int | None,
-    ) -> TokenChunk:
-        self._require_encrypted()
-        expected = self._next_chunk
-        aad = chunk_aad(expected)
-        if index != expected or (aad_hex and not same_hex(aad_hex, aad)):
-            raise MessageIndexError(f"chunk {index} arrived where chunk {expected} was due")
-        text = c.open_aead(self._key, hex_bytes(nonce_hex), hex_bytes(ciphertext_hex), aad)
-        self._next_chunk = expected + 1
-        return TokenChunk(_utf8(text), expected, tokens, bool(final), id)
-
-    def _final(self, message: EncryptedResponse) -> ResponseDone:
-        self._require_encrypted()
-        payload = message.payload
-        if payload.aad_hex and not same_hex(payload.aad_hex, FINAL_AAD):
-            raise MessageIndexError("encrypted_response carries an unexpected AAD")
-        reason = c.open_aead(
-            self._key, hex_bytes(payload.nonce_hex), hex_bytes(payload.ciphertext_hex), FINAL_AAD
-        )
-        self._next_chunk = 0
-        return ResponseDone(_utf8(reason), message.id)
-
-    def _plaintext(self, message: StreamChunk | Response) -> TokenChunk:
-        if self.encrypted:
-            raise ProtocolError(
-                "plaintext content inside an encrypted session", code="ENCRYPTION_REQUIRED"
-            )
-        index = self._next_chunk
-        self._next_chunk += 1
-        if isinstance(message, Response):
-            return TokenChunk(message.content, index, message.tokens_used or 0, True, message.id)
-        return TokenChunk(
-            message.content, index, message.tokens or 0, bool(message.final), message.id
-        )
-
-
 _HEX = re.compile(r"(?:0[xX])?(?:[0-9a-fA-F]{2})*")
 _JOB_ID = re.compile(r"[1-9][0-9]{0,77}")
 _CHUNK_KEYS = frozenset({"type", "tokens", "session_id", "id", "final", "payload"})
@@ -511,6 +225,13 @@ def _utf8(data: bytes) -> str:
         return data.decode()
     except UnicodeDecodeError:
         raise ProtocolError("decrypted text is not UTF-8") from None
+
+
+# Shared with the client's state machine (protocol/_client.py).
+dumps = _dumps
+fast_chunk_fields = _plain_chunk
+private_key_bytes = _private_key
+utf8 = _utf8
 
 
 # ---------------------------------------------------------------------- host

@@ -1,0 +1,367 @@
+"""What sessions need from the rest of the SDK: buying jobs, connecting, settling, S5 records.
+
+:class:`SessionBackend` is shared by the :class:`~fabstir_sdk.managers.session.SessionManager`
+and every :class:`~fabstir_sdk.managers._session.Session` it opens, so neither reaches into
+the other's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from .._display import native_amount
+from ..chain.addresses import checksum_address
+from ..chain.units import Amount, to_base_units
+from ..config import SessionTimeouts
+from ..errors import (
+    FabstirError,
+    HostNotActiveError,
+    HostOverclaimError,
+    HostUnreachableError,
+    ModelNotApprovedError,
+    NoHostAvailableError,
+    NotFoundError,
+    PriceAboveMaximumError,
+    StreamTimeoutError,
+    ValidationError,
+)
+from ..models import Conversation, HostInfo, Message, SessionJob, Settlement, StoredRef
+from ..protocol import ChatMessage, ClientSession
+from ._context import Context
+from ._link import Link, ws_url
+from ._proofs import ProofLog, wait_for_receipt
+
+if TYPE_CHECKING:
+    from ._session import Session
+    from .discovery import DiscoveryManager
+    from .host import HostManager
+    from .payment import PaymentManager
+    from .storage import StorageManager
+
+__all__ = ["Failover", "Payment", "Plan", "SessionBackend"]
+
+log = logging.getLogger("fabstir_sdk.session")
+
+Payment = Literal["usdc", "eth", "deposit"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a session was bought with: enough to buy the same from another host."""
+
+    model: str
+    model_id: str
+    payment: Payment
+    currency: Literal["usdc", "eth"]
+    token: str
+    deposit: Amount
+    max_price_per_token: int | None
+    duration: int
+    proof_interval: int
+    proof_timeout_window: int
+    encryption: bool
+    failover: bool
+
+
+@dataclass(frozen=True)
+class Failover:
+    """A session moved to another host: the old job was settled (``settlement``)."""
+
+    reason: str
+    old_host: str
+    old_job_id: int
+    new_host: str
+    new_job_id: int
+    settlement: Settlement | None
+
+
+class SessionBackend:
+    """Jobs, connections and S5 records of the sessions of one SDK."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        payments: PaymentManager,
+        hosts: HostManager,
+        storage: StorageManager,
+        discovery: DiscoveryManager,
+    ) -> None:
+        self.ctx = ctx
+        self.payments = payments
+        self.hosts = hosts
+        self.storage = storage
+        self.discovery = discovery
+        #: The open sessions, by session id.
+        self.sessions: dict[str, Session] = {}
+        self._approvals: dict[str, asyncio.Lock] = {}
+        #: Session metadata being written to S5, by job id (see :meth:`metadata_written`).
+        self._meta_writes: dict[int, asyncio.Task[StoredRef]] = {}
+        #: Other S5 writes of sessions in flight, by job id (see :meth:`written`).
+        self._writes: dict[int, list[asyncio.Task[StoredRef]]] = {}
+
+    # -- hosts ----------------------------------------------------------------------------
+
+    async def given_host(self, host: str | HostInfo, plan: Plan) -> HostInfo:
+        address = (
+            host.address if isinstance(host, HostInfo) else checksum_address(host, what="host")
+        )
+        info = await self.hosts.get_host_info(address)
+        if not info.is_active:
+            raise HostNotActiveError(f"host {address} is not registered or not active")
+        if plan.model_id not in info.models:
+            raise ModelNotApprovedError(f"host {address} does not serve model {plan.model}")
+        return info
+
+    async def next_host(self, plan: Plan, *, exclude: set[str]) -> HostInfo:
+        """The best healthy host for the plan's model and price cap, not in ``exclude``."""
+        hosts = await self.discovery.find_hosts(
+            required_models=[plan.model],
+            max_price_per_token=plan.max_price_per_token,
+            payment=plan.currency,
+            limit=len(exclude) + 1,
+        )
+        for info in hosts:
+            if info.address not in exclude:
+                return info
+        raise NoHostAvailableError(
+            f"no other host serves {plan.model} within the price cap "
+            f"(excluded after failures: {', '.join(sorted(exclude))})"
+        )
+
+    # -- opening --------------------------------------------------------------------------
+
+    async def open(
+        self, plan: Plan, info: HostInfo, limits: SessionTimeouts
+    ) -> tuple[SessionJob, Link]:
+        """Buy a job with ``info`` per ``plan``, record it in S5 and connect to the host."""
+        sender = self.ctx.require_sender()
+        if plan.encryption and not info.public_key:
+            raise ValidationError(f"host {info.address} publishes no publicKey: cannot encrypt")
+        nr = self.ctx.contract("node_registry")
+        price = int(
+            await self.ctx.client.read(
+                nr.call("getModelPricing", info.address, plan.model_id, plan.token)
+            )
+        )
+        if plan.max_price_per_token is not None and price > plan.max_price_per_token:
+            raise PriceAboveMaximumError(price, plan.max_price_per_token)
+        pm = self.payments
+        args = (info.address, plan.deposit, price, plan.duration, plan.proof_interval)
+        kw: dict[str, Any] = {
+            "model": plan.model,
+            "proof_timeout_window": plan.proof_timeout_window,
+        }
+        if plan.payment == "eth":
+            created = await pm.create_eth_session_job(*args, **kw)
+        elif plan.payment == "usdc":
+            # Approve-then-spend must not interleave: concurrent sessions would each set the
+            # allowance to one deposit, and all but the first transferFrom would fail.
+            async with self._approvals.setdefault(plan.token, asyncio.Lock()):
+                await self._approve(plan.token, plan.deposit)
+                created = await pm.create_usdc_session_job(
+                    info.address,
+                    plan.token,
+                    plan.deposit,
+                    price,
+                    plan.duration,
+                    plan.proof_interval,
+                    **kw,
+                )
+        else:
+            token = None if plan.currency == "eth" else plan.token
+            created = await pm.create_session_job_from_deposit(*args, token=token, **kw)
+        job = await pm.get_session_job(created.job_id)
+        # Off the critical path (it takes longer than the rest of create_session on a local
+        # portal): written while we connect and stream, awaited before any read or write of
+        # this session's S5 data (so it is readable as soon as create_session returns), at
+        # end() and at complete().
+        self._meta_writes[job.id] = asyncio.get_running_loop().create_task(
+            self.storage.store_session_data(
+                str(job.id),
+                "metadata",
+                {
+                    "job_id": job.id,
+                    "host": info.address,
+                    "model": plan.model,
+                    "model_id": plan.model_id,
+                    "price_per_token": price,
+                    "payment_token": job.payment_token,
+                    "deposit": job.deposit,
+                    "deposit_human": str(plan.deposit),
+                    "user": sender.address,
+                    "created_tx": created.tx_hash,
+                },
+            )
+        )
+        try:
+            return job, await self.connect(job, info, plan, limits)
+        except FabstirError as exc:
+            if isinstance(exc, HostUnreachableError | StreamTimeoutError):
+                self.discovery.report_failure(info.address)  # not offered until re-checked
+            await self.metadata_written(job.id, quiet=True)
+            await self._settle_unconnected(job, info, exc)
+            raise
+
+    async def _settle_unconnected(self, job: SessionJob, info: HostInfo, exc: Exception) -> None:
+        """Paid but never connected: settle at once (a host may have proven tokens before
+        it acknowledged, or refused, the init) and say what it cost."""
+        try:
+            settlement = await self.payments.complete_session_job(job.id)
+        except FabstirError as settle_error:
+            log.warning("could not settle job %s after a failed connect: %s", job.id, settle_error)
+            exc.add_note(
+                f"session job {job.id} was opened; settling it failed too ({settle_error}): "
+                "complete it with complete_session"
+            )
+            return
+        if settlement.host_payment == 0:
+            exc.add_note(
+                f"session job {job.id} was opened; it has been settled: nothing charged "
+                f"(full refund of {native_amount(settlement.refund, job.payment_token)})"
+            )
+            return
+        charged = (
+            f"host {info.address} proved {settlement.tokens_used} tokens on session job "
+            f"{job.id} before the session was established: "
+            f"{native_amount(settlement.host_payment, job.payment_token)} charged, "
+            f"{native_amount(settlement.refund, job.payment_token)} refunded "
+            "(the job was settled at once)"
+        )
+        exc.add_note(charged)
+        self.discovery.report_overclaim(info.address, claimed=settlement.tokens_used, reported=0)
+        warnings.warn(HostOverclaimError(charged), stacklevel=4)
+
+    async def _approve(self, token: str, deposit: Amount) -> None:
+        """Approve exactly the deposit unless the allowance already covers it."""
+        owner = self.ctx.require_sender().address
+        value = to_base_units(deposit, await self.ctx.decimals(token))
+        spender = self.ctx.config.contract_addresses.job_marketplace
+        allowance = int(
+            await self.ctx.client.read(self.ctx.erc20(token).call("allowance", owner, spender))
+        )
+        if allowance < value:
+            await self.payments.approve_usdc(token, deposit)
+
+    async def connect(
+        self, job: SessionJob, info: HostInfo, plan: Plan, limits: SessionTimeouts
+    ) -> Link:
+        account = self.ctx.account
+        assert account is not None
+        proto = ClientSession(
+            job_id=job.id,
+            chain_id=self.ctx.config.chain_id,
+            host_public_key=info.public_key if plan.encryption else None,
+            client_private_key=bytes(account.key) if plan.encryption else None,
+            model_name=plan.model,
+            price_per_token=job.price_per_token,
+            encrypted=plan.encryption,
+            user_address=account.address,
+        )
+        return await Link.open(ws_url(info.api_url), proto, limits.connect)
+
+    # -- settling -------------------------------------------------------------------------
+
+    async def settle(self, job_id: int, conversation_cid: str = "") -> Settlement:
+        return await self.payments.complete_session_job(job_id, conversation_cid)
+
+    async def job(self, job_id: int) -> SessionJob:
+        return await self.payments.get_session_job(job_id)
+
+    async def proof_mined(self, tx: str, *, within: float) -> None:
+        """Wait for the receipt of a proof the host says it sent."""
+        await wait_for_receipt(self.ctx.client.rpc, tx, within=within)
+
+    async def proof_records(self, proofs: ProofLog, tokens_used: int) -> dict[str, Any]:
+        """The announced proofs as the chain has them, beside the job's ``tokensUsed``."""
+        records = await proofs.records(self.ctx.client.rpc, self.ctx.contract("job_marketplace"))
+        return ProofLog.summary(records, tokens_used)
+
+    def store_soon(self, job_id: int, key: str, data: Any) -> None:
+        """Write the session's S5 data ``key`` off the caller's path; every read or write of
+        the session's data through the SDK waits for it (see :meth:`written`)."""
+        task = asyncio.get_running_loop().create_task(
+            self.storage.store_session_data(str(job_id), key, data)
+        )
+        self._writes.setdefault(job_id, []).append(task)
+
+    async def written(self, job_id: int) -> None:
+        """Wait for the session's background S5 writes (metadata, proofs); their errors are
+        logged, since the data they held is then not readable."""
+        await self.metadata_written(job_id, quiet=True)
+        for task in self._writes.pop(job_id, []):
+            try:
+                await task
+            except FabstirError as exc:
+                log.warning("storing data of session %s failed: %s", job_id, exc)
+
+    # -- S5 -------------------------------------------------------------------------------
+
+    async def metadata_written(self, job_id: int, *, quiet: bool = False) -> None:
+        """Wait for the job's metadata write, if one is in flight; its error is raised once
+        (or only logged when ``quiet``)."""
+        write = self._meta_writes.pop(job_id, None)
+        if write is None:
+            return
+        try:
+            await write
+        except FabstirError as exc:
+            if not quiet:
+                raise
+            log.warning("storing the metadata of session %s failed: %s", job_id, exc)
+
+    async def all_written(self) -> None:
+        for job_id in {*self._meta_writes, *self._writes}:
+            await self.written(job_id)
+
+    async def append(
+        self, conversation_id: str, prompt: str, answer: str, *, partial: bool
+    ) -> None:
+        await self.storage.append_message(conversation_id, Message(role="user", content=prompt))
+        if answer or not partial:
+            await self.storage.append_message(
+                conversation_id, Message(role="assistant", content=answer)
+            )
+
+    async def history(self, conversation_id: str) -> list[ChatMessage]:
+        """The stored conversation as the host protocol's chat messages."""
+        try:
+            conversation = await self.storage.load_conversation(conversation_id)
+        except FabstirError:
+            return []
+        return [ChatMessage(role=m.role, content=m.content) for m in conversation.messages]
+
+    async def metadata(self, session_id: str) -> dict[str, Any] | None:
+        try:
+            meta = await self.storage.get_session_data(session_id, "metadata")
+        except FabstirError:
+            return None
+        return meta if isinstance(meta, dict) else None
+
+    async def store_conversation(self, conversation_id: str) -> StoredRef:
+        """Where the conversation is stored (its CID); an empty one is stored if none is."""
+        try:
+            return await self.storage.conversation_ref(conversation_id)
+        except NotFoundError:
+            pass
+        return await self.storage.store_conversation(Conversation(id=conversation_id))
+
+    async def own_job(self, session_id: str | int) -> SessionJob:
+        job = await self.payments.get_session_job(job_id_of(session_id))
+        if job.depositor != self.ctx.require_sender().address:
+            raise ValidationError(f"session {job.id} belongs to {job.depositor}, not to you")
+        return job
+
+
+def job_id_of(session_id: str | int) -> int:
+    try:
+        value = int(session_id)
+    except (TypeError, ValueError):
+        raise ValidationError(f"session id must be a job id, got {session_id!r}") from None
+    if value <= 0 or isinstance(session_id, bool):
+        raise ValidationError(f"session id must be a positive job id, got {session_id!r}")
+    return value
