@@ -22,10 +22,12 @@ from ..errors import (
     FabstirError,
     HostNotActiveError,
     HostOverclaimError,
+    HostUnreachableError,
     ModelNotApprovedError,
     NoHostAvailableError,
     NotFoundError,
     PriceAboveMaximumError,
+    StreamTimeoutError,
     ValidationError,
 )
 from ..models import Conversation, HostInfo, Message, SessionJob, Settlement, StoredRef
@@ -188,6 +190,8 @@ class SessionBackend:
         try:
             return job, await self.connect(job, info, plan, limits)
         except FabstirError as exc:
+            if isinstance(exc, HostUnreachableError | StreamTimeoutError):
+                self.discovery.report_failure(info.address)  # not offered until re-checked
             await self.metadata_written(job.id, quiet=True)
             await self._settle_unconnected(job, info, exc)
             raise
@@ -218,6 +222,7 @@ class SessionBackend:
             "(the job was settled at once)"
         )
         exc.add_note(charged)
+        self.discovery.report_overclaim(info.address, claimed=settlement.tokens_used, reported=0)
         warnings.warn(HostOverclaimError(charged), stacklevel=4)
 
     async def connect(
