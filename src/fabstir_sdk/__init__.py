@@ -5,6 +5,7 @@ answers, and settle: the host is paid for proven tokens, the rest of the deposit
 """
 
 from ._version import __version__
+from .chain.signer import JsonRpcSigner, Signer
 from .chain.units import PRICE_PRECISION, format_units, to_base_units
 from .config import ContractAddresses, SDKConfig, SessionTimeouts
 from .errors import (
@@ -47,6 +48,7 @@ from .errors import (
     MessageIndexError,
     ModelNotApprovedError,
     NoHostAvailableError,
+    NondeterministicSignerError,
     NotFoundError,
     P2PError,
     P2PFrameTooLargeError,
@@ -74,6 +76,7 @@ from .errors import (
     SessionNotActiveError,
     SessionNotFoundError,
     SessionRefusedError,
+    SignerError,
     StorageError,
     StorageUnavailableError,
     StreamNotOpenError,
@@ -148,11 +151,13 @@ __all__ = [
     "InvalidMultiaddrError",
     "InvalidPeerIdError",
     "InvalidStorageKeyError",
+    "JsonRpcSigner",
     "Message",
     "MessageIndexError",
     "ModelInfo",
     "ModelNotApprovedError",
     "NoHostAvailableError",
+    "NondeterministicSignerError",
     "NotFoundError",
     "P2PError",
     "P2PFrameTooLargeError",
@@ -190,6 +195,8 @@ __all__ = [
     "SessionStatus",
     "SessionTimeouts",
     "Settlement",
+    "Signer",
+    "SignerError",
     "StorageError",
     "StorageUnavailableError",
     "StoredRef",

@@ -16,7 +16,9 @@ host failed, another may serve": failover and ``fabstir chat`` move on from exac
     │   ├── UnsupportedContractsError
     │   └── AnvilNotFoundError
     ├── AuthError
-    │   └── AuthRequiredError
+    │   ├── AuthRequiredError
+    │   └── SignerError
+    │       └── NondeterministicSignerError
     ├── ValidationError                      (also ValueError)
     │   ├── InvalidAmountError
     │   │   └── FloatAmountError             (also TypeError)
@@ -131,6 +133,7 @@ __all__ = [
     "MessageIndexError",
     "ModelNotApprovedError",
     "NoHostAvailableError",
+    "NondeterministicSignerError",
     "NotFoundError",
     "P2PError",
     "P2PFrameTooLargeError",
@@ -158,6 +161,7 @@ __all__ = [
     "SessionNotActiveError",
     "SessionNotFoundError",
     "SessionRefusedError",
+    "SignerError",
     "StorageError",
     "StorageUnavailableError",
     "StreamNotOpenError",
@@ -223,6 +227,17 @@ class AuthError(FabstirError):
 
 class AuthRequiredError(AuthError):
     """The operation needs a wallet: call ``await sdk.authenticate(private_key)`` first."""
+
+
+class SignerError(AuthError):
+    """The signer refused, answered something that is not a signature, or cannot do what
+    the operation needs (e.g. sign a bare digest for an encrypted session init)."""
+
+
+class NondeterministicSignerError(SignerError):
+    """The signer signed the same message twice and gave two signatures, so the storage
+    seed (derived from that signature) would differ each time: storage is refused rather
+    than silently opening a different, empty storage."""
 
 
 class ValidationError(FabstirError, ValueError):

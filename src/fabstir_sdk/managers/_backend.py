@@ -27,6 +27,7 @@ from ..errors import (
     NoHostAvailableError,
     NotFoundError,
     PriceAboveMaximumError,
+    SignerError,
     StreamTimeoutError,
     ValidationError,
 )
@@ -150,6 +151,12 @@ class SessionBackend:
         sender = self.ctx.require_sender()
         if plan.encryption and not info.public_key:
             raise ValidationError(f"host {info.address} publishes no publicKey: cannot encrypt")
+        if plan.encryption and self.ctx.account is None:  # checked before any money moves
+            raise SignerError(
+                "an encrypted session init is signed over a bare digest, which only a key in "
+                "this process can sign: open it with encryption=False, or authenticate with "
+                "the key (docs/security.md)"
+            )
         if plan.max_price_per_token is not None and price > plan.max_price_per_token:
             raise PriceAboveMaximumError(price, plan.max_price_per_token)
         pm = self.payments
@@ -228,17 +235,16 @@ class SessionBackend:
     async def connect(
         self, job: SessionJob, info: HostInfo, plan: Plan, limits: SessionTimeouts
     ) -> Link:
-        account = self.ctx.account
-        assert account is not None
+        account, address = self.ctx.account, self.ctx.require_sender().address
         proto = ClientSession(
             job_id=job.id,
             chain_id=self.ctx.config.chain_id,
             host_public_key=info.public_key if plan.encryption else None,
-            client_private_key=bytes(account.key) if plan.encryption else None,
+            client_private_key=bytes(account.key) if account and plan.encryption else None,
             model_name=plan.model,
             price_per_token=job.price_per_token,
             encrypted=plan.encryption,
-            user_address=account.address,
+            user_address=address,
         )
         return await Link.open(ws_url(info.api_url), proto, limits.connect)
 

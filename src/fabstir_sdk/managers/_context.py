@@ -9,6 +9,7 @@ from eth_account.signers.local import LocalAccount
 from ..chain.abi import Contract
 from ..chain.addresses import ZERO_ADDRESS, checksum_address
 from ..chain.client import ChainClient, Read, TxSender
+from ..chain.signer import Signer
 from ..chain.units import ETH_DECIMALS
 from ..config import SDKConfig
 from ..errors import AuthRequiredError, FabstirError, Unit
@@ -33,6 +34,11 @@ class Context:
     client: ChainClient
     account: LocalAccount | None = None
     sender: TxSender | None = None
+    #: The wallet as a Signer (its key may be in another process); set with ``account``
+    #: only when the key is in this process.
+    signer: Signer | None = None
+    #: The storage seed's wallet signature, or None when the signer is not deterministic.
+    seed_signature: bytes | None = None
     _units: dict[str, Unit] = field(default_factory=dict)
 
     def __repr__(self) -> str:
@@ -40,6 +46,8 @@ class Context:
 
     @property
     def address(self) -> str | None:
+        if self.signer is not None:
+            return self.signer.address
         return self.account.address if self.account else None
 
     def require_sender(self) -> TxSender:

@@ -1,0 +1,188 @@
+"""Any signer: a wallet whose key lives in another process (a JSON-RPC signer service).
+
+The signer service is a second anvil, a separate process that holds the devnet's keys
+unlocked; the SDK under test is given only its URL and an address, never a key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from eth_account import Account
+
+from fabstir_sdk import FabstirSDK
+from fabstir_sdk.chain.signer import JsonRpcSigner, LocalSigner, Signer, as_signer
+from fabstir_sdk.devnet import Devnet, RunningHost
+from fabstir_sdk.devnet._anvil import AnvilProcess
+from fabstir_sdk.errors import AuthError, NondeterministicSignerError, SignerError
+from fabstir_sdk.managers.auth import S5_SEED_MESSAGE, seed_from_signature
+
+from .conftest import nonce
+from .host_helpers import BUILTIN, PRICE
+
+pytestmark = pytest.mark.integration
+
+USER, HOST, OTHER = 1, 2, 3
+#: secp256k1 group order: (r, n - s) is the other valid signature of the same message.
+N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+TYPED: dict[str, Any] = {
+    "types": {
+        "EIP712Domain": [
+            {"name": "name", "type": "string"},
+            {"name": "chainId", "type": "uint256"},
+        ],
+        "Grant": [
+            {"name": "agent", "type": "address"},
+            {"name": "budget", "type": "uint256"},
+        ],
+    },
+    "primaryType": "Grant",
+    "domain": {"name": "fabstir-test", "chainId": 31337},
+    "message": {"agent": "0x" + "ab" * 20, "budget": 1_000_000},
+}
+
+
+@pytest.fixture(scope="module")
+async def net():
+    async with Devnet.start() as devnet:
+        yield devnet
+
+
+@pytest.fixture(scope="module")
+async def service(net, tmp_path_factory):
+    """The signer service: a separate anvil process that holds the same keys unlocked."""
+    log = tmp_path_factory.mktemp("signer") / "anvil.log"
+    proc = await AnvilProcess.start(log_path=log, chain_id=net.chain_id)
+    yield proc
+    await proc.stop()
+
+
+@pytest.fixture(scope="module")
+async def host(net) -> RunningHost:
+    running = await net.start_host(
+        account=HOST, models=[BUILTIN], chain_poll=0.1, allow_plaintext=True
+    )
+    yield running
+    await running.stop()
+
+
+async def remote(service, net, index: int) -> JsonRpcSigner:
+    return JsonRpcSigner(service.rpc_url, net.accounts[index].address)
+
+
+class FlippingSigner:
+    """A real signer whose message signatures alternate between the two valid forms
+    (low s and high s), as a key service with random nonces gives different signatures."""
+
+    def __init__(self, key: str) -> None:
+        self._inner = LocalSigner(Account.from_key(key))
+        self.address = self._inner.address
+        self._flip = False
+
+    async def sign_transaction(self, tx: dict[str, Any]) -> bytes:
+        return await self._inner.sign_transaction(tx)
+
+    async def sign_message(self, message: bytes) -> bytes:
+        signature = await self._inner.sign_message(message)
+        self._flip = not self._flip
+        if not self._flip:
+            return signature
+        s = N - int.from_bytes(signature[32:64], "big")
+        return signature[:32] + s.to_bytes(32, "big") + bytes([signature[64] ^ 1])
+
+    async def sign_typed_data(self, data: dict[str, Any]) -> bytes:
+        return await self._inner.sign_typed_data(data)
+
+
+async def test_remote_and_local_signatures_are_the_same_bytes(net, service):
+    signer = await remote(service, net, USER)
+    local = LocalSigner(Account.from_key(net.accounts[USER].private_key))
+    assert isinstance(signer, Signer) and as_signer(signer) is signer
+    tx = {
+        "to": net.accounts[OTHER].address,
+        "value": 12345,
+        "gas": 21000,
+        "maxFeePerGas": 3 * 10**9,
+        "maxPriorityFeePerGas": 10**9,
+        "nonce": 7,
+        "chainId": net.chain_id,
+        "type": 2,
+        "data": "0x",
+    }
+    raw = await signer.sign_transaction(tx)
+    assert raw == await local.sign_transaction(tx)
+    assert Account.recover_transaction(raw) == signer.address
+    message = await signer.sign_message(S5_SEED_MESSAGE)
+    assert message == await local.sign_message(S5_SEED_MESSAGE)
+    typed = await signer.sign_typed_data(TYPED)
+    assert typed == await local.sign_typed_data(TYPED)
+    eth_sign = JsonRpcSigner(service.rpc_url, signer.address, message_method="eth_sign")
+    assert await eth_sign.sign_message(S5_SEED_MESSAGE) == message
+    assert "0x" not in repr(signer).replace(signer.address, "")  # only the address shows
+    for s in (signer, eth_sign):
+        await s.aclose()
+
+
+async def test_session_paid_through_a_remote_signer(net, host, service):
+    signer = await remote(service, net, USER)
+    async with FabstirSDK(net.sdk_config()) as by_key:
+        await by_key.authenticate(net.accounts[USER].private_key)
+        seed_by_key = by_key.get_auth_manager().get_s5_seed()
+    async with FabstirSDK(net.sdk_config()) as sdk:
+        result = await sdk.authenticate(signer)
+        assert result.user_address == net.accounts[USER].address
+        auth = sdk.get_auth_manager()
+        assert auth.get_signer() is signer and sdk._ctx_.account is None  # no key here
+        # the same wallet, the same storage, whichever way it signs
+        assert auth.get_s5_seed() == seed_by_key
+        with pytest.raises(AuthError):
+            auth.get_legacy_s5_seed()
+        pm = sdk.get_payment_manager()
+        usdc = net.addresses.usdc_token
+        before = await pm.get_token_balance(usdc)
+        sm = await sdk.get_session_manager()
+        # the encrypted init signs a bare digest: refused before any transaction
+        sent = await nonce(net, USER)
+        with pytest.raises(SignerError, match="bare digest"):
+            await sm.create_session(model=BUILTIN, host=host.address, deposit="1")
+        assert await nonce(net, USER) == sent
+        session = await sm.create_session(
+            model=BUILTIN, host=host.address, deposit="1", encryption=False
+        )
+        reply = await session.send_prompt("My name is Ada.")
+        assert reply.usage.completion_tokens > 0
+        settlement = await session.complete()
+        assert settlement.tokens_used == 1000  # padded to the proof interval
+        assert settlement.host_payment == 1000 * PRICE // 1000 == 2000
+        assert settlement.refund == 998_000
+        assert await pm.get_token_balance(usdc) == before - 2000
+        assert await nonce(net, USER) > sent  # the remote signer's transactions were mined
+    await signer.aclose()
+
+
+async def test_nondeterministic_signer_refused_for_storage(net):
+    flipping = FlippingSigner(net.accounts[OTHER].private_key)
+    async with FabstirSDK(net.sdk_config()) as sdk:
+        await sdk.authenticate(flipping)  # transactions are fine
+        auth = sdk.get_auth_manager()
+        with pytest.raises(NondeterministicSignerError, match="two different signatures"):
+            auth.get_s5_seed()
+        with pytest.raises(NondeterministicSignerError):
+            await sdk.get_storage_manager()
+    # the same key, deterministic: the seed is the one of its first signature
+    local = LocalSigner(Account.from_key(net.accounts[OTHER].private_key))
+    async with FabstirSDK(net.sdk_config()) as sdk:
+        await sdk.authenticate(local)
+        expected = seed_from_signature(await local.sign_message(S5_SEED_MESSAGE))
+        assert sdk.get_auth_manager().get_s5_seed() == expected
+
+
+async def test_signer_errors_are_typed(net, service):
+    with pytest.raises(AuthError, match="Signer"):
+        as_signer(object())
+    stranger = JsonRpcSigner(service.rpc_url, "0x" + "12" * 20)  # not unlocked there
+    with pytest.raises(SignerError, match="refused personal_sign"):
+        await stranger.sign_message(b"hi")
+    await stranger.aclose()
