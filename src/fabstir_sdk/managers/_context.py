@@ -11,6 +11,7 @@ from ..chain.addresses import ZERO_ADDRESS, checksum_address
 from ..chain.client import ChainClient, Read, TxSender
 from ..chain.signer import Signer
 from ..chain.units import ETH_DECIMALS
+from ..chains import native_symbol
 from ..config import SDKConfig
 from ..errors import AuthRequiredError, FabstirError, Unit
 
@@ -79,7 +80,7 @@ class Context:
         """``(decimals, symbol)`` of ``token`` (None or the zero address: ETH), read once:
         messages give amounts in it, as the user typed them."""
         if token is None or token == ZERO_ADDRESS:
-            return ETH_DECIMALS, "ETH"
+            return ETH_DECIMALS, native_symbol(self.config.chain_id)
         token = checksum_address(token, what="token")
         if token not in self._units:
             erc20 = self.erc20(token)
@@ -96,5 +97,5 @@ class Context:
         """The unit :meth:`unit` already read for ``token``, if any (for checks that run
         without awaiting)."""
         if token == ZERO_ADDRESS:
-            return ETH_DECIMALS, "ETH"
+            return ETH_DECIMALS, native_symbol(self.config.chain_id)
         return self._units.get(token)
