@@ -9,7 +9,7 @@ Layout (compatible with the upstream SDK's paths; every directory is encrypted):
     home/user/settings.json                              user settings
 
 ``{user}`` is the wallet's checksummed address. The S5 identity, and with it every key,
-derives from ``AuthManager.get_s5_seed()`` (HKDF of the private key), never from the
+derives from ``AuthManager.get_s5_seed()`` (HKDF of a wallet signature), never from the
 address: another key opens nothing here, even in the same directory or on the same portal.
 """
 
