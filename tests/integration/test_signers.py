@@ -186,3 +186,21 @@ async def test_signer_errors_are_typed(net, service):
     with pytest.raises(SignerError, match="refused personal_sign"):
         await stranger.sign_message(b"hi")
     await stranger.aclose()
+
+
+async def test_host_operations_through_a_remote_signer(net, service):
+    """A host's wallet in a signer service: stake approval and registration are signed there."""
+    signer = await remote(service, net, 4)
+    async with FabstirSDK(net.sdk_config()) as sdk:
+        await sdk.authenticate(signer)
+        hm = sdk.get_host_manager()
+        await hm.register_host(
+            "http://127.0.0.1:9",
+            [BUILTIN],
+            min_price_per_token_native=10**12,
+            min_price_per_token_stable=PRICE,
+            metadata={"publicKey": "02" + "22" * 32},
+        )
+        info = await hm.get_host_info(signer.address)
+        assert info.address == signer.address and info.api_url == "http://127.0.0.1:9"
+    await signer.aclose()

@@ -28,6 +28,7 @@ from eth_account.signers.local import LocalAccount
 from ..errors import AuthError, RpcFailure, SignerError
 from .addresses import checksum_address
 from .rpc import JsonRpcClient
+from .transport import RpcTransport
 
 __all__ = ["JsonRpcSigner", "LocalSigner", "Signer", "as_signer", "digest_signer"]
 
@@ -115,12 +116,13 @@ class JsonRpcSigner:
         *,
         message_method: str = "personal_sign",
         timeout: float = 30.0,
+        transport: RpcTransport | None = None,
     ) -> None:
         if message_method not in ("personal_sign", "eth_sign"):
             raise AuthError("message_method is personal_sign or eth_sign")
         self.address: str = checksum_address(address, what="signer address")
         self._message_method = message_method
-        self._rpc = JsonRpcClient(url, timeout=timeout)
+        self._rpc = JsonRpcClient(url, timeout=timeout, transport=transport)
 
     def __repr__(self) -> str:
         return f"JsonRpcSigner(address={self.address!r})"
