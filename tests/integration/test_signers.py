@@ -143,22 +143,23 @@ async def test_session_paid_through_a_remote_signer(net, host, service):
         usdc = net.addresses.usdc_token
         before = await pm.get_token_balance(usdc)
         sm = await sdk.get_session_manager()
-        # the encrypted init signs a bare digest: refused before any transaction
         sent = await nonce(net, USER)
-        with pytest.raises(SignerError, match="bare digest"):
-            await sm.create_session(model=BUILTIN, host=host.address, deposit="1")
-        assert await nonce(net, USER) == sent
-        session = await sm.create_session(
-            model=BUILTIN, host=host.address, deposit="1", encryption=False
-        )
+        # encrypted: the init's transcript is signed by the service, as an EIP-191 message
+        session = await sm.create_session(model=BUILTIN, host=host.address, deposit="1")
         reply = await session.send_prompt("My name is Ada.")
         assert reply.usage.completion_tokens > 0
+        assert "Ada" in (await session.send_prompt("What is my name?")).text
         settlement = await session.complete()
         assert settlement.tokens_used == 1000  # padded to the proof interval
         assert settlement.host_payment == 1000 * PRICE // 1000 == 2000
         assert settlement.refund == 998_000
         assert await pm.get_token_balance(usdc) == before - 2000
         assert await nonce(net, USER) > sent  # the remote signer's transactions were mined
+        plain = await sm.create_session(
+            model=BUILTIN, host=host.address, deposit="1", encryption=False
+        )
+        assert (await plain.send_prompt("count to 2")).text == "1 2"
+        assert (await plain.complete()).refund == 998_000
     await signer.aclose()
 
 

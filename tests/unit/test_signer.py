@@ -3,16 +3,28 @@ adapter sends, and the answers it refuses."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import coincurve
 import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
 from fabstir_sdk.chain.signer import JsonRpcSigner, LocalSigner, as_signer
 from fabstir_sdk.chain.transport import MockTransport
-from fabstir_sdk.errors import AuthError, InvalidAddressError, SignerError
+from fabstir_sdk.errors import AuthError, InvalidAddressError, ProtocolError, SignerError
 from fabstir_sdk.managers.auth import S5_SEED_MESSAGE, seed_from_signature
+from fabstir_sdk.protocol import (
+    E2EE_ALG,
+    SIGNED_MESSAGE_ALG,
+    ClientSession,
+    PresignedInit,
+    open_session_init,
+    presign_session_init,
+    seal_session_init,
+)
+from fabstir_sdk.protocol._crypto import address_of
 
 KEY = "0x" + "11" * 32
 OTHER_KEY = "0x" + "22" * 32
@@ -103,3 +115,38 @@ async def test_local_signer_and_the_seed():
         Account.recover_message(encode_defunct(primitive=S5_SEED_MESSAGE), signature=signature)
         == ACCOUNT.address
     )
+
+
+async def test_presigned_init_recovers_the_wallet_that_signed_it():
+    host = coincurve.PrivateKey(b"\x33" * 32)
+    eph, nonce, digest = presign_session_init(host.public_key.format())
+    signature = await as_signer(ACCOUNT).sign_message(digest)  # as a signer service would
+    payload = seal_session_init(
+        b"{}",
+        recipient_public_key=host.public_key.format(),
+        presigned=PresignedInit(eph, nonce, signature),
+    )
+    assert payload.alg == SIGNED_MESSAGE_ALG and bytes.fromhex(payload.nonce_hex) == nonce
+    plaintext, sender = open_session_init(payload, recipient_private_key=host.secret)
+    assert plaintext == b"{}" and address_of(sender) == ACCOUNT.address
+    assert "33" * 8 not in repr(PresignedInit(eph, nonce, signature)).replace(nonce.hex(), "")
+    # the same signature read as a bare-digest signature names somebody else
+    bare = payload.model_copy(update={"alg": E2EE_ALG})
+    assert (
+        address_of(open_session_init(bare, recipient_private_key=host.secret)[1]) != ACCOUNT.address
+    )
+
+
+def test_a_presigned_init_serves_one_init():
+    host = coincurve.PrivateKey(b"\x33" * 32)
+    eph, nonce, digest = presign_session_init(host.public_key.format())
+    signature = ACCOUNT.sign_message(encode_defunct(primitive=digest)).signature
+    proto = ClientSession(
+        job_id=1,
+        host_public_key=host.public_key.format(),
+        presigned_init=PresignedInit(eph, nonce, bytes(signature)),
+        user_address=ACCOUNT.address,
+    )
+    assert json.loads(proto.init_frame())["payload"]["alg"] == SIGNED_MESSAGE_ALG
+    with pytest.raises(ProtocolError, match="one init"):
+        proto.init_frame()

@@ -27,12 +27,11 @@ from ..errors import (
     NoHostAvailableError,
     NotFoundError,
     PriceAboveMaximumError,
-    SignerError,
     StreamTimeoutError,
     ValidationError,
 )
 from ..models import Conversation, HostInfo, Message, SessionJob, Settlement, StoredRef
-from ..protocol import ChatMessage, ClientSession
+from ..protocol import ChatMessage, ClientSession, PresignedInit, presign_session_init
 from ._context import Context
 from ._link import Link, ws_url
 from ._proofs import ProofLog, wait_for_receipt
@@ -151,12 +150,6 @@ class SessionBackend:
         sender = self.ctx.require_sender()
         if plan.encryption and not info.public_key:
             raise ValidationError(f"host {info.address} publishes no publicKey: cannot encrypt")
-        if plan.encryption and self.ctx.account is None:  # checked before any money moves
-            raise SignerError(
-                "an encrypted session init is signed over a bare digest, which only a key in "
-                "this process can sign: open it with encryption=False, or authenticate with "
-                "the key (docs/security.md)"
-            )
         if plan.max_price_per_token is not None and price > plan.max_price_per_token:
             raise PriceAboveMaximumError(price, plan.max_price_per_token)
         pm = self.payments
@@ -236,6 +229,12 @@ class SessionBackend:
         self, job: SessionJob, info: HostInfo, plan: Plan, limits: SessionTimeouts
     ) -> Link:
         account, address = self.ctx.account, self.ctx.require_sender().address
+        presigned = None
+        if plan.encryption and account is None and info.public_key:  # key elsewhere: sign ahead
+            eph, nonce, digest = presign_session_init(info.public_key)
+            assert self.ctx.signer is not None  # set by authenticate() with the account
+            signature = await self.ctx.signer.sign_message(digest)
+            presigned = PresignedInit(eph, nonce, signature)
         proto = ClientSession(
             job_id=job.id,
             chain_id=self.ctx.config.chain_id,
@@ -245,6 +244,7 @@ class SessionBackend:
             price_per_token=job.price_per_token,
             encrypted=plan.encryption,
             user_address=address,
+            presigned_init=presigned,
         )
         return await Link.open(ws_url(info.api_url), proto, limits.connect)
 
