@@ -6,6 +6,7 @@ unlocked; the SDK under test is given only its URL and an address, never a key.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -125,7 +126,8 @@ async def test_remote_and_local_signatures_are_the_same_bytes(net, service):
         await s.aclose()
 
 
-async def test_session_paid_through_a_remote_signer(net, host, service):
+async def test_session_paid_through_a_remote_signer(net, host, service, caplog):
+    caplog.set_level(logging.DEBUG)
     signer = await remote(service, net, USER)
     async with FabstirSDK(net.sdk_config()) as by_key:
         await by_key.authenticate(net.accounts[USER].private_key)
@@ -160,6 +162,12 @@ async def test_session_paid_through_a_remote_signer(net, host, service):
         )
         assert (await plain.send_prompt("count to 2")).text == "1 2"
         assert (await plain.complete()).refund == 998_000
+        shown = [repr(o) for o in (sdk, auth, signer, session, settlement, sdk._ctx_)]
+    # neither the seed nor the signature it comes from is ever shown
+    seed_signature = await signer.sign_message(S5_SEED_MESSAGE)
+    assert len(caplog.records) > 10  # DEBUG logging was on
+    for secret in (seed_by_key, seed_signature.hex(), seed_signature[:32].hex()):
+        assert secret not in caplog.text and all(secret not in text for text in shown)
     await signer.aclose()
 
 
