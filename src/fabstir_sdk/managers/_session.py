@@ -126,7 +126,8 @@ class PromptStream:
         session = self._session
         try:
             while True:
-                link = session._require_link()
+                # a closed link still holds what came before the close: read it first
+                link = session._link or session._require_link()
                 try:
                     event = await link.next_event(
                         self._due, "token" if self._parts else "first token", self._within
