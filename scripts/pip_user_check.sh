@@ -58,6 +58,14 @@ bash -euo pipefail -c ". '$VENV/bin/activate' && $suggested -q && fabstir demo" 
 grep -q "^Found host 0x[0-9a-fA-F]\{40\} in the registry and on the DHT;$" "$WORK/demo_p2p.log"
 if grep '^DHT ' "$WORK/demo_p2p.log"; then exit 1; fi
 
+step "with no anvil anywhere: the error names the one command to run"
+if out=$(XDG_CACHE_HOME="$WORK/no-cache" bash -c ". '$VENV/bin/activate' && fabstir devnet up" 2>&1); then
+  echo "fabstir devnet up ran without an anvil: $out" >&2
+  exit 1
+fi
+echo "$out"
+grep -q '^fabstir: error: anvil not found: run `fabstir devnet install` (it installs' <<<"$out"
+
 step "the README quickstart (from another dir), output as the README shows it"
 mkdir "$WORK/quickstart"
 cd "$WORK/quickstart"

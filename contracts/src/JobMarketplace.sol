@@ -106,7 +106,9 @@ contract JobMarketplace is Ownable, Pausable, ReentrancyGuardTransient {
     ProofSystem public proofSystem;
     address public treasuryAddress;
     address public usdcAddress;
-    /// @notice Stored for interface compatibility; it has no effect on settlement.
+    /// @notice The early-cancellation fee, in tokens: a depositor who completes a session before
+    ///         the host proved any work pays for this many tokens at the session's price (capped
+    ///         at the deposit), settled like proven work. 0, the default here, charges nothing.
     uint256 public minTokensFee;
     ChainConfig public chainConfig;
     bool private _chainConfigSet;
@@ -346,7 +348,10 @@ contract JobMarketplace is Ownable, Pausable, ReentrancyGuardTransient {
         }
         job.status = SessionStatus.Completed;
         job.conversationCID = conversationCID;
-        (uint256 hostPayment, uint256 refund) = _settle(jobId, job);
+        // an early cancellation: the depositor ends the session before any proof
+        uint256 billed = job.tokensUsed;
+        if (billed == 0 && msg.sender == job.depositor) billed = minTokensFee;
+        (uint256 hostPayment, uint256 refund) = _settle(jobId, job, billed);
         emit SessionCompleted(jobId, job.tokensUsed, hostPayment, refund);
         emit SessionCompletedBy(jobId, msg.sender, job.tokensUsed, hostPayment, refund);
     }
@@ -361,7 +366,7 @@ contract JobMarketplace is Ownable, Pausable, ReentrancyGuardTransient {
             "Session not timed out"
         );
         job.status = SessionStatus.TimedOut;
-        (uint256 hostPayment, uint256 refund) = _settle(jobId, job);
+        (uint256 hostPayment, uint256 refund) = _settle(jobId, job, job.tokensUsed);
         emit SessionTimedOut(jobId, hostPayment, refund);
     }
 
@@ -462,7 +467,7 @@ contract JobMarketplace is Ownable, Pausable, ReentrancyGuardTransient {
         emit TreasuryUpdated(_treasury);
     }
 
-    /// @notice Stored for interface compatibility; it has no effect on settlement.
+    /// @notice Set the early-cancellation fee in tokens (see `minTokensFee`).
     function setMinTokensFee(uint256 _fee) external onlyOwner {
         minTokensFee = _fee;
         emit MinTokensFeeUpdated(_fee);
@@ -621,12 +626,17 @@ contract JobMarketplace is Ownable, Pausable, ReentrancyGuardTransient {
         require(fresh, "Proof rejected");
     }
 
-    function _settle(uint256 jobId, SessionJob storage job) private returns (uint256 hostPayment, uint256 refund) {
+    /// @dev Pays the host for `billed` tokens (the proven ones, or the early-cancellation fee).
+    function _settle(uint256 jobId, SessionJob storage job, uint256 billed)
+        private
+        returns (uint256 hostPayment, uint256 refund)
+    {
         address token = job.paymentToken;
         address depositor = job.depositor;
         uint256 deposit = job.deposit;
-        hostPayment = (job.tokensUsed * job.pricePerToken) / PRICE_PRECISION;
-        if (hostPayment > deposit) hostPayment = deposit; // unreachable: tokensUsed <= maxTokens
+        uint256 affordable = (deposit * PRICE_PRECISION) / job.pricePerToken; // maxTokens
+        if (billed > affordable) billed = affordable; // a fee above the deposit (no overflow)
+        hostPayment = (billed * job.pricePerToken) / PRICE_PRECISION;
         refund = deposit - hostPayment;
         uint256 fee = (hostPayment * feeBasisPoints) / BASIS_POINTS;
 

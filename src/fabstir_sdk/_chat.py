@@ -16,9 +16,9 @@ from collections.abc import Callable
 from typing import Literal, TextIO
 
 from .chain.addresses import ZERO_ADDRESS
-from .chain.units import format_units
+from .chain.units import ETH_DECIMALS, USDC_DECIMALS, format_amount
 from .config import SDKConfig
-from .errors import FabstirError, HostError, HostUnreachableError, StreamTimeoutError
+from .errors import FabstirError, HostError, HostFailedError, StorageUnavailableError
 from .managers.session import Payment, Session, SessionManager
 from .models import Settlement
 from .sdk import FabstirSDK
@@ -74,6 +74,7 @@ async def chat(
     async with FabstirSDK(config) as sdk:
         await sdk.authenticate(private_key)
         sm = await sdk.get_session_manager()
+        await _storage_ready(sdk, note)
         unit = "ETH" if payment == "eth" else "USDC"
         note(f"Opening a session for {model} ({deposit} {unit} deposit)...")
         session = await sm.create_session(
@@ -85,7 +86,8 @@ async def chat(
         )
         note(
             f"Session {session.session_id} with host {session.host.address} at "
-            f"{session.price_per_token} base units per 1000 tokens. Type /quit to leave."
+            f"{_amount(session.price_per_token, session.payment_token)} per 1000 tokens. "
+            "Type /quit to leave."
         )
         try:
             while True:
@@ -105,6 +107,18 @@ async def chat(
     return 0
 
 
+async def _storage_ready(sdk: FabstirSDK, note: _Note) -> None:
+    """Reach the conversation store before paying: a process that never reached it cannot
+    keep the conversation (it has nothing to queue writes against), so a session it paid
+    for would stop at its first write. Once read, a portal lost later only queues writes."""
+    storage = await sdk.get_storage_manager()
+    try:
+        await storage.list_user_data()
+    except StorageUnavailableError:
+        note("S5 storage is unreachable: nothing was paid. Check --s5-portal-url and retry.")
+        raise
+
+
 async def _answer(
     sm: SessionManager, session: Session, prompt: str, out: TextIO, note: _Note
 ) -> Session:
@@ -118,7 +132,7 @@ async def _answer(
             out.write("\n")
             out.flush()
             return session
-        except (HostUnreachableError, StreamTimeoutError) as exc:
+        except HostFailedError as exc:
             out.write("\n")
             out.flush()
             if attempt == 2:
@@ -149,13 +163,19 @@ async def _leave(session: Session, on_exit: OnExit, note: _Note) -> None:
     note(settlement_summary(settlement))
 
 
+def _amount(value: int, token: str) -> str:
+    """Base units of the session's token as a person reads them: ETH, else USDC."""
+    if token == ZERO_ADDRESS:
+        return format_amount(value, ETH_DECIMALS, "ETH")
+    return format_amount(value, USDC_DECIMALS, "USDC")
+
+
 def settlement_summary(s: Settlement) -> str:
     """One line for a person: what was paid (gross), the host's net and the treasury's fee
     within it, and the refund, in USDC or ETH."""
-    decimals, unit = (18, "ETH") if s.token == ZERO_ADDRESS else (6, "USDC")
 
     def amount(value: int) -> str:
-        return f"{format_units(value, decimals)} {unit}"
+        return _amount(value, s.token)
 
     return (
         f"Session {s.job_id} completed (tx {s.tx_hash}): {s.tokens_used:,} tokens billed; "

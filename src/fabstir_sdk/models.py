@@ -83,8 +83,11 @@ class SessionJob(_Frozen):
 
 
 class SessionJobCreated(_Frozen):
+    """A job just opened: its id, the transaction, and the job as the receipt states it."""
+
     job_id: int
     tx_hash: str
+    job: SessionJob
 
 
 class Settlement(_Frozen):
@@ -109,7 +112,7 @@ class Settlement(_Frozen):
             f"Settlement of session {self.job_id}",
             [
                 ("tokens used", self.tokens_used),
-                ("host payment", native_amount(self.host_payment, self.token)),
+                ("host payment (gross)", native_amount(self.host_payment, self.token)),
                 ("treasury fee", native_amount(self.treasury_fee, self.token)),
                 ("host net", native_amount(self.host_net, self.token)),
                 ("refund", native_amount(self.refund, self.token)),

@@ -2,7 +2,8 @@
 
 The client is :mod:`.upstream_wire` (written from upstream's observed behaviour, not from our
 SDK); chain reads and writes that upstream makes itself go through web3.py with upstream's
-function signatures. Real devnet, real host processes, real sockets.
+function signatures (jobs are opened with upstream's call, delegates authorised, registry
+metadata read). Real devnet, real host processes, real sockets.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from typing import Any
 import aiohttp
 import pytest
 from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3.logs import DISCARD
 
 from fabstir_sdk import SessionState
 from fabstir_sdk.chain.model_id import model_id
 from fabstir_sdk.devnet import Devnet, RunningHost
 
-from ..integration.host_helpers import BUILTIN, PRICE, USER, open_job, read_job, wait_for_job
+from ..integration.host_helpers import BUILTIN, PRICE, USER, read_job, wait_for_job
 from .upstream_wire import (
     HostRefused,
     UpstreamStyleClient,
@@ -48,6 +50,40 @@ UPSTREAM_ABI: list[dict[str, Any]] = [
             {"name": "depositor", "type": "address"},
             {"name": "delegate", "type": "address"},
         ],
+        "outputs": [{"name": "", "type": "bool"}],
+    },
+    {
+        "type": "function",
+        "name": "createSessionJobForModelWithToken",
+        "stateMutability": "nonpayable",
+        "inputs": [
+            {"name": "host", "type": "address"},
+            {"name": "modelId", "type": "bytes32"},
+            {"name": "token", "type": "address"},
+            {"name": "deposit", "type": "uint256"},
+            {"name": "pricePerToken", "type": "uint256"},
+            {"name": "maxDuration", "type": "uint256"},
+            {"name": "proofInterval", "type": "uint256"},
+            {"name": "proofTimeoutWindow", "type": "uint256"},
+        ],
+        "outputs": [{"name": "", "type": "uint256"}],
+    },
+    {
+        "type": "event",
+        "name": "SessionJobCreated",
+        "anonymous": False,
+        "inputs": [
+            {"name": "jobId", "type": "uint256", "indexed": True},
+            {"name": "depositor", "type": "address", "indexed": True},
+            {"name": "host", "type": "address", "indexed": True},
+            {"name": "deposit", "type": "uint256", "indexed": False},
+        ],
+    },
+    {
+        "type": "function",
+        "name": "approve",
+        "stateMutability": "nonpayable",
+        "inputs": [{"name": "spender", "type": "address"}, {"name": "amount", "type": "uint256"}],
         "outputs": [{"name": "", "type": "bool"}],
     },
     {
@@ -93,15 +129,18 @@ async def permissive(net) -> RunningHost:
     await running.stop()
 
 
-async def upstream_call(net: Devnet, fn: str, *args: Any, sender: int | None = None) -> Any:
+async def upstream_call(
+    net: Devnet, fn: str, *args: Any, sender: int | None = None, to: str | None = None
+) -> Any:
     """Call (or, with ``sender``, transact) ``fn`` as upstream does, through web3.py."""
     w3 = AsyncWeb3(AsyncHTTPProvider(net.rpc_url))
     try:
-        to = (
-            net.addresses.node_registry
-            if fn == "getNodeFullInfo"
-            else net.addresses.job_marketplace
-        )
+        if to is None:
+            to = (
+                net.addresses.node_registry
+                if fn == "getNodeFullInfo"
+                else net.addresses.job_marketplace
+            )
         call = getattr(w3.eth.contract(address=to, abi=UPSTREAM_ABI).functions, fn)(*args)
         if sender is None:
             return await call.call()
@@ -120,6 +159,29 @@ async def upstream_call(net: Devnet, fn: str, *args: Any, sender: int | None = N
         return receipt
     finally:
         await w3.provider.disconnect()
+
+
+async def open_job(net: Devnet, host: str, *, proof_interval: int) -> int:
+    """A USDC session job of USER with ``host``, opened as upstream's startSession does it
+    (approve, then createSessionJobForModelWithToken); returns its id from the event."""
+    usdc, market = net.addresses.usdc_token, net.addresses.job_marketplace
+    await upstream_call(net, "approve", market, DEPOSIT, sender=USER, to=usdc)
+    receipt = await upstream_call(
+        net,
+        "createSessionJobForModelWithToken",
+        host,
+        bytes.fromhex(model_id(BUILTIN)[2:]),
+        usdc,
+        DEPOSIT,
+        PRICE,
+        3600,
+        proof_interval,
+        300,
+        sender=USER,
+    )
+    contract = AsyncWeb3().eth.contract(abi=UPSTREAM_ABI)
+    (created,) = contract.events.SessionJobCreated().process_receipt(receipt, errors=DISCARD)
+    return int(created["args"]["jobId"])
 
 
 async def registry_public_key(net: Devnet, host: RunningHost) -> bytes:
@@ -196,12 +258,40 @@ async def test_seed_key_refused_with_the_fix_then_served_as_a_delegate(net, stri
         for answer in (first, second):
             check_answer_shape(answer)
         used = first.stream_end["tokens_used"] + second.stream_end["tokens_used"]
+        # revoked, the key is refused at its next init (upstream's next prompt)
+        await upstream_call(net, "authorizeDelegate", signer_address, False, sender=USER)
+        with pytest.raises(HostRefused) as refused:
+            await client.prompt("What's my name?")
+        assert refused.value.code == "NOT_DEPOSITOR"
     finally:
         await client.close()
     await settles_to(net, job_id, max(used, 100))
+    await check_checkpoint_index(strict, job_id, [[0, max(used, 100)]])
+
+
+async def check_checkpoint_index(host: RunningHost, job_id: int, ranges: list[list[int]]) -> None:
+    """``GET /v1/checkpoints/{job}`` as upstream's recovery validates it before use."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{host.api_url}/v1/checkpoints/{job_id}") as r,
+    ):
+        index = await r.json()
+    assert isinstance(index["messagesSignature"], str)
+    assert isinstance(index["checkpointsSignature"], str)
+    assert (index["sessionId"], index["hostAddress"]) == (str(job_id), host.address)
+    for position, entry in enumerate(index["checkpoints"]):
+        assert entry["index"] == position and isinstance(entry["timestamp"], int)
+        assert isinstance(entry["proofHash"], str) and isinstance(entry["deltaCid"], str)
+    assert [entry["tokenRange"] for entry in index["checkpoints"]] == ranges
 
 
 async def test_any_signer_host_serves_an_undelegated_seed_key(net, permissive):
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(permissive.api_url + "/v1/version") as r,
+    ):
+        features = set((await r.json())["features"])
+    assert {"plaintext", "single-use-init"} <= features and "depositor-check" not in features
     job_id = await open_job(net, permissive.address, proof_interval=100)
     seed_key = key_from_seed("never authorized by anyone on chain")
     client = await connect(net, permissive, job_id, seed_key)
@@ -271,6 +361,12 @@ async def test_plaintext_when_the_host_allows_it(net, strict, permissive):
         body = inference_body(BUILTIN, "count to 130", job_id)
         async with http.post(permissive.api_url + "/v1/inference", json=body) as r:
             assert (await r.json())["tokens_used"] == 130
+        # the streamed form (server-sent events) of the same endpoint is billed the same way
+        body = {**inference_body(BUILTIN, "count to 110", job_id), "stream": True}
+        async with http.post(permissive.api_url + "/v1/inference", json=body) as r:
+            events = [line for line in (await r.text()).split("\n\n") if line]
+        assert events[-1] == "data: [DONE]"
+        assert json.loads(events[-2].removeprefix("data: "))["usage"]["completion_tokens"] == 110
         wrong = {**body, "jobId": str(job_id + 1000), "sessionId": str(job_id + 1000)}
         async with http.post(permissive.api_url + "/v1/inference", json=wrong) as r:
             assert (r.status, (await r.json())["code"]) == (403, "JOB_NOT_FOUND")
@@ -285,9 +381,9 @@ async def test_plaintext_when_the_host_allows_it(net, strict, permissive):
             assert (text, end["tokens_used"], end["finish_reason"]) == ("1 2 3", 3, "length")
     finally:
         await client.close()
-    # 120 + 130 billed; the 6 plaintext tokens came after the HTTP requests' final claim
-    # and are under the contract's 100-token minimum claim (docs/host.md, limits)
-    await settles_to(net, job_id, 250)
+    # 120 + 130 + 110 billed; the 6 plaintext tokens came after the HTTP requests' final
+    # claim and are under the contract's 100-token minimum claim (docs/host.md, limits)
+    await settles_to(net, job_id, 360)
 
 
 async def test_host_facts_upstream_relies_on(net, strict):
@@ -296,7 +392,9 @@ async def test_host_facts_upstream_relies_on(net, strict):
         async with http.get(strict.api_url + "/health") as r:
             assert (await r.json())["status"] == "healthy"
         async with http.get(strict.api_url + "/v1/version") as r:
-            assert "e2ee" in (await r.json())["features"]
+            features = set((await r.json())["features"])
+        assert {"e2ee", "single-use-init", "depositor-check"} <= features
+        assert "plaintext" not in features
         async with http.get(f"{strict.api_url}/v1/models?chain_id={net.chain_id}") as r:
             models = (await r.json())["models"]
     assert [(m["id"], m["name"]) for m in models] == [(model_id(BUILTIN), "toy-1.gguf")]

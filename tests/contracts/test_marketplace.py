@@ -453,6 +453,66 @@ def test_no_proof_means_full_refund(chain: Chain) -> None:
     assert chain.market.accumulatedTreasuryNative().call() == 0
 
 
+def test_early_cancellation_fee_is_charged_to_a_depositor_completing_before_any_proof(
+    chain: Chain,
+) -> None:
+    # upstream's minTokensFee: the depositor who ends a session before the first proof pays
+    # for minTokensFee tokens at the session's price; the host gets it like proven work
+    usdc = chain.c["TestUSDC"].functions
+    chain.send(chain.market.setMinTokensFee(1000), DEPLOYER)
+    job = open_usdc(chain)  # 1 USDC at 2000 (2 micro-USDC per token)
+    user_before = usdc.balanceOf(chain.accounts[USER]).call()
+    receipt = chain.send(chain.market.completeSessionJob(job, ""), USER)
+
+    host_payment, fee, net, refund = settlement(1000, HOST_STABLE_PRICE, USDC)
+    assert (host_payment, fee, net, refund) == (2000, 200, 1800, 998_000)
+    assert dict(chain.event(receipt, "JobMarketplace", "SessionCompletedBy")) == {
+        "jobId": job,
+        "completedBy": chain.accounts[USER],
+        "tokensUsed": 0,
+        "paymentAmount": host_payment,
+        "refundAmount": refund,
+    }
+    assert usdc.balanceOf(chain.accounts[USER]).call() == user_before + refund
+    earnings = chain.c["HostEarnings"].functions
+    assert earnings.getBalance(chain.accounts[HOST], chain.c["TestUSDC"].address).call() == net
+    assert chain.market.accumulatedTreasuryTokens(chain.c["TestUSDC"].address).call() == fee
+    session = chain.session(job)
+    assert (session["tokensUsed"], session["withdrawnByHost"], session["refundedToUser"]) == (
+        0,
+        host_payment,
+        refund,
+    )
+
+
+def test_early_cancellation_fee_only_for_a_depositor_without_proofs(chain: Chain) -> None:
+    chain.send(chain.market.setMinTokensFee(5000), DEPLOYER)
+    # after a proof, the depositor pays for the proven tokens only
+    proven = open_eth(chain)
+    prove(chain, proven, 100)
+    receipt = chain.send(chain.market.completeSessionJob(proven, ""), USER)
+    paid = chain.event(receipt, "JobMarketplace", "SessionCompleted")["hostEarnings"]
+    assert paid == settlement(100, HOST_NATIVE_PRICE, ETH_DEPOSIT)[0]
+    # the host completing an unproven session gets nothing
+    unproven = open_eth(chain)
+    chain.set_next_timestamp(chain.session(unproven)["startTime"] + DISPUTE_WINDOW)
+    receipt = chain.send(chain.market.completeSessionJob(unproven, ""), HOST)
+    assert chain.event(receipt, "JobMarketplace", "SessionCompleted")["userRefund"] == ETH_DEPOSIT
+    # nor does a timeout of an unproven session
+    lapsed = open_eth(chain, timeout=60)
+    chain.set_next_timestamp(chain.session(lapsed)["startTime"] + 61)
+    receipt = chain.send(chain.market.triggerSessionTimeout(lapsed), OTHER)
+    assert chain.event(receipt, "JobMarketplace", "SessionTimedOut")["userRefund"] == ETH_DEPOSIT
+
+
+def test_early_cancellation_fee_is_capped_at_the_deposit(chain: Chain) -> None:
+    chain.send(chain.market.setMinTokensFee(2**255), DEPLOYER)  # absurd: no overflow, capped
+    job = open_eth(chain)
+    receipt = chain.send(chain.market.completeSessionJob(job, ""), USER)
+    completed = chain.event(receipt, "JobMarketplace", "SessionCompleted")
+    assert (completed["hostEarnings"], completed["userRefund"]) == (ETH_DEPOSIT, 0)
+
+
 def test_fully_used_deposit_refunds_nothing(chain: Chain) -> None:
     deposit = 10**14
     job = open_eth(chain, deposit, interval=100)

@@ -23,281 +23,22 @@ they call is checked against our ABIs only.
 from __future__ import annotations
 
 import ast
-import json
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pytest
-from contract_helpers import ABI_DIR, REPO_ROOT, UPSTREAM_ABI_DIR
-
-SRC = REPO_ROOT / "src" / "fabstir_sdk"
-
-#: Our artifact -> the upstream client ABI of the contract it stands for.
-UPSTREAM_OF = {
-    "JobMarketplace": "JobMarketplaceWithModelsUpgradeable.json",
-    "NodeRegistry": "NodeRegistryWithModelsUpgradeable.json",
-    "ModelRegistry": "ModelRegistryUpgradeable.json",
-    "ProofSystem": "ProofSystemUpgradeable.json",
-    "HostEarnings": "HostEarningsUpgradeable.json",
-    "TestUSDC": "ERC20.json",
-    "FABToken": "ERC20.json",
-}
-#: ContractAddresses field -> artifact (as fabstir_sdk.managers._context maps them).
-FIELD_ARTIFACT = {
-    "job_marketplace": "JobMarketplace",
-    "node_registry": "NodeRegistry",
-    "model_registry": "ModelRegistry",
-    "proof_system": "ProofSystem",
-    "host_earnings": "HostEarnings",
-    "usdc_token": "TestUSDC",
-    "fab_token": "FABToken",
-}
-#: Modules that only deploy and administer our own contracts on a devnet (the deployer; devnet
-#: hosts, whose stake is test FAB minted for them).
-OWN_DEPLOYMENT_ONLY = {"devnet/_deploy.py", "devnet/_hosts.py"}
-
-
-def _type(param: dict[str, Any]) -> str:
-    kind: str = param["type"]
-    if kind.startswith("tuple"):
-        return "(" + ",".join(_type(c) for c in param["components"]) + ")" + kind[len("tuple") :]
-    return kind
-
-
-def _entries(abi: list[dict[str, Any]], kind: str) -> dict[str, list[dict[str, Any]]]:
-    table: dict[str, list[dict[str, Any]]] = {}
-    for entry in abi:
-        if entry.get("type") == kind:
-            table.setdefault(entry["name"], []).append(entry)
-    return table
-
-
-def _signature(entry: dict[str, Any]) -> str:
-    return f"{entry['name']}({','.join(_type(p) for p in entry['inputs'])})"
-
-
-def _load(path: Path) -> list[dict[str, Any]]:
-    data = json.loads(path.read_text())
-    abi: list[dict[str, Any]] = data["abi"] if isinstance(data, dict) else data
-    return abi
-
-
-OURS = {name: _load(ABI_DIR / f"{name}.json") for name in UPSTREAM_OF}
-
-
-# ------------------------------------------------------------------------------ extraction
-
-
-@dataclass(frozen=True)
-class CallSite:
-    where: str  # path:line
-    contract: str | None  # our artifact name, or None when it could not be resolved
-    function: str | None  # None when the name is not a literal
-    nargs: int | None  # None when *args makes it unknown
-
-
-@dataclass(frozen=True)
-class _Forwarder:
-    """A function that passes its parameter ``fn_index`` to ``<contract>.call``."""
-
-    fn_index: int
-    contract: str | None  # fixed contract, or
-    contract_index: int | None  # the parameter holding the artifact name
-    extra_args: int | None  # arguments the forwarder adds (None: unknown)
-
-
-def _literal(node: ast.AST | None) -> str | None:
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return node.value
-    return None
-
-
-def _contract_of(node: ast.AST, scope: dict[str, str]) -> str | None:
-    """The artifact a receiver expression stands for, if the source says so."""
-    if isinstance(node, ast.Name):
-        return scope.get(node.id)
-    if isinstance(node, ast.Call):
-        func = node.func
-        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
-        first = _literal(node.args[0]) if node.args else None
-        if name == "contract" and first in FIELD_ARTIFACT:
-            return FIELD_ARTIFACT[first]
-        if name == "contract" and first in UPSTREAM_OF:  # ChainClient.contract(artifact, ...)
-            return first
-        if name == "erc20":
-            return "TestUSDC"
-        if name == "Contract" and first in UPSTREAM_OF:
-            return first
-    return None
-
-
-def _is_transport(receiver: ast.AST) -> bool:
-    """JSON-RPC and bridge clients also have a ``call`` method; they are not contracts."""
-    text = ast.unparse(receiver).lower()
-    return "rpc" in text or "bridge" in text
-
-
-def _functions(tree: ast.AST) -> Iterator[ast.FunctionDef | ast.AsyncFunctionDef]:
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            yield node
-
-
-def _scope(func: ast.AST) -> dict[str, str]:
-    """Local names bound to a contract in this function: ``mp = ctx.contract("...")``."""
-    scope: dict[str, str] = {}
-    for node in ast.walk(func):
-        if isinstance(node, ast.Assign) and len(node.targets) == 1:
-            target = node.targets[0]
-            if isinstance(target, ast.Name):
-                contract = _contract_of(node.value, scope)
-                if contract is not None:
-                    scope[target.id] = contract
-    return scope
-
-
-def _contract_calls(func: ast.AST) -> Iterator[ast.Call]:
-    for node in ast.walk(func):
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "call"
-            and not _is_transport(node.func.value)
-            and not (node.args and (_literal(node.args[0]) or "").startswith(("eth_", "evm_")))
-        ):
-            yield node
-
-
-def _nargs(call: ast.Call, skip: int) -> int | None:
-    args = call.args[skip:]
-    if any(isinstance(a, ast.Starred) for a in args) or call.keywords:
-        return None
-    return len(args)
-
-
-def _find_forwarders(tree: ast.AST) -> dict[str, _Forwarder]:
-    """The forwarders one module defines, by function name."""
-    forwarders: dict[str, _Forwarder] = {}
-    for func in _functions(tree):
-        params = [a.arg for a in func.args.args]
-        scope = _scope(func)
-        for call in _contract_calls(func):
-            if not call.args or not isinstance(call.args[0], ast.Name):
-                continue
-            name = call.args[0].id
-            if name not in params:
-                continue
-            offset = 1 if params and params[0] in ("self", "cls") else 0
-            receiver = call.func.value  # type: ignore[attr-defined]
-            contract = _contract_of(receiver, scope)
-            contract_index = None
-            if (
-                contract is None
-                and isinstance(receiver, ast.Call)
-                and receiver.args
-                and isinstance(receiver.args[0], ast.Name)
-                and receiver.args[0].id in params
-            ):
-                contract_index = params.index(receiver.args[0].id) - offset
-            starred = any(isinstance(a, ast.Starred) for a in call.args[1:])
-            forwarders[func.name] = _Forwarder(
-                fn_index=params.index(name) - offset,
-                contract=contract,
-                contract_index=contract_index,
-                extra_args=None if starred else len(call.args) - 1,
-            )
-    return forwarders
-
-
-def extract_call_sites(trees: dict[str, ast.AST]) -> list[CallSite]:
-    """Every contract call site in ``trees`` (module path -> parsed source).
-
-    A forwarder applies in the module that defines it and in modules importing it by name.
-    """
-    defined = {rel: _find_forwarders(tree) for rel, tree in trees.items()}
-    exported = {name: fw for table in defined.values() for name, fw in table.items()}
-    sites: list[CallSite] = []
-    for rel, tree in trees.items():
-        imported = {
-            alias.asname or alias.name
-            for node in ast.walk(tree)
-            if isinstance(node, ast.ImportFrom)
-            for alias in node.names
-        }
-        forwarders = {n: fw for n, fw in exported.items() if n in imported} | defined[rel]
-        for func in _functions(tree):
-            scope = _scope(func)
-            forwarded_here = func.name in forwarders
-            for call in _contract_calls(func):
-                where = f"{rel}:{call.lineno}"
-                name = _literal(call.args[0]) if call.args else None
-                if name is None:
-                    if forwarded_here:
-                        continue  # resolved at the forwarder's call sites
-                    sites.append(CallSite(where, None, None, None))
-                    continue
-                contract = _contract_of(call.func.value, scope)  # type: ignore[attr-defined]
-                sites.append(CallSite(where, contract, name, _nargs(call, 1)))
-            for node in ast.walk(func):
-                if not isinstance(node, ast.Call):
-                    continue
-                callee = node.func
-                cname = callee.attr if isinstance(callee, ast.Attribute) else None
-                cname = cname or (callee.id if isinstance(callee, ast.Name) else None)
-                fw = forwarders.get(cname or "")
-                if fw is None or len(node.args) <= fw.fn_index:
-                    continue
-                where = f"{rel}:{node.lineno}"
-                name = _literal(node.args[fw.fn_index])
-                contract = fw.contract
-                if fw.contract_index is not None:
-                    contract = _literal(node.args[fw.contract_index])
-                nargs = _nargs(node, fw.fn_index + 1)
-                sites.append(CallSite(where, contract, name, nargs))
-    return sites
-
-
-def _unique_contract(name: str, nargs: int | None) -> str | None:
-    """The one artifact (ERC-20s counted once) with a function ``name`` of that arity."""
-    found = {
-        "TestUSDC" if artifact == "FABToken" else artifact
-        for artifact, abi in OURS.items()
-        for entry in _entries(abi, "function").get(name, [])
-        if nargs is None or len(entry["inputs"]) == nargs
-    }
-    return found.pop() if len(found) == 1 else None
-
-
-def _sdk_sources() -> list[Path]:
-    return sorted(p for p in SRC.rglob("*.py"))
-
-
-def _used_signatures() -> tuple[dict[tuple[str, str], list[str]], list[str]]:
-    """(contract, signature) -> call sites, and the call sites that could not be resolved."""
-    used: dict[tuple[str, str], list[str]] = {}
-    unresolved: list[str] = []
-    trees = {str(p.relative_to(SRC)): ast.parse(p.read_text(), str(p)) for p in _sdk_sources()}
-    for site in extract_call_sites(trees):
-        if site.function is None:
-            unresolved.append(f"{site.where}: function name is not a literal")
-            continue
-        contract = site.contract or _unique_contract(site.function, site.nargs)
-        if contract is None:
-            unresolved.append(f"{site.where}: cannot tell which contract {site.function} is on")
-            continue
-        candidates = [
-            e
-            for e in _entries(OURS[contract], "function").get(site.function, [])
-            if site.nargs is None or len(e["inputs"]) == site.nargs
-        ]
-        if len(candidates) != 1:
-            unresolved.append(f"{site.where}: {contract}.{site.function} with {site.nargs} args")
-            continue
-        used.setdefault((contract, _signature(candidates[0])), []).append(site.where)
-    return used, unresolved
-
+from contract_helpers import REPO_ROOT, UPSTREAM_ABI_DIR
+from upstream_calls import (
+    OURS,
+    OWN_DEPLOYMENT_ONLY,
+    SRC,
+    UPSTREAM_OF,
+    abi_type,
+    entries,
+    extract_call_sites,
+    load_abi_file,
+    sdk_sources,
+    signature_of,
+    used_signatures,
+)
 
 # ------------------------------------------------------------------------------- tests
 
@@ -308,7 +49,7 @@ needs_upstream = pytest.mark.skipif(
 
 
 def test_every_call_site_is_resolved() -> None:
-    used, unresolved = _used_signatures()
+    used, unresolved = used_signatures()
     assert not unresolved, "\n".join(unresolved)
     # the extraction sees the calls we know are there (guards against it finding nothing)
     assert ("JobMarketplace", "sessionJobs(uint256)") in used
@@ -322,24 +63,24 @@ def test_every_call_site_is_resolved() -> None:
 
 @needs_upstream
 def test_every_function_called_exists_upstream() -> None:
-    used, _ = _used_signatures()
+    used, _ = used_signatures()
     problems = []
     for (contract, signature), where in sorted(used.items()):
         if all(w.split(":")[0] in OWN_DEPLOYMENT_ONLY for w in where):
             continue
         upstream = {
-            _signature(e): e
-            for e in _load(UPSTREAM_ABI_DIR / UPSTREAM_OF[contract])
+            signature_of(e): e
+            for e in load_abi_file(UPSTREAM_ABI_DIR / UPSTREAM_OF[contract])
             if e.get("type") == "function"
         }
-        mine = {_signature(e): e for e in OURS[contract] if e["type"] == "function"}
+        mine = {signature_of(e): e for e in OURS[contract] if e["type"] == "function"}
         if signature not in upstream:
             problems.append(
                 f"{contract}.{signature} is not upstream (called at {', '.join(where)})"
             )
             continue
-        theirs = [_type(o) for o in upstream[signature]["outputs"]]
-        ours = [_type(o) for o in mine[signature]["outputs"]]
+        theirs = [abi_type(o) for o in upstream[signature]["outputs"]]
+        ours = [abi_type(o) for o in mine[signature]["outputs"]]
         if theirs != ours:
             problems.append(f"{contract}.{signature} returns {theirs} upstream, {ours} here")
     assert not problems, "\n".join(problems)
@@ -348,7 +89,7 @@ def test_every_function_called_exists_upstream() -> None:
 @needs_upstream
 def test_every_event_decoded_exists_upstream() -> None:
     literals: dict[str, list[str]] = {}
-    for path in _sdk_sources():
+    for path in sdk_sources():
         rel = str(path.relative_to(SRC))
         if rel in OWN_DEPLOYMENT_ONLY:
             continue
@@ -359,16 +100,16 @@ def test_every_event_decoded_exists_upstream() -> None:
     checked = 0
     for contract, abi in OURS.items():
         upstream = {
-            _signature(e): e
-            for e in _load(UPSTREAM_ABI_DIR / UPSTREAM_OF[contract])
+            signature_of(e): e
+            for e in load_abi_file(UPSTREAM_ABI_DIR / UPSTREAM_OF[contract])
             if e.get("type") == "event"
         }
-        for name, entries in _entries(abi, "event").items():
+        for name, events in entries(abi, "event").items():
             if name not in literals:
                 continue
-            for entry in entries:
+            for entry in events:
                 checked += 1
-                signature = _signature(entry)
+                signature = signature_of(entry)
                 if signature not in upstream:
                     problems.append(f"event {contract}.{signature} is not upstream")
                     continue
@@ -397,6 +138,12 @@ class M:
         await self._ctx.client.rpc.call("eth_chainId")
         await self._bridge.call(h)
 
+    def __init__(self, ctx):
+        self._registry = ctx.contract("model_registry")
+
+    def attribute(self):
+        return self._registry.call("getModel", b"")
+
     def computed(self, suffix):
         mp = self._ctx.contract("job_marketplace")
         return mp.call("get" + suffix)
@@ -408,9 +155,27 @@ def deploy():
     deploy_step("ProofSystem", "0x", "setAuthorizedCaller", "0x", True)
     Contract("HostEarnings", "0x").call("getBalance", "0x", "0x")
 """
+    helpers = """
+def eth_call(contract, fn, *args):
+    call = contract.call(fn, *args)
+    return "eth_call", call
+"""
+    user = """
+from ._helpers import eth_call
+
+async def _read(rpc, contract, fn, *args):
+    return await rpc.batch([eth_call(contract, fn, *args)])
+
+async def fund(rpc, token, who):
+    erc20 = Contract("TestUSDC", token)
+    await _read(rpc, erc20, "balanceOf", who)
+    await rpc.batch([eth_call(Contract("FABToken", token), "decimals")])
+"""
+    trees = {"m.py": ast.parse(source), "d/_helpers.py": ast.parse(helpers)}
+    trees["d/_user.py"] = ast.parse(user)
     sites = sorted(
         (s.contract or "?", s.function or "?", -1 if s.nargs is None else s.nargs)
-        for s in extract_call_sites({"m.py": ast.parse(source)})
+        for s in extract_call_sites(trees)
     )
     assert sites == sorted(
         [
@@ -421,6 +186,9 @@ def deploy():
             ("ProofSystem", "setAuthorizedCaller", 2),
             ("HostEarnings", "getBalance", 2),
             ("?", "?", -1),  # mp.call("get" + suffix): reported as unresolved
+            ("ModelRegistry", "getModel", 1),  # self._registry, bound in __init__
+            ("TestUSDC", "balanceOf", 1),  # through two forwarders, one imported
+            ("FABToken", "decimals", 0),
         ]
     )
 

@@ -28,6 +28,11 @@ from fabstir_sdk.host._chain import HostChain
 
 from .rpc_proxy import RpcProxy
 
+# The source-extracted call list of the selector test (tests/contracts is not a package).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "contracts"))
+import upstream_calls
+from contract_helpers import UPSTREAM_ABI_DIR
+
 USER, HOST = 1, 2
 BUILTIN = "fabstir/builtin:toy-1.gguf"
 
@@ -208,3 +213,63 @@ async def test_the_host_refuses_a_january_marketplace_at_start(
     assert text.startswith("fabstir: error: the configured contracts are not the Fabstir "), text
     assert f"the JobMarketplace at {old} has no DEFAULT_PROOF_TIMEOUT()" in text
     assert out == b""
+
+
+async def test_calls_made_at_run_time_are_the_ones_the_selector_test_checks(
+    devnet: Devnet, host: FabstirSDK, sdk_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The codec instrumented: every contract call a user's and a host's flow makes is among
+    the calls tests/contracts/test_upstream_selectors.py extracts from the source (so the
+    static extraction misses none of these) and is in the upstream ABIs."""
+    import contextlib
+
+    from fabstir_sdk import NoHostAvailableError
+    from fabstir_sdk.chain.abi import Contract
+
+    made: set[tuple[str, str]] = set()
+    original = Contract.call
+
+    def recording(self: Contract, fn: str, *args: Any) -> Any:
+        call = original(self, fn, *args)
+        made.add(("TestUSDC" if self.name == "FABToken" else self.name, call.signature))
+        return call
+
+    monkeypatch.setattr(Contract, "call", recording)
+    user = await sdk_for(USER)  # authenticate: the generation probe
+    usdc = devnet.addresses.usdc_token
+    pm, hm = user.get_payment_manager(), host.get_host_manager()
+    with contextlib.suppress(NoHostAvailableError):  # nobody answers at the host's URL
+        await user.get_discovery_manager().find_hosts(required_models=[devnet.models[0]])
+    await user.get_model_manager().list_models()
+    await pm.approve_usdc(usdc, "1")
+    job = await pm.create_usdc_session_job(
+        devnet.accounts[HOST].address, usdc, "1", 2000, 3600, 1000, model=devnet.models[0]
+    )
+    await pm.deposit("0.01")
+    await pm.withdraw("0.01")
+    chain = HostChain(devnet.sdk_config())
+    try:
+        await chain.open(devnet.accounts[HOST].private_key, [devnet.models[0]])
+        await chain.check_session(job.job_id, devnet.accounts[USER].address, {})
+    except Exception as exc:  # MODEL_NOT_SERVED: the served map is empty on purpose
+        assert "not served here" in str(exc)
+    finally:
+        await chain.aclose()
+    await devnet.advance_time(60)
+    await hm.submit_proof_of_work(job.job_id, 1000, os.urandom(32), "p", "d")
+    await pm.complete_session_job(job.job_id, "c")
+    await hm.get_host_earnings(usdc)
+    await hm.withdraw_earnings(usdc)
+
+    extracted, _ = upstream_calls.used_signatures()
+    static = {("TestUSDC" if c == "FABToken" else c, s) for c, s in extracted}
+    assert made - static == set()
+    upstream = {
+        (ours, upstream_calls.signature_of(e))
+        for ours, file in upstream_calls.UPSTREAM_OF.items()
+        for e in upstream_calls.load_abi_file(UPSTREAM_ABI_DIR / file)
+        if e.get("type") == "function"
+    }
+    assert made - upstream == set()
+    assert len(made) >= 25  # the flow really went through the codec
+    print(f"{len(made)} distinct contract functions called at run time, all extracted")

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.integration
 
 USER, HOST = 1, 2
 STRANGER = "0x000000000000000000000000000000000000dEaD"
+TOY = "fabstir/builtin:toy-1.gguf"
 
 
 async def rpc_call(url: str, method: str, *params):
@@ -177,7 +178,7 @@ def test_fork_options_are_checked_before_anything_starts(options, message):
 async def bare_chain(tmp_path):
     """A chain with our contracts whose deployment gave the test accounts nothing: deployed
     by a stranger's key, no tokens minted to anyone, like a live chain seen by a new user."""
-    from fabstir_sdk.devnet._deploy import deploy, write_manifest
+    from fabstir_sdk.devnet._deploy import DEVNET_MODELS, deploy, write_manifest
     from fabstir_sdk.devnet._hosts import host_account
 
     remote = await AnvilProcess.start(log_path=tmp_path / "remote.log")
@@ -185,7 +186,8 @@ async def bare_chain(tmp_path):
     try:
         stranger = host_account(424242)
         await rpc.call("anvil_setBalance", stranger.address, hex(10**20))
-        deployment = await deploy(rpc, stranger, [], chain_id=31337)
+        # nor the built-in toy model: the fork approves it
+        deployment = await deploy(rpc, stranger, [], chain_id=31337, models=DEVNET_MODELS[:2])
         manifest = tmp_path / "bare.json"
         write_manifest(manifest, deployment, chain_id=31337, rpc_url=remote.rpc_url)
         yield remote, deployment, manifest
@@ -207,8 +209,9 @@ async def test_fork_funds_the_test_accounts_and_runs_a_full_session(bare_chain):
             assert await pm.get_token_balance(usdc, account.address) == USDC_PER_ACCOUNT
             assert await pm.get_token_balance(fab, account.address) == FAB_PER_ACCOUNT
 
+        assert fork.models == [*(m.spec for m in deployment.models), TOY]
         host = await fork.start_host(account=HOST)  # stakes the fork's FAB, registers
-        assert host.models == ["fabstir/builtin:toy-1.gguf"]
+        assert host.models == [TOY]
         info = await user.get_host_manager().get_host_info(host.address)
         assert info.is_active and info.api_url == host.api_url
         assert FAB_PER_ACCOUNT - await pm.get_token_balance(fab, host.address) == info.stake
@@ -227,8 +230,10 @@ async def test_fork_funds_the_test_accounts_and_runs_a_full_session(bare_chain):
         assert await pm.get_token_balance(usdc) == USDC_PER_ACCOUNT - 2000
         assert await user.get_host_manager().get_host_earnings(usdc, host.address) == 1800
 
-    # the chain that was forked still has nothing for them
+    # the chain that was forked still has nothing for them, and no toy model
     async with FabstirSDK(SDKConfig.from_manifest(manifest, rpc_url=remote.rpc_url)) as seen:
+        listed = await seen.get_model_manager().list_models()
+        assert [f"{m.repo}:{m.file}" for m in listed] == [m.spec for m in deployment.models]
         pm = seen.get_payment_manager()
         for account in fork.accounts:
             assert await pm.get_token_balance(usdc, account.address) == 0
@@ -247,10 +252,14 @@ def fabstir_devnet_options():
 """
 
 FORK_SESSION_TEST = """
+import os
+
 from fabstir_sdk.devnet import USDC_PER_ACCOUNT
 
 
 async def test_a_paid_session_on_the_fork(fabstir_devnet, fabstir_sdk, fabstir_host):
+    assert fabstir_devnet.deployment.transactions == 0  # forked, not deployed
+    assert fabstir_devnet.addresses.job_marketplace == os.environ["MARKET"]
     usdc = fabstir_devnet.addresses.usdc_token
     sm = await fabstir_sdk.get_session_manager()
     session = await sm.create_session(model=fabstir_host.models[0], host=fabstir_host.address)
@@ -262,16 +271,109 @@ async def test_a_paid_session_on_the_fork(fabstir_devnet, fabstir_sdk, fabstir_h
 """
 
 
-async def test_the_plugin_fixtures_run_a_session_on_a_fork_with_one_override(bare_chain, tmp_path):
-    """The user's conftest overrides ``fabstir_devnet_options`` and nothing else: the host
-    fixture stakes and registers on the fork, the SDK fixture pays with the fork's USDC."""
+@pytest.mark.parametrize("override", ["conftest", "option"])
+async def test_the_plugin_fixtures_run_a_session_on_a_fork_with_one_override(
+    bare_chain, tmp_path, override
+):
+    """One override, in the user's conftest (``fabstir_devnet_options``) or on pytest's
+    command line (``--fabstir-fork-url``): the host fixture stakes and registers on the
+    fork, the SDK fixture pays with the fork's USDC."""
     from .test_plugin import run_pytest, write
 
-    remote, _deployment, manifest = bare_chain
+    remote, deployment, manifest = bare_chain
     project = tmp_path / "project"
-    write(project / "conftest.py", FORK_ONLY_CONFTEST)
     write(project / "test_on_fork.py", FORK_SESSION_TEST)
-    out = await run_pytest(
-        project, env={"FORK_URL": remote.rpc_url, "FORK_MANIFEST": str(manifest)}
-    )
+    if override == "conftest":
+        write(project / "conftest.py", FORK_ONLY_CONFTEST)
+        args: tuple[str, ...] = ()
+    else:
+        args = ("--fabstir-fork-url", remote.rpc_url, "--fabstir-fork-manifest", str(manifest))
+    env = {"FORK_URL": remote.rpc_url, "FORK_MANIFEST": str(manifest)}
+    env["MARKET"] = deployment.addresses.job_marketplace
+    out = await run_pytest(project, *args, env=env)
     assert re.search(r"^1 passed", out, re.M), out
+
+
+def _erc20_code(slot: int, *, vyper: bool = False) -> str:
+    """Runtime code of a minimal token: ``decimals()`` is 6 and ``balanceOf(a)`` reads
+    ``mapping(address => uint)`` at ``slot`` (Solidity layout, or Vyper's with the hash
+    inputs swapped), masking the top bit as Circle's FiatToken does (its blacklist flag)."""
+    key_at, slot_at = ("20", "00") if vyper else ("00", "20")
+    head = "60003560e01c8063313ce5671460{dec}576370a082311460{bal}57600080fd"
+    dec = "5b600660005260206000f3"
+    bal = (
+        "5b"
+        f"60043560{key_at}52"
+        f"60{slot:02x}60{slot_at}52"
+        "6040600020"
+        "54"
+        "7f7f" + "ff" * 31 + "16"
+        "600052"
+        "60206000f3"
+    )
+    dec_at = len(head.format(dec="00", bal="00")) // 2
+    bal_at = dec_at + len(dec) // 2
+    return "0x" + head.format(dec=f"{dec_at:02x}", bal=f"{bal_at:02x}") + dec + bal
+
+
+@pytest.mark.parametrize(("slot", "vyper"), [(9, False), (3, True)])
+async def test_fork_funding_finds_other_balance_layouts(tmp_path, slot, vyper):
+    """Circle's USDC keeps balances at slot 9 with a flag in the top bit; Vyper tokens hash
+    slot then key: probing finds both, and balanceOf then reports exactly the amount."""
+    from eth_utils.crypto import keccak
+
+    from fabstir_sdk.devnet._fork import fund_accounts
+
+    usdc, fab = "0x" + "70c3e".rjust(40, "0"), "0x" + "fab".rjust(40, "0")
+    chain = await AnvilProcess.start(log_path=tmp_path / "anvil.log")
+    rpc = JsonRpcClient(chain.rpc_url)
+    try:
+        for token in (usdc, fab):
+            await rpc.call("anvil_setCode", token, _erc20_code(slot, vyper=vyper))
+        accounts = await rpc.call("eth_accounts")
+        fields = dict.fromkeys(ContractAddresses.model_fields, usdc)
+        addresses = ContractAddresses(**{**fields, "fab_token": fab})
+        funded = await fund_accounts(rpc, addresses, accounts[:3])
+        assert funded == {addresses.usdc_token: 10**12, addresses.fab_token: 10**11}  # 6 decimals
+        for account in accounts[:3]:
+            word = bytes.fromhex(account[2:]).rjust(32, b"\0"), slot.to_bytes(32, "big")
+            key = "0x" + keccak(b"".join(word[::-1] if vyper else word)).hex()
+            stored = await rpc.call("eth_getStorageAt", usdc, key, "latest")
+            assert int(stored, 16) == 10**12
+    finally:
+        await rpc.aclose()
+        await chain.stop()
+
+
+async def test_fork_funding_says_when_it_cannot_find_the_balances(tmp_path):
+    from fabstir_sdk.devnet._fork import fund_accounts
+
+    token = "0x" + "70c3e".rjust(40, "0")
+    chain = await AnvilProcess.start(log_path=tmp_path / "anvil.log")
+    rpc = JsonRpcClient(chain.rpc_url)
+    try:
+        await rpc.call("anvil_setCode", token, _erc20_code(200))  # beyond the probed slots
+        addresses = ContractAddresses(**dict.fromkeys(ContractAddresses.model_fields, token))
+        with pytest.raises(DevnetError) as info:
+            await fund_accounts(rpc, addresses, await rpc.call("eth_accounts"))
+        assert str(info.value) == (
+            f"cannot fund the test accounts with the token at {addresses.usdc_token}: its "
+            "balances are not stored where ERC-20 tokens keep them (tried slots 0-63 and the "
+            "ERC-7201 one)"
+        )
+    finally:
+        await rpc.aclose()
+        await chain.stop()
+
+
+async def test_an_unreachable_chain_to_fork_is_named_in_one_line():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    already = set(_anvil._live)
+    with pytest.raises(DevnetError) as info:
+        await Devnet.start(fork_url=url)
+    assert str(info.value) == f"cannot fork {url}: connection refused"
+    assert _anvil._live == already

@@ -80,7 +80,15 @@ async def test_host_answers_the_host_protocol(net, host, client):
         "api_url": host.api_url,
         "chain_id": net.chain_id,
         "protocols": [HOST_PROTOCOL],
-        "features": ["e2ee", "websocket", "streaming", "checkpoints", "proofs", "depositor-check"],
+        "features": [
+            "e2ee",
+            "websocket",
+            "streaming",
+            "checkpoints",
+            "proofs",
+            "single-use-init",
+            "depositor-check",
+        ],
     }
     models = await ask(host.peer_id, {"type": "models"})
     assert sorted(models["models"]) == served

@@ -10,6 +10,7 @@ prompt that was answered would show in ``tokens_used``.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 from fabstir_sdk import FabstirSDK, SessionState
 from fabstir_sdk.devnet import Devnet, RunningHost
 from fabstir_sdk.errors import HostError
-from fabstir_sdk.protocol import ClientState, SessionInitAck, StreamEnd
+from fabstir_sdk.protocol import ClientState, SessionInitAck, StreamEnd, TokenChunk
 
 from .host_helpers import STRANGER, USER, Client, encrypted, open_job, read_job, wait_for_job
 
@@ -173,7 +174,9 @@ async def test_a_second_client_on_the_job_has_its_own_context(net):
     """With --accept-any-signer a stranger may open a session on someone's job (upstream's
     behaviour, the documented trade-off); it still neither sees nor extends the victim's
     conversation. The same signer on a second connection continues its own."""
-    any_signer = await net.start_host(account=ANY_SIGNER, chain_poll=0.1, accept_any_signer=True)
+    any_signer = await net.start_host(
+        account=ANY_SIGNER, chain_poll=0.1, accept_any_signer=True, token_delay=0.005
+    )
     try:
         job_id = await open_job(net, any_signer.address, proof_interval=100)
         victim = await Client.session(net, any_signer, job_id)
@@ -188,6 +191,21 @@ async def test_a_second_client_on_the_job_has_its_own_context(net):
             assert (await victim.ask("What's my name?"))[0] == "Your name is Grace."
             again = await Client.session(net, any_signer, job_id)  # the victim, elsewhere
             assert (await again.ask("What's my name?"))[0] == "Your name is Grace."
+            # a re-key while an answer streams is refused; the answer goes on under its key
+            await again.ws.send(again.proto.prompt_frame("count to 2000"))
+            assert (await again.next()).text == "1"
+            await again.ws.send(encrypted(net, any_signer, job_id).init_frame())
+            while True:
+                try:
+                    event = await again.next()
+                except HostError as exc:
+                    assert exc.code == "STREAM_IN_PROGRESS"
+                    break
+                assert isinstance(event, TokenChunk)
+            # the client core ends an answer at an error frame; the host still ends it
+            await again.ws.send(again.proto.cancel_frame())
+            while json.loads(await asyncio.wait_for(again.ws.recv(), 20))["type"] != "stream_end":
+                pass
         finally:
             for client in (victim, stranger, again):
                 if client is not None:

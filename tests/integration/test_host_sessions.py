@@ -434,6 +434,11 @@ async def test_proofs_checkpoint_and_settlement(net, host):
         encode_defunct(canonical.encode()), signature=index["checkpointsSignature"]
     )
     assert signer == host.address
+    # upstream's reader: both signatures strings, or the node's hostSignature
+    assert (index["messagesSignature"], index["hostSignature"]) == (
+        "",
+        index["checkpointsSignature"],
+    )
 
 
 async def test_first_checkpoint_is_padded_to_the_proof_interval(net, host):

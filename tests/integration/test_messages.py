@@ -170,3 +170,59 @@ async def test_a_users_script_sees_the_retry_then_the_reason(devnet, tmp_path):
         "(connection refused): is the node running, and is the URL right?"
     )
     assert "ClientConnectorError" not in lines[-1]
+
+
+async def test_fabstir_chat_names_the_unknown_model(devnet, host, tmp_path):
+    import asyncio
+    import os
+    import sys
+
+    argv = ["chat", "--model", UNKNOWN_MODEL, "--manifest", str(devnet.manifest_path)]
+    argv += ["--storage-dir", str(tmp_path)]
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "fabstir_sdk.cli", *argv),
+        env={**os.environ, "FABSTIR_PRIVATE_KEY": devnet.accounts[1].private_key},
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert (proc.returncode, out) == (1, b"")
+    assert err.decode().splitlines()[-1] == (
+        "fabstir: error: model nobody/unknown:model.gguf is not approved on chain, and no host "
+        "serves it (no host fits: 1 missing model)"
+    )
+
+
+async def test_a_stake_shortfall_is_in_fab(devnet, sdk_for):
+    """Account 8 holds 2.5 FAB (written into the token's balance slot): registering as a
+    host, which stakes 1000 FAB, is refused in FAB."""
+    from eth_utils.crypto import keccak
+
+    from fabstir_sdk.chain.rpc import JsonRpcClient
+
+    poor = await sdk_for(8)
+    address = devnet.accounts[8].address
+    key = keccak(bytes.fromhex(address[2:]).rjust(32, b"\0") + bytes(32))  # OZ ERC-20: slot 0
+    rpc = JsonRpcClient(devnet.rpc_url)
+    try:
+        word = "0x" + (25 * 10**17).to_bytes(32, "big").hex()
+        await rpc.call("anvil_setStorageAt", devnet.addresses.fab_token, "0x" + key.hex(), word)
+    finally:
+        await rpc.aclose()
+    assert await poor.get_payment_manager().get_token_balance(devnet.addresses.fab_token) == (
+        25 * 10**17
+    )
+    err = await refused(
+        devnet,
+        InsufficientBalanceError,
+        lambda: poor.get_host_manager().register_host(
+            "http://127.0.0.1:9",
+            devnet.models[:1],
+            min_price_per_token_native=10**12,
+            min_price_per_token_stable=USDC_PRICE,
+            metadata={"publicKey": "02" + "11" * 32},
+        ),
+        index=8,
+    )
+    assert str(err) == "needs 1000 FAB, the account holds 2.5 FAB"

@@ -114,7 +114,7 @@ async def test_quickstart_notebook_runs_top_to_bottom(tmp_path):
     # 1000 tokens: 2000 paid, 10% of it to the treasury, the rest of 1 USDC refunded
     for label, value in [
         ("tokens used", "1000"),
-        ("host payment", "2000 base units"),
+        ("host payment (gross)", "2000 base units"),
         ("treasury fee", "200 base units"),
         ("host net", "1800 base units"),
         ("refund", "998000 base units"),

@@ -182,3 +182,13 @@ async def test_proxy_settles_on_ctrl_c_and_names_gross_and_net(net, host, tmp_pa
         re.M,
     ), err.decode()
     assert (await read_job(net, job_id)).status is SessionState.COMPLETED
+
+
+async def test_the_hosts_log_names_models_by_name(host):
+    """After the sessions above: the host's log says which model it serves by its name;
+    the 32-byte id a person cannot read appears nowhere in it."""
+    from fabstir_sdk.chain.model_id import model_id
+
+    log = host.log_path.read_text()
+    assert f"host {host.address} serving {BUILTIN} on {host.api_url}" in log, log
+    assert model_id(BUILTIN)[2:] not in log.lower()

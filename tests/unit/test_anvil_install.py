@@ -109,3 +109,17 @@ def test_without_npm_the_cli_says_what_to_install(fake_npm, monkeypatch, capsys)
         "your package manager) and run it again, or install Foundry (https://getfoundry.sh) "
         "so anvil is on PATH\n"
     )
+
+
+def test_the_cli_says_when_another_anvil_comes_first(fake_npm, monkeypatch, capsys):
+    assert main(["devnet", "install"]) == 0
+    installed = _anvil.npm_anvil(_anvil.anvil_cache_dir())
+    assert capsys.readouterr().out.splitlines()[-1] == f"Installed: {installed}"
+    on_path = fake_npm / "bin" / "anvil"  # PATH is the fake npm's directory
+    on_path.write_text("#!/bin/sh\n")
+    on_path.chmod(0o755)
+    assert main(["devnet", "install"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"anvil 1.7.1 is already installed: {installed}",
+        f"The devnet uses {on_path} first (FABSTIR_ANVIL, node_modules or PATH).",
+    ]

@@ -60,7 +60,7 @@ def test_settlement_html():
     assert s._repr_html_() == (
         "<table><caption>Settlement of session 7</caption><tbody>"
         + row("tokens used", "1000")
-        + row("host payment", "2000 base units")
+        + row("host payment (gross)", "2000 base units")
         + row("treasury fee", "200 base units")
         + row("host net", "1800 base units")
         + row("refund", "998000 base units")

@@ -185,6 +185,9 @@ def test_install_paths_pip_first_then_clone():
         "fabstir devnet install",
         "fabstir demo",
     ]
+    from fabstir_sdk.devnet._anvil import pinned_anvil_version
+
+    assert f"# anvil {pinned_anvil_version()}, pinned," in pip_user.code
     index = [b for b in shell_blocks("pip-user") if b.path.name == "index.md"]
     assert [b.code for b in index] == [pip_user.code]  # one set of steps, shown twice
     ci = (ROOT / ".ci" / "run").read_text().splitlines()

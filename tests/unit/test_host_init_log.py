@@ -14,14 +14,14 @@ EPH, EPH2 = b"\x02" + b"\x11" * 32, b"\x03" + b"\x22" * 32
 KEY, KEY2 = b"\xaa" * 32, b"\xbb" * 32
 
 
-def test_an_init_is_accepted_once_and_remembered_on_disk(tmp_path):
+async def test_an_init_is_accepted_once_and_remembered_on_disk(tmp_path):
     log = InitLog(tmp_path)
     prints = init_fingerprints(EPH, KEY)
     log.claim(7, prints)
     with pytest.raises(ReplayedInitError) as held:  # a copy sent while the first is checked
         log.claim(7, prints)
     assert held.value.code == "REPLAYED_INIT" and isinstance(held.value, HandshakeError)
-    log.commit(7, prints)
+    await log.commit(7, prints)
     assert (tmp_path / "7.inits").read_text().split() == list(prints)
     # a new host process reads it back: the same init, or either of its keys, is refused
     again = InitLog(tmp_path)
@@ -35,24 +35,35 @@ def test_an_init_is_accepted_once_and_remembered_on_disk(tmp_path):
     assert KEY.hex() not in blob and EPH.hex() not in blob
 
 
-def test_a_refused_init_is_not_remembered_and_a_settled_job_is_dropped(tmp_path):
+async def test_a_refused_init_is_not_remembered_and_a_settled_job_is_dropped(tmp_path):
     log = InitLog(tmp_path)
     prints = init_fingerprints(EPH, KEY)
     log.claim(9, prints)
     log.release(9, prints)  # refused by the chain: the client may send it again
     assert not (tmp_path / "9.inits").exists() and log._seen == {} and log._pending == {}
     log.claim(9, prints)
-    log.commit(9, prints)
+    await log.commit(9, prints)
     log.forget(9)
     assert not (tmp_path / "9.inits").exists()
     log.claim(9, prints)  # the chain refuses the job by now; the log need not
 
 
-def test_in_memory_log(tmp_path):
+async def test_an_init_that_cannot_be_written_is_still_refused_when_repeated(tmp_path):
+    log = InitLog(tmp_path / "state")
+    (tmp_path / "state").rmdir()  # the state directory is gone: nothing can be written
+    prints = init_fingerprints(EPH, KEY)
+    log.claim(3, prints)
+    with pytest.raises(OSError):
+        await log.commit(3, prints)
+    with pytest.raises(ReplayedInitError):  # the caller refused it; a copy is refused too
+        log.claim(3, prints)
+
+
+async def test_in_memory_log(tmp_path):
     log = InitLog(None)
     prints = init_fingerprints(EPH, KEY)
     log.claim(1, prints)
-    log.commit(1, prints)
+    await log.commit(1, prints)
     with pytest.raises(ReplayedInitError):
         log.claim(1, prints)
     assert list(tmp_path.iterdir()) == []

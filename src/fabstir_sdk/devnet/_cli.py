@@ -130,7 +130,11 @@ def add_install_action(actions: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 async def _run_install(args: argparse.Namespace) -> int:
+    from ._anvil import find_anvil
     from ._anvil_install import install_anvil
 
-    await install_anvil(force=args.force)
+    installed = await install_anvil(force=args.force)
+    used = find_anvil()
+    if used != installed:
+        print(f"The devnet uses {used} first (FABSTIR_ANVIL, node_modules or PATH).")
     return 0

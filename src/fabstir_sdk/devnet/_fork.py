@@ -8,11 +8,14 @@ fork, and the approved models are read from the fork's ModelRegistry, so ``net.m
 A forked chain's tokens are its own, so the test accounts hold none of them: anvil only gives
 them ETH. :func:`fund_accounts` writes their balances of the chain's USDC and FAB straight into
 the token contracts' storage, at the slot found by probing (``anvil_setStorageAt`` a marker,
-ask ``balanceOf``): a host can stake and a user can pay, as on a fresh devnet.
+ask ``balanceOf``): a host can stake and a user can pay, as on a fresh devnet. The reference
+host's built-in toy model is approved on the fork too (as the registry's owner, impersonated),
+so ``net.start_host()`` needs no real model on any chain.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -20,17 +23,24 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from .._resources import contracts_path
 from ..chain.abi import Contract
-from ..chain.rpc import JsonRpcClient
+from ..chain.rpc import JsonRpcClient, unreachable_reason
 from ..config import ContractAddresses, SDKConfig
-from ..errors import ConfigError, DevnetError
+from ..errors import ConfigError, DevnetError, RpcError
 from ._balances import eth_call, uint
-from ._deploy import Deployment, DevnetModel
+from ._deploy import DEVNET_MODELS, PLACEHOLDER_SHA256, Deployment, DevnetModel
 
-__all__ = ["fork_deployment", "fund_accounts", "shipped_manifest"]
+__all__ = [
+    "approve_builtin_model",
+    "fork_deployment",
+    "fund_accounts",
+    "reachable",
+    "shipped_manifest",
+]
 
 #: Whole tokens each test account holds on a fork: what a fresh devnet mints them.
 WHOLE_USDC, WHOLE_FAB = 1_000_000, 100_000
@@ -40,6 +50,7 @@ WHOLE_USDC, WHOLE_FAB = 1_000_000, 100_000
 _OZ_ERC20_NAMESPACE = 0x52C63247E1F47DB19D5CE0460030C497F067CA4CEBF71BA98EEADABE20BACE00
 _CANDIDATE_SLOTS = (*range(64), _OZ_ERC20_NAMESPACE)
 _MARKER = 0xFAB5_7120_0000_0000_1357  # a balance no real account holds
+_OWNER_GAS_MONEY = 10**18  # what the impersonated registry owner spends on one approval
 
 
 def shipped_manifest(chain_id: int) -> Path | None:
@@ -54,6 +65,19 @@ def shipped_manifest(chain_id: int) -> Path | None:
         if manifest.get("chain_id") == chain_id and complete:
             return path
     return None
+
+
+async def reachable(url: str) -> None:
+    """Raise a one-line :class:`DevnetError` if the chain to fork does not answer at ``url``."""
+    rpc = JsonRpcClient(url, timeout=10.0)
+    try:
+        await rpc.call("eth_chainId")
+    except RpcError as exc:
+        cause = exc.__cause__
+        why = unreachable_reason(cause) if cause is not None else str(exc)
+        raise DevnetError(f"cannot fork {url}: {why}") from None
+    finally:
+        await rpc.aclose()
 
 
 def _from_manifest(path: Path, chain_id: int) -> tuple[ContractAddresses, str | None]:
@@ -99,6 +123,7 @@ async def fork_deployment(
     ]
     if empty:
         raise DevnetError(f"no contract on the forked chain at {', '.join(empty)}")
+    await approve_builtin_model(rpc, addresses)
     config = SDKConfig(rpc_url=rpc.url, chain_id=chain_id, contract_addresses=addresses)
     models = await _approved_models(config)
     return Deployment(
@@ -106,12 +131,52 @@ async def fork_deployment(
     )
 
 
+async def approve_builtin_model(rpc: JsonRpcClient, addresses: ContractAddresses) -> bool:
+    """Approve the reference host's built-in toy model on the fork, as its ModelRegistry's
+    owner (impersonated), so ``net.start_host()`` serves it on any chain as on a fresh
+    devnet. False when it was approved already or the registry has no owner."""
+    toy = DEVNET_MODELS[-1]
+    registry = Contract("ModelRegistry", addresses.model_registry)
+    try:
+        approved, owner = await rpc.batch(
+            [eth_call(registry, "isModelApproved", toy.model_id), eth_call(registry, "owner")]
+        )
+    except RpcError:  # not our registry's interface: leave its models as they are
+        return False
+    owner_address = to_checksum_address("0x" + str(owner)[-40:])
+    if uint(approved) or int(owner_address, 16) == 0:
+        return False
+    held = uint(await rpc.call("eth_getBalance", owner_address, "latest"))
+    call = registry.call(
+        "addTrustedModel", toy.repo, toy.file, bytes.fromhex(PLACEHOLDER_SHA256[2:])
+    )
+    await rpc.call("anvil_impersonateAccount", owner_address)
+    try:
+        if held < _OWNER_GAS_MONEY:  # a multisig or a contract may hold no ETH for gas
+            await rpc.call("anvil_setBalance", owner_address, hex(_OWNER_GAS_MONEY))
+        sent = await rpc.call(
+            "eth_sendTransaction",
+            {"from": owner_address, "to": call.to, "data": "0x" + call.data.hex()},
+        )
+        receipt = None
+        for _ in range(1200):  # mined at once by default; within a minute of interval mining
+            receipt = await rpc.call("eth_getTransactionReceipt", sent)
+            if receipt:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await rpc.call("anvil_stopImpersonatingAccount", owner_address)
+    if not receipt or int(receipt["status"], 16) != 1:
+        raise DevnetError(f"could not approve {toy.spec} on the fork's ModelRegistry")
+    return True
+
+
 async def _approved_models(config: SDKConfig) -> tuple[DevnetModel, ...]:
     from ..chain.client import ChainClient  # eth-account: only when a fork starts
     from ..managers._context import Context
     from ..managers.model import ModelManager
 
-    client = ChainClient(config.rpc_url)
+    client = ChainClient.from_config(config)
     try:
         listed = await ModelManager(Context(config=config, client=client)).list_models()
     finally:
@@ -128,7 +193,8 @@ async def fund_accounts(
     funded: dict[str, int] = {}
     for token, whole in ((addresses.usdc_token, WHOLE_USDC), (addresses.fab_token, WHOLE_FAB)):
         erc20 = Contract("TestUSDC", token)  # any ERC-20: decimals, balanceOf
-        decimals = uint(await _call(rpc, erc20, "decimals"))
+        (decimals_word,) = await rpc.batch([eth_call(erc20, "decimals")])
+        decimals = uint(str(decimals_word))
         amount = whole * 10**decimals
         key_of = await _balance_slot(rpc, erc20, accounts[0])
         await rpc.batch(
@@ -149,12 +215,15 @@ async def _balance_slot(rpc: JsonRpcClient, erc20: Contract, probe: str) -> Call
         for slot in _CANDIDATE_SLOTS
         for vyper in (False, True)
     ]
-    keys = [layout(probe) for layout in layouts]
-    originals = await rpc.batch([("eth_getStorageAt", (erc20.address, k, "latest")) for k in keys])
     # One request at a time: anvil answers a batch's calls concurrently, in no fixed order.
-    for layout, key, original in zip(layouts, keys, originals, strict=True):
+    # Each key's old value is read only when probed: on a fork of a remote chain every
+    # first read of a slot is a round trip to it, and common layouts are found first.
+    for layout in layouts:
+        key = layout(probe)
+        original = await rpc.call("eth_getStorageAt", erc20.address, key, "latest")
         await rpc.call("anvil_setStorageAt", erc20.address, key, _word(_MARKER))
-        held = await _call(rpc, erc20, "balanceOf", probe)
+        (held_word,) = await rpc.batch([eth_call(erc20, "balanceOf", probe)])
+        held = str(held_word)
         await rpc.call("anvil_setStorageAt", erc20.address, key, _word(int(original, 16)))
         if uint(held) == _MARKER:
             return layout
@@ -177,8 +246,3 @@ def _pad(address: str) -> bytes:
 
 def _word(value: int) -> str:
     return "0x" + value.to_bytes(32, "big").hex()
-
-
-async def _call(rpc: JsonRpcClient, contract: Contract, fn: str, *args: Any) -> str:
-    (result,) = await rpc.batch([eth_call(contract, fn, *args)])
-    return str(result)

@@ -20,7 +20,7 @@ from ._accounts import DevAccount, derive_accounts
 from ._anvil import DEFAULT_CHAIN_ID, AnvilProcess
 from ._balances import AccountBalances, account_balances
 from ._deploy import Deployment, deploy, write_manifest
-from ._fork import fork_deployment, fund_accounts
+from ._fork import fork_deployment, fund_accounts, reachable
 from ._host_process import RunningHost
 from ._p2p import DevnetBootstrap
 
@@ -179,6 +179,10 @@ class Devnet:
                     fork_block=fork_block,
                     startup_timeout=startup_timeout,
                 )
+            except DevnetError:
+                if fork_url:  # anvil's own words name neither the URL nor the reason plainly
+                    await reachable(fork_url)
+                raise
             finally:
                 accounts = await derived
             booted = time.perf_counter()

@@ -236,11 +236,12 @@ class JobBilling:
                 await asyncio.sleep(next(delays, 4.0))
                 continue
             self.settlement_tx = settlement.tx_hash
-            log.info(
-                "completed job %s: %d tokens, host %d, refund %d (tx %s)",
+            log.info(  # "paid" is what the tokens cost; the host's net is 90% of it
+                "completed job %s: %d tokens, paid %d (host net %d), refund %d (tx %s)",
                 self.job.id,
                 settlement.tokens_used,
                 settlement.host_payment,
+                settlement.host_net,
                 settlement.refund,
                 settlement.tx_hash,
             )

@@ -160,7 +160,8 @@ class HostNode:
                 await asyncio.gather(p2p, return_exceptions=True)
             await self.stop()
             raise
-        log.info("host %s serving %s on %s", self.address, list(self.served), self.api_url)
+        names = ", ".join(self.served.values())  # by name: a hash means nothing to a person
+        log.info("host %s serving %s on %s", self.address, names, self.api_url)
 
     def state_dir(self) -> Path:
         """The configured state directory, or one per chain and host address."""
@@ -243,7 +244,9 @@ class HostNode:
 
     def features(self) -> list[str]:
         """What this host supports (``/v1/version`` and the P2P ``capabilities`` answer)."""
-        features = ["e2ee", "websocket", "streaming", "checkpoints", "proofs", "depositor-check"]
+        features = ["e2ee", "websocket", "streaming", "checkpoints", "proofs", "single-use-init"]
+        if not self.config.accept_any_signer:
+            features.append("depositor-check")
         if self.config.allow_plaintext:
             features.append("plaintext")
         return features

@@ -12,23 +12,27 @@ host's state directory, dropped once the job is settled.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
 import os
 from pathlib import Path
 
-from ..errors import HandshakeError
+from ..errors import ReplayedInitError
 
 __all__ = ["InitLog", "ReplayedInitError", "init_fingerprints"]
 
 log = logging.getLogger("fabstir_sdk.host")
 
 
-class ReplayedInitError(HandshakeError):
-    """A session init (or its session key) that this host accepted before for the job."""
-
-    code = "REPLAYED_INIT"
+def _append(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def init_fingerprints(ephemeral_key: bytes, session_key: bytes) -> tuple[str, str]:
@@ -90,18 +94,19 @@ class InitLog:
         if not self._seen.get(job_id, True):  # nothing accepted: hold no entry for the id
             del self._seen[job_id]
 
-    def commit(self, job_id: int, prints: tuple[str, ...]) -> None:
-        """The init is accepted: remember it for the job's lifetime (on disk first)."""
-        path = self._path(job_id)
-        if path is not None:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            try:
-                os.write(fd, "".join(fp + "\n" for fp in prints).encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+    async def commit(self, job_id: int, prints: tuple[str, ...]) -> None:
+        """The init is accepted: remember it for the job's lifetime, in memory at once and
+        on disk (appended and fsynced off the event loop) before the caller acknowledges.
+
+        Raises :class:`OSError` if the state directory cannot be written; the init stays
+        remembered in memory, and the caller refuses it (a host that cannot remember an
+        init across a restart must not accept it).
+        """
         self._load(job_id).update(prints)
         self.release(job_id, prints)
+        path = self._path(job_id)
+        if path is not None:
+            await asyncio.to_thread(_append, path, "".join(fp + "\n" for fp in prints))
 
     def job_ids(self) -> list[int]:
         """The jobs with a record on disk (a host restarted finds those of its last run)."""

@@ -18,7 +18,9 @@ Installed with fabstir-sdk (``pytest11`` entry point ``fabstir``) and needing py
 
 Nothing starts unless a test asks for one of them. Tests that do run on pytest-asyncio's
 session event loop (the plugin marks them; no decorator needed). To test against a fork
-of a live chain instead, override ``fabstir_devnet_options`` in your conftest.py::
+of a live chain instead, run ``pytest --fabstir-fork-url URL`` (Base Sepolia's contracts are
+known; elsewhere add ``--fabstir-fork-manifest PATH``), or override ``fabstir_devnet_options``
+in your conftest.py::
 
     @pytest.fixture(scope="session")
     def fabstir_devnet_options():
@@ -33,6 +35,7 @@ from ._plugin import (
     fabstir_host,
     fabstir_host_options,
     fabstir_sdk,
+    pytest_addoption,
     pytest_configure,
     pytest_pycollect_makeitem,
 )
@@ -45,6 +48,7 @@ __all__ = [
     "fabstir_host",
     "fabstir_host_options",
     "fabstir_sdk",
+    "pytest_addoption",
     "pytest_configure",
     "pytest_pycollect_makeitem",
 ]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import AsyncIterator, Callable, Generator
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from .._install_hints import pip_install
 
 if TYPE_CHECKING:
     from ..devnet import Devnet, RunningHost
@@ -22,6 +25,7 @@ __all__ = [
     "fabstir_host",
     "fabstir_host_options",
     "fabstir_sdk",
+    "pytest_addoption",
     "pytest_configure",
     "pytest_pycollect_makeitem",
 ]
@@ -40,23 +44,56 @@ _AS_IF_UNSET = "fixture-scope"
 def _on_session_loop(**kwargs: Any) -> Callable[[Any], Any]:
     """An async fixture running on the session's event loop, where the devnet lives.
 
-    Without pytest-asyncio it is a plain fixture, and pytest says what is missing if a test
-    uses it: the plugin itself must load in every test suite of an environment.
+    Without pytest-asyncio the plugin still loads (it must, in every test suite of an
+    environment), and a test that uses one of its fixtures fails saying what to install.
     """
     try:
         import pytest_asyncio
-    except ImportError:  # pragma: no cover - only where pytest-asyncio is absent
-        decorator: Callable[[Any], Any] = pytest.fixture(**kwargs)
-        return decorator
-    decorator = pytest_asyncio.fixture(loop_scope="session", **kwargs)
+    except ImportError:
+        return _needs_pytest_asyncio(**kwargs)
+    decorator: Callable[[Any], Any] = pytest_asyncio.fixture(loop_scope="session", **kwargs)
     return decorator
 
 
+def _needs_pytest_asyncio(**kwargs: Any) -> Callable[[Any], Any]:
+    def decorate(func: Callable[..., Any]) -> Any:
+        @functools.wraps(func)  # the same name and arguments, but a plain function
+        def fixture(*args: Any, **fixture_kwargs: Any) -> None:
+            pytest.fail(
+                f"the fabstir fixtures need pytest-asyncio: {pip_install('testing')} "
+                "(the testing extra)",
+                pytrace=False,
+            )
+
+        return pytest.fixture(**kwargs)(fixture)
+
+    return decorate
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--fabstir-fork-url``: run every fixture on a fork of that chain, with no conftest."""
+    group = parser.getgroup("fabstir")
+    group.addoption(
+        "--fabstir-fork-url",
+        metavar="URL",
+        help="fork this chain for the fabstir fixtures (its shipped contracts, e.g. Base "
+        "Sepolia's; the test accounts get its USDC and FAB)",
+    )
+    group.addoption(
+        "--fabstir-fork-manifest",
+        metavar="PATH",
+        help="the forked chain's deployment manifest, where none is shipped for it",
+    )
+
+
 @pytest.fixture(scope="session")
-def fabstir_devnet_options() -> dict[str, Any]:
+def fabstir_devnet_options(pytestconfig: pytest.Config) -> dict[str, Any]:
     """Keyword arguments for ``Devnet.start``: override it in your conftest.py, e.g. to
-    return ``{"fork_url": ..., "addresses": SDKConfig.base_sepolia().contract_addresses}``."""
-    return {}
+    return ``{"fork_url": ..., "addresses": SDKConfig.base_sepolia().contract_addresses}``.
+    By default, a fork when ``--fabstir-fork-url`` is given."""
+    url = pytestconfig.getoption("fabstir_fork_url", None)
+    manifest = pytestconfig.getoption("fabstir_fork_manifest", None)
+    return {"fork_url": url, **({"manifest": manifest} if manifest else {})} if url else {}
 
 
 @pytest.fixture(scope="session")
