@@ -81,6 +81,7 @@ class PromptStream:
         self._started = 0.0
         self._due: float | None = None  # of the next token, on the loop's clock
         self._within = 0.0  # the deadline's length, for the error's wording
+        self._answer_id: str | None = None  # the correlation id of the prompt sent
         self.usage: TokenUsage | None = None
         self.finish_reason: str | None = None
 
@@ -149,7 +150,7 @@ class PromptStream:
                     return StreamChunk(text=event.text, index=self._index - 1)
                 if isinstance(event, ResponseDone):
                     self.finish_reason = event.finish_reason
-                elif isinstance(event, StreamEnd):
+                elif isinstance(event, StreamEnd) and self._ours(event):
                     await self._end(event)
                     raise StopAsyncIteration
         except (FabstirError, asyncio.CancelledError) as exc:
@@ -157,6 +158,11 @@ class PromptStream:
                 await self._abandon()
             await self._fail()
             raise
+
+    def _ours(self, end: StreamEnd) -> bool:
+        """Whether ``end`` ends this answer: the core passes another answer's end only when
+        none is current, so one queued while idle is skipped here."""
+        return end.id is None or str(end.id) == self._answer_id
 
     def _arm(self, seconds: float) -> None:
         """The next token is due within ``seconds`` (and within ``total`` of the prompt)."""
@@ -173,6 +179,7 @@ class PromptStream:
         link = session._require_link()
         history = self._history if self._history is not None else session._replay
         frame = link.proto.prompt_frame(self._prompt, messages=history, **self._options)
+        self._answer_id = link.proto.answer_id
         await link.send(frame)
         session._replay = None
         self._started = asyncio.get_running_loop().time()
@@ -222,7 +229,7 @@ class PromptStream:
                         break  # the answer is over (the core gave it up)
                     if isinstance(event, TokenChunk) and event.text:
                         self._parts.append(event.text)
-                    elif isinstance(event, StreamEnd):
+                    elif isinstance(event, StreamEnd) and self._ours(event):
                         await self._end(event)
                         return
         except StreamTimeoutError as exc:
