@@ -402,6 +402,7 @@ class Session:
             with contextlib.suppress(FabstirError):
                 await self._link.send(self._link.proto.end_frame())
         await self._drop_link()
+        self._backend.record_proofs_soon(self._proofs)
         await self._backend.metadata_written(self.job_id, quiet=True)
         self._backend.sessions.pop(self.session_id, None)
 
@@ -434,7 +435,7 @@ class Session:
                 backend.store_conversation(self.conversation_id),
             )
             settlement = await backend.settle(self.job_id, ref.cid)
-            backend.store_soon(self.job_id, "proofs", proofs)
+            backend.store_soon(self.job_id, "proofs", {**proofs, "settled": True})
         self._closed = True
         await self._drop_link()
         self._backend.sessions.pop(self.session_id, None)
@@ -488,6 +489,7 @@ class Session:
         backend.discovery.report_failure(old_host)
         self._backend.sessions.pop(self.session_id, None)
         await self._drop_link()
+        backend.record_proofs_soon(self._proofs)
         settlement: Settlement | None
         try:
             settlement = await backend.settle(old_job)
