@@ -259,6 +259,23 @@ class SessionBackend:
         records = await proofs.records(self.ctx.client.rpc, self.ctx.contract("job_marketplace"))
         return ProofLog.summary(records, tokens_used)
 
+    def record_proofs_soon(self, proofs: ProofLog) -> None:
+        """Keep the proofs seen so far, as the chain has them, off the caller's path (at
+        ``end()``, and for a job a failover leaves). The host's last claim comes after the
+        disconnect, so the record says ``settled: False``; ``complete()`` writes the final one."""
+        if not len(proofs):
+            return
+
+        async def record() -> StoredRef:
+            job = await self.job(proofs.job_id)
+            summary = await self.proof_records(proofs, job.tokens_used)
+            return await self.storage.store_session_data(
+                str(proofs.job_id), "proofs", {**summary, "settled": False}
+            )
+
+        task = asyncio.get_running_loop().create_task(record())
+        self._writes.setdefault(proofs.job_id, []).append(task)
+
     def store_soon(self, job_id: int, key: str, data: Any) -> None:
         """Write the session's S5 data ``key`` off the caller's path; every read or write of
         the session's data through the SDK waits for it (see :meth:`written`)."""
