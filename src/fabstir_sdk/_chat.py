@@ -18,7 +18,7 @@ from typing import Literal, TextIO
 from .chain.addresses import ZERO_ADDRESS
 from .chain.units import ETH_DECIMALS, USDC_DECIMALS, format_amount
 from .config import SDKConfig
-from .errors import FabstirError, HostError, HostFailedError
+from .errors import FabstirError, HostError, HostFailedError, StorageUnavailableError
 from .managers.session import Payment, Session, SessionManager
 from .models import Settlement
 from .sdk import FabstirSDK
@@ -74,6 +74,7 @@ async def chat(
     async with FabstirSDK(config) as sdk:
         await sdk.authenticate(private_key)
         sm = await sdk.get_session_manager()
+        await _storage_ready(sdk, note)
         unit = "ETH" if payment == "eth" else "USDC"
         note(f"Opening a session for {model} ({deposit} {unit} deposit)...")
         session = await sm.create_session(
@@ -104,6 +105,18 @@ async def chat(
         finally:
             await _leave(session, on_exit, note)
     return 0
+
+
+async def _storage_ready(sdk: FabstirSDK, note: _Note) -> None:
+    """Reach the conversation store before paying: a process that never reached it cannot
+    keep the conversation (it has nothing to queue writes against), so a session it paid
+    for would stop at its first write. Once read, a portal lost later only queues writes."""
+    storage = await sdk.get_storage_manager()
+    try:
+        await storage.list_user_data()
+    except StorageUnavailableError:
+        note("S5 storage is unreachable: nothing was paid. Check --s5-portal-url and retry.")
+        raise
 
 
 async def _answer(

@@ -84,6 +84,9 @@ class SDKConfig(_ConfigModel):
     contract_addresses: ContractAddresses
     s5_portal_url: str | None = None
     storage_dir: Path | None = None
+    #: Seconds one S5 portal request may take (it is tried 4 times before
+    #: StorageUnavailableError; a portal that answers slowly forever costs at most that).
+    s5_timeout: float = Field(default=30.0, gt=0)
     #: Seconds to wait for a transaction receipt before TransactionTimeoutError.
     tx_timeout: float = Field(default=120.0, gt=0)
     #: Multiplier applied to eth_estimateGas (1.2 = 20% headroom).

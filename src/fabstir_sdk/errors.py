@@ -50,6 +50,7 @@ host failed, another may serve": failover and ``fabstir chat`` move on from exac
     │   └── P2PRemoteError
     ├── StorageError
     │   ├── IntegrityError
+    │   │   └── RegistryRollbackError
     │   ├── DecryptionError
     │   ├── StorageUnavailableError
     │   ├── RevisionConflictError
@@ -145,6 +146,7 @@ __all__ = [
     "ProofIntervalError",
     "ProofTimeoutWindowError",
     "ProtocolError",
+    "RegistryRollbackError",
     "ReplayedInitError",
     "RevisionConflictError",
     "RpcError",
@@ -422,6 +424,11 @@ class StorageError(FabstirError):
 
 class IntegrityError(StorageError):
     """Bytes do not match the hash (or signature) that names them; they were not used."""
+
+
+class RegistryRollbackError(IntegrityError):
+    """The portal served an older registry revision than this user has already seen (a
+    rollback: validly signed, but stale); it was not used."""
 
 
 class DecryptionError(StorageError):

@@ -35,9 +35,13 @@ async def on_trio(node: P2PNode, fn, *args):
 
 
 class Server(HostProtocolServer):
-    """HostProtocolServer whose ``load`` can be slowed down, counting its calls."""
+    """HostProtocolServer whose ``load`` can be slowed down or held, counting its calls.
 
-    def __init__(self, delay: float = 0.0) -> None:
+    ``hold=True``: each ``load`` sets ``entered`` and then waits until it is cancelled (so a
+    test waits on that event, never on a guess of how long the request takes to arrive).
+    """
+
+    def __init__(self, delay: float = 0.0, *, hold: bool = False) -> None:
         super().__init__(
             Account.from_key(HOST_KEY),
             chain_id=CHAIN,
@@ -47,12 +51,17 @@ class Server(HostProtocolServer):
             load=self._load_now,
         )
         self.delay = delay
+        self.hold = hold
         self.calls = 0
+        self.entered = asyncio.Event()
         self.cancelled = asyncio.Event()
 
     async def _load_now(self) -> HostLoad:
         self.calls += 1
+        self.entered.set()
         try:
+            if self.hold:
+                await asyncio.Event().wait()
             await asyncio.sleep(self.delay)
         except asyncio.CancelledError:
             self.cancelled.set()
@@ -276,24 +285,27 @@ async def test_a_node_that_is_not_a_host_says_so(host_node, client_node):
 
 
 async def test_asyncio_cancellation_resets_the_stream(host_node, client_node):
-    server = Server(delay=0.3)
+    server = Server(hold=True)
     await host_node.serve(server)
     await client_node.connect(host_node.info.addrs[0])
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(client_node.request(host_node.peer_id, {"type": "load"}), 0.05)
-    server.delay = 0
+    request = asyncio.create_task(client_node.request(host_node.peer_id, {"type": "load"}))
+    await server.entered.wait()  # the request is being served: cancel it now, not on a timer
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    server.hold = False
     # a fresh stream: the late reply to the cancelled request is never read as this one's
     reply = await client_node.request(host_node.peer_id, {"type": "load"})
     assert reply["active_sessions"] == 2
 
 
 async def test_trio_side_timeout_is_typed(host_node, client_node):
-    server = Server(delay=0.3)
+    server = Server(hold=True)  # never answers: only the client's deadline can end the wait
     await host_node.serve(server)
     await client_node.connect(host_node.info.addrs[0])
     with pytest.raises(P2PTimeoutError):
         await client_node.request(host_node.peer_id, {"type": "load"}, timeout=0.05)
-    server.delay = 0
+    server.hold = False
     assert (await client_node.request(host_node.peer_id, {"type": "load"}))["type"] == "load"
 
 

@@ -41,7 +41,7 @@ async def test_outage_beyond_the_retry_window_is_a_typed_error(devnet, proxy):
         started = time.monotonic()
         with pytest.raises(RpcUnavailableError):
             await sdk.get_payment_manager().get_eth_balance()
-        assert time.monotonic() - started < 2.0  # bounded
+        assert time.monotonic() - started < 10  # bounded by the 0.5 s window, not hung
 
 
 async def test_lost_answer_to_a_send_does_not_send_twice(devnet, proxy):

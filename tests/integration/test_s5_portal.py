@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -295,14 +296,20 @@ async def test_storage_manager_over_the_portal(devnet, portal, tmp_path):
         await sdk.authenticate(devnet.accounts[4].private_key)
         st = await sdk.get_storage_manager()
         assert type(st.fs.store).__name__ == "QueuedStore"  # its write queue, unused here
-        assert type(st.fs.store.inner).__name__ == "PortalClient"
+        assert type(st.fs.store.inner).__name__ == "RevisionGuard"  # refuses rollbacks
+        assert type(st.fs.store.inner.inner).__name__ == "PortalClient"
         await st.store_data("greeting", {"text": "SECRET-PORTAL-MARKER"})
         assert await st.retrieve_data("greeting") == {"text": "SECRET-PORTAL-MARKER"}
         await asyncio.gather(
             *(st.append_message("c", {"role": "user", "content": f"m{i}"}) for i in range(20))
         )
         assert len((await st.load_conversation("c")).messages) == 20
-    assert not (tmp_path / "unused").exists()
+    # only the registry revisions seen (rollback protection): no data, no queue
+    unused = tmp_path / "unused"
+    local = [Path(p).relative_to(unused) for p in files_under(unused)]
+    assert [p.parts[0] for p in local if p.suffix != ".lock"] == ["revisions"]
+    for _, data in contents(files_under(tmp_path / "unused")):
+        assert b"SECRET-PORTAL-MARKER" not in data and b"greeting" not in data
     for _, data in contents(files_under(portal.store.root)):
         assert b"SECRET-PORTAL-MARKER" not in data and b"greeting" not in data
 
@@ -315,7 +322,7 @@ async def test_portal_down_mid_use_leaves_no_partial_state(devnet, tmp_path):
     async with FabstirSDK(config) as sdk:
         await sdk.authenticate(devnet.accounts[5].private_key)
         st = await sdk.get_storage_manager()
-        st.fs.store.inner._backoff = 0.01
+        st.fs.store.inner.inner._backoff = 0.01
         st.fs.store.retry_after = 0
         await st.store_data("k", "v1")
         await server.stop()
@@ -396,7 +403,7 @@ async def test_secrets_absent_from_logs_reprs_and_errors(devnet, portal, caplog)
         with pytest.raises(NotFoundError) as missing:
             await st.retrieve_data("absent")
         seed = AuthManager(st._ctx).get_s5_seed()
-        token = st.fs.store.inner._token
+        token = st.fs.store.inner.inner._token
         identity = S5Identity(bytes.fromhex(seed))
         texts += [repr(st), repr(st.fs), repr(st.fs.store), repr(identity), str(missing.value)]
     texts += [record.getMessage() for record in caplog.records] + [caplog.text]

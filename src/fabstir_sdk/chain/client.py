@@ -31,6 +31,7 @@ from eth_account.signers.local import LocalAccount
 
 from ..errors import (
     ChainError,
+    ChainMismatchError,
     FabstirError,
     RpcError,
     RpcFailure,
@@ -265,6 +266,7 @@ class TxSender:
             ("eth_estimateGas", (tx,)),
             ("eth_gasPrice", ()),
             ("eth_getTransactionCount", (self.address, "pending")),
+            ("eth_chainId", ()),  # re-checked: an endpoint that changed chains gets nothing
         ]
         if self._tip is None:
             batch.append(("eth_maxPriorityFeePerGas", ()))
@@ -282,6 +284,11 @@ class TxSender:
         for extra in results[len(checks) + 1 :]:
             if isinstance(extra, RpcFailure):
                 raise extra
+        served = _hex_int(results[len(checks) + 3])
+        if served != self._chain_id:
+            mismatch = ChainMismatchError(self._chain_id, served)
+            mismatch.add_note(f"nothing was signed for {call.fn}")
+            raise mismatch
         if self._tip is None:
             self._tip = _hex_int(results[-1])
         # A few random units of gas limit and fee cap (neither is paid: gas used and the base
@@ -387,6 +394,11 @@ class TxSender:
                 log.debug("receipt poll for %s failed, retrying: %s", sent, exc)
                 receipt = None
             if receipt:
+                if str(receipt.get("transactionHash", "")).lower() != sent.lower():
+                    raise RpcError(
+                        f"the RPC endpoint answered the receipt poll for {sent} with another "
+                        f"transaction's receipt (transaction {sent} may still be mined)"
+                    )
                 return dict(receipt)
             now = time.monotonic()
             if now >= deadline:

@@ -49,6 +49,10 @@ class HttpTransport(RpcTransport):
     for web3.py's provider stack, so a transaction costs little more than the node's work.
     """
 
+    #: A reply larger than this is refused (RpcError) without reading the rest: an endpoint
+    #: cannot make the SDK buffer an endless answer.
+    max_reply_bytes = 64 << 20
+
     def __init__(self, url: str, *, timeout: float = 30.0) -> None:
         self.url = url
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -67,7 +71,14 @@ class HttpTransport(RpcTransport):
                 if response.status == 429 or response.status >= 500:
                     raise RpcUnavailableError(f"HTTP {response.status}")
                 response.raise_for_status()
-                return await response.json(content_type=None)
+                body = bytearray()
+                async for piece in response.content.iter_any():
+                    body += piece
+                    if len(body) > self.max_reply_bytes:
+                        raise RpcError(
+                            f"JSON-RPC reply from {self.url} is over {self.max_reply_bytes} bytes"
+                        )
+                return json.loads(body)
         except (TimeoutError, aiohttp.ClientConnectionError, OSError) as exc:
             raise RpcUnavailableError(repr(exc)) from exc
         except (aiohttp.ClientError, ValueError) as exc:

@@ -54,7 +54,7 @@ class InferenceRequest(BaseModel):
         """The job named by ``jobId``, else by a numeric ``sessionId`` (as upstream reads it)."""
         for value in (self.job_id, self.session_id):
             text = str(value).removesuffix("n") if value is not None else ""
-            if text.isdigit() and 0 < len(text) <= 78:
+            if text.isdigit() and 0 < len(text) <= 78 and int(text) > 0:
                 return int(text)
         if self.job_id is not None:
             raise ProtocolError(f"jobId {str(self.job_id)[:80]!r} is not a job id")

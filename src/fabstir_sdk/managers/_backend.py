@@ -20,6 +20,7 @@ from ..chain.units import Amount
 from ..config import SessionTimeouts
 from ..errors import (
     FabstirError,
+    HostFailedError,
     HostNotActiveError,
     HostOverclaimError,
     ModelNotApprovedError,
@@ -178,6 +179,8 @@ class SessionBackend:
         try:
             link = await self.connect(job, info, plan, limits)
         except FabstirError as exc:
+            if isinstance(exc, HostFailedError):
+                self.discovery.report_failure(info.address)  # not offered until re-checked
             self._write_metadata(job.id, record)
             await self.metadata_written(job.id, quiet=True)
             await self._settle_unconnected(job, info, exc)
@@ -223,6 +226,7 @@ class SessionBackend:
             "(the job was settled at once)"
         )
         exc.add_note(charged)
+        self.discovery.report_overclaim(info.address, claimed=settlement.tokens_used, reported=0)
         warnings.warn(HostOverclaimError(charged), stacklevel=4)
 
     async def connect(

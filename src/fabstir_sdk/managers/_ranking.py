@@ -53,6 +53,9 @@ class Reputation(BaseModel):
     slashes: int
     slashed_amount: int
     stake: int
+    #: Sessions in which this host proved more tokens than it reported to us (seen by this
+    #: process, not on chain): any makes the score 0, and discovery no longer offers it.
+    overclaims: int = 0
 
 
 def reputation_score(

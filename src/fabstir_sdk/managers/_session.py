@@ -431,6 +431,9 @@ class Session:
         await self._drop_link()
         self._backend.sessions.pop(self.session_id, None)
         if overclaim:
+            backend.discovery.report_overclaim(
+                self.host.address, claimed=job.tokens_used, reported=reported
+            )
             warnings.warn(
                 HostOverclaimError(
                     f"host {self.host.address} claimed {job.tokens_used} tokens on session "

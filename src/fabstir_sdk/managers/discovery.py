@@ -112,6 +112,8 @@ class DiscoveryManager:
         self._min_stake: int | None = None
         self._tokens: list[str] = [ZERO_ADDRESS, ctx.config.contract_addresses.usdc_token]
         self._observations: dict[str, HostObservations] = {}
+        #: Overclaims seen per host: kept for the life of the manager (invalidate keeps them).
+        self._overclaims: Counter[str] = Counter()
         self._checks: dict[str, asyncio.Future[bool]] = {}
         self._encoded: dict[tuple[str, ...], Read] = {}
         self._results: dict[tuple[Any, ...], tuple[float, list[RankedHost], Counter[str]]] = {}
@@ -332,6 +334,9 @@ class DiscoveryManager:
             if cap is not None and price > cap:
                 reasons["too_expensive"] += 1
                 continue
+            if self._overclaims[host.address]:
+                reasons["overclaimed"] += 1
+                continue
             reputation = self._reputation(host).score
             if floor is not None and reputation < floor:
                 reasons["low_reputation"] += 1
@@ -355,6 +360,14 @@ class DiscoveryManager:
         self._observations.setdefault(host, HostObservations()).record_failure(time.monotonic())
         self._results.clear()
 
+    def report_overclaim(self, address: str, *, claimed: int, reported: int) -> None:
+        """Record that a host proved ``claimed`` tokens where it reported ``reported``: its
+        reputation drops to 0 and it is no longer offered by this manager."""
+        host = checksum_address(address, what="address")
+        self._overclaims[host] += 1
+        self._results.clear()
+        log.warning("host %s claimed %d tokens but reported %d", host, claimed, reported)
+
     def invalidate(self) -> None:
         """Forget cached registry reads, health results and rankings."""
         self._registry_ = None
@@ -377,15 +390,18 @@ class DiscoveryManager:
 
     def _reputation(self, host: HostInfo) -> Reputation:
         h, address = self._history, host.address
+        overclaims = self._overclaims[address]
+        score = reputation_score(
+            completed=h.completed[address],
+            timed_out=h.timed_out[address],
+            slashes=h.slashes[address],
+            stake=host.stake,
+            min_stake=self._min_stake or 1,
+        )
         return Reputation(
             address=address,
-            score=reputation_score(
-                completed=h.completed[address],
-                timed_out=h.timed_out[address],
-                slashes=h.slashes[address],
-                stake=host.stake,
-                min_stake=self._min_stake or 1,
-            ),
+            score=0 if overclaims else score,
+            overclaims=overclaims,
             sessions_completed=h.completed[address],
             sessions_timed_out=h.timed_out[address],
             slashes=h.slashes[address],

@@ -64,12 +64,16 @@ def open_store(config: SDKConfig, identity: S5Identity) -> Store:
         from ..s5._keys import derive_hash_string
         from ..s5._portal import PortalClient
         from ..s5._queue import QueuedStore
+        from ..s5._rollback import RevisionGuard
 
-        portal = PortalClient(config.s5_portal_url, identity)
+        portal = PortalClient(config.s5_portal_url, identity, timeout=config.s5_timeout)
         secret = identity.queue_key
         # The directory name hides both the user and the portal: a hash under the secret.
         name = derive_hash_string(secret, portal.authority.encode()).hex()[:32]
-        return QueuedStore(portal, _storage_root(config) / "queue" / name, secret)
+        root = _storage_root(config)
+        # The portal is not trusted to serve the newest registry entries: refuse rollbacks.
+        guarded = RevisionGuard(portal, root / "revisions" / f"{name}.json")
+        return QueuedStore(guarded, root / "queue" / name, secret)
     from ..s5._local import LocalStore
 
     return LocalStore(_storage_root(config))

@@ -1,0 +1,137 @@
+"""Rollback protection: a portal may not serve a registry entry older than one already seen.
+
+A registry entry is signed by its owner, so a portal cannot forge one; it can still hand out
+an *older* validly signed entry (a directory as it was before the last writes), and a write
+that builds on it would drop what came after. :class:`RevisionGuard` sits in front of a
+store and remembers, per registry key, the highest revision this user has read or written.
+An older one (or none at all, where one was seen) raises :class:`RegistryRollbackError`,
+and a write never goes out with a revision at or below a seen one.
+
+The high-water marks live in one small file per user and portal (``storage_dir/revisions``),
+written atomically and merged with what other processes of the same user wrote there, so a
+restarted process remembers them too. The file holds registry public keys and counters only
+(the portal sees both anyway), under a name that is a hash under the user's secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import filelock
+
+from ..errors import RegistryRollbackError, RevisionConflictError
+from ._blob import BlobId
+from ._registry import RegistryEntry
+from ._store import BlobSource, Store
+
+__all__ = ["RevisionGuard"]
+
+
+class RevisionGuard(Store):
+    """``inner`` refusing registry rollbacks, with the revisions seen kept in ``path``."""
+
+    def __init__(self, inner: Store, path: str | Path) -> None:
+        self.inner = inner
+        self.path = Path(path)
+        self._lock = filelock.FileLock(str(self.path) + ".lock")
+        self._seen: dict[bytes, int] = self._read()
+
+    def __repr__(self) -> str:
+        return f"RevisionGuard({self.inner!r}, keys={len(self._seen)})"
+
+    def highest_seen(self, pk: bytes) -> int | None:
+        """The highest revision of ``pk`` this user has read or written, if any."""
+        return self._seen.get(pk)
+
+    # ------------------------------------------------------------------ the file
+
+    def _read(self) -> dict[bytes, int]:
+        try:
+            raw = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError):
+            return {}  # unreadable: start over rather than refuse all storage
+        if not isinstance(raw, dict):
+            return {}
+        seen: dict[bytes, int] = {}
+        for key, value in raw.items():
+            try:
+                pk = bytes.fromhex(key)
+            except ValueError:
+                continue
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                seen[pk] = value
+        return seen
+
+    def _persist(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            merged = self._read()  # another process of this user may have seen more
+            for pk, revision in self._seen.items():
+                if merged.get(pk, -1) < revision:
+                    merged[pk] = revision
+            self._seen = merged
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(json.dumps({pk.hex(): r for pk, r in merged.items()}))
+            os.replace(tmp, self.path)
+
+    async def _saw(self, entry: RegistryEntry) -> None:
+        if self._seen.get(entry.pk, -1) < entry.revision:
+            self._seen[entry.pk] = entry.revision
+            await asyncio.to_thread(self._persist)
+
+    # ------------------------------------------------------------------ Store
+
+    async def put_blob(self, source: BlobSource) -> BlobId:
+        return await self.inner.put_blob(source)
+
+    def read_blob(self, blob: BlobId) -> AsyncIterator[bytes]:
+        return self.inner.read_blob(blob)
+
+    async def get_blob(self, blob: BlobId) -> bytes:
+        return await self.inner.get_blob(blob)
+
+    async def registry_get(self, pk: bytes) -> RegistryEntry | None:
+        entry = await self.inner.registry_get(pk)
+        known = self._seen.get(pk)
+        if known is not None and (entry is None or entry.revision < known):
+            served = "no entry" if entry is None else f"revision {entry.revision}"
+            raise RegistryRollbackError(
+                f"the S5 portal served {served} for a registry entry this user has seen at "
+                f"revision {known}: refused (a stale or rolled-back portal)"
+            )
+        if entry is not None:
+            await self._saw(entry)
+        return entry
+
+    def _check_write(self, entry: RegistryEntry) -> None:
+        known = self._seen.get(entry.pk)
+        if known is not None and entry.revision <= known:
+            raise RevisionConflictError(
+                f"registry write: revision {entry.revision} is not above the seen {known}"
+            )
+
+    async def registry_set(self, entry: RegistryEntry) -> None:
+        self._check_write(entry)
+        await self.inner.registry_set(entry)
+        await self._saw(entry)
+
+    async def publish(
+        self, record: bytes, entry: RegistryEntry, blobs: Sequence[bytes] = ()
+    ) -> None:
+        self._check_write(entry)
+        await self.inner.publish(record, entry, blobs)
+        await self._saw(entry)
+
+    async def flush(self) -> int:
+        """Send what the inner store queued (0 if it has no queue)."""
+        flush = getattr(self.inner, "flush", None)
+        return int(await flush()) if flush is not None else 0
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
