@@ -14,7 +14,7 @@ from fabstir_sdk.protocol import (
     EncryptedSessionInit,
     ErrorFrame,
     HostSession,
-    Pong,
+    PongFrame,
     ProofSubmitted,
     ResponseDone,
     SessionInitAck,
@@ -209,7 +209,7 @@ def test_proofs_are_kept_and_keep_alives_pass_through() -> None:
     proto, _ = _open()
     proof = ProofSubmitted(session_id="42", tokens_claimed=1000, proof_hash="0x01", tx_hash="0x02")
     assert proto.receive(proof.to_json()) == proof
-    assert proto.receive(Pong().to_json()) == Pong()
+    assert proto.receive(PongFrame().to_json()) == PongFrame()
     assert proto.proofs == [proof]
 
 
