@@ -7,7 +7,6 @@ answers, and settle: the host is paid for proven tokens, the rest of the deposit
 import typing
 
 from ._version import __version__
-from .chain.signer import JsonRpcSigner, Signer
 from .chain.units import PRICE_PRECISION, format_units, to_base_units
 from .config import ContractAddresses, SDKConfig, SessionTimeouts
 from .errors import (
@@ -111,6 +110,7 @@ from .runner import run
 from .sdk import FabstirSDK
 
 if typing.TYPE_CHECKING:
+    from .chain.signer import JsonRpcSigner, Signer
     from .managers import (
         AuthManager,
         DiscoveryManager,
@@ -145,18 +145,25 @@ _LAZY = frozenset(
 )
 
 
-def __getattr__(name: str) -> typing.Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from . import managers
+#: Exported on first use too, from fabstir_sdk.chain.signer (eth-account).
+_LAZY_SIGNERS = frozenset({"JsonRpcSigner", "Signer"})
 
-    value = getattr(managers, name)
+
+def __getattr__(name: str) -> typing.Any:
+    module: typing.Any
+    if name in _LAZY_SIGNERS:
+        from .chain import signer as module
+    elif name in _LAZY:
+        from . import managers as module
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(module, name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+    return sorted({*globals(), *_LAZY, *_LAZY_SIGNERS})
 
 
 __all__ = [
