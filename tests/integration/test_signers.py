@@ -10,6 +10,8 @@ import logging
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from eth_account import Account
 
 from fabstir_sdk import FabstirSDK
@@ -180,12 +182,15 @@ async def test_nondeterministic_signer_refused_for_storage(net):
             auth.get_s5_seed()
         with pytest.raises(NondeterministicSignerError):
             await sdk.get_storage_manager()
-    # the same key, deterministic: the seed is the one of its first signature
-    local = LocalSigner(Account.from_key(net.accounts[OTHER].private_key))
+    # the same key, deterministic (an eth-account LocalAccount): the seed of its signature
+    account = Account.from_key(net.accounts[OTHER].private_key)
     async with FabstirSDK(net.sdk_config()) as sdk:
-        await sdk.authenticate(local)
-        expected = seed_from_signature(await local.sign_message(S5_SEED_MESSAGE))
+        assert (await sdk.authenticate(account)).user_address == account.address
+        expected = seed_from_signature(await LocalSigner(account).sign_message(S5_SEED_MESSAGE))
         assert sdk.get_auth_manager().get_s5_seed() == expected
+        legacy = sdk.get_auth_manager().get_legacy_s5_seed()  # the key-derived v1 seed
+        v1 = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"fabstir-sdk/s5-seed/v1")
+        assert legacy == v1.derive(bytes(account.key)).hex() != expected
 
 
 async def test_signer_errors_are_typed(net, service):
