@@ -14,7 +14,7 @@ from fabstir_sdk.chain.addresses import ZERO_ADDRESS
 from fabstir_sdk.chain.rpc import JsonRpcClient
 from fabstir_sdk.chains import CHAINS, chain_preset
 from fabstir_sdk.devnet import Devnet, RunningHost
-from fabstir_sdk.errors import ChainMismatchError, ConfigError
+from fabstir_sdk.errors import ChainMismatchError, ConfigError, InsufficientBalanceError
 
 from .host_helpers import BUILTIN
 
@@ -110,6 +110,11 @@ async def test_one_wallet_sessions_on_two_chains_at_once(nets, hosts):
             (18, "ETH"),
             (18, "BNB"),
         ]
+
+        # amounts are named in each chain's native token, before anything is sent
+        for sdk, symbol in ((on_base, "ETH"), (on_bnb, "BNB")):
+            with pytest.raises(InsufficientBalanceError, match=f"needs 100000 {symbol}, "):
+                await sdk.get_payment_manager().deposit("100000")
 
         user = base_net.accounts[USER].address
         pms = [on_base.get_payment_manager(), on_bnb.get_payment_manager()]
