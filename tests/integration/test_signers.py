@@ -218,3 +218,34 @@ async def test_host_operations_through_a_remote_signer(net, service):
         info = await hm.get_host_info(signer.address)
         assert info.address == signer.address and info.api_url == "http://127.0.0.1:9"
     await signer.aclose()
+
+
+async def test_data_stored_under_the_old_seed_is_imported(net):
+    """What an SDK before signers stored (under the key-derived v1 seed) is copied in."""
+    from fabstir_sdk.managers.storage import open_store
+    from fabstir_sdk.s5._fs import FileSystem
+    from fabstir_sdk.s5._keys import S5Identity
+
+    account = Account.from_key(net.accounts[5].private_key)
+    async with FabstirSDK(net.sdk_config()) as sdk:
+        await sdk.authenticate(account)
+        legacy = S5Identity(bytes.fromhex(sdk.get_auth_manager().get_legacy_s5_seed()))
+        old = FileSystem(open_store(net.sdk_config(), legacy), legacy)
+        base = f"home/conversations/{account.address}"  # where store_data puts a key
+        await old.put(f"{base}/notes/a.json", {"n": 1}, metadata={"tag": "x"})
+        await old.put(f"{base}/b.json", "older")
+        await old.aclose()
+        storage = await sdk.get_storage_manager()
+        await storage.store_data("b", "newer")
+        assert [r.key for r in await storage.list_user_data()] == ["b"]  # not found as is
+        assert await storage.import_legacy_storage() == 1
+        assert await storage.retrieve_data("notes/a") == {"n": 1}
+        assert await storage.retrieve_data("b") == "newer"  # never overwritten
+        refs = {r.key: r for r in await storage.list_user_data()}
+        assert sorted(refs) == ["b", "notes/a"] and refs["notes/a"].metadata == {"tag": "x"}
+        assert await storage.import_legacy_storage() == 0
+    async with FabstirSDK(net.sdk_config()) as sdk:
+        signer = FlippingSigner(net.accounts[5].private_key)
+        await sdk.authenticate(signer)
+        with pytest.raises(AuthError, match="private key in this process"):
+            sdk.get_auth_manager().get_legacy_s5_seed()

@@ -151,6 +151,23 @@ class StorageManager:
         if previous is not None:
             await previous.aclose()
 
+    async def import_legacy_storage(self) -> int:
+        """Copy the files an SDK before signers stored (under the seed derived from the raw
+        key, see docs/security.md) into this storage, where it lacks them; returns how many.
+        Needs the private key in this process (``AuthError`` with a remote signer)."""
+        from ..s5._fs import FileSystem
+        from ..s5._keys import S5Identity
+        from ._legacy_storage import copy_missing_files
+        from .auth import AuthManager
+
+        identity = S5Identity(bytes.fromhex(AuthManager(self._ctx).get_legacy_s5_seed()))
+        new, _ = await self._ready()
+        old = FileSystem(open_store(self._ctx.config, identity), identity)
+        try:
+            return await copy_missing_files(old, new)
+        finally:
+            await old.aclose()
+
     async def aclose(self) -> None:
         """Close the portal connection (if any). The SDK's ``aclose()`` calls this."""
         if self._fs is not None:
