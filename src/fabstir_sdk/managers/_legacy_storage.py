@@ -19,12 +19,13 @@ __all__ = ["copy_missing_files"]
 async def copy_missing_files(old: FileSystem, new: FileSystem, folder: str = "") -> int:
     """Copy every file under ``folder`` of ``old`` that ``new`` lacks; returns how many."""
     copied = 0
+    present = {e.name for e in await new.list(folder) if e.type == "file"}
     for entry in await old.list(folder):
         path = f"{folder}/{entry.name}" if folder else entry.name
         if entry.type == "directory":
             copied += await copy_missing_files(old, new, path)
             continue
-        if entry.name in {e.name for e in await new.list(folder) if e.type == "file"}:
+        if entry.name in present:
             continue  # the new storage has its own version: never overwritten
         ref = await old.file_ref(path)
         metadata = (ref.extra or {}).get("metadata") or None
