@@ -16,8 +16,7 @@ from eth_account import Account
 
 from fabstir_sdk import FabstirSDK
 from fabstir_sdk.chain.signer import JsonRpcSigner, LocalSigner, Signer, as_signer
-from fabstir_sdk.devnet import Devnet, RunningHost
-from fabstir_sdk.devnet._anvil import AnvilProcess
+from fabstir_sdk.devnet import AnvilProcess, Devnet, RunningHost
 from fabstir_sdk.errors import AuthError, NondeterministicSignerError, SignerError
 from fabstir_sdk.managers.auth import S5_SEED_MESSAGE, seed_from_signature
 
