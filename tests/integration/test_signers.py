@@ -181,6 +181,9 @@ async def test_nondeterministic_signer_refused_for_storage(net):
             auth.get_s5_seed()
         with pytest.raises(NondeterministicSignerError):
             await sdk.get_storage_manager()
+        with pytest.raises(NondeterministicSignerError):  # sessions record into storage
+            await sdk.get_session_manager()
+        assert await sdk.get_payment_manager().get_eth_balance() > 0  # the rest works
     # the same key, deterministic (an eth-account LocalAccount): the seed of its signature
     account = Account.from_key(net.accounts[OTHER].private_key)
     async with FabstirSDK(net.sdk_config()) as sdk:
