@@ -31,7 +31,6 @@ pytestmark = pytest.mark.integration
 BUILTIN = "fabstir/builtin:toy-1.gguf"
 USER, MALICIOUS, HONEST = 1, 5, 6
 DEPOSIT = 1_000_000
-SESSION_IS_FIXED = "fixed by issue 11 session-core"
 
 
 @pytest.fixture(scope="module")
@@ -115,10 +114,6 @@ async def test_proof_before_the_init_is_acknowledged(net, bad, sdk):
     assert await usdc(net, sdk) == before - 2000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=f"{SESSION_IS_FIXED}: a failed connect settles without checking for proofs",
-)
 async def test_a_failed_connect_that_charged_is_an_overclaim(net, bad, sdk):
     """sessions.md: "If the payment went through but the connection fails ..., the job is
     settled at once". A host that proves tokens and never answers the init is paid what
@@ -137,7 +132,6 @@ async def test_a_failed_connect_that_charged_is_an_overclaim(net, bad, sdk):
     assert reputation.overclaims == 1
 
 
-@pytest.mark.xfail(strict=True, reason=SESSION_IS_FIXED)
 async def test_keepalives_do_not_restart_the_idle_deadline(net, bad, honest, sdk):
     """sessions.md: ``idle`` covers "between two tokens of an answer": pings and status
     notices are not tokens. StreamTimeoutError at the deadline, the partial answer kept."""
@@ -249,11 +243,6 @@ async def test_absurd_tokens_used_cannot_raise_the_bill(net, bad, sdk):
     assert settlement.refund == DEPOSIT
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=f"{SESSION_IS_FIXED}: the client protocol ends the answer on any stream_end "
-    "(its chunk counter restarts), whatever its id",
-)
 async def test_stream_end_of_another_answer_is_not_this_one(net, bad, sdk):
     """sessions.md: stream_end frames "are matched to their prompt by the frame's id": one
     for another answer neither ends this answer nor adds to its bill."""

@@ -406,8 +406,10 @@ class ClientSession:
         return str(cid) != self._answer and str(cid) in self._given_up
 
     def _stream_end(self, end: StreamEnd) -> StreamEnd | None:
-        self.tokens_reported += end.tokens_used
         cid = None if end.id is None else str(end.id)
+        if cid is not None and cid != self._answer and cid not in self._given_up:
+            return None  # names no answer of ours: it neither ends this one nor counts
+        self.tokens_reported += end.tokens_used
         if self._stale(cid):
             if cid is None:
                 self._given_up.popleft()
