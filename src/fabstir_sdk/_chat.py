@@ -18,13 +18,7 @@ from typing import Literal, TextIO
 from .chain.addresses import ZERO_ADDRESS
 from .chain.units import ETH_DECIMALS, USDC_DECIMALS, format_amount
 from .config import SDKConfig
-from .errors import (
-    FabstirError,
-    HostError,
-    HostUnreachableError,
-    StorageUnavailableError,
-    StreamTimeoutError,
-)
+from .errors import FabstirError, HostError, HostFailedError, StorageUnavailableError
 from .managers.session import Payment, Session, SessionManager
 from .models import Settlement
 from .sdk import FabstirSDK
@@ -138,7 +132,7 @@ async def _answer(
             out.write("\n")
             out.flush()
             return session
-        except (HostUnreachableError, StreamTimeoutError) as exc:
+        except HostFailedError as exc:
             out.write("\n")
             out.flush()
             if attempt == 2:

@@ -28,11 +28,11 @@ from pydantic import BaseModel, ConfigDict
 
 from .chain.units import Amount
 from .errors import (
+    ChainStateError,
     FabstirError,
     HostError,
-    HostUnreachableError,
+    HostFailedError,
     SessionClosedError,
-    StreamTimeoutError,
     ValidationError,
 )
 from .protocol import ChatMessage
@@ -346,8 +346,8 @@ class _Turn:
     def _retire_if_broken(self, exc: BaseException) -> None:
         """After anything but a clean refusal (a host error frame, bad input) the link may
         be dead or still carry the old answer: the next request gets a new session."""
-        if not isinstance(exc, HostError | ValidationError | SessionClosedError):
-            failed = isinstance(exc, HostUnreachableError | StreamTimeoutError)
+        if not isinstance(exc, HostError | ValidationError | ChainStateError | SessionClosedError):
+            failed = isinstance(exc, HostFailedError)
             self._chat._retire(self._slot, host_failed=failed)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from ._resources import contracts_path
 from .chain.addresses import checksum_address
-from .errors import ConfigError
+from .errors import ConfigError, FabstirError
 
 __all__ = [
     "BASE_MAINNET_CHAIN_ID",
@@ -97,6 +98,26 @@ class SDKConfig(_ConfigModel):
     rpc_retry_for: float = Field(default=10.0, ge=0)
     #: Deadlines of sessions with hosts (overridable per session).
     session_timeouts: SessionTimeouts = Field(default_factory=SessionTimeouts)
+    #: When a session paid from the wallet in an ERC-20 finds the marketplace's allowance
+    #: short, the SDK approves this much (whole tokens, e.g. "100" USDC; or the deposit if it
+    #: is larger). It only ever raises a short allowance, so processes sharing one wallet do
+    #: not undo each other's approvals, and later sessions need one transaction, not two.
+    approval_budget: str = "100"
+
+    @field_validator("approval_budget", mode="before")
+    @classmethod
+    def _budget(cls, value: object) -> str:
+        from .chain.units import to_base_units
+
+        if isinstance(value, Decimal | int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            raise ValueError(f"must be a str, Decimal or int amount, got {type(value).__name__}")
+        try:
+            to_base_units(value, 18, what="approval_budget")
+        except FabstirError as exc:
+            raise ValueError(str(exc)) from None
+        return value.strip()
 
     @classmethod
     def from_manifest(

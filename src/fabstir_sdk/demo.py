@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
 from .chain.units import format_units
-from .errors import FabstirError, P2PUnavailableError
+from .errors import DemoCheckError, P2PUnavailableError
 from .models import Conversation, Settlement
 from .sdk import FabstirSDK
 
@@ -42,10 +42,6 @@ PROMPTS = ("My name is Ada.", "What is my name?")
 USER, HOST = 1, 2
 
 Say = Callable[[str], None]
-
-
-class DemoCheckError(FabstirError):
-    """Something the demo read back is not what it should be."""
 
 
 def _check(ok: bool, what: str) -> None:

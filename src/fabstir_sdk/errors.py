@@ -2,7 +2,11 @@
 
 Every bad input is refused with one of these *before* any transaction is sent or any byte
 is written. Errors that stand for bad arguments also derive from :class:`ValueError` (or
-:class:`TypeError` for a ``float`` amount), so generic handlers keep working.
+:class:`TypeError` for a ``float`` amount), so generic handlers keep working. Refusals that
+come from the chain's current state (a balance, an allowance, a host's registration or
+price, a session's status) derive from :class:`ChainStateError` instead, not from
+``ValueError``: the same arguments may succeed later. :class:`HostFailedError` marks "this
+host failed, another may serve": failover and ``fabstir chat`` move on from exactly those.
 
 ::
 
@@ -20,18 +24,19 @@ is written. Errors that stand for bad arguments also derive from :class:`ValueEr
     │   ├── InvalidMultiaddrError
     │   ├── InvalidPeerIdError
     │   ├── DepositOutOfRangeError
-    │   ├── PriceBelowMinimumError
     │   ├── ProofIntervalError
     │   ├── ProofTimeoutWindowError
     │   ├── DurationError
-    │   ├── ModelNotApprovedError
-    │   ├── HostNotActiveError
-    │   ├── InsufficientBalanceError
-    │   ├── InsufficientAllowanceError
-    │   ├── SessionNotActiveError
-    │   ├── PriceAboveMaximumError
     │   ├── InvalidStorageKeyError
     │   └── PayloadTooLargeError
+    ├── ChainStateError                      (the chain's state refuses; nothing was sent)
+    │   ├── InsufficientBalanceError
+    │   ├── InsufficientAllowanceError
+    │   ├── HostNotActiveError
+    │   ├── ModelNotApprovedError
+    │   ├── PriceBelowMinimumError
+    │   ├── PriceAboveMaximumError
+    │   └── SessionNotActiveError
     ├── NotFoundError
     │   ├── NoHostAvailableError
     │   └── SessionNotFoundError
@@ -41,6 +46,7 @@ is written. Errors that stand for bad arguments also derive from :class:`ValueEr
     │   ├── PeerUnreachableError
     │   ├── P2PTimeoutError                  (also TimeoutError)
     │   ├── P2PProtocolError
+    │   │   └── P2PFrameTooLargeError
     │   └── P2PRemoteError
     ├── StorageError
     │   ├── IntegrityError
@@ -54,20 +60,27 @@ is written. Errors that stand for bad arguments also derive from :class:`ValueEr
     │   ├── FrameTooLargeError
     │   ├── FrameDecryptionError
     │   ├── MessageIndexError
-    │   └── HandshakeError
+    │   ├── HandshakeError
+    │   │   └── ReplayedInitError            (host side)
+    │   ├── ContextTooLongError              (host side)
+    │   └── SessionRefusedError              (host side)
     ├── SessionError
-    │   ├── HostUnreachableError
-    │   ├── HostKeyMismatchError
-    │   ├── StreamTimeoutError                (also TimeoutError)
+    │   ├── HostFailedError                  (this host failed; another may serve)
+    │   │   ├── HostUnreachableError
+    │   │   ├── HostKeyMismatchError
+    │   │   └── StreamTimeoutError           (also TimeoutError)
     │   ├── SessionClosedError
     │   ├── StreamNotOpenError
     │   └── HostOverclaimError                (also UserWarning: issued as a warning)
     ├── HostError                            (an error frame from the host)
     │   └── ContextLimitError
+    ├── BackendError                         (host side: the inference backend)
     ├── DevnetError
+    ├── DemoCheckError
     └── ChainError
         ├── RpcError
-        │   └── RpcUnavailableError
+        │   ├── RpcUnavailableError
+        │   └── RpcFailure                   (the node's JSON-RPC error for one call)
         ├── TransactionTimeoutError
         ├── TransactionDroppedError
         ├── TransactionReplacedError
@@ -82,12 +95,16 @@ __all__ = [
     "AnvilNotFoundError",
     "AuthError",
     "AuthRequiredError",
+    "BackendError",
     "ChainError",
     "ChainMismatchError",
+    "ChainStateError",
     "ConfigError",
     "ContextLimitError",
+    "ContextTooLongError",
     "ContractRevertError",
     "DecryptionError",
+    "DemoCheckError",
     "DepositOutOfRangeError",
     "DevnetError",
     "DurationError",
@@ -97,6 +114,7 @@ __all__ = [
     "FrameTooLargeError",
     "HandshakeError",
     "HostError",
+    "HostFailedError",
     "HostKeyMismatchError",
     "HostNotActiveError",
     "HostOverclaimError",
@@ -115,6 +133,7 @@ __all__ = [
     "NoHostAvailableError",
     "NotFoundError",
     "P2PError",
+    "P2PFrameTooLargeError",
     "P2PNodeClosedError",
     "P2PProtocolError",
     "P2PRemoteError",
@@ -128,14 +147,17 @@ __all__ = [
     "ProofTimeoutWindowError",
     "ProtocolError",
     "RegistryRollbackError",
+    "ReplayedInitError",
     "RevisionConflictError",
     "RpcError",
+    "RpcFailure",
     "RpcUnavailableError",
     "S5FormatError",
     "SessionClosedError",
     "SessionError",
     "SessionNotActiveError",
     "SessionNotFoundError",
+    "SessionRefusedError",
     "StorageError",
     "StorageUnavailableError",
     "StreamNotOpenError",
@@ -244,7 +266,14 @@ class DepositOutOfRangeError(ValidationError):
         self.amount, self.minimum, self.maximum, self.token = amount, minimum, maximum, token
 
 
-class PriceBelowMinimumError(ValidationError):
+class ChainStateError(FabstirError):
+    """The chain's current state refuses the operation: a balance or allowance is short, the
+    host is not registered or asks another price, the session is settled. Checked before
+    sending, so nothing was sent and no gas spent; unlike a :class:`ValidationError` the same
+    arguments may succeed later (after a deposit, an approval, another host)."""
+
+
+class PriceBelowMinimumError(ChainStateError):
     """The price per token is below the host's on-chain minimum for that model and token."""
 
     def __init__(self, price: int, minimum: int) -> None:
@@ -264,15 +293,15 @@ class DurationError(ValidationError):
     """The session duration is not a positive number of seconds up to 365 days."""
 
 
-class ModelNotApprovedError(ValidationError):
+class ModelNotApprovedError(ChainStateError):
     """The model is unknown to the ModelRegistry, deactivated, or not served by the host."""
 
 
-class HostNotActiveError(ValidationError):
+class HostNotActiveError(ChainStateError):
     """The host is not registered, or is registered but inactive."""
 
 
-class InsufficientBalanceError(ValidationError):
+class InsufficientBalanceError(ChainStateError):
     """The account holds less than the operation needs."""
 
     def __init__(
@@ -292,7 +321,7 @@ class InsufficientBalanceError(ValidationError):
         self.needed, self.available, self.token = needed, available, token
 
 
-class InsufficientAllowanceError(ValidationError):
+class InsufficientAllowanceError(ChainStateError):
     """The ERC-20 allowance for the marketplace is below the deposit: approve first."""
 
     def __init__(
@@ -309,7 +338,7 @@ class InsufficientAllowanceError(ValidationError):
         self.needed, self.allowance, self.token = needed, allowance, token
 
 
-class SessionNotActiveError(ValidationError):
+class SessionNotActiveError(ChainStateError):
     """The session job is already completed or timed out."""
 
 
@@ -325,7 +354,7 @@ class PayloadTooLargeError(ValidationError):
         self.size, self.limit = size, limit
 
 
-class PriceAboveMaximumError(ValidationError):
+class PriceAboveMaximumError(ChainStateError):
     """The host's on-chain price for the model is above the caller's ``max_price_per_token``."""
 
     def __init__(self, price: int, maximum: int) -> None:
@@ -371,6 +400,14 @@ class P2PTimeoutError(P2PError, TimeoutError):
 
 class P2PProtocolError(P2PError):
     """A peer broke the wire protocol: garbage, an oversize frame, or a stream cut mid-message."""
+
+
+class P2PFrameTooLargeError(P2PProtocolError):
+    """A peer's frame declared a body larger than the cap; it was not read."""
+
+    def __init__(self, size: int, cap: int) -> None:
+        super().__init__(f"frame of {size} bytes exceeds the {cap}-byte cap")
+        self.size, self.cap = size, cap
 
 
 class P2PRemoteError(P2PError):
@@ -449,19 +486,56 @@ class HandshakeError(ProtocolError):
     code = "INVALID_SESSION_INIT"
 
 
+class ContextTooLongError(ProtocolError):
+    """Host side: the prompt and its context do not fit the model's window (the client reads
+    it as :class:`ContextLimitError`)."""
+
+    code = "TOKEN_LIMIT_EXCEEDED"
+
+    def __init__(self, prompt_tokens: int, window: int) -> None:
+        super().__init__(
+            f"prompt and context take {prompt_tokens} tokens, the context window is {window}"
+        )
+        self.details = {"prompt_tokens": prompt_tokens, "context_window_size": window}
+
+
+class ReplayedInitError(HandshakeError):
+    """Host side: a session init (or its session key) this host accepted before for the job."""
+
+    code = "REPLAYED_INIT"
+
+
+class SessionRefusedError(ProtocolError):
+    """Host side: the chain says no to a session init (unknown or settled job, another host,
+    model or client); ``code`` is the wire error code sent back."""
+
+
+class BackendError(FabstirError):
+    """Host side: the inference backend failed (unreachable, refused the request, broke the
+    stream)."""
+
+
 class SessionError(FabstirError):
     """A session with a host failed after it was paid for (the deposit is still escrowed)."""
 
 
-class HostUnreachableError(SessionError):
+class HostFailedError(SessionError):
+    """This host failed (unreachable, stalled, cannot open our key): another host may serve.
+
+    Failover (``create_session(failover=True)``), ``fabstir chat`` and the chat API move on
+    from exactly these; any other error is about the request, not the host.
+    """
+
+
+class HostUnreachableError(HostFailedError):
     """The host's WebSocket could not be opened, or it closed in the middle of a session."""
 
 
-class HostKeyMismatchError(SessionError):
+class HostKeyMismatchError(HostFailedError):
     """The host could not open our session init: its key is not its registry ``publicKey``."""
 
 
-class StreamTimeoutError(SessionError, TimeoutError):
+class StreamTimeoutError(HostFailedError, TimeoutError):
     """A deadline passed: connect, first token, idle between tokens, or the whole answer."""
 
 
@@ -509,6 +583,10 @@ class DevnetError(FabstirError):
     """The local devnet (anvil plus our contracts) failed to start, deploy or answer."""
 
 
+class DemoCheckError(FabstirError):
+    """``fabstir demo``: something it read back is not what it should be."""
+
+
 class ChainError(FabstirError):
     """Talking to the chain failed."""
 
@@ -519,6 +597,35 @@ class RpcError(ChainError):
 
 class RpcUnavailableError(RpcError):
     """The RPC endpoint stayed unreachable (or kept failing) for the whole retry window."""
+
+
+class RpcFailure(RpcError):
+    """The node answered one call with a JSON-RPC error (``code``, ``data`` kept)."""
+
+    def __init__(self, what: str, error: dict[str, Any]) -> None:
+        self.what = what
+        code = error.get("code")
+        self.code: int | None = (
+            code if isinstance(code, int) and not isinstance(code, bool) else None
+        )
+        self.data: Any = error.get("data")
+        self.node_message = str(error.get("message", "unknown error"))[:2000]
+        super().__init__(f"{what}: {self.node_message}")
+
+    @property
+    def revert_data(self) -> bytes | None:
+        """The revert payload when the node reports a contract revert, else None."""
+        data = self.data
+        if isinstance(data, dict):
+            data = data.get("data")
+        if isinstance(data, str) and data.startswith("0x"):
+            try:
+                return bytes.fromhex(data[2:])
+            except ValueError:
+                return None
+        if "revert" in self.node_message:
+            return b""
+        return None
 
 
 class TransactionTimeoutError(ChainError):

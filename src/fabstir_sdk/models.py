@@ -83,8 +83,11 @@ class SessionJob(_Frozen):
 
 
 class SessionJobCreated(_Frozen):
+    """A job just opened: its id, the transaction, and the job as the receipt states it."""
+
     job_id: int
     tx_hash: str
+    job: SessionJob
 
 
 class Settlement(_Frozen):

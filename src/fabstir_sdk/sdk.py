@@ -11,6 +11,7 @@ from .errors import FabstirError
 
 if TYPE_CHECKING:
     from ._chat_api import Chat
+    from .chain.transport import RpcTransport
     from .managers._context import Context
     from .managers.auth import AuthManager
     from .managers.discovery import DiscoveryManager
@@ -39,10 +40,13 @@ class FabstirSDK:
     allocator per account. ``aclose()`` is idempotent; a closed SDK refuses further use.
     """
 
-    def __init__(self, config: SDKConfig) -> None:
+    def __init__(self, config: SDKConfig, *, transport: RpcTransport | None = None) -> None:
+        """``transport`` carries the JSON-RPC traffic instead of HTTP to ``config.rpc_url``
+        (see :mod:`fabstir_sdk.chain.transport`: a test's scripted node, for example)."""
         if not isinstance(config, SDKConfig):
             raise TypeError("config must be an SDKConfig")
         self.config = config
+        self._transport = transport
         self._ctx_: Context | None = None
         self._managers: dict[type[Any], Any] = {}
         self._state = _State.OPEN
@@ -171,11 +175,7 @@ class FabstirSDK:
             from .chain.client import ChainClient
             from .managers._context import Context
 
-            client = ChainClient(
-                self.config.rpc_url,
-                timeout=self.config.rpc_timeout,
-                retry_for=self.config.rpc_retry_for,
-            )
+            client = ChainClient.from_config(self.config, transport=self._transport)
             self._ctx_ = Context(self.config, client)
         return self._ctx_
 

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from fabstir_sdk import ChainError, ChainMismatchError, FabstirSDK, RpcError
-from fabstir_sdk.chain.rpc import JsonRpcClient
+from fabstir_sdk.chain.transport import HttpTransport
 
 from .lying_rpc import LyingRpc
 
@@ -112,8 +112,8 @@ async def test_truncated_json_is_a_typed_error(devnet, rpc, sdk):
 
 
 async def test_an_oversized_answer_is_refused_unread(devnet, rpc, sdk, monkeypatch):
-    """An answer over ``JsonRpcClient.max_reply_bytes`` is an RpcError, not buffered whole."""
-    monkeypatch.setattr(JsonRpcClient, "max_reply_bytes", 1 << 20)
+    """An answer over ``HttpTransport.max_reply_bytes`` is an RpcError, not buffered whole."""
+    monkeypatch.setattr(HttpTransport, "max_reply_bytes", 1 << 20)
     pm = sdk.get_payment_manager()
     expected = await pm.get_eth_balance()
     rpc.oversize = 2 << 20

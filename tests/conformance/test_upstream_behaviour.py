@@ -258,6 +258,11 @@ async def test_seed_key_refused_with_the_fix_then_served_as_a_delegate(net, stri
         for answer in (first, second):
             check_answer_shape(answer)
         used = first.stream_end["tokens_used"] + second.stream_end["tokens_used"]
+        # revoked, the key is refused at its next init (upstream's next prompt)
+        await upstream_call(net, "authorizeDelegate", signer_address, False, sender=USER)
+        with pytest.raises(HostRefused) as refused:
+            await client.prompt("What's my name?")
+        assert refused.value.code == "NOT_DEPOSITOR"
     finally:
         await client.close()
     await settles_to(net, job_id, max(used, 100))

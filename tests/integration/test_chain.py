@@ -12,7 +12,6 @@ from fabstir_sdk import (
     InsufficientAllowanceError,
     SessionNotActiveError,
     TransactionDroppedError,
-    TransactionReplacedError,
     TransactionTimeoutError,
 )
 from fabstir_sdk.chain.rpc import JsonRpcClient
@@ -139,8 +138,10 @@ async def test_dropped_transaction_is_reported_and_the_nonce_reused(devnet, user
     assert await pm.get_deposit_balance() == 2 * 10**15
 
 
-async def test_replaced_transaction_is_reported(devnet, user):
-    """The same key sends another transaction with our nonce and a higher fee; it is mined."""
+async def test_a_transaction_whose_nonce_another_took_is_signed_again(devnet, user):
+    """The same key (another process, another wallet) sends another transaction with our
+    nonce and a higher fee; it is mined. Ours never ran: it is signed again with the next
+    nonce and mined once (before: TransactionReplacedError, the deposit not made)."""
     from eth_account import Account
 
     pm = user.get_payment_manager()
@@ -161,14 +162,14 @@ async def test_replaced_transaction_is_reported(devnet, user):
                 "chainId": devnet.chain_id,
             }
         )
-        await rpc.call("eth_sendRawTransaction", "0x" + bytes(signed.raw_transaction).hex())
+        other = await rpc.call("eth_sendRawTransaction", "0x" + bytes(signed.raw_transaction).hex())
         await rpc.call("evm_mine")
-        with pytest.raises(TransactionReplacedError) as info:
-            await deposit
-        assert info.value.nonce == start
+        await _in_mempool(devnet, USER, start + 2)  # ours again, with nonce start + 1
+        await rpc.call("evm_mine")
+        sent = await deposit
     finally:
         await rpc.call("evm_setAutomine", True)
         await rpc.aclose()
-    assert await pm.get_deposit_balance() == 0
-    await pm.deposit("0.001")
+    assert sent != other
+    assert await nonce(devnet, USER) == start + 2
     assert await pm.get_deposit_balance() == 10**15

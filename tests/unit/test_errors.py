@@ -33,3 +33,38 @@ def test_unknown_reason_is_contract_revert():
 def test_empty_and_unknown_selector():
     assert decode_revert(b"")[0] == "reverted without a reason"
     assert decode_revert(bytes.fromhex("deadbeef"))[0] == "unknown error 0xdeadbeef"
+
+
+def test_chain_state_refusals_are_not_value_errors():
+    """Bad arguments are ValueErrors; what the chain's state refuses is not (it may pass later)."""
+    import fabstir_sdk as f
+
+    refusals = [
+        f.InsufficientBalanceError(1, 0, "USDC"),
+        f.InsufficientAllowanceError(1, 0, "USDC"),
+        f.HostNotActiveError("host"),
+        f.ModelNotApprovedError("model"),
+        f.PriceBelowMinimumError(1, 2),
+        f.PriceAboveMaximumError(2, 1),
+        f.SessionNotActiveError("session"),
+    ]
+    for error in refusals:
+        assert isinstance(error, f.ChainStateError)
+        assert not isinstance(error, ValueError | f.ValidationError), type(error)
+    assert issubclass(f.DepositOutOfRangeError, f.ValidationError)  # an argument out of range
+
+
+def test_one_base_marks_a_failed_host():
+    import fabstir_sdk as f
+
+    failed = {
+        c for c in vars(f).values() if isinstance(c, type) and issubclass(c, f.HostFailedError)
+    }
+    assert failed == {
+        f.HostFailedError,
+        f.HostUnreachableError,
+        f.HostKeyMismatchError,
+        f.StreamTimeoutError,
+    }
+    assert issubclass(f.StreamTimeoutError, TimeoutError)
+    assert not issubclass(f.HostError, f.HostFailedError)  # a refusal frame, not a failure

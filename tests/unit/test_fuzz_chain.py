@@ -17,6 +17,7 @@ from fabstir_sdk.chain.client import Read
 from fabstir_sdk.chain.model_id import model_id
 from fabstir_sdk.chain.revert import decode_revert, revert_error
 from fabstir_sdk.chain.rpc import JsonRpcClient, RpcFailure
+from fabstir_sdk.chain.transport import MockTransport
 from fabstir_sdk.chain.units import format_units, to_base_units
 from fabstir_sdk.errors import ChainError, FabstirError, RpcError
 
@@ -129,15 +130,9 @@ def test_decode_revert_reads_well_formed_reasons():
 # ---------------------------------------------------------------------- JSON-RPC replies
 
 
-class _Canned(JsonRpcClient):
-    """A client whose node answers every POST with ``reply`` (no socket)."""
-
-    def __init__(self, reply: Any) -> None:
-        super().__init__("http://127.0.0.1:1")
-        self.reply = reply
-
-    async def _post(self, payload: Any, *, retry: bool) -> Any:
-        return self.reply
+def _Canned(reply: Any) -> JsonRpcClient:
+    """A client whose node answers every request with ``reply`` (no socket)."""
+    return JsonRpcClient("http://127.0.0.1:1", transport=MockTransport(lambda _payload: reply))
 
 
 reply_objects = st.fixed_dictionaries(

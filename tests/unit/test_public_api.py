@@ -49,3 +49,29 @@ def test_version_comes_from_one_place():
 
     assert fabstir_sdk.__version__ is __version__
     assert version("fabstir-sdk") == __version__  # hatch reads _version.py for the metadata
+
+
+def test_every_error_lives_in_errors_and_is_exported():
+    """Every exception class any fabstir_sdk module defines or re-exports (private control-flow
+    ones aside) is defined in fabstir_sdk.errors and exported from fabstir_sdk."""
+    import pkgutil
+
+    import fabstir_sdk.errors
+
+    found = {}
+    for info in pkgutil.walk_packages(fabstir_sdk.__path__, "fabstir_sdk."):
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        for name, value in vars(module).items():
+            if (
+                isinstance(value, type)
+                and issubclass(value, Exception)
+                and not name.startswith("_")
+                and value.__module__.startswith("fabstir_sdk")
+            ):
+                found[name] = value
+    assert found  # the walk did see the package
+    assert {n: c.__module__ for n, c in found.items() if c.__module__ != "fabstir_sdk.errors"} == {}
+    assert sorted(set(found) - set(fabstir_sdk.__all__)) == []
+    assert set(fabstir_sdk.errors.__all__) <= set(fabstir_sdk.__all__)

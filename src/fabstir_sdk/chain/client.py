@@ -8,6 +8,12 @@ on a devnet) cannot leave it stale.
 
 A write costs three round trips: one batch holding the caller's checks, the gas estimate, the
 gas price and the pending nonce; the broadcast; the receipt.
+
+Several processes may share one key (a web app's workers): a nonce the node refuses as taken
+("nonce too low", "replacement transaction underpriced") was used by another process, so the
+nonce is re-read from the node and the transaction signed again; it is never sent twice,
+since a refused transaction did not enter the mempool. Likewise when a node accepted both and
+mined the other: ours can never be mined, so it is signed again with the next nonce.
 """
 
 from __future__ import annotations
@@ -15,10 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eth_account.signers.local import LocalAccount
 
@@ -27,13 +34,18 @@ from ..errors import (
     ChainMismatchError,
     FabstirError,
     RpcError,
+    RpcFailure,
     TransactionDroppedError,
     TransactionReplacedError,
     TransactionTimeoutError,
 )
 from .abi import Call, Contract
 from .revert import revert_error
-from .rpc import JsonRpcClient, RpcFailure
+from .rpc import JsonRpcClient
+from .transport import RpcTransport
+
+if TYPE_CHECKING:
+    from ..config import SDKConfig
 
 __all__ = ["ChainClient", "Read", "TxSender", "tx_hash"]
 
@@ -42,6 +54,18 @@ log = logging.getLogger("fabstir_sdk.chain")
 #: Seconds of waiting for a receipt before checking that the node still has the transaction,
 #: and between such checks.
 _FATE_AFTER, _FATE_EVERY = 1.0, 2.0
+#: How often one transaction is signed again after other users of the key took its nonce.
+_RESIGN_LIMIT = 64
+#: What nodes (anvil, geth, reth, erigon) say when a transaction's nonce is already used.
+_NONCE_TAKEN = (
+    "nonce too low",
+    "nonce is too low",
+    "nonce has already been used",
+    "already known",
+    "already imported",
+    "replacement transaction underpriced",
+    "replacement fee too low",
+)
 
 Receipt = dict[str, Any]
 
@@ -94,16 +118,55 @@ class Read:
 
 
 class ChainClient:
-    """JSON-RPC to one node, plus cached contract codecs keyed by artifact name."""
+    """JSON-RPC to one node, plus cached contract codecs keyed by artifact name.
 
-    def __init__(self, rpc_url: str, *, timeout: float = 30.0, retry_for: float = 10.0) -> None:
+    Build it with :meth:`from_config`, so that every setting of the configuration applies;
+    ``transport`` replaces the HTTP transport (a test's scripted node, for example).
+    """
+
+    def __init__(
+        self,
+        rpc_url: str,
+        *,
+        timeout: float = 30.0,
+        retry_for: float = 10.0,
+        transport: RpcTransport | None = None,
+        gas_headroom: float = 1.2,
+        tx_timeout: float = 120.0,
+    ) -> None:
         self.rpc_url = rpc_url
-        self.rpc = JsonRpcClient(rpc_url, timeout=timeout, retry_for=retry_for)
+        self.rpc = JsonRpcClient(rpc_url, timeout=timeout, retry_for=retry_for, transport=transport)
+        self.gas_headroom = gas_headroom
+        self.tx_timeout = tx_timeout
         self._contracts: dict[tuple[str, str], Contract] = {}
         self._chain_id: int | None = None
 
+    @classmethod
+    def from_config(
+        cls, config: SDKConfig, *, transport: RpcTransport | None = None
+    ) -> ChainClient:
+        """The client for ``config``: its RPC URL, timeouts, retries and transaction settings."""
+        return cls(
+            config.rpc_url,
+            timeout=config.rpc_timeout,
+            retry_for=config.rpc_retry_for,
+            transport=transport,
+            gas_headroom=config.gas_headroom,
+            tx_timeout=config.tx_timeout,
+        )
+
     def __repr__(self) -> str:
         return f"ChainClient({self.rpc_url!r})"
+
+    def sender(self, account: LocalAccount, *, chain_id: int) -> TxSender:
+        """The transaction sender of ``account`` over this client, with its settings."""
+        return TxSender(
+            self,
+            account,
+            chain_id=chain_id,
+            gas_headroom=self.gas_headroom,
+            tx_timeout=self.tx_timeout,
+        )
 
     def contract(self, name: str, address: str) -> Contract:
         """The contract ``name`` (an artifact in contracts/abi) at ``address``."""
@@ -134,6 +197,11 @@ class ChainClient:
 
     async def aclose(self) -> None:
         await self.rpc.aclose()
+
+
+def _nonce_taken(failure: RpcFailure) -> bool:
+    message = failure.node_message.lower()
+    return any(phrase in message for phrase in _NONCE_TAKEN)
 
 
 def _decoded(read: Read, result: Any, token_hint: str) -> Any:
@@ -223,9 +291,14 @@ class TxSender:
             raise mismatch
         if self._tip is None:
             self._tip = _hex_int(results[-1])
+        # A few random units of gas limit and fee cap (neither is paid: gas used and the base
+        # fee are): two processes sending the same call with the same nonce never sign the
+        # same bytes, so neither can take the other's transaction for its own.
+        gas_salt, fee_salt = secrets.randbelow(1 << 12), secrets.randbelow(1 << 30)
         tx.update(
-            gas=int(_hex_int(estimate) * self._headroom),
-            maxFeePerGas=2 * _hex_int(gas_price) + self._tip,  # room for the base fee to double
+            gas=int(_hex_int(estimate) * self._headroom) + gas_salt,
+            # room for the base fee to double
+            maxFeePerGas=2 * _hex_int(gas_price) + self._tip + fee_salt,
             maxPriorityFeePerGas=self._tip,
             chainId=self._chain_id,
             value=value,
@@ -234,7 +307,18 @@ class TxSender:
         del tx["from"]
         sent, nonce = await self._broadcast(tx, call.fn, _hex_int(pending), generation)
         try:
-            receipt = await self._wait(sent, nonce)
+            for attempt in range(_RESIGN_LIMIT + 1):
+                try:
+                    receipt = await self._wait(sent, nonce)
+                    break
+                except TransactionReplacedError:
+                    # Another user of this key had a transaction mined with our nonce (a
+                    # node may accept both before mining one): ours can never be mined, so
+                    # it never ran. Sign it again with the node's next nonce.
+                    if attempt == _RESIGN_LIMIT:
+                        raise
+                    log.debug("%s: tx %s lost nonce %d; signing again", call.fn, sent, nonce)
+                    sent, nonce = await self._broadcast(tx, call.fn, 0, -1, again=True)
         finally:
             self._in_flight -= 1
         if receipt["status"] != "0x1":
@@ -243,37 +327,50 @@ class TxSender:
         return receipt
 
     async def _broadcast(
-        self, tx: dict[str, Any], what: str, pending: int, generation: int
+        self, tx: dict[str, Any], what: str, pending: int, generation: int, *, again: bool = False
     ) -> tuple[str, int]:
+        """Sign ``tx`` with the next nonce and send it; ``again``: it is already counted in
+        flight (its earlier signing lost its nonce)."""
         async with self._lock:
             if self._in_flight == 0 or self._next_nonce is None:
                 if generation != self._broadcasts:  # our prefetched nonce predates a broadcast
-                    pending = _hex_int(
-                        await self._client.rpc.call(
-                            "eth_getTransactionCount", self.address, "pending"
-                        )
-                    )
+                    pending = await self._pending_nonce()
                 self._next_nonce = pending
             nonce = self._next_nonce
-            signed = self._account.sign_transaction({**tx, "nonce": nonce})
-            sent = "0x" + bytes(signed.hash).hex()
-            try:
-                await self._client.rpc.call(
-                    "eth_sendRawTransaction", "0x" + bytes(signed.raw_transaction).hex()
-                )
-            except RpcFailure:
-                # A retried send whose first attempt did arrive is refused ("already known",
-                # "nonce too low"): if the node has our hash, it was sent exactly once.
-                if not await self._known(sent):
+            for attempt in range(_RESIGN_LIMIT + 1):
+                signed = self._account.sign_transaction({**tx, "nonce": nonce})
+                sent = "0x" + bytes(signed.hash).hex()
+                try:
+                    await self._client.rpc.call(
+                        "eth_sendRawTransaction", "0x" + bytes(signed.raw_transaction).hex()
+                    )
+                except RpcFailure as exc:
+                    # A retried send whose first attempt did arrive is refused ("already
+                    # known", "nonce too low"): if the node has our hash, it was sent once.
+                    if await self._known(sent):
+                        break
+                    if _nonce_taken(exc) and attempt < _RESIGN_LIMIT:
+                        # Another user of this key took the nonce: ours never entered the
+                        # mempool, so signing it again with the node's next nonce is safe.
+                        log.debug("%s: nonce %d taken elsewhere, signing again", what, nonce)
+                        nonce = await self._pending_nonce()
+                        continue
                     self._next_nonce = None  # re-read from the node next time
                     raise
-            except RpcError as exc:
-                self._next_nonce = None  # it may or may not have arrived: re-read next time
-                raise type(exc)(f"{exc} (transaction {sent} may still be mined)") from exc
+                except RpcError as exc:
+                    self._next_nonce = None  # it may or may not have arrived: re-read next time
+                    raise type(exc)(f"{exc} (transaction {sent} may still be mined)") from exc
+                break
             self._next_nonce = nonce + 1
             self._broadcasts += 1
-            self._in_flight += 1
+            if not again:
+                self._in_flight += 1
         return sent, nonce
+
+    async def _pending_nonce(self) -> int:
+        return _hex_int(
+            await self._client.rpc.call("eth_getTransactionCount", self.address, "pending")
+        )
 
     async def _known(self, sent: str) -> bool:
         try:
@@ -315,17 +412,22 @@ class TxSender:
             delay = min(delay * 2, 1.0)
 
     async def _lost(self, sent: str, nonce: int) -> FabstirError | None:
-        """The error for a transaction the node no longer has, or None if it still does."""
+        """The error for a transaction the node no longer has, or None if it still does
+        (or if it was mined after all: the receipt loop picks it up)."""
         try:
-            if await self._client.rpc.call("eth_getTransactionByHash", sent):
-                return None
-            mined = _hex_int(
-                await self._client.rpc.call("eth_getTransactionCount", self.address, "latest")
+            known, receipt, mined = await self._client.rpc.batch(
+                [
+                    ("eth_getTransactionByHash", (sent,)),
+                    ("eth_getTransactionReceipt", (sent,)),
+                    ("eth_getTransactionCount", (self.address, "latest")),
+                ]
             )
         except RpcError:
             return None  # cannot tell now; the receipt loop goes on
+        if known or receipt:
+            return None
         self._next_nonce = None  # resynchronise from the node before the next transaction
-        if mined > nonce:
+        if _hex_int(mined) > nonce:
             return TransactionReplacedError(sent, nonce)
         return TransactionDroppedError(sent, nonce)
 

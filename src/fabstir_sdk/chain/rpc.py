@@ -1,15 +1,13 @@
-"""JSON-RPC over HTTP, with batches: the transport under every chain operation.
+"""JSON-RPC with batches and retries: the client under every chain operation.
 
-Built on aiohttp, whose loopback round trip measured ~0.2 ms here against ~0.9 ms for httpx
-and more for web3.py's provider stack: the SDK's transactions cost little more than the
-node's own work. One batch carries all of an operation's reads, so checking a session job
-before sending it costs one round trip however many values it needs.
+One batch carries all of an operation's reads, so checking a session job before sending it
+costs one round trip however many values it needs. The bytes travel by a transport
+(:mod:`fabstir_sdk.chain.transport`: aiohttp by default, or a test's own).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
@@ -18,7 +16,8 @@ from typing import Any
 
 import aiohttp
 
-from ..errors import RpcError, RpcUnavailableError
+from ..errors import RpcError, RpcFailure, RpcUnavailableError
+from .transport import HttpTransport, RpcTransport
 
 __all__ = ["RETRY_SAFE", "JsonRpcClient", "RpcFailure", "unreachable_reason"]
 
@@ -46,39 +45,6 @@ RETRY_SAFE = frozenset(
 )
 
 
-class _Transient(Exception):
-    """A failure worth retrying: the node may answer the same request later."""
-
-
-class RpcFailure(RpcError):
-    """The node answered one call with a JSON-RPC error (``code``, ``data`` kept)."""
-
-    def __init__(self, what: str, error: dict[str, Any]) -> None:
-        self.what = what
-        code = error.get("code")
-        self.code: int | None = (
-            code if isinstance(code, int) and not isinstance(code, bool) else None
-        )
-        self.data: Any = error.get("data")
-        self.node_message = str(error.get("message", "unknown error"))[:2000]
-        super().__init__(f"{what}: {self.node_message}")
-
-    @property
-    def revert_data(self) -> bytes | None:
-        """The revert payload when the node reports a contract revert, else None."""
-        data = self.data
-        if isinstance(data, dict):
-            data = data.get("data")
-        if isinstance(data, str) and data.startswith("0x"):
-            try:
-                return bytes.fromhex(data[2:])
-            except ValueError:
-                return None
-        if "revert" in self.node_message:
-            return b""
-        return None
-
-
 _FIRST_DELAY = 0.05
 
 
@@ -98,22 +64,24 @@ def unreachable_reason(exc: BaseException) -> str:
 
 
 class JsonRpcClient:
-    """JSON-RPC to one node. Proxies from the environment are not used.
+    """JSON-RPC to one node, over ``transport`` (default: HTTP to ``url``).
 
     With ``retry_for > 0``, a batch made only of :data:`RETRY_SAFE` methods is retried with
     backoff while the node is unreachable, times out or answers 429/5xx, for up to
     ``retry_for`` seconds; then :class:`RpcUnavailableError`.
     """
 
-    #: A reply larger than this is refused (RpcError) without reading the rest: an endpoint
-    #: cannot make the SDK buffer an endless answer.
-    max_reply_bytes = 64 << 20
-
-    def __init__(self, url: str, *, timeout: float = 30.0, retry_for: float = 0.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 30.0,
+        retry_for: float = 0.0,
+        transport: RpcTransport | None = None,
+    ) -> None:
         self.url = url
         self.retry_for = retry_for
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
+        self.transport = transport or HttpTransport(url, timeout=timeout)
         self._next_id = 1
 
     def __repr__(self) -> str:
@@ -168,13 +136,12 @@ class JsonRpcClient:
         return results
 
     async def _post(self, payload: Any, *, retry: bool) -> Any:
-        data = json.dumps(payload)
         deadline = time.monotonic() + self.retry_for
         delay = _FIRST_DELAY
         while True:
             try:
-                return await self._post_once(data)
-            except _Transient as exc:
+                return await self.transport.handle(payload)
+            except RpcUnavailableError as exc:
                 cause = exc.__cause__ or exc
                 why = unreachable_reason(cause)
                 if not retry:
@@ -197,30 +164,5 @@ class JsonRpcClient:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
-    async def _post_once(self, data: str) -> Any:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-        try:
-            async with self._session.post(
-                self.url, data=data, headers={"Content-Type": "application/json"}
-            ) as response:
-                if response.status == 429 or response.status >= 500:
-                    raise _Transient(f"HTTP {response.status}")
-                response.raise_for_status()
-                body = bytearray()
-                async for piece in response.content.iter_any():
-                    body += piece
-                    if len(body) > self.max_reply_bytes:
-                        raise RpcError(
-                            f"JSON-RPC reply from {self.url} is over {self.max_reply_bytes} bytes"
-                        )
-                return json.loads(body)
-        except (TimeoutError, aiohttp.ClientConnectionError, OSError) as exc:
-            raise _Transient(str(exc)) from exc
-        except (aiohttp.ClientError, ValueError) as exc:
-            raise RpcError(f"JSON-RPC request to {self.url} failed: {exc!r}") from exc
-
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.transport.aclose()

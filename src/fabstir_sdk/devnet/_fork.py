@@ -176,7 +176,7 @@ async def _approved_models(config: SDKConfig) -> tuple[DevnetModel, ...]:
     from ..managers._context import Context
     from ..managers.model import ModelManager
 
-    client = ChainClient(config.rpc_url)
+    client = ChainClient.from_config(config)
     try:
         listed = await ModelManager(Context(config=config, client=client)).list_models()
     finally:

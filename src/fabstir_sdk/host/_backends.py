@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import FabstirError, ProtocolError
+from ..errors import BackendError, ProtocolError
 from ..protocol import ChatMessage, load_json
 from . import _toy
 
@@ -25,10 +25,6 @@ __all__ = [
     "Generation",
     "OpenAIBackend",
 ]
-
-
-class BackendError(FabstirError):
-    """The inference backend failed (unreachable, refused the request, broke the stream)."""
 
 
 @dataclass

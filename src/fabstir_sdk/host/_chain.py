@@ -13,7 +13,7 @@ from typing import Any
 from ..chain.client import ChainClient, Read
 from ..chain.model_id import model_id as to_model_id
 from ..config import SDKConfig
-from ..errors import ProtocolError, SessionNotFoundError
+from ..errors import ProtocolError, SessionNotFoundError, SessionRefusedError
 from ..managers._context import Context
 from ..managers.auth import AuthManager
 from ..managers.host import HostManager
@@ -21,7 +21,7 @@ from ..managers.model import ModelManager
 from ..managers.payment import PaymentManager
 from ..models import HostInfo, ModelInfo, SessionJob, SessionState
 
-__all__ = ["HostChain", "Registration", "SessionRefused"]
+__all__ = ["HostChain", "Registration"]
 
 log = logging.getLogger("fabstir_sdk.host")
 
@@ -29,10 +29,6 @@ log = logging.getLogger("fabstir_sdk.host")
 #: proof. Upstream's JobMarketplace applies the factor 2 without publishing it (our contract has
 #: it as ``RATE_LIMIT_BURST()``, which upstream's lacks), so the host does not read it from chain.
 RATE_LIMIT_BURST = 2
-
-
-class SessionRefused(ProtocolError):
-    """The chain says no: unknown or settled job, another host, model or client."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +45,7 @@ class HostChain:
 
     def __init__(self, config: SDKConfig) -> None:
         self.config = config
-        self.client = ChainClient(config.rpc_url, timeout=config.rpc_timeout)
+        self.client = ChainClient.from_config(config)
         self.ctx = Context(config, self.client)
         self.hosts = HostManager(self.ctx)
         self.payments = PaymentManager(self.ctx)
@@ -149,17 +145,17 @@ class HostChain:
                 f"cannot read job {job_id}: {exc}", code="CHAIN_UNAVAILABLE"
             ) from exc
         if int(job["id"]) == 0:
-            raise SessionRefused(f"no session job {job_id}", code="JOB_NOT_FOUND")
+            raise SessionRefusedError(f"no session job {job_id}", code="JOB_NOT_FOUND")
         session = await self._decode(job_id, job)
         model_id = "0x" + bytes(model).hex()
         if session.status != SessionState.ACTIVE:
-            raise SessionRefused(
+            raise SessionRefusedError(
                 f"session job {job_id} is {session.status.name}", code="JOB_NOT_ACTIVE"
             )
         if session.host != self.address:
-            raise SessionRefused(f"session job {job_id} names another host", code="WRONG_HOST")
+            raise SessionRefusedError(f"session job {job_id} names another host", code="WRONG_HOST")
         if model_id not in served:
-            raise SessionRefused(
+            raise SessionRefusedError(
                 f"session job {job_id} is for model {model_id}, not served here",
                 code="MODEL_NOT_SERVED",
             )
@@ -168,7 +164,7 @@ class HostChain:
                 mp.call("isDelegateAuthorized", session.depositor, client_address)
             )
             if not delegate:
-                raise SessionRefused(
+                raise SessionRefusedError(
                     f"the init is signed by {client_address}, which is neither the depositor "
                     f"({session.depositor}) of job {job_id} nor a delegate it authorized. "
                     f"To use this key, the depositor calls JobMarketplace.authorizeDelegate"
@@ -184,4 +180,4 @@ class HostChain:
         try:
             return check(values)
         except SessionNotFoundError as exc:
-            raise SessionRefused(str(exc), code="JOB_NOT_FOUND") from None
+            raise SessionRefusedError(str(exc), code="JOB_NOT_FOUND") from None

@@ -15,10 +15,9 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from .._version import __version__
-from ..errors import ProtocolError
+from ..errors import BackendError, ProtocolError, SessionRefusedError
 from ..protocol import ChatMessage, load_json
-from ._backends import BackendError, Generation
-from ._chain import SessionRefused
+from ._backends import Generation
 from ._checkpoints import MessageRecord
 from ._ws import Connection, model_matches
 
@@ -55,7 +54,7 @@ class InferenceRequest(BaseModel):
         """The job named by ``jobId``, else by a numeric ``sessionId`` (as upstream reads it)."""
         for value in (self.job_id, self.session_id):
             text = str(value).removesuffix("n") if value is not None else ""
-            if text.isdigit() and 0 < len(text) <= 78:
+            if text.isdigit() and 0 < len(text) <= 78 and int(text) > 0:
                 return int(text)
         if self.job_id is not None:
             raise ProtocolError(f"jobId {str(self.job_id)[:80]!r} is not a job id")
@@ -158,7 +157,7 @@ async def _inference(request: web.Request) -> web.StreamResponse:
             job, model_id = await node.chain.check_session(job_number, None, node.served)
             info = next((m for m in node.model_infos if m.model_id == model_id), None)
             if body.model and not model_matches(body.model, model_id, info, node.served[model_id]):
-                raise SessionRefused(
+                raise SessionRefusedError(
                     f"model {body.model[:80]!r} is not the job's model", code="WRONG_MODEL"
                 )
         except ProtocolError as exc:

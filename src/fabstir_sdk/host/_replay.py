@@ -19,7 +19,7 @@ import logging
 import os
 from pathlib import Path
 
-from ..errors import HandshakeError
+from ..errors import ReplayedInitError
 
 __all__ = ["InitLog", "ReplayedInitError", "init_fingerprints"]
 
@@ -33,12 +33,6 @@ def _append(path: Path, text: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-class ReplayedInitError(HandshakeError):
-    """A session init (or its session key) that this host accepted before for the job."""
-
-    code = "REPLAYED_INIT"
 
 
 def init_fingerprints(ephemeral_key: bytes, session_key: bytes) -> tuple[str, str]:

@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..chain.model_id import model_id as to_model_id
-from ..errors import FabstirError, ProtocolError, ValidationError
+from ..errors import (
+    BackendError,
+    ContextTooLongError,
+    FabstirError,
+    ProtocolError,
+    SessionRefusedError,
+    ValidationError,
+)
 from ..models import ModelInfo
 from ..protocol import (
     ChatMessage,
@@ -47,9 +54,8 @@ from ..protocol import (
     Usage,
     parse_client_message,
 )
-from ._backends import BackendError, Generation
+from ._backends import Generation
 from ._billing import SubmittedProof
-from ._chain import SessionRefused
 from ._checkpoints import MessageRecord
 from ._limits import FrameRate
 from ._replay import init_fingerprints
@@ -60,18 +66,6 @@ if TYPE_CHECKING:
 __all__ = ["Connection"]
 
 log = logging.getLogger("fabstir_sdk.host")
-
-
-class ContextTooLong(ProtocolError):
-    """TOKEN_LIMIT_EXCEEDED, with the numbers upstream clients read from the frame."""
-
-    code = "TOKEN_LIMIT_EXCEEDED"
-
-    def __init__(self, prompt_tokens: int, window: int) -> None:
-        super().__init__(
-            f"prompt and context take {prompt_tokens} tokens, the context window is {window}"
-        )
-        self.details = {"prompt_tokens": prompt_tokens, "context_window_size": window}
 
 
 def model_matches(name: str, model_id: str, info: ModelInfo | None, spec: str) -> bool:
@@ -314,7 +308,7 @@ class Connection:
             spec = self.node.served[model_id]
             info = next((m for m in self.node.model_infos if m.model_id == model_id), None)
             if not model_matches(opened.data.model_name, model_id, info, spec):
-                raise SessionRefused(
+                raise SessionRefusedError(
                     f"the init names model {opened.data.model_name[:80]!r}, the job is for {spec}",
                     code="WRONG_MODEL",
                 )
@@ -365,7 +359,7 @@ class Connection:
             self._check_rekey(init.job_number)
         job, model_id = await self.node.chain.check_session(init.job_number, None, self.node.served)
         if init.user_address is not None and init.user_address.lower() != job.depositor.lower():
-            raise SessionRefused(
+            raise SessionRefusedError(
                 f"user_address is not the depositor of job {job.id}", code="NOT_DEPOSITOR"
             )
         if not rekey:
@@ -433,7 +427,7 @@ class Connection:
         prompt_tokens = backend.count_tokens(context)
         room = backend.context_window - prompt_tokens
         if room < 1:
-            raise ContextTooLong(prompt_tokens, backend.context_window)
+            raise ContextTooLongError(prompt_tokens, backend.context_window)
         budget = job.billing.ledger.remaining
         if budget < 1:
             raise ProtocolError("the session's deposit is used up", code="DEPOSIT_EXHAUSTED")

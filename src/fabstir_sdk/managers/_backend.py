@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .._display import native_amount
 from ..chain.addresses import checksum_address
-from ..chain.units import Amount, to_base_units
+from ..chain.client import Read
+from ..chain.units import Amount
 from ..config import SessionTimeouts
 from ..errors import (
     FabstirError,
@@ -34,6 +35,7 @@ from ..protocol import ChatMessage, ClientSession
 from ._context import Context
 from ._link import Link, ws_url
 from ._proofs import ProofLog, wait_for_receipt
+from .host import host_info_from_chain
 
 if TYPE_CHECKING:
     from ._session import Session
@@ -98,7 +100,6 @@ class SessionBackend:
         self.discovery = discovery
         #: The open sessions, by session id.
         self.sessions: dict[str, Session] = {}
-        self._approvals: dict[str, asyncio.Lock] = {}
         #: Session metadata being written to S5, by job id (see :meth:`metadata_written`).
         self._meta_writes: dict[int, asyncio.Task[StoredRef]] = {}
         #: Other S5 writes of sessions in flight, by job id (see :meth:`written`).
@@ -106,28 +107,35 @@ class SessionBackend:
 
     # -- hosts ----------------------------------------------------------------------------
 
-    async def given_host(self, host: str | HostInfo, plan: Plan) -> HostInfo:
+    async def given_host(self, host: str | HostInfo, plan: Plan) -> tuple[HostInfo, int]:
+        """The host's registry entry and its price for the plan, read in one batch."""
         address = (
             host.address if isinstance(host, HostInfo) else checksum_address(host, what="host")
         )
-        info = await self.hosts.get_host_info(address)
+        nr = self.ctx.contract("node_registry")
+        raw, price = await self.ctx.client.reads(
+            Read.of(nr.call("getNodeFullInfo", address)),
+            Read.of(nr.call("getModelPricing", address, plan.model_id, plan.token)),
+        )
+        info = host_info_from_chain(address, raw)
         if not info.is_active:
             raise HostNotActiveError(f"host {address} is not registered or not active")
         if plan.model_id not in info.models:
             raise ModelNotApprovedError(f"host {address} does not serve model {plan.model}")
-        return info
+        return info, int(price)
 
-    async def next_host(self, plan: Plan, *, exclude: set[str]) -> HostInfo:
-        """The best healthy host for the plan's model and price cap, not in ``exclude``."""
-        hosts = await self.discovery.find_hosts(
+    async def next_host(self, plan: Plan, *, exclude: set[str]) -> tuple[HostInfo, int]:
+        """The best healthy host for the plan's model and price cap, not in ``exclude``,
+        with its price for the model as discovery read it (no second read)."""
+        ranked = await self.discovery.rank_hosts(
             required_models=[plan.model],
             max_price_per_token=plan.max_price_per_token,
             payment=plan.currency,
             limit=len(exclude) + 1,
         )
-        for info in hosts:
-            if info.address not in exclude:
-                return info
+        for candidate in ranked:
+            if candidate.host.address not in exclude:
+                return candidate.host, candidate.price_per_token
         raise NoHostAvailableError(
             f"no other host serves {plan.model} within the price cap "
             f"(excluded after failures: {', '.join(sorted(exclude))})"
@@ -136,46 +144,27 @@ class SessionBackend:
     # -- opening --------------------------------------------------------------------------
 
     async def open(
-        self, plan: Plan, info: HostInfo, limits: SessionTimeouts
+        self, plan: Plan, info: HostInfo, price: int, limits: SessionTimeouts
     ) -> tuple[SessionJob, Link]:
-        """Buy a job with ``info`` per ``plan``, record it in S5 and connect to the host."""
+        """Buy a job with ``info`` at ``price`` per ``plan``, record it in S5 and connect."""
         sender = self.ctx.require_sender()
         if plan.encryption and not info.public_key:
             raise ValidationError(f"host {info.address} publishes no publicKey: cannot encrypt")
-        nr = self.ctx.contract("node_registry")
-        price = int(
-            await self.ctx.client.read(
-                nr.call("getModelPricing", info.address, plan.model_id, plan.token)
-            )
-        )
         if plan.max_price_per_token is not None and price > plan.max_price_per_token:
             raise PriceAboveMaximumError(price, plan.max_price_per_token)
         pm = self.payments
-        args = (info.address, plan.deposit, price, plan.duration, plan.proof_interval)
-        kw: dict[str, Any] = {
-            "model": plan.model,
-            "proof_timeout_window": plan.proof_timeout_window,
-        }
-        if plan.payment == "eth":
-            created = await pm.create_eth_session_job(*args, **kw)
-        elif plan.payment == "usdc":
-            # Approve-then-spend must not interleave: concurrent sessions would each set the
-            # allowance to one deposit, and all but the first transferFrom would fail.
-            async with self._approvals.setdefault(plan.token, asyncio.Lock()):
-                await self._approve(plan.token, plan.deposit)
-                created = await pm.create_usdc_session_job(
-                    info.address,
-                    plan.token,
-                    plan.deposit,
-                    price,
-                    plan.duration,
-                    plan.proof_interval,
-                    **kw,
-                )
-        else:
-            token = None if plan.currency == "eth" else plan.token
-            created = await pm.create_session_job_from_deposit(*args, token=token, **kw)
-        job = await pm.get_session_job(created.job_id)
+        created = await pm.open_session_job(
+            info.address,
+            plan.deposit,
+            price,
+            model=plan.model,
+            token=None if plan.currency == "eth" else plan.token,
+            funding="deposit" if plan.payment == "deposit" else "wallet",
+            duration=plan.duration,
+            proof_interval=plan.proof_interval,
+            proof_timeout_window=plan.proof_timeout_window,
+        )
+        job = created.job
         # Off the critical path (it takes longer than the rest of create_session on a local
         # portal): written while we connect and stream, awaited before any read or write of
         # this session's S5 data (so it is readable as soon as create_session returns), at
@@ -235,17 +224,6 @@ class SessionBackend:
         exc.add_note(charged)
         self.discovery.report_overclaim(info.address, claimed=settlement.tokens_used, reported=0)
         warnings.warn(HostOverclaimError(charged), stacklevel=4)
-
-    async def _approve(self, token: str, deposit: Amount) -> None:
-        """Approve exactly the deposit unless the allowance already covers it."""
-        owner = self.ctx.require_sender().address
-        value = to_base_units(deposit, await self.ctx.decimals(token))
-        spender = self.ctx.config.contract_addresses.job_marketplace
-        allowance = int(
-            await self.ctx.client.read(self.ctx.erc20(token).call("allowance", owner, spender))
-        )
-        if allowance < value:
-            await self.payments.approve_usdc(token, deposit)
 
     async def connect(
         self, job: SessionJob, info: HostInfo, plan: Plan, limits: SessionTimeouts

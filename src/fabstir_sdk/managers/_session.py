@@ -26,6 +26,7 @@ from ..config import SessionTimeouts
 from ..errors import (
     FabstirError,
     HostError,
+    HostFailedError,
     HostOverclaimError,
     HostUnreachableError,
     ProtocolError,
@@ -133,7 +134,7 @@ class PromptStream:
                     )
                     if isinstance(event, HostErrorEvent):
                         raise event.error
-                except (HostError, HostUnreachableError, StreamTimeoutError) as exc:
+                except (HostError, HostFailedError) as exc:  # a failed host, or its refusal
                     if not session._plan.failover:
                         raise
                     await self._move(exc)
@@ -486,8 +487,8 @@ class Session:
             log.warning("could not settle abandoned job %s: %s", old_job, exc)
             settlement = None
         history = await backend.history(self.conversation_id)
-        info = await backend.next_host(self._plan, exclude=self._failed_hosts)
-        job, link = await backend.open(self._plan, info, self.timeouts)
+        info, price = await backend.next_host(self._plan, exclude=self._failed_hosts)
+        job, link = await backend.open(self._plan, info, price, self.timeouts)
         self._bind(job, info, link)
         self._replay = history or None
         backend.sessions[self.session_id] = self

@@ -9,7 +9,6 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from ..chain.client import TxSender
 from ..chain.generation import check_contracts
 from ..errors import AuthError, ChainMismatchError
 from ..models import AuthResult
@@ -57,13 +56,7 @@ class AuthManager:
             raise ChainMismatchError(expected, actual)
         await check_contracts(self._ctx.client, self._ctx.contract)
         self._ctx.account = account
-        self._ctx.sender = TxSender(
-            self._ctx.client,
-            account,
-            chain_id=actual,
-            gas_headroom=self._ctx.config.gas_headroom,
-            tx_timeout=self._ctx.config.tx_timeout,
-        )
+        self._ctx.sender = self._ctx.client.sender(account, chain_id=actual)
         return AuthResult(user_address=account.address, chain_id=actual)
 
     def get_signer(self) -> LocalAccount:

@@ -1,14 +1,19 @@
 """PaymentManager: session jobs (ETH, ERC-20, pre-funded deposits), settlement, balances.
 
 Every write is checked first — amounts, ranges, the host, the model, the price, balances and
-allowances — and refused with a typed error before a transaction is built.
+allowances — and refused with a typed error before a transaction is built. A session job is
+opened by one path, :meth:`PaymentManager.open_session_job`: its checks ride in the batch of
+the gas estimate, an ERC-20 allowance is raised only when short (to the configured budget,
+never lowered), and the job is read from the receipt, not from the chain again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from ..chain.abi import Call
 from ..chain.addresses import ZERO_ADDRESS, checksum_address
@@ -37,6 +42,11 @@ from ._context import Context
 __all__ = ["PaymentManager"]
 
 Checks = tuple[list[Read], Callable[[list[Any]], None]]
+
+Funding = Literal["wallet", "deposit"]
+
+#: Attempts at a wallet-paid ERC-20 session whose allowance other spenders keep using up.
+_ALLOWANCE_ATTEMPTS = 4
 
 MIN_PROOF_INTERVAL = 100
 MIN_PROOF_TIMEOUT, MAX_PROOF_TIMEOUT = 60, 3600
@@ -94,16 +104,85 @@ class _Terms:
         return self.deposit * PRICE_PRECISION // self.price
 
 
+class _AllowanceSuffices(Exception):
+    """The allowance already covers the need: no approval is sent."""
+
+
 class PaymentManager:
     """Create, inspect and settle session jobs; move deposits; read balances."""
 
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
+        #: One approval at a time per token (see :meth:`_raise_allowance`).
+        self._approvals: dict[str, asyncio.Lock] = {}
 
     def __repr__(self) -> str:
         return f"PaymentManager(user_address={self._ctx.address!r})"
 
     # -- session jobs ---------------------------------------------------------------------
+
+    async def open_session_job(
+        self,
+        host: str,
+        amount: Amount,
+        price_per_token: int,
+        *,
+        model: str,
+        token: str | None = None,
+        funding: Funding = "wallet",
+        duration: int = 3600,
+        proof_interval: int = 1000,
+        proof_timeout_window: int = 300,
+        approve: bool = True,
+    ) -> SessionJobCreated:
+        """Escrow ``amount`` (human units) of ``token`` (None: ETH) for a session with
+        ``host`` on ``model``, paid from the wallet or from your pre-funded deposit.
+
+        One batch checks the host, model, price, deposit bounds, balance and allowance with
+        the gas estimate; nothing is sent when a check fails, and a short balance is refused
+        before any approval. A wallet-paid ERC-20 session whose allowance is short approves
+        ``config.approval_budget`` first (``approve=False``: raise
+        :class:`InsufficientAllowanceError` instead). The result's ``job`` is built from the
+        receipt's event and the terms sent: no read-back.
+        """
+        if funding not in ("wallet", "deposit"):
+            raise ValidationError(f"funding must be 'wallet' or 'deposit', got {funding!r}")
+        token_address = None if token is None else checksum_address(token, what="token")
+        if token_address == ZERO_ADDRESS:
+            token_address = None
+        terms = await self._terms(
+            host,
+            token_address,
+            amount,
+            price_per_token,
+            duration,
+            proof_interval,
+            model,
+            proof_timeout_window,
+        )
+        call = self._open_call(terms, funding)
+        native = terms.token == ZERO_ADDRESS
+        value = terms.deposit if funding == "wallet" and native else 0
+        reads, validate = self._session_checks(terms, funding)
+        sender = self._ctx.require_sender()
+        for attempt in range(_ALLOWANCE_ATTEMPTS):
+            try:
+                receipt = await sender.send(
+                    call,
+                    value=value,
+                    checks=reads,
+                    validate=validate,
+                    token_hint="" if native else terms.token,
+                )
+            except InsufficientAllowanceError:
+                # Short before sending, or used up by other spenders of this wallet while
+                # ours was on its way: raise the allowance and try again.
+                if not approve or attempt == _ALLOWANCE_ATTEMPTS - 1:
+                    raise
+                await self._raise_allowance(terms.token, terms.deposit)
+                continue
+            return await self._created(receipt, terms)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def create_eth_session_job(
         self,
@@ -116,27 +195,16 @@ class PaymentManager:
         model: str,
         proof_timeout_window: int = 300,
     ) -> SessionJobCreated:
-        """Escrow ``amount`` ETH (human units) for a session with ``host`` on ``model``."""
-        terms = await self._terms(
+        """Escrow ``amount`` ETH (human units): :meth:`open_session_job` with ``token=None``."""
+        return await self.open_session_job(
             host,
-            None,
             amount,
             price_per_token,
-            duration,
-            proof_interval,
-            model,
-            proof_timeout_window,
+            model=model,
+            duration=duration,
+            proof_interval=proof_interval,
+            proof_timeout_window=proof_timeout_window,
         )
-        call = self._ctx.contract("job_marketplace").call(
-            "createSessionJobForModel",
-            terms.host,
-            terms.model_id,
-            terms.price,
-            terms.duration,
-            terms.proof_interval,
-            terms.proof_timeout_window,
-        )
-        return await self._create(call, terms, funding="wallet", value=terms.deposit)
 
     async def approve_usdc(self, usdc_address: str, amount: Amount) -> str:
         """Allow the marketplace to pull ``amount`` (human units) of the token."""
@@ -158,30 +226,19 @@ class PaymentManager:
         model: str,
         proof_timeout_window: int = 300,
     ) -> SessionJobCreated:
-        """Escrow ``amount`` of an ERC-20 (human units); approve it first (:meth:`approve_usdc`)."""
-        token = checksum_address(usdc_address, what="usdc_address")
-        terms = await self._terms(
+        """Escrow ``amount`` of an ERC-20 (human units) already approved
+        (:meth:`approve_usdc`): :meth:`open_session_job` with ``approve=False``."""
+        return await self.open_session_job(
             host,
-            token,
             amount,
             price_per_token,
-            duration,
-            proof_interval,
-            model,
-            proof_timeout_window,
+            model=model,
+            token=checksum_address(usdc_address, what="usdc_address"),
+            duration=duration,
+            proof_interval=proof_interval,
+            proof_timeout_window=proof_timeout_window,
+            approve=False,
         )
-        call = self._ctx.contract("job_marketplace").call(
-            "createSessionJobForModelWithToken",
-            terms.host,
-            terms.model_id,
-            token,
-            terms.deposit,
-            terms.price,
-            terms.duration,
-            terms.proof_interval,
-            terms.proof_timeout_window,
-        )
-        return await self._create(call, terms, funding="wallet")
 
     async def create_session_job_from_deposit(
         self,
@@ -195,30 +252,19 @@ class PaymentManager:
         token: str | None = None,
         proof_timeout_window: int = 300,
     ) -> SessionJobCreated:
-        """Open a session paid from funds already deposited (:meth:`deposit`); None = ETH."""
-        token_address = ZERO_ADDRESS if token is None else checksum_address(token, what="token")
-        terms = await self._terms(
+        """Open a session paid from funds already deposited (:meth:`deposit`); None = ETH:
+        :meth:`open_session_job` with ``funding="deposit"``."""
+        return await self.open_session_job(
             host,
-            None if token is None else token_address,
             amount,
             price_per_token,
-            duration,
-            proof_interval,
-            model,
-            proof_timeout_window,
+            model=model,
+            token=token,
+            funding="deposit",
+            duration=duration,
+            proof_interval=proof_interval,
+            proof_timeout_window=proof_timeout_window,
         )
-        call = self._ctx.contract("job_marketplace").call(
-            "createSessionFromDepositForModel",
-            terms.model_id,
-            terms.host,
-            token_address,
-            terms.deposit,
-            terms.price,
-            terms.duration,
-            terms.proof_interval,
-            terms.proof_timeout_window,
-        )
-        return await self._create(call, terms, funding="deposit")
 
     async def get_session_job(self, job_id: int) -> SessionJob:
         """All 18 fields of ``sessionJobs(job_id)``, decoded by name."""
@@ -383,18 +429,59 @@ class PaymentManager:
             )
         return terms
 
-    async def _create(
-        self, call: Call, terms: _Terms, *, funding: str, value: int = 0
-    ) -> SessionJobCreated:
-        reads, validate = self._session_checks(terms, funding)
-        receipt = await self._ctx.require_sender().send(
-            call,
-            value=value,
-            checks=reads,
-            validate=validate,
-            token_hint="" if terms.token == ZERO_ADDRESS else terms.token,
+    def _open_call(self, terms: _Terms, funding: Funding) -> Call:
+        """The marketplace call that opens a job on ``terms``."""
+        mp = self._ctx.contract("job_marketplace")
+        rest = (terms.price, terms.duration, terms.proof_interval, terms.proof_timeout_window)
+        if funding == "deposit":
+            return mp.call(
+                "createSessionFromDepositForModel",
+                terms.model_id,
+                terms.host,
+                terms.token,
+                terms.deposit,
+                *rest,
+            )
+        if terms.token == ZERO_ADDRESS:
+            return mp.call("createSessionJobForModel", terms.host, terms.model_id, *rest)
+        return mp.call(
+            "createSessionJobForModelWithToken",
+            terms.host,
+            terms.model_id,
+            terms.token,
+            terms.deposit,
+            *rest,
         )
-        return self._created(receipt)
+
+    async def _raise_allowance(self, token: str, needed: int) -> None:
+        """Approve the budget (or ``needed``, if larger) unless the allowance covers ``needed``.
+
+        Under this manager's lock per token, so concurrent sessions approve once; the
+        allowance is re-read in the approval's own batch, so a waiter that finds it raised
+        (by us or by another process sharing the wallet) sends nothing. An approval only
+        ever raises a short allowance: it never takes back what others counted on.
+        """
+        async with self._approvals.setdefault(token, asyncio.Lock()):
+            owner = self._ctx.require_sender().address
+            spender = self._ctx.config.contract_addresses.job_marketplace
+            erc20 = self._ctx.erc20(token)
+            budget = to_base_units(
+                self._ctx.config.approval_budget,
+                await self._ctx.decimals(token),
+                what="approval_budget",
+            )
+
+            def validate(values: list[Any]) -> None:
+                if values[0] >= needed:
+                    raise _AllowanceSuffices
+
+            with contextlib.suppress(_AllowanceSuffices):
+                await self._ctx.require_sender().send(
+                    erc20.call("approve", spender, max(budget, needed)),
+                    checks=[Read.of(erc20.call("allowance", owner, spender))],
+                    validate=validate,
+                    token_hint=token,
+                )
 
     def _session_checks(self, terms: _Terms, funding: str) -> Checks:
         """Host, model, price, deposit bounds and funds: read with the gas estimate."""
@@ -496,7 +583,8 @@ class PaymentManager:
 
     # -- receipts -------------------------------------------------------------------------
 
-    def _created(self, receipt: Receipt) -> SessionJobCreated:
+    async def _created(self, receipt: Receipt, terms: _Terms) -> SessionJobCreated:
+        """The job as the receipt's event and the terms sent describe it."""
         mp = self._ctx.contract("job_marketplace")
         events = mp.events(receipt, "SessionJobCreated") or mp.events(
             receipt, "SessionCreatedByDepositor"
@@ -505,7 +593,40 @@ class PaymentManager:
             raise ChainError(f"no session-created event in tx {tx_hash(receipt)}")
         args = events[0]
         job_id = int(args["jobId"] if "jobId" in args else args["sessionId"])
-        return SessionJobCreated(job_id=job_id, tx_hash=tx_hash(receipt))
+        started = await self._block_time(receipt)
+        job = SessionJob(
+            id=job_id,
+            depositor=checksum_address(args["depositor"]),
+            host=terms.host,
+            payment_token=terms.token,
+            deposit=int(args["deposit"]),
+            price_per_token=terms.price,
+            tokens_used=0,
+            max_duration=terms.duration,
+            start_time=started,
+            last_proof_time=started,
+            proof_interval=terms.proof_interval,
+            proof_timeout_window=terms.proof_timeout_window,
+            status=SessionState.ACTIVE,
+            withdrawn_by_host=0,
+            refunded_to_user=0,
+            conversation_cid="",
+            last_proof_hash="0x" + "00" * 32,
+            last_proof_cid="",
+        )
+        return SessionJobCreated(job_id=job_id, tx_hash=tx_hash(receipt), job=job)
+
+    async def _block_time(self, receipt: Receipt) -> int:
+        """The timestamp of the receipt's block: from its logs where the node includes it
+        (anvil, recent geth and reth do), else from the block header."""
+        for entry in receipt.get("logs") or ():
+            stamp = entry.get("blockTimestamp") if isinstance(entry, dict) else None
+            if isinstance(stamp, str) and stamp.startswith("0x"):
+                return int(stamp, 16)
+        block = await self._ctx.client.rpc.call(
+            "eth_getBlockByNumber", receipt["blockNumber"], False
+        )
+        return int(block["timestamp"], 16)
 
     def _settlement(self, job: SessionJob, receipt: Receipt) -> Settlement:
         """The split as the receipt's events report it."""

@@ -98,11 +98,11 @@ class SessionManager:
             failover=failover,
         )
         if host is None:
-            info = await self._backend.next_host(plan, exclude=set())
+            info, price = await self._backend.next_host(plan, exclude=set())
         else:
-            info = await self._backend.given_host(host, plan)
+            info, price = await self._backend.given_host(host, plan)
         limits = timeouts or self._ctx.config.session_timeouts
-        job, link = await self._backend.open(plan, info, limits)
+        job, link = await self._backend.open(plan, info, price, limits)
         return self._track(
             Session(
                 self._backend,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..errors import P2PProtocolError, ValidationError
+from ..errors import P2PFrameTooLargeError, P2PProtocolError, ValidationError
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
@@ -24,14 +24,6 @@ __all__ = [
 #: Largest JSON body accepted or sent, in bytes (a price list of ~600 models fits).
 DEFAULT_MAX_FRAME = 64 * 1024
 _MAX_VARINT_BYTES = 10
-
-
-class P2PFrameTooLargeError(P2PProtocolError):
-    """A frame declared a body larger than the cap."""
-
-    def __init__(self, size: int, cap: int) -> None:
-        super().__init__(f"frame of {size} bytes exceeds the {cap}-byte cap")
-        self.size, self.cap = size, cap
 
 
 def _uvarint(value: int) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import (
+    ChainStateError,
     ContextLimitError,
     FabstirError,
     HostError,
@@ -46,7 +47,7 @@ def openai_error(exc: BaseException) -> tuple[int, dict[str, Any]]:
         return 503, error_body(message, "server_error", "price_above_maximum")
     if isinstance(exc, InsufficientBalanceError | InsufficientAllowanceError):
         return 402, error_body(message, "insufficient_quota", "insufficient_funds")
-    if isinstance(exc, ValidationError):
+    if isinstance(exc, ValidationError | ChainStateError):
         return 400, error_body(message, "invalid_request_error")
     if isinstance(exc, ContextLimitError):
         return 400, error_body(message, "invalid_request_error", "context_length_exceeded")
