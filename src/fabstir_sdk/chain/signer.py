@@ -11,9 +11,9 @@ a wallet bridge), or your own object (a KMS, a hardware wallet)::
         async def sign_message(self, message: bytes) -> bytes # EIP-191 personal_sign, 65 bytes
         async def sign_typed_data(self, data: dict) -> bytes  # EIP-712 (eth_signTypedData_v4)
 
-The methods are coroutines, because a remote signer is a network call away. A signer that
-can also sign a bare 32-byte digest (only a local key can) may add ``sign_digest``: the
-encrypted session init needs it (see docs/security.md).
+The methods are coroutines, because a remote signer is a network call away. The SDK signs
+with nothing else: the encrypted session init, which a key in the process signs over a bare
+digest, is signed by any other signer as an EIP-191 message (docs/signers.md).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from .addresses import checksum_address
 from .rpc import JsonRpcClient
 from .transport import RpcTransport
 
-__all__ = ["JsonRpcSigner", "LocalSigner", "Signer", "as_signer", "digest_signer"]
+__all__ = ["JsonRpcSigner", "LocalSigner", "Signer", "as_signer"]
 
 
 @runtime_checkable
@@ -69,11 +69,6 @@ class LocalSigner:
 
     async def sign_typed_data(self, data: dict[str, Any]) -> bytes:
         return bytes(self._account.sign_message(encode_typed_data(full_message=data)).signature)
-
-    def sign_digest(self, digest: bytes) -> bytes:
-        """A recoverable signature ``r || s || recid`` over a bare 32-byte digest."""
-        signature = Account._keys.PrivateKey(bytes(self._account.key)).sign_msg_hash(digest)
-        return bytes(signature.to_bytes())
 
 
 def _hexify(value: Any) -> Any:
@@ -160,6 +155,12 @@ class JsonRpcSigner:
     async def aclose(self) -> None:
         await self._rpc.aclose()
 
+    async def __aenter__(self) -> JsonRpcSigner:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
 
 def as_signer(wallet: object) -> Signer:
     """``wallet`` as a :class:`Signer`: a ``LocalAccount`` is wrapped, a signer is kept."""
@@ -172,8 +173,3 @@ def as_signer(wallet: object) -> Signer:
         "a wallet is a private key, an eth-account LocalAccount, or a Signer "
         "(address, sign_transaction, sign_message, sign_typed_data)"
     )
-
-
-def digest_signer(signer: Signer) -> LocalSigner | None:
-    """The signer, if it can sign a bare digest (only a key in this process can)."""
-    return signer if isinstance(signer, LocalSigner) else None
