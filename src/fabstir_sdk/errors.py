@@ -230,8 +230,8 @@ class AuthRequiredError(AuthError):
 
 
 class SignerError(AuthError):
-    """The signer refused, answered something that is not a signature, or cannot do what
-    the operation needs (e.g. sign a bare digest for an encrypted session init)."""
+    """The signer refused (its service answered an error, e.g. a transaction for another
+    chain), or answered something that is not a signature by the wallet's key."""
 
 
 class NondeterministicSignerError(SignerError):
