@@ -219,6 +219,20 @@ async def test_host_operations_through_a_remote_signer(net, service):
         )
         info = await hm.get_host_info(signer.address)
         assert info.address == signer.address and info.api_url == "http://127.0.0.1:9"
+        # a user pays a job with this host; the host's proof is signed by the service
+        async with FabstirSDK(net.sdk_config()) as user:
+            await user.authenticate(net.accounts[USER].private_key)
+            upm = user.get_payment_manager()
+            usdc = net.addresses.usdc_token
+            created = await upm.open_session_job(
+                signer.address, "1", PRICE, model=BUILTIN, token=usdc
+            )
+            host_nonce = await nonce(net, 4)
+            await hm.submit_proof_of_work(created.job_id, 1000, "0x" + "5a" * 32, "cid", "delta")
+            assert await nonce(net, 4) == host_nonce + 1
+            settlement = await upm.complete_session_job(created.job_id)
+        assert (settlement.tokens_used, settlement.host_payment) == (1000, 2000)
+        assert await hm.get_host_earnings(usdc) == settlement.host_net == 1800
     await signer.aclose()
 
 
