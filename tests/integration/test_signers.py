@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from eth_account import Account
 
 from fabstir_sdk import FabstirSDK
+from fabstir_sdk.chain.rpc import JsonRpcClient
 from fabstir_sdk.chain.signer import JsonRpcSigner, LocalSigner, Signer, as_signer
 from fabstir_sdk.devnet import AnvilProcess, Devnet, RunningHost
 from fabstir_sdk.errors import AuthError, NondeterministicSignerError, SignerError
@@ -227,6 +228,11 @@ async def test_host_operations_through_a_remote_signer(net, service):
             created = await upm.open_session_job(
                 signer.address, "1", PRICE, model=BUILTIN, token=usdc
             )
+            # the contract bounds tokens by seconds since the job began: let a minute pass
+            rpc = JsonRpcClient(net.rpc_url)
+            await rpc.call("evm_increaseTime", 60)
+            await rpc.call("evm_mine")
+            await rpc.aclose()
             host_nonce = await nonce(net, 4)
             await hm.submit_proof_of_work(created.job_id, 1000, "0x" + "5a" * 32, "cid", "delta")
             assert await nonce(net, 4) == host_nonce + 1
