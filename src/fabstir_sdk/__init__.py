@@ -84,6 +84,7 @@ from .errors import (
     UnsupportedContractsError,
     ValidationError,
 )
+from .managers.cost import CostEstimate, GasItem
 from .models import (
     AuthResult,
     Conversation,
@@ -121,6 +122,7 @@ __all__ = [
     "ContractRevertError",
     "Conversation",
     "ConversationSummary",
+    "CostEstimate",
     "DecryptionError",
     "DemoCheckError",
     "DepositOutOfRangeError",
@@ -131,6 +133,7 @@ __all__ = [
     "FloatAmountError",
     "FrameDecryptionError",
     "FrameTooLargeError",
+    "GasItem",
     "HandshakeError",
     "HostError",
     "HostFailedError",
