@@ -6,18 +6,22 @@ target), so the gas price is the fixed priority fee and the native cost is exact
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from fabstir_sdk import FabstirSDK
+from fabstir_sdk._chat import chat
 from fabstir_sdk.chain.rpc import JsonRpcClient
 from fabstir_sdk.devnet import Devnet, RunningHost
 from fabstir_sdk.managers.cost import CONVERSATION_CID_LENGTH
 
+from .conftest import nonce
 from .host_helpers import BUILTIN, PRICE
 
 pytestmark = pytest.mark.integration
 
-USER, HOST = 1, 2
+USER, HOST, OTHER, FRESH = 1, 2, 3, 4
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +91,50 @@ async def test_estimate_matches_a_real_session(net, host, payment) -> None:
         int(r["gasUsed"], 16) * int(r["effectiveGasPrice"], 16) for r in mined
     ]
     assert estimate.gas_cost == sum(g.cost for g in estimate.gas)
+
+
+class _Terminal(io.StringIO):
+    """Typed input at a terminal: ``fabstir chat`` asks before paying only there."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_chat_shows_the_estimate_and_pays_nothing_when_declined(net, host) -> None:
+    err = io.StringIO()
+    before = await nonce(net, FRESH)
+    code = await chat(
+        net.sdk_config(),
+        bytes.fromhex(net.accounts[FRESH].private_key.removeprefix("0x")),
+        model=BUILTIN,
+        host=host.address,
+        stdin=_Terminal("n\n"),
+        stdout=io.StringIO(),
+        stderr=err,
+    )
+    assert code == 1
+    assert await nonce(net, FRESH) == before
+    shown = err.getvalue()
+    assert f"Host {host.address} charges 0.002 USDC per 1000 tokens" in shown
+    assert "1,000 tokens cost 0.002 USDC (the minimum bill is 1,000 tokens, 0.002 USDC)" in shown
+    assert "approve 46,330 gas, create " in shown
+    assert shown.rstrip().endswith("Pay and open the session? [y/N] Nothing was paid.")
+
+
+async def test_chat_with_yes_pays_without_asking(net, host) -> None:
+    err = io.StringIO()
+    code = await chat(
+        net.sdk_config(),
+        bytes.fromhex(net.accounts[OTHER].private_key.removeprefix("0x")),
+        model=BUILTIN,
+        host=host.address,
+        yes=True,
+        stdin=_Terminal("/quit\n"),
+        stdout=io.StringIO(),
+        stderr=err,
+    )
+    assert code == 0
+    shown = err.getvalue()
+    assert "[y/N]" not in shown
+    assert "Your transactions: approve 46,330 gas" in shown
+    assert "completed (tx 0x" in shown

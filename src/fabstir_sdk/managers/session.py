@@ -16,7 +16,12 @@ from ..chain.client import Read
 from ..chain.model_id import model_id as to_model_id
 from ..chain.units import Amount
 from ..config import SessionTimeouts
-from ..errors import FabstirError, SessionNotActiveError, ValidationError
+from ..errors import (
+    FabstirError,
+    PriceAboveMaximumError,
+    SessionNotActiveError,
+    ValidationError,
+)
 from ..models import HostInfo, Proof, SessionJob, SessionState, SessionStatus, Settlement, StoredRef
 from ._backend import Failover, Payment, Plan, SessionBackend, job_id_of
 from ._context import Context
@@ -159,6 +164,8 @@ class SessionManager:
             info, price = await self._backend.next_host(plan, exclude=set())
         else:
             info, price = await self._backend.given_host(host, plan)
+        if max_price_per_token is not None and price > max_price_per_token:
+            raise PriceAboveMaximumError(price, max_price_per_token)
         return await estimate_cost(
             self._ctx,
             host=info.address,
