@@ -55,7 +55,7 @@ def add_chain_arguments(
 def add_host_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     host = commands.add_parser(
         "host",
-        help="run the reference host node",
+        help="run the reference host node, register it and manage it on chain",
         description="The reference compute host: HTTP + encrypted WebSocket sessions, "
         "proofs of work and settlement on chain.",
     )
@@ -181,6 +181,9 @@ def add_host_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     withdraw.add_argument("--token", help="ERC-20 address (default: ETH earnings)")
     withdraw.add_argument("--usdc", action="store_true", help="the configured USDC")
     withdraw.set_defaults(handler=host_withdraw)
+    from ._actions import add_operator_commands  # argparse only
+
+    add_operator_commands(actions)
 
 
 #: Per-client limits (HostConfig's defaults unless given): flag, type, help.
