@@ -4,6 +4,8 @@ Find a compute host, escrow ETH or USDC for a session job on Base, stream the mo
 answers, and settle: the host is paid for proven tokens, the rest of the deposit comes back.
 """
 
+import typing
+
 from ._version import __version__
 from .chain.units import PRICE_PRECISION, format_units, to_base_units
 from .config import ContractAddresses, SDKConfig, SessionTimeouts
@@ -111,9 +113,59 @@ from .models import (
 from .runner import run
 from .sdk import FabstirSDK
 
+if typing.TYPE_CHECKING:
+    from .managers import (
+        AuthManager,
+        DiscoveryManager,
+        Failover,
+        HostManager,
+        ModelManager,
+        PaymentManager,
+        PromptStream,
+        RankedHost,
+        Session,
+        SessionManager,
+        StorageManager,
+        TreasuryManager,
+    )
+
+#: Exported on first use: importing them loads eth-account and the managers (~0.7 s).
+_LAZY = frozenset(
+    {
+        "AuthManager",
+        "DiscoveryManager",
+        "Failover",
+        "HostManager",
+        "ModelManager",
+        "PaymentManager",
+        "PromptStream",
+        "RankedHost",
+        "Session",
+        "SessionManager",
+        "StorageManager",
+        "TreasuryManager",
+    }
+)
+
+
+def __getattr__(name: str) -> typing.Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import managers
+
+    value = getattr(managers, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
 __all__ = [
     "AnvilNotFoundError",
     "AuthError",
+    "AuthManager",
     "AuthRequiredError",
     "AuthResult",
     "BackendError",
@@ -132,10 +184,12 @@ __all__ = [
     "DemoCheckError",
     "DepositOutOfRangeError",
     "DevnetError",
+    "DiscoveryManager",
     "DuplicateModelError",
     "DurationError",
     "FabstirError",
     "FabstirSDK",
+    "Failover",
     "FloatAmountError",
     "FrameDecryptionError",
     "FrameTooLargeError",
@@ -146,6 +200,7 @@ __all__ = [
     "HostFailedError",
     "HostInfo",
     "HostKeyMismatchError",
+    "HostManager",
     "HostNotActiveError",
     "HostOverclaimError",
     "HostPriceOutOfRangeError",
@@ -162,6 +217,7 @@ __all__ = [
     "Message",
     "MessageIndexError",
     "ModelInfo",
+    "ModelManager",
     "ModelNotApprovedError",
     "ModelNotSupportedError",
     "NoEarningsError",
@@ -176,14 +232,17 @@ __all__ = [
     "P2PUnavailableError",
     "PRICE_PRECISION",
     "PayloadTooLargeError",
+    "PaymentManager",
     "PeerUnreachableError",
     "PriceAboveMaximumError",
     "PriceBelowMinimumError",
     "PromptResult",
+    "PromptStream",
     "Proof",
     "ProofIntervalError",
     "ProofTimeoutWindowError",
     "ProtocolError",
+    "RankedHost",
     "RegistryRollbackError",
     "ReplayedInitError",
     "RevisionConflictError",
@@ -192,10 +251,12 @@ __all__ = [
     "RpcUnavailableError",
     "S5FormatError",
     "SDKConfig",
+    "Session",
     "SessionClosedError",
     "SessionError",
     "SessionJob",
     "SessionJobCreated",
+    "SessionManager",
     "SessionNotActiveError",
     "SessionNotFoundError",
     "SessionRefusedError",
@@ -204,6 +265,7 @@ __all__ = [
     "SessionTimeouts",
     "Settlement",
     "StorageError",
+    "StorageManager",
     "StorageUnavailableError",
     "StoredRef",
     "StreamChunk",
@@ -213,6 +275,7 @@ __all__ = [
     "TransactionDroppedError",
     "TransactionReplacedError",
     "TransactionTimeoutError",
+    "TreasuryManager",
     "UnsupportedContractsError",
     "ValidationError",
     "__version__",
@@ -220,3 +283,10 @@ __all__ = [
     "run",
     "to_base_units",
 ]
+
+# What users hold reads as fabstir_sdk.X in reprs, tracebacks and help(), as in httpx.
+for _name in __all__:
+    _value = globals().get(_name)
+    if isinstance(_value, type) or callable(_value):
+        _value.__module__ = __name__
+del _name, _value

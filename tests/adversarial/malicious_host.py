@@ -9,7 +9,8 @@ Switches (attributes; set them between prompts):
 - ``prove_before_ack``: prove this many tokens on chain before acknowledging the init;
 - ``never_ack``: never acknowledge the init (the connection stays open, silent);
 - ``stall_with_keepalives``: stream three chunks, then send only keep-alives (WebSocket pings
-  and ``session_status`` notices) until ``stall_for`` seconds passed or the client leaves;
+  and ``session_status`` notices) until the switch is turned off (then it reads on) or
+  ``stall_for`` seconds passed (then it closes the connection);
 - ``wrong_key``: chunks sealed under a key that is not the session's;
 - ``replay_chunk``: the first chunk's frame sent again (byte for byte) after the second;
 - ``oversized_frame``: one frame of ``MAX_FRAME_BYTES + 1`` bytes mid-answer;
@@ -40,6 +41,7 @@ from fabstir_sdk.protocol import (
     EncryptedSessionInit,
     HostSession,
     SessionInitAck,
+    StreamCancel,
     StreamEnd,
     parse_client_message,
 )
@@ -178,7 +180,7 @@ class MaliciousHost:
         if self.stall_with_keepalives:
             for piece in STALLED:
                 await chunk(piece)
-            await self._keep_alive(ws, sid)
+            await self._keep_alive(ws, sid, cid)
             session.reset_response()
             return
         if self.close_mid_answer:
@@ -221,14 +223,23 @@ class MaliciousHost:
         if self.overclaim:
             await self.prove(job_id, sent + self.overclaim)
 
-    async def _keep_alive(self, ws: ServerConnection, sid: str) -> None:
-        """Pings and status notices, every 50 ms, but never another token."""
+    async def _keep_alive(self, ws: ServerConnection, sid: str, cid: object) -> None:
+        """Pings and status notices, every 50 ms, but never another token, until the client
+        cancels the answer (then its stream_end) or ``stall_for`` passes (then it closes)."""
         loop = asyncio.get_running_loop()
         until = loop.time() + self.stall_for
         with contextlib.suppress(ConnectionClosed):
-            while loop.time() < until:
+            while loop.time() < until and self.stall_with_keepalives:
                 await ws.ping()
                 await ws.send(json.dumps({"type": "session_status", "session_id": sid}))
                 self.keepalives += 1
-                await asyncio.sleep(0.05)
-            await ws.close()  # gave up: the client never timed out
+                try:
+                    frame = await asyncio.wait_for(ws.recv(), 0.05)
+                except TimeoutError:
+                    continue
+                if isinstance(parse_client_message(frame), StreamCancel):
+                    end = {"type": "stream_end", "reason": "cancelled", "session_id": sid}
+                    await ws.send(json.dumps({**end, "tokens_used": len(STALLED), "id": cid}))
+                    return
+            if self.stall_with_keepalives:
+                await ws.close()  # gave up: the client never timed out
