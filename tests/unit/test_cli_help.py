@@ -144,8 +144,18 @@ FAILURES = {
         "cannot read manifest /nonexistent.json: [Errno 2] No such file or directory",
     ),
     ("host", "register"): (
-        ["--api-url", "http://x", "--model", "a:b", "--price-stable", "1", "--price-native", "1"]
-        + ["--network", "base-sepolia"],
+        [
+            "--api-url",
+            "http://x",
+            "--model",
+            "a:b",
+            "--price-stable",
+            "1",
+            "--price-native",
+            "1",
+            "--network",
+            "base-sepolia",
+        ],
         {},
         "set FABSTIR_HOST_PRIVATE_KEY to the host's private key (or use --key-file)",
     ),
