@@ -91,7 +91,6 @@ from .errors import (
     UnsupportedContractsError,
     ValidationError,
 )
-from .managers.cost import CostEstimate, GasItem
 from .models import (
     AuthResult,
     Conversation,
@@ -116,10 +115,13 @@ from .sdk import FabstirSDK
 if typing.TYPE_CHECKING:
     from .managers import (
         AuthManager,
+        CostEstimate,
         DiscoveryManager,
         Failover,
+        GasItem,
         HostManager,
         ModelManager,
+        ModelProposal,
         PaymentManager,
         PromptStream,
         RankedHost,
@@ -133,10 +135,13 @@ if typing.TYPE_CHECKING:
 _LAZY = frozenset(
     {
         "AuthManager",
+        "CostEstimate",
         "DiscoveryManager",
         "Failover",
+        "GasItem",
         "HostManager",
         "ModelManager",
+        "ModelProposal",
         "PaymentManager",
         "PromptStream",
         "RankedHost",
@@ -220,6 +225,7 @@ __all__ = [
     "ModelManager",
     "ModelNotApprovedError",
     "ModelNotSupportedError",
+    "ModelProposal",
     "NoEarningsError",
     "NoHostAvailableError",
     "NotFoundError",
