@@ -50,7 +50,7 @@ async def _receipts(rpc: JsonRpcClient, sender: str, since: int) -> list[dict]:
     return out
 
 
-@pytest.mark.parametrize("payment", ["usdc", "eth"])
+@pytest.mark.parametrize("payment", ["usdc", "eth", "deposit"])
 async def test_estimate_matches_a_real_session(net, host, payment) -> None:
     rpc = JsonRpcClient(net.rpc_url)
     sdk = FabstirSDK(net.sdk_config())
@@ -59,7 +59,12 @@ async def test_estimate_matches_a_real_session(net, host, payment) -> None:
         await rpc.call("evm_mine")
         await sdk.authenticate(net.accounts[USER].private_key)
         sm = await sdk.get_session_manager()
-        deposit = "1.0" if payment == "usdc" else "0.001"
+        deposit = "0.001" if payment == "eth" else "1.0"
+        if payment == "deposit":  # pre-fund the marketplace: no approval at session time
+            pm = sdk.get_payment_manager()
+            usdc = net.addresses.usdc_token
+            await pm.approve_usdc(usdc, "1")
+            await pm.deposit("1", usdc)
         info = await sdk.get_host_manager().get_host_info(host.address)
         host_eth_price = info.min_price_per_token_native
         estimate = await sm.estimate_session_cost(
@@ -77,13 +82,15 @@ async def test_estimate_matches_a_real_session(net, host, payment) -> None:
         await sdk.aclose()
         await rpc.aclose()
 
-    assert estimate.price_per_token == (PRICE if payment == "usdc" else host_eth_price)
+    assert estimate.price_per_token == (host_eth_price if payment == "eth" else PRICE)
     assert (estimate.min_tokens, estimate.billed_tokens) == (1000, 1000)
     assert estimate.token_cost == estimate.min_cost == 1000 * estimate.price_per_token // 1000
     assert len(job.conversation_cid) == CONVERSATION_CID_LENGTH
     assert settlement.tokens_used == estimate.billed_tokens
     assert settlement.host_payment == estimate.token_cost
     steps = ["approve", "create", "complete"] if payment == "usdc" else ["create", "complete"]
+    if payment == "deposit":  # the deposit paid: no approval
+        assert estimate.deposit == 1_000_000
     assert [g.step for g in estimate.gas] == steps
     assert [int(r["status"], 16) for r in mined] == [1] * len(steps)
     assert [g.gas for g in estimate.gas] == [int(r["gasUsed"], 16) for r in mined]
