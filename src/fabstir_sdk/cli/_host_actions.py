@@ -1,7 +1,7 @@
 """``fabstir host register|update|price|unregister|status``: a host's life on chain.
 
 Each action is one :class:`~fabstir_sdk.managers.host.HostManager` call with the host's key
-(see :mod:`fabstir_sdk.host._cli` for where the key comes from) and prints one JSON line;
+(see :mod:`fabstir_sdk.cli.host` for where the key comes from) and prints one JSON line;
 a contract refusal is a typed error, reported before any transaction.
 """
 
@@ -34,7 +34,7 @@ def _metadata(text: str) -> dict[str, Any]:
 
 def add_operator_commands(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the operator actions to ``fabstir host``."""
-    from ._cli import add_chain_arguments
+    from ._args import add_chain_arguments
 
     register = actions.add_parser(
         "register",
@@ -104,7 +104,7 @@ def add_operator_commands(actions: argparse._SubParsersAction[argparse.ArgumentP
 @asynccontextmanager
 async def _hosts(args: argparse.Namespace, *, key: bool = True) -> AsyncIterator[FabstirSDK]:
     from ..sdk import FabstirSDK
-    from ._cli import private_key, sdk_config
+    from ._args import private_key, sdk_config
 
     async with FabstirSDK(sdk_config(args)) as sdk:
         if key:
