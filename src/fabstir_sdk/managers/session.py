@@ -68,6 +68,7 @@ class SessionManager:
         failover: bool = False,
         timeouts: SessionTimeouts | None = None,
         deposit_token: Literal["usdc", "eth"] = "usdc",  # noqa: S107 (not a secret)
+        payer: str | None = None,
     ) -> Session:
         """Pay for a session with ``host`` (or the best registered host for ``model``),
         connect and open the encrypted channel.
@@ -76,10 +77,18 @@ class SessionManager:
         ``max_price_per_token`` the session is refused before any transaction. With
         ``failover=True`` a host that dies, stalls or refuses mid-session is replaced by the
         next best one (within the price cap): see :attr:`Session.failovers`.
+
+        ``payer``: an agent opens the session as the delegate of that wallet (its owner,
+        who called ``authorize_delegate`` for it and approved the USDC): the owner pays and
+        is the depositor, the agent signs the session with its own key and keeps the
+        conversation in its own storage. End it with :meth:`Session.end` (the host settles)
+        or let the owner complete it: only the depositor or the host may.
         """
         self._ctx.require_sender()
         if payment not in ("usdc", "eth", "deposit"):
             raise ValidationError(f"payment must be 'usdc', 'eth' or 'deposit', got {payment!r}")
+        if payer is not None and payment != "usdc":
+            raise ValidationError(f"a delegated session (payer) pays in 'usdc', not {payment!r}")
         currency: Literal["usdc", "eth"] = deposit_token if payment == "deposit" else payment
         plan = Plan(
             model=model,
@@ -96,6 +105,7 @@ class SessionManager:
             proof_timeout_window=proof_timeout_window,
             encryption=encryption,
             failover=failover,
+            payer=payer,
         )
         if host is None:
             info, price = await self._backend.next_host(plan, exclude=set())
