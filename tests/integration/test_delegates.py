@@ -226,7 +226,7 @@ async def test_an_agent_cannot_settle_or_withdraw_what_its_owner_holds(net, host
         await client.aclose()
     assert await nonces(net, 7) == [before]
     job = await owner_pm.get_session_job(own.job_id)
-    assert job.status == SessionState.ACTIVE
+    assert (job.status, job.depositor) == (SessionState.ACTIVE, owner)
     assert await owner_pm.get_deposit_balance(usdc) == 1_000_000
 
 
