@@ -215,6 +215,9 @@ async def test_the_host_refuses_a_january_marketplace_at_start(
     assert out == b""
 
 
+@pytest.mark.skipif(
+    not UPSTREAM_ABI_DIR.is_dir(), reason=f"upstream ABIs not found at {UPSTREAM_ABI_DIR}"
+)
 async def test_calls_made_at_run_time_are_the_ones_the_selector_test_checks(
     devnet: Devnet, host: FabstirSDK, sdk_for: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
