@@ -8,6 +8,12 @@ own devnet and host without per-test snapshots, so every test uses its own owner
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import signal
+import sys
+
 import pytest
 from eth_account import Account
 
@@ -269,3 +275,51 @@ async def test_the_owners_allowance_bounds_all_its_agents_together(net, host, sd
     fees = sum(s.host_payment for s in settled)
     assert refunds + fees == 1_500_000
     assert await owner_pm.get_token_balance(usdc) == owner_usdc - fees
+
+
+async def test_langchain_through_a_proxy_that_runs_with_the_agents_key(
+    net, host, sdk_for, tmp_path
+):
+    """`fabstir proxy --payer OWNER` with the agent's key; LangChain's ChatOpenAI in front."""
+    from langchain_openai import ChatOpenAI
+
+    owner_sdk = await sdk_for(1)  # the owner of the first test: a new budget
+    owner = net.accounts[1].address
+    agent = net.accounts[3]
+    usdc = net.addresses.usdc_token
+    owner_pm = owner_sdk.get_payment_manager()
+    await owner_pm.approve_usdc(usdc, "1")
+    await owner_pm.authorize_delegate(agent.address)
+    owner_usdc = await owner_pm.get_token_balance(usdc)
+    known = {j.id for j in await (await owner_sdk.get_session_manager()).list_sessions()}
+
+    env = {**os.environ, "FABSTIR_PRIVATE_KEY": agent.private_key}
+    argv = ["proxy", "--manifest", str(net.manifest_path), "--port", "0", "--json"]
+    argv += ["--storage-dir", str(tmp_path), "--payer", owner]
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "fabstir_sdk.cli", *argv),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        ready = json.loads(await asyncio.wait_for(proc.stdout.readline(), 60))
+        llm = ChatOpenAI(model=BUILTIN, base_url=ready["url"], api_key="unused", max_retries=0)
+        answer = await llm.ainvoke("count to 5")
+        assert answer.content == "1 2 3 4 5"
+        chunks = [c.content async for c in llm.astream("count to 3")]
+        assert "".join(chunks) == "1 2 3" and len(chunks) >= 3
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 60) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    (job_id,) = {
+        j.id for j in await (await owner_sdk.get_session_manager()).list_sessions()
+    } - known
+    await net.advance_time(31)  # the proxy ended the session: the host settles it
+    job = await wait_for_job(net, job_id, lambda j: j.status != SessionState.ACTIVE)
+    assert (job.status, job.depositor, job.tokens_used) == (SessionState.COMPLETED, owner, 1000)
+    assert await owner_pm.get_token_balance(usdc) == owner_usdc - 2000

@@ -11,6 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
+from ..chain.addresses import checksum_address
 from ..cli import port_number
 from ..errors import ConfigError
 
@@ -55,6 +56,13 @@ def add_proxy_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         help="escrow USDC (default) or ETH, or use your pre-funded deposit",
     )
     proxy.add_argument(
+        "--payer",
+        metavar="ADDRESS",
+        help="open sessions as the delegate of this wallet, which pays them (it called "
+        "authorize_delegate for this key and approved the USDC); stopping ends them and "
+        "the hosts settle",
+    )
+    proxy.add_argument(
         "--api-key-env",
         metavar="VAR",
         help="require clients to send the API key held in this environment variable "
@@ -81,6 +89,7 @@ async def proxy_serve(args: argparse.Namespace) -> int:
         if not api_key:
             raise ConfigError(f"set {args.api_key_env} to the proxy's API key")
     config, key = sdk_config(args), private_key(args)
+    payer = None if args.payer is None else checksum_address(args.payer, what="--payer")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     handled = []
@@ -92,7 +101,11 @@ async def proxy_serve(args: argparse.Namespace) -> int:
         async with FabstirSDK(config) as sdk:
             await sdk.authenticate(key)
             chat = Chat(
-                sdk, budget=args.budget, max_price_per_token=args.max_price, payment=args.payment
+                sdk,
+                budget=args.budget,
+                max_price_per_token=args.max_price,
+                payment=args.payment,
+                payer=payer,
             )
             server = ProxyServer(chat, host=args.host, port=args.port, api_key=api_key)
             await server.start()
