@@ -110,6 +110,12 @@ async def test_an_agent_spends_its_owners_budget_without_the_owners_key(net, hos
     assert 0 < first.usage.completion_tokens + reply.usage.completion_tokens < 1000
     with pytest.raises(ValidationError, match="only the depositor"):
         await agent_pm.complete_session_job(session.job_id)  # the owner's job, not the agent's
+    (agent_nonce,) = await nonces(net, 3)
+    with pytest.raises(ValidationError, match="only the depositor"):
+        await session.complete()  # refused before a byte goes to the host
+    assert await nonces(net, 3) == [agent_nonce] and session.depositor == owner
+    more = await session.send_prompt("count to 2")  # the session goes on
+    assert more.text == "1 2"
     await session.end()  # the host bills its last proof and settles
     await net.advance_time(31)  # past the dispute window
     job = await wait_for_job(net, session.job_id, lambda j: j.status != SessionState.ACTIVE)
@@ -140,6 +146,8 @@ async def test_an_agent_spends_its_owners_budget_without_the_owners_key(net, hos
         ("assistant", first.text),
         ("user", "What is my name?"),
         ("assistant", reply.text),
+        ("user", "count to 2"),
+        ("assistant", "1 2"),
     ]
     meta = await sm.get_session_data(session.session_id, "metadata")
     assert (meta["user"], meta["payer"]) == (agent, owner)
