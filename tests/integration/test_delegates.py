@@ -331,3 +331,77 @@ async def test_langchain_through_a_proxy_that_runs_with_the_agents_key(
     job = await wait_for_job(net, job_id, lambda j: j.status != SessionState.ACTIVE)
     assert (job.status, job.depositor, job.tokens_used) == (SessionState.COMPLETED, owner, 1000)
     assert await owner_pm.get_token_balance(usdc) == owner_usdc - 2000
+
+
+async def test_the_host_keeps_the_owners_and_the_agents_contexts_apart(net, host, sdk_for):
+    """The owner may join its agent's job with its own key: each signer has its own context
+    on the host and its own storage; the owner then completes the job."""
+    owner_sdk, agent_sdk = await sdk_for(6), await sdk_for(7)
+    owner = net.accounts[6].address
+    usdc = net.addresses.usdc_token
+    owner_pm = owner_sdk.get_payment_manager()
+    await owner_pm.approve_usdc(usdc, "1")
+    await owner_pm.authorize_delegate(net.accounts[7].address)
+    owner_usdc = await owner_pm.get_token_balance(usdc)
+    agent_session = await (await agent_sdk.get_session_manager()).create_session(
+        model=BUILTIN, host=host.address, deposit="1", payer=owner
+    )
+    told = await agent_session.send_prompt("My name is Ada.")
+    assert told.text == "Nice to meet you, Ada. I will remember your name."
+
+    joined = await (await owner_sdk.get_session_manager()).resume_session(agent_session.job_id)
+    asked = await joined.send_prompt("What is my name?")
+    assert asked.text == "You have not told me your name yet."
+    again = await agent_session.send_prompt("What is my name?")
+    assert again.text == "Your name is Ada."
+    await agent_session.end()
+    settlement = await joined.complete()
+    assert (settlement.tokens_used, settlement.host_payment, settlement.refund) == (
+        1000,
+        2000,
+        998_000,
+    )
+    assert await owner_pm.get_token_balance(usdc) == owner_usdc - 2000
+    # each conversation is in its signer's storage only
+    agent_storage = await agent_sdk.get_storage_manager()
+    owner_storage = await owner_sdk.get_storage_manager()
+    mine = await agent_storage.load_conversation(agent_session.conversation_id)
+    theirs = await owner_storage.load_conversation(joined.conversation_id)
+    assert [m.content for m in mine.messages] == [
+        "My name is Ada.",
+        told.text,
+        "What is my name?",
+        again.text,
+    ]
+    assert [m.content for m in theirs.messages] == ["What is my name?", asked.text]
+
+
+async def test_an_agent_resumes_its_delegated_session_after_a_restart(net, host, sdk_for):
+    owner_sdk = await sdk_for(8)
+    owner, agent = net.accounts[8].address, net.accounts[9]
+    usdc = net.addresses.usdc_token
+    owner_pm = owner_sdk.get_payment_manager()
+    await owner_pm.approve_usdc(usdc, "1")
+    await owner_pm.authorize_delegate(agent.address)
+    owner_usdc = await owner_pm.get_token_balance(usdc)
+    async with FabstirSDK(net.sdk_config()) as first_run:
+        await first_run.authenticate(agent.private_key)
+        sm = await first_run.get_session_manager()
+        session = await sm.create_session(
+            model=BUILTIN, host=host.address, deposit="1", payer=owner
+        )
+        await session.send_prompt("My name is Ada.")
+    # a new process with the same key: the agent's own S5 records say the job is its own
+    second_run = await sdk_for(9)
+    resumed = await (await second_run.get_session_manager()).resume_session(session.job_id)
+    assert (resumed.depositor, resumed.model) == (owner, BUILTIN)
+    assert (await resumed.send_prompt("What is my name?")).text == "Your name is Ada."
+    await resumed.end()
+    await wait_for_job(net, session.job_id, lambda j: j.tokens_used == 1000)
+    settlement = await owner_pm.complete_session_job(session.job_id)
+    assert (settlement.tokens_used, settlement.refund) == (1000, 998_000)
+    assert await owner_pm.get_token_balance(usdc) == owner_usdc - 2000
+    # someone else's job is still refused
+    stranger = await sdk_for(5)
+    with pytest.raises(ValidationError, match="not to you"):
+        await (await stranger.get_session_manager()).resume_session(session.job_id)

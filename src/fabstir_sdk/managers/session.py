@@ -133,17 +133,27 @@ class SessionManager:
         failover: bool = False,
     ) -> Session:
         """A new connection for an existing, active job; its history is replayed from S5."""
-        job = await self._backend.own_job(session_id)
-        if job.status != SessionState.ACTIVE:
-            raise SessionNotActiveError(f"session {job.id} is {job.status.name}")
+        me = self._ctx.require_sender().address
+        job = await self._backend.job(job_id_of(session_id))
         await self._backend.metadata_written(job.id, quiet=True)
         meta = await self._backend.metadata(str(job.id)) or {}
+        # yours: you paid for it, or you opened it as the payer's delegate (your own records)
+        if me not in (job.depositor, meta.get("user")):
+            raise ValidationError(f"session {job.id} belongs to {job.depositor}, not to you")
+        if job.status != SessionState.ACTIVE:
+            raise SessionNotActiveError(f"session {job.id} is {job.status.name}")
         info = await self._backend.hosts.get_host_info(job.host)
-        model = str(meta.get("model") or job.id)
+        model_id = str(meta.get("model_id") or "")
+        if not model_id:  # opened elsewhere (e.g. by your agent): the job names its model
+            mp = self._ctx.contract("job_marketplace")
+            model_id = (
+                "0x" + bytes(await self._ctx.client.read(mp.call("sessionModel", job.id))).hex()
+            )
+        model = str(meta.get("model") or model_id)
         currency: Literal["usdc", "eth"] = "eth" if int(job.payment_token, 16) == 0 else "usdc"
         plan = Plan(
             model=model,
-            model_id=str(meta.get("model_id", "")),
+            model_id=model_id,
             payment=currency,
             currency=currency,
             token=job.payment_token,
@@ -154,6 +164,7 @@ class SessionManager:
             proof_timeout_window=job.proof_timeout_window,
             encryption=True,
             failover=failover,
+            payer=None if job.depositor == me else job.depositor,
         )
         limits = timeouts or self._ctx.config.session_timeouts
         link = await self._backend.connect(job, info, plan, limits)
