@@ -203,11 +203,21 @@ async def test_a_revoked_or_unknown_agent_is_refused_before_any_transaction(net,
     finally:
         await client.aclose()
     assert await nonces(net, 5) == [before]
-    # bad arguments are refused locally
+    # bad arguments are refused locally, by both sides
+    (owner_nonce,) = await nonces(net, 4)
     with pytest.raises(ValidationError):
         await sm.create_session(model=BUILTIN, host=host.address, payment="eth", payer=owner)
-    with pytest.raises(ValidationError):
-        await owner_pm.authorize_delegate(owner)
+    for bad in (
+        {"token": None, "payer": owner},
+        {"token": usdc, "funding": "deposit", "payer": owner},
+        {"token": usdc, "payer": "0x" + "00" * 20},
+    ):
+        with pytest.raises(ValidationError):
+            await agent_pm.open_session_job(host.address, "1", PRICE, model=BUILTIN, **bad)
+    for delegate, allowed in ((owner, True), ("0x" + "00" * 20, True), (agent, "yes")):
+        with pytest.raises(ValidationError):
+            await owner_pm.authorize_delegate(delegate, allowed)  # type: ignore[arg-type]
+    assert await nonces(net, 4, 5) == [owner_nonce, before]
 
 
 async def test_an_agent_cannot_settle_or_withdraw_what_its_owner_holds(net, host, sdk_for):
