@@ -4,6 +4,8 @@ Find a compute host, escrow ETH or USDC for a session job on Base, stream the mo
 answers, and settle: the host is paid for proven tokens, the rest of the deposit comes back.
 """
 
+import typing
+
 from ._version import __version__
 from .chain.units import PRICE_PRECISION, format_units, to_base_units
 from .config import ContractAddresses, SDKConfig, SessionTimeouts
@@ -106,9 +108,59 @@ from .models import (
 from .runner import run
 from .sdk import FabstirSDK
 
+if typing.TYPE_CHECKING:
+    from .managers import (
+        AuthManager,
+        DiscoveryManager,
+        Failover,
+        HostManager,
+        ModelManager,
+        PaymentManager,
+        PromptStream,
+        RankedHost,
+        Session,
+        SessionManager,
+        StorageManager,
+        TreasuryManager,
+    )
+
+#: Exported on first use: importing them loads eth-account and the managers (~0.7 s).
+_LAZY = frozenset(
+    {
+        "AuthManager",
+        "DiscoveryManager",
+        "Failover",
+        "HostManager",
+        "ModelManager",
+        "PaymentManager",
+        "PromptStream",
+        "RankedHost",
+        "Session",
+        "SessionManager",
+        "StorageManager",
+        "TreasuryManager",
+    }
+)
+
+
+def __getattr__(name: str) -> typing.Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import managers
+
+    value = getattr(managers, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
 __all__ = [
     "AnvilNotFoundError",
     "AuthError",
+    "AuthManager",
     "AuthRequiredError",
     "AuthResult",
     "BackendError",
@@ -127,9 +179,11 @@ __all__ = [
     "DemoCheckError",
     "DepositOutOfRangeError",
     "DevnetError",
+    "DiscoveryManager",
     "DurationError",
     "FabstirError",
     "FabstirSDK",
+    "Failover",
     "FloatAmountError",
     "FrameDecryptionError",
     "FrameTooLargeError",
@@ -138,6 +192,7 @@ __all__ = [
     "HostFailedError",
     "HostInfo",
     "HostKeyMismatchError",
+    "HostManager",
     "HostNotActiveError",
     "HostOverclaimError",
     "HostUnreachableError",
@@ -153,6 +208,7 @@ __all__ = [
     "Message",
     "MessageIndexError",
     "ModelInfo",
+    "ModelManager",
     "ModelNotApprovedError",
     "NoHostAvailableError",
     "NotFoundError",
@@ -165,14 +221,17 @@ __all__ = [
     "P2PUnavailableError",
     "PRICE_PRECISION",
     "PayloadTooLargeError",
+    "PaymentManager",
     "PeerUnreachableError",
     "PriceAboveMaximumError",
     "PriceBelowMinimumError",
     "PromptResult",
+    "PromptStream",
     "Proof",
     "ProofIntervalError",
     "ProofTimeoutWindowError",
     "ProtocolError",
+    "RankedHost",
     "RegistryRollbackError",
     "ReplayedInitError",
     "RevisionConflictError",
@@ -181,10 +240,12 @@ __all__ = [
     "RpcUnavailableError",
     "S5FormatError",
     "SDKConfig",
+    "Session",
     "SessionClosedError",
     "SessionError",
     "SessionJob",
     "SessionJobCreated",
+    "SessionManager",
     "SessionNotActiveError",
     "SessionNotFoundError",
     "SessionRefusedError",
@@ -193,6 +254,7 @@ __all__ = [
     "SessionTimeouts",
     "Settlement",
     "StorageError",
+    "StorageManager",
     "StorageUnavailableError",
     "StoredRef",
     "StreamChunk",
@@ -202,6 +264,7 @@ __all__ = [
     "TransactionDroppedError",
     "TransactionReplacedError",
     "TransactionTimeoutError",
+    "TreasuryManager",
     "UnsupportedContractsError",
     "ValidationError",
     "__version__",
@@ -209,3 +272,10 @@ __all__ = [
     "run",
     "to_base_units",
 ]
+
+# What users hold reads as fabstir_sdk.X in reprs, tracebacks and help(), as in httpx.
+for _name in __all__:
+    _value = globals().get(_name)
+    if isinstance(_value, type) or callable(_value):
+        _value.__module__ = __name__
+del _name, _value

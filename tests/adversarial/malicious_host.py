@@ -40,6 +40,7 @@ from fabstir_sdk.protocol import (
     EncryptedSessionInit,
     HostSession,
     SessionInitAck,
+    StreamCancel,
     StreamEnd,
     parse_client_message,
 )
@@ -178,7 +179,7 @@ class MaliciousHost:
         if self.stall_with_keepalives:
             for piece in STALLED:
                 await chunk(piece)
-            await self._keep_alive(ws, sid)
+            await self._keep_alive(ws, sid, cid)
             session.reset_response()
             return
         if self.close_mid_answer:
@@ -221,8 +222,9 @@ class MaliciousHost:
         if self.overclaim:
             await self.prove(job_id, sent + self.overclaim)
 
-    async def _keep_alive(self, ws: ServerConnection, sid: str) -> None:
-        """Pings and status notices, every 50 ms, but never another token."""
+    async def _keep_alive(self, ws: ServerConnection, sid: str, cid: object) -> None:
+        """Pings and status notices, every 50 ms, but never another token, until the client
+        cancels the answer (then its stream_end) or ``stall_for`` passes (then it closes)."""
         loop = asyncio.get_running_loop()
         until = loop.time() + self.stall_for
         with contextlib.suppress(ConnectionClosed):
@@ -230,5 +232,12 @@ class MaliciousHost:
                 await ws.ping()
                 await ws.send(json.dumps({"type": "session_status", "session_id": sid}))
                 self.keepalives += 1
-                await asyncio.sleep(0.05)
+                try:
+                    frame = await asyncio.wait_for(ws.recv(), 0.05)
+                except TimeoutError:
+                    continue
+                if isinstance(parse_client_message(frame), StreamCancel):
+                    end = {"type": "stream_end", "reason": "cancelled", "session_id": sid}
+                    await ws.send(json.dumps({**end, "tokens_used": len(STALLED), "id": cid}))
+                    return
             await ws.close()  # gave up: the client never timed out

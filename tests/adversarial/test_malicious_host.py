@@ -132,7 +132,6 @@ async def test_a_failed_connect_that_charged_is_an_overclaim(net, bad, sdk):
     assert reputation.overclaims == 1
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: open after the session-core merge")
 async def test_keepalives_do_not_restart_the_idle_deadline(net, bad, honest, sdk):
     """sessions.md: ``idle`` covers "between two tokens of an answer": pings and status
     notices are not tokens. StreamTimeoutError at the deadline, the partial answer kept."""
@@ -244,7 +243,6 @@ async def test_absurd_tokens_used_cannot_raise_the_bill(net, bad, sdk):
     assert settlement.refund == DEPOSIT
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: open after the session-core merge")
 async def test_stream_end_of_another_answer_is_not_this_one(net, bad, sdk):
     """sessions.md: stream_end frames "are matched to their prompt by the frame's id": one
     for another answer neither ends this answer nor adds to its bill."""

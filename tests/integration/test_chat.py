@@ -130,14 +130,8 @@ async def test_chat_streams_answers_with_context_and_completes_on_quit(net, host
 
 async def usdc_allowance(net: Devnet, owner: str) -> int:
     """The marketplace's USDC allowance from ``owner``."""
-    from fabstir_sdk.chain.client import ChainClient
-
-    client = ChainClient.from_config(net.sdk_config())
-    try:
-        usdc = client.contract("TestUSDC", net.addresses.usdc_token)
-        return int(await client.read(usdc.call("allowance", owner, net.addresses.job_marketplace)))
-    finally:
-        await client.aclose()
+    async with FabstirSDK(net.sdk_config()) as sdk:
+        return await sdk.get_payment_manager().get_allowance(net.addresses.usdc_token, owner)
 
 
 async def test_chat_on_exit_end_is_gas_free_and_the_host_settles(net, host):

@@ -166,7 +166,7 @@ async def test_a_users_script_sees_the_retry_then_the_reason(devnet, tmp_path):
         lines[0] == f"RPC endpoint {url} unreachable (connection refused); retrying for up to 0.5 s"
     )
     assert lines[-1] == (
-        f"fabstir_sdk.errors.RpcUnavailableError: RPC endpoint {url} unreachable for 0.5 s "
+        f"fabstir_sdk.RpcUnavailableError: RPC endpoint {url} unreachable for 0.5 s "
         "(connection refused): is the node running, and is the URL right?"
     )
     assert "ClientConnectorError" not in lines[-1]

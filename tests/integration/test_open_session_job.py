@@ -15,6 +15,7 @@ from fabstir_sdk import (
     InsufficientBalanceError,
     SessionState,
 )
+from fabstir_sdk.chain.abi import Contract
 from fabstir_sdk.chain.rpc import JsonRpcClient
 from fabstir_sdk.chain.transport import HttpTransport
 
@@ -24,9 +25,7 @@ BUDGET = 100_000_000  # the default approval_budget, "100" USDC
 
 
 async def allowance(devnet, pm, owner: str) -> int:
-    usdc = pm._ctx.erc20(devnet.addresses.usdc_token)
-    call = usdc.call("allowance", owner, devnet.addresses.job_marketplace)
-    return int(await pm._ctx.client.read(call))
+    return await pm.get_allowance(devnet.addresses.usdc_token, owner)
 
 
 async def pending_nonce(devnet, address: str) -> int:
@@ -184,7 +183,6 @@ async def test_every_chain_client_uses_the_injected_transport(devnet, host):
     async with FabstirSDK(devnet.sdk_config(), transport=transport) as sdk:
         await sdk.authenticate(devnet.accounts[USER].private_key)
         pm = sdk.get_payment_manager()
-        mp = pm._ctx.contract("job_marketplace")
         await pm.approve_usdc(devnet.addresses.usdc_token, "1")
         transport.calls.clear()
         created = await pm.open_session_job(
@@ -195,6 +193,7 @@ async def test_every_chain_client_uses_the_injected_transport(devnet, host):
             token=devnet.addresses.usdc_token,
         )
     assert created.job.deposit == 1_000_000
+    mp = Contract("JobMarketplace", devnet.addresses.job_marketplace)
     read_back = "eth_call:0x" + mp.call("sessionJobs", 1).data[:4].hex()
     assert read_back not in transport.calls
     assert transport.calls.count("eth_sendRawTransaction") == 1

@@ -35,7 +35,7 @@ from fabstir_sdk.protocol import (
     EncryptedMessage,
     EncryptedSessionInit,
     HostSession,
-    Pong,
+    PongFrame,
     SessionInitAck,
     StreamCancel,
     StreamEnd,
@@ -133,7 +133,7 @@ class ScriptedHost:
         """Anything but a token, until cancelled (a buggy or hostile host)."""
         status = {"type": "session_status", "session_id": session.session_id, "status": "busy"}
         while True:
-            await ws.send(Pong().to_json())
+            await ws.send(PongFrame().to_json())
             await ws.send(json.dumps(status))
             await ws.send(session.chunk_frame("", tokens=0, id=cid))  # type: ignore[arg-type]
             await ws.send(session.response_frame("stop", id=cid))  # type: ignore[arg-type]

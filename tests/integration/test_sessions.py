@@ -322,7 +322,7 @@ async def test_complete_keeps_every_proof_checked_against_the_chain(net, host, s
     assert settlement.tokens_used == 1000  # the proof interval: the least a session bills
     record = await sm.get_session_data(session.session_id, "proofs")
     assert (record["tokens_in_proofs"], record["tokens_used_on_chain"]) == (1000, 1000)
-    assert record["reconciled"] is True
+    assert record["reconciled"] is True and record["settled"] is True
     (proof,) = record["proofs"]
     rpc = JsonRpcClient(net.rpc_url)  # the receipt, read apart from the SDK's records
     try:
@@ -334,3 +334,23 @@ async def test_complete_keeps_every_proof_checked_against_the_chain(net, host, s
     assert proof["proof_hash"] == proof["proof_hash_announced"]
     assert proof["proof_hash"].startswith("0x") and len(proof["proof_hash"]) == 66
     assert isinstance(proof["proof_cid"], str) and isinstance(proof["delta_cid"], str)
+
+
+async def test_end_keeps_the_proofs_seen_during_the_session(net, host, sdk):
+    """A proof the host announces mid-session is in S5 once end() returns (settled: False:
+    the host's last claim comes after the disconnect)."""
+    sm = await sdk.get_session_manager()
+    session = await sm.create_session(model=BUILTIN, host=host.address, deposit="1")
+    await net.advance_time(2)  # the contract's rate limit, for the host's periodic claim
+    await session.send_prompt("write 1200 words")  # a claim of 1000 comes due at 1100
+    assert (await wait_for_job(net, session.job_id, lambda j: j.tokens_used)).tokens_used == 1000
+    for _ in range(200):  # the host's notice follows its receipt
+        if len(session.proofs):
+            break
+        await asyncio.sleep(0.05)
+    await session.end()
+    record = await sm.get_session_data(session.session_id, "proofs")
+    assert record["settled"] is False
+    (proof,) = record["proofs"]
+    assert (proof["on_chain"], proof["tokens"], proof["tokens_announced"]) == (True, 1000, 1000)
+    assert (record["tokens_in_proofs"], record["tokens_used_on_chain"]) == (1000, 1000)

@@ -14,7 +14,7 @@ from fabstir_sdk.protocol import (
     EncryptedSessionInit,
     ErrorFrame,
     HostSession,
-    Pong,
+    PongFrame,
     ProofSubmitted,
     ResponseDone,
     SessionInitAck,
@@ -159,6 +159,18 @@ def test_answers_given_up_are_dropped_undecrypted_and_their_end_counted() -> Non
     assert proto.tokens_reported == 26
 
 
+def test_a_stream_end_for_another_answer_is_not_this_ones() -> None:
+    proto, host = _open()
+    proto.prompt_frame("a")
+    assert proto.receive(_end(500, "not-ours")) is None
+    assert proto.state is State.STREAMING and proto.tokens_reported == 0
+    assert isinstance(proto.receive(host.chunk_frame("x", id="42-0")), TokenChunk)
+    assert isinstance(proto.receive(_end(1, "42-0")), StreamEnd)
+    # with no answer current it is shown, still not counted
+    assert isinstance(proto.receive(_end(500, "not-ours")), StreamEnd)
+    assert proto.tokens_reported == 1
+
+
 def test_hosts_that_echo_no_id() -> None:
     proto, host = _open()
     proto.prompt_frame("a")
@@ -197,7 +209,7 @@ def test_proofs_are_kept_and_keep_alives_pass_through() -> None:
     proto, _ = _open()
     proof = ProofSubmitted(session_id="42", tokens_claimed=1000, proof_hash="0x01", tx_hash="0x02")
     assert proto.receive(proof.to_json()) == proof
-    assert proto.receive(Pong().to_json()) == Pong()
+    assert proto.receive(PongFrame().to_json()) == PongFrame()
     assert proto.proofs == [proof]
 
 

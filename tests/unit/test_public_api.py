@@ -34,9 +34,11 @@ def test_all_is_sorted_and_complete(name):
 
 
 def test_import_is_light():
+    """The managers, Session and kin are exported lazily: eth-account loads on first use."""
     code = (
         "import sys, fabstir_sdk; "
-        "print(sorted(m for m in ('web3', 'libp2p', 'trio') if m in sys.modules))"
+        "print(sorted(m for m in ('web3', 'libp2p', 'trio', 'eth_account', 'websockets') "
+        "if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -72,6 +74,58 @@ def test_every_error_lives_in_errors_and_is_exported():
             ):
                 found[name] = value
     assert found  # the walk did see the package
-    assert {n: c.__module__ for n, c in found.items() if c.__module__ != "fabstir_sdk.errors"} == {}
+    elsewhere = {n for n, c in found.items() if getattr(fabstir_sdk.errors, n, None) is not c}
+    assert elsewhere == set()
     assert sorted(set(found) - set(fabstir_sdk.__all__)) == []
     assert set(fabstir_sdk.errors.__all__) <= set(fabstir_sdk.__all__)
+
+
+#: What users hold, exported from the package (issue 11 section 5).
+HELD = [
+    "AuthManager",
+    "DiscoveryManager",
+    "Failover",
+    "FabstirSDK",
+    "HostManager",
+    "ModelManager",
+    "PaymentManager",
+    "PromptStream",
+    "RankedHost",
+    "Session",
+    "SessionManager",
+    "StorageManager",
+    "TreasuryManager",
+]
+
+
+@pytest.mark.parametrize("name", HELD)
+def test_what_users_hold_has_the_public_path(name):
+    cls = getattr(fabstir_sdk, name)
+    assert name in fabstir_sdk.__all__
+    assert cls.__module__ == "fabstir_sdk"
+    assert repr(cls) == f"<class 'fabstir_sdk.{name}'>"
+
+
+def test_the_public_path_holds_however_a_class_is_reached():
+    """Reached through its own module first (in a fresh process), a class still reads as
+    fabstir_sdk.X: the managers package sets it when any manager is imported."""
+    code = (
+        "from fabstir_sdk.managers.session import Session; "
+        "from fabstir_sdk.errors import InsufficientBalanceError as E; "
+        "print(Session.__module__, E.__module__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["fabstir_sdk", "fabstir_sdk"]
+
+
+def test_no_two_public_classes_share_a_name():
+    """StreamChunk and Pong were each two classes (a result and a wire frame)."""
+    seen: dict[str, set[str]] = {}
+    for package in PUBLIC:
+        module = importlib.import_module(package)
+        for name in module.__all__:
+            value = getattr(module, name)
+            if isinstance(value, type):
+                seen.setdefault(name, set()).add(f"{value.__module__}.{value.__qualname__}")
+    # the same class re-exported is fine; two different classes under one name are not
+    assert {n: sorted(w) for n, w in seen.items() if len(w) > 1} == {}

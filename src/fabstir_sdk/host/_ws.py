@@ -40,7 +40,7 @@ from ..protocol import (
     Inference,
     LegacyCancel,
     Ping,
-    Pong,
+    PongFrame,
     Prompt,
     PromptRequest,
     ProofSubmitted,
@@ -48,7 +48,7 @@ from ..protocol import (
     SessionInit,
     SessionInitAck,
     StreamCancel,
-    StreamChunk,
+    StreamChunkFrame,
     StreamEnd,
     UnsupportedRequest,
     Usage,
@@ -222,7 +222,7 @@ class Connection:
             elif isinstance(message, StreamCancel | LegacyCancel):
                 await self._stop_stream()
             elif isinstance(message, Ping):
-                await self.send(Pong().to_json())
+                await self.send(PongFrame().to_json())
             elif isinstance(message, CheckpointRequest):
                 if self.job is None:
                     raise ProtocolError(
@@ -459,7 +459,7 @@ class Connection:
                 if self.session is not None:
                     await self.send(self.session.chunk_frame(piece, id=cid))
                 else:
-                    frame = StreamChunk(content=piece, tokens=1, session_id=sid, id=cid)
+                    frame = StreamChunkFrame(content=piece, tokens=1, session_id=sid, id=cid)
                     await self.send(frame.to_json())
                 billing.record(1)
         except asyncio.CancelledError:

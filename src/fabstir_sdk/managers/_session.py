@@ -81,6 +81,7 @@ class PromptStream:
         self._started = 0.0
         self._due: float | None = None  # of the next token, on the loop's clock
         self._within = 0.0  # the deadline's length, for the error's wording
+        self._answer_id: str | None = None  # the correlation id of the prompt sent
         self.usage: TokenUsage | None = None
         self.finish_reason: str | None = None
 
@@ -127,7 +128,8 @@ class PromptStream:
         session = self._session
         try:
             while True:
-                link = session._require_link()
+                # a closed link still holds what came before the close: read it first
+                link = session._link or session._require_link()
                 try:
                     event = await link.next_event(
                         self._due, "token" if self._parts else "first token", self._within
@@ -148,7 +150,7 @@ class PromptStream:
                     return StreamChunk(text=event.text, index=self._index - 1)
                 if isinstance(event, ResponseDone):
                     self.finish_reason = event.finish_reason
-                elif isinstance(event, StreamEnd):
+                elif isinstance(event, StreamEnd) and self._ours(event):
                     await self._end(event)
                     raise StopAsyncIteration
         except (FabstirError, asyncio.CancelledError) as exc:
@@ -156,6 +158,11 @@ class PromptStream:
                 await self._abandon()
             await self._fail()
             raise
+
+    def _ours(self, end: StreamEnd) -> bool:
+        """Whether ``end`` ends this answer: the core passes another answer's end only when
+        none is current, so one queued while idle is skipped here."""
+        return end.id is None or str(end.id) == self._answer_id
 
     def _arm(self, seconds: float) -> None:
         """The next token is due within ``seconds`` (and within ``total`` of the prompt)."""
@@ -172,6 +179,7 @@ class PromptStream:
         link = session._require_link()
         history = self._history if self._history is not None else session._replay
         frame = link.proto.prompt_frame(self._prompt, messages=history, **self._options)
+        self._answer_id = link.proto.answer_id
         await link.send(frame)
         session._replay = None
         self._started = asyncio.get_running_loop().time()
@@ -221,7 +229,7 @@ class PromptStream:
                         break  # the answer is over (the core gave it up)
                     if isinstance(event, TokenChunk) and event.text:
                         self._parts.append(event.text)
-                    elif isinstance(event, StreamEnd):
+                    elif isinstance(event, StreamEnd) and self._ours(event):
                         await self._end(event)
                         return
         except StreamTimeoutError as exc:
@@ -396,6 +404,7 @@ class Session:
             with contextlib.suppress(FabstirError):
                 await self._link.send(self._link.proto.end_frame())
         await self._drop_link()
+        self._backend.record_proofs_soon(self._proofs)
         await self._backend.metadata_written(self.job_id, quiet=True)
         self._backend.sessions.pop(self.session_id, None)
 
@@ -433,7 +442,7 @@ class Session:
                 backend.store_conversation(self.conversation_id),
             )
             settlement = await backend.settle(self.job_id, ref.cid)
-            backend.store_soon(self.job_id, "proofs", proofs)
+            backend.store_soon(self.job_id, "proofs", {**proofs, "settled": True})
         self._closed = True
         await self._drop_link()
         self._backend.sessions.pop(self.session_id, None)
@@ -487,6 +496,7 @@ class Session:
         backend.discovery.report_failure(old_host)
         self._backend.sessions.pop(self.session_id, None)
         await self._drop_link()
+        backend.record_proofs_soon(self._proofs)
         settlement: Settlement | None
         try:
             settlement = await backend.settle(old_job)

@@ -416,6 +416,15 @@ class PaymentManager:
         (balance,) = await self._ctx.client.reads(Read.balance(who))
         return int(balance)
 
+    async def get_allowance(self, token: str, address: str | None = None) -> int:
+        """How much of ``token`` the marketplace may still pull from ``address`` (default:
+        you), in base units: what wallet-paid sessions draw on (see ``approval_budget``)."""
+        who = self._ctx.require_address(address)
+        spender = self._ctx.config.contract_addresses.job_marketplace
+        return int(
+            await self._ctx.client.read(self._ctx.erc20(token).call("allowance", who, spender))
+        )
+
     async def get_token_balance(self, token: str, address: str | None = None) -> int:
         who = self._ctx.require_address(address)
         return int(await self._ctx.client.read(self._ctx.erc20(token).call("balanceOf", who)))

@@ -44,7 +44,7 @@ from ._messages import (
     HostNotice,
     Inference,
     Ping,
-    Pong,
+    PongFrame,
     PromptRequest,
     ProofSubmitted,
     Response,
@@ -53,7 +53,7 @@ from ._messages import (
     SessionInitAck,
     SessionInitData,
     StreamCancel,
-    StreamChunk,
+    StreamChunkFrame,
     StreamEnd,
     VectorDatabase,
     decode_frame,
@@ -118,7 +118,7 @@ SessionEvent = (
     | TokenChunk
     | ResponseDone
     | StreamEnd
-    | Pong
+    | PongFrame
     | ProofSubmitted
     | CheckpointSubmitted
     | CheckpointFailed
@@ -375,7 +375,7 @@ class ClientSession:
         if isinstance(message, SessionInitAck):
             self._ack(message)
             return message
-        if isinstance(message, Connected | Pong | HostNotice):
+        if isinstance(message, Connected | PongFrame | HostNotice):
             return message
         cid = getattr(message, "id", None)
         if isinstance(message, StreamEnd):
@@ -395,7 +395,7 @@ class ClientSession:
             )
         if isinstance(message, EncryptedResponse):
             return self._final(message)
-        assert isinstance(message, StreamChunk | Response)
+        assert isinstance(message, StreamChunkFrame | Response)
         return self._plaintext(message)
 
     def _stale(self, cid: object) -> bool:
@@ -406,8 +406,12 @@ class ClientSession:
         return str(cid) != self._answer and str(cid) in self._given_up
 
     def _stream_end(self, end: StreamEnd) -> StreamEnd | None:
-        self.tokens_reported += end.tokens_used
         cid = None if end.id is None else str(end.id)
+        if cid is not None and cid != self._answer and cid not in self._given_up:
+            # the end of an answer we never asked for: it neither ends the current answer
+            # nor counts; with none current it is shown (a raw client's business)
+            return None if self._answer is not None else end
+        self.tokens_reported += end.tokens_used
         if self._stale(cid):
             if cid is None:
                 self._given_up.popleft()
@@ -481,7 +485,7 @@ class ClientSession:
         self._next_chunk = 0
         return ResponseDone(utf8(reason), message.id)
 
-    def _plaintext(self, message: StreamChunk | Response) -> TokenChunk:
+    def _plaintext(self, message: StreamChunkFrame | Response) -> TokenChunk:
         if self.encrypted:
             raise ProtocolError(
                 "plaintext content inside an encrypted session", code="ENCRYPTION_REQUIRED"

@@ -52,7 +52,7 @@ __all__ = [
     "Inference",
     "LegacyCancel",
     "Ping",
-    "Pong",
+    "PongFrame",
     "Prompt",
     "PromptRequest",
     "ProofSubmitted",
@@ -62,7 +62,7 @@ __all__ = [
     "SessionInitAck",
     "SessionInitData",
     "StreamCancel",
-    "StreamChunk",
+    "StreamChunkFrame",
     "StreamEnd",
     "UnsupportedRequest",
     "Usage",
@@ -397,7 +397,7 @@ class StreamEnd(WireModel):
     id: CorrelationId = None
 
 
-class StreamChunk(WireModel):
+class StreamChunkFrame(WireModel):
     type: Literal["stream_chunk"] = "stream_chunk"
     content: str
     tokens: int | None = Field(default=None, ge=0)
@@ -456,7 +456,7 @@ class ErrorFrame(WireModel):
         return HostError(self.error_code, self.text, session_id=sid, id=cid)
 
 
-class Pong(WireModel):
+class PongFrame(WireModel):
     type: Literal["pong"] = "pong"
 
 
@@ -493,10 +493,10 @@ HostMessage = (
     | EncryptedChunk
     | EncryptedResponse
     | StreamEnd
-    | StreamChunk
+    | StreamChunkFrame
     | Response
     | ErrorFrame
-    | Pong
+    | PongFrame
     | ProofSubmitted
     | CheckpointSubmitted
     | HostNotice
@@ -531,10 +531,10 @@ HOST_MESSAGES = _by_type(
     EncryptedChunk,
     EncryptedResponse,
     StreamEnd,
-    StreamChunk,
+    StreamChunkFrame,
     Response,
     ErrorFrame,
-    Pong,
+    PongFrame,
     ProofSubmitted,
     CheckpointSubmitted,
     HostNotice,
