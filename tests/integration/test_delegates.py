@@ -328,6 +328,10 @@ async def test_langchain_through_a_proxy_that_runs_with_the_agents_key(
         assert answer.content == "1 2 3 4 5"
         chunks = [c.content async for c in llm.astream("count to 3")]
         assert "".join(chunks) == "1 2 3" and len(chunks) >= 3
+        # and the synchronous calls, from a worker thread (this loop runs the test)
+        assert (await asyncio.to_thread(llm.invoke, "count to 2")).content == "1 2"
+        streamed = await asyncio.to_thread(lambda: [c.content for c in llm.stream("count to 4")])
+        assert "".join(streamed) == "1 2 3 4" and len(streamed) >= 4
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 60) == 0
     finally:
