@@ -575,7 +575,8 @@ class Chat:
                 max_price_per_token=self.max_price_per_token,
                 payer=self.payer,
             )
-            if self.payer is not None:
+            me = self._sdk.get_auth_manager().get_user_address()
+            if slot.session.depositor != me:  # opened for the payer: not ours to complete
                 self._delegated.add(slot.session.session_id)
             slot.held = []
             log.info("model %s: session %s", model, slot.session.session_id)
