@@ -9,7 +9,8 @@ Switches (attributes; set them between prompts):
 - ``prove_before_ack``: prove this many tokens on chain before acknowledging the init;
 - ``never_ack``: never acknowledge the init (the connection stays open, silent);
 - ``stall_with_keepalives``: stream three chunks, then send only keep-alives (WebSocket pings
-  and ``session_status`` notices) until ``stall_for`` seconds passed or the client leaves;
+  and ``session_status`` notices) until the switch is turned off (then it reads on) or
+  ``stall_for`` seconds passed (then it closes the connection);
 - ``wrong_key``: chunks sealed under a key that is not the session's;
 - ``replay_chunk``: the first chunk's frame sent again (byte for byte) after the second;
 - ``oversized_frame``: one frame of ``MAX_FRAME_BYTES + 1`` bytes mid-answer;
@@ -228,7 +229,7 @@ class MaliciousHost:
         loop = asyncio.get_running_loop()
         until = loop.time() + self.stall_for
         with contextlib.suppress(ConnectionClosed):
-            while loop.time() < until:
+            while loop.time() < until and self.stall_with_keepalives:
                 await ws.ping()
                 await ws.send(json.dumps({"type": "session_status", "session_id": sid}))
                 self.keepalives += 1
@@ -240,4 +241,5 @@ class MaliciousHost:
                     end = {"type": "stream_end", "reason": "cancelled", "session_id": sid}
                     await ws.send(json.dumps({**end, "tokens_used": len(STALLED), "id": cid}))
                     return
-            await ws.close()  # gave up: the client never timed out
+            if self.stall_with_keepalives:
+                await ws.close()  # gave up: the client never timed out

@@ -202,3 +202,13 @@ def encrypted(
         "price_per_token": PRICE,
     }
     return ClientSession(**{**fields, **options})
+
+
+DROPPED = "dropping a WebSocket client that stopped reading"  # the host's DEBUG log line
+
+
+async def host_logged(host: RunningHost, line: str, *, count: int = 1) -> None:
+    """Wait until the host's log holds ``line`` ``count`` times (the host logs each event
+    as it happens: this waits on it, whatever the machine's speed)."""
+    while host.log_path.read_text(errors="replace").count(line) < count:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)  # another process's file: nothing to await but its change

@@ -18,7 +18,7 @@ from fabstir_sdk.devnet import Devnet, RunningHost
 from fabstir_sdk.host._limits import FrameRate
 from fabstir_sdk.protocol import MAX_FRAME_BYTES
 
-from .host_helpers import Client, encrypted, open_job
+from .host_helpers import DROPPED, Client, encrypted, host_logged, open_job
 
 STRICT, FLOODED = 2, 3
 
@@ -42,6 +42,7 @@ async def strict(net) -> RunningHost:
         header_timeout=0.5,
         idle_timeout=1.5,
         context_window=250_000,
+        debug=True,  # its DEBUG log says when it drops a client: a test waits on that
     )
     yield running
     await running.stop()
@@ -203,7 +204,9 @@ async def test_a_client_that_stops_reading_is_dropped(net, strict):
         # ~200 bytes a frame: some 40 MB, far more than the socket buffers hold
         frame = client.proto.prompt_frame("write 200000 words", max_tokens=200_000)
         await client.ws.send(frame)
-        await asyncio.sleep(3.0)  # read nothing: the client library stops after 16 frames
+        # read nothing until the host says it dropped us (an event, not a guess of how long
+        # that takes on this machine; the bound only turns a hang into a failure)
+        await asyncio.wait_for(host_logged(strict, DROPPED), 120)
         received = 0
         with pytest.raises(websockets.ConnectionClosed):
             while True:  # what the buffers held, then the end: the host let go
