@@ -30,11 +30,18 @@ from fabstir_sdk import (
 from fabstir_sdk.chain.client import ChainClient
 from fabstir_sdk.devnet import Devnet, RunningHost
 
-from .host_helpers import BUILTIN, PRICE, wait_for_job
+from .host_helpers import BUILTIN, PRICE
+from .host_helpers import wait_for_job as poll_job
 
 pytestmark = pytest.mark.integration
 
 HOST = 2
+#: The host proves and settles in its own process: a loaded machine only makes us wait longer.
+SETTLE_WITHIN = 120.0
+
+
+async def wait_for_job(net, job_id, check):
+    return await poll_job(net, job_id, check, within=SETTLE_WITHIN)
 
 
 @pytest.fixture(scope="module")
