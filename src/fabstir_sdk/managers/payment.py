@@ -625,7 +625,7 @@ class PaymentManager:
         spender = self._ctx.config.contract_addresses.job_marketplace
         erc20 = self._ctx.erc20(token)
         unit = self._ctx.known_unit(token)  # read when the amount was converted
-        holder = "the account"
+        holder = f"the payer {owner}" if payer else "the account"
         reads = [
             Read.of(erc20.call("balanceOf", owner)),
             Read.of(erc20.call("allowance", owner, spender)),
@@ -633,7 +633,7 @@ class PaymentManager:
 
         def validate(values: list[Any]) -> None:
             balance, allowance = values[:2]
-            _need(balance, value, token, unit, holder=f"the payer {owner}" if payer else holder)
+            _need(balance, value, token, unit, holder=holder)
             if allowance < value:
                 error = InsufficientAllowanceError(value, int(allowance), token, unit=unit)
                 if payer:
