@@ -306,6 +306,7 @@ async def test_langchain_through_a_proxy_that_runs_with_the_agents_key(
     net, host, sdk_for, tmp_path
 ):
     """`fabstir proxy --payer OWNER` with the agent's key; LangChain's ChatOpenAI in front."""
+    import openai
     from langchain_openai import ChatOpenAI
 
     owner_sdk = await sdk_for(1)  # the owner of the first test: a new budget
@@ -314,7 +315,7 @@ async def test_langchain_through_a_proxy_that_runs_with_the_agents_key(
     usdc = net.addresses.usdc_token
     owner_pm = owner_sdk.get_payment_manager()
     await owner_pm.approve_usdc(usdc, "1")
-    await owner_pm.authorize_delegate(agent.address)
+    await owner_pm.authorize_delegate(agent.address, allowed=False)  # not yet
     owner_usdc = await owner_pm.get_token_balance(usdc)
     known = {j.id for j in await (await owner_sdk.get_session_manager()).list_sessions()}
 
@@ -331,6 +332,11 @@ async def test_langchain_through_a_proxy_that_runs_with_the_agents_key(
         assert proc.stdout is not None
         ready = json.loads(await asyncio.wait_for(proc.stdout.readline(), 60))
         llm = ChatOpenAI(model=BUILTIN, base_url=ready["url"], api_key="unused", max_retries=0)
+        (agent_nonce,) = await nonces(net, 3)
+        with pytest.raises(openai.PermissionDeniedError, match="not authorised"):
+            await llm.ainvoke("count to 5")
+        assert await nonces(net, 3) == [agent_nonce]
+        await owner_pm.authorize_delegate(agent.address)
         answer = await llm.ainvoke("count to 5")
         assert answer.content == "1 2 3 4 5"
         chunks = [c.content async for c in llm.astream("count to 3")]
