@@ -357,6 +357,7 @@ class Connection:
                     code="SESSION_ALREADY_INITIALIZED",
                 )
             self._check_rekey(init.job_number)
+        self.node.check_unauthenticated_job(init.job_number)
         job, model_id = await self.node.chain.check_session(init.job_number, None, self.node.served)
         if init.user_address is not None and init.user_address.lower() != job.depositor.lower():
             raise SessionRefusedError(
