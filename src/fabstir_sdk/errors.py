@@ -340,7 +340,7 @@ class InsufficientBalanceError(ChainStateError):
 
 
 class NoEarningsError(InsufficientBalanceError):
-    """HostEarnings holds nothing for this host in that token."""
+    """Nothing to withdraw in that token: no host earnings, or no treasury fees."""
 
     def __init__(self, message: str) -> None:
         ChainStateError.__init__(self, message)
