@@ -36,7 +36,8 @@ host failed, another may serve": failover and ``fabstir chat`` move on from exac
     │   ├── ModelNotApprovedError
     │   ├── PriceBelowMinimumError
     │   ├── PriceAboveMaximumError
-    │   └── SessionNotActiveError
+    │   ├── SessionNotActiveError
+    │   └── DelegateNotAuthorizedError
     ├── NotFoundError
     │   ├── NoHostAvailableError
     │   └── SessionNotFoundError
@@ -104,6 +105,7 @@ __all__ = [
     "ContextTooLongError",
     "ContractRevertError",
     "DecryptionError",
+    "DelegateNotAuthorizedError",
     "DemoCheckError",
     "DepositOutOfRangeError",
     "DevnetError",
@@ -364,6 +366,17 @@ class InsufficientAllowanceError(ChainStateError):
 
 class SessionNotActiveError(ChainStateError):
     """The session job is already completed or timed out."""
+
+
+class DelegateNotAuthorizedError(ChainStateError):
+    """The payer has not authorised this key (``authorize_delegate``) to open sessions it pays."""
+
+    def __init__(self, payer: str, delegate: str) -> None:
+        super().__init__(
+            f"{delegate} is not authorised to open sessions paid by {payer}: the payer calls "
+            f"PaymentManager.authorize_delegate({delegate!r})"
+        )
+        self.payer, self.delegate = payer, delegate
 
 
 class InvalidStorageKeyError(ValidationError):
