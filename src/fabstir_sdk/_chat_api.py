@@ -497,7 +497,9 @@ class Chat:
     hosts above ``max_price_per_token`` (base units per 1000 tokens) are never used. Both
     (and ``payment``) are read when a model's session opens, so they may be set on
     ``sdk.chat`` before its first request. :meth:`aclose` completes every session now:
-    you pay the proven tokens only.
+    you pay the proven tokens only. With ``payer`` (an agent's chat, paid by the wallet that
+    authorised it) sessions are opened as that wallet's delegate and :meth:`aclose` ends
+    them instead: only the depositor or the host may complete, so the hosts settle.
     """
 
     def __init__(
@@ -507,11 +509,15 @@ class Chat:
         budget: Amount = "1.0",
         max_price_per_token: int | None = None,
         payment: Payment = "usdc",
+        payer: str | None = None,
     ) -> None:
         self._sdk = sdk
         self.budget = budget
         self.max_price_per_token = max_price_per_token
         self.payment: Payment = payment
+        self.payer = payer
+        #: Sessions opened for a payer: ended, not completed, at :meth:`aclose`.
+        self._delegated: set[str] = set()
         self.completions = Completions(self)
         self._slots: dict[str, _Slot] = {}
         self._retired: list[Session] = []
@@ -542,6 +548,9 @@ class Chat:
                     slot.session, slot.held = None, None
         retired, self._retired = self._retired, []
         for session in retired:
+            if session.session_id in self._delegated:
+                await session.end()  # the host settles with the payer
+                continue
             try:
                 settlements.append(await session.complete())
             except FabstirError as exc:
@@ -564,7 +573,11 @@ class Chat:
                 payment=self.payment,
                 deposit=self.budget,
                 max_price_per_token=self.max_price_per_token,
+                payer=self.payer,
             )
+            me = self._sdk.get_auth_manager().get_user_address()
+            if slot.session.depositor != me:  # opened for the payer: not ours to complete
+                self._delegated.add(slot.session.session_id)
             slot.held = []
             log.info("model %s: session %s", model, slot.session.session_id)
         return slot.session

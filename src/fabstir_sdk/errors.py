@@ -38,7 +38,8 @@ host failed, another may serve": failover and ``fabstir chat`` move on from exac
     │   ├── ModelNotApprovedError
     │   ├── PriceBelowMinimumError
     │   ├── PriceAboveMaximumError
-    │   └── SessionNotActiveError
+    │   ├── SessionNotActiveError
+    │   └── DelegateNotAuthorizedError
     ├── NotFoundError
     │   ├── NoHostAvailableError
     │   └── SessionNotFoundError
@@ -106,6 +107,7 @@ __all__ = [
     "ContextTooLongError",
     "ContractRevertError",
     "DecryptionError",
+    "DelegateNotAuthorizedError",
     "DemoCheckError",
     "DepositOutOfRangeError",
     "DevnetError",
@@ -353,7 +355,7 @@ class InsufficientBalanceError(ChainStateError):
 
 
 class NoEarningsError(InsufficientBalanceError):
-    """HostEarnings holds nothing for this host in that token."""
+    """Nothing to withdraw in that token: no host earnings, or no treasury fees."""
 
     def __init__(self, message: str) -> None:
         ChainStateError.__init__(self, message)
@@ -379,6 +381,17 @@ class InsufficientAllowanceError(ChainStateError):
 
 class SessionNotActiveError(ChainStateError):
     """The session job is already completed or timed out."""
+
+
+class DelegateNotAuthorizedError(ChainStateError):
+    """The payer has not authorised this key (``authorize_delegate``) to open sessions it pays."""
+
+    def __init__(self, payer: str, delegate: str) -> None:
+        super().__init__(
+            f"{delegate} is not authorised to open sessions paid by {payer}: the payer calls "
+            f"PaymentManager.authorize_delegate({delegate!r})"
+        )
+        self.payer, self.delegate = payer, delegate
 
 
 class InvalidStorageKeyError(ValidationError):

@@ -386,6 +386,34 @@ async def test_plaintext_when_the_host_allows_it(net, strict, permissive):
     await settles_to(net, job_id, 360)
 
 
+async def test_an_image_request_is_refused_before_anything_is_billed(net, permissive):
+    """upstream's sendPromptStreaming turns "generate an image of ..." into an encrypted
+    request with ``action: image_generation``; a text host refuses it (NOT_SUPPORTED, the
+    request's id) instead of answering it as text and billing an answer upstream discards."""
+    job_id = await open_job(net, permissive.address, proof_interval=100)
+    client = await connect(net, permissive, job_id, key_from_seed("pictures"))
+    try:
+        await client.init()
+        image = {
+            "action": "image_generation",
+            "prompt": "a cat",
+            "size": "1024x1024",
+            "steps": 4,
+            "safetyLevel": "strict",
+            "chainId": 84532,
+        }
+        frame = client.request_frame(image)
+        await client.ws.send(json.dumps(frame))
+        with pytest.raises(HostRefused) as refused:
+            await client.read_answer()
+        assert (refused.value.code, refused.value.frame.get("id")) == ("NOT_SUPPORTED", frame["id"])
+        answer = await client.prompt("count to 100")  # upstream falls back to text
+        assert answer.stream_end["tokens_used"] == 100
+    finally:
+        await client.close()
+    await settles_to(net, job_id, 100)  # the text answer only
+
+
 async def test_host_facts_upstream_relies_on(net, strict):
     """The HTTP surface and registry metadata upstream's client reads before a session."""
     async with aiohttp.ClientSession() as http:

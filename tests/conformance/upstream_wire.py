@@ -189,14 +189,20 @@ class UpstreamStyleClient:
         return await self._until("session_init_ack")
 
     def prompt_frame(self, prompt: str, max_tokens: int = 4000) -> dict[str, Any]:
+        return self.request_frame(
+            {
+                "prompt": prompt,
+                "model": self.model,
+                "max_tokens": max_tokens,
+                "temperature": 0.7,
+                "stream": True,
+            }
+        )
+
+    def request_frame(self, request: dict[str, Any]) -> dict[str, Any]:
+        """An ``encrypted_message`` carrying ``request`` (a prompt, or upstream's image,
+        video and transcode requests, which name an ``action``)."""
         assert self.session_key is not None, "init first"
-        request = {
-            "prompt": prompt,
-            "model": self.model,
-            "max_tokens": max_tokens,
-            "temperature": 0.7,
-            "stream": True,
-        }
         aad = f"message_{self.message_index}".encode()
         self.message_index += 1
         nonce = os.urandom(24)

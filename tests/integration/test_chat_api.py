@@ -8,6 +8,7 @@ from fabstir_sdk import ValidationError
 from fabstir_sdk._chat_api import ChatRequest, parse_request
 from fabstir_sdk.errors import (
     ContextLimitError,
+    DelegateNotAuthorizedError,
     HostError,
     HostUnreachableError,
     InsufficientBalanceError,
@@ -97,6 +98,12 @@ def test_bad_requests_are_refused(change, message):
         (PriceAboveMaximumError(3000, 2000), 503, "server_error", "price_above_maximum"),
         (InsufficientBalanceError(10, 1, "USDC"), 402, "insufficient_quota", "insufficient_funds"),
         (ValidationError("bad"), 400, "invalid_request_error", None),
+        (
+            DelegateNotAuthorizedError("0x" + "11" * 20, "0x" + "22" * 20),
+            403,
+            "permission_error",
+            "delegate_not_authorized",
+        ),
         (
             ContextLimitError("TOKEN_LIMIT_EXCEEDED", "long"),
             400,

@@ -45,7 +45,7 @@ from .host_helpers import (
 
 pytestmark = pytest.mark.integration
 
-HOST, PACED, OTHER_MODEL = 2, 4, 0
+HOST, PACED, ANY_SIGNER_HOST, OTHER_MODEL = 2, 4, 5, 0
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +194,42 @@ async def test_history_from_the_client_replaces_the_hosts(net, host):
         await client.close()
 
 
-async def test_plaintext_fallback_session(net, host):
+async def test_plaintext_names_no_job_unless_any_signer_is_accepted(net, host):
+    """security.md: a plaintext init or POST /v1/inference proves nobody's identity, so a
+    host that checks signers (the default) refuses to bill a job to it, even with
+    --allow-plaintext; the job is untouched."""
+    job_id = await open_job(net, host.address)
+    depositor = net.accounts[USER].address
+    proto = ClientSession(
+        job_id=job_id, chain_id=net.chain_id, encrypted=False, user_address=depositor
+    )
+    client = await Client.connect(host, proto)
+    try:
+        assert await client.error_code(proto.init_frame()) == "NOT_DEPOSITOR"
+    finally:
+        await client.close()
+    body = {"prompt": "count to 50", "jobId": str(job_id)}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(host.api_url + "/v1/inference", json=body) as r,
+    ):
+        refusal = await r.json()
+    assert (r.status, refusal["code"]) == (403, "NOT_DEPOSITOR")
+    assert "--accept-any-signer" in refusal["error"]
+    assert (await read_job(net, job_id)).tokens_used == 0
+
+
+async def test_plaintext_fallback_session(net):
+    host = await net.start_host(
+        account=ANY_SIGNER_HOST, allow_plaintext=True, accept_any_signer=True, chain_poll=0.1
+    )
+    try:
+        await _plaintext_fallback_session(net, host)
+    finally:
+        await host.stop()
+
+
+async def _plaintext_fallback_session(net, host):
     job_id = await open_job(net, host.address)
     proto = ClientSession(
         job_id=job_id, chain_id=net.chain_id, encrypted=False, user_address=net.accounts[1].address

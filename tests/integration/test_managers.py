@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 
 from fabstir_sdk import (
+    FabstirSDK,
     HostNotActiveError,
     InsufficientBalanceError,
     ModelInfo,
+    NoEarningsError,
     NotFoundError,
     ValidationError,
 )
@@ -113,3 +115,14 @@ async def test_models(devnet, user):
 async def test_only_the_treasury_withdraws_fees(devnet, user):
     with pytest.raises(ValidationError, match="only the treasury"):
         await user.get_treasury_manager().withdraw_fees()
+
+
+async def test_nothing_to_withdraw_is_said_in_words(devnet):
+    async with FabstirSDK(devnet.sdk_config()) as sdk:
+        await sdk.authenticate(devnet.accounts[0].private_key)  # the devnet's treasury
+        tm = sdk.get_treasury_manager()
+        fab = devnet.deployment.addresses.fab_token
+        assert await tm.get_accumulated_fees(fab) == 0
+        with pytest.raises(NoEarningsError) as info:
+            await tm.withdraw_fees(fab)
+    assert str(info.value) == f"the treasury holds no {fab} fees to withdraw"

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..chain.addresses import checksum_address
 from ..errors import ConfigError
 from ._args import Commands, add_chain_arguments, port_number, private_key, sdk_config
 from ._signals import stop_signals
@@ -51,6 +52,13 @@ def add(commands: Commands) -> None:
         help="escrow USDC (default) or ETH, or use your pre-funded deposit",
     )
     proxy.add_argument(
+        "--payer",
+        metavar="ADDRESS",
+        help="open sessions as the delegate of this wallet, which pays them (it called "
+        "authorize_delegate for this key and approved the USDC); stopping ends them and "
+        "the hosts settle",
+    )
+    proxy.add_argument(
         "--api-key-env",
         metavar="VAR",
         help="require clients to send the API key held in this environment variable "
@@ -76,11 +84,16 @@ async def proxy_serve(args: argparse.Namespace) -> int:
         if not api_key:
             raise ConfigError(f"set {args.api_key_env} to the proxy's API key")
     config, key = sdk_config(args), private_key(args)
+    payer = None if args.payer is None else checksum_address(args.payer, what="--payer")
     with stop_signals() as stop:
         async with FabstirSDK(config) as sdk:
             await sdk.authenticate(key)
             chat = Chat(
-                sdk, budget=args.budget, max_price_per_token=args.max_price, payment=args.payment
+                sdk,
+                budget=args.budget,
+                max_price_per_token=args.max_price,
+                payment=args.payment,
+                payer=payer,
             )
             server = ProxyServer(chat, host=args.host, port=args.port, api_key=api_key)
             await server.start()

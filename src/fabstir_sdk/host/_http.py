@@ -154,6 +154,7 @@ async def _inference(request: web.Request) -> web.StreamResponse:
     state: JobState | None = None
     if job_number is not None:
         try:
+            node.check_unauthenticated_job(job_number)
             job, model_id = await node.chain.check_session(job_number, None, node.served)
             info = next((m for m in node.model_infos if m.model_id == model_id), None)
             if body.model and not model_matches(body.model, model_id, info, node.served[model_id]):

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from .._version import __version__
 from ..chain.model_id import model_id as to_model_id
-from ..errors import ConfigError, SessionNotFoundError
+from ..errors import ConfigError, SessionNotFoundError, SessionRefusedError
 from ..models import HostInfo, ModelInfo, SessionJob, SessionState
 from ..protocol import ChatMessage
 from ._backends import Backend, BuiltinBackend, OpenAIBackend
@@ -252,6 +252,18 @@ class HostNode:
         return features
 
     # -- sessions -------------------------------------------------------------------------
+
+    def check_unauthenticated_job(self, job_id: int) -> None:
+        """A plaintext init or ``POST /v1/inference`` naming a job proves nobody's identity:
+        unless the operator accepts any signer, it must not spend someone's deposit."""
+        if not self.config.accept_any_signer:
+            raise SessionRefusedError(
+                f"a plaintext request cannot prove it comes from the depositor of job {job_id}, "
+                "so this host bills jobs only to encrypted sessions signed by the depositor or "
+                "a delegate it authorized: use encrypted_session_init (or, for plaintext on any "
+                "job as upstream's host serves it, run this host with --accept-any-signer)",
+                code="NOT_DEPOSITOR",
+            )
 
     def attach(
         self, conn: Connection | None, job: SessionJob, model_id: str, recovery_key: str | None

@@ -357,6 +357,7 @@ class Connection:
                     code="SESSION_ALREADY_INITIALIZED",
                 )
             self._check_rekey(init.job_number)
+        self.node.check_unauthenticated_job(init.job_number)
         job, model_id = await self.node.chain.check_session(init.job_number, None, self.node.served)
         if init.user_address is not None and init.user_address.lower() != job.depositor.lower():
             raise SessionRefusedError(
@@ -419,6 +420,11 @@ class Connection:
         self._start(job, request, message.id)
 
     def _start(self, job: JobState, request: PromptRequest, cid: Any) -> None:
+        if request.action is not None:  # upstream's image, video and transcode requests
+            raise ProtocolError(
+                f"action {request.action[:40]!r} is not supported by this host (text only)",
+                code="NOT_SUPPORTED",
+            )
         backend = self.node.backend
         history = job.history(self.client_key)
         if request.messages is not None:  # the client replays its history (a resume)

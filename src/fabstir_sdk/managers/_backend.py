@@ -66,6 +66,8 @@ class Plan:
     proof_timeout_window: int
     encryption: bool
     failover: bool
+    #: The wallet that pays (the depositor) when an agent opens sessions as its delegate.
+    payer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,7 @@ class SessionBackend:
             duration=plan.duration,
             proof_interval=plan.proof_interval,
             proof_timeout_window=plan.proof_timeout_window,
+            payer=plan.payer,
         )
         job = created.job
         record = {
@@ -175,6 +178,7 @@ class SessionBackend:
             "deposit": job.deposit,
             "deposit_human": str(plan.deposit),
             "user": sender.address,
+            "payer": job.depositor,
             "created_tx": created.tx_hash,
         }
         try:

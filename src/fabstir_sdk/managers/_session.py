@@ -315,6 +315,8 @@ class Session:
         self.price_per_token = job.price_per_token
         self.payment_token = job.payment_token
         self.proof_interval = job.proof_interval
+        #: Who pays: you, or the owner whose delegate opened the session (``payer=``).
+        self.depositor = job.depositor
         self._tokens_before = 0  # reported on this job's earlier connections
         self._proofs = ProofLog(job.id)
         self._link = link
@@ -420,6 +422,11 @@ class Session:
         if self._closed:
             raise SessionClosedError(f"session {self.session_id} is already closed")
         backend = self._backend
+        if self.depositor != backend.ctx.require_sender().address:
+            raise ValidationError(
+                f"session {self.session_id} is paid by {self.depositor}: only the depositor or "
+                "the host can complete it; end() lets the host settle"
+            )
         async with self._turn:
             answer = await self._final_checkpoint()
             if answer is not None and answer.tx_hash:

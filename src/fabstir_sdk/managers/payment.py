@@ -22,6 +22,7 @@ from ..chain.model_id import model_id as to_model_id
 from ..chain.units import PRICE_PRECISION, Amount, to_base_units
 from ..errors import (
     ChainError,
+    DelegateNotAuthorizedError,
     DepositOutOfRangeError,
     DurationError,
     HostNotActiveError,
@@ -134,9 +135,15 @@ class PaymentManager:
         proof_interval: int = 1000,
         proof_timeout_window: int = 300,
         approve: bool = True,
+        payer: str | None = None,
     ) -> SessionJobCreated:
         """Escrow ``amount`` (human units) of ``token`` (None: ETH) for a session with
         ``host`` on ``model``, paid from the wallet or from your pre-funded deposit.
+
+        ``payer``: open the session as that wallet's delegate (an agent whose owner called
+        :meth:`authorize_delegate` for it): the ERC-20 is pulled from the payer's allowance
+        and the payer is the depositor. The agent cannot approve for the payer, so a short
+        allowance, a short balance or a missing authorisation is refused before sending.
 
         One batch checks the host, model, price, deposit bounds, balance and allowance with
         the gas estimate; nothing is sent when a check fails, and a short balance is refused
@@ -150,6 +157,7 @@ class PaymentManager:
         token_address = None if token is None else checksum_address(token, what="token")
         if token_address == ZERO_ADDRESS:
             token_address = None
+        payer = self._payer(payer, token_address, funding)
         terms = await self._terms(
             host,
             token_address,
@@ -160,10 +168,10 @@ class PaymentManager:
             model,
             proof_timeout_window,
         )
-        call = self._open_call(terms, funding)
+        call = self._open_call(terms, funding, payer)
         native = terms.token == ZERO_ADDRESS
         value = terms.deposit if funding == "wallet" and native else 0
-        reads, validate = self._session_checks(terms, funding)
+        reads, validate = self._session_checks(terms, funding, payer)
         sender = self._ctx.require_sender()
         for attempt in range(_ALLOWANCE_ATTEMPTS):
             try:
@@ -177,7 +185,7 @@ class PaymentManager:
             except InsufficientAllowanceError:
                 # Short before sending, or used up by other spenders of this wallet while
                 # ours was on its way: raise the allowance and try again.
-                if not approve or attempt == _ALLOWANCE_ATTEMPTS - 1:
+                if not approve or payer is not None or attempt == _ALLOWANCE_ATTEMPTS - 1:
                     raise
                 await self._raise_allowance(terms.token, terms.deposit)
                 continue
@@ -305,6 +313,46 @@ class PaymentManager:
             call, checks=[read], validate=lambda v: jobs.append(_active(check(v[0])))
         )
         return self._settlement(jobs[0], receipt)
+
+    # -- delegates (agents that spend their owner's allowance) ----------------------------
+
+    async def authorize_delegate(self, delegate: str, allowed: bool = True) -> str:
+        """Let ``delegate`` (an agent's address) open sessions paid by you, or stop it.
+
+        What all your delegates can spend together is bounded by your ERC-20 allowance for
+        the marketplace (:meth:`approve_usdc`): they never hold your key.
+        """
+        if not isinstance(allowed, bool):
+            raise ValidationError(f"allowed must be a bool, got {type(allowed).__name__}")
+        sender = self._ctx.require_sender()
+        address = checksum_address(delegate, what="delegate")
+        if address in (ZERO_ADDRESS, sender.address):
+            raise ValidationError(f"a delegate must be another address than {address}")
+        call = self._ctx.contract("job_marketplace").call("authorizeDelegate", address, allowed)
+        return tx_hash(await sender.send(call))
+
+    async def is_delegate_authorized(self, delegate: str, payer: str | None = None) -> bool:
+        """Whether ``payer`` (default: you) lets ``delegate`` open sessions it pays."""
+        who = self._ctx.require_address(payer)
+        address = checksum_address(delegate, what="delegate")
+        mp = self._ctx.contract("job_marketplace")
+        return bool(await self._ctx.client.read(mp.call("isDelegateAuthorized", who, address)))
+
+    def _payer(self, payer: str | None, token: str | None, funding: Funding) -> str | None:
+        """The checked payer of a delegated session (None: you pay yourself)."""
+        if payer is None:
+            return None
+        address = checksum_address(payer, what="payer")
+        if address == self._ctx.require_sender().address:
+            return None
+        if address == ZERO_ADDRESS:
+            raise ValidationError("payer must not be the zero address")
+        if token is None or funding != "wallet":
+            raise ValidationError(
+                "a delegated session is paid in an ERC-20 from the payer's wallet "
+                "(token set, funding='wallet')"
+            )
+        return address
 
     # -- deposits and balances ------------------------------------------------------------
 
@@ -438,10 +486,20 @@ class PaymentManager:
             )
         return terms
 
-    def _open_call(self, terms: _Terms, funding: Funding) -> Call:
+    def _open_call(self, terms: _Terms, funding: Funding, payer: str | None = None) -> Call:
         """The marketplace call that opens a job on ``terms``."""
         mp = self._ctx.contract("job_marketplace")
         rest = (terms.price, terms.duration, terms.proof_interval, terms.proof_timeout_window)
+        if payer is not None:
+            return mp.call(
+                "createSessionForModelAsDelegate",
+                payer,
+                terms.model_id,
+                terms.host,
+                terms.token,
+                terms.deposit,
+                *rest,
+            )
         if funding == "deposit":
             return mp.call(
                 "createSessionFromDepositForModel",
@@ -492,8 +550,9 @@ class PaymentManager:
                     token_hint=token,
                 )
 
-    def _session_checks(self, terms: _Terms, funding: str) -> Checks:
-        """Host, model, price, deposit bounds and funds: read with the gas estimate."""
+    def _session_checks(self, terms: _Terms, funding: str, payer: str | None = None) -> Checks:
+        """Host, model, price, deposit bounds and funds (the payer's, and its authorisation
+        of this key, for a delegated session): read with the gas estimate."""
         ctx = self._ctx
         user = ctx.require_sender().address
         nr, mr, mp = (
@@ -516,7 +575,7 @@ class PaymentManager:
                 Read.of(mp.call("tokenMaxDeposits", terms.token)),
             ]
         if funding == "wallet" and not native:
-            funds_reads, funds_check = self._token_funds(terms.token, terms.deposit)
+            funds_reads, funds_check = self._token_funds(terms.token, terms.deposit, payer)
         else:
             holder = "the account"
             if funding == "deposit":
@@ -530,8 +589,12 @@ class PaymentManager:
                 _need(values[0], terms.deposit, label, unit, holder=holder)
 
         reads += funds_reads
+        if payer is not None:
+            reads.append(Read.of(mp.call("isDelegateAuthorized", payer, user)))
 
         def validate(values: list[Any]) -> None:
+            if payer is not None and not values[-1]:
+                raise DelegateNotAuthorizedError(payer, user)
             node, approved, min_price = values[:3]
             operator, _stake, active, _meta, _url, models = node[:6]
             if int(operator, 16) == 0:
@@ -556,12 +619,13 @@ class PaymentManager:
 
         return reads, validate
 
-    def _token_funds(self, token: str, value: int) -> Checks:
-        """Balance and allowance of ``token`` for the marketplace."""
-        owner = self._ctx.require_sender().address
+    def _token_funds(self, token: str, value: int, payer: str | None = None) -> Checks:
+        """Balance and allowance of ``token`` for the marketplace (of ``payer``, default you)."""
+        owner = payer or self._ctx.require_sender().address
         spender = self._ctx.config.contract_addresses.job_marketplace
         erc20 = self._ctx.erc20(token)
         unit = self._ctx.known_unit(token)  # read when the amount was converted
+        holder = f"the payer {owner}" if payer else "the account"
         reads = [
             Read.of(erc20.call("balanceOf", owner)),
             Read.of(erc20.call("allowance", owner, spender)),
@@ -569,9 +633,12 @@ class PaymentManager:
 
         def validate(values: list[Any]) -> None:
             balance, allowance = values[:2]
-            _need(balance, value, token, unit)
+            _need(balance, value, token, unit, holder=holder)
             if allowance < value:
-                raise InsufficientAllowanceError(value, int(allowance), token, unit=unit)
+                error = InsufficientAllowanceError(value, int(allowance), token, unit=unit)
+                if payer:
+                    error.add_note(f"the allowance is the payer's: {owner} approves more")
+                raise error
 
         return reads, validate
 

@@ -74,6 +74,7 @@ class SessionManager:
         failover: bool = False,
         timeouts: SessionTimeouts | None = None,
         deposit_token: Literal["usdc", "eth"] = "usdc",  # noqa: S107 (not a secret)
+        payer: str | None = None,
     ) -> Session:
         """Pay for a session with ``host`` (or the best registered host for ``model``),
         connect and open the encrypted channel.
@@ -82,10 +83,18 @@ class SessionManager:
         ``max_price_per_token`` the session is refused before any transaction. With
         ``failover=True`` a host that dies, stalls or refuses mid-session is replaced by the
         next best one (within the price cap): see :attr:`Session.failovers`.
+
+        ``payer``: an agent opens the session as the delegate of that wallet (its owner,
+        who called ``authorize_delegate`` for it and approved the USDC): the owner pays and
+        is the depositor, the agent signs the session with its own key and keeps the
+        conversation in its own storage. End it with :meth:`Session.end` (the host settles)
+        or let the owner complete it: only the depositor or the host may.
         """
         self._ctx.require_sender()
         if payment not in ("usdc", "eth", "deposit"):
             raise ValidationError(f"payment must be 'usdc', 'eth' or 'deposit', got {payment!r}")
+        if payer is not None and payment != "usdc":
+            raise ValidationError(f"a delegated session (payer) pays in 'usdc', not {payment!r}")
         currency: Literal["usdc", "eth"] = deposit_token if payment == "deposit" else payment
         plan = Plan(
             model=model,
@@ -102,6 +111,7 @@ class SessionManager:
             proof_timeout_window=proof_timeout_window,
             encryption=encryption,
             failover=failover,
+            payer=payer,
         )
         if host is None:
             info, price = await self._backend.next_host(plan, exclude=set())
@@ -188,17 +198,27 @@ class SessionManager:
         failover: bool = False,
     ) -> Session:
         """A new connection for an existing, active job; its history is replayed from S5."""
-        job = await self._backend.own_job(session_id)
-        if job.status != SessionState.ACTIVE:
-            raise SessionNotActiveError(f"session {job.id} is {job.status.name}")
+        me = self._ctx.require_sender().address
+        job = await self._backend.job(job_id_of(session_id))
         await self._backend.metadata_written(job.id, quiet=True)
         meta = await self._backend.metadata(str(job.id)) or {}
+        # yours: you paid for it, or you opened it as the payer's delegate (your own records)
+        if me not in (job.depositor, meta.get("user")):
+            raise ValidationError(f"session {job.id} belongs to {job.depositor}, not to you")
+        if job.status != SessionState.ACTIVE:
+            raise SessionNotActiveError(f"session {job.id} is {job.status.name}")
         info = await self._backend.hosts.get_host_info(job.host)
-        model = str(meta.get("model") or job.id)
+        model_id = str(meta.get("model_id") or "")
+        if not model_id:  # opened elsewhere (e.g. by your agent): the job names its model
+            mp = self._ctx.contract("job_marketplace")
+            model_id = (
+                "0x" + bytes(await self._ctx.client.read(mp.call("sessionModel", job.id))).hex()
+            )
+        model = str(meta.get("model") or model_id)
         currency: Literal["usdc", "eth"] = "eth" if int(job.payment_token, 16) == 0 else "usdc"
         plan = Plan(
             model=model,
-            model_id=str(meta.get("model_id", "")),
+            model_id=model_id,
             payment=currency,
             currency=currency,
             token=job.payment_token,
@@ -209,6 +229,7 @@ class SessionManager:
             proof_timeout_window=job.proof_timeout_window,
             encryption=True,
             failover=failover,
+            payer=None if job.depositor == me else job.depositor,
         )
         limits = timeouts or self._ctx.config.session_timeouts
         link = await self._backend.connect(job, info, plan, limits)

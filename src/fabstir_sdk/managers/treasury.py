@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..chain.addresses import ZERO_ADDRESS, checksum_address
 from ..chain.client import tx_hash
-from ..errors import InsufficientBalanceError, ValidationError
+from ..errors import NoEarningsError, ValidationError
 from ._context import Context
 
 __all__ = ["TreasuryManager"]
@@ -34,7 +34,7 @@ class TreasuryManager:
         if treasury != sender.address:
             raise ValidationError(f"only the treasury {treasury} can withdraw fees")
         if await self.get_accumulated_fees(token) == 0:
-            raise InsufficientBalanceError(1, 0, token or "ETH fees")
+            raise NoEarningsError(f"the treasury holds no {token or 'ETH'} fees to withdraw")
         if token is None or token == ZERO_ADDRESS:
             fn = mp.call("withdrawTreasuryNative")
         else:

@@ -2,7 +2,8 @@
 
 OpenAI clients read ``{"error": {"message", "type", "param", "code"}}`` and pick their
 exception class from the status, so each failure gets the status an OpenAI client expects:
-bad input 400, unknown model 404, money 402/429, host trouble 502/504, no host 503.
+bad input 400, unknown model 404, money 402/429, an agent its owner has not authorised 403,
+host trouble 502/504, no host 503.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from ..errors import (
     ChainStateError,
     ContextLimitError,
+    DelegateNotAuthorizedError,
     FabstirError,
     HostError,
     InsufficientAllowanceError,
@@ -47,6 +49,8 @@ def openai_error(exc: BaseException) -> tuple[int, dict[str, Any]]:
         return 503, error_body(message, "server_error", "price_above_maximum")
     if isinstance(exc, InsufficientBalanceError | InsufficientAllowanceError):
         return 402, error_body(message, "insufficient_quota", "insufficient_funds")
+    if isinstance(exc, DelegateNotAuthorizedError):
+        return 403, error_body(message, "permission_error", "delegate_not_authorized")
     if isinstance(exc, ValidationError | ChainStateError):
         return 400, error_body(message, "invalid_request_error")
     if isinstance(exc, ContextLimitError):
