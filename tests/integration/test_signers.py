@@ -64,9 +64,7 @@ async def service(net, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 async def host(net) -> RunningHost:
-    running = await net.start_host(
-        account=HOST, models=[BUILTIN], chain_poll=0.1, allow_plaintext=True
-    )
+    running = await net.start_host(account=HOST, models=[BUILTIN], chain_poll=0.1)
     yield running
     await running.stop()
 
@@ -159,11 +157,6 @@ async def test_session_paid_through_a_remote_signer(net, host, service, caplog):
         assert settlement.refund == 998_000
         assert await pm.get_token_balance(usdc) == before - 2000
         assert await nonce(net, USER) > sent  # the remote signer's transactions were mined
-        plain = await sm.create_session(
-            model=BUILTIN, host=host.address, deposit="1", encryption=False
-        )
-        assert (await plain.send_prompt("count to 2")).text == "1 2"
-        assert (await plain.complete()).refund == 998_000
         shown = [repr(o) for o in (sdk, auth, signer, session, settlement, sdk._ctx_)]
     # neither the seed nor the signature it comes from is ever shown
     seed_signature = await signer.sign_message(S5_SEED_MESSAGE)
