@@ -55,6 +55,7 @@ from .errors import (
     ModelNotSupportedError,
     NoEarningsError,
     NoHostAvailableError,
+    NondeterministicSignerError,
     NotFoundError,
     P2PError,
     P2PFrameTooLargeError,
@@ -82,6 +83,7 @@ from .errors import (
     SessionNotActiveError,
     SessionNotFoundError,
     SessionRefusedError,
+    SignerError,
     StorageError,
     StorageUnavailableError,
     StreamNotOpenError,
@@ -114,6 +116,7 @@ from .runner import run
 from .sdk import FabstirSDK
 
 if typing.TYPE_CHECKING:
+    from .chain.signer import JsonRpcSigner, Signer
     from .managers import (
         AuthManager,
         CostEstimate,
@@ -154,18 +157,25 @@ _LAZY = frozenset(
 )
 
 
-def __getattr__(name: str) -> typing.Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from . import managers
+#: Exported on first use too, from fabstir_sdk.chain.signer (eth-account).
+_LAZY_SIGNERS = frozenset({"JsonRpcSigner", "Signer"})
 
-    value = getattr(managers, name)
+
+def __getattr__(name: str) -> typing.Any:
+    module: typing.Any
+    if name in _LAZY_SIGNERS:
+        from .chain import signer as module
+    elif name in _LAZY:
+        from . import managers as module
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(module, name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+    return sorted({*globals(), *_LAZY, *_LAZY_SIGNERS})
 
 
 __all__ = [
@@ -221,6 +231,7 @@ __all__ = [
     "InvalidMultiaddrError",
     "InvalidPeerIdError",
     "InvalidStorageKeyError",
+    "JsonRpcSigner",
     "Message",
     "MessageIndexError",
     "ModelInfo",
@@ -230,6 +241,7 @@ __all__ = [
     "ModelProposal",
     "NoEarningsError",
     "NoHostAvailableError",
+    "NondeterministicSignerError",
     "NotFoundError",
     "P2PError",
     "P2PFrameTooLargeError",
@@ -272,6 +284,8 @@ __all__ = [
     "SessionStatus",
     "SessionTimeouts",
     "Settlement",
+    "Signer",
+    "SignerError",
     "StorageError",
     "StorageManager",
     "StorageUnavailableError",

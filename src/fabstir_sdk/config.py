@@ -160,6 +160,27 @@ class SDKConfig(_ConfigModel):
         )
 
     @classmethod
+    def opbnb_testnet(
+        cls, rpc_url: str = "https://opbnb-testnet-rpc.bnbchain.org", **overrides: Any
+    ) -> SDKConfig:
+        """opBNB testnet (chain 5611, native BNB). Upstream publishes no contract addresses
+        there: pass them as ``contract_addresses={...}``."""
+        return cls.for_chain(5611, rpc_url=rpc_url, **overrides)
+
+    @classmethod
+    def for_chain(cls, chain_id: int, *, rpc_url: str | None = None, **overrides: Any) -> SDKConfig:
+        """The preset of ``chain_id`` (see :mod:`fabstir_sdk.chains`): its manifest's
+        addresses and its public RPC endpoint unless overridden."""
+        from .chains import chain_preset
+
+        preset = chain_preset(chain_id)
+        return cls.from_manifest(
+            contracts_path("deployments", preset.manifest),
+            rpc_url=rpc_url or preset.rpc_url,
+            **overrides,
+        )
+
+    @classmethod
     def base(cls, rpc_url: str = "https://mainnet.base.org", **overrides: Any) -> SDKConfig:
         """Base mainnet. No Fabstir contracts are published there yet: pass their addresses
         as ``contract_addresses={...}``."""

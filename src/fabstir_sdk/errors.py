@@ -16,7 +16,9 @@ host failed, another may serve": failover and ``fabstir chat`` move on from exac
     │   ├── UnsupportedContractsError
     │   └── AnvilNotFoundError
     ├── AuthError
-    │   └── AuthRequiredError
+    │   ├── AuthRequiredError
+    │   └── SignerError
+    │       └── NondeterministicSignerError
     ├── ValidationError                      (also ValueError)
     │   ├── InvalidAmountError
     │   │   └── FloatAmountError             (also TypeError)
@@ -133,6 +135,7 @@ __all__ = [
     "MessageIndexError",
     "ModelNotApprovedError",
     "NoHostAvailableError",
+    "NondeterministicSignerError",
     "NotFoundError",
     "P2PError",
     "P2PFrameTooLargeError",
@@ -160,6 +163,7 @@ __all__ = [
     "SessionNotActiveError",
     "SessionNotFoundError",
     "SessionRefusedError",
+    "SignerError",
     "StorageError",
     "StorageUnavailableError",
     "StreamNotOpenError",
@@ -225,6 +229,17 @@ class AuthError(FabstirError):
 
 class AuthRequiredError(AuthError):
     """The operation needs a wallet: call ``await sdk.authenticate(private_key)`` first."""
+
+
+class SignerError(AuthError):
+    """The signer refused (its service answered an error, e.g. a transaction for another
+    chain), or answered something that is not a signature by the wallet's key."""
+
+
+class NondeterministicSignerError(SignerError):
+    """The signer signed the same message twice and gave two signatures, so the storage
+    seed (derived from that signature) would differ each time: storage is refused rather
+    than silently opening a different, empty storage."""
 
 
 class ValidationError(FabstirError, ValueError):

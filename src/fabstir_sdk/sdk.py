@@ -10,7 +10,10 @@ from .config import SDKConfig
 from .errors import FabstirError
 
 if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
     from ._chat_api import Chat
+    from .chain.signer import Signer
     from .chain.transport import RpcTransport
     from .managers._context import Context
     from .managers.auth import AuthManager
@@ -90,9 +93,10 @@ class FabstirSDK:
                 await storage.aclose()  # its portal connection
             await self._ctx_.client.aclose()
 
-    async def authenticate(self, private_key: str | bytes) -> AuthResult:
-        """Load the wallet from ``private_key`` and check the RPC's chain id."""
-        return await self.get_auth_manager().authenticate(private_key)
+    async def authenticate(self, wallet: str | bytes | LocalAccount | Signer) -> AuthResult:
+        """Load the wallet (a private key, a ``LocalAccount`` or any :class:`Signer`) and
+        check the RPC's chain id."""
+        return await self.get_auth_manager().authenticate(wallet)
 
     def get_auth_manager(self) -> AuthManager:
         from .managers.auth import AuthManager

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from eth_account.signers.local import LocalAccount
+from eth_utils.crypto import keccak
 
 from ..errors import (
     ChainError,
@@ -42,6 +43,7 @@ from ..errors import (
 from .abi import Call, Contract
 from .revert import revert_error
 from .rpc import JsonRpcClient
+from .signer import Signer, as_signer
 from .transport import RpcTransport
 
 if TYPE_CHECKING:
@@ -158,7 +160,7 @@ class ChainClient:
     def __repr__(self) -> str:
         return f"ChainClient({self.rpc_url!r})"
 
-    def sender(self, account: LocalAccount, *, chain_id: int) -> TxSender:
+    def sender(self, account: LocalAccount | Signer, *, chain_id: int) -> TxSender:
         """The transaction sender of ``account`` over this client, with its settings."""
         return TxSender(
             self,
@@ -219,15 +221,15 @@ class TxSender:
     def __init__(
         self,
         client: ChainClient,
-        account: LocalAccount,
+        account: LocalAccount | Signer,
         *,
         chain_id: int,
         gas_headroom: float = 1.2,
         tx_timeout: float = 120.0,
     ) -> None:
         self._client = client
-        self._account = account
-        self.address: str = account.address
+        self._signer = as_signer(account)  # the key may be in another process
+        self.address: str = self._signer.address
         self._chain_id = chain_id
         self._headroom = gas_headroom
         self._timeout = tx_timeout
@@ -338,12 +340,10 @@ class TxSender:
                 self._next_nonce = pending
             nonce = self._next_nonce
             for attempt in range(_RESIGN_LIMIT + 1):
-                signed = self._account.sign_transaction({**tx, "nonce": nonce})
-                sent = "0x" + bytes(signed.hash).hex()
+                raw = await self._signer.sign_transaction({**tx, "nonce": nonce})
+                sent = "0x" + keccak(raw).hex()
                 try:
-                    await self._client.rpc.call(
-                        "eth_sendRawTransaction", "0x" + bytes(signed.raw_transaction).hex()
-                    )
+                    await self._client.rpc.call("eth_sendRawTransaction", "0x" + raw.hex())
                 except RpcFailure as exc:
                     # A retried send whose first attempt did arrive is refused ("already
                     # known", "nonce too low"): if the node has our hash, it was sent once.

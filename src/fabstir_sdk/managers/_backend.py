@@ -30,7 +30,7 @@ from ..errors import (
     ValidationError,
 )
 from ..models import Conversation, HostInfo, Message, SessionJob, Settlement, StoredRef
-from ..protocol import ChatMessage, ClientSession
+from ..protocol import ChatMessage, ClientSession, PresignedInit, presign_session_init
 from ._context import Context
 from ._link import Link, ws_url
 from ._proofs import ProofLog, wait_for_receipt
@@ -237,17 +237,23 @@ class SessionBackend:
     async def connect(
         self, job: SessionJob, info: HostInfo, plan: Plan, limits: SessionTimeouts
     ) -> Link:
-        account = self.ctx.account
-        assert account is not None
+        account, address = self.ctx.account, self.ctx.require_sender().address
+        presigned = None
+        if plan.encryption and account is None and info.public_key:  # key elsewhere: sign ahead
+            eph, nonce, digest = presign_session_init(info.public_key)
+            assert self.ctx.signer is not None  # set by authenticate() with the account
+            signature = await self.ctx.signer.sign_message(digest)
+            presigned = PresignedInit(eph, nonce, signature)
         proto = ClientSession(
             job_id=job.id,
             chain_id=self.ctx.config.chain_id,
             host_public_key=info.public_key if plan.encryption else None,
-            client_private_key=bytes(account.key) if plan.encryption else None,
+            client_private_key=bytes(account.key) if account and plan.encryption else None,
             model_name=plan.model,
             price_per_token=job.price_per_token,
             encrypted=plan.encryption,
-            user_address=account.address,
+            user_address=address,
+            presigned_init=presigned,
         )
         return await Link.open(ws_url(info.api_url), proto, limits.connect)
 

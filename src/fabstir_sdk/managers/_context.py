@@ -9,7 +9,9 @@ from eth_account.signers.local import LocalAccount
 from ..chain.abi import Contract
 from ..chain.addresses import ZERO_ADDRESS, checksum_address
 from ..chain.client import ChainClient, Read, TxSender
+from ..chain.signer import Signer
 from ..chain.units import ETH_DECIMALS
+from ..chains import native_symbol
 from ..config import SDKConfig
 from ..errors import AuthRequiredError, FabstirError, Unit
 
@@ -33,6 +35,11 @@ class Context:
     client: ChainClient
     account: LocalAccount | None = None
     sender: TxSender | None = None
+    #: The wallet as a Signer (its key may be in another process); set with ``account``
+    #: only when the key is in this process.
+    signer: Signer | None = None
+    #: The storage seed's wallet signature, or None when the signer is not deterministic.
+    seed_signature: bytes | None = None
     _units: dict[str, Unit] = field(default_factory=dict)
 
     def __repr__(self) -> str:
@@ -40,6 +47,8 @@ class Context:
 
     @property
     def address(self) -> str | None:
+        if self.signer is not None:
+            return self.signer.address
         return self.account.address if self.account else None
 
     def require_sender(self) -> TxSender:
@@ -71,7 +80,7 @@ class Context:
         """``(decimals, symbol)`` of ``token`` (None or the zero address: ETH), read once:
         messages give amounts in it, as the user typed them."""
         if token is None or token == ZERO_ADDRESS:
-            return ETH_DECIMALS, "ETH"
+            return ETH_DECIMALS, native_symbol(self.config.chain_id)
         token = checksum_address(token, what="token")
         if token not in self._units:
             erc20 = self.erc20(token)
@@ -88,5 +97,5 @@ class Context:
         """The unit :meth:`unit` already read for ``token``, if any (for checks that run
         without awaiting)."""
         if token == ZERO_ADDRESS:
-            return ETH_DECIMALS, "ETH"
+            return ETH_DECIMALS, native_symbol(self.config.chain_id)
         return self._units.get(token)

@@ -9,7 +9,7 @@ Layout (compatible with the upstream SDK's paths; every directory is encrypted):
     home/user/settings.json                              user settings
 
 ``{user}`` is the wallet's checksummed address. The S5 identity, and with it every key,
-derives from ``AuthManager.get_s5_seed()`` (HKDF of the private key), never from the
+derives from ``AuthManager.get_s5_seed()`` (HKDF of a wallet signature), never from the
 address: another key opens nothing here, even in the same directory or on the same portal.
 """
 
@@ -150,6 +150,23 @@ class StorageManager:
         self._user = user
         if previous is not None:
             await previous.aclose()
+
+    async def import_legacy_storage(self) -> int:
+        """Copy the files an SDK before signers stored (under the seed derived from the raw
+        key, see docs/security.md) into this storage, where it lacks them; returns how many.
+        Needs the private key in this process (``AuthError`` with a remote signer)."""
+        from ..s5._fs import FileSystem
+        from ..s5._keys import S5Identity
+        from ._legacy_storage import copy_missing_files
+        from .auth import AuthManager
+
+        identity = S5Identity(bytes.fromhex(AuthManager(self._ctx).get_legacy_s5_seed()))
+        new, _ = await self._ready()
+        old = FileSystem(open_store(self._ctx.config, identity), identity)
+        try:
+            return await copy_missing_files(old, new)
+        finally:
+            await old.aclose()
 
     async def check(self) -> None:
         """Reach the store now; StorageUnavailableError if it cannot be reached. Sessions

@@ -78,13 +78,16 @@ from ._messages import (
 )
 from ._session import (
     FINAL_AAD,
+    SIGNED_MESSAGE_ALG,
     HostSession,
     OpenedInit,
+    PresignedInit,
     ResponseDone,
     TokenChunk,
     chunk_aad,
     message_aad,
     open_session_init,
+    presign_session_init,
     seal_session_init,
 )
 
@@ -123,11 +126,13 @@ __all__ = [
     "OpenedInit",
     "Ping",
     "PongFrame",
+    "PresignedInit",
     "Prompt",
     "PromptRequest",
     "ProofSubmitted",
     "Response",
     "ResponseDone",
+    "SIGNED_MESSAGE_ALG",
     "SessionEnd",
     "SessionEvent",
     "SessionInit",
@@ -151,6 +156,7 @@ __all__ = [
     "open_session_init",
     "parse_client_message",
     "parse_host_message",
+    "presign_session_init",
     "seal_checkpoint_delta",
     "seal_session_init",
     "transcript_digest",

@@ -63,6 +63,7 @@ from ._messages import (
 )
 from ._session import (
     FINAL_AAD,
+    PresignedInit,
     ResponseDone,
     TokenChunk,
     chunk_aad,
@@ -151,6 +152,7 @@ class ClientSession:
         user_address: str | None = None,
         max_frame_bytes: int = MAX_FRAME_BYTES,
         session_key: bytes | None = None,
+        presigned_init: PresignedInit | None = None,
     ) -> None:
         if isinstance(job_id, bool) or not isinstance(job_id, int) or job_id <= 0:
             raise ValidationError("job_id must be a positive int")
@@ -174,17 +176,21 @@ class ClientSession:
         self._host_key: bytes | None = None
         self._signer: bytes | None = None
         if encrypted:
-            if host_public_key is None or client_private_key is None:
+            if host_public_key is None or (client_private_key is None and presigned_init is None):
                 raise ValidationError(
-                    "an encrypted session needs host_public_key and client_private_key"
+                    "an encrypted session needs host_public_key and client_private_key "
+                    "(or presigned_init)"
                 )
             try:
                 self._host_key = c.compressed_public_key(host_public_key)
             except HandshakeError as exc:
                 raise ValidationError(f"host_public_key: {exc}") from None
-            self._signer = private_key_bytes(client_private_key, "client_private_key")
-            public = coincurve.PrivateKey(self._signer).public_key.format(compressed=True)
-            self.user_address = c.address_of(public)
+            if client_private_key is not None:
+                self._signer = private_key_bytes(client_private_key, "client_private_key")
+                public = coincurve.PrivateKey(self._signer).public_key.format(compressed=True)
+                self.user_address = c.address_of(public)
+        #: A wallet's signature of the first init, made ahead (a signer outside the process).
+        self._presigned = presigned_init
         if session_key is not None and len(session_key) != c.KEY_SIZE:
             raise ValidationError("session_key must be 32 bytes")
         self._key = session_key or os.urandom(c.KEY_SIZE)
@@ -242,7 +248,10 @@ class ClientSession:
                 chain_id=self.chain_id,
                 user_address=self.user_address,
             ).to_json()
-        assert self._host_key is not None and self._signer is not None
+        assert self._host_key is not None
+        presigned, self._presigned = self._presigned, None  # one init only
+        if presigned is None and self._signer is None:
+            raise ProtocolError("a presigned init serves one init: connect again to re-key")
         inner = SessionInitData(
             session_key_hex=self._key.hex(),
             job_id=self.session_id,
@@ -255,6 +264,7 @@ class ClientSession:
             inner.to_json().encode(),
             recipient_public_key=self._host_key,
             sender_private_key=self._signer,
+            presigned=presigned,
         )
         return EncryptedSessionInit(
             payload=payload,

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import coincurve
+from eth_utils.crypto import keccak
 
 from ..errors import HandshakeError, MessageIndexError, ProtocolError, ValidationError
 from . import _crypto as c
 from ._messages import (
+    E2EE_ALG,
     EncryptedMessage,
     EncryptedSessionInit,
     EphemeralCipherPayload,
@@ -38,7 +40,10 @@ __all__ = [
     "TokenChunk",
     "message_aad",
     "chunk_aad",
+    "SIGNED_MESSAGE_ALG",
+    "PresignedInit",
     "open_session_init",
+    "presign_session_init",
     "seal_session_init",
 ]
 
@@ -75,19 +80,55 @@ def _private_key(key: bytes | str, what: str) -> bytes:
 # ---------------------------------------------------------------------- session init
 
 
+#: The ``alg`` of an init whose transcript digest is signed as an EIP-191 message (what a
+#: wallet or signer service signs) instead of bare: our host recovers the signer that way.
+SIGNED_MESSAGE_ALG = E2EE_ALG + "+eip191-signature"
+
+
+@dataclass(frozen=True, slots=True)
+class PresignedInit:
+    """An init's ephemeral key and nonce chosen ahead, and the wallet's EIP-191 signature of
+    their transcript: a signer outside the process (a coroutine away) signs the init this way.
+    It serves one init only (its key and nonce must never be used twice)."""
+
+    ephemeral_key: bytes = field(repr=False)
+    nonce: bytes
+    signature: bytes = field(repr=False)
+
+
+def presign_session_init(recipient_public_key: bytes | str) -> tuple[bytes, bytes, bytes]:
+    """``(ephemeral key, nonce, digest)``: sign ``digest`` as an EIP-191 message and give all
+    three to :class:`PresignedInit`."""
+    recipient = c.compressed_public_key(recipient_public_key)
+    eph = coincurve.PrivateKey()
+    nonce = c.random_nonce()
+    digest = c.transcript_digest(
+        eph.public_key.format(compressed=True), recipient, c.ZERO_SALT, nonce, b""
+    )
+    return eph.secret, nonce, digest
+
+
+def _eip191(digest: bytes) -> bytes:
+    return keccak(b"\x19Ethereum Signed Message:\n32" + digest)
+
+
 def seal_session_init(
     plaintext: bytes,
     *,
     recipient_public_key: bytes | str,
-    sender_private_key: bytes,
+    sender_private_key: bytes | None = None,
     aad: bytes = b"",
+    presigned: PresignedInit | None = None,
     _ephemeral_key: bytes | None = None,
     _nonce: bytes | None = None,
 ) -> EphemeralCipherPayload:
-    """Encrypt ``plaintext`` to the host's static key and sign the transcript.
+    """Encrypt ``plaintext`` to the host's static key and sign the transcript (with
+    ``sender_private_key``, or the ``presigned`` signature).
 
     The ephemeral key and nonce are fresh unless a test fixes them.
     """
+    if presigned is not None:
+        _ephemeral_key, _nonce = presigned.ephemeral_key, presigned.nonce
     recipient = c.compressed_public_key(recipient_public_key)
     eph = coincurve.PrivateKey(_ephemeral_key) if _ephemeral_key else coincurve.PrivateKey()
     eph_pub = eph.public_key.format(compressed=True)
@@ -95,16 +136,23 @@ def seal_session_init(
     nonce = _nonce or c.random_nonce()
     key = c.hkdf_sha256(c.ecdh_x(eph.secret, recipient), salt, info)
     ciphertext = c.seal_aead(key, nonce, plaintext, aad)
-    signature = c.sign_digest(
-        sender_private_key, c.transcript_digest(eph_pub, recipient, salt, nonce, info, aad)
-    )
+    if presigned is not None:
+        if aad:
+            raise ValidationError("a presigned init has no AAD")
+        signature, alg = presigned.signature, SIGNED_MESSAGE_ALG
+    elif sender_private_key is not None:
+        digest = c.transcript_digest(eph_pub, recipient, salt, nonce, info, aad)
+        signature, alg = c.sign_digest(sender_private_key, digest), E2EE_ALG
+    else:
+        raise ValidationError("a session init needs sender_private_key or presigned")
     return EphemeralCipherPayload(
         eph_pub_hex=eph_pub.hex(),
         salt_hex=salt.hex(),
         nonce_hex=nonce.hex(),
         ciphertext_hex=ciphertext.hex(),
         signature_hex=signature.hex(),
-        recid=signature[64],
+        recid=signature[64] - 27 if signature[64] >= 27 else signature[64],
+        alg=alg,
         info=info.hex(),
         aad_hex=aad.hex(),
     )
@@ -129,9 +177,10 @@ def open_session_init(
     if len(salt) > 64 or len(info) > 256:
         raise HandshakeError("salt or info is too long")
     signature = hex_bytes(payload.signature_hex)
-    sender = c.recover_public_key(
-        signature, c.transcript_digest(eph_pub, recipient, salt, nonce, info, aad)
-    )
+    digest = c.transcript_digest(eph_pub, recipient, salt, nonce, info, aad)
+    if payload.alg == SIGNED_MESSAGE_ALG:  # signed by a wallet, as a message
+        digest = _eip191(digest)
+    sender = c.recover_public_key(signature, digest)
     key = c.hkdf_sha256(c.ecdh_x(recipient_private_key, eph_pub), salt, info)
     plaintext = c.open_aead(key, nonce, hex_bytes(payload.ciphertext_hex), aad)
     return plaintext, sender

@@ -46,7 +46,7 @@ def ed25519_public_key(seed: bytes) -> bytes:
 class S5Identity:
     """The secret tree of one S5 user, grown from a secret seed (at least 16 bytes).
 
-    In the SDK the seed is ``AuthManager.get_s5_seed()``: HKDF of the wallet key under its
+    In the SDK the seed is ``AuthManager.get_s5_seed()``: HKDF of a wallet signature under its
     own domain string, so the tree is secret and never derivable from the address.
     """
 

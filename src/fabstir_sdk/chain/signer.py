@@ -1,0 +1,175 @@
+"""Signers: what the SDK needs from a wallet, so the key may live elsewhere.
+
+The SDK never needs the private key itself, only four things a wallet can do. Anything with
+them is a :class:`Signer`: an eth-account ``LocalAccount`` (wrapped by :func:`as_signer`), a
+JSON-RPC signer service (:class:`JsonRpcSigner`: a node with unlocked accounts, web3signer,
+a wallet bridge), or your own object (a KMS, a hardware wallet)::
+
+    class Signer(Protocol):
+        address: str                                      # checksummed
+        async def sign_transaction(self, tx: dict) -> bytes   # the raw signed transaction
+        async def sign_message(self, message: bytes) -> bytes # EIP-191 personal_sign, 65 bytes
+        async def sign_typed_data(self, data: dict) -> bytes  # EIP-712 (eth_signTypedData_v4)
+
+The methods are coroutines, because a remote signer is a network call away. The SDK signs
+with nothing else: the encrypted session init, which a key in the process signs over a bare
+digest, is signed by any other signer as an EIP-191 message (docs/signers.md).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol, runtime_checkable
+
+from eth_account import Account
+from eth_account.messages import encode_defunct, encode_typed_data
+from eth_account.signers.local import LocalAccount
+
+from ..errors import AuthError, RpcFailure, SignerError
+from .addresses import checksum_address
+from .rpc import JsonRpcClient
+from .transport import RpcTransport
+
+__all__ = ["JsonRpcSigner", "LocalSigner", "Signer", "as_signer"]
+
+
+@runtime_checkable
+class Signer(Protocol):
+    """What the SDK asks of a wallet (see the module docstring)."""
+
+    @property
+    def address(self) -> str: ...
+
+    async def sign_transaction(self, tx: dict[str, Any]) -> bytes: ...
+
+    async def sign_message(self, message: bytes) -> bytes: ...
+
+    async def sign_typed_data(self, data: dict[str, Any]) -> bytes: ...
+
+
+class LocalSigner:
+    """A :class:`Signer` over an eth-account ``LocalAccount`` (the key is in this process)."""
+
+    def __init__(self, account: LocalAccount) -> None:
+        self._account = account
+        self.address: str = account.address
+
+    def __repr__(self) -> str:
+        return f"LocalSigner(address={self.address!r})"
+
+    @property
+    def account(self) -> LocalAccount:
+        return self._account
+
+    async def sign_transaction(self, tx: dict[str, Any]) -> bytes:
+        return bytes(self._account.sign_transaction(tx).raw_transaction)
+
+    async def sign_message(self, message: bytes) -> bytes:
+        return bytes(self._account.sign_message(encode_defunct(primitive=message)).signature)
+
+    async def sign_typed_data(self, data: dict[str, Any]) -> bytes:
+        return bytes(self._account.sign_message(encode_typed_data(full_message=data)).signature)
+
+
+def _hexify(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return hex(value)
+    if isinstance(value, bytes | bytearray):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, list):
+        return [_hexify(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _hexify(v) for k, v in value.items()}
+    return value
+
+
+def _signature(result: object, method: str) -> bytes:
+    if not isinstance(result, str) or not result.startswith("0x"):
+        raise SignerError(f"the signer's {method} answer is not hex")
+    raw = bytes.fromhex(result[2:])
+    if len(raw) != 65:
+        raise SignerError(f"the signer's {method} answer is {len(raw)} bytes, not 65")
+    v = raw[64]
+    # Some services answer v = 27/28 (Ethereum style), others 0/1: keep 27/28 like eth-account.
+    return raw[:64] + bytes([v + 27 if v < 27 else v])
+
+
+class JsonRpcSigner:
+    """A :class:`Signer` whose key is held by a JSON-RPC signer service.
+
+    It speaks the node methods: ``eth_signTransaction``, ``personal_sign`` (or ``eth_sign``,
+    ``message_method="eth_sign"``) and ``eth_signTypedData_v4``. The key never enters this
+    process; the service must have ``address`` unlocked.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        address: str,
+        *,
+        message_method: str = "personal_sign",
+        timeout: float = 30.0,
+        transport: RpcTransport | None = None,
+    ) -> None:
+        if message_method not in ("personal_sign", "eth_sign"):
+            raise AuthError("message_method is personal_sign or eth_sign")
+        self.address: str = checksum_address(address, what="signer address")
+        self._message_method = message_method
+        self._rpc = JsonRpcClient(url, timeout=timeout, transport=transport)
+
+    def __repr__(self) -> str:
+        return f"JsonRpcSigner(address={self.address!r})"
+
+    async def _call(self, method: str, *params: Any) -> Any:
+        try:
+            return await self._rpc.call(method, *params)
+        except RpcFailure as exc:
+            raise SignerError(f"the signer refused {method}: {exc}") from None
+
+    async def sign_transaction(self, tx: dict[str, Any]) -> bytes:
+        request = {"from": self.address, **_hexify(tx)}
+        if "gas" in request:
+            request.setdefault("gasLimit", request["gas"])
+        result = await self._call("eth_signTransaction", request)
+        if not isinstance(result, str) or not result.startswith("0x"):
+            raise SignerError("the signer's eth_signTransaction answer is not hex")
+        raw = bytes.fromhex(result[2:])
+        if Account.recover_transaction(raw) != self.address:
+            raise SignerError("the signer signed the transaction with another key")
+        return raw
+
+    async def sign_message(self, message: bytes) -> bytes:
+        data = "0x" + message.hex()
+        if self._message_method == "personal_sign":
+            result = await self._call("personal_sign", data, self.address)
+        else:
+            result = await self._call("eth_sign", self.address, data)
+        return _signature(result, self._message_method)
+
+    async def sign_typed_data(self, data: dict[str, Any]) -> bytes:
+        result = await self._call("eth_signTypedData_v4", self.address, json.dumps(data))
+        return _signature(result, "eth_signTypedData_v4")
+
+    async def aclose(self) -> None:
+        await self._rpc.aclose()
+
+    async def __aenter__(self) -> JsonRpcSigner:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def as_signer(wallet: object) -> Signer:
+    """``wallet`` as a :class:`Signer`: a ``LocalAccount`` is wrapped, a signer is kept."""
+    if isinstance(wallet, LocalAccount):
+        return LocalSigner(wallet)
+    if isinstance(wallet, Signer) and not isinstance(wallet, type):
+        checksum_address(wallet.address, what="signer address")
+        return wallet
+    raise AuthError(
+        "a wallet is a private key, an eth-account LocalAccount, or a Signer "
+        "(address, sign_transaction, sign_message, sign_typed_data)"
+    )

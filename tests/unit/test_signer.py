@@ -1,0 +1,152 @@
+"""chain/signer.py against a scripted signer service (MockTransport, no socket): what the
+adapter sends, and the answers it refuses."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import coincurve
+import pytest
+from eth_account import Account
+from eth_account.messages import encode_defunct
+
+from fabstir_sdk.chain.signer import JsonRpcSigner, LocalSigner, as_signer
+from fabstir_sdk.chain.transport import MockTransport
+from fabstir_sdk.errors import AuthError, InvalidAddressError, ProtocolError, SignerError
+from fabstir_sdk.managers.auth import S5_SEED_MESSAGE, seed_from_signature
+from fabstir_sdk.protocol import (
+    E2EE_ALG,
+    SIGNED_MESSAGE_ALG,
+    ClientSession,
+    PresignedInit,
+    open_session_init,
+    presign_session_init,
+    seal_session_init,
+)
+from fabstir_sdk.protocol._crypto import address_of
+
+KEY = "0x" + "11" * 32
+OTHER_KEY = "0x" + "22" * 32
+ACCOUNT = Account.from_key(KEY)
+TX = {
+    "to": "0xABaBaBaBABabABabAbAbABAbABabababaBaBABaB",
+    "value": 5,
+    "gas": 21000,
+    "maxFeePerGas": 2 * 10**9,
+    "maxPriorityFeePerGas": 10**9,
+    "nonce": 3,
+    "chainId": 84532,
+    "type": 2,
+    "data": "0x",
+}
+
+
+def service(answer: Any, seen: list[Any]) -> MockTransport:
+    def node(payload: dict[str, Any]) -> dict[str, Any]:
+        seen.append(payload)
+        return {"jsonrpc": "2.0", "id": payload["id"], "result": answer}
+
+    return MockTransport(node)
+
+
+async def test_requests_on_the_wire():
+    seen: list[Any] = []
+    signature = ACCOUNT.sign_message(encode_defunct(primitive=b"hi")).signature
+    low_v = bytes(signature[:64]) + bytes([signature[64] - 27])  # a 0/1-style service
+    signer = JsonRpcSigner(
+        "http://signer", ACCOUNT.address, transport=service("0x" + low_v.hex(), seen)
+    )
+    assert await signer.sign_message(b"hi") == bytes(signature)  # v normalised to 27/28
+    eth_sign = JsonRpcSigner(
+        "http://signer",
+        ACCOUNT.address,
+        message_method="eth_sign",
+        transport=service("0x" + low_v.hex(), seen),
+    )
+    await eth_sign.sign_message(b"hi")
+    assert [(p["method"], p["params"]) for p in seen] == [
+        ("personal_sign", ["0x6869", ACCOUNT.address]),
+        ("eth_sign", [ACCOUNT.address, "0x6869"]),
+    ]
+    raw = bytes(ACCOUNT.sign_transaction(TX).raw_transaction)
+    seen.clear()
+    signer = JsonRpcSigner(
+        "http://signer", ACCOUNT.address, transport=service("0x" + raw.hex(), seen)
+    )
+    assert await signer.sign_transaction(TX) == raw
+    (request,) = seen[0]["params"]
+    assert request["from"] == ACCOUNT.address and request["nonce"] == "0x3"
+    assert request["gas"] == request["gasLimit"] == "0x5208" and request["chainId"] == "0x14a34"
+
+
+async def test_answers_refused():
+    other = bytes(Account.from_key(OTHER_KEY).sign_transaction(TX).raw_transaction)
+    signer = JsonRpcSigner(
+        "http://signer", ACCOUNT.address, transport=service("0x" + other.hex(), [])
+    )
+    with pytest.raises(SignerError, match="another key"):
+        await signer.sign_transaction(TX)
+    short = JsonRpcSigner("http://signer", ACCOUNT.address, transport=service("0x" + "00" * 64, []))
+    with pytest.raises(SignerError, match="64 bytes, not 65"):
+        await short.sign_message(b"hi")
+    text = JsonRpcSigner("http://signer", ACCOUNT.address, transport=service("nope", []))
+    with pytest.raises(SignerError, match="not hex"):
+        await text.sign_typed_data({})
+    with pytest.raises(AuthError):
+        JsonRpcSigner("http://signer", ACCOUNT.address, message_method="eth_sign_v2")
+    with pytest.raises(InvalidAddressError):
+        JsonRpcSigner("http://signer", "0x1234")
+    with pytest.raises(AuthError, match="LocalAccount"):
+        as_signer("not a signer")
+
+
+async def test_local_signer_and_the_seed():
+    local = as_signer(ACCOUNT)
+    assert isinstance(local, LocalSigner) and local.address == ACCOUNT.address
+    assert KEY[2:] not in repr(local) and "11" * 8 not in repr(local)
+    signature = await local.sign_message(S5_SEED_MESSAGE)
+    assert signature == await local.sign_message(S5_SEED_MESSAGE)  # RFC 6979: deterministic
+    # the seed ignores the recovery byte, which services spell 0/1 or 27/28
+    flipped = signature[:64] + bytes([signature[64] - 27])
+    assert seed_from_signature(signature) == seed_from_signature(flipped)
+    assert len(bytes.fromhex(seed_from_signature(signature))) == 32
+    assert (
+        Account.recover_message(encode_defunct(primitive=S5_SEED_MESSAGE), signature=signature)
+        == ACCOUNT.address
+    )
+
+
+async def test_presigned_init_recovers_the_wallet_that_signed_it():
+    host = coincurve.PrivateKey(b"\x33" * 32)
+    eph, nonce, digest = presign_session_init(host.public_key.format())
+    signature = await as_signer(ACCOUNT).sign_message(digest)  # as a signer service would
+    payload = seal_session_init(
+        b"{}",
+        recipient_public_key=host.public_key.format(),
+        presigned=PresignedInit(eph, nonce, signature),
+    )
+    assert payload.alg == SIGNED_MESSAGE_ALG and bytes.fromhex(payload.nonce_hex) == nonce
+    plaintext, sender = open_session_init(payload, recipient_private_key=host.secret)
+    assert plaintext == b"{}" and address_of(sender) == ACCOUNT.address
+    assert "33" * 8 not in repr(PresignedInit(eph, nonce, signature)).replace(nonce.hex(), "")
+    # the same signature read as a bare-digest signature names somebody else
+    bare = payload.model_copy(update={"alg": E2EE_ALG})
+    assert (
+        address_of(open_session_init(bare, recipient_private_key=host.secret)[1]) != ACCOUNT.address
+    )
+
+
+def test_a_presigned_init_serves_one_init():
+    host = coincurve.PrivateKey(b"\x33" * 32)
+    eph, nonce, digest = presign_session_init(host.public_key.format())
+    signature = ACCOUNT.sign_message(encode_defunct(primitive=digest)).signature
+    proto = ClientSession(
+        job_id=1,
+        host_public_key=host.public_key.format(),
+        presigned_init=PresignedInit(eph, nonce, bytes(signature)),
+        user_address=ACCOUNT.address,
+    )
+    assert json.loads(proto.init_frame())["payload"]["alg"] == SIGNED_MESSAGE_ALG
+    with pytest.raises(ProtocolError, match="one init"):
+        proto.init_frame()
