@@ -83,6 +83,11 @@ def _fmt_ms(ms: float) -> str:
     return f"{ms:,.2f} ms" if ms < 1000 else f"{ms / 1000:,.2f} s"
 
 
+def _fmt_cell(ms: float) -> str:
+    """Milliseconds for the table; below 1 ms with four decimals (per-token figures)."""
+    return f"{ms:,.2f}" if ms >= 1 else f"{ms:.4f}"
+
+
 def render(
     rows: list[Row],
     runs: int,
@@ -142,9 +147,11 @@ def render(
         for r in rows:
             if r.benchmark != bench:
                 continue
-            base_ms = f"{r.baseline_ms:,.2f}" if r.baseline_ms is not None else "-"
+            base_ms = _fmt_cell(r.baseline_ms) if r.baseline_ms is not None else "-"
             ratio = f"{r.ratio:.2f}x" if r.ratio is not None else "-"
-            out.append(f"| {r.name} | {r.ms:,.2f} | {r.baseline or '-'} | {base_ms} | {ratio} |")
+            out.append(
+                f"| {r.name} | {_fmt_cell(r.ms)} | {r.baseline or '-'} | {base_ms} | {ratio} |"
+            )
         out.append("")
     if skipped:
         out += ["Not run: " + ", ".join(skipped) + ".", ""]
