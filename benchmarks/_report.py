@@ -23,6 +23,7 @@ class Row:
     ms: float
     baseline: str | None = None
     baseline_ms: float | None = None
+    errors: int | None = None  # failed operations, for rows whose target is "0 errors"
 
     @property
     def ratio(self) -> float | None:
@@ -38,6 +39,70 @@ PUBLISHED: list[tuple[str, str, tuple[str, str]]] = [
     ("Job creation", "3-5 s", ("payments", "create ETH session job")),
     ("USDC approval", "2-4 s", ("payments", "approve_usdc")),
 ]
+
+
+# Issue 11's speed targets: (what, target, (benchmark, row name prefix), measure, limit);
+# the measure is the row's "ratio", its "ms" or its "errors".
+TARGETS: list[tuple[str, str, tuple[str, str], str, float]] = [
+    (
+        "create_session vs 2 raw web3.py txs + 1 WebSocket handshake",
+        "<= 0.6x",
+        ("sessions", "create_session"),
+        "ratio",
+        0.6,
+    ),
+    (
+        "Session.complete() on the devnet",
+        "<= 100 ms",
+        ("sessions", "complete (final proof + settle)"),
+        "ms",
+        100,
+    ),
+    (
+        "Session.complete(), job younger than the proof rate limit allows",
+        "<= 100 ms",
+        ("sessions", "complete, job younger"),
+        "ms",
+        100,
+    ),
+    (
+        "client CPU per streamed token vs a raw plaintext websockets reader",
+        "<= 1.5x",
+        ("sessions", "client CPU per token"),
+        "ratio",
+        1.5,
+    ),
+    (
+        "1,000 concurrent sessions (deposit-funded, one host process per 250)",
+        "0 errors",
+        ("sessions-1000", "1000 concurrent sessions"),
+        "errors",
+        0,
+    ),
+]
+
+
+def _find(rows: list[Row], key: tuple[str, str]) -> Row | None:
+    return next((r for r in rows if (r.benchmark, r.name[: len(key[1])]) == key), None)
+
+
+def _targets(rows: list[Row]) -> list[str]:
+    out = ["| Target | Goal | Measured | Met |", "|---|---|---|---|"]
+    for label, goal, key, measure, limit in TARGETS:
+        row = _find(rows, key)
+        value: float | None = None
+        if row is not None:
+            value = {"ratio": row.ratio, "ms": row.ms, "errors": row.errors}[measure]
+        if row is None or value is None:
+            out.append(f"| {label} | {goal} | not measured | - |")
+            continue
+        shown = {
+            "ratio": f"{value:.2f}x",
+            "ms": _fmt_ms(value),
+            "errors": f"{int(value)} errors in {_fmt_ms(row.ms)}",
+        }[measure]
+        out.append(f"| {label} | {goal} | {shown} | {'yes' if value <= limit else 'no'} |")
+    return out
 
 
 def _cpu_model() -> str:
@@ -128,10 +193,18 @@ def render(
         "|---|---|---|---|",
     ]
     for label, published, key in PUBLISHED:
-        row = next((r for r in rows if (r.benchmark, r.name[: len(key[1])]) == key), None)
+        row = _find(rows, key)
         ours = _fmt_ms(row.ms) if row else "not measured"
         out.append(f"| {label} | {published} | {ours} | `{key[0]}`: {key[1]} |")
     out += [
+        "",
+        "## Issue 11's speed targets",
+        "",
+        "Each from the rows below, measured in this run; the ratios against the raw baseline",
+        "timed side by side. Client CPU is this process's CPU time (user + system, all threads,",
+        "`time.process_time`) over 1000-token answers, not a difference of wall times.",
+        "",
+        *_targets(rows),
         "",
         "## Each figure beside its raw baseline",
         "",

@@ -90,4 +90,6 @@ async def run(runs: int) -> list[Row]:
     print(f"{'settled without the host final proof':<44} {unbilled:10d}")
     name = f"{SESSIONS} concurrent sessions (deposit, {hosts_needed} hosts): open, answer, settle"
     outcome = f"{len(errors)} errors, {unbilled} settled unbilled (no final proof in time)"
-    return [Row("sessions-1000", f"{name}: wall time; {outcome}", seconds * 1000)]
+    return [
+        Row("sessions-1000", f"{name}: wall time; {outcome}", seconds * 1000, errors=len(errors))
+    ]
