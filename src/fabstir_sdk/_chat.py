@@ -113,7 +113,7 @@ async def _storage_ready(sdk: FabstirSDK, note: _Note) -> None:
     for would stop at its first write. Once read, a portal lost later only queues writes."""
     storage = await sdk.get_storage_manager()
     try:
-        await storage.list_user_data()
+        await storage.check()
     except StorageUnavailableError:
         note("S5 storage is unreachable: nothing was paid. Check --s5-portal-url and retry.")
         raise

@@ -24,7 +24,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from fabstir_sdk.s5._blob import blob_id
+from fabstir_sdk.s5 import blob_id
 from fabstir_sdk.s5.server import PortalServer
 
 

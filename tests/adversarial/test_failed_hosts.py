@@ -61,3 +61,29 @@ async def test_a_host_that_failed_is_not_offered_until_a_later_check(net):
             assert settlement.refund == DEPOSIT - 2000
         finally:
             await back.stop()
+
+
+async def test_a_host_that_dies_mid_answer_is_marked_down_at_once(net):
+    """The same for a failure in the middle of an answer, without failover: the session's
+    HostUnreachableError marks the host down in the SDK's discovery at once."""
+    host = await net.start_host(account=HOST, chain_poll=0.1, token_delay=0.01)
+    try:
+        async with FabstirSDK(net.sdk_config()) as sdk:
+            await sdk.authenticate(net.accounts[USER].private_key)
+            dm = sdk.get_discovery_manager()
+            assert [h.address for h in await dm.find_hosts(required_models=[BUILTIN])] == [
+                host.address
+            ]
+            sm = await sdk.get_session_manager()
+            session = await sm.create_session(model=BUILTIN, deposit="1")
+            with pytest.raises(HostUnreachableError):
+                async with session.stream("count to 1000") as stream:
+                    async for _ in stream:
+                        host.kill()  # at the first token
+            with pytest.raises(NoHostAvailableError):
+                await dm.find_hosts(required_models=[BUILTIN])
+            assert dm.last_dropped == {"unhealthy": 1}
+            settlement = await sm.complete_session(session.session_id)
+            assert settlement.refund == DEPOSIT - settlement.tokens_used * 2
+    finally:
+        await host.stop()

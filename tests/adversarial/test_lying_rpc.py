@@ -14,6 +14,7 @@ import pytest
 
 from fabstir_sdk import ChainError, ChainMismatchError, FabstirSDK, RpcError
 from fabstir_sdk.chain.transport import HttpTransport
+from tests.integration.conftest import nonce
 
 from .lying_rpc import LyingRpc
 
@@ -38,17 +39,7 @@ async def sdk(devnet, rpc) -> AsyncIterator[FabstirSDK]:
 
 
 async def allowance(devnet, sdk: FabstirSDK) -> int:
-    pm = sdk.get_payment_manager()
-    token = pm._ctx.erc20(devnet.addresses.usdc_token)
-    owner, spender = devnet.accounts[USER].address, devnet.addresses.job_marketplace
-    return int(await pm._ctx.client.read(token.call("allowance", owner, spender)))
-
-
-async def pending_nonce(sdk: FabstirSDK, devnet) -> int:
-    rpc = sdk.get_payment_manager()._ctx.client.rpc
-    return int(
-        await rpc.call("eth_getTransactionCount", devnet.accounts[USER].address, "pending"), 16
-    )
+    return await sdk.get_payment_manager().get_allowance(devnet.addresses.usdc_token)
 
 
 async def test_a_chain_id_changed_after_authenticate_signs_nothing(devnet, rpc, sdk):
@@ -57,13 +48,13 @@ async def test_a_chain_id_changed_after_authenticate_signs_nothing(devnet, rpc, 
     usdc = devnet.addresses.usdc_token
     pm = sdk.get_payment_manager()
     await pm.approve_usdc(usdc, "1")
-    nonce = await pending_nonce(sdk, devnet)
+    sent = await nonce(devnet, USER)
     rpc.chain_id = 1  # the endpoint now claims Ethereum mainnet
     with pytest.raises(ChainMismatchError) as info:
         await pm.approve_usdc(usdc, "2")
     assert (info.value.expected, info.value.actual) == (devnet.chain_id, 1)
     rpc.chain_id = None
-    assert await pending_nonce(sdk, devnet) == nonce  # nothing was sent
+    assert await nonce(devnet, USER) == sent  # nothing was sent
     assert await allowance(devnet, sdk) == 1_000_000
     await pm.approve_usdc(usdc, "3")
     assert await allowance(devnet, sdk) == 3_000_000

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from fabstir_sdk import FabstirSDK
+from fabstir_sdk import FabstirSDK, StorageUnavailableError
 from fabstir_sdk.devnet import Devnet, RunningHost
 from tests.integration.conftest import nonce
 from tests.integration.host_helpers import BUILTIN
@@ -74,3 +74,20 @@ async def test_chat_with_no_storage_pays_nothing(net, host, tmp_path):
         pm = sdk.get_payment_manager()
         assert await pm.get_token_balance(net.addresses.usdc_token) == before
         assert await (await sdk.get_session_manager()).list_sessions() == []
+
+
+async def test_a_session_with_no_storage_from_the_start(net, host, tmp_path):
+    """The SDK itself: with the portal unreachable before the first call, ``create_session``
+    raises StorageUnavailableError before any transaction (it cannot keep the conversation
+    it would pay for); nothing was paid."""
+    user = net.accounts[USER]
+    config = net.sdk_config(
+        s5_portal_url=f"http://127.0.0.1:{closed_port()}", storage_dir=tmp_path / "state"
+    )
+    sent = await nonce(net, USER)
+    async with FabstirSDK(config) as sdk:
+        await sdk.authenticate(user.private_key)
+        sm = await sdk.get_session_manager()
+        with pytest.raises(StorageUnavailableError):
+            await sm.create_session(model=BUILTIN, host=host.address, deposit="1")
+    assert await nonce(net, USER) == sent

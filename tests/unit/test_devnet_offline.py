@@ -214,7 +214,7 @@ def test_error_is_one_line_and_debug_shows_traceback(monkeypatch, capsys):
     async def broken(args):
         raise ConfigError("anvil not found: run `npm ci`\nsecond line")
 
-    monkeypatch.setattr("fabstir_sdk.cli._run_devnet_up", broken)
+    monkeypatch.setattr("fabstir_sdk.cli.devnet.run_up", broken)
     assert main(["devnet", "up"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("fabstir: error: anvil not found")
@@ -227,7 +227,7 @@ def test_internal_errors_are_named(monkeypatch, capsys):
     async def broken(args):
         raise KeyError("x")
 
-    monkeypatch.setattr("fabstir_sdk.cli._run_devnet_up", broken)
+    monkeypatch.setattr("fabstir_sdk.cli.devnet.run_up", broken)
     assert main(["devnet", "up"]) == 1
     assert "internal error: KeyError" in capsys.readouterr().err
 

@@ -8,8 +8,7 @@ import json
 import pytest
 
 from fabstir_sdk import RegistryRollbackError, RevisionConflictError
-from fabstir_sdk.s5 import LocalStore
-from fabstir_sdk.s5._registry import RegistryEntry
+from fabstir_sdk.s5 import LocalStore, RegistryEntry
 from fabstir_sdk.s5._rollback import RevisionGuard
 
 SEED = bytes(range(32))

@@ -1,7 +1,10 @@
-"""``python -m fabstir_sdk.host run ...``: the reference host (same as ``fabstir host``)."""
+"""``python -m fabstir_sdk.host [--debug] ...``: the reference host, the same as
+``fabstir [--debug] host ...``."""
 
 import sys
 
-from ._cli import main
+from ..cli import main
 
-sys.exit(main())
+args = sys.argv[1:]
+flags = ["--debug"] if args[:1] == ["--debug"] else []
+sys.exit(main([*flags, "host", *args[len(flags) :]]))

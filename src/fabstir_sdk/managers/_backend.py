@@ -151,6 +151,7 @@ class SessionBackend:
             raise ValidationError(f"host {info.address} publishes no publicKey: cannot encrypt")
         if plan.max_price_per_token is not None and price > plan.max_price_per_token:
             raise PriceAboveMaximumError(price, plan.max_price_per_token)
+        await self.storage.check()  # no conversation store, no payment
         pm = self.payments
         created = await pm.open_session_job(
             info.address,

@@ -137,6 +137,8 @@ class PromptStream:
                     if isinstance(event, HostErrorEvent):
                         raise event.error
                 except (HostError, HostFailedError) as exc:  # a failed host, or its refusal
+                    if isinstance(exc, HostFailedError):  # not offered again until re-checked
+                        session._backend.discovery.report_failure(session.host.address)
                     if not session._plan.failover:
                         raise
                     await self._move(exc)

@@ -151,6 +151,13 @@ class StorageManager:
         if previous is not None:
             await previous.aclose()
 
+    async def check(self) -> None:
+        """Reach the store now; StorageUnavailableError if it cannot be reached. Sessions
+        call it before paying: a process that never reached its portal has nothing to queue
+        a conversation's writes against, so it could not keep what it paid for."""
+        fs, user = await self._ready()
+        await fs.list(f"home/sessions/{user}")
+
     async def aclose(self) -> None:
         """Close the portal connection (if any). The SDK's ``aclose()`` calls this."""
         if self._fs is not None:

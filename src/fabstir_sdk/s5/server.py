@@ -19,7 +19,6 @@ import contextlib
 import json
 import logging
 import secrets
-import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -52,7 +51,7 @@ from ._portal import (
     challenge_response,
 )
 
-__all__ = ["DEFAULT_MAX_UPLOAD", "PortalServer", "create_app", "serve"]
+__all__ = ["DEFAULT_MAX_UPLOAD", "PortalServer", "create_app"]
 
 log = logging.getLogger("fabstir_sdk.s5.server")
 
@@ -366,44 +365,3 @@ class PortalServer:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
-
-
-async def serve(
-    root: Path,
-    *,
-    host: str,
-    port: int,
-    public_url: str | None,
-    max_upload: int,
-    invite_token: str | None,
-    as_json: bool,
-) -> int:
-    """``fabstir s5 serve``: run the portal until SIGINT/SIGTERM; returns the exit code."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    handled = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):  # Windows: Ctrl-C interrupts instead
-            loop.add_signal_handler(signum, stop.set)
-            handled.append(signum)
-    portal = PortalServer(
-        root,
-        host=host,
-        port=port,
-        public_url=public_url,
-        max_upload=max_upload,
-        invite_token=invite_token,
-    )
-    try:
-        async with portal:
-            info = {"url": portal.url, "dir": str(portal.store.root), "max_upload": max_upload}
-            if as_json:
-                print(json.dumps(info), flush=True)
-            else:
-                print(f"S5 portal on {portal.url}, data in {portal.store.root}", flush=True)
-                print("Press Ctrl-C to stop.", flush=True)
-            await stop.wait()
-    finally:
-        for signum in handled:
-            loop.remove_signal_handler(signum)
-    return 0

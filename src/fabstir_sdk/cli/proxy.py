@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import json
 import os
-import signal
 import sys
 from pathlib import Path
 
-from ..cli import port_number
 from ..errors import ConfigError
+from ._args import Commands, add_chain_arguments, port_number, private_key, sdk_config
+from ._signals import stop_signals
 
-__all__ = ["add_proxy_command", "proxy_serve"]
+__all__ = ["add", "proxy_serve"]
 
 
-def add_proxy_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from ..host._cli import add_chain_arguments
-
+def add(commands: Commands) -> None:
     proxy = commands.add_parser(
         "proxy",
         help="an OpenAI-compatible API on localhost that pays hosts per session",
@@ -71,9 +67,8 @@ def add_proxy_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
 async def proxy_serve(args: argparse.Namespace) -> int:
     from .._chat import settlement_summary
     from .._chat_api import Chat
-    from ..host._cli import private_key, sdk_config
+    from ..proxy._server import ProxyServer
     from ..sdk import FabstirSDK
-    from ._server import ProxyServer
 
     api_key = None
     if args.api_key_env:
@@ -81,14 +76,7 @@ async def proxy_serve(args: argparse.Namespace) -> int:
         if not api_key:
             raise ConfigError(f"set {args.api_key_env} to the proxy's API key")
     config, key = sdk_config(args), private_key(args)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    handled = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signum, stop.set)
-            handled.append(signum)
-    try:
+    with stop_signals() as stop:
         async with FabstirSDK(config) as sdk:
             await sdk.authenticate(key)
             chat = Chat(
@@ -113,7 +101,4 @@ async def proxy_serve(args: argparse.Namespace) -> int:
                     print(json.dumps({"event": "settled", **s.model_dump()}), flush=True)
                 else:
                     print(settlement_summary(s), file=sys.stderr, flush=True)
-    finally:
-        for signum in handled:
-            loop.remove_signal_handler(signum)
     return 0

@@ -1,58 +1,25 @@
 """``fabstir host run`` / ``fabstir host withdraw`` (also ``python -m fabstir_sdk.host``).
 
 The host key comes from an environment variable (``--key-env``, default
-``FABSTIR_HOST_PRIVATE_KEY``) or a file (``--key-file``): never from the command line, where
-every user of the machine could read it.
+``FABSTIR_HOST_PRIVATE_KEY``) or a file (``--key-file``): never from the command line.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import json
 import logging
 import os
-import signal
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..cli import port_number
-from ..errors import ConfigError
+from ._args import Commands, add_chain_arguments, port_number, private_key, sdk_config
+from ._signals import stop_signals
 
-if TYPE_CHECKING:
-    from ..config import SDKConfig
-
-__all__ = ["KEY_ENV", "add_host_commands", "host_run", "host_withdraw"]
-
-KEY_ENV = "FABSTIR_HOST_PRIVATE_KEY"
+__all__ = ["add", "host_run", "host_withdraw"]
 
 
-def add_chain_arguments(
-    parser: argparse.ArgumentParser, *, key_env: str = KEY_ENV, role: str = "host"
-) -> None:
-    """--manifest/--network/--rpc-url and where the ``role``'s private key comes from."""
-    parser.add_argument(
-        "--manifest",
-        type=Path,
-        help="a deployment manifest (e.g. .devnet/deployments/31337.json from 'devnet up')",
-    )
-    parser.add_argument(
-        "--network", choices=["base-sepolia"], help="a preset network instead of --manifest"
-    )
-    parser.add_argument("--rpc-url", help="JSON-RPC endpoint (default: the manifest's rpc_url)")
-    parser.add_argument(
-        "--key-env",
-        default=key_env,
-        metavar="VAR",
-        help=f"environment variable holding the {role}'s private key (default {key_env})",
-    )
-    parser.add_argument("--key-file", type=Path, help=f"file holding the {role}'s private key")
-    parser.set_defaults(key_role=role)
-
-
-def add_host_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add(commands: Commands) -> None:
     host = commands.add_parser(
         "host",
         help="run the reference host node",
@@ -194,53 +161,9 @@ _LIMITS: list[tuple[str, type, str]] = [
 ]
 
 
-def sdk_config(args: argparse.Namespace) -> SDKConfig:
-    from ..config import SDKConfig
-
-    storage = {
-        name: value
-        for name in ("s5_portal_url", "storage_dir")
-        if (value := getattr(args, name, None)) is not None
-    }
-    if args.manifest is not None:
-        try:
-            manifest = json.loads(args.manifest.read_text())
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read manifest {args.manifest}: {exc}") from None
-        rpc_url = args.rpc_url or manifest.get("rpc_url")
-        if not rpc_url:
-            raise ConfigError("the manifest has no rpc_url: pass --rpc-url")
-        return SDKConfig.from_manifest(args.manifest, rpc_url=rpc_url, **storage)
-    if args.network == "base-sepolia":
-        if args.rpc_url:
-            storage["rpc_url"] = args.rpc_url
-        return SDKConfig.base_sepolia(**storage)
-    raise ConfigError("say which chain: --manifest PATH or --network base-sepolia")
-
-
-def private_key(args: argparse.Namespace) -> bytes:
-    role = getattr(args, "key_role", "host")
-    if args.key_file is not None:
-        try:
-            text = args.key_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read --key-file: {exc.strerror}") from None
-    else:
-        text = os.environ.get(args.key_env, "").strip()
-        if not text:
-            raise ConfigError(f"set {args.key_env} to the {role}'s private key (or use --key-file)")
-    try:
-        key = bytes.fromhex(text.removeprefix("0x"))
-    except ValueError:
-        key = b""
-    if len(key) != 32:
-        raise ConfigError(f"the {role}'s private key must be 32 bytes of hex")
-    return key
-
-
 async def host_run(args: argparse.Namespace) -> int:
-    from ._config import HostConfig
-    from ._node import HostNode
+    from ..host._config import HostConfig
+    from ..host._node import HostNode
 
     config = HostConfig(
         sdk=sdk_config(args),
@@ -272,46 +195,38 @@ async def host_run(args: argparse.Namespace) -> int:
     if logging.getLogger().level > logging.INFO:  # an operator wants to see proofs go by
         logging.getLogger("fabstir_sdk.host").setLevel(logging.INFO)
     node = HostNode(config, private_key(args))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    handled = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signum, stop.set)
-            handled.append(signum)
-    try:
-        await node.start()
-        info: dict[str, Any] = {
-            "event": "ready",
-            "address": node.address,
-            "api_url": node.api_url,
-            "public_key": node.public_key.hex(),
-            "models": list(node.served.values()),
-            "pid": os.getpid(),
-            "peer_id": node.p2p.info.peer_id if node.p2p else None,
-            "p2p_addrs": node.p2p.info.addrs if node.p2p else [],
-        }
-        if args.ready_json:
-            print(json.dumps(info), flush=True)
-        else:
-            print(
-                f"Fabstir host {node.address} serving {', '.join(info['models'])}\n"
-                f"  API        {node.api_url}  (WebSocket {node.api_url}/v1/ws)\n"
-                f"  public key {info['public_key']}\n"
-                + (f"  libp2p     {' '.join(info['p2p_addrs'])}\n" if node.p2p else "")
-                + "Press Ctrl-C to stop.",
-                flush=True,
-            )
-        await stop.wait()
-    finally:
-        for signum in handled:
-            loop.remove_signal_handler(signum)
-        await node.stop()
+    with stop_signals() as stop:
+        try:
+            await node.start()
+            info: dict[str, Any] = {
+                "event": "ready",
+                "address": node.address,
+                "api_url": node.api_url,
+                "public_key": node.public_key.hex(),
+                "models": list(node.served.values()),
+                "pid": os.getpid(),
+                "peer_id": node.p2p.info.peer_id if node.p2p else None,
+                "p2p_addrs": node.p2p.info.addrs if node.p2p else [],
+            }
+            if args.ready_json:
+                print(json.dumps(info), flush=True)
+            else:
+                print(
+                    f"Fabstir host {node.address} serving {', '.join(info['models'])}\n"
+                    f"  API        {node.api_url}  (WebSocket {node.api_url}/v1/ws)\n"
+                    f"  public key {info['public_key']}\n"
+                    + (f"  libp2p     {' '.join(info['p2p_addrs'])}\n" if node.p2p else "")
+                    + "Press Ctrl-C to stop.",
+                    flush=True,
+                )
+            await stop.wait()
+        finally:
+            await node.stop()
     return 0
 
 
 async def host_withdraw(args: argparse.Namespace) -> int:
-    from ._chain import HostChain
+    from ..host._chain import HostChain
 
     config = sdk_config(args)
     chain = HostChain(config)
@@ -324,12 +239,3 @@ async def host_withdraw(args: argparse.Namespace) -> int:
     finally:
         await chain.aclose()
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m fabstir_sdk.host [--debug] ...``: the same as ``fabstir [--debug] host ...``."""
-    from ..cli import main as cli_main
-
-    args = sys.argv[1:] if argv is None else argv
-    flags = ["--debug"] if args[:1] == ["--debug"] else []
-    return cli_main([*flags, "host", *args[len(flags) :]])

@@ -1,27 +1,69 @@
-"""``fabstir devnet up``: run a devnet in the foreground until Ctrl-C or SIGTERM;
+"""``fabstir devnet up``: a devnet in the foreground until Ctrl-C or SIGTERM;
 ``fabstir devnet install``: put the pinned anvil where the devnet finds it."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import dataclasses
 import json
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from ..chain.units import ETH_DECIMALS, USDC_DECIMALS, format_units
-from ._anvil import anvil_cache_dir, pinned_anvil_version
-from ._balances import AccountBalances
-from ._net import Devnet
+from ..devnet._anvil import anvil_cache_dir, pinned_anvil_version
+from ..devnet._balances import AccountBalances
+from ..devnet._net import Devnet
+from ._args import Commands, port_number
+from ._signals import stop_signals
+
+__all__ = ["add", "devnet_up", "run_up", "summary"]
+
+
+def add(commands: Commands) -> None:
+    devnet = commands.add_parser(
+        "devnet",
+        help="a local chain with the Fabstir contracts",
+        description="A local chain (anvil on 127.0.0.1) with the Fabstir contracts deployed.",
+    )
+    actions = devnet.add_subparsers(dest="devnet_command", metavar="ACTION", required=True)
+    up = actions.add_parser(
+        "up",
+        help="start a devnet and keep it running until Ctrl-C",
+        description=(
+            "Start anvil, deploy the contracts, approve the devnet models, fund ten test "
+            "accounts, print the RPC URL, addresses and test keys, and run until Ctrl-C or "
+            "SIGTERM."
+        ),
+    )
+    up.add_argument("--port", type=port_number, default=None, help="RPC port (default: a free one)")
+    up.add_argument(
+        "--block-time",
+        type=float,
+        default=None,
+        metavar="S",
+        help="mine a block every S seconds (default: mine each transaction at once)",
+    )
+    up.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".devnet"),
+        metavar="D",
+        help="where anvil.log and deployments/<chain_id>.json go (default: ./.devnet)",
+    )
+    up.add_argument("--json", action="store_true", help="print the details as one JSON line")
+    up.set_defaults(handler=run_up)
+    add_install_action(actions)
+
+
+async def run_up(args: argparse.Namespace) -> int:
+    return await devnet_up(
+        port=args.port, block_time=args.block_time, state_dir=args.state_dir, as_json=args.json
+    )
+
 
 FAB_DECIMALS = 18
-
-__all__ = ["add_install_action", "devnet_up", "summary"]
 
 
 def summary(net: Devnet, balances: Sequence[AccountBalances] = ()) -> dict[str, Any]:
@@ -83,34 +125,7 @@ def _account_line(index: int, account: dict[str, Any]) -> str:
     return line
 
 
-async def devnet_up(
-    *, port: int | None, block_time: float | None, state_dir: Path, as_json: bool
-) -> int:
-    """Start, print, wait for SIGINT/SIGTERM, stop. Returns the exit code."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    handled = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):  # Windows: Ctrl-C interrupts instead
-            loop.add_signal_handler(signum, stop.set)
-            handled.append(signum)
-    try:
-        async with Devnet.start(block_time=block_time, port=port, state_dir=state_dir) as net:
-            info = summary(net, await net.balances())
-            if as_json:
-                print(json.dumps(info), flush=True)
-            else:
-                _print_text(info, sys.stdout)
-            await stop.wait()
-    finally:
-        for signum in handled:
-            loop.remove_signal_handler(signum)
-    if not as_json:
-        print("Devnet stopped.", flush=True)
-    return 0
-
-
-def add_install_action(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_install_action(actions: Commands) -> None:
     """Register ``fabstir devnet install`` (the run imports nothing heavy either)."""
     install = actions.add_parser(
         "install",
@@ -130,11 +145,28 @@ def add_install_action(actions: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 async def _run_install(args: argparse.Namespace) -> int:
-    from ._anvil import find_anvil
-    from ._anvil_install import install_anvil
+    from ..devnet._anvil import find_anvil
+    from ..devnet._anvil_install import install_anvil
 
     installed = await install_anvil(force=args.force)
     used = find_anvil()
     if used != installed:
         print(f"The devnet uses {used} first (FABSTIR_ANVIL, node_modules or PATH).")
+    return 0
+
+
+async def devnet_up(
+    *, port: int | None, block_time: float | None, state_dir: Path, as_json: bool
+) -> int:
+    """Start, print, wait for SIGINT/SIGTERM, stop. Returns the exit code."""
+    with stop_signals() as stop:
+        async with Devnet.start(block_time=block_time, port=port, state_dir=state_dir) as net:
+            info = summary(net, await net.balances())
+            if as_json:
+                print(json.dumps(info), flush=True)
+            else:
+                _print_text(info, sys.stdout)
+            await stop.wait()
+    if not as_json:
+        print("Devnet stopped.", flush=True)
     return 0

@@ -1,0 +1,71 @@
+"""``fabstir chat``: a paid session with a host, one stdin line per prompt."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ._args import Commands, add_chain_arguments, private_key, sdk_config
+
+__all__ = ["add", "run"]
+
+
+def add(commands: Commands) -> None:
+    chat = commands.add_parser(
+        "chat",
+        allow_abbrev=False,  # --host is no short --host-address: it means "listen on" elsewhere
+        help="chat with a host: pay for a session, one line per prompt, settle on exit",
+        description=(
+            "Open a paid, end-to-end encrypted session for MODEL (with --host-address, or the best "
+            "registered host), send each stdin line as a prompt and stream the answer to "
+            "stdout. /quit or the end of input leaves and settles."
+        ),
+    )
+    chat.add_argument("--model", required=True, help="the model, 'repo:file'")
+    chat.add_argument(
+        "--host-address",
+        metavar="ADDRESS",
+        help="the compute host's wallet address (default: the best registered host)",
+    )
+    add_chain_arguments(chat, key_env="FABSTIR_PRIVATE_KEY", role="user")
+    chat.add_argument(
+        "--payment",
+        choices=["usdc", "eth", "deposit"],
+        default="usdc",
+        help="escrow USDC (default) or ETH, or use your pre-funded deposit",
+    )
+    chat.add_argument(
+        "--deposit", default="1", help="escrow, in USDC or ETH (default 1; unused by deposit)"
+    )
+    chat.add_argument(
+        "--max-price",
+        type=int,
+        metavar="N",
+        help="refuse hosts above N base units per 1000 tokens",
+    )
+    chat.add_argument(
+        "--on-exit",
+        choices=["complete", "end"],
+        default="complete",
+        help="complete: settle now (you pay gas, refund now); end: the host settles (no gas)",
+    )
+    chat.add_argument("--s5-portal-url", help="keep the conversation on this S5 portal")
+    chat.add_argument(
+        "--storage-dir", type=Path, help="keep the conversation in the embedded S5 store here"
+    )
+    chat.set_defaults(handler=run)
+
+
+async def run(args: argparse.Namespace) -> int:
+    from .._chat import chat
+
+    return await chat(
+        sdk_config(args),
+        private_key(args),
+        model=args.model,
+        host=args.host_address,
+        payment=args.payment,
+        deposit=args.deposit,
+        max_price_per_token=args.max_price,
+        on_exit=args.on_exit,
+    )
