@@ -5,6 +5,8 @@ the settlement) goes to stderr, so ``fabstir chat < questions.txt > answers.txt`
 ``/quit`` or the end of input leaves: by default the session is completed at once (the user
 pays gas and gets the refund now); ``--on-exit end`` disconnects for free and lets the host
 settle. A lost connection is resumed once per prompt, with the history replayed from S5.
+Before paying it shows what the session will cost (tokens and gas) and, at a terminal, asks;
+``--yes`` skips the question.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from .chain.addresses import ZERO_ADDRESS
 from .chain.units import ETH_DECIMALS, USDC_DECIMALS, format_amount
 from .config import SDKConfig
 from .errors import FabstirError, HostError, HostFailedError, StorageUnavailableError
+from .managers.cost import CostEstimate
 from .managers.session import Payment, Session, SessionManager
 from .models import Settlement
 from .sdk import FabstirSDK
 
-__all__ = ["QUIT", "chat", "settlement_summary"]
+__all__ = ["QUIT", "chat", "cost_summary", "settlement_summary"]
 
 QUIT = ("/quit", "/exit")
 OnExit = Literal["complete", "end"]
@@ -60,6 +63,8 @@ async def chat(
     deposit: str = "1",
     max_price_per_token: int | None = None,
     on_exit: OnExit = "complete",
+    expected_tokens: int = 0,
+    yes: bool = False,
     stdin: TextIO | None = None,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
@@ -77,6 +82,23 @@ async def chat(
         await _storage_ready(sdk, note)
         unit = "ETH" if payment == "eth" else "USDC"
         note(f"Opening a session for {model} ({deposit} {unit} deposit)...")
+        estimate = await sm.estimate_session_cost(
+            model,
+            expected_tokens,
+            host,
+            payment=payment,
+            deposit=deposit,
+            max_price_per_token=max_price_per_token,
+        )
+        note(cost_summary(estimate))
+        if not yes and stdin.isatty():
+            err.write("Pay and open the session? [y/N] ")
+            err.flush()
+            answer = await lines.get()
+            if (answer or "").strip().lower() not in ("y", "yes"):
+                note("Nothing was paid.")
+                return 1
+        host = host or estimate.host
         session = await sm.create_session(
             model=model,
             host=host,
@@ -168,6 +190,17 @@ def _amount(value: int, token: str) -> str:
     if token == ZERO_ADDRESS:
         return format_amount(value, ETH_DECIMALS, "ETH")
     return format_amount(value, USDC_DECIMALS, "USDC")
+
+
+def cost_summary(e: CostEstimate) -> str:
+    """The estimate for a person: tokens (with the minimum bill) and each transaction's gas."""
+    gas = ", ".join(f"{g.step} {g.gas:,} gas" for g in e.gas)
+    return (
+        f"Host {e.host} charges {_amount(e.price_per_token, e.token)} per 1000 tokens; "
+        f"{e.billed_tokens:,} tokens cost {_amount(e.token_cost, e.token)} (the minimum bill "
+        f"is {e.min_tokens:,} tokens, {_amount(e.min_cost, e.token)}). Your transactions: "
+        f"{gas}, {_amount(e.gas_cost, ZERO_ADDRESS)} at the current gas price."
+    )
 
 
 def settlement_summary(s: Settlement) -> str:

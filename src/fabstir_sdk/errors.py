@@ -301,6 +301,22 @@ class HostNotActiveError(ChainStateError):
     """The host is not registered, or is registered but inactive."""
 
 
+class HostAlreadyRegisteredError(ChainStateError):
+    """This address is already registered as a host: update it, or unregister first."""
+
+
+class ModelNotSupportedError(ChainStateError):
+    """The host does not serve that model (price it after adding it to the host's models)."""
+
+
+class HostPriceOutOfRangeError(ChainStateError):
+    """The host price is outside the registry's allowed range for the native or stable token."""
+
+
+class DuplicateModelError(ValidationError):
+    """The same model was listed twice for one host."""
+
+
 class InsufficientBalanceError(ChainStateError):
     """The account holds less than the operation needs."""
 
@@ -319,6 +335,14 @@ class InsufficientBalanceError(ChainStateError):
             text = f"needs {_amount(needed, unit)}, {holder} holds {_amount(available, unit)}"
         super().__init__(text)
         self.needed, self.available, self.token = needed, available, token
+
+
+class NoEarningsError(InsufficientBalanceError):
+    """HostEarnings holds nothing for this host in that token."""
+
+    def __init__(self, message: str) -> None:
+        ChainStateError.__init__(self, message)
+        self.needed, self.available, self.token = 1, 0, ""
 
 
 class InsufficientAllowanceError(ChainStateError):

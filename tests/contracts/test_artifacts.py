@@ -41,21 +41,7 @@ UPGRADE_ONLY = {
     "Upgraded",
     "Initialized",
 }
-# ModelRegistry community governance: proposing, voting and executing are not implemented (their
-# constants and views are, with upstream's values: clients read them).
-GOVERNANCE_ONLY = {
-    "executeProposal",
-    "proposeModel",
-    "voteOnProposal",
-    "withdrawRejectedFees",
-    "withdrawVotes",
-    "ModelProposed",
-    "ProposalExecuted",
-    "RejectedFeesWithdrawn",
-    "VoteCast",
-    "VotingExtended",
-}
-EXCLUDED = UPGRADE_ONLY | GOVERNANCE_ONLY
+EXCLUDED = UPGRADE_ONLY
 
 ALL_ARTIFACTS = [
     "TestUSDC",

@@ -69,7 +69,9 @@ def test_help_is_complete(words, capsys):
             continue
         if isinstance(action, argparse._SubParsersAction):
             for choice in action.choices:
-                assert f"    {choice} " in out  # every subcommand is listed
+                # every subcommand is listed (argparse puts the help of a name longer than
+                # 8 characters on the next line)
+                assert f"    {choice} " in out or f"    {choice}\n" in out
             continue
         name = "/".join(action.option_strings) or action.dest
         assert action.help, f"fabstir {' '.join(words)}: {name} has no help"
@@ -141,6 +143,34 @@ FAILURES = {
         {},
         "cannot read manifest /nonexistent.json: [Errno 2] No such file or directory",
     ),
+    ("host", "register"): (
+        [
+            "--api-url",
+            "http://x",
+            "--model",
+            "a:b",
+            "--price-stable",
+            "1",
+            "--price-native",
+            "1",
+            "--network",
+            "base-sepolia",
+        ],
+        {},
+        "set FABSTIR_HOST_PRIVATE_KEY to the host's private key (or use --key-file)",
+    ),
+    ("host", "update"): ([], {}, "say what to update: --api-url, --metadata and/or --model"),
+    ("host", "price"): (
+        ["--model", "a:b", "--set", "1", "--manifest", "/nonexistent.json"],
+        {},
+        "cannot read manifest /nonexistent.json: [Errno 2] No such file or directory",
+    ),
+    ("host", "unregister"): (
+        ["--network", "base-sepolia"],
+        {},
+        "set FABSTIR_HOST_PRIVATE_KEY to the host's private key (or use --key-file)",
+    ),
+    ("host", "status"): ([], {}, "say which chain: --manifest PATH or --network"),
     ("proxy",): ([], {}, "say which chain: --manifest PATH or --network"),
     ("s5", "serve"): (
         ["--dir", "/proc/fabstir-cannot-be-here"],

@@ -16,9 +16,16 @@ from eth_utils.abi import function_signature_to_4byte_selector
 from .._resources import contracts_path
 from ..errors import (
     ContractRevertError,
+    DuplicateModelError,
     FabstirError,
+    HostAlreadyRegisteredError,
+    HostNotActiveError,
+    HostPriceOutOfRangeError,
     InsufficientAllowanceError,
     InsufficientBalanceError,
+    ModelNotApprovedError,
+    ModelNotSupportedError,
+    NoEarningsError,
     SessionNotActiveError,
 )
 from .abi import canonical_type
@@ -77,7 +84,18 @@ def decode_revert(data: bytes) -> tuple[str, str | None, tuple[Any, ...]]:
     return f"{name}({', '.join(map(str, args))})", name, args
 
 
-_REASONS: dict[str, type[FabstirError]] = {"Session not active": SessionNotActiveError}
+_REASONS: dict[str, type[FabstirError]] = {
+    "Session not active": SessionNotActiveError,
+    # NodeRegistry and HostEarnings refusals a host operator meets
+    "Already registered": HostAlreadyRegisteredError,
+    "Not registered": HostNotActiveError,
+    "Model not supported": ModelNotSupportedError,
+    "Model not approved": ModelNotApprovedError,
+    "Duplicate model": DuplicateModelError,
+    "Native price out of range": HostPriceOutOfRangeError,
+    "Stable price out of range": HostPriceOutOfRangeError,
+    "No earnings to withdraw": NoEarningsError,
+}
 
 
 def revert_error(data: bytes, *, tx_hash: str | None = None, token: str = "") -> FabstirError:

@@ -49,6 +49,14 @@ def add(commands: Commands) -> None:
         default="complete",
         help="complete: settle now (you pay gas, refund now); end: the host settles (no gas)",
     )
+    chat.add_argument(
+        "--expected-tokens",
+        type=int,
+        default=0,
+        metavar="N",
+        help="tokens you expect to use, for the cost shown before paying (default: the minimum)",
+    )
+    chat.add_argument("--yes", action="store_true", help="pay without asking after the estimate")
     chat.add_argument("--s5-portal-url", help="keep the conversation on this S5 portal")
     chat.add_argument(
         "--storage-dir", type=Path, help="keep the conversation in the embedded S5 store here"
@@ -68,4 +76,6 @@ async def run(args: argparse.Namespace) -> int:
         deposit=args.deposit,
         max_price_per_token=args.max_price,
         on_exit=args.on_exit,
+        expected_tokens=args.expected_tokens,
+        yes=args.yes,
     )

@@ -22,7 +22,7 @@ __all__ = ["add", "host_run", "host_withdraw"]
 def add(commands: Commands) -> None:
     host = commands.add_parser(
         "host",
-        help="run the reference host node",
+        help="run the reference host node, register it and manage it on chain",
         description="The reference compute host: HTTP + encrypted WebSocket sessions, "
         "proofs of work and settlement on chain.",
     )
@@ -148,6 +148,9 @@ def add(commands: Commands) -> None:
     withdraw.add_argument("--token", help="ERC-20 address (default: ETH earnings)")
     withdraw.add_argument("--usdc", action="store_true", help="the configured USDC")
     withdraw.set_defaults(handler=host_withdraw)
+    from ._host_actions import add_operator_commands  # argparse only
+
+    add_operator_commands(actions)
 
 
 #: Per-client limits (HostConfig's defaults unless given): flag, type, help.

@@ -9,9 +9,10 @@ these names.
 
 from ._ranking import RankedHost
 from .auth import AuthManager
+from .cost import CostEstimate, GasItem
 from .discovery import DiscoveryManager
 from .host import HostManager
-from .model import ModelManager
+from .model import ModelManager, ModelProposal
 from .payment import PaymentManager
 from .session import Failover, PromptStream, Session, SessionManager
 from .storage import StorageManager
@@ -19,10 +20,13 @@ from .treasury import TreasuryManager
 
 __all__ = [
     "AuthManager",
+    "CostEstimate",
     "DiscoveryManager",
     "Failover",
+    "GasItem",
     "HostManager",
     "ModelManager",
+    "ModelProposal",
     "PaymentManager",
     "PromptStream",
     "RankedHost",

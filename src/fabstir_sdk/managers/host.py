@@ -9,7 +9,15 @@ from typing import Any
 from ..chain.addresses import ZERO_ADDRESS, checksum_address
 from ..chain.client import Read, tx_hash
 from ..chain.model_id import model_id as to_model_id
-from ..errors import HostNotActiveError, InsufficientBalanceError, ValidationError
+from ..errors import (
+    DuplicateModelError,
+    HostAlreadyRegisteredError,
+    HostNotActiveError,
+    InsufficientBalanceError,
+    ModelNotApprovedError,
+    NoEarningsError,
+    ValidationError,
+)
 from ..models import HostInfo
 from ._context import Context
 
@@ -58,6 +66,19 @@ def host_info_from_chain(address: str, raw: Any) -> HostInfo:
     )
 
 
+def _model_ids(models: object) -> list[str]:
+    if not isinstance(models, list) or not models:
+        raise ValidationError("models must be a non-empty list")
+    ids = [to_model_id(m) for m in models]
+    if len(set(ids)) != len(ids):
+        raise DuplicateModelError("the same model is listed twice")
+    return ids
+
+
+def _token(token: str | None) -> str:
+    return ZERO_ADDRESS if token is None else checksum_address(token, what="token")
+
+
 class HostManager:
     """What a compute host does on chain; reads work for any address."""
 
@@ -79,19 +100,26 @@ class HostManager:
         """Stake the FAB minimum (approving it first) and register with ``models``."""
         sender = self._ctx.require_sender()
         _nonempty(api_url, "api_url")
-        if not isinstance(models, list) or not models:
-            raise ValidationError("models must be a non-empty list")
-        ids = [to_model_id(m) for m in models]
+        ids = _model_ids(models)
         native = _price(min_price_per_token_native, "min_price_per_token_native")
         stable = _price(min_price_per_token_stable, "min_price_per_token_stable")
         meta = json.dumps(metadata or {}, separators=(",", ":"), sort_keys=True)
         nr = self._ctx.contract("node_registry")
         fab = self._ctx.erc20(self._ctx.config.contract_addresses.fab_token)
-        stake, balance, allowance = await self._ctx.client.reads(
+        mr = self._ctx.contract("model_registry")
+        stake, balance, allowance, entry, *approved = await self._ctx.client.reads(
             Read.of(nr.call("MIN_STAKE")),
             Read.of(fab.call("balanceOf", sender.address)),
             Read.of(fab.call("allowance", sender.address, nr.address)),
+            Read.of(nr.call("getNodeFullInfo", sender.address)),
+            *[Read.of(mr.call("isModelApproved", mid)) for mid in ids],
         )
+        # refused before the FAB approval, which would otherwise be sent for nothing
+        if int(entry[0], 16) != 0:
+            raise HostAlreadyRegisteredError(f"{sender.address} is already registered")
+        for mid, ok in zip(ids, approved, strict=True):
+            if not ok:
+                raise ModelNotApprovedError(f"model {mid} is not approved in the ModelRegistry")
         if balance < stake:
             unit = await self._ctx.unit(fab.address)
             raise InsufficientBalanceError(stake, balance, "FAB", unit=unit)
@@ -108,6 +136,27 @@ class HostManager:
         )
         return tx_hash(await self._ctx.require_sender().send(fn))
 
+    async def clear_model_pricing(self, model: str, token: str | None) -> str:
+        """Drop this host's price for ``model`` in ``token`` (None: ETH): its default applies."""
+        fn = self._ctx.contract("node_registry").call(
+            "clearModelTokenPricing", to_model_id(model), _token(token)
+        )
+        return tx_hash(await self._ctx.require_sender().send(fn))
+
+    async def get_model_pricing(
+        self, model: str, token: str | None = None, address: str | None = None
+    ) -> int:
+        """The minimum price (per 1000 tokens) a session on ``model`` in ``token`` must pay."""
+        host = self._ctx.require_address(address)
+        nr = self._ctx.contract("node_registry")
+        call = nr.call("getModelPricing", host, to_model_id(model), _token(token))
+        return int(await self._ctx.client.read(call))
+
+    async def update_supported_models(self, models: list[str]) -> str:
+        """Replace the models this host serves (each must be approved in the ModelRegistry)."""
+        fn = self._ctx.contract("node_registry").call("updateSupportedModels", _model_ids(models))
+        return tx_hash(await self._ctx.require_sender().send(fn))
+
     async def update_api_url(self, url: str) -> str:
         fn = self._ctx.contract("node_registry").call("updateApiUrl", _nonempty(url, "url"))
         return tx_hash(await self._ctx.require_sender().send(fn))
@@ -120,6 +169,7 @@ class HostManager:
         return tx_hash(await self._ctx.require_sender().send(fn))
 
     async def unregister_host(self) -> str:
+        """Leave the market; the whole FAB stake comes back in the same transaction."""
         sender = self._ctx.require_sender()
         info = await self.get_host_info(sender.address)
         if not info.is_active:
@@ -166,7 +216,7 @@ class HostManager:
         """Withdraw all of this host's earnings in ``token`` (None: ETH)."""
         sender = self._ctx.require_sender()
         if await self.get_host_earnings(token) == 0:
-            raise InsufficientBalanceError(1, 0, token or "ETH earnings")
-        token_address = ZERO_ADDRESS if token is None else checksum_address(token, what="token")
+            raise NoEarningsError(f"no {token or 'ETH'} earnings to withdraw for {sender.address}")
+        token_address = _token(token)
         fn = self._ctx.contract("host_earnings").call("withdrawAll", token_address)
         return tx_hash(await sender.send(fn))

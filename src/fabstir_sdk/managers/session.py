@@ -16,12 +16,18 @@ from ..chain.client import Read
 from ..chain.model_id import model_id as to_model_id
 from ..chain.units import Amount
 from ..config import SessionTimeouts
-from ..errors import FabstirError, SessionNotActiveError, ValidationError
+from ..errors import (
+    FabstirError,
+    PriceAboveMaximumError,
+    SessionNotActiveError,
+    ValidationError,
+)
 from ..models import HostInfo, Proof, SessionJob, SessionState, SessionStatus, Settlement, StoredRef
 from ._backend import Failover, Payment, Plan, SessionBackend, job_id_of
 from ._context import Context
 from ._link import ws_url
 from ._session import PromptStream, Session
+from .cost import CostEstimate, estimate_cost
 
 if TYPE_CHECKING:
     from .discovery import DiscoveryManager
@@ -113,6 +119,65 @@ class SessionManager:
                 timeouts=limits,
                 plan=plan,
             )
+        )
+
+    async def estimate_session_cost(
+        self,
+        model: str,
+        expected_tokens: int,
+        host: str | HostInfo | None = None,
+        *,
+        payment: Payment = "usdc",
+        deposit: Amount = "1.0",
+        max_price_per_token: int | None = None,
+        duration: int = 3600,
+        proof_interval: int = 1000,
+        proof_timeout_window: int = 300,
+        deposit_token: Literal["usdc", "eth"] = "usdc",  # noqa: S107 (not a secret)
+    ) -> CostEstimate:
+        """What :meth:`create_session` with these arguments, ``expected_tokens`` streamed and
+        ``complete()`` will cost: tokens at the chosen host's price and the gas of each of
+        your transactions (see :class:`~fabstir_sdk.managers.cost.CostEstimate`). Sends
+        nothing."""
+        self._ctx.require_sender()
+        if payment not in ("usdc", "eth", "deposit"):
+            raise ValidationError(f"payment must be 'usdc', 'eth' or 'deposit', got {payment!r}")
+        currency: Literal["usdc", "eth"] = deposit_token if payment == "deposit" else payment
+        token = (
+            ZERO_ADDRESS if currency == "eth" else self._ctx.config.contract_addresses.usdc_token
+        )
+        plan = Plan(
+            model=model,
+            model_id=to_model_id(model),
+            payment=payment,
+            currency=currency,
+            token=token,
+            deposit=deposit,
+            max_price_per_token=max_price_per_token,
+            duration=duration,
+            proof_interval=proof_interval,
+            proof_timeout_window=proof_timeout_window,
+            encryption=True,
+            failover=False,
+        )
+        if host is None:
+            info, price = await self._backend.next_host(plan, exclude=set())
+        else:
+            info, price = await self._backend.given_host(host, plan)
+        if max_price_per_token is not None and price > max_price_per_token:
+            raise PriceAboveMaximumError(price, max_price_per_token)
+        return await estimate_cost(
+            self._ctx,
+            host=info.address,
+            model_id=plan.model_id,
+            token=token,
+            price=price,
+            deposit=deposit,
+            funding="deposit" if payment == "deposit" else "wallet",
+            expected_tokens=expected_tokens,
+            duration=duration,
+            proof_interval=proof_interval,
+            proof_timeout_window=proof_timeout_window,
         )
 
     async def resume_session(

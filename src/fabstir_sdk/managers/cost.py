@@ -1,0 +1,181 @@
+"""What a session will cost before paying for it: tokens at the host's price, and gas.
+
+The gas figures come from one ``eth_simulateV1`` request that replays, on the latest state,
+exactly the transactions the session will send: the approval (only when the allowance is
+short), the job's creation, a proof by the host of the billed tokens, and the depositor's
+completion with a conversation CID of the real length. Simulating the sequence (rather than
+estimating each call alone) is what makes the completion measurable before the job exists.
+The host's proof is the host's gas: it is simulated only so the completion settles a billed
+session, and is not counted.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from ..chain.addresses import ZERO_ADDRESS
+from ..chain.units import PRICE_PRECISION, Amount, to_base_units
+from ..errors import ChainError, ValidationError
+
+if TYPE_CHECKING:
+    from ..chain.abi import Call
+    from ._context import Context
+
+__all__ = ["CONVERSATION_CID_LENGTH", "CostEstimate", "GasItem", "estimate_cost"]
+
+#: Characters of a conversation's CID (``blob`` + base32 of a blake3 hash and the size),
+#: passed to ``completeSessionJob``: its length, not its content, decides the gas. 61 is the
+#: length for a conversation of 256 B to 64 KiB; each further size byte adds about 1.6
+#: characters (some 24 gas).
+CONVERSATION_CID_LENGTH = 61
+#: Seconds between the simulated creation and the simulated proof (the rate limit allows
+#: ``seconds x model rate x burst`` tokens).
+_PROOF_AFTER = 3600
+
+
+class GasItem(BaseModel):
+    """One transaction the session will send: ``gas`` used, ``cost`` in the native token."""
+
+    model_config = ConfigDict(frozen=True)
+
+    step: Literal["approve", "create", "complete"]
+    gas: int
+    cost: int
+
+
+class CostEstimate(BaseModel):
+    """A session's cost before paying, in base units.
+
+    ``token_cost`` is what the host is paid for ``billed_tokens`` (``expected_tokens``, but
+    at least ``min_tokens``, the proof interval: the minimum bill, worth ``min_cost``) at
+    ``price_per_token`` (per 1000 tokens) in ``token`` (the zero address: the native
+    token). ``gas`` lists the transactions the depositor sends; ``gas_cost`` is their sum at
+    ``gas_price`` (latest base fee plus the priority fee the SDK pays), in wei.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str
+    model_id: str
+    token: str
+    price_per_token: int
+    expected_tokens: int
+    min_tokens: int
+    billed_tokens: int
+    token_cost: int
+    min_cost: int
+    deposit: int
+    gas: list[GasItem]
+    gas_price: int
+    gas_cost: int
+
+
+def _tx(sender: str, call: Call, value: int = 0) -> dict[str, Any]:
+    return {"from": sender, "to": call.to, "data": "0x" + call.data.hex(), "value": hex(value)}
+
+
+async def estimate_cost(
+    ctx: Context,
+    *,
+    host: str,
+    model_id: str,
+    token: str,
+    price: int,
+    deposit: Amount,
+    funding: Literal["wallet", "deposit"],
+    expected_tokens: int,
+    duration: int,
+    proof_interval: int,
+    proof_timeout_window: int,
+) -> CostEstimate:
+    """The cost of a session with ``host`` on these terms (see :class:`CostEstimate`)."""
+    if isinstance(expected_tokens, bool) or not isinstance(expected_tokens, int):
+        raise ValidationError("expected_tokens must be an int")
+    if expected_tokens < 0:
+        raise ValidationError("expected_tokens must not be negative")
+    user = ctx.require_sender().address
+    native = token == ZERO_ADDRESS
+    decimals = await ctx.decimals(None if native else token)
+    amount = to_base_units(deposit, decimals)
+    billed = max(expected_tokens, proof_interval)
+    mp = ctx.contract("job_marketplace")
+    terms = (price, duration, proof_interval, proof_timeout_window)
+    if funding == "deposit":
+        create = mp.call("createSessionFromDepositForModel", model_id, host, token, amount, *terms)
+    elif native:
+        create = mp.call("createSessionJobForModel", host, model_id, *terms)
+    else:
+        create = mp.call("createSessionJobForModelWithToken", host, model_id, token, amount, *terms)
+    reads: list[tuple[str, Any]] = [
+        (
+            "eth_call",
+            ({"to": mp.address, "data": "0x" + mp.call("nextJobId").data.hex()}, "latest"),
+        ),
+        ("eth_getBlockByNumber", ("latest", False)),
+        ("eth_maxPriorityFeePerGas", ()),
+    ]
+    erc20 = None if native or funding == "deposit" else ctx.erc20(token)
+    if erc20 is not None:
+        allowance = erc20.call("allowance", user, mp.address)
+        reads.append(
+            ("eth_call", ({"to": erc20.address, "data": "0x" + allowance.data.hex()}, "latest"))
+        )
+    results = await ctx.client.rpc.batch(reads)
+    job_id = int(results[0], 16)
+    block, tip = results[1], int(results[2], 16)
+    steps: list[str] = []
+    first: list[dict[str, Any]] = []
+    if erc20 is not None and int(results[3], 16) < amount:
+        budget = to_base_units(ctx.config.approval_budget, decimals, what="approval_budget")
+        first.append(_tx(user, erc20.call("approve", mp.address, max(budget, amount))))
+        steps.append("approve")
+    first.append(_tx(user, create, amount if native and funding == "wallet" else 0))
+    steps.append("create")
+    proof = mp.call(
+        "submitProofOfWork", job_id, billed, secrets.token_bytes(32), "estimate", "estimate"
+    )
+    complete = mp.call("completeSessionJob", job_id, "b" * CONVERSATION_CID_LENGTH)
+    later = int(block["timestamp"], 16) + _PROOF_AFTER
+    simulated = await ctx.client.rpc.call(
+        "eth_simulateV1",
+        {
+            "blockStateCalls": [
+                {"calls": first},
+                {"blockOverrides": {"time": hex(later)}, "calls": [_tx(host, proof)]},
+                {"blockOverrides": {"time": hex(later + 1)}, "calls": [_tx(user, complete)]},
+            ],
+            "validation": False,
+        },
+        "latest",
+    )
+    proved = simulated[1]["calls"][0]
+    outcomes = [*simulated[0]["calls"], *simulated[2]["calls"]]
+    steps.append("complete")
+    for step, outcome in [*zip(steps, outcomes, strict=True), ("proof", proved)]:
+        if outcome.get("status") != "0x1":
+            raise ChainError(f"the session's {step} would fail: {outcome.get('error')}")
+    gas_price = int(block.get("baseFeePerGas") or "0x0", 16) + tip
+    items = [
+        GasItem.model_validate(
+            {"step": step, "gas": int(o["gasUsed"], 16), "cost": int(o["gasUsed"], 16) * gas_price}
+        )
+        for step, o in zip(steps, outcomes, strict=True)
+    ]
+    return CostEstimate(
+        host=host,
+        model_id=model_id,
+        token=token,
+        price_per_token=price,
+        expected_tokens=expected_tokens,
+        min_tokens=proof_interval,
+        billed_tokens=billed,
+        token_cost=billed * price // PRICE_PRECISION,
+        min_cost=proof_interval * price // PRICE_PRECISION,
+        deposit=amount,
+        gas=items,
+        gas_price=gas_price,
+        gas_cost=sum(i.cost for i in items),
+    )
