@@ -105,9 +105,11 @@ class RawClient:
         assert ack["type"] == "session_init_ack", ack
         return cls(ws, job_id)
 
-    async def ask(self, prompt: str) -> tuple[float, float, int]:
-        """(seconds to the first token, seconds from the first to the last, tokens)."""
+    async def ask(self, prompt: str) -> tuple[float, float, int, float]:
+        """(seconds to the first token, seconds from the first to the last, tokens,
+        this process's CPU seconds for the whole answer)."""
         frame = {"type": "prompt", "prompt": prompt, "session_id": str(self.job_id), "id": 1}
+        cpu = time.process_time()
         sent = time.perf_counter()
         await self.ws.send(json.dumps(frame))
         first = last = 0.0
@@ -120,22 +122,23 @@ class RawClient:
                 first = first or last
                 tokens += 1
             elif kind == "stream_end":
-                return first - sent, last - first, tokens
+                return first - sent, last - first, tokens, time.process_time() - cpu
             elif kind == "error":
                 raise RuntimeError(message)
 
 
-async def _sdk_ask(session: Any, prompt: str) -> tuple[float, float, int]:
+async def _sdk_ask(session: Any, prompt: str) -> tuple[float, float, int, float]:
     """The same measures through ``Session.stream`` (E2EE)."""
     first = last = 0.0
     tokens = 0
+    cpu = time.process_time()
     started = time.perf_counter()
     async with session.stream(prompt) as stream:
         async for _chunk in stream:
             last = time.perf_counter()
             first = first or last
             tokens += 1
-    return first - started, last - first, tokens
+    return first - started, last - first, tokens, time.process_time() - cpu
 
 
 async def _streaming(
@@ -151,7 +154,7 @@ async def _streaming(
             host.address, net.addresses.usdc_token, "10", PRICE, 3600, 1000, model=BUILTIN
         )
     raw = await RawClient.open(host, job.job_id, net.accounts[RAW].address, net.chain_id)
-    samples: dict[str, list[tuple[float, float, int]]] = {}
+    samples: dict[str, list[tuple[float, float, int, float]]] = {}
     # Short answers first, for the time to the first token: the host re-reads the whole
     # history at each prompt, so long answers would make every later TTFT longer.
     for prompt, tokens in ((SHORT, 3), (PROMPT, WORDS)):
@@ -168,13 +171,21 @@ async def _streaming(
         return statistics.median(s[0] for s in samples[f"{who} {SHORT}"]) * 1000
 
     def per_token_us(who: str) -> float:
-        return statistics.median(span / (n - 1) for _, span, n in samples[f"{who} {PROMPT}"]) * 1e6
+        return (
+            statistics.median(span / (n - 1) for _, span, n, _ in samples[f"{who} {PROMPT}"]) * 1e6
+        )
+
+    def cpu_per_token_us(who: str) -> float:
+        """This process's CPU time (user + system, all threads) per token of the long answer."""
+        return statistics.median(cpu / n for _, _, n, cpu in samples[f"{who} {PROMPT}"]) * 1e6
 
     return {
         "sdk_ttft": ttft_ms("sdk"),
         "raw_ttft": ttft_ms("raw"),
         "sdk_token_us": per_token_us("sdk"),
         "raw_token_us": per_token_us("raw"),
+        "sdk_cpu_us": cpu_per_token_us("sdk"),
+        "raw_cpu_us": cpu_per_token_us("raw"),
     }
 
 
@@ -271,7 +282,7 @@ async def _crowd(net: Devnet, host: RunningHost, config: Any) -> dict[str, float
 
 
 @contextlib.asynccontextmanager
-async def _portal() -> AsyncIterator[str]:
+async def portal() -> AsyncIterator[str]:
     """A local S5 portal in its own process; yields its URL."""
     with tempfile.TemporaryDirectory() as root:
         argv = [sys.executable, "-m", "fabstir_sdk.cli", "s5", "serve", "--port", "0"]
@@ -288,7 +299,7 @@ async def _portal() -> AsyncIterator[str]:
 
 
 async def run(runs: int) -> list[Row]:
-    async with Devnet.start() as net, _portal() as portal_url:
+    async with Devnet.start() as net, portal() as portal_url:
         host = await net.start_host(
             account=HOST,
             models=[BUILTIN],
@@ -318,6 +329,11 @@ async def run(runs: int) -> list[Row]:
     print(
         f"{'time per token (us)':<44} {stream['sdk_token_us']:10.1f} "
         f"{stream['raw_token_us']:10.1f} {added_token:10.1f} {'<= 25 us':>12}"
+    )
+    cpu_ratio = stream["sdk_cpu_us"] / stream["raw_cpu_us"]
+    print(
+        f"{'client CPU per token (us)':<44} {stream['sdk_cpu_us']:10.1f} "
+        f"{stream['raw_cpu_us']:10.1f} {cpu_ratio:9.2f}x {'<= 1.5x':>12}"
     )
     print(
         f"{'tokens/s':<44} {1e6 / stream['sdk_token_us']:10.0f} "
@@ -356,6 +372,13 @@ async def run(runs: int) -> list[Row]:
             stream["sdk_token_us"] / 1000,
             "raw websockets, plaintext",
             stream["raw_token_us"] / 1000,
+        ),
+        Row(
+            "sessions",
+            f"client CPU per token, E2EE ({WORDS}-token answer)",
+            stream["sdk_cpu_us"] / 1000,
+            "raw websockets, plaintext, same host",
+            stream["raw_cpu_us"] / 1000,
         ),
         Row("sessions", "complete (final proof + settle)", create["complete"]),
         Row(

@@ -49,3 +49,29 @@ def test_a_loaded_machine_is_said_so():
         "- Load average (1/5/15 min): before 0.50 0.40 0.30, after 5.10 3.00 2.00 "
         "(above 2: processes waited for a CPU during the run)"
     ) in text.splitlines()
+
+
+def test_each_target_says_whether_it_is_met():
+    rows = [
+        Row("sessions", "create_session", 45.0, "2 raw web3.py txs + 1 WebSocket handshake", 50.0),
+        Row("sessions", "complete (final proof + settle)", 81.0),
+        Row("sessions", "client CPU per token, E2EE (1000-token answer)", 0.03, "raw", 0.02),
+        Row("sessions-1000", "1000 concurrent sessions (4 hosts): wall time", 407_560.0, errors=13),
+    ]
+    lines = render(rows, 25, MACHINE, MACHINE, []).splitlines()
+    assert (
+        "| create_session vs 2 raw web3.py txs + 1 WebSocket handshake | <= 0.6x | 0.90x | no |"
+    ) in lines
+    assert "| Session.complete() on the devnet | <= 100 ms | 81.00 ms | yes |" in lines
+    assert (
+        "| Session.complete(), job younger than the proof rate limit allows | <= 100 ms "
+        "| not measured | - |"
+    ) in lines
+    assert (
+        "| client CPU per streamed token vs a raw plaintext websockets reader | <= 1.5x "
+        "| 1.50x | yes |"
+    ) in lines
+    assert (
+        "| 1,000 concurrent sessions (deposit-funded, one host process per 250) | 0 errors "
+        "| 13 errors in 407.56 s | no |"
+    ) in lines

@@ -1,0 +1,95 @@
+"""1,000 concurrent sessions from one process, paid from a pre-funded deposit.
+
+One client process (this one) opens 1,000 sessions at once with ``create_session(payment=
+"deposit")`` against four reference host processes (250 sessions each, under the host's
+``max_sessions`` of 256), asks each one question, checks the exact answer and settles it with
+``Session.complete()`` (the host's final proof, then the user's ``completeSessionJob``).
+Target: 0 errors; the figure is the wall time from the first ``create_session`` to the last
+settlement. Run with ``python -m benchmarks --only sessions-1000`` or ``--large``: it takes
+minutes on a loaded machine, so the default run leaves it out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from decimal import Decimal
+
+from fabstir_sdk import FabstirSDK
+from fabstir_sdk.devnet import Devnet
+
+from ._report import Row
+from .sessions import BUILTIN, portal
+
+SESSIONS = 1000
+PER_HOST = 250
+DEPOSIT = "0.5"  # the marketplace's minimum USDC deposit
+PAYER, FIRST_HOST = 1, 2
+
+
+def _expected(i: int) -> str:
+    n = i % 20 + 1
+    return " ".join(str(k) for k in range(1, n + 1))
+
+
+async def run(runs: int) -> list[Row]:
+    del runs  # one pass: the figure is the wall time of the whole crowd
+    hosts_needed = -(-SESSIONS // PER_HOST)
+    async with Devnet.start() as net, portal() as portal_url:
+        hosts = await asyncio.gather(
+            *(
+                net.start_host(
+                    account=FIRST_HOST + k,
+                    models=[BUILTIN],
+                    checkpoint_tokens=1_000_000,
+                    s5_portal_url=portal_url,
+                )
+                for k in range(hosts_needed)
+            )
+        )
+        async with FabstirSDK(net.sdk_config(s5_portal_url=portal_url)) as sdk:
+            await sdk.authenticate(net.accounts[PAYER].private_key)
+            pm = sdk.get_payment_manager()
+            total = str(Decimal(DEPOSIT) * SESSIONS)
+            await pm.approve_usdc(net.addresses.usdc_token, total)
+            await pm.deposit(total, net.addresses.usdc_token)
+            sm = await sdk.get_session_manager()
+
+            async def one(i: int) -> int:
+                session = await sm.create_session(
+                    model=BUILTIN,
+                    host=hosts[i // PER_HOST].address,
+                    payment="deposit",
+                    deposit=DEPOSIT,
+                )
+                try:
+                    answer = (await session.send_prompt(f"count to {i % 20 + 1}")).text
+                    if answer != _expected(i):
+                        raise AssertionError(f"session {i}: {answer!r}")
+                    return (await session.complete()).tokens_used
+                except BaseException:
+                    await session.end()
+                    raise
+
+            start = time.perf_counter()
+            results = await asyncio.gather(
+                *(one(i) for i in range(SESSIONS)), return_exceptions=True
+            )
+            seconds = time.perf_counter() - start
+        for host in hosts:
+            await host.stop()
+    errors = [r for r in results if isinstance(r, BaseException)]
+    # settled with nothing proven: the host's final proof missed complete()'s settle
+    # deadline, so the session closed unbilled (the user paid nothing, the host lost it)
+    unbilled = sum(1 for r in results if r == 0)
+    for error in errors[:5]:
+        print(f"  error: {type(error).__name__}: {error}")
+    print(f"\n# {SESSIONS} concurrent sessions, {hosts_needed} host processes, deposit-funded")
+    print(f"{'wall time (s)':<44} {seconds:10.2f}")
+    print(f"{'errors (target 0)':<44} {len(errors):10d}")
+    print(f"{'settled without the host final proof':<44} {unbilled:10d}")
+    name = f"{SESSIONS} concurrent sessions (deposit, {hosts_needed} hosts): open, answer, settle"
+    outcome = f"{len(errors)} errors, {unbilled} settled unbilled (no final proof in time)"
+    return [
+        Row("sessions-1000", f"{name}: wall time; {outcome}", seconds * 1000, errors=len(errors))
+    ]
