@@ -228,10 +228,10 @@ async def test_negative_tokens_used_is_a_protocol_error(net, bad, sdk):
     assert settlement.refund == DEPOSIT
 
 
-async def test_absurd_tokens_used_cannot_raise_the_bill(net, bad, sdk):
-    """sessions.md: the host is paid only for what it proves, and at most what the deposit
-    pays for; a stream_end claiming 10^18 tokens for two chunks does not make the SDK accept
-    a larger bill without a warning."""
+async def test_absurd_tokens_used_is_believed_but_only_proofs_are_paid(net, bad, sdk):
+    """sessions.md: "The token count you are billed for is the host's": a stream_end that
+    claims 10^18 tokens for two chunks is believed (a known gap, stated with its exposure in
+    security.md), but the host is paid only what it proves: here nothing, a full refund."""
     sm = await sdk.get_session_manager()
     session = await sm.create_session(model=BUILTIN, host=bad.address, deposit="1")
     bad.tokens_used = 10**18
