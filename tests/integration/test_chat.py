@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -39,6 +40,13 @@ async def host(net) -> RunningHost:
     await running.stop()
 
 
+def foreground() -> None:
+    """``preexec_fn`` for a child that stands for a program a person runs in a terminal:
+    SIGINT back to its default. A test run started as a shell's background job (SIGINT
+    ignored, inherited by every child) would otherwise leave Ctrl-C ignored in the child."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Chat:
     """A ``fabstir chat`` process: write lines to it, read its answers line by line."""
 
@@ -59,6 +67,7 @@ class Chat:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            preexec_fn=foreground,
         )
         return cls(proc)
 

@@ -19,7 +19,7 @@ from fabstir_sdk import FabstirSDK, SessionState
 from fabstir_sdk.devnet import Devnet, RunningHost
 
 from .host_helpers import BUILTIN, read_job
-from .test_chat import Chat, session_id
+from .test_chat import Chat, foreground, session_id
 
 pytestmark = pytest.mark.integration
 
@@ -118,6 +118,7 @@ async def test_a_users_script_settles_on_sigterm_with_fabstir_sdk_run(
         env={**os.environ, "USER_KEY": account.private_key},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        preexec_fn=foreground,
     )
     try:
         assert proc.stdout is not None
@@ -156,6 +157,7 @@ async def test_proxy_settles_on_ctrl_c_and_names_gross_and_net(net, host, tmp_pa
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        preexec_fn=foreground,
     )
     try:
         assert proc.stdout is not None
