@@ -11,7 +11,6 @@ the same ``KeyboardInterrupt`` at the end. The ``fabstir`` commands run this way
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import threading
 from collections.abc import Coroutine
@@ -29,21 +28,57 @@ def run(main: Coroutine[Any, Any, T], *, debug: bool | None = None) -> T:
     without ``loop.add_signal_handler`` (Windows), it is plain ``asyncio.run``.
     """
     with asyncio.Runner(debug=debug) as runner:
-        loop = runner.get_loop()
-        handled = False
-        # Only where the Runner handles SIGINT itself: not where SIGINT is ignored (a
-        # background job of a shell), which would leave SIGTERM doing nothing at all.
-        if (
-            threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
-        ):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                # Re-raised as SIGINT, the Runner's own handler cancels the main task (and a
-                # second signal interrupts at once), exactly as for Ctrl-C.
-                loop.add_signal_handler(signal.SIGTERM, signal.raise_signal, signal.SIGINT)
-                handled = True
-        try:
+        if threading.current_thread() is not threading.main_thread():
             return runner.run(main)
-        finally:
-            if handled:
-                loop.remove_signal_handler(signal.SIGTERM)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            return _run_as_ctrl_c(runner, main)
+        # SIGINT ignored (a shell's background job) or taken by the embedding program: the
+        # Runner does not handle it, so SIGTERM cancels ``main`` here, as Ctrl-C would.
+        return _run_terminable(runner, main)
+
+
+def _run_as_ctrl_c(runner: asyncio.Runner, main: Coroutine[Any, Any, T]) -> T:
+    """SIGTERM re-raised as SIGINT: the Runner's own handler cancels the main task (and a
+    second signal interrupts at once), exactly as for Ctrl-C."""
+    loop = runner.get_loop()
+    try:
+        loop.add_signal_handler(signal.SIGTERM, signal.raise_signal, signal.SIGINT)
+    except (NotImplementedError, RuntimeError):
+        return runner.run(main)
+    try:
+        return runner.run(main)
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+def _run_terminable(runner: asyncio.Runner, main: Coroutine[Any, Any, T]) -> T:
+    """The Runner's Ctrl-C logic for SIGTERM alone: the first cancels ``main`` and ends in
+    ``KeyboardInterrupt``; a second interrupts at once."""
+    loop = runner.get_loop()
+    task: asyncio.Task[T] | None = None
+    terms = 0
+
+    async def guarded() -> T:
+        nonlocal task
+        task = asyncio.current_task()
+        return await main
+
+    def on_term() -> None:
+        nonlocal terms
+        terms += 1
+        if terms > 1 or task is None:
+            raise KeyboardInterrupt
+        task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, on_term)
+    except (NotImplementedError, RuntimeError):
+        return runner.run(main)
+    try:
+        return runner.run(guarded())
+    except asyncio.CancelledError:
+        if terms:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)

@@ -99,15 +99,25 @@ async def main():
 """
 
 
+def background() -> None:
+    """``preexec_fn`` for a shell's background job: SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @pytest.mark.parametrize(
-    ("runner", "user", "settles"),
-    [("fabstir_sdk.run", 5, True), ("asyncio.run", 6, False)],
+    ("runner", "user", "settles", "start"),
+    [
+        ("fabstir_sdk.run", 5, True, foreground),
+        ("fabstir_sdk.run", 8, True, background),
+        ("asyncio.run", 6, False, foreground),
+    ],
 )
 async def test_a_users_script_settles_on_sigterm_with_fabstir_sdk_run(
-    net, host, tmp_path, runner, user, settles
+    net, host, tmp_path, runner, user, settles, start
 ):
-    """With ``fabstir_sdk.run`` SIGTERM takes Ctrl-C's path and the ``finally`` settles;
-    under plain ``asyncio.run`` the process is killed with the session still open."""
+    """With ``fabstir_sdk.run`` SIGTERM takes Ctrl-C's path and the ``finally`` settles, in
+    a terminal and in a background job (where SIGINT is ignored); under plain
+    ``asyncio.run`` the process is killed with the session still open."""
     account = net.accounts[user]
     before = await usdc_of(net, account.address)
     script = tmp_path / "serve.py"
@@ -118,7 +128,7 @@ async def test_a_users_script_settles_on_sigterm_with_fabstir_sdk_run(
         env={**os.environ, "USER_KEY": account.private_key},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        preexec_fn=foreground,
+        preexec_fn=start,
     )
     try:
         assert proc.stdout is not None
