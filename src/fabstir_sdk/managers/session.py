@@ -90,20 +90,10 @@ class SessionManager:
         conversation in its own storage. End it with :meth:`Session.end` (the host settles)
         or let the owner complete it: only the depositor or the host may.
         """
-        self._ctx.require_sender()
-        if payment not in ("usdc", "eth", "deposit"):
-            raise ValidationError(f"payment must be 'usdc', 'eth' or 'deposit', got {payment!r}")
-        if payer is not None and payment != "usdc":
-            raise ValidationError(f"a delegated session (payer) pays in 'usdc', not {payment!r}")
-        currency: Literal["usdc", "eth"] = deposit_token if payment == "deposit" else payment
-        plan = Plan(
+        plan = self._plan(
             model=model,
-            model_id=to_model_id(model),
             payment=payment,
-            currency=currency,
-            token=ZERO_ADDRESS
-            if currency == "eth"
-            else self._ctx.config.contract_addresses.usdc_token,
+            deposit_token=deposit_token,
             deposit=deposit,
             max_price_per_token=max_price_per_token,
             duration=duration,
@@ -113,10 +103,7 @@ class SessionManager:
             failover=failover,
             payer=payer,
         )
-        if host is None:
-            info, price = await self._backend.next_host(plan, exclude=set())
-        else:
-            info, price = await self._backend.given_host(host, plan)
+        info, price = await self._host_for(plan, host)
         limits = timeouts or self._ctx.config.session_timeouts
         job, link = await self._backend.open(plan, info, price, limits)
         return self._track(
@@ -149,19 +136,10 @@ class SessionManager:
         ``complete()`` will cost: tokens at the chosen host's price and the gas of each of
         your transactions (see :class:`~fabstir_sdk.managers.cost.CostEstimate`). Sends
         nothing."""
-        self._ctx.require_sender()
-        if payment not in ("usdc", "eth", "deposit"):
-            raise ValidationError(f"payment must be 'usdc', 'eth' or 'deposit', got {payment!r}")
-        currency: Literal["usdc", "eth"] = deposit_token if payment == "deposit" else payment
-        token = (
-            ZERO_ADDRESS if currency == "eth" else self._ctx.config.contract_addresses.usdc_token
-        )
-        plan = Plan(
+        plan = self._plan(
             model=model,
-            model_id=to_model_id(model),
             payment=payment,
-            currency=currency,
-            token=token,
+            deposit_token=deposit_token,
             deposit=deposit,
             max_price_per_token=max_price_per_token,
             duration=duration,
@@ -169,18 +147,16 @@ class SessionManager:
             proof_timeout_window=proof_timeout_window,
             encryption=True,
             failover=False,
+            payer=None,
         )
-        if host is None:
-            info, price = await self._backend.next_host(plan, exclude=set())
-        else:
-            info, price = await self._backend.given_host(host, plan)
+        info, price = await self._host_for(plan, host)
         if max_price_per_token is not None and price > max_price_per_token:
             raise PriceAboveMaximumError(price, max_price_per_token)
         return await estimate_cost(
             self._ctx,
             host=info.address,
             model_id=plan.model_id,
-            token=token,
+            token=plan.token,
             price=price,
             deposit=deposit,
             funding="deposit" if payment == "deposit" else "wallet",
@@ -189,6 +165,52 @@ class SessionManager:
             proof_interval=proof_interval,
             proof_timeout_window=proof_timeout_window,
         )
+
+    def _plan(
+        self,
+        *,
+        model: str,
+        payment: Payment,
+        deposit_token: Literal["usdc", "eth"],
+        deposit: Amount,
+        max_price_per_token: int | None,
+        duration: int,
+        proof_interval: int,
+        proof_timeout_window: int,
+        encryption: bool,
+        failover: bool,
+        payer: str | None,
+    ) -> Plan:
+        """The terms of a session to open (or price), checked before anything is read."""
+        self._ctx.require_sender()
+        if payment not in ("usdc", "eth", "deposit"):
+            raise ValidationError(f"payment must be 'usdc', 'eth' or 'deposit', got {payment!r}")
+        if payer is not None and payment != "usdc":
+            raise ValidationError(f"a delegated session (payer) pays in 'usdc', not {payment!r}")
+        currency: Literal["usdc", "eth"] = deposit_token if payment == "deposit" else payment
+        return Plan(
+            model=model,
+            model_id=to_model_id(model),
+            payment=payment,
+            currency=currency,
+            token=ZERO_ADDRESS
+            if currency == "eth"
+            else self._ctx.config.contract_addresses.usdc_token,
+            deposit=deposit,
+            max_price_per_token=max_price_per_token,
+            duration=duration,
+            proof_interval=proof_interval,
+            proof_timeout_window=proof_timeout_window,
+            encryption=encryption,
+            failover=failover,
+            payer=payer,
+        )
+
+    async def _host_for(self, plan: Plan, host: str | HostInfo | None) -> tuple[HostInfo, int]:
+        """``host`` and its price for the plan, or the best registered host's."""
+        if host is None:
+            return await self._backend.next_host(plan, exclude=set())
+        return await self._backend.given_host(host, plan)
 
     async def resume_session(
         self,
