@@ -83,7 +83,8 @@ host failed, another may serve": failover and ``fabstir chat`` move on from exac
     └── ChainError
         ├── RpcError
         │   ├── RpcUnavailableError
-        │   └── RpcFailure                   (the node's JSON-RPC error for one call)
+        │   ├── RpcFailure                   (the node's JSON-RPC error for one call)
+        │   └── SimulationUnsupportedError   (the node has no eth_simulateV1)
         ├── TransactionTimeoutError
         ├── TransactionDroppedError
         ├── TransactionReplacedError
@@ -164,6 +165,7 @@ __all__ = [
     "SessionNotFoundError",
     "SessionRefusedError",
     "SignerError",
+    "SimulationUnsupportedError",
     "StorageError",
     "StorageUnavailableError",
     "StreamNotOpenError",
@@ -678,6 +680,19 @@ class RpcFailure(RpcError):
         if "revert" in self.node_message:
             return b""
         return None
+
+
+class SimulationUnsupportedError(RpcError):
+    """The RPC node has no ``eth_simulateV1``, which gas estimates of a whole session need
+    (the completion of a job that does not exist yet): the token cost is still known."""
+
+    def __init__(self, url: str, node_message: str) -> None:
+        super().__init__(
+            f"the RPC node at {url} does not support eth_simulateV1 ({node_message}): the gas "
+            "of a session cannot be estimated there; estimate_session_cost(..., gas=False) "
+            "gives the token cost alone"
+        )
+        self.url = url
 
 
 class TransactionTimeoutError(ChainError):

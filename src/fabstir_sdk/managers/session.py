@@ -133,11 +133,18 @@ class SessionManager:
         proof_interval: int = 1000,
         proof_timeout_window: int = 300,
         deposit_token: Literal["usdc", "eth"] = "usdc",  # noqa: S107 (not a secret)
+        payer: str | None = None,
+        gas: bool = True,
     ) -> CostEstimate:
         """What :meth:`create_session` with these arguments, ``expected_tokens`` streamed and
         ``complete()`` will cost: tokens at the chosen host's price and the gas of each of
         your transactions (see :class:`~fabstir_sdk.managers.cost.CostEstimate`). Sends
-        nothing."""
+        nothing.
+
+        ``payer``: an agent's delegated session; its only transaction is the creation (the
+        payer's allowance must cover the deposit). The gas needs a node with
+        ``eth_simulateV1`` (else :class:`~fabstir_sdk.errors.SimulationUnsupportedError`);
+        ``gas=False`` skips it and gives the token figures alone."""
         plan = self._plan(
             model=model,
             payment=payment,
@@ -149,8 +156,9 @@ class SessionManager:
             proof_timeout_window=proof_timeout_window,
             encryption=True,
             failover=False,
-            payer=None,
+            payer=payer,
         )
+        payer = self._backend.payments.payer_of(plan.payer)
         info, price = await self._host_for(plan, host)
         if max_price_per_token is not None and price > max_price_per_token:
             raise PriceAboveMaximumError(price, max_price_per_token)
@@ -166,6 +174,8 @@ class SessionManager:
             duration=duration,
             proof_interval=proof_interval,
             proof_timeout_window=proof_timeout_window,
+            payer=payer,
+            gas=gas,
         )
 
     def _plan(
