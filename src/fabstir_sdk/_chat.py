@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Literal, TextIO
 
-from .chain.addresses import ZERO_ADDRESS
+from .chain.addresses import ZERO_ADDRESS, checksum_address
 from .chain.units import ETH_DECIMALS, USDC_DECIMALS, format_amount
 from .config import SDKConfig
 from .errors import (
@@ -85,6 +85,7 @@ async def chat(
     default then) and the host settles it with the payer.
     """
     stdin, out, err = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
+    payer = checksum_address(payer, what="payer") if payer is not None else None
     if on_exit is None:
         on_exit = "end" if payer else "complete"
     if payer and on_exit == "complete":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 
@@ -505,3 +506,65 @@ async def test_an_agents_list_sessions_shows_the_jobs_it_opened_for_its_owner(
     for bad in (-1, "0", True, 1.5):
         with pytest.raises(ValidationError, match="from_block"):
             await agent_sm.list_sessions(from_block=bad)  # type: ignore[arg-type]
+
+
+async def _fabstir(net, key: str, *argv: str, stdin: str = "") -> tuple[int, str, str]:
+    """``fabstir ARGV`` as its own process with ``key`` in FABSTIR_PRIVATE_KEY."""
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "fabstir_sdk.cli", *argv),
+        env={**os.environ, "FABSTIR_PRIVATE_KEY": key},
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), 120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_fabstir_chat_with_payer_runs_an_agents_session(net, host, sdk_for, tmp_path):
+    """`fabstir chat --payer OWNER` with the agent's key: the owner pays, the agent sends
+    one transaction (the creation), the session ends and the host settles with the owner."""
+    owner_sdk = await sdk_for(4)
+    owner, agent = net.accounts[4].address, net.accounts[5]
+    usdc = net.addresses.usdc_token
+    owner_pm = owner_sdk.get_payment_manager()
+    await owner_pm.approve_usdc(usdc, "1")
+    await owner_pm.authorize_delegate(agent.address)
+    owner_usdc = await owner_pm.get_token_balance(usdc)
+    chat = ["chat", "--manifest", str(net.manifest_path), "--storage-dir", str(tmp_path)]
+    chat += ["--model", BUILTIN, "--host-address", host.address, "--yes"]
+    (before,) = await nonces(net, 5)
+
+    code, out, err = await _fabstir(
+        net, agent.private_key, *chat, "--payer", owner, "--on-exit", "complete"
+    )
+    assert (code, out) == (1, ""), err
+    assert err == (
+        "fabstir: error: a session the payer pays for ends with on_exit='end' (--on-exit end): "
+        "only the payer or the host may complete it\n"
+    )
+    code, out, err = await _fabstir(net, agent.private_key, *chat, "--payer", "0x1234")
+    assert (code, out, err) == (
+        1,
+        "",
+        "fabstir: error: payer must be 0x followed by 40 hex digits, got '0x1234'\n",
+    )
+    assert await nonces(net, 5) == [before]
+
+    code, out, err = await _fabstir(
+        net, agent.private_key, *chat, "--payer", owner, stdin="count to 3\n"
+    )
+    assert (code, out) == (0, "1 2 3\n"), err
+    assert "Your transactions: create " in err and "approve" not in err, err
+    assert "ended. The host submits its last proof and settles" in err, err
+    assert await nonces(net, 5) == [before + 1]  # the creation only
+    opened = re.search(r"^Session (\d+) with host", err, re.M)
+    assert opened, err
+    job_id = int(opened.group(1))
+    agents_view = await (await sdk_for(5)).get_session_manager()
+    assert job_id in [j.id for j in await agents_view.list_sessions()]
+    await net.advance_time(31)
+    job = await wait_for_job(net, job_id, lambda j: j.status != SessionState.ACTIVE)
+    assert (job.status, job.depositor, job.tokens_used) == (SessionState.COMPLETED, owner, 1000)
+    assert await owner_pm.get_token_balance(usdc) == owner_usdc - 2000
