@@ -39,7 +39,8 @@ host failed, another may serve": failover and ``fabstir chat`` move on from exac
     │   ├── PriceBelowMinimumError
     │   ├── PriceAboveMaximumError
     │   ├── SessionNotActiveError
-    │   └── DelegateNotAuthorizedError
+    │   ├── DelegateNotAuthorizedError
+    │   └── ProposalStateError               (a model proposal's vote is not in that stage)
     ├── NotFoundError
     │   ├── NoHostAvailableError
     │   └── SessionNotFoundError
@@ -151,6 +152,7 @@ __all__ = [
     "PriceBelowMinimumError",
     "ProofIntervalError",
     "ProofTimeoutWindowError",
+    "ProposalStateError",
     "ProtocolError",
     "RegistryRollbackError",
     "ReplayedInitError",
@@ -394,6 +396,12 @@ class DelegateNotAuthorizedError(ChainStateError):
             f"PaymentManager.authorize_delegate({delegate!r})"
         )
         self.payer, self.delegate = payer, delegate
+
+
+class ProposalStateError(ChainStateError):
+    """A model proposal is not at the stage the call needs: the vote is over (or not yet),
+    the proposal was executed (or not yet), a re-proposal is cooling down, no votes to take
+    back. The message says when the stage changes, where it will."""
 
 
 class InvalidStorageKeyError(ValidationError):
