@@ -187,13 +187,9 @@ async def _withdraw(args: argparse.Namespace) -> int:
 
 
 async def _fees(args: argparse.Namespace) -> int:
-    from ..errors import NoEarningsError
-
-    given = _fab(args.amount) if args.amount is not None else None
+    amount = _fab(args.amount) if args.amount is not None else None
     async with _sdk(args) as sdk:
         mm = sdk.get_model_manager()
-        amount = given if given is not None else await mm.get_rejected_fees()
-        if amount == 0:
-            raise NoEarningsError("the registry keeps no fees of rejected proposals")
+        kept = await mm.get_rejected_fees()
         tx = await mm.withdraw_rejected_fees(amount)
-        return _print({"withdrawn": str(amount), "tx_hash": tx})
+        return _print({"withdrawn": str(kept if amount is None else amount), "tx_hash": tx})

@@ -14,6 +14,7 @@ from ..chain.model_id import model_id as to_model_id
 from ..chain.units import Amount, to_base_units
 from ..errors import (
     InsufficientBalanceError,
+    NoEarningsError,
     NotFoundError,
     ProposalStateError,
     ValidationError,
@@ -205,9 +206,12 @@ class ModelManager:
         fn = mr.call("withdrawVotes", mid)
         return tx_hash(await self._ctx.require_sender().send(fn))
 
-    async def withdraw_rejected_fees(self, amount: int) -> str:
-        """Owner only: withdraw ``amount`` base units of FAB kept from rejected proposals."""
-        if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+    async def withdraw_rejected_fees(self, amount: int | None = None) -> str:
+        """Owner only: withdraw ``amount`` base units of FAB kept from rejected proposals
+        (None: all of them)."""
+        if amount is not None and (
+            isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0
+        ):
             raise ValidationError("amount must be a positive int (FAB base units)")
         mr = self._ctx.contract("model_registry")
         me = self._ctx.require_sender().address
@@ -216,7 +220,11 @@ class ModelManager:
         )
         if owner != me:
             raise ValidationError(f"only the registry's owner {owner} may withdraw rejected fees")
-        if amount > kept:
+        if kept == 0:
+            raise NoEarningsError("the registry keeps no fees of rejected proposals")
+        if amount is None:
+            amount = int(kept)
+        elif amount > kept:
             unit = await self._ctx.unit(self._ctx.config.contract_addresses.fab_token)
             raise InsufficientBalanceError(
                 amount, int(kept), "FAB", unit=unit, holder="the registry"
