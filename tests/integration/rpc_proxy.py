@@ -19,6 +19,8 @@ class RpcProxy:
         #: The methods of each HTTP request, in arrival order (one list per batch).
         self.requests: list[list[str]] = []
         self._lose: set[str] = set()
+        #: Methods this "node" does not have: answered with JSON-RPC's method-not-found.
+        self.missing: set[str] = set()
         self._holds: list[tuple[str, str, int, asyncio.Event]] = []
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -82,6 +84,8 @@ class RpcProxy:
             elif held in methods:
                 await opened.wait()
         assert self._client is not None
+        if self.missing.intersection(methods):
+            return await self._without_missing(payload, calls)
         async with self._client.post(
             self.upstream, data=body, headers={"Content-Type": "application/json"}
         ) as upstream:
@@ -94,4 +98,30 @@ class RpcProxy:
             raise ConnectionResetError("answer dropped by the proxy")
         response = web.Response(body=answer, content_type="application/json")
         response.force_close()  # no keep-alive: once down, every new request is refused
+        return response
+
+    async def _without_missing(self, payload: object, calls: list[dict]) -> web.Response:
+        """Answer the missing methods' calls with an error as an older node does, and
+        forward the others."""
+        assert self._client is not None
+        forwarded = [c for c in calls if c.get("method") not in self.missing]
+        answers: dict[object, dict] = {}
+        if forwarded:
+            async with self._client.post(self.upstream, json=forwarded) as upstream:
+                answers = {a["id"]: a for a in await upstream.json()}
+        replies = [
+            answers.get(c.get("id"))
+            or {
+                "jsonrpc": "2.0",
+                "id": c.get("id"),
+                "error": {
+                    "code": -32601,
+                    "message": f"the method {c.get('method')} does not exist/is not available",
+                },
+            }
+            for c in calls
+        ]
+        body = replies if isinstance(payload, list) else replies[0]
+        response = web.json_response(body)
+        response.force_close()
         return response
