@@ -160,14 +160,14 @@ async def start_host(
         options = {**options, "state_dir": net.state_dir / "hosts" / f"state-{account}"}
     log_path = net.state_dir / "hosts" / f"host-{account}-{int(time.time() * 1000)}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "fabstir_sdk.host", *(["--debug"] if debug else [])]
-    argv += _arguments(net, models, backend, price_per_token, options)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if options.get("signer_url"):  # the key stays in the signer service: not even in env
         options = {"signer_address": dev.address, **options}
         env.pop(_KEY_ENV, None)
     else:
         env[_KEY_ENV] = dev.private_key
+    argv = [sys.executable, "-m", "fabstir_sdk.host", *(["--debug"] if debug else [])]
+    argv += _arguments(net, models, backend, price_per_token, options)
     with log_path.open("wb") as log_file:
         popen = subprocess.Popen(  # noqa: ASYNC220  (prctl: must fork from the loop's thread)
             argv,

@@ -16,7 +16,12 @@ from aiohttp import web
 from .._version import __version__
 from ..chain.model_id import model_id as to_model_id
 from ..chain.signer import as_signer
-from ..errors import ConfigError, SessionNotFoundError, SessionRefusedError
+from ..errors import (
+    ConfigError,
+    NondeterministicSignerError,
+    SessionNotFoundError,
+    SessionRefusedError,
+)
 from ..models import HostInfo, ModelInfo, SessionJob, SessionState
 from ..protocol import ChatMessage
 from ._backends import Backend, BuiltinBackend, OpenAIBackend
@@ -229,7 +234,13 @@ class HostNode:
         from ..managers.storage import open_store
         from ..s5._keys import S5Identity
 
-        seed = bytes.fromhex(AuthManager(self.chain.ctx).get_s5_seed())
+        try:
+            seed = bytes.fromhex(AuthManager(self.chain.ctx).get_s5_seed())
+        except NondeterministicSignerError as exc:  # one line, as the CLI shows errors
+            raise NondeterministicSignerError(
+                f"{exc}. The host keeps its checkpoints in that storage: run it without "
+                "--s5-portal-url and --storage-dir, or with a deterministic signer"
+            ) from None
         return S5Checkpoints(open_store(self.config.sdk, S5Identity(seed)), self.chain.signer)
 
     def _registration(self) -> Registration:
