@@ -30,7 +30,7 @@ from fabstir_sdk.managers.auth import S5_SEED_MESSAGE, seed_from_signature
 
 from .conftest import nonce
 from .host_helpers import BUILTIN
-from .test_signers import FlippingSigner
+from .test_signers import FlippingSigner, N
 
 pytestmark = pytest.mark.integration
 
@@ -327,3 +327,37 @@ async def test_a_key_host_keeps_publishing_its_wallet_key(net, tmp_path):
     assert raw.public_key == node.public_key
     await node.backend.aclose()
     await raw.backend.aclose()
+
+
+@pytest.mark.parametrize(
+    ("flags", "key_text", "message"),
+    [
+        (["--signer-url", "http://127.0.0.1:9"], None, "--signer-url needs --signer-address"),
+        (["--signer-address", "0x" + "12" * 20], None, "--signer-address goes with --signer-url"),
+        ([], "0x" + "ab" * 31, "the host's E2EE key must be 32 bytes of hex"),
+        ([], hex(N + 5), "the host's E2EE key is not a valid secp256k1 key"),
+        (["--e2ee-key-env", "FABSTIR_TEST_E2EE"], None, "set FABSTIR_TEST_E2EE to the host's"),
+    ],
+)
+async def test_cli_refuses_bad_key_settings_without_echoing_them(
+    net, tmp_path, flags, key_text, message
+):
+    import asyncio
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "fabstir_sdk.host", "run", "--port", "0"]
+    argv += ["--manifest", str(net.manifest_path), "--model", BUILTIN, *flags]
+    if key_text is not None:
+        (tmp_path / "e2ee").write_text(key_text)
+        argv += ["--e2ee-key-file", str(tmp_path / "e2ee")]
+    env = {k: v for k, v in os.environ.items() if k != "FABSTIR_TEST_E2EE"}
+    env["FABSTIR_HOST_PRIVATE_KEY"] = net.accounts[SPARE].private_key
+    out = await asyncio.to_thread(
+        subprocess.run, argv, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert (out.returncode, out.stdout) == (1, "")
+    assert out.stderr.startswith(f"fabstir: error: {message}")
+    assert out.stderr.count("\n") == 1  # one line
+    for secret in (net.accounts[SPARE].private_key[2:], "ab" * 31, hex(N + 5)[2:]):
+        assert secret not in out.stderr
