@@ -39,8 +39,10 @@ from ..errors import (
     TransactionDroppedError,
     TransactionReplacedError,
     TransactionTimeoutError,
+    Unit,
 )
 from .abi import Call, Contract
+from .addresses import checksum_address
 from .revert import revert_error
 from .rpc import JsonRpcClient
 from .signer import Signer, as_signer
@@ -142,6 +144,9 @@ class ChainClient:
         self.tx_timeout = tx_timeout
         self._contracts: dict[tuple[str, str], Contract] = {}
         self._chain_id: int | None = None
+        #: ``(decimals, symbol)`` per checksummed ERC-20 address, as the managers read them:
+        #: a token's revert that slips past their checks is worded in its units too.
+        self.token_units: dict[str, Unit] = {}
 
     @classmethod
     def from_config(
@@ -185,7 +190,16 @@ class ChainClient:
             labels=[r.label for r in reads],
             return_errors=True,
         )
-        return [_decoded(r, result, token_hint) for r, result in zip(reads, results, strict=True)]
+        hint = self.token_hint(token_hint)
+        return [_decoded(r, result, hint) for r, result in zip(reads, results, strict=True)]
+
+    def token_hint(self, token: str) -> TokenHint:
+        """``token`` with its unit when the managers read it (how its reverts are worded)."""
+        unit = None
+        if token:
+            with contextlib.suppress(FabstirError):  # not an address: no unit
+                unit = self.token_units.get(checksum_address(token, what="token"))
+        return token, unit
 
     async def read(self, call: Call) -> Any:
         """One contract call's return value."""
@@ -206,11 +220,15 @@ def _nonce_taken(failure: RpcFailure) -> bool:
     return any(phrase in message for phrase in _NONCE_TAKEN)
 
 
-def _decoded(read: Read, result: Any, token_hint: str) -> Any:
+#: A token's address ("" for none) and its ``(decimals, symbol)`` if known.
+TokenHint = tuple[str, Unit | None]
+
+
+def _decoded(read: Read, result: Any, hint: TokenHint) -> Any:
     if isinstance(result, RpcFailure):
         data = result.revert_data
         if data is not None:
-            raise revert_error(data, token=token_hint)
+            raise revert_error(data, token=hint[0], unit=hint[1])
         raise result
     return read.decode(result)
 
@@ -275,13 +293,14 @@ class TxSender:
         results = await self._client.rpc.batch(
             batch, labels=[r.label for r in checks], return_errors=True
         )
+        hint = self._client.token_hint(token_hint)
         if validate is not None:
-            validate([_decoded(r, v, token_hint) for r, v in zip(checks, results, strict=False)])
+            validate([_decoded(r, v, hint) for r, v in zip(checks, results, strict=False)])
         estimate, gas_price, pending = results[len(checks) : len(checks) + 3]
         if isinstance(estimate, RpcFailure):
             data = estimate.revert_data
             if data is not None:
-                raise revert_error(data, token=token_hint)
+                raise revert_error(data, token=token_hint, unit=hint[1])
             raise estimate
         for extra in results[len(checks) + 1 :]:
             if isinstance(extra, RpcFailure):
@@ -444,6 +463,7 @@ class TxSender:
         except RpcFailure as exc:
             data = exc.revert_data
             if data is not None:
-                return revert_error(data, tx_hash=mined, token=token_hint)
+                unit = self._client.token_hint(token_hint)[1]
+                return revert_error(data, tx_hash=mined, token=token_hint, unit=unit)
             return ChainError(f"transaction {mined} reverted ({exc})")
         return ChainError(f"transaction {mined} reverted (out of gas?)")
