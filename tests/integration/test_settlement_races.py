@@ -6,9 +6,12 @@ import asyncio
 import logging
 
 from fabstir_sdk import FabstirSDK
+from fabstir_sdk.chain.rpc import JsonRpcClient
+from fabstir_sdk.devnet import Devnet
 from fabstir_sdk.models import Settlement
 
 from .conftest import HOST, USDC_PRICE, USER
+from .host_helpers import BUILTIN
 from .rpc_proxy import RpcProxy
 
 
@@ -62,3 +65,65 @@ async def test_completion_estimated_before_the_hosts_proof_landed_still_settles(
             assert await hm.get_host_earnings(usdc) == 2700
     finally:
         await proxy.stop()
+
+
+async def _pending_nonce(rpc: JsonRpcClient, address: str) -> int:
+    return int(await rpc.call("eth_getTransactionCount", address, "pending"), 16)
+
+
+async def test_a_host_has_its_final_proofs_in_flight_together():
+    """Four sessions ask for their final proofs at once while blocks are mined by hand: all
+    four proofs wait in the mempool together and are mined in one block (before: the host
+    sent one transaction and waited for its receipt before the next, so 250 sessions on one
+    host could not all be proven within complete()'s 60 s)."""
+    sessions = 4
+    async with Devnet.start() as net:
+        host = await net.start_host(account=HOST, models=[BUILTIN], chain_poll=0.1)
+        rpc = JsonRpcClient(net.rpc_url)
+        try:
+            async with FabstirSDK(net.sdk_config()) as sdk:
+                await sdk.authenticate(net.accounts[USER].private_key)
+                pm = sdk.get_payment_manager()
+                usdc = net.addresses.usdc_token
+                await pm.approve_usdc(usdc, str(sessions))
+                await pm.deposit(str(sessions), usdc)
+                sm = await sdk.get_session_manager()
+                opened = [
+                    await sm.create_session(
+                        model=BUILTIN, host=host.address, payment="deposit", deposit="1"
+                    )
+                    for _ in range(sessions)
+                ]
+                for session in opened:
+                    assert (await session.send_prompt("count to 3")).text == "1 2 3"
+                await net.advance_time(10)  # the contract's rate limit allows each claim
+                before = await _pending_nonce(rpc, host.address)
+                await rpc.call("evm_setAutomine", False)
+                completing = asyncio.gather(*(s.complete() for s in opened))
+                try:
+                    for _ in range(600):  # until every proof is in the mempool (60 s at most)
+                        if await _pending_nonce(rpc, host.address) == before + sessions:
+                            break
+                        await asyncio.sleep(0.1)
+                    assert await _pending_nonce(rpc, host.address) == before + sessions
+                    await rpc.call("evm_mine")
+                    mined = await rpc.call("eth_getBlockByNumber", "latest", True)
+                except BaseException:
+                    completing.cancel()
+                    await asyncio.gather(completing, return_exceptions=True)
+                    raise
+                finally:
+                    await rpc.call("evm_setAutomine", True)
+                await rpc.call("evm_mine")  # a completion sent before automine was back
+                settlements = await completing
+                assert [(s.tokens_used, s.host_payment, s.refund) for s in settlements] == [
+                    (1000, 2000, 998_000)
+                ] * sessions
+                proofs = [t for t in mined["transactions"] if t["from"] == host.address.lower()]
+                assert len(proofs) == sessions  # mined together, in one block
+                assert await pm.get_deposit_balance(usdc) == sessions * 1_000_000 - sessions * 2000
+                earnings = await sdk.get_host_manager().get_host_earnings(usdc, host.address)
+                assert earnings == sessions * 1800
+        finally:
+            await rpc.aclose()
+            await host.stop()
