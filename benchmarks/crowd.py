@@ -49,9 +49,9 @@ async def run(runs: int) -> list[Row]:
 async def crowd(
     sessions: int, per_host: int, *, settle: float | None = None, keep_logs: Path | None = None
 ) -> list[Row]:
-    """``sessions`` concurrent sessions, ``per_host`` on each host process (a smaller crowd
-        shows the same faults sooner: ``python -m benchmarks.crowd 250 --per-host 250 --settle 5``,
-    ``settle`` being how long ``complete()`` waits for the host's final proof)."""
+    """``sessions`` concurrent sessions, ``per_host`` on each host process. A smaller crowd
+    shows the same faults sooner: ``python -m benchmarks.crowd 250 --settle 5``, ``settle``
+    being how long ``complete()`` waits for the host's final proof."""
     hosts_needed = -(-sessions // per_host)
     async with Devnet.start() as net, portal() as portal_url:
         hosts = await asyncio.gather(
@@ -75,18 +75,27 @@ async def crowd(
             await pm.deposit(total, net.addresses.usdc_token)
             sm = await sdk.get_session_manager()
 
+            phases: dict[str, list[float]] = {"open": [], "answer": [], "settle": []}
+
             async def one(i: int) -> int:
+                began = time.perf_counter()
                 session = await sm.create_session(
                     model=BUILTIN,
                     host=hosts[i // per_host].address,
                     payment="deposit",
                     deposit=DEPOSIT,
                 )
+                opened = time.perf_counter()
+                phases["open"].append(opened - began)
                 try:
                     answer = (await session.send_prompt(f"count to {i % 20 + 1}")).text
                     if answer != _expected(i):
                         raise AssertionError(f"session {i}: {answer!r}")
-                    return (await session.complete()).tokens_used
+                    answered = time.perf_counter()
+                    phases["answer"].append(answered - opened)
+                    tokens = (await session.complete()).tokens_used
+                    phases["settle"].append(time.perf_counter() - answered)
+                    return tokens
                 except BaseException:
                     await session.end()
                     raise
@@ -110,6 +119,11 @@ async def crowd(
     print(f"{'wall time (s)':<44} {seconds:10.2f}")
     print(f"{'errors (target 0)':<44} {len(errors):10d}")
     print(f"{'settled without the host final proof':<44} {unbilled:10d}")
+    for phase, took in phases.items():
+        if took:
+            took.sort()
+            median, worst = took[len(took) // 2], took[-1]
+            print(f"{phase + ' per session: median / max (s)':<44} {median:10.2f} {worst:8.2f}")
     name = f"{sessions} concurrent sessions (deposit, {hosts_needed} hosts): open, answer, settle"
     outcome = f"{len(errors)} errors, {unbilled} settled unbilled (no final proof in time)"
     return [

@@ -6,8 +6,12 @@ import asyncio
 import logging
 
 from fabstir_sdk import FabstirSDK
+from fabstir_sdk.chain.model_id import model_id
 from fabstir_sdk.chain.rpc import JsonRpcClient
 from fabstir_sdk.devnet import Devnet
+from fabstir_sdk.host._billing import JobBilling, TxPipeline
+from fabstir_sdk.host._chain import HostChain
+from fabstir_sdk.host._checkpoints import UnstoredCheckpoints
 from fabstir_sdk.models import Settlement
 
 from .conftest import HOST, USDC_PRICE, USER
@@ -127,3 +131,43 @@ async def test_a_host_has_its_final_proofs_in_flight_together():
         finally:
             await rpc.aclose()
             await host.stop()
+
+
+async def test_the_host_leaves_a_job_the_user_completed_at_once(devnet, user, host):
+    """The user completed the job before disconnecting (``Session.complete()``): the host's
+    settlement sees it in one read. Before: it polled the chain's clock every second until
+    the dispute window (30 s on the devnet) had passed, for every such job."""
+    usdc = devnet.addresses.usdc_token
+    pm = user.get_payment_manager()
+    await pm.approve_usdc(usdc, "1")
+    created = await pm.create_usdc_session_job(
+        devnet.accounts[HOST].address, usdc, "1", USDC_PRICE, 3600, 1000, model=devnet.models[0]
+    )
+    await pm.complete_session_job(created.job_id)
+    chain = HostChain(devnet.sdk_config())
+    try:
+        await chain.open(devnet.accounts[HOST].private_key, [devnet.models[0]])
+        clock_reads = 0
+        read_clock = chain.now
+
+        async def now() -> int:
+            nonlocal clock_reads
+            clock_reads += 1
+            return await read_clock()
+
+        chain.now = now  # type: ignore[method-assign]
+        billing = JobBilling(
+            chain=chain,
+            txq=TxPipeline(),
+            writer=UnstoredCheckpoints(),
+            job=created.job,
+            model_id=model_id(devnet.models[0]),
+            checkpoint_tokens=1000,
+            recovery_public_key=None,
+            notify=lambda proof: None,
+        )
+        await billing.settle()
+        await billing.aclose()
+        assert (clock_reads, billing.settlement_tx, billing.closed) == (0, None, True)
+    finally:
+        await chain.aclose()

@@ -185,6 +185,10 @@ class JobBilling:
         await self.flush()
         due = self.job.start_time + self.chain.dispute_window
         try:
+            # The user usually completed the job before leaving: one read, not a poll of the
+            # chain's clock until the dispute window ends (a second per job, for 30 s on a
+            # devnet: a thousand settled sessions made anvil answer tens of thousands).
+            await self._check_still_ours()
             while True:
                 now = await self.chain.now()
                 if now >= due:
