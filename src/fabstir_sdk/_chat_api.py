@@ -15,7 +15,6 @@ them. So the model always sees what the client sent, and a continuing chat costs
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -255,112 +254,27 @@ class _Slot:
     held: list[ChatMessage] | None = None
 
 
-class _Turn:
-    """One request answered on its model's session; the slot is held from open to close."""
-
-    def __init__(self, chat: Chat, request: ChatRequest) -> None:
-        self._chat = chat
-        self.request = request
-        self._slot = chat._slot(request.model)
-        self._stream: PromptStream | None = None
-        self._exit = contextlib.AsyncExitStack()
-        self._ended = False
-        self._closed = False
-        self.session: Session | None = None
-        self.id = "chatcmpl-" + secrets.token_hex(12)
-        self.created = int(time.time())
-
-    @property
-    def info(self) -> FabstirInfo:
-        assert self.session is not None
-        return FabstirInfo(session_id=self.session.session_id, host=self.session.host.address)
-
-    @property
-    def usage(self) -> CompletionUsage:
-        assert self._stream is not None
-        usage: TokenUsage | None = self._stream.usage
-        return CompletionUsage(
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
-            total_tokens=usage.total_tokens if usage else 0,
-        )
-
-    @property
-    def finish_reason(self) -> str:
-        assert self._stream is not None
-        return _finish_reason(self._stream.finish_reason)
-
-    async def open(self) -> None:
-        """Take the model's session (opening one if needed) and send the prompt."""
-        slot, request = self._slot, self.request
-        await slot.lock.acquire()
-        try:
-            session = self.session = await self._chat._session(slot, request.model)
-            prior = list(request.messages[:-1])
-            # the host holds the history already, or resets its context to the client's
-            history = None if slot.held == prior else prior
-            slot.held = None  # unknown until this answer is complete
-            self._stream = await self._exit.enter_async_context(
-                session.stream(
-                    request.messages[-1].content,
-                    max_tokens=request.max_tokens,
-                    temperature=request.temperature,
-                    history=history,
-                )
-            )
-        except BaseException as exc:
-            self._closed = True
-            self._retire_if_broken(exc)
-            slot.lock.release()
-            raise
-
-    async def next_piece(self) -> str | None:
-        """The next piece of the answer; None at its end."""
-        assert self._stream is not None
-        try:
-            chunk = await anext(self._stream)
-        except StopAsyncIteration:
-            self._ended = True
-            return None
-        return chunk.text
-
-    async def close(self, exc: BaseException | None = None) -> None:
-        """Release the session: cancel the answer if unfinished, and note what the host holds."""
-        slot, stream = self._slot, self._stream
-        if self._closed or stream is None:
-            return
-        self._closed = True
-        try:
-            await self._exit.aclose()
-            if self._ended and exc is None and stream.finish_reason not in ("cancelled", "error"):
-                answer = ChatMessage(role="assistant", content=stream.text)
-                slot.held = [*self.request.messages, answer]
-        except BaseException as error:
-            self._retire_if_broken(error)
-            raise
-        finally:
-            if exc is not None:
-                self._retire_if_broken(exc)
-            slot.lock.release()
-
-    def _retire_if_broken(self, exc: BaseException) -> None:
-        """After anything but a clean refusal (a host error frame, bad input) the link may
-        be dead or still carry the old answer: the next request gets a new session."""
-        if not isinstance(exc, HostError | ValidationError | ChainStateError | SessionClosedError):
-            failed = isinstance(exc, HostFailedError)
-            self._chat._retire(self._slot, host_failed=failed)
-
-
 class ChatCompletionStream:
     """``async for chunk in stream`` (or ``async with stream``): the answer as chunks.
 
-    The session is held until the last chunk or :meth:`close`; leaving early cancels the
-    answer on the host, which bills only what it streamed.
+    One request answered on its model's session: the session is held from the request until
+    the last chunk or :meth:`close`; leaving early cancels the answer on the host, which
+    bills only what it streamed. Like the ``openai`` package's streams it is a thin shell
+    over a generator; here the generator reads the answer inside ``async with
+    session.stream(...)``, so however the stream is left, the session's turn comes back.
     """
 
-    def __init__(self, turn: _Turn, first: str | None) -> None:
-        self._turn = turn
-        self._chunks = self._generate(first)
+    def __init__(self, chat: Chat, request: ChatRequest) -> None:
+        self.request = request
+        self.id = "chatcmpl-" + secrets.token_hex(12)
+        self.created = int(time.time())
+        self._chat = chat
+        self._slot = chat._slot(request.model)
+        self._session: Session | None = None
+        self._answer: PromptStream | None = None
+        self._first: str | None = None
+        self._pieces = self._read()
+        self._chunks = self._generate()
 
     async def __aenter__(self) -> ChatCompletionStream:
         return self
@@ -380,43 +294,114 @@ class ChatCompletionStream:
         return await self._chunks.__anext__()
 
     async def close(self) -> None:
+        """Give the session back (cancelling the answer if it is not complete)."""
         await self._chunks.aclose()
-        await self._turn.close()
+        await self._pieces.aclose()
+
+    async def _start(self) -> None:
+        """Read up to the first piece, so that errors (no host, price cap, deposit used up,
+        a refused prompt) raise from ``create`` rather than from the first chunk."""
+        self._first = await anext(self._pieces, None)
+
+    async def _read(self) -> AsyncGenerator[str, None]:
+        """The answer's pieces, read on the model's session while holding it."""
+        chat, slot, request = self._chat, self._slot, self.request
+        async with slot.lock:
+            try:
+                session = self._session = await chat._session(slot, request.model)
+                prior = list(request.messages[:-1])
+                # the host holds the history already, or resets its context to the client's
+                history = None if slot.held == prior else prior
+                slot.held = None  # unknown until this answer is complete
+                async with session.stream(
+                    request.messages[-1].content,
+                    max_tokens=request.max_tokens,
+                    temperature=request.temperature,
+                    history=history,
+                ) as answer:
+                    self._answer = answer
+                    async for chunk in answer:
+                        yield chunk.text
+            except GeneratorExit:  # the caller left early: the answer is cancelled
+                raise
+            except BaseException as exc:
+                self._retire_if_broken(exc)
+                raise
+            if answer.finish_reason not in ("cancelled", "error"):
+                reply = ChatMessage(role="assistant", content=answer.text)
+                slot.held = [*request.messages, reply]
+
+    def _retire_if_broken(self, exc: BaseException) -> None:
+        """After anything but a clean refusal (a host error frame, bad input) the link may
+        be dead or still carry the old answer: the next request gets a new session."""
+        if not isinstance(exc, HostError | ValidationError | ChainStateError | SessionClosedError):
+            failed = isinstance(exc, HostFailedError)
+            self._chat._retire(self._slot, host_failed=failed)
+
+    async def _generate(self) -> AsyncGenerator[ChatCompletionChunk, None]:
+        head = self._chunk(ChoiceDelta(role="assistant", content=""))
+        yield head.model_copy(update={"fabstir": self._info})
+        if self._first is not None:
+            yield self._chunk(ChoiceDelta(content=self._first))
+            async for piece in self._pieces:
+                yield self._chunk(ChoiceDelta(content=piece))
+        yield self._chunk(ChoiceDelta(), self._finish_reason)
+        if self.request.include_usage:
+            yield ChatCompletionChunk(
+                id=self.id,
+                created=self.created,
+                model=self.request.model,
+                choices=[],
+                usage=self._usage,
+            )
+
+    async def _completion(self) -> ChatCompletion:
+        """The whole answer at once (a request without ``stream``)."""
+        async with self:
+            async for _ in self._pieces:
+                pass
+        assert self._answer is not None
+        return ChatCompletion(
+            id=self.id,
+            created=self.created,
+            model=self.request.model,
+            choices=[
+                Choice(
+                    message=ChatCompletionMessage(content=self._answer.text),
+                    finish_reason=self._finish_reason,
+                )
+            ],
+            usage=self._usage,
+            fabstir=self._info,
+        )
 
     def _chunk(self, delta: ChoiceDelta, finish_reason: str | None = None) -> ChatCompletionChunk:
-        turn = self._turn
         return ChatCompletionChunk(
-            id=turn.id,
-            created=turn.created,
-            model=turn.request.model,
+            id=self.id,
+            created=self.created,
+            model=self.request.model,
             choices=[ChunkChoice(delta=delta, finish_reason=finish_reason)],
         )
 
-    async def _generate(self, first: str | None) -> AsyncGenerator[ChatCompletionChunk, None]:
-        turn = self._turn
-        try:
-            head = self._chunk(ChoiceDelta(role="assistant", content=""))
-            yield head.model_copy(update={"fabstir": turn.info})
-            piece = first
-            while piece is not None:
-                yield self._chunk(ChoiceDelta(content=piece))
-                piece = await turn.next_piece()
-        except GeneratorExit:  # the caller left early: cancel the answer, keep the session
-            await turn.close()
-            raise
-        except BaseException as exc:
-            await turn.close(exc)
-            raise
-        await turn.close()
-        yield self._chunk(ChoiceDelta(), turn.finish_reason)
-        if turn.request.include_usage:
-            yield ChatCompletionChunk(
-                id=turn.id,
-                created=turn.created,
-                model=turn.request.model,
-                choices=[],
-                usage=turn.usage,
-            )
+    @property
+    def _info(self) -> FabstirInfo:
+        assert self._session is not None
+        return FabstirInfo(session_id=self._session.session_id, host=self._session.host.address)
+
+    @property
+    def _usage(self) -> CompletionUsage:
+        assert self._answer is not None
+        usage: TokenUsage | None = self._answer.usage
+        return CompletionUsage(
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            total_tokens=usage.total_tokens if usage else 0,
+        )
+
+    @property
+    def _finish_reason(self) -> str:
+        assert self._answer is not None
+        return _finish_reason(self._answer.finish_reason)
 
 
 class Completions:
@@ -456,38 +441,11 @@ class Completions:
 
     async def answer(self, request: ChatRequest) -> ChatCompletion | ChatCompletionStream:
         """Answer a checked request (the proxy's entry point)."""
-        turn = _Turn(self._chat, request)
-        await turn.open()
-        try:
-            first = await turn.next_piece()
-        except BaseException as exc:
-            await turn.close(exc)
-            raise
+        stream = ChatCompletionStream(self._chat, request)
+        await stream._start()
         if request.stream:
-            return ChatCompletionStream(turn, first)
-        parts = []
-        try:
-            piece = first
-            while piece is not None:
-                parts.append(piece)
-                piece = await turn.next_piece()
-        except BaseException as exc:
-            await turn.close(exc)
-            raise
-        await turn.close()
-        return ChatCompletion(
-            id=turn.id,
-            created=turn.created,
-            model=request.model,
-            choices=[
-                Choice(
-                    message=ChatCompletionMessage(content="".join(parts)),
-                    finish_reason=turn.finish_reason,
-                )
-            ],
-            usage=turn.usage,
-            fabstir=turn.info,
-        )
+            return stream
+        return await stream._completion()
 
 
 class Chat:
