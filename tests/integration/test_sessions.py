@@ -148,7 +148,7 @@ async def test_resume_replays_the_history_from_storage(net, host, sdk):
     sm = await sdk.get_session_manager()
     session = await sm.create_session(model=BUILTIN, host=host.address, deposit="1")
     await session.send_prompt("My name is Bob.")
-    await session._drop_link()  # the connection is lost (not ended)
+    await session._channel.drop_link()  # the connection is lost (not ended)
     with pytest.raises(HostUnreachableError):
         await session.send_prompt("still there?")
 
