@@ -149,7 +149,7 @@ class ProxyServer:
         a ``data: {"error": ...}`` event, which OpenAI clients raise as an APIError.
         """
         response = web.StreamResponse(headers=_SSE_HEADERS)
-        try:
+        async with stream:  # a client that left early cancels the answer on the host
             await response.prepare(request)
             try:
                 async for chunk in stream:
@@ -163,6 +163,4 @@ class ProxyServer:
                 return response
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
-        finally:
-            await stream.close()  # a client that left early cancels the answer on the host
         return response
