@@ -16,7 +16,9 @@ from typing import Any
 
 from aiohttp import web
 
-from .._chat_api import Chat, ChatCompletion, ChatCompletionStream, parse_request
+from .._chat_api import Chat, ChatCompletionStream
+from .._chat_request import parse_request
+from .._chat_shapes import ChatCompletion
 from ..errors import ConfigError, FabstirError, ValidationError
 from ..models import Settlement
 from ._errors import error_body, openai_error
