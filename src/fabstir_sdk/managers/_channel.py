@@ -43,6 +43,7 @@ class Channel:
         timeouts: SessionTimeouts,
         plan: Plan,
         conversation_id: str,
+        owner: Session,
         history: list[ChatMessage] | None = None,
     ) -> None:
         self.backend = backend
@@ -53,8 +54,8 @@ class Channel:
         self.turn = asyncio.Lock()
         self.failovers: list[Failover] = []
         self.closed = False
-        #: The session to register under its new id after a failover.
-        self.owner: Session | None = None
+        #: The session, registered under its new id after a failover.
+        self.owner = owner
         self._failed_hosts: set[str] = set()
         self._replay = history or None
         self._bind(job, host, link)
@@ -189,8 +190,7 @@ class Channel:
         job, link = await backend.open(self.plan, info, price, self.timeouts)
         self._bind(job, info, link)
         self._replay = history or None
-        if self.owner is not None:
-            backend.sessions[self.session_id] = self.owner
+        backend.sessions[self.session_id] = self.owner
         self.failovers.append(
             Failover(
                 reason=str(cause),

@@ -61,9 +61,9 @@ class Session:
             timeouts=timeouts,
             plan=plan,
             conversation_id=self.conversation_id,
+            owner=self,
             history=history,
         )
-        self._channel.owner = self
 
     def __repr__(self) -> str:
         state = "closed" if self._channel.closed else "open"
@@ -88,26 +88,32 @@ class Session:
 
     @property
     def job_id(self) -> int:
+        """The session job on chain (a new one after a failover)."""
         return self._channel.job.id
 
     @property
     def session_id(self) -> str:
+        """The job id as text: what the host and ``SessionManager`` call the session."""
         return self._channel.session_id
 
     @property
     def host(self) -> HostInfo:
+        """The host answering now."""
         return self._channel.host
 
     @property
     def price_per_token(self) -> int:
+        """The job's price per 1000 tokens, in the payment token's base units."""
         return self._channel.job.price_per_token
 
     @property
     def payment_token(self) -> str:
+        """The payment token's address (the zero address for ETH)."""
         return self._channel.job.payment_token
 
     @property
     def proof_interval(self) -> int:
+        """Tokens per proof: the least a host that produced a token is paid."""
         return self._channel.job.proof_interval
 
     @property
@@ -122,6 +128,7 @@ class Session:
 
     @property
     def timeouts(self) -> SessionTimeouts:
+        """The deadlines of this session's answers (see the deadline table in the docs)."""
         return self._channel.timeouts
 
     @timeouts.setter
@@ -144,6 +151,7 @@ class Session:
 
     @property
     def connected(self) -> bool:
+        """Whether the link to the host is open."""
         return self._channel.connected
 
     async def __aenter__(self) -> Session:
