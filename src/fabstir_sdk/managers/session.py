@@ -3,7 +3,8 @@
 A session is a session job on chain (the escrowed deposit), a WebSocket to the host carrying
 the wire protocol of :mod:`fabstir_sdk.protocol`, and a conversation in the user's S5 storage.
 The pieces live in small modules: the protocol state in ``protocol/_client.py``, the socket in
-``_link.py``, :class:`Session` and :class:`PromptStream` in ``_session.py``, buying, connecting
+``_link.py``, :class:`Session` in ``_session.py``, the job and link it answers on in
+``_channel.py``, :class:`PromptStream` in ``_prompt_stream.py``, buying, connecting
 and S5 records in ``_backend.py``, the proof audit trail in ``_proofs.py``.
 """
 
@@ -267,10 +268,17 @@ class SessionManager:
         )
         limits = timeouts or self._ctx.config.session_timeouts
         link = await self._backend.connect(job, info, plan, limits)
+        history = await self._backend.history(str(job.id))
         session = Session(
-            self._backend, job=job, host=info, model=model, link=link, timeouts=limits, plan=plan
+            self._backend,
+            job=job,
+            host=info,
+            model=model,
+            link=link,
+            timeouts=limits,
+            plan=plan,
+            history=history,
         )
-        session._replay = await self._backend.history(str(job.id)) or None
         return self._track(session)
 
     async def complete_session(self, session_id: str | int) -> Settlement:
