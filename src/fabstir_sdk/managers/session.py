@@ -10,6 +10,8 @@ and S5 records in ``_backend.py``, the proof audit trail in ``_proofs.py``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..chain.addresses import ZERO_ADDRESS
@@ -106,9 +108,17 @@ class SessionManager:
             failover=failover,
             payer=payer,
         )
-        info, price = await self._host_for(plan, host)
+        # the storage check (before paying) runs while the host is read
+        checked = asyncio.ensure_future(self._backend.storage.check())
+        try:
+            info, price = await self._host_for(plan, host)
+        except BaseException:
+            checked.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await checked
+            raise
         limits = timeouts or self._ctx.config.session_timeouts
-        job, link = await self._backend.open(plan, info, price, limits)
+        job, link = await self._backend.open(plan, info, price, limits, checked=checked)
         return self._track(
             Session(
                 self._backend,
