@@ -12,8 +12,10 @@ minutes on a loaded machine, so the default run leaves it out.
 from __future__ import annotations
 
 import asyncio
+import collections
 import shutil
 import time
+import traceback
 from decimal import Decimal
 from pathlib import Path
 
@@ -113,8 +115,11 @@ async def crowd(
     # settled with nothing proven: the host's final proof missed complete()'s settle
     # deadline, so the session closed unbilled (the user paid nothing, the host lost it)
     unbilled = sum(1 for r in results if r == 0)
-    for error in errors[:5]:
-        print(f"  error: {type(error).__name__}: {error}")
+    kinds = collections.Counter(f"{type(e).__name__}: {e}"[:160] for e in errors)
+    for kind, count in kinds.most_common(10):
+        print(f"  {count} x error: {kind}")
+    for error in errors[:3]:  # where the first ones came from
+        print("".join(traceback.format_exception(error)[-6:]))
     print(f"\n# {sessions} concurrent sessions, {hosts_needed} host processes, deposit-funded")
     print(f"{'wall time (s)':<44} {seconds:10.2f}")
     print(f"{'errors (target 0)':<44} {len(errors):10d}")

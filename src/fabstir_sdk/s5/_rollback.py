@@ -68,22 +68,29 @@ class RevisionGuard(Store):
                 seen[pk] = value
         return seen
 
-    def _persist(self) -> None:
+    def _persist(self, seen: dict[bytes, int]) -> dict[bytes, int]:
+        """Merge ``seen`` (a copy: this runs in a worker thread) into the file; returns
+        what the file holds now."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
             merged = self._read()  # another process of this user may have seen more
-            for pk, revision in self._seen.items():
+            for pk, revision in seen.items():
                 if merged.get(pk, -1) < revision:
                     merged[pk] = revision
-            self._seen = merged
             tmp = self.path.with_name(self.path.name + ".tmp")
             tmp.write_text(json.dumps({pk.hex(): r for pk, r in merged.items()}))
             os.replace(tmp, self.path)
+        return merged
 
     async def _saw(self, entry: RegistryEntry) -> None:
         if self._seen.get(entry.pk, -1) < entry.revision:
             self._seen[entry.pk] = entry.revision
-            await asyncio.to_thread(self._persist)
+            # the marks are read and changed on the event loop's thread only (a thread that
+            # iterated them while the loop added one failed: "dictionary changed size")
+            merged = await asyncio.to_thread(self._persist, dict(self._seen))
+            for pk, revision in merged.items():
+                if self._seen.get(pk, -1) < revision:
+                    self._seen[pk] = revision
 
     # ------------------------------------------------------------------ Store
 
@@ -97,8 +104,11 @@ class RevisionGuard(Store):
         return await self.inner.get_blob(blob)
 
     async def registry_get(self, pk: bytes) -> RegistryEntry | None:
-        entry = await self.inner.registry_get(pk)
+        # judged against what was seen when the read was sent: a write of this process that
+        # lands while the read is on its way is not a rollback (500 sessions of one user,
+        # reading and writing one directory, met that)
         known = self._seen.get(pk)
+        entry = await self.inner.registry_get(pk)
         if known is not None and (entry is None or entry.revision < known):
             served = "no entry" if entry is None else f"revision {entry.revision}"
             raise RegistryRollbackError(
