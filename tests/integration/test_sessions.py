@@ -211,9 +211,12 @@ async def test_the_best_host_is_found_when_none_is_given(net, host, sdk):
     await session.complete()
 
 
-async def test_unreachable_host_leaves_the_deposit_refundable(net, sdk):
-    """A host registered on chain whose API is down: typed error, and the money comes back
-    at once (the job is settled when the connection fails)."""
+async def test_unreachable_host_is_never_paid(net, sdk):
+    """A host registered on chain whose API is down: typed error before any transaction.
+
+    The WebSocket handshake runs beside the checks that precede the payment, and the payment
+    waits for it: no job is opened, the nonce and the balance do not move (before, the job
+    was paid for and then settled at once, costing two transactions' gas)."""
     async with FabstirSDK(net.sdk_config()) as fake:
         await fake.authenticate(net.accounts[FAKE].private_key)
         await fake.get_host_manager().register_host(
@@ -226,14 +229,12 @@ async def test_unreachable_host_leaves_the_deposit_refundable(net, sdk):
     sm = await sdk.get_session_manager()
     pm = sdk.get_payment_manager()
     usdc = net.addresses.usdc_token
-    before = await pm.get_token_balance(usdc)
+    before = (await pm.get_token_balance(usdc), await nonce(net, USER))
     with pytest.raises(HostUnreachableError) as info:
         await sm.create_session(model=BUILTIN, host=net.accounts[FAKE].address, deposit="1")
-    (job,) = [j for j in await sm.list_sessions() if j.host == net.accounts[FAKE].address]
-    assert any(f"session job {job.id}" in note for note in info.value.__notes__)
-    assert job.status is SessionState.COMPLETED  # settled at once: nothing left escrowed
-    assert (job.tokens_used, job.refunded_to_user) == (0, 1_000_000)
-    assert await pm.get_token_balance(usdc) == before
+    assert "no session job was opened: nothing was paid" in info.value.__notes__
+    assert [j for j in await sm.list_sessions() if j.host == net.accounts[FAKE].address] == []
+    assert (await pm.get_token_balance(usdc), await nonce(net, USER)) == before
 
 
 async def test_host_key_mismatch_is_reported(net, sdk):
