@@ -139,6 +139,7 @@ __all__ = [
     "NoHostAvailableError",
     "NondeterministicSignerError",
     "NotFoundError",
+    "OutOfGasError",
     "P2PError",
     "P2PFrameTooLargeError",
     "P2PNodeClosedError",
@@ -727,6 +728,19 @@ class TransactionReplacedError(ChainError):
     def __init__(self, tx_hash: str, nonce: int) -> None:
         super().__init__(f"transaction {tx_hash} was replaced by another with nonce {nonce}")
         self.tx_hash, self.nonce = tx_hash, nonce
+
+
+class OutOfGasError(ChainError):
+    """A mined transaction ran out of gas: the chain's state changed between the gas estimate
+    and the mining (another transaction made the call dearer). Nothing else happened on chain;
+    the SDK sends such a transaction again with a new estimate before raising this."""
+
+    def __init__(self, tx_hash: str, *, gas_limit: int, needed: int) -> None:
+        super().__init__(
+            f"transaction {tx_hash} ran out of gas: it had {gas_limit}, it needs {needed} "
+            "in the state it was mined in"
+        )
+        self.tx_hash, self.gas_limit, self.needed = tx_hash, gas_limit, needed
 
 
 class ContractRevertError(ChainError):

@@ -10,6 +10,14 @@ import aiohttp
 from aiohttp import web
 
 
+class Gate:
+    """One held request: ``await gate.arrived.wait()``, then ``gate.opened.set()``."""
+
+    def __init__(self) -> None:
+        self.arrived = asyncio.Event()
+        self.opened = asyncio.Event()
+
+
 class RpcProxy:
     """Forwards JSON-RPC to ``upstream``; ``down()``/``up()`` and ``lose_answer_to(method)``."""
 
@@ -22,6 +30,7 @@ class RpcProxy:
         #: Methods this "node" does not have: answered with JSON-RPC's method-not-found.
         self.missing: set[str] = set()
         self._holds: list[tuple[str, str, int, asyncio.Event]] = []
+        self._gates: dict[str, Gate] = {}
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._client: aiohttp.ClientSession | None = None
@@ -64,6 +73,12 @@ class RpcProxy:
         times (counting from now)."""
         self._holds.append((method, until, self.seen[until] + seen, asyncio.Event()))
 
+    def gate(self, method: str) -> Gate:
+        """Keep the next request that calls ``method`` back until the gate is opened; the
+        gate's ``arrived`` event says that it is held."""
+        gate = self._gates[method] = Gate()
+        return gate
+
     async def stop(self) -> None:
         await self.down()
         if self._runner is not None:
@@ -83,6 +98,11 @@ class RpcProxy:
                 opened.set()
             elif held in methods:
                 await opened.wait()
+        for method in methods:
+            gate = self._gates.pop(method, None)
+            if gate is not None:
+                gate.arrived.set()
+                await gate.opened.wait()
         assert self._client is not None
         if self.missing.intersection(methods):
             return await self._without_missing(payload, calls)

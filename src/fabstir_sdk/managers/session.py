@@ -3,12 +3,15 @@
 A session is a session job on chain (the escrowed deposit), a WebSocket to the host carrying
 the wire protocol of :mod:`fabstir_sdk.protocol`, and a conversation in the user's S5 storage.
 The pieces live in small modules: the protocol state in ``protocol/_client.py``, the socket in
-``_link.py``, :class:`Session` and :class:`PromptStream` in ``_session.py``, buying, connecting
+``_link.py``, :class:`Session` in ``_session.py``, the job and link it answers on in
+``_channel.py``, :class:`PromptStream` in ``_prompt_stream.py``, buying, connecting
 and S5 records in ``_backend.py``, the proof audit trail in ``_proofs.py``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..chain.addresses import ZERO_ADDRESS
@@ -105,9 +108,17 @@ class SessionManager:
             failover=failover,
             payer=payer,
         )
-        info, price = await self._host_for(plan, host)
+        # the storage check (before paying) runs while the host is read
+        checked = asyncio.ensure_future(self._backend.storage.check())
+        try:
+            info, price = await self._host_for(plan, host)
+        except BaseException:
+            checked.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await checked
+            raise
         limits = timeouts or self._ctx.config.session_timeouts
-        job, link = await self._backend.open(plan, info, price, limits)
+        job, link = await self._backend.open(plan, info, price, limits, checked=checked)
         return self._track(
             Session(
                 self._backend,
@@ -267,10 +278,17 @@ class SessionManager:
         )
         limits = timeouts or self._ctx.config.session_timeouts
         link = await self._backend.connect(job, info, plan, limits)
+        history = await self._backend.history(str(job.id))
         session = Session(
-            self._backend, job=job, host=info, model=model, link=link, timeouts=limits, plan=plan
+            self._backend,
+            job=job,
+            host=info,
+            model=model,
+            link=link,
+            timeouts=limits,
+            plan=plan,
+            history=history,
         )
-        session._replay = await self._backend.history(str(job.id)) or None
         return self._track(session)
 
     async def complete_session(self, session_id: str | int) -> Settlement:
