@@ -485,9 +485,10 @@ async def test_an_agents_list_sessions_shows_the_jobs_it_opened_for_its_owner(
         c.job_id,
         d.job_id,
     ]
-    # a fresh process, many small log windows in several batches: the same jobs
+    # a fresh process, many small log windows and job reads in several batches: the same jobs
     monkeypatch.setattr(DelegatedJobs, "log_window", 3)
     monkeypatch.setattr(DelegatedJobs, "max_batch", 2)
+    monkeypatch.setattr("fabstir_sdk.managers.payment._JOBS_PER_BATCH", 3)  # jobs read in 3s
     again = await sdk_for(5)
     again_sm = await again.get_session_manager()
     everything = [*agent_before, a.job_id, mine.job_id, c.job_id, d.job_id]
