@@ -569,3 +569,12 @@ async def test_fabstir_chat_with_payer_runs_an_agents_session(net, host, sdk_for
     job = await wait_for_job(net, job_id, lambda j: j.status != SessionState.ACTIVE)
     assert (job.status, job.depositor, job.tokens_used) == (SessionState.COMPLETED, owner, 1000)
     assert await owner_pm.get_token_balance(usdc) == owner_usdc - 2000
+    # revoked: the estimate refuses it, before anything is sent
+    await owner_pm.authorize_delegate(agent.address, allowed=False)
+    code, out, err = await _fabstir(net, agent.private_key, *chat, "--payer", owner)
+    assert (code, out) == (1, ""), err
+    assert err.splitlines()[-1] == (
+        f"fabstir: error: {agent.address} is not authorised to open sessions paid by {owner}: "
+        f"the payer calls PaymentManager.authorize_delegate('{agent.address}')"
+    )
+    assert await nonces(net, 5) == [before + 1]
