@@ -17,6 +17,8 @@ Switches (attributes; set them between prompts):
 - ``endless``: chunks, for ever (until the client leaves);
 - ``close_mid_answer``: three chunks, then the WebSocket is closed;
 - ``tokens_used``: what its ``stream_end`` reports (negative, absurd), instead of the truth;
+- ``words_per_chunk``: (honest) this many words, one token each, packed into each chunk; its
+  ``stream_end`` reports the words (the truth), not the chunks;
 - ``foreign_stream_end``: mid-answer, a ``stream_end`` for another answer (another ``id``);
 - ``drop_before_init``: close this many new connections at once, before their init (as a
   host that drops a silent socket); ``dropped`` is set when one is closed.
@@ -72,6 +74,7 @@ class MaliciousHost:
         self.endless = False
         self.close_mid_answer = False
         self.tokens_used: int | None = None
+        self.words_per_chunk = 1
         self.foreign_stream_end = False
         self.drop_before_init = 0
         # what it did
@@ -100,6 +103,7 @@ class MaliciousHost:
         self.foreign_stream_end = False
         self.drop_before_init = 0
         self.tokens_used = None
+        self.words_per_chunk = 1
         self.client_left = asyncio.Event()
         self.dropped = asyncio.Event()
         self.proof_done = asyncio.Event()
@@ -186,13 +190,13 @@ class MaliciousHost:
         request = session.open_message(m)
         sid, cid = session.session_id, m.id
         words = [f" {w}" for w in request.prompt.split()]
-        sent = 0
+        sent = 0  # tokens: one a word
 
-        async def chunk(text: str) -> str:
+        async def chunk(text: str, tokens: int = 1) -> str:
             nonlocal sent
-            frame = session.chunk_frame(text, id=cid)
+            frame = session.chunk_frame(text, tokens=tokens, id=cid)
             await ws.send(frame)
-            sent += 1
+            sent += tokens
             return frame
 
         if self.stall_with_keepalives:
@@ -217,9 +221,13 @@ class MaliciousHost:
             await ws.send(liar.chunk_frame(words[0], id=cid))
             session.reset_response()
             return
-        first = await chunk(words[0])
+        n = self.words_per_chunk  # several tokens a chunk, each counted
+        pieces = [
+            ("".join(words[i : i + n]), len(words[i : i + n])) for i in range(0, len(words), n)
+        ]
+        first = await chunk(*pieces[0])
         if self.replay_chunk:
-            await chunk(words[1] if len(words) > 1 else " again")
+            await chunk(*(pieces[1] if len(pieces) > 1 else (" again", 1)))
             await ws.send(first)  # the same bytes: a valid frame of the session, out of place
             session.reset_response()
             return
@@ -230,8 +238,8 @@ class MaliciousHost:
         if self.foreign_stream_end:
             other = StreamEnd(reason="complete", tokens_used=500, session_id=sid, id="not-yours")
             await ws.send(other.to_json())
-        for word in words[1:]:
-            await chunk(word)
+        for piece in pieces[1:]:
+            await chunk(*piece)
         await ws.send(session.chunk_frame("", tokens=0, final=True, id=cid))
         await ws.send(session.response_frame("stop", id=cid))
         reported = sent if self.tokens_used is None else self.tokens_used
