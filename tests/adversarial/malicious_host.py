@@ -10,7 +10,8 @@ Switches (attributes; set them between prompts):
 - ``never_ack``: never acknowledge the init (the connection stays open, silent);
 - ``stall_with_keepalives``: stream three chunks, then send only keep-alives (WebSocket pings
   and ``session_status`` notices) until the switch is turned off (then it reads on) or
-  ``stall_for`` seconds passed (then it closes the connection);
+  ``stall_for`` seconds passed (then it closes the connection); a ``stream_cancel`` then is
+  answered with a ``stream_end`` (``tokens_used`` if set, else 3), and ``cancelled`` is set;
 - ``wrong_key``: chunks sealed under a key that is not the session's;
 - ``replay_chunk``: the first chunk's frame sent again (byte for byte) after the second;
 - ``oversized_frame``: one frame of ``MAX_FRAME_BYTES + 1`` bytes mid-answer;
@@ -86,6 +87,7 @@ class MaliciousHost:
         self.keepalives = 0
         self.proof_done = asyncio.Event()  # set after each proof it sends
         self.client_left = asyncio.Event()
+        self.cancelled = asyncio.Event()  # a stalled answer's stream_end was sent
         self._server: Server | None = None
         self._sdk: FabstirSDK | None = None
         self.url = ""
@@ -107,6 +109,7 @@ class MaliciousHost:
         self.client_left = asyncio.Event()
         self.dropped = asyncio.Event()
         self.proof_done = asyncio.Event()
+        self.cancelled = asyncio.Event()
 
     async def start(self, models: list[str]) -> MaliciousHost:
         self._server = await serve(self._handle, "127.0.0.1", 0, max_size=None, compression=None)
@@ -265,7 +268,9 @@ class MaliciousHost:
                     continue
                 if isinstance(parse_client_message(frame), StreamCancel):
                     end = {"type": "stream_end", "reason": "cancelled", "session_id": sid}
-                    await ws.send(json.dumps({**end, "tokens_used": len(STALLED), "id": cid}))
+                    used = len(STALLED) if self.tokens_used is None else self.tokens_used
+                    await ws.send(json.dumps({**end, "tokens_used": used, "id": cid}))
+                    self.cancelled.set()
                     return
             if self.stall_with_keepalives:
                 await ws.close()  # gave up: the client never timed out

@@ -357,6 +357,33 @@ async def test_several_tokens_a_chunk_are_believed(net, bad, sdk):
     assert settlement.refund == DEPOSIT
 
 
+async def test_an_answer_given_up_is_capped_too(net, bad, sdk):
+    """The stream_end of an answer the client gave up (here at the idle deadline) comes after
+    the cancel; its chunks, "The answer is" (13 bytes), bound it to 21 tokens: a claim of
+    1000 is counted 21 and warned when the next answer ends."""
+    sm = await sdk.get_session_manager()
+    session = await sm.create_session(
+        model=BUILTIN, host=bad.address, deposit="1", timeouts=SessionTimeouts(idle=2.0)
+    )
+    sid = session.session_id
+    bad.stall_with_keepalives, bad.tokens_used = True, 1000
+    with overclaim_warnings() as warned:
+        with pytest.raises(StreamTimeoutError):
+            await session.send_prompt("hello")
+        await bad.cancelled.wait()  # the late stream_end is on the wire before the next answer
+        bad.stall_with_keepalives, bad.tokens_used = False, None
+        reply = await session.send_prompt("still here")
+    assert reply.text == " still here"
+    assert warned == [
+        f"HostOverreportError: host {bad.address} claimed 1000 tokens for answer {sid}-0 of "
+        f"session {sid}, whose text was 13 bytes: at most 21 tokens (one a byte, plus 8); "
+        "21 counted. Complete the session to stop it proving the claim"
+    ]
+    assert (session.tokens_reported, session.tokens_claimed) == (21 + 2, 1000 + 2)
+    settlement = await session.complete()
+    assert settlement.refund == DEPOSIT
+
+
 async def test_stream_end_of_another_answer_is_not_this_one(net, bad, sdk):
     """sessions.md: stream_end frames "are matched to their prompt by the frame's id": one
     for another answer neither ends this answer nor adds to its bill."""
