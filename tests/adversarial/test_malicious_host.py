@@ -318,6 +318,15 @@ async def test_an_inflated_claim_then_proven_is_an_overclaim(net, bad, sdk):
     )
     assert await usdc(net, sdk) == before - cost
     assert (await sdk.get_discovery_manager().get_reputation(address)).overclaims == 2
+    record = await sm.get_session_data(sid, "proofs")  # the evidence, kept in S5
+    assert {k: v for k, v in record.items() if k != "proofs"} == {
+        "tokens_in_proofs": 0,  # it announced none of its proofs
+        "tokens_used_on_chain": 5003,
+        "reconciled": False,
+        "tokens_reported": 22,
+        "tokens_claimed": 5003,
+        "settled": True,
+    }
     assert issubclass(HostOverreportError, HostOverclaimError)  # one filter covers both
 
 

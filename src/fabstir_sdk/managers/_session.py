@@ -263,7 +263,8 @@ class Session:
                 backend.store_conversation(self.conversation_id),
             )
             settlement = await backend.settle(self.job_id, ref.cid)
-            backend.store_soon(self.job_id, "proofs", {**proofs, "settled": True})
+            counts = {"tokens_reported": reported, "tokens_claimed": self.tokens_claimed}
+            backend.store_soon(self.job_id, "proofs", {**proofs, **counts, "settled": True})
         channel.closed = True
         await channel.drop_link()
         backend.sessions.pop(self.session_id, None)
