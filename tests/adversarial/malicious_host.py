@@ -247,7 +247,10 @@ class MaliciousHost:
         await ws.send(session.response_frame("stop", id=cid))
         reported = sent if self.tokens_used is None else self.tokens_used
         end = {"type": "stream_end", "reason": "complete", "tokens_used": reported}
-        await ws.send(json.dumps({**end, "session_id": sid, "id": cid}))
+        prompt = len(words)  # its prompt tokens: one a word
+        usage = {"prompt_tokens": prompt, "completion_tokens": reported}
+        usage["total_tokens"] = prompt + reported
+        await ws.send(json.dumps({**end, "usage": usage, "session_id": sid, "id": cid}))
         self.streamed[job_id] = self.streamed.get(job_id, 0) + sent
         if self.overclaim:
             await self.prove(job_id, sent + self.overclaim)

@@ -272,7 +272,8 @@ async def test_absurd_tokens_used_is_capped_warned_and_recorded(net, bad, honest
         "at most 16 tokens (one a byte, plus 8); 16 counted. Complete the session to stop "
         "it proving the claim"
     ]
-    assert reply.usage == TokenUsage(prompt_tokens=0, completion_tokens=16, total_tokens=16)
+    # the host's usage said 2 + 10^18 = total: the total is recomputed from the capped count
+    assert reply.usage == TokenUsage(prompt_tokens=2, completion_tokens=16, total_tokens=18)
     assert (session.tokens_reported, session.tokens_claimed) == (16, 10**18)
     status = await sm.get_session_status(session.session_id)
     assert (status.tokens_reported, status.tokens_claimed, status.tokens_billed) == (16, 10**18, 0)
@@ -359,7 +360,7 @@ async def test_several_tokens_a_chunk_are_believed(net, bad, sdk):
             chunks = [chunk.text async for chunk in stream]
         settlement = await session.complete()
     assert chunks == [" one two three", " four five six"]
-    assert stream.usage == TokenUsage(prompt_tokens=0, completion_tokens=6, total_tokens=6)
+    assert stream.usage == TokenUsage(prompt_tokens=6, completion_tokens=6, total_tokens=12)
     assert (session.tokens_reported, session.tokens_claimed) == (6, 6)
     assert warned == []
     assert (await sdk.get_discovery_manager().get_reputation(bad.address)).overclaims == 0
