@@ -24,8 +24,8 @@ from fabstir_sdk import FabstirSDK
 from fabstir_sdk.chain.signer import LocalSigner
 from fabstir_sdk.devnet import AnvilProcess, Devnet, RunningHost
 from fabstir_sdk.errors import NondeterministicSignerError
-from fabstir_sdk.host import HostConfig, HostNode
-from fabstir_sdk.host._keys import HOST_E2EE_INFO, HOST_E2EE_MESSAGE, p2p_seed
+from fabstir_sdk.host import HOST_E2EE_MESSAGE, HostConfig, HostNode
+from fabstir_sdk.host._keys import p2p_seed
 from fabstir_sdk.managers.auth import S5_SEED_MESSAGE, seed_from_signature
 
 from .conftest import nonce
@@ -81,7 +81,10 @@ async def derived(index: int, net: Devnet) -> tuple[bytes, bytes]:
 
     account = Account.from_key(net.accounts[index].private_key)
     signature = bytes(account.sign_message(encode_defunct(HOST_E2EE_MESSAGE)).signature)
-    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=HOST_E2EE_INFO)
+    # spelt out: a change to the domain would change every signer host's published key
+    assert HOST_E2EE_MESSAGE.startswith(b"fabstir-sdk host E2EE key v1\n")
+    info = b"fabstir-sdk/host-e2ee-key/v1"
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info)
     return signature, hkdf.derive(signature[:64])
 
 
