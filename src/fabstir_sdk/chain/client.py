@@ -34,6 +34,7 @@ from ..errors import (
     ChainError,
     ChainMismatchError,
     FabstirError,
+    OutOfGasError,
     RpcError,
     RpcFailure,
     TransactionDroppedError,
@@ -60,6 +61,9 @@ log = logging.getLogger("fabstir_sdk.chain")
 _FATE_AFTER, _FATE_EVERY = 1.0, 2.0
 #: How often one transaction is signed again after other users of the key took its nonce.
 _RESIGN_LIMIT = 64
+#: How often a transaction that ran out of gas (the state changed after its estimate) is sent
+#: again with a new estimate.
+_OUT_OF_GAS_RETRIES = 2
 #: What nodes (anvil, geth, reth, erigon) say when a transaction's nonce is already used.
 _NONCE_TAKEN = (
     "nonce too low",
@@ -276,7 +280,36 @@ class TxSender:
         ``checks`` are read in the same batch as the gas estimate and handed to ``validate``,
         which raises to refuse the transaction; then a failed estimate (a revert) raises its
         typed error. Either way nothing is sent.
+
+        A transaction that ran out of gas because another one changed the state between the
+        estimate and the mining (the host's proof landing before the user's completion makes
+        settling pay the host too) did nothing: it is sent again with a new estimate.
         """
+        for attempt in range(_OUT_OF_GAS_RETRIES + 1):
+            receipt, gas = await self._send_once(call, value, checks, validate, token_hint)
+            if receipt["status"] == "0x1":
+                log.debug(
+                    "%s mined in block %s (tx %s)",
+                    call.fn,
+                    _hex_int(receipt["blockNumber"]),
+                    tx_hash(receipt),
+                )
+                return receipt
+            error = await self._mined_revert(call, value, receipt, token_hint, gas)
+            if not isinstance(error, OutOfGasError) or attempt == _OUT_OF_GAS_RETRIES:
+                raise error
+            log.info("%s: %s; sending it again", call.fn, error)
+        raise AssertionError("unreachable")
+
+    async def _send_once(
+        self,
+        call: Call,
+        value: int,
+        checks: Sequence[Read],
+        validate: Callable[[list[Any]], None] | None,
+        token_hint: str,
+    ) -> tuple[Receipt, int]:
+        """Check, estimate, sign, send and wait: the receipt and the gas limit given."""
         tx: dict[str, Any] = {"from": self.address, "to": call.to, "data": "0x" + call.data.hex()}
         if value:
             tx["value"] = hex(value)
@@ -342,10 +375,7 @@ class TxSender:
                     sent, nonce = await self._broadcast(tx, call.fn, 0, -1, again=True)
         finally:
             self._in_flight -= 1
-        if receipt["status"] != "0x1":
-            raise await self._mined_revert(call, value, receipt, token_hint)
-        log.debug("%s mined in block %s (tx %s)", call.fn, _hex_int(receipt["blockNumber"]), sent)
-        return receipt
+        return receipt, int(tx["gas"])
 
     async def _broadcast(
         self, tx: dict[str, Any], what: str, pending: int, generation: int, *, again: bool = False
@@ -451,19 +481,25 @@ class TxSender:
         return TransactionDroppedError(sent, nonce)
 
     async def _mined_revert(
-        self, call: Call, value: int, receipt: Receipt, token_hint: str
+        self, call: Call, value: int, receipt: Receipt, token_hint: str, gas: int
     ) -> FabstirError:
-        """Replay a reverted transaction at its block to learn why it failed."""
+        """Why a mined transaction reverted: estimate it again in its block's state, which
+        fails with the contract's reason, or says it needs more gas than it had."""
         mined = tx_hash(receipt)
         replay = {"from": self.address, "to": call.to, "data": "0x" + call.data.hex()}
         if value:
             replay["value"] = hex(value)
         try:
-            await self._client.rpc.call("eth_call", replay, receipt["blockNumber"])
+            needed = await self._client.rpc.call("eth_estimateGas", replay, receipt["blockNumber"])
         except RpcFailure as exc:
             data = exc.revert_data
             if data is not None:
                 unit = self._client.token_hint(token_hint)[1]
                 return revert_error(data, tx_hash=mined, token=token_hint, unit=unit)
             return ChainError(f"transaction {mined} reverted ({exc})")
-        return ChainError(f"transaction {mined} reverted (out of gas?)")
+        if _hex_int(needed) > gas:
+            return OutOfGasError(mined, gas_limit=gas, needed=_hex_int(needed))
+        return ChainError(
+            f"transaction {mined} reverted without a reason, though the call succeeds with "
+            f"{gas} gas at the end of its block (a transaction before it in that block?)"
+        )

@@ -25,7 +25,7 @@ from ..errors import (
 from ..models import HostInfo, ModelInfo, SessionJob, SessionState
 from ..protocol import ChatMessage
 from ._backends import Backend, BuiltinBackend, OpenAIBackend
-from ._billing import CheckpointEntry, JobBilling, SubmittedProof, TxQueue
+from ._billing import CheckpointEntry, JobBilling, SubmittedProof, TxPipeline
 from ._chain import HostChain, Registration
 from ._checkpoints import CheckpointWriter, S5Checkpoints, UnstoredCheckpoints
 from ._config import HostConfig
@@ -123,7 +123,7 @@ class HostNode:
         self.writer: CheckpointWriter = writer or UnstoredCheckpoints()
         self._own_writer = writer is None
         self.chain = HostChain(config.sdk)
-        self.txq = TxQueue()
+        self.txq = TxPipeline()
         self.served = {to_model_id(m): m for m in config.models}
         self.model_infos: list[ModelInfo] = []
         self.jobs: dict[int, JobState] = {}
@@ -193,7 +193,6 @@ class HostNode:
             assert server is not None and server.sockets  # type: ignore[attr-defined]
             self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
             self.api_url = self.config.api_url(self.port)
-            self.txq.start()
             if p2p is not None:
                 await p2p  # the registry metadata carries its peer id and addresses
             self.info = await self.chain.ensure_registered(
@@ -298,7 +297,6 @@ class HostNode:
             await self.p2p.stop()
         if self._runner is not None:
             await self._runner.cleanup()
-        await self.txq.aclose()
         if self._own_writer and isinstance(self.writer, S5Checkpoints):
             await self.writer.aclose()
         await self.backend.aclose()
