@@ -100,6 +100,7 @@ async def test_host_registers_with_a_published_e2ee_key_not_its_wallet_key(net, 
     assert host.public_key != compressed(bytes.fromhex(wallet.private_key[2:]))
     async with FabstirSDK(net.sdk_config()) as sdk:
         info = await sdk.get_host_manager().get_host_info(host.address)
+    # registered by the host process, which never had the key: the service signed it
     assert info.is_active and info.api_url == host.api_url
     assert info.public_key == host.public_key  # what every client encrypts to
     # the libp2p identity comes from the E2EE key: the wallet key is nowhere
@@ -124,6 +125,7 @@ async def test_session_streams_and_settles_through_the_signer(net, host, service
     usdc = net.addresses.usdc_token
     async with FabstirSDK(net.sdk_config()) as hosts:
         earned_before = await hosts.get_host_manager().get_host_earnings(usdc, host.address)
+        fees_before = await hosts.get_treasury_manager().get_accumulated_fees(usdc)
     async with FabstirSDK(net.sdk_config()) as sdk:
         await sdk.authenticate(net.accounts[USER].private_key)
         pm = sdk.get_payment_manager()
@@ -150,7 +152,8 @@ async def test_session_streams_and_settles_through_the_signer(net, host, service
     assert await nonce(net, HOST) == host_nonce + 1  # the proof, signed by the service
     async with FabstirSDK(net.sdk_config()) as hosts:
         earned = await hosts.get_host_manager().get_host_earnings(usdc, host.address)
-    assert earned == earned_before + 1800
+        fees = await hosts.get_treasury_manager().get_accumulated_fees(usdc)
+    assert (earned, fees) == (earned_before + 1800, fees_before + 200)
     # the checkpoint index is signed by the wallet, through the service
     async with (
         aiohttp.ClientSession() as http,
