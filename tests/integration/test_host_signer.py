@@ -35,7 +35,7 @@ from .test_signers import FlippingSigner, N
 pytestmark = pytest.mark.integration
 
 USER, HOST = 1, 2
-FLIPPING, SPARE = 5, 6
+FLIPPING, SPARE, KEY_HOST = 5, 6, 8
 
 
 @pytest.fixture(scope="module")
@@ -218,6 +218,41 @@ async def test_delta_sealed_and_pong_signed_by_the_wallet(net, host, storage):
     assert pong.host == host.address
 
 
+def storage_secrets(key: str) -> dict[str, str]:
+    """The host's S5 storage seed and the signature it comes from."""
+    account = Account.from_key(key)
+    signature = bytes(account.sign_message(encode_defunct(S5_SEED_MESSAGE)).signature)
+    return {
+        "storage seed": seed_from_signature(signature),
+        "storage seed signature": signature[:32].hex(),
+    }
+
+
+async def what_the_host_wrote(
+    net: Devnet, host: RunningHost, account: int, storage: Path
+) -> dict[str, bytes]:
+    """After a checkpointed session: the host's log, state directory and S5 files, and the
+    reprs it shows."""
+    await checkpointed_session(net, host, coincurve.PrivateKey())
+    written: dict[str, bytes] = {"host log": host.log_path.read_bytes()}
+    assert b"serving" in written["host log"] and b"DEBUG" in written["host log"]
+    state = net.state_dir / "hosts" / f"state-{account}"
+    for root in (state, storage):
+        for path in root.rglob("*"):
+            if path.is_file():
+                written[str(path)] = path.read_bytes()
+    assert len(written) > 3  # the init record, the S5 blobs
+    written["reprs"] = repr(host).encode()
+    return written
+
+
+def assert_absent(secrets: dict[str, str], written: dict[str, bytes]) -> None:
+    for what, secret in secrets.items():
+        for where, data in written.items():
+            assert secret.lower().encode() not in data.lower(), f"{what} in {where}"
+            assert bytes.fromhex(secret) not in data, f"{what} (raw) in {where}"
+
+
 async def test_no_secret_of_the_host_in_its_logs_files_or_reprs(net, host, storage):
     """Neither the wallet key, nor the E2EE key, nor the signatures they come from, nor the
     storage seed appear in what the host writes unencrypted or shows."""
@@ -225,34 +260,31 @@ async def test_no_secret_of_the_host_in_its_logs_files_or_reprs(net, host, stora
 
     wallet = net.accounts[HOST]
     signature, e2ee = await derived(HOST, net)
-    seed_signature = bytes(
-        Account.from_key(wallet.private_key).sign_message(encode_defunct(S5_SEED_MESSAGE)).signature
-    )
     secrets = {
         "wallet key": wallet.private_key[2:],
         "E2EE key": e2ee.hex(),
         "E2EE signature": signature[:32].hex(),
-        "storage seed": seed_from_signature(seed_signature),
-        "storage seed signature": seed_signature[:32].hex(),
+        **storage_secrets(wallet.private_key),
     }
-    await checkpointed_session(net, host, coincurve.PrivateKey())  # files to look in
-    written: dict[str, bytes] = {"host log": host.log_path.read_bytes()}
-    assert b"serving" in written["host log"] and b"DEBUG" in written["host log"]
-    state = net.state_dir / "hosts" / f"state-{HOST}"
-    for root in (state, storage):
-        for path in root.rglob("*"):
-            if path.is_file():
-                written[str(path)] = path.read_bytes()
-    assert len(written) > 3  # the init record, the S5 blobs
-    written["reprs"] = repr(host).encode()
+    written = await what_the_host_wrote(net, host, HOST, storage)
     signer = JsonRpcSigner("http://127.0.0.1:9", wallet.address)
     written["reprs"] += repr(signer).encode()
     await signer.aclose()
-    for what, secret in secrets.items():
-        for where, data in written.items():
-            text = data.lower()
-            assert secret.lower().encode() not in text, f"{what} in {where}"
-            assert bytes.fromhex(secret) not in data, f"{what} (raw) in {where}"
+    assert_absent(secrets, written)
+
+
+async def test_no_secret_of_a_key_host_either(net, tmp_path):
+    """The same for a host whose key is in its environment (its E2EE key is that key)."""
+    key = net.accounts[KEY_HOST].private_key
+    running = await net.start_host(
+        account=KEY_HOST, models=[BUILTIN], storage_dir=tmp_path, chain_poll=0.1, debug=True
+    )
+    try:
+        written = await what_the_host_wrote(net, running, KEY_HOST, tmp_path)
+    finally:
+        await running.stop()
+    assert running.public_key == compressed(bytes.fromhex(key[2:]))
+    assert_absent({"wallet key": key[2:], **storage_secrets(key)}, written)
 
 
 async def test_upstream_style_client_with_a_signer_host(net, service):
