@@ -399,3 +399,37 @@ async def test_cli_refuses_bad_key_settings_without_echoing_them(
     assert out.stderr.count("\n") == 1  # one line
     for secret in (net.accounts[SPARE].private_key[2:], "ab" * 31, hex(N + 5)[2:]):
         assert secret not in out.stderr
+
+
+class CountingSigner(LocalSigner):
+    """A key in this process that counts the messages it signs."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(Account.from_key(key))
+        self.messages = 0
+
+    async def sign_message(self, message: bytes) -> bytes:
+        self.messages += 1
+        return await super().sign_message(message)
+
+
+async def test_the_checkpoint_index_is_signed_once_per_state(net, tmp_path):
+    """A client polling /v1/checkpoints does not make the host ask its signer each time."""
+    wallet = CountingSigner(net.accounts[9].private_key)
+    node = await in_process_host(net, wallet, tmp_path)
+    await node.start()
+    try:
+        before = wallet.messages
+        one, two = b'[{"index":0}]', b'[{"index":0},{"index":1}]'
+        first = await node.sign_checkpoint_index(7, one)
+        assert await node.sign_checkpoint_index(7, one) == first
+        assert wallet.messages == before + 1
+        second = await node.sign_checkpoint_index(7, two)  # the index grew: signed again
+        assert second != first and wallet.messages == before + 2
+        assert await node.sign_checkpoint_index(8, one) == first  # same bytes, same signature
+        assert wallet.messages == before + 3
+        for text, signature in ((one, first), (two, second)):
+            signer = Account.recover_message(encode_defunct(text), signature=signature)
+            assert signer == wallet.address
+    finally:
+        await node.stop()
