@@ -287,39 +287,6 @@ async def test_no_secret_of_a_key_host_either(net, tmp_path):
     assert_absent({"wallet key": key[2:], **storage_secrets(key)}, written)
 
 
-async def test_upstream_style_client_with_a_signer_host(net, service):
-    """Upstream's client reads ``publicKey`` from the registry metadata and encrypts to it,
-    whatever key it is: a signer host serves it as a key host does (--accept-any-signer, as
-    upstream's host accepts its seed-derived signer)."""
-    from ..conformance.test_upstream_behaviour import (
-        check_checkpoint_index,
-        connect,
-        open_job,
-        settles_to,
-    )
-    from ..conformance.upstream_wire import key_from_seed
-
-    running = await net.start_host(
-        account=SPARE, signer_url=service.rpc_url, accept_any_signer=True, chain_poll=0.1
-    )
-    try:
-        job_id = await open_job(net, running.address, proof_interval=100)
-        client = await connect(net, running, job_id, key_from_seed("a signer host's visitor"))
-        try:
-            await client.init()
-            first = await client.prompt("My name is Ada.")  # re-initialised before each one
-            second = await client.prompt("What's my name?")
-        finally:
-            await client.close()
-        assert first.text == "Nice to meet you, Ada. I will remember your name."
-        assert second.text == "Your name is Ada."
-        used = first.stream_end["tokens_used"] + second.stream_end["tokens_used"]
-        await settles_to(net, job_id, max(used, 100))  # the host completes, via the service
-        await check_checkpoint_index(running, job_id, [[0, max(used, 100)]])
-    finally:
-        await running.stop()
-
-
 async def in_process_host(
     net: Devnet, wallet: Any, tmp_path: Path, *, storage: bool = False, **keys: Any
 ) -> HostNode:
