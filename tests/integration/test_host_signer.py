@@ -35,7 +35,7 @@ from .test_signers import FlippingSigner, N
 pytestmark = pytest.mark.integration
 
 USER, HOST = 1, 2
-FLIPPING, SPARE, KEY_HOST = 5, 6, 8
+FLIPPING, SPARE, OPERATOR, KEY_HOST = 5, 6, 7, 8
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +166,64 @@ async def test_session_streams_and_settles_through_the_signer(net, host, service
     )
     assert signer == host.address
     assert [c["tokenRange"] for c in index["checkpoints"]] == [[0, 1000]]
+    # the earnings leave HostEarnings through the service too
+    async with FabstirSDK(net.sdk_config()) as hosts:
+        wallet_before = await hosts.get_payment_manager().get_token_balance(usdc, host.address)
+    code, out, err = await host_cli(net, service, HOST, "withdraw", "--usdc")
+    assert (code, err) == (0, ""), err
+    assert json.loads(out)["withdrawn"] == earned
+    async with FabstirSDK(net.sdk_config()) as hosts:
+        assert await hosts.get_host_manager().get_host_earnings(usdc, host.address) == 0
+        paid = await hosts.get_payment_manager().get_token_balance(usdc, host.address)
+    assert paid == wallet_before + earned
+
+
+async def host_cli(net: Devnet, service: Any, account: int, *args: str) -> tuple[int, str, str]:
+    """``fabstir host ACTION ...`` as a process whose wallet is in the signer service."""
+    import asyncio
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "FABSTIR_HOST_PRIVATE_KEY"}
+    action, *rest = args
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "fabstir_sdk.cli", "host", action),
+        *("--manifest", str(net.manifest_path), *rest),
+        *("--signer-url", service.rpc_url, "--signer-address", net.accounts[account].address),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_operator_commands_through_a_signer_service(net, service):
+    """register, status and unregister with no key in the process: the stake goes and
+    comes back exactly."""
+    address = net.accounts[OPERATOR].address
+    fab = net.addresses.fab_token
+    async with FabstirSDK(net.sdk_config()) as sdk:
+        fab_before = await sdk.get_payment_manager().get_token_balance(fab, address)
+    code, out, err = await host_cli(
+        net,
+        service,
+        OPERATOR,
+        "register",
+        *("--api-url", "http://127.0.0.1:1", "--model", BUILTIN),
+        *("--price-stable", "2000", "--price-native", str(10**12)),
+    )
+    assert (code, err) == (0, ""), err
+    stake = int(json.loads(out)["stake"])
+    assert stake == 1000 * 10**18
+    code, out, err = await host_cli(net, service, OPERATOR, "status")
+    assert (code, json.loads(out)["address"], json.loads(out)["active"]) == (0, address, True)
+    async with FabstirSDK(net.sdk_config()) as sdk:
+        pm = sdk.get_payment_manager()
+        assert await pm.get_token_balance(fab, address) == fab_before - stake
+        code, out, err = await host_cli(net, service, OPERATOR, "unregister")
+        assert (code, json.loads(out)["stake_returned"]) == (0, str(stake)), err
+        assert await pm.get_token_balance(fab, address) == fab_before
 
 
 async def checkpointed_session(net: Devnet, host: RunningHost, recovery: Any) -> int:
@@ -325,7 +383,7 @@ async def test_a_nondeterministic_signer_needs_its_own_e2ee_key(net, tmp_path):
 
 async def test_a_key_host_keeps_publishing_its_wallet_key(net, tmp_path):
     """Without a signer nothing changed: the wallet key opens the inits (as upstream's node)."""
-    key = net.accounts[SPARE + 1].private_key
+    key = net.accounts[OPERATOR].private_key
     node = await in_process_host(net, LocalSigner(Account.from_key(key)).account, tmp_path)
     assert node.public_key.hex() == compressed(bytes.fromhex(key[2:]))
     raw = await in_process_host(net, bytes.fromhex(key[2:]), tmp_path)
