@@ -178,7 +178,9 @@ async def test_session_streams_and_settles_through_the_signer(net, host, service
     assert paid == wallet_before + earned
 
 
-async def host_cli(net: Devnet, service: Any, account: int, *args: str) -> tuple[int, str, str]:
+async def host_cli(
+    net: Devnet, service: Any, account: int, *args: str, method: str = "personal_sign"
+) -> tuple[int, str, str]:
     """``fabstir host ACTION ...`` as a process whose wallet is in the signer service."""
     import asyncio
     import sys
@@ -189,6 +191,7 @@ async def host_cli(net: Devnet, service: Any, account: int, *args: str) -> tuple
         *(sys.executable, "-m", "fabstir_sdk.cli", "host", action),
         *("--manifest", str(net.manifest_path), *rest),
         *("--signer-url", service.rpc_url, "--signer-address", net.accounts[account].address),
+        *("--signer-message-method", method),
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -212,6 +215,7 @@ async def test_operator_commands_through_a_signer_service(net, service):
         "register",
         *("--api-url", "http://127.0.0.1:1", "--model", BUILTIN),
         *("--price-stable", "2000", "--price-native", str(10**12)),
+        method="eth_sign",  # the storage-seed message, signed the other way a service may
     )
     assert (code, err) == (0, ""), err
     stake = int(json.loads(out)["stake"])
