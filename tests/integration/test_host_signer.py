@@ -35,7 +35,7 @@ from .test_signers import FlippingSigner, N
 pytestmark = pytest.mark.integration
 
 USER, HOST = 1, 2
-FLIPPING, SPARE, OPERATOR, KEY_HOST = 5, 6, 7, 8
+ROTATING, FLIPPING, SPARE, OPERATOR, KEY_HOST = 3, 5, 6, 7, 8
 
 
 @pytest.fixture(scope="module")
@@ -353,8 +353,47 @@ async def in_process_host(
     net: Devnet, wallet: Any, tmp_path: Path, *, storage: bool = False, **keys: Any
 ) -> HostNode:
     sdk = net.sdk_config() if storage else net.sdk_config(s5_portal_url=None, storage_dir=None)
-    config = HostConfig(sdk=sdk, models=[BUILTIN], state_dir=tmp_path / "state", chain_poll=0.1)
+    register = keys.pop("auto_register", True)
+    config = HostConfig(
+        sdk=sdk,
+        models=[BUILTIN],
+        state_dir=tmp_path / "state",
+        chain_poll=0.1,
+        auto_register=register,
+    )
     return HostNode(config, wallet, **keys)
+
+
+async def test_a_new_e2ee_key_is_published_at_start(net, tmp_path, caplog):
+    """The registry follows the host's E2EE key: a start with another key updates the
+    metadata; with --no-register it cannot, and says so."""
+    import logging
+
+    caplog.set_level(logging.WARNING, "fabstir_sdk.host")
+    wallet = LocalSigner(Account.from_key(net.accounts[ROTATING].private_key))
+
+    async def published() -> str | None:
+        async with FabstirSDK(net.sdk_config()) as sdk:
+            return (await sdk.get_host_manager().get_host_info(wallet.address)).public_key
+
+    first, second = os.urandom(32), os.urandom(32)
+    node = await in_process_host(net, wallet, tmp_path, e2ee_key=first)
+    await node.start()
+    await node.stop()
+    assert await published() == compressed(first)
+    stale = await in_process_host(net, wallet, tmp_path, e2ee_key=second, auto_register=False)
+    sent = await nonce(net, ROTATING)
+    await stale.start()
+    await stale.stop()
+    assert await nonce(net, ROTATING) == sent and await published() == compressed(first)
+    (warning,) = [r.getMessage() for r in caplog.records if "publishes publicKey" in r.message]
+    assert compressed(first) in warning and compressed(second) in warning
+    assert "--no-register" in warning
+    rotated = await in_process_host(net, wallet, tmp_path, e2ee_key=second)
+    await rotated.start()
+    await rotated.stop()
+    assert await published() == compressed(second)
+    assert await nonce(net, ROTATING) == sent + 2  # updateApiUrl (a new port), updateMetadata
 
 
 async def test_a_nondeterministic_signer_needs_its_own_e2ee_key(net, tmp_path):
