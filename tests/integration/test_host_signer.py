@@ -149,7 +149,9 @@ async def test_session_streams_and_settles_through_the_signer(net, host, service
         assert await pm.get_token_balance(usdc) == before - 2000
         job = await pm.get_session_job(job_id)
         assert job.tokens_used == 1000
-    assert await nonce(net, HOST) == host_nonce + 1  # the proof, signed by the service
+    # the proof (only the host may submit one): signed by the service, the host has no key
+    # (">": the host may be settling other tests' jobs meanwhile)
+    assert await nonce(net, HOST) > host_nonce
     async with FabstirSDK(net.sdk_config()) as hosts:
         earned = await hosts.get_host_manager().get_host_earnings(usdc, host.address)
         fees = await hosts.get_treasury_manager().get_accumulated_fees(usdc)
