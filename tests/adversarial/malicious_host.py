@@ -17,7 +17,11 @@ Switches (attributes; set them between prompts):
 - ``endless``: chunks, for ever (until the client leaves);
 - ``close_mid_answer``: three chunks, then the WebSocket is closed;
 - ``tokens_used``: what its ``stream_end`` reports (negative, absurd), instead of the truth;
-- ``foreign_stream_end``: mid-answer, a ``stream_end`` for another answer (another ``id``).
+- ``foreign_stream_end``: mid-answer, a ``stream_end`` for another answer (another ``id``);
+- ``drop_before_init``: close this many new connections at once, before their init (as a
+  host that drops a silent socket); ``dropped`` is set when one is closed.
+
+Counters: ``connections`` (opened), ``inits`` (session inits received).
 """
 
 from __future__ import annotations
@@ -69,7 +73,11 @@ class MaliciousHost:
         self.close_mid_answer = False
         self.tokens_used: int | None = None
         self.foreign_stream_end = False
+        self.drop_before_init = 0
         # what it did
+        self.connections = 0
+        self.inits = 0
+        self.dropped = asyncio.Event()
         self.streamed: dict[int, int] = {}  # job id -> tokens it really streamed
         self.proven: dict[int, int] = {}  # job id -> tokens it proved on chain
         self.keepalives = 0
@@ -90,8 +98,10 @@ class MaliciousHost:
         self.stall_with_keepalives = self.wrong_key = self.replay_chunk = False
         self.oversized_frame = self.endless = self.close_mid_answer = False
         self.foreign_stream_end = False
+        self.drop_before_init = 0
         self.tokens_used = None
         self.client_left = asyncio.Event()
+        self.dropped = asyncio.Event()
         self.proof_done = asyncio.Event()
 
     async def start(self, models: list[str]) -> MaliciousHost:
@@ -130,13 +140,21 @@ class MaliciousHost:
     # ------------------------------------------------------------------ the connection
 
     async def _handle(self, ws: ServerConnection) -> None:
+        self.connections += 1
         await ws.send(Connected().to_json())
+        if self.drop_before_init:
+            self.drop_before_init -= 1
+            await ws.close()  # returns once the client answered the close
+            self.dropped.set()
+            self.client_left.set()
+            return
         session: HostSession | None = None
         job_id = 0
         try:
             async for frame in ws:
                 message = parse_client_message(frame)
                 if isinstance(message, EncryptedSessionInit):
+                    self.inits += 1
                     session, opened = HostSession.accept(message, host_private_key=self.key)
                     job_id = opened.job_id
                     if self.prove_before_ack:

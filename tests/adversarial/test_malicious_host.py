@@ -8,11 +8,13 @@ deposits (1,000,000 base units).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 
 from fabstir_sdk import (
+    DepositOutOfRangeError,
     FabstirSDK,
     FrameDecryptionError,
     HostOverclaimError,
@@ -22,6 +24,7 @@ from fabstir_sdk import (
     SessionTimeouts,
     StreamTimeoutError,
 )
+from fabstir_sdk.chain.rpc import JsonRpcClient
 from fabstir_sdk.devnet import Devnet, RunningHost
 
 from .malicious_host import PRICE, STALLED, MaliciousHost
@@ -254,3 +257,62 @@ async def test_stream_end_of_another_answer_is_not_this_one(net, bad, sdk):
     assert session.tokens_reported == 3  # not 503: the other answer's end is not ours
     settlement = await session.complete()
     assert settlement.refund == DEPOSIT
+
+
+async def _nonces(net: Devnet, address: str) -> tuple[int, int]:
+    """The account's (latest, pending) nonces: equal when nothing waits to be mined."""
+    rpc = JsonRpcClient(net.rpc_url)
+    try:
+        latest = await rpc.call("eth_getTransactionCount", address, "latest")
+        pending = await rpc.call("eth_getTransactionCount", address, "pending")
+    finally:
+        await rpc.aclose()
+    return int(latest, 16), int(pending, 16)
+
+
+async def test_a_payment_refused_after_the_handshake_closes_the_connection(net, bad, sdk):
+    """create_session dials the host beside the checks that precede the payment; a payment
+    refused there (a deposit above the marketplace's bound, read on chain with the balance)
+    sends nothing and hangs up, no init."""
+    me = net.accounts[USER].address
+    sm = await sdk.get_session_manager()
+    opened, inits = bad.connections, bad.inits
+    nonces, balance = await _nonces(net, me), await usdc(net, sdk)
+    with pytest.raises(DepositOutOfRangeError) as raised:
+        await sm.create_session(model=BUILTIN, host=bad.address, deposit="1000000.000001")
+    assert (raised.value.amount, raised.value.maximum) == (10**12 + 1, 10**12)
+    await bad.client_left.wait()  # the SDK closed the early connection
+    assert (bad.connections, bad.inits) == (opened + 1, inits)
+    assert await _nonces(net, me) == nonces
+    assert await usdc(net, sdk) == balance
+
+
+async def test_a_connection_dropped_while_the_payment_is_mined_is_dialled_again(net, bad, sdk):
+    """The host closes the early connection before the payment's block is mined (blocks
+    are mined by hand here, so the order is certain): the init goes on a new connection, and
+    the session works and settles exactly."""
+    me = net.accounts[USER].address
+    sm = await sdk.get_session_manager()
+    before, opened, inits = await usdc(net, sdk), bad.connections, bad.inits
+    bad.drop_before_init = 1
+    rpc = JsonRpcClient(net.rpc_url)
+    await rpc.call("evm_setAutomine", False)
+    try:
+        task = asyncio.ensure_future(
+            sm.create_session(model=BUILTIN, host=bad.address, deposit="1")
+        )
+        await bad.dropped.wait()  # closed on both ends before any block is mined
+        while not task.done():  # mine each transaction the SDK sends (approve, job)
+            latest, pending = await _nonces(net, me)
+            if pending > latest:
+                await rpc.call("evm_mine")
+            await asyncio.sleep(0.01)
+        session = await task
+    finally:
+        await rpc.call("evm_setAutomine", True)
+        await rpc.aclose()
+    assert (bad.connections, bad.inits) == (opened + 2, inits + 1)
+    assert (await session.send_prompt("one two three")).text == " one two three"
+    settlement = await session.complete()  # this host bills nothing unless told to
+    assert (settlement.tokens_used, settlement.refund) == (0, DEPOSIT)
+    assert await usdc(net, sdk) == before

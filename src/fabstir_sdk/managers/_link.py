@@ -19,7 +19,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.frames import Frame, Opcode
-from websockets.protocol import State
+from websockets.protocol import State as WsState
 
 from ..errors import (
     HostKeyMismatchError,
@@ -94,27 +94,29 @@ class _Connection(ClientConnection):
 
 
 class Link:
-    """One WebSocket to a host; :meth:`next_event` returns the core's events in order."""
+    """One WebSocket to a host; :meth:`next_event` returns the core's events in order.
 
-    def __init__(self, ws: _Connection, proto: ClientSession) -> None:
+    Opened in two steps so that the handshake can run before the session's job exists
+    (while the payment is prepared): :meth:`dial` connects, :meth:`start` binds the
+    session's :class:`ClientSession` and inits. Messages the host sends in between wait in
+    the connection (``_Connection.early``) until :meth:`start` feeds them to the core.
+    """
+
+    proto: ClientSession  # set by start()
+
+    def __init__(self, ws: _Connection, url: str) -> None:
         self.ws = ws
-        self.proto = proto
+        self.url = url
         self.events: deque[Any] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self.closed = False
         self.loop = asyncio.get_running_loop()
         self._deadline: float | None = None  # of the wait in progress
         self._timer: asyncio.TimerHandle | None = None
-        while ws.early:
-            self._receive(ws.early.popleft())
-        ws.deliver = self._receive
-        ws.lost = self._lost
-        if ws.protocol.state is State.CLOSED:
-            self._lost()
 
     @classmethod
-    async def open(cls, url: str, proto: ClientSession, within: float) -> Link:
-        """Connect and init; raises unless the host acknowledged within ``within`` s."""
+    async def dial(cls, url: str, within: float) -> Link:
+        """The WebSocket handshake alone; HostUnreachableError unless done in ``within`` s."""
         try:
             ws = await connect(
                 url,
@@ -126,14 +128,38 @@ class Link:
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             raise HostUnreachableError(f"cannot open {url}: {exc}") from None
         assert isinstance(ws, _Connection)
-        link = cls(ws, proto)
+        return cls(ws, url)
+
+    @classmethod
+    async def open(cls, url: str, proto: ClientSession, within: float) -> Link:
+        """Connect and init; raises unless the host acknowledged within ``within`` s."""
+        link = await cls.dial(url, within)
+        await link.start(proto, within)
+        return link
+
+    @property
+    def usable(self) -> bool:
+        """Dialled and not closed by either side (a host may drop an idle connection)."""
+        return not self.closed and self.ws.state is WsState.OPEN
+
+    async def start(self, proto: ClientSession, within: float) -> None:
+        """Bind ``proto`` and init; raises (and closes) unless the host acknowledged within
+        ``within`` s."""
+        self.proto = proto
+        ws = self.ws
+        while ws.early:  # what came before the session existed, in order
+            self._receive(ws.early.popleft())
+        ws.deliver = self._receive
+        ws.lost = self._lost
+        if ws.protocol.state is WsState.CLOSED:
+            self._lost()
         try:
-            await link.send(proto.init_frame())
-            due = link.loop.time() + within
+            await self.send(proto.init_frame())
+            due = self.loop.time() + within
             while True:
-                event = await link.next_event(due, "session init", within)
+                event = await self.next_event(due, "session init", within)
                 if isinstance(event, SessionInitAck):
-                    return link
+                    return
                 if isinstance(event, HostErrorEvent):
                     if event.code in _INIT_KEY_ERRORS:
                         raise HostKeyMismatchError(
@@ -142,7 +168,7 @@ class Link:
                         )
                     raise event.error
         except BaseException:
-            await link.close()
+            await self.close()
             raise
 
     def _receive(self, frame: str | bytes) -> None:
@@ -161,7 +187,8 @@ class Link:
         if self.closed:
             return
         self.closed = True
-        self.proto.connection_lost()
+        if hasattr(self, "proto"):  # started
+            self.proto.connection_lost()
         self._put(HostUnreachableError("the host closed the connection"))
 
     def _put(self, event: Any) -> None:
