@@ -320,6 +320,7 @@ class StorageManager:
             added.append(message)
         fs, user = await self._ready()
         path = self._conversation_path(user, conversation_id)
+        result: list[Conversation] = []
 
         def append(raw: Any) -> dict[str, Any]:
             now = _now_ms()
@@ -330,9 +331,11 @@ class StorageManager:
             updated = conversation.model_copy(
                 update={"messages": [*conversation.messages, *added], "updated_at": now}
             )
+            result[:] = [updated]  # what is stored, already validated: not parsed again
             return updated.model_dump(mode="json")
 
-        return _conversation(await fs.update(path, append))
+        await fs.update(path, append)
+        return result[0]
 
     async def list_conversations(self) -> list[ConversationSummary]:
         """Summaries of every stored conversation, most recently updated first."""

@@ -96,6 +96,10 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
+#: The states in which the host has acknowledged the init.
+_LIVE = frozenset({State.READY, State.STREAMING, State.CANCELLING})
+
+
 @dataclass(frozen=True, slots=True)
 class HostErrorEvent:
     """An error frame from the host about the current answer or the session."""
@@ -211,7 +215,7 @@ class ClientSession:
     @property
     def ready(self) -> bool:
         """Whether the host acknowledged the init (the session is usable)."""
-        return self.state in (State.READY, State.STREAMING, State.CANCELLING)
+        return self.state in _LIVE
 
     @property
     def answer_id(self) -> str | None:
@@ -480,15 +484,19 @@ class ClientSession:
         final: bool | None,
         id: str | int | None,
     ) -> TokenChunk:
-        if not self.encrypted or not self.ready:
+        # once per streamed token: the cheap checks first, no helper calls on the usual path
+        if not self.encrypted or self.state not in _LIVE:
             raise ProtocolError("encrypted frame outside an established encrypted session")
         expected = self._next_chunk
         aad = chunk_aad(expected)
-        if index != expected or (aad_hex and not same_hex(aad_hex, aad)):
+        if index != expected or (aad_hex and aad_hex != aad.hex() and not same_hex(aad_hex, aad)):
             raise MessageIndexError(f"chunk {index} arrived where chunk {expected} was due")
         text = c.open_aead(self._key, hex_bytes(nonce_hex), hex_bytes(ciphertext_hex), aad)
         self._next_chunk = expected + 1
-        return TokenChunk(utf8(text), expected, tokens, bool(final), id)
+        try:
+            return TokenChunk(text.decode(), expected, tokens, final is True, id)
+        except UnicodeDecodeError:
+            return TokenChunk(utf8(text), expected, tokens, final is True, id)  # raises
 
     def _final(self, message: EncryptedResponse) -> ResponseDone:
         if not self.encrypted or not self.ready:

@@ -55,7 +55,7 @@ def message_aad(n: int) -> bytes:
 
 
 def chunk_aad(i: int) -> bytes:
-    return f"chunk_{i}".encode()
+    return b"chunk_%d" % i
 
 
 def _dumps(obj: object) -> str:
