@@ -97,7 +97,7 @@ class State(enum.Enum):
 
 
 #: The states in which the host has acknowledged the init.
-_LIVE = frozenset({State.READY, State.STREAMING, State.CANCELLING})
+_LIVE = (State.READY, State.STREAMING, State.CANCELLING)  # a tuple: enums hash in Python
 
 
 @dataclass(frozen=True, slots=True)
