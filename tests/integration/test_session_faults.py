@@ -534,8 +534,11 @@ async def test_stream_with_history_sends_exactly_that_history(net, scripted, sdk
         ("user", "Again"),
         ("assistant", " Again"),
     ]
-    with pytest.raises(ValidationError):
-        session.stream("Who?", history=[{"role": "tool", "content": "x"}])
+    with pytest.raises(ValidationError, match=r"^history\[1\] must be a message: role system"):
+        session.stream("Who?", history=[history[0], {"role": "tool", "content": "x"}])
+    with pytest.raises(ValidationError, match=r"^history must be a list of messages$"):
+        session.stream("Who?", history="I am Ada.")  # type: ignore[arg-type]
+    assert len(scripted.prompts) == 3  # nothing was sent
     await session.end()
 
 
