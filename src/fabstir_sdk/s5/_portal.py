@@ -134,6 +134,7 @@ class PortalClient(Store):
         # a portal that stops answering is not)
         self._timeout = aiohttp.ClientTimeout(total=None, connect=timeout, sock_read=timeout)
         self._session: aiohttp.ClientSession | None = None  # made in the loop that uses it
+        self._session_loop: asyncio.AbstractEventLoop | None = None
         # HTTP(S)_PROXY / NO_PROXY read once (aiohttp's trust_env reads them, and .netrc, in a
         # thread on every call)
         self._proxy = _env_proxy(parsed.scheme, parsed.host)
@@ -147,8 +148,12 @@ class PortalClient(Store):
             await session.close()
 
     def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
+        """The HTTP session, made in (and kept for) the running loop: one used from another
+        loop (a second ``asyncio.run``) gets its own, as its connections cannot move."""
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._session_loop is not loop:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._session_loop = loop
         return self._session
 
     # ------------------------------------------------------------------ transport
