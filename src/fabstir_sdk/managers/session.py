@@ -333,6 +333,7 @@ class SessionManager:
             job=job,
             connected=bool(session and session.connected),
             tokens_reported=session.tokens_reported if session else 0,
+            tokens_claimed=session.tokens_claimed if session else 0,
             tokens_billed=job.tokens_used,
             proofs=len(session.proofs) if session else 0,
             messages=messages,
