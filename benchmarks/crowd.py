@@ -5,8 +5,10 @@ One client process (this one) opens 1,000 sessions at once with ``create_session
 ``max_sessions`` of 256), asks each one question, checks the exact answer and settles it with
 ``Session.complete()`` (the host's final proof, then the user's ``completeSessionJob``).
 Target: 0 errors; the figure is the wall time from the first ``create_session`` to the last
-settlement. Run with ``python -m benchmarks --only sessions-1000`` or ``--large``: it takes
-minutes on a loaded machine, so the default run leaves it out.
+settlement; each phase's median and maximum per session are printed beside it (open, answer,
+settle). Run with ``python -m benchmarks --only sessions-1000`` or ``--large``: it takes
+minutes on a loaded machine, so the default run leaves it out. ``python -m benchmarks.crowd
+N [--per-host K] [--settle S] [--keep-logs DIR]`` runs another size.
 """
 
 from __future__ import annotations
