@@ -51,13 +51,18 @@ async def run(runs: int) -> list[Row]:
 
 
 async def crowd(
-    sessions: int, per_host: int, *, settle: float | None = None, keep_logs: Path | None = None
+    sessions: int,
+    per_host: int,
+    *,
+    settle: float | None = None,
+    keep_logs: Path | None = None,
+    block_time: float | None = None,
 ) -> list[Row]:
     """``sessions`` concurrent sessions, ``per_host`` on each host process. A smaller crowd
     shows the same faults sooner: ``python -m benchmarks.crowd 250 --settle 5``, ``settle``
     being how long ``complete()`` waits for the host's final proof."""
     hosts_needed = -(-sessions // per_host)
-    async with Devnet.start() as net, portal() as portal_url:
+    async with Devnet.start(block_time=block_time) as net, portal() as portal_url:
         hosts = await asyncio.gather(
             *(
                 net.start_host(
@@ -146,5 +151,14 @@ if __name__ == "__main__":
     parser.add_argument("--per-host", type=int, default=PER_HOST)
     parser.add_argument("--settle", type=float, default=None, help="complete()'s wait (s)")
     parser.add_argument("--keep-logs", type=Path, default=None, help="copy host logs here")
+    parser.add_argument("--block-time", type=float, default=None, help="interval mining (s)")
     args = parser.parse_args()
-    asyncio.run(crowd(args.sessions, args.per_host, settle=args.settle, keep_logs=args.keep_logs))
+    asyncio.run(
+        crowd(
+            args.sessions,
+            args.per_host,
+            settle=args.settle,
+            keep_logs=args.keep_logs,
+            block_time=args.block_time,
+        )
+    )
