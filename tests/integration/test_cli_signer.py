@@ -1,0 +1,218 @@
+"""``fabstir chat`` and ``fabstir proxy`` with the user's wallet in a signer service.
+
+The signer service is a second anvil, a separate process holding the devnet's keys unlocked
+(as in test_signers.py). The commands run as processes that get its URL and the wallet's
+address, never the key; they pay, stream and settle through it. A service that misbehaves
+(holds another key, signs non-deterministically) is that anvil behind a rewriting proxy on
+loopback: the key still never leaves the anvil.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from fabstir_sdk import FabstirSDK, SessionState
+from fabstir_sdk.devnet import AnvilProcess, Devnet, RunningHost
+
+from .conftest import nonce
+from .host_helpers import BUILTIN, read_job
+from .test_chat import KEY_ENV, Chat, session_id
+from .test_signers import N
+
+pytestmark = pytest.mark.integration
+
+USER, HOST, OTHER, FLIPPING, PROXY_USER = 1, 2, 3, 4, 5
+
+
+@pytest.fixture(scope="module")
+async def net():
+    async with Devnet.start(with_s5=True) as devnet:
+        yield devnet
+
+
+@pytest.fixture(scope="module")
+async def host(net) -> RunningHost:
+    running = await net.start_host(account=HOST, models=[BUILTIN], chain_poll=0.1)
+    yield running
+    await running.stop()
+
+
+@pytest.fixture(scope="module")
+async def service(net, tmp_path_factory):
+    """The signer service: a separate anvil process that holds the same keys unlocked."""
+    log = tmp_path_factory.mktemp("signer") / "anvil.log"
+    proc = await AnvilProcess.start(log_path=log, chain_id=net.chain_id)
+    yield proc
+    await proc.stop()
+
+
+def signer_flags(url: str, address: str) -> list[str]:
+    return ["--signer-url", url, "--signer-address", address]
+
+
+def no_key_in(pid: int, key: str) -> None:
+    """The process was never given the key: not in its environment nor its arguments."""
+    proc = Path(f"/proc/{pid}")
+    for name in ("environ", "cmdline"):
+        assert key.removeprefix("0x").lower().encode() not in (proc / name).read_bytes().lower()
+    assert f"{KEY_ENV}=".encode() not in (proc / "environ").read_bytes()
+
+
+async def usdc_of(net: Devnet, address: str) -> int:
+    async with FabstirSDK(net.sdk_config()) as sdk:
+        return await sdk.get_payment_manager().get_token_balance(net.addresses.usdc_token, address)
+
+
+async def test_chat_through_a_signer_service_streams_and_settles(net, host, service):
+    user = net.accounts[USER]
+    before, sent = await usdc_of(net, user.address), await nonce(net, USER)
+    chat = await Chat.start(
+        net,
+        *("--model", BUILTIN, "--host-address", host.address, "--yes"),
+        *signer_flags(service.rpc_url, user.address),
+    )
+    assert await chat.say("My name is Ada.") == "Nice to meet you, Ada. I will remember your name."
+    no_key_in(chat.proc.pid, user.private_key)  # asked while it holds the session
+    assert await chat.say("count to 5") == "1 2 3 4 5"
+    code, rest, err = await chat.finish("/quit")
+    assert (code, rest) == (0, ""), err
+    job_id = session_id(err)
+    assert (
+        f"Session {job_id} completed (tx 0x" in err
+        and "1,000 tokens billed; paid 0.002 USDC (host 0.0018 USDC, treasury 0.0002 USDC); "
+        "refunded 0.998 USDC."
+        in err
+    ), err
+    assert user.private_key.removeprefix("0x") not in err
+    # approve + createSessionJob + completeSessionJob, all signed by the service
+    assert await nonce(net, USER) == sent + 3
+    assert await usdc_of(net, user.address) == before - 2000
+    job = await read_job(net, job_id)
+    assert (job.status, job.depositor, job.tokens_used, job.refunded_to_user) == (
+        SessionState.COMPLETED,
+        user.address,
+        1000,
+        998_000,
+    )
+    # the conversation is in the wallet's storage: the same seed as from the key itself
+    async with FabstirSDK(net.sdk_config()) as sdk:
+        await sdk.authenticate(user.private_key)
+        conversation = await (await sdk.get_storage_manager()).load_conversation(str(job_id))
+    assert [m.content for m in conversation.messages] == [
+        "My name is Ada.",
+        "Nice to meet you, Ada. I will remember your name.",
+        "count to 5",
+        "1 2 3 4 5",
+    ]
+
+
+Rewrite = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class RewritingService:
+    """The signer service behind a loopback proxy that rewrites each call's request and
+    answer: a service that misbehaves, while the key stays in the anvil."""
+
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        request: Rewrite = lambda payload: payload,
+        answer: Rewrite = lambda reply: reply,
+    ) -> None:
+        self.upstream, self.request, self.answer = upstream, request, answer
+        self.url = ""
+
+    async def __aenter__(self) -> RewritingService:
+        self._http = aiohttp.ClientSession()
+        app = web.Application()
+        app.router.add_post("/", self._forward)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._runner.cleanup()
+        await self._http.close()
+
+    async def _forward(self, request: web.Request) -> web.Response:
+        payload = self.request(await request.json())
+        async with self._http.post(self.upstream, json=payload) as reply:
+            answer = await reply.json()
+        return web.json_response(self.answer(answer))
+
+
+async def refused(net: Devnet, url: str, address: str) -> tuple[int, str]:
+    """``fabstir chat`` with this signer: it must fail before paying, output nothing on
+    stdout, and write one line on stderr that shows no key; the exit code and that line."""
+    chat = await Chat.start(net, "--model", BUILTIN, "--yes", *signer_flags(url, address))
+    code, out, err = await chat.finish()
+    assert out == "" and err.count("\n") == 1 and err.startswith("fabstir: error: "), err
+    for account in net.accounts:
+        assert account.private_key.removeprefix("0x").lower() not in err.lower()
+    return code, err.removeprefix("fabstir: error: ").rstrip("\n")
+
+
+async def test_chat_refuses_a_bad_signer_before_paying(net, host, service):
+    """Each refusal is one line naming the problem, with nothing sent and no key shown."""
+    user, other, flipping = (net.accounts[i].address for i in (USER, OTHER, FLIPPING))
+    sent = [await nonce(net, i) for i in (USER, OTHER, FLIPPING)]
+    assert await refused(net, "http://127.0.0.1:9", user) == (
+        1,
+        "the signer service: RPC endpoint http://127.0.0.1:9 unreachable (connection refused)",
+    )
+    assert await refused(net, "127.0.0.1:9", user) == (
+        1,
+        "a signer service URL is http:// or https:// and a host",
+    )
+    # an address the service does not hold: the service says so
+    stranger = "0x" + "12" * 20
+    assert await refused(net, service.rpc_url, stranger) == (
+        1,
+        f"the signer refused personal_sign for {stranger}: No Signer available",
+    )
+
+    # a service holding another key than --signer-address says: its first signature shows it
+    def as_other(payload: dict[str, Any]) -> dict[str, Any]:
+        if payload["method"] == "personal_sign":
+            payload["params"][1] = other
+        return payload
+
+    async with RewritingService(service.rpc_url, request=as_other) as wrong:
+        assert await refused(net, wrong.url, user) == (
+            1,
+            f"the signer service signed the message as {other}, not {user}: it holds another key",
+        )
+
+    # a service whose signatures of one message differ (as with random nonces): each is
+    # valid, but the storage key would change every time; refused before paying
+    flips = 0
+
+    def flip(reply: dict[str, Any]) -> dict[str, Any]:
+        nonlocal flips
+        signature = bytes.fromhex(str(reply.get("result", ""))[2:])
+        if len(signature) == 65 and (flips := flips + 1) % 2 == 0:
+            s = N - int.from_bytes(signature[32:64], "big")
+            v = 55 - signature[64]  # 27 <-> 28: the same signer, the other valid form
+            reply["result"] = "0x" + (signature[:32] + s.to_bytes(32, "big") + bytes([v])).hex()
+        return reply
+
+    async with RewritingService(service.rpc_url, answer=flip) as random_nonces:
+        code, err = await refused(net, random_nonces.url, flipping)
+    assert flips >= 2
+    assert (code, err) == (
+        1,
+        f"the signer of {flipping} signed the storage-seed message twice and gave two "
+        "different signatures, so its storage key would change every time; use a signer "
+        "with deterministic (RFC 6979) signatures for storage",
+    )
+    assert [await nonce(net, i) for i in (USER, OTHER, FLIPPING)] == sent  # nothing sent
