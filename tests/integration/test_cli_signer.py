@@ -9,11 +9,17 @@ loopback: the key still never leaves the anvil.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import openai
 import pytest
 from aiohttp import web
 
@@ -216,3 +222,76 @@ async def test_chat_refuses_a_bad_signer_before_paying(net, host, service):
         "with deterministic (RFC 6979) signatures for storage",
     )
     assert [await nonce(net, i) for i in (USER, OTHER, FLIPPING)] == sent  # nothing sent
+
+
+async def start_proxy(net: Devnet, storage: Path, *flags: str) -> asyncio.subprocess.Process:
+    env = {k: v for k, v in os.environ.items() if k != KEY_ENV}
+    argv = ["proxy", "--manifest", str(net.manifest_path), "--port", "0", "--json"]
+    argv += ["--storage-dir", str(storage), "--budget", "2", *flags]
+    return await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "fabstir_sdk.cli", *argv),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def test_proxy_through_a_signer_service_bills_the_signers_account(
+    net, host, service, tmp_path
+):
+    """An OpenAI-style request (plain and streaming) paid by the service's wallet;
+    SIGTERM completes the session through the service; exact USDC."""
+    user = net.accounts[PROXY_USER]
+    before, sent = await usdc_of(net, user.address), await nonce(net, PROXY_USER)
+    proc = await start_proxy(net, tmp_path, *signer_flags(service.rpc_url, user.address))
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        ready = json.loads(await asyncio.wait_for(proc.stdout.readline(), 60))
+        assert ready["event"] == "ready" and ready["url"].startswith("http://127.0.0.1:")
+        client = openai.AsyncOpenAI(base_url=ready["url"], api_key="unused", max_retries=0)
+        messages: Any = [{"role": "user", "content": "count to 4"}]
+        reply = await client.chat.completions.create(model=BUILTIN, messages=messages)
+        assert reply.choices[0].message.content == "1 2 3 4"
+        no_key_in(proc.pid, user.private_key)  # while it holds the session
+        stream = await client.chat.completions.create(
+            model=BUILTIN, messages=[{"role": "user", "content": "count to 3"}], stream=True
+        )
+        assert "".join([c.choices[0].delta.content or "" async for c in stream]) == "1 2 3"
+        proc.send_signal(signal.SIGTERM)
+        settled = json.loads(await asyncio.wait_for(proc.stdout.readline(), 60))
+        assert await asyncio.wait_for(proc.wait(), 60) == 0
+        rest = (await proc.stdout.read()).decode() + (await proc.stderr.read()).decode()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert user.private_key.removeprefix("0x") not in json.dumps(ready) + rest
+    job_id = int(reply.model_extra["fabstir"]["session_id"])
+    assert (settled["event"], settled["job_id"]) == ("settled", job_id)
+    assert (settled["tokens_used"], settled["host_payment"]) == (1000, 2000)
+    assert (settled["host_net"], settled["treasury_fee"]) == (1800, 200)
+    assert settled["refund"] == 2_000_000 - 2000
+    job = await read_job(net, job_id)
+    assert (job.status, job.depositor, job.deposit) == (
+        SessionState.COMPLETED,
+        user.address,
+        2_000_000,
+    )
+    assert await usdc_of(net, user.address) == before - 2000
+    assert await nonce(net, PROXY_USER) == sent + 3  # approve, create, complete: by the service
+
+
+async def test_proxy_refuses_a_bad_signer_in_one_line(net, service, tmp_path):
+    user = net.accounts[PROXY_USER].address
+    for flags, message in (
+        (
+            signer_flags("http://127.0.0.1:9", user),
+            "the signer service: RPC endpoint http://127.0.0.1:9 unreachable (connection refused)",
+        ),
+        (["--signer-address", user], "--signer-address goes with --signer-url"),
+        (["--signer-url", service.rpc_url], "--signer-url needs --signer-address, the wallet"),
+    ):
+        proc = await start_proxy(net, tmp_path, *flags)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert (proc.returncode, out) == (1, b"")
+        assert err.decode().startswith(f"fabstir: error: {message}") and err.count(b"\n") == 1
