@@ -33,7 +33,7 @@ from .test_signers import N
 
 pytestmark = pytest.mark.integration
 
-USER, HOST, OTHER, FLIPPING, PROXY_USER = 1, 2, 3, 4, 5
+USER, HOST, OTHER, FLIPPING, PROXY_USER, VOTER = 1, 2, 3, 4, 5, 6
 
 
 @pytest.fixture(scope="module")
@@ -295,3 +295,43 @@ async def test_proxy_refuses_a_bad_signer_in_one_line(net, service, tmp_path):
         out, err = await asyncio.wait_for(proc.communicate(), 60)
         assert (proc.returncode, out) == (1, b"")
         assert err.decode().startswith(f"fabstir: error: {message}") and err.count(b"\n") == 1
+
+
+async def cli(net: Devnet, *argv: str) -> tuple[int, dict[str, Any], str]:
+    """``fabstir ARGV --manifest ...`` as a process with no key in its environment."""
+    env = {k: v for k, v in os.environ.items() if k != KEY_ENV}
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "fabstir_sdk.cli", *argv, "--manifest", str(net.manifest_path)),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, json.loads(out or b"{}"), err.decode()
+
+
+async def test_model_governance_through_a_signer_service(net, service):
+    """``fabstir model propose`` and ``vote`` signed by the service: the fee and the
+    locked FAB leave the service's wallet exactly."""
+    from fabstir_sdk.chain.model_id import model_id
+
+    voter = net.accounts[VOTER].address
+    fab = net.addresses.fab_token
+    model = "community/Signer-GGUF:signer.q4.gguf"
+    repo, file = model.split(":")
+    async with FabstirSDK(net.sdk_config()) as sdk:
+        before = await sdk.get_payment_manager().get_token_balance(fab, voter)
+    flags = signer_flags(service.rpc_url, voter)
+    code, proposed, err = await cli(
+        net, "model", "propose", "--repo", repo, "--file", file, "--sha256", "cd" * 32, *flags
+    )
+    assert (code, err, proposed["proposed"]) == (0, "", model_id(model))
+    code, voted, err = await cli(net, "model", "vote", "--model", model, "--amount", "2.5", *flags)
+    assert (code, err, voted["votes_for"]) == (0, "", str(25 * 10**17))
+    code, status, err = await cli(net, "model", "status", "--model", model, *flags)
+    assert (code, status["proposal"]["proposer"]) == (0, voter), err
+    assert status["votes"] == {"address": voter, "amount": str(25 * 10**17)}
+    async with FabstirSDK(net.sdk_config()) as sdk:
+        after = await sdk.get_payment_manager().get_token_balance(fab, voter)
+    assert after == before - 100 * 10**18 - 25 * 10**17  # the proposal fee, the vote
