@@ -180,6 +180,11 @@ async def test_chat_refuses_a_bad_signer_before_paying(net, host, service):
         1,
         "a signer service URL is http:// or https:// and a host",
     )
+    # the key itself pasted as the address: refused, and not shown
+    assert await refused(net, service.rpc_url, net.accounts[USER].private_key) == (
+        1,
+        "signer address must be 0x followed by 40 hex digits, got a private key? (not shown)",
+    )
     # an address the service does not hold: the service says so
     stranger = "0x" + "12" * 20
     assert await refused(net, service.rpc_url, stranger) == (
