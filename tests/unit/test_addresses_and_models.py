@@ -37,7 +37,7 @@ def test_a_key_given_for_an_address_is_not_echoed(key):
     assert str(caught.value) == (
         "--signer-address must be 0x followed by 40 hex digits, got a private key? (not shown)"
     )
-    with pytest.raises(InvalidAddressError, match="got '0x1234'$"):  # anything else is shown
+    with pytest.raises(InvalidAddressError, match=r"got '0x1234'$"):  # anything else is shown
         checksum_address("0x1234")
 
 
