@@ -1,4 +1,4 @@
-"""``fabstir chat`` and ``fabstir proxy`` with the user's wallet in a signer service.
+"""``fabstir chat``, ``proxy`` and ``model`` with the wallet in a signer service.
 
 The signer service is a second anvil, a separate process holding the devnet's keys unlocked
 (as in test_signers.py). The commands run as processes that get its URL and the wallet's
@@ -24,6 +24,7 @@ import pytest
 from aiohttp import web
 
 from fabstir_sdk import FabstirSDK, SessionState
+from fabstir_sdk.chain.rpc import JsonRpcClient
 from fabstir_sdk.devnet import AnvilProcess, Devnet, RunningHost
 
 from .conftest import nonce
@@ -75,9 +76,48 @@ async def usdc_of(net: Devnet, address: str) -> int:
         return await sdk.get_payment_manager().get_token_balance(net.addresses.usdc_token, address)
 
 
+class Wallet:
+    """An account's ETH and USDC at one block, to check later what it paid since then."""
+
+    def __init__(self, net: Devnet, address: str, block: int, eth: int, usdc: int) -> None:
+        self.net, self.address = net, address
+        self.block, self.eth, self.usdc = block, eth, usdc
+
+    @classmethod
+    async def now(cls, net: Devnet, address: str) -> Wallet:
+        rpc = JsonRpcClient(net.rpc_url)
+        try:
+            block = int(await rpc.call("eth_blockNumber"), 16)
+            eth = int(await rpc.call("eth_getBalance", address, hex(block)), 16)
+        finally:
+            await rpc.aclose()
+        return cls(net, address, block, eth, await usdc_of(net, address))
+
+    async def paid(self) -> tuple[int, int]:
+        """``(transactions sent, USDC spent)`` since :meth:`now`; the ETH balance must have
+        moved by exactly those transactions' gas (these sessions pay in USDC)."""
+        rpc = JsonRpcClient(self.net.rpc_url)
+        try:
+            last = int(await rpc.call("eth_blockNumber"), 16)
+            sent = gas = 0
+            for number in range(self.block + 1, last + 1):
+                block = await rpc.call("eth_getBlockByNumber", hex(number), True)
+                for tx in block["transactions"]:
+                    if tx["from"].lower() == self.address.lower():
+                        receipt = await rpc.call("eth_getTransactionReceipt", tx["hash"])
+                        assert int(receipt["status"], 16) == 1
+                        sent += 1
+                        gas += int(receipt["gasUsed"], 16) * int(receipt["effectiveGasPrice"], 16)
+            eth = int(await rpc.call("eth_getBalance", self.address, hex(last)), 16)
+        finally:
+            await rpc.aclose()
+        assert gas > 0 and eth == self.eth - gas
+        return sent, self.usdc - await usdc_of(self.net, self.address)
+
+
 async def test_chat_through_a_signer_service_streams_and_settles(net, host, service):
     user = net.accounts[USER]
-    before, sent = await usdc_of(net, user.address), await nonce(net, USER)
+    wallet = await Wallet.now(net, user.address)
     chat = await Chat.start(
         net,
         *("--model", BUILTIN, "--host-address", host.address, "--yes"),
@@ -96,9 +136,9 @@ async def test_chat_through_a_signer_service_streams_and_settles(net, host, serv
         in err
     ), err
     assert user.private_key.removeprefix("0x") not in err
-    # approve + createSessionJob + completeSessionJob, all signed by the service
-    assert await nonce(net, USER) == sent + 3
-    assert await usdc_of(net, user.address) == before - 2000
+    # approve + createSessionJob + completeSessionJob, all signed by the service; the
+    # wallet paid their gas and 2000 micro-USDC (the 1000-token minimum at 2000 per 1000)
+    assert await wallet.paid() == (3, 2000)
     job = await read_job(net, job_id)
     assert (job.status, job.depositor, job.tokens_used, job.refunded_to_user) == (
         SessionState.COMPLETED,
@@ -247,7 +287,7 @@ async def test_proxy_through_a_signer_service_bills_the_signers_account(
     """An OpenAI-style request (plain and streaming) paid by the service's wallet;
     SIGTERM completes the session through the service; exact USDC."""
     user = net.accounts[PROXY_USER]
-    before, sent = await usdc_of(net, user.address), await nonce(net, PROXY_USER)
+    wallet = await Wallet.now(net, user.address)
     proc = await start_proxy(net, tmp_path, *signer_flags(service.rpc_url, user.address))
     try:
         assert proc.stdout is not None and proc.stderr is not None
@@ -282,8 +322,7 @@ async def test_proxy_through_a_signer_service_bills_the_signers_account(
         user.address,
         2_000_000,
     )
-    assert await usdc_of(net, user.address) == before - 2000
-    assert await nonce(net, PROXY_USER) == sent + 3  # approve, create, complete: by the service
+    assert await wallet.paid() == (3, 2000)  # approve, create, complete: by the service
 
 
 async def test_proxy_refuses_a_bad_signer_in_one_line(net, service, tmp_path):
