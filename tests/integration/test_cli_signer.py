@@ -28,13 +28,13 @@ from fabstir_sdk.chain.rpc import JsonRpcClient
 from fabstir_sdk.devnet import AnvilProcess, Devnet, RunningHost
 
 from .conftest import nonce
-from .host_helpers import BUILTIN, read_job
+from .host_helpers import BUILTIN, read_job, wait_for_job
 from .test_chat import KEY_ENV, Chat, session_id
 from .test_signers import N
 
 pytestmark = pytest.mark.integration
 
-USER, HOST, OTHER, FLIPPING, PROXY_USER, VOTER = 1, 2, 3, 4, 5, 6
+USER, HOST, OTHER, FLIPPING, PROXY_USER, VOTER, OWNER, AGENT = 1, 2, 3, 4, 5, 6, 7, 8
 
 
 @pytest.fixture(scope="module")
@@ -379,3 +379,36 @@ async def test_model_governance_through_a_signer_service(net, service):
     async with FabstirSDK(net.sdk_config()) as sdk:
         after = await sdk.get_payment_manager().get_token_balance(fab, voter)
     assert after == before - 100 * 10**18 - 25 * 10**17  # the proposal fee, the vote
+
+
+async def test_an_agents_chat_through_a_signer_service(net, host, service):
+    """``fabstir chat --payer OWNER`` with the agent's key in the service: the agent signs
+    the session's creation and its init there, the owner pays, the host settles."""
+    owner, agent = net.accounts[OWNER], net.accounts[AGENT]
+    async with FabstirSDK(net.sdk_config()) as sdk:
+        await sdk.authenticate(owner.private_key)
+        pm = sdk.get_payment_manager()
+        await pm.approve_usdc(net.addresses.usdc_token, "1")
+        await pm.authorize_delegate(agent.address)
+    before = await usdc_of(net, owner.address)
+    sent = await nonce(net, AGENT)
+    chat = await Chat.start(
+        net,
+        *("--model", BUILTIN, "--host-address", host.address, "--yes"),
+        *("--payer", owner.address, *signer_flags(service.rpc_url, agent.address)),
+    )
+    assert await chat.say("count to 3") == "1 2 3"
+    no_key_in(chat.proc.pid, agent.private_key)
+    code, rest, err = await chat.finish()
+    assert (code, rest) == (0, ""), err
+    job_id = session_id(err)
+    assert f"Session {job_id} ended." in err
+    assert await nonce(net, AGENT) == sent + 1  # the creation, signed by the service
+    await net.advance_time(31)
+    job = await wait_for_job(net, job_id, lambda j: j.status != SessionState.ACTIVE)
+    assert (job.status, job.depositor, job.tokens_used) == (
+        SessionState.COMPLETED,
+        owner.address,
+        1000,
+    )
+    assert await usdc_of(net, owner.address) == before - 2000
