@@ -405,7 +405,7 @@ async def test_an_agents_chat_through_a_signer_service(net, host, service):
     assert f"Session {job_id} ended." in err
     assert await nonce(net, AGENT) == sent + 1  # the creation, signed by the service
     await net.advance_time(31)
-    job = await wait_for_job(net, job_id, lambda j: j.status != SessionState.ACTIVE)
+    job = await wait_for_job(net, job_id, lambda j: j.status != SessionState.ACTIVE, within=120)
     assert (job.status, job.depositor, job.tokens_used) == (
         SessionState.COMPLETED,
         owner.address,
