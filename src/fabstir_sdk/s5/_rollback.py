@@ -21,10 +21,9 @@ import os
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-import filelock
-
 from ..errors import RegistryRollbackError, RevisionConflictError
 from ._blob import BlobId
+from ._lockfile import file_lock
 from ._registry import RegistryEntry
 from ._store import BlobSource, Store
 
@@ -37,7 +36,8 @@ class RevisionGuard(Store):
     def __init__(self, inner: Store, path: str | Path) -> None:
         self.inner = inner
         self.path = Path(path)
-        self._lock = filelock.FileLock(str(self.path) + ".lock")
+        self._lock_path = str(self.path) + ".lock"
+        self._tmp_path = str(self.path) + ".tmp"
         self._seen: dict[bytes, int] = self._read()
         self._dir_made = False
         self._written: tuple[int, int, int] | None = None  # the file as this process wrote it
@@ -72,11 +72,13 @@ class RevisionGuard(Store):
 
     def _persist(self) -> None:
         # Runs after every registry write (once per stored answer of a session): the file
-        # is read again only if another process replaced it since this one wrote it.
+        # is read again only if another process replaced it since this one wrote it; the
+        # lock is a bare flock and the file is written with plain os calls (the lock
+        # library and pathlib were most of this write's CPU).
         if not self._dir_made:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._dir_made = True
-        with self._lock:
+        with file_lock(self._lock_path):
             merged = self._seen
             if self._stamp() != self._written:  # another process of this user may have seen more
                 merged = self._read()
@@ -84,9 +86,15 @@ class RevisionGuard(Store):
                     if merged.get(pk, -1) < revision:
                         merged[pk] = revision
                 self._seen = merged
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text(json.dumps({pk.hex(): r for pk, r in merged.items()}))
-            os.replace(tmp, self.path)
+            data = json.dumps({pk.hex(): r for pk, r in merged.items()}).encode()
+            fd = os.open(self._tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+            os.replace(self._tmp_path, self.path)
             self._written = self._stamp()
 
     def _stamp(self) -> tuple[int, int, int] | None:
