@@ -111,9 +111,11 @@ class PromptStream:
                 # a closed link still holds what came before the close: read it first
                 link = channel.link or channel.require_link()
                 try:
-                    event = await link.next_event(
-                        self._due, "token" if self._parts else "first token", self._within
-                    )
+                    event = link.queued()  # tokens arrive in bursts: most are here already
+                    if event is None:
+                        event = await link.next_event(
+                            self._due, "token" if self._parts else "first token", self._within
+                        )
                     if isinstance(event, HostErrorEvent):
                         raise event.error
                 except (HostError, HostFailedError) as exc:  # a failed host, or its refusal
