@@ -70,15 +70,20 @@ class RevisionGuard(Store):
                 seen[pk] = value
         return seen
 
-    def _persist(self) -> None:
-        # Runs after every registry write (once per stored answer of a session): the file
-        # is read again only if another process replaced it since this one wrote it; the
-        # lock is a bare flock and the file is written with plain os calls (the lock
-        # library and pathlib were most of this write's CPU).
+    def _persist(self, *, wait: bool = True) -> bool:
+        """Write the revisions seen, merged with the file's; False (nothing written) if
+        ``wait`` is False and another writer holds the file's lock.
+
+        Runs after every registry write (once per stored answer of a session): the file
+        is read again only if another process replaced it since this one wrote it; the
+        lock is a bare flock and the file is written with plain os calls (the lock
+        library and pathlib were most of this write's CPU)."""
         if not self._dir_made:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._dir_made = True
-        with file_lock(self._lock_path):
+        with file_lock(self._lock_path, wait=wait) as held:
+            if not held:
+                return False
             merged = self._seen
             if self._stamp() != self._written:  # another process of this user may have seen more
                 merged = self._read()
@@ -96,6 +101,7 @@ class RevisionGuard(Store):
                 os.close(fd)
             os.replace(self._tmp_path, self.path)
             self._written = self._stamp()
+        return True
 
     def _stamp(self) -> tuple[int, int, int] | None:
         """Which version of the file is there (inode, mtime, size); None if none is."""
@@ -108,7 +114,11 @@ class RevisionGuard(Store):
     async def _saw(self, entry: RegistryEntry) -> None:
         if self._seen.get(entry.pk, -1) < entry.revision:
             self._seen[entry.pk] = entry.revision
-            await asyncio.to_thread(self._persist)
+            # A small file, written before the write that saw the entry returns: in the
+            # loop when the lock is free (a thread hand-off cost more CPU than the write),
+            # in a thread when another writer holds it.
+            if not self._persist(wait=False):
+                await asyncio.to_thread(self._persist)
 
     # ------------------------------------------------------------------ Store
 
