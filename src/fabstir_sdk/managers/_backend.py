@@ -328,6 +328,15 @@ class SessionBackend:
         """Wait for the receipt of a proof the host says it sent."""
         await wait_for_receipt(self.ctx.client.rpc, tx, within=within)
 
+    async def billed(self, job_id: int, proofs: ProofLog) -> tuple[SessionJob, dict[str, Any]]:
+        """The job as the chain has it now and the announced proofs beside its ``tokensUsed``
+        (read at once)."""
+        mp = self.ctx.contract("job_marketplace")
+        job, records = await asyncio.gather(
+            self.job(job_id), proofs.records(self.ctx.client.rpc, mp)
+        )
+        return job, ProofLog.summary(records, job.tokens_used)
+
     async def proof_records(self, proofs: ProofLog, tokens_used: int) -> dict[str, Any]:
         """The announced proofs as the chain has them, beside the job's ``tokensUsed``."""
         records = await proofs.records(self.ctx.client.rpc, self.ctx.contract("job_marketplace"))
@@ -410,6 +419,20 @@ class SessionBackend:
         except FabstirError:
             return None
         return meta if isinstance(meta, dict) else None
+
+    def conversation_stored(self, conversation_id: str) -> asyncio.Future[StoredRef]:
+        """:meth:`store_conversation` started now, to be awaited later (and dropped with
+        :meth:`drop`)."""
+        return asyncio.ensure_future(self.store_conversation(conversation_id))
+
+    @staticmethod
+    async def drop(task: asyncio.Future[Any]) -> None:
+        """Cancel ``task`` unless done (closing a link it opened): on a path left early."""
+        if task.done():
+            if not task.cancelled():
+                task.exception()  # retrieved: the path that left early raised its own
+            return
+        await _drop(task)
 
     async def store_conversation(self, conversation_id: str) -> StoredRef:
         """Where the conversation is stored (its CID); an empty one is stored if none is."""
