@@ -148,7 +148,7 @@ async def test_resume_replays_the_history_from_storage(net, host, sdk):
     sm = await sdk.get_session_manager()
     session = await sm.create_session(model=BUILTIN, host=host.address, deposit="1")
     await session.send_prompt("My name is Bob.")
-    await session._drop_link()  # the connection is lost (not ended)
+    await session._channel.drop_link()  # the connection is lost (not ended)
     with pytest.raises(HostUnreachableError):
         await session.send_prompt("still there?")
 
@@ -161,6 +161,21 @@ async def test_resume_replays_the_history_from_storage(net, host, sdk):
     assert session.job_id in [j.id for j in await sm.list_sessions()]
     settlement = await resumed.complete()
     assert settlement.tokens_used == 1000
+
+
+async def test_a_given_history_becomes_the_hosts_context(net, host, sdk):
+    """The reference host starts from the history a prompt brings, goes on from there
+    without one, and ``history=[]`` starts it from nothing."""
+    sm = await sdk.get_session_manager()
+    session = await sm.create_session(model=BUILTIN, host=host.address, deposit="1")
+    await session.send_prompt("My name is Bob.")
+    ada = [{"role": "user", "content": "My name is Ada."}, {"role": "assistant", "content": "Hi"}]
+    asked = await session.send_prompt("What is my name?", history=ada)
+    assert asked.text == "Your name is Ada."
+    assert (await session.send_prompt("What is my name?")).text == "Your name is Ada."
+    forgot = await session.send_prompt("What is my name?", history=[])
+    assert forgot.text == "You have not told me your name yet."
+    await session.end()
 
 
 async def test_eth_and_deposit_payments(net, host, sdk):

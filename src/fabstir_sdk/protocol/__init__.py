@@ -30,7 +30,12 @@ from ._client import (
 )
 from ._client import State as ClientState
 from ._crypto import NONCE_SIZE, ZERO_SALT, hkdf_sha256, transcript_digest
-from ._deltas import DELTA_INFO, open_checkpoint_delta, seal_checkpoint_delta
+from ._deltas import (
+    DELTA_INFO,
+    open_checkpoint_delta,
+    seal_checkpoint_delta,
+    seal_checkpoint_delta_signed,
+)
 from ._messages import (
     CLIENT_MESSAGES,
     DEFAULT_CHAIN_ID,
@@ -158,6 +163,7 @@ __all__ = [
     "parse_host_message",
     "presign_session_init",
     "seal_checkpoint_delta",
+    "seal_checkpoint_delta_signed",
     "seal_session_init",
     "transcript_digest",
 ]
