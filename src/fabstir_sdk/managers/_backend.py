@@ -155,10 +155,11 @@ class SessionBackend:
     ) -> tuple[SessionJob, Link]:
         """Buy a job with ``info`` at ``price`` per ``plan``, record it in S5 and connect.
 
-        Nothing is paid until the storage check passed (``checked``: one the caller started
-        already) and the host answered the WebSocket handshake: both run at once, before the
-        payment, so after it the connection costs only the init's round trip. A host that
-        does not answer costs nothing; one that refuses the init is settled at once.
+        Nothing is sent until the storage check passed (``checked``: one the caller started
+        already) and the host answered the WebSocket handshake: both run beside the
+        payment's checks, and the transaction waits for them, so after it the connection
+        costs only the init's round trip. A host that does not answer costs nothing; one
+        that refuses the init is settled at once.
         """
         sender = self.ctx.require_sender()
         checking = checked if checked is not None else asyncio.ensure_future(self.storage.check())
@@ -167,21 +168,16 @@ class SessionBackend:
                 raise ValidationError(f"host {info.address} publishes no publicKey: cannot encrypt")
             if plan.max_price_per_token is not None and price > plan.max_price_per_token:
                 raise PriceAboveMaximumError(price, plan.max_price_per_token)
-            dialing = asyncio.ensure_future(self._dial(info, plan, limits))
         except BaseException:
             await _drop(checking)
             raise
-        try:
+        dialing = asyncio.ensure_future(self._dial(info, plan, limits))
+
+        async def ready() -> None:
             await checking  # no conversation store, no payment
-        except BaseException:
-            await _drop(dialing)
-            raise
-        try:
-            link, presigned = await dialing  # no host on the line, no payment
-        except HostFailedError as exc:
-            self.discovery.report_failure(info.address)  # not offered until re-checked
-            exc.add_note("no session job was opened: nothing was paid")
-            raise
+            await dialing  # no host on the line, no payment
+
+        gate = asyncio.ensure_future(ready())
         try:
             created = await self.payments.open_session_job(
                 info.address,
@@ -194,10 +190,17 @@ class SessionBackend:
                 proof_interval=plan.proof_interval,
                 proof_timeout_window=plan.proof_timeout_window,
                 payer=plan.payer,
+                ready=gate,
             )
-        except BaseException:
-            await link.close()
+        except BaseException as exc:
+            for task in (gate, checking, dialing):
+                await _drop(task)  # closes the link the dial opened
+            if isinstance(exc, HostFailedError) and _raised(dialing, exc):
+                self.discovery.report_failure(info.address)  # not offered until re-checked
+                exc.add_note("no session job was opened: nothing was paid")
             raise
+        await gate  # awaited by the payment already: its result, at once
+        link, presigned = dialing.result()
         job = created.job
         record = {
             "job_id": job.id,
@@ -469,3 +472,8 @@ async def _drop(task: asyncio.Future[Any]) -> None:
     link = result[0] if isinstance(result, tuple) else result
     if isinstance(link, Link):
         await link.close()
+
+
+def _raised(task: asyncio.Future[Any], exc: BaseException) -> bool:
+    """Whether ``task`` failed with ``exc``."""
+    return task.done() and not task.cancelled() and task.exception() is exc
