@@ -197,7 +197,8 @@ def render(
         "",
         f"- CPU: {before['cpu']}, {before['cores']} cores",
         f"- Python {before['python']} on {before['os']}",
-        f"- Run: {before['date']} to {after['date']}, commit {before['commit']}",
+        f"- Run: {before['date']} to {after['date']}",
+        *([f"- Commit: {before['commit']}"] if "commit" in before else []),
         f"- Median of {runs} runs per operation (fewer for 1 MB and 100 MB storage operations)",
         f"- Load average (1/5/15 min): before {before['load']}, after {after['load']}"
         f"{_contention(before, after)}",

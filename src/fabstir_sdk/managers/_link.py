@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.protocol import State as WsState
+from websockets.proxy import get_proxy
+from websockets.uri import WebSocketURI, parse_uri
 
 from ..errors import (
     HostKeyMismatchError,
@@ -42,6 +45,22 @@ def ws_url(api_url: str) -> str:
     raise ValidationError(f"host api_url must be http(s)://..., got {api_url!r}")
 
 
+def _proxy(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (as websockets finds it), or None."""
+    try:
+        uri = parse_uri(url)
+    except InvalidURI:
+        return None  # connect() raises it
+    return _proxy_for(uri.host, uri.port, uri.secure)
+
+
+@functools.lru_cache(maxsize=1024)
+def _proxy_for(host: str, port: int, secure: bool) -> str | None:
+    """Read once per host and process: websockets reads every proxy variable of the
+    environment at each connection (about a millisecond of CPU)."""
+    return get_proxy(WebSocketURI(secure, host, port, "/", "", None, None))
+
+
 class Link:
     """One WebSocket to a host; :meth:`next_event` returns the core's events in order.
 
@@ -67,7 +86,13 @@ class Link:
     async def dial(cls, url: str, within: float) -> Link:
         """The WebSocket handshake alone; HostUnreachableError unless done in ``within`` s."""
         try:
-            ws = await connect(url, open_timeout=within, max_size=MAX_FRAME_BYTES, ping_interval=20)
+            ws = await connect(
+                url,
+                open_timeout=within,
+                max_size=MAX_FRAME_BYTES,
+                ping_interval=20,
+                proxy=_proxy(url),
+            )
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             raise HostUnreachableError(f"cannot open {url}: {exc}") from None
         return cls(ws, url)
