@@ -103,6 +103,8 @@ class SessionBackend:
         self.sessions: dict[str, Session] = {}
         #: Session metadata being written to S5, by job id (see :meth:`metadata_written`).
         self._meta_writes: dict[int, asyncio.Task[StoredRef]] = {}
+        #: The API URL each host had when a session with it was last opened (dial_ahead).
+        self._urls: dict[str, str] = {}
         #: Other S5 writes of sessions in flight, by job id (see :meth:`written`).
         self._writes: dict[int, list[asyncio.Task[StoredRef]]] = {}
 
@@ -152,6 +154,7 @@ class SessionBackend:
         limits: SessionTimeouts,
         *,
         checked: asyncio.Future[None] | None = None,
+        ahead: tuple[str, asyncio.Future[Link]] | None = None,
     ) -> tuple[SessionJob, Link]:
         """Buy a job with ``info`` at ``price`` per ``plan``, record it in S5 and connect.
 
@@ -159,7 +162,8 @@ class SessionBackend:
         already) and the host answered the WebSocket handshake: both run beside the
         payment's checks, and the transaction waits for them, so after it the connection
         costs only the init's round trip. A host that does not answer costs nothing; one
-        that refuses the init is settled at once.
+        that refuses the init is settled at once. ``ahead``: a dial already started (see
+        :meth:`dial_ahead`), used if its URL is the host's.
         """
         sender = self.ctx.require_sender()
         checking = checked if checked is not None else asyncio.ensure_future(self.storage.check())
@@ -170,8 +174,10 @@ class SessionBackend:
                 raise PriceAboveMaximumError(price, plan.max_price_per_token)
         except BaseException:
             await _drop(checking)
+            if ahead is not None:
+                await _drop(ahead[1])
             raise
-        dialing = asyncio.ensure_future(self._dial(info, plan, limits))
+        dialing = asyncio.ensure_future(self._dial(info, plan, limits, ahead))
 
         async def ready() -> None:
             await checking  # no conversation store, no payment
@@ -227,6 +233,7 @@ class SessionBackend:
         except BaseException:
             self._write_metadata(job.id, record)  # the job exists: record it all the same
             raise
+        self._urls[info.address] = info.api_url
         # Started once connected, so its encryption and upload do not compete with the
         # handshake (create_session measured 50 -> 31 ms with a local portal): written in the
         # background, awaited before any read or write of this session's S5 data (so it is
@@ -275,12 +282,48 @@ class SessionBackend:
         link, presigned = await self._dial(info, plan, limits)
         return await self._start(link, self._proto(job, info, plan, presigned), limits)
 
+    def dial_ahead(
+        self, host: str | HostInfo | None, limits: SessionTimeouts
+    ) -> tuple[str, asyncio.Future[Link]] | None:
+        """A dial started now to ``host``'s URL as given (``HostInfo``) or as last read here
+        (an address), before its registry entry is read: :meth:`open` uses it only if the
+        entry names the same URL. None if the URL is not known."""
+        if isinstance(host, HostInfo):
+            api_url: str | None = host.api_url
+        else:
+            try:
+                api_url = None if host is None else self._urls.get(checksum_address(host))
+            except ValidationError:
+                api_url = None  # the registry read words it
+        if api_url is None:
+            return None
+        try:
+            url = ws_url(api_url)
+        except ValidationError:
+            return None
+        return url, asyncio.ensure_future(Link.dial(url, limits.connect))
+
     async def _dial(
-        self, info: HostInfo, plan: Plan, limits: SessionTimeouts
+        self,
+        info: HostInfo,
+        plan: Plan,
+        limits: SessionTimeouts,
+        ahead: tuple[str, asyncio.Future[Link]] | None = None,
     ) -> tuple[Link, PresignedInit | None]:
         """The WebSocket handshake and, with a signer outside the process, the init's
         signature made ahead (it signs no job id): both before the job exists."""
-        dialing = asyncio.ensure_future(Link.dial(ws_url(info.api_url), limits.connect))
+        try:
+            url = ws_url(info.api_url)
+        except ValidationError:
+            if ahead is not None:
+                await _drop(ahead[1])
+            raise
+        if ahead is not None and ahead[0] == url:
+            dialing = ahead[1]
+        else:
+            if ahead is not None:
+                await _drop(ahead[1])
+            dialing = asyncio.ensure_future(Link.dial(url, limits.connect))
         presigned = None
         try:
             if plan.encryption and self.ctx.account is None and info.public_key:
