@@ -76,6 +76,7 @@ host failed, another may serve": failover and ``fabstir chat`` move on from exac
     │   ├── SessionClosedError
     │   ├── StreamNotOpenError
     │   └── HostOverclaimError                (also UserWarning: issued as a warning)
+    │       └── HostOverreportError           (a stream_end claims more than its text holds)
     ├── HostError                            (an error frame from the host)
     │   └── ContextLimitError
     ├── BackendError                         (host side: the inference backend)
@@ -124,6 +125,7 @@ __all__ = [
     "HostKeyMismatchError",
     "HostNotActiveError",
     "HostOverclaimError",
+    "HostOverreportError",
     "HostUnreachableError",
     "InsufficientAllowanceError",
     "InsufficientBalanceError",
@@ -613,6 +615,12 @@ class StreamNotOpenError(SessionError):
 class HostOverclaimError(SessionError, UserWarning):
     """The host's proofs claim more tokens than it reported to us; issued as a warning by
     ``Session.complete()``, which settles at once to stop further claims."""
+
+
+class HostOverreportError(HostOverclaimError):
+    """An answer's ``stream_end`` claims more tokens than the text we received can hold (one
+    a UTF-8 byte, plus ``TOKENS_WITHOUT_TEXT``); issued as a warning when the answer ends.
+    The SDK counts the bound instead, so a later proof of the claim is an overclaim."""
 
 
 class HostError(FabstirError):

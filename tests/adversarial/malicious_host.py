@@ -10,13 +10,16 @@ Switches (attributes; set them between prompts):
 - ``never_ack``: never acknowledge the init (the connection stays open, silent);
 - ``stall_with_keepalives``: stream three chunks, then send only keep-alives (WebSocket pings
   and ``session_status`` notices) until the switch is turned off (then it reads on) or
-  ``stall_for`` seconds passed (then it closes the connection);
+  ``stall_for`` seconds passed (then it closes the connection); a ``stream_cancel`` then is
+  answered with a ``stream_end`` (``tokens_used`` if set, else 3), and ``cancelled`` is set;
 - ``wrong_key``: chunks sealed under a key that is not the session's;
 - ``replay_chunk``: the first chunk's frame sent again (byte for byte) after the second;
 - ``oversized_frame``: one frame of ``MAX_FRAME_BYTES + 1`` bytes mid-answer;
 - ``endless``: chunks, for ever (until the client leaves);
 - ``close_mid_answer``: three chunks, then the WebSocket is closed;
 - ``tokens_used``: what its ``stream_end`` reports (negative, absurd), instead of the truth;
+- ``words_per_chunk``: (honest) this many words, one token each, packed into each chunk; its
+  ``stream_end`` reports the words (the truth), not the chunks;
 - ``foreign_stream_end``: mid-answer, a ``stream_end`` for another answer (another ``id``);
 - ``drop_before_init``: close this many new connections at once, before their init (as a
   host that drops a silent socket); ``dropped`` is set when one is closed.
@@ -72,6 +75,7 @@ class MaliciousHost:
         self.endless = False
         self.close_mid_answer = False
         self.tokens_used: int | None = None
+        self.words_per_chunk = 1
         self.foreign_stream_end = False
         self.drop_before_init = 0
         # what it did
@@ -83,6 +87,7 @@ class MaliciousHost:
         self.keepalives = 0
         self.proof_done = asyncio.Event()  # set after each proof it sends
         self.client_left = asyncio.Event()
+        self.cancelled = asyncio.Event()  # a stalled answer's stream_end was sent
         self._server: Server | None = None
         self._extra: list[Server] = []
         self._sdk: FabstirSDK | None = None
@@ -101,9 +106,11 @@ class MaliciousHost:
         self.foreign_stream_end = False
         self.drop_before_init = 0
         self.tokens_used = None
+        self.words_per_chunk = 1
         self.client_left = asyncio.Event()
         self.dropped = asyncio.Event()
         self.proof_done = asyncio.Event()
+        self.cancelled = asyncio.Event()
 
     async def start(self, models: list[str]) -> MaliciousHost:
         self._server = await serve(self._handle, "127.0.0.1", 0, max_size=None, compression=None)
@@ -208,13 +215,13 @@ class MaliciousHost:
         request = session.open_message(m)
         sid, cid = session.session_id, m.id
         words = [f" {w}" for w in request.prompt.split()]
-        sent = 0
+        sent = 0  # tokens: one a word
 
-        async def chunk(text: str) -> str:
+        async def chunk(text: str, tokens: int = 1) -> str:
             nonlocal sent
-            frame = session.chunk_frame(text, id=cid)
+            frame = session.chunk_frame(text, tokens=tokens, id=cid)
             await ws.send(frame)
-            sent += 1
+            sent += tokens
             return frame
 
         if self.stall_with_keepalives:
@@ -239,9 +246,13 @@ class MaliciousHost:
             await ws.send(liar.chunk_frame(words[0], id=cid))
             session.reset_response()
             return
-        first = await chunk(words[0])
+        n = self.words_per_chunk  # several tokens a chunk, each counted
+        pieces = [
+            ("".join(words[i : i + n]), len(words[i : i + n])) for i in range(0, len(words), n)
+        ]
+        first = await chunk(*pieces[0])
         if self.replay_chunk:
-            await chunk(words[1] if len(words) > 1 else " again")
+            await chunk(*(pieces[1] if len(pieces) > 1 else (" again", 1)))
             await ws.send(first)  # the same bytes: a valid frame of the session, out of place
             session.reset_response()
             return
@@ -252,13 +263,16 @@ class MaliciousHost:
         if self.foreign_stream_end:
             other = StreamEnd(reason="complete", tokens_used=500, session_id=sid, id="not-yours")
             await ws.send(other.to_json())
-        for word in words[1:]:
-            await chunk(word)
+        for piece in pieces[1:]:
+            await chunk(*piece)
         await ws.send(session.chunk_frame("", tokens=0, final=True, id=cid))
         await ws.send(session.response_frame("stop", id=cid))
         reported = sent if self.tokens_used is None else self.tokens_used
         end = {"type": "stream_end", "reason": "complete", "tokens_used": reported}
-        await ws.send(json.dumps({**end, "session_id": sid, "id": cid}))
+        prompt = len(words)  # its prompt tokens: one a word
+        usage = {"prompt_tokens": prompt, "completion_tokens": reported}
+        usage["total_tokens"] = prompt + reported
+        await ws.send(json.dumps({**end, "usage": usage, "session_id": sid, "id": cid}))
         self.streamed[job_id] = self.streamed.get(job_id, 0) + sent
         if self.overclaim:
             await self.prove(job_id, sent + self.overclaim)
@@ -279,7 +293,9 @@ class MaliciousHost:
                     continue
                 if isinstance(parse_client_message(frame), StreamCancel):
                     end = {"type": "stream_end", "reason": "cancelled", "session_id": sid}
-                    await ws.send(json.dumps({**end, "tokens_used": len(STALLED), "id": cid}))
+                    used = len(STALLED) if self.tokens_used is None else self.tokens_used
+                    await ws.send(json.dumps({**end, "tokens_used": used, "id": cid}))
+                    self.cancelled.set()
                     return
             if self.stall_with_keepalives:
                 await ws.close()  # gave up: the client never timed out

@@ -24,8 +24,8 @@ from fabstir_sdk import FabstirSDK
 from fabstir_sdk.chain.signer import LocalSigner
 from fabstir_sdk.devnet import AnvilProcess, Devnet, RunningHost
 from fabstir_sdk.errors import NondeterministicSignerError
-from fabstir_sdk.host import HostConfig, HostNode
-from fabstir_sdk.host._keys import HOST_E2EE_INFO, HOST_E2EE_MESSAGE, p2p_seed
+from fabstir_sdk.host import HOST_E2EE_MESSAGE, HostConfig, HostNode
+from fabstir_sdk.host._keys import p2p_seed
 from fabstir_sdk.managers.auth import S5_SEED_MESSAGE, seed_from_signature
 
 from .conftest import nonce
@@ -35,7 +35,7 @@ from .test_signers import FlippingSigner, N
 pytestmark = pytest.mark.integration
 
 USER, HOST = 1, 2
-FLIPPING, SPARE = 5, 6
+ROTATING, FLIPPING, SPARE, OPERATOR, KEY_HOST = 3, 5, 6, 7, 8
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,10 @@ async def derived(index: int, net: Devnet) -> tuple[bytes, bytes]:
 
     account = Account.from_key(net.accounts[index].private_key)
     signature = bytes(account.sign_message(encode_defunct(HOST_E2EE_MESSAGE)).signature)
-    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=HOST_E2EE_INFO)
+    # spelt out: a change to the domain would change every signer host's published key
+    assert HOST_E2EE_MESSAGE.startswith(b"fabstir-sdk host E2EE key v1\n")
+    info = b"fabstir-sdk/host-e2ee-key/v1"
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info)
     return signature, hkdf.derive(signature[:64])
 
 
@@ -97,6 +100,7 @@ async def test_host_registers_with_a_published_e2ee_key_not_its_wallet_key(net, 
     assert host.public_key != compressed(bytes.fromhex(wallet.private_key[2:]))
     async with FabstirSDK(net.sdk_config()) as sdk:
         info = await sdk.get_host_manager().get_host_info(host.address)
+    # registered by the host process, which never had the key: the service signed it
     assert info.is_active and info.api_url == host.api_url
     assert info.public_key == host.public_key  # what every client encrypts to
     # the libp2p identity comes from the E2EE key: the wallet key is nowhere
@@ -121,6 +125,7 @@ async def test_session_streams_and_settles_through_the_signer(net, host, service
     usdc = net.addresses.usdc_token
     async with FabstirSDK(net.sdk_config()) as hosts:
         earned_before = await hosts.get_host_manager().get_host_earnings(usdc, host.address)
+        fees_before = await hosts.get_treasury_manager().get_accumulated_fees(usdc)
     async with FabstirSDK(net.sdk_config()) as sdk:
         await sdk.authenticate(net.accounts[USER].private_key)
         pm = sdk.get_payment_manager()
@@ -144,10 +149,13 @@ async def test_session_streams_and_settles_through_the_signer(net, host, service
         assert await pm.get_token_balance(usdc) == before - 2000
         job = await pm.get_session_job(job_id)
         assert job.tokens_used == 1000
-    assert await nonce(net, HOST) == host_nonce + 1  # the proof, signed by the service
+    # the proof (only the host may submit one): signed by the service, the host has no key
+    # (">": the host may be settling other tests' jobs meanwhile)
+    assert await nonce(net, HOST) > host_nonce
     async with FabstirSDK(net.sdk_config()) as hosts:
         earned = await hosts.get_host_manager().get_host_earnings(usdc, host.address)
-    assert earned == earned_before + 1800
+        fees = await hosts.get_treasury_manager().get_accumulated_fees(usdc)
+    assert (earned, fees) == (earned_before + 1800, fees_before + 200)
     # the checkpoint index is signed by the wallet, through the service
     async with (
         aiohttp.ClientSession() as http,
@@ -160,6 +168,68 @@ async def test_session_streams_and_settles_through_the_signer(net, host, service
     )
     assert signer == host.address
     assert [c["tokenRange"] for c in index["checkpoints"]] == [[0, 1000]]
+    # the earnings leave HostEarnings through the service too
+    async with FabstirSDK(net.sdk_config()) as hosts:
+        wallet_before = await hosts.get_payment_manager().get_token_balance(usdc, host.address)
+    code, out, err = await host_cli(net, service, HOST, "withdraw", "--usdc")
+    assert (code, err) == (0, ""), err
+    withdrawn = int(json.loads(out)["withdrawn"])
+    assert withdrawn >= earned  # more if the host settled another test's job meanwhile
+    async with FabstirSDK(net.sdk_config()) as hosts:
+        paid = await hosts.get_payment_manager().get_token_balance(usdc, host.address)
+    assert paid == wallet_before + withdrawn
+
+
+async def host_cli(
+    net: Devnet, service: Any, account: int, *args: str, method: str = "personal_sign"
+) -> tuple[int, str, str]:
+    """``fabstir host ACTION ...`` as a process whose wallet is in the signer service."""
+    import asyncio
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "FABSTIR_HOST_PRIVATE_KEY"}
+    action, *rest = args
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "fabstir_sdk.cli", "host", action),
+        *("--manifest", str(net.manifest_path), *rest),
+        *("--signer-url", service.rpc_url, "--signer-address", net.accounts[account].address),
+        *("--signer-message-method", method),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_operator_commands_through_a_signer_service(net, service):
+    """register, status and unregister with no key in the process: the stake goes and
+    comes back exactly."""
+    address = net.accounts[OPERATOR].address
+    fab = net.addresses.fab_token
+    async with FabstirSDK(net.sdk_config()) as sdk:
+        fab_before = await sdk.get_payment_manager().get_token_balance(fab, address)
+    code, out, err = await host_cli(
+        net,
+        service,
+        OPERATOR,
+        "register",
+        *("--api-url", "http://127.0.0.1:1", "--model", BUILTIN),
+        *("--price-stable", "2000", "--price-native", str(10**12)),
+        method="eth_sign",  # the storage-seed message, signed the other way a service may
+    )
+    assert (code, err) == (0, ""), err
+    stake = int(json.loads(out)["stake"])
+    assert stake == 1000 * 10**18
+    code, out, err = await host_cli(net, service, OPERATOR, "status")
+    assert (code, json.loads(out)["address"], json.loads(out)["active"]) == (0, address, True)
+    async with FabstirSDK(net.sdk_config()) as sdk:
+        pm = sdk.get_payment_manager()
+        assert await pm.get_token_balance(fab, address) == fab_before - stake
+        code, out, err = await host_cli(net, service, OPERATOR, "unregister")
+        assert (code, json.loads(out)["stake_returned"]) == (0, str(stake)), err
+        assert await pm.get_token_balance(fab, address) == fab_before
 
 
 async def checkpointed_session(net: Devnet, host: RunningHost, recovery: Any) -> int:
@@ -212,6 +282,41 @@ async def test_delta_sealed_and_pong_signed_by_the_wallet(net, host, storage):
     assert pong.host == host.address
 
 
+def storage_secrets(key: str) -> dict[str, str]:
+    """The host's S5 storage seed and the signature it comes from."""
+    account = Account.from_key(key)
+    signature = bytes(account.sign_message(encode_defunct(S5_SEED_MESSAGE)).signature)
+    return {
+        "storage seed": seed_from_signature(signature),
+        "storage seed signature": signature[:32].hex(),
+    }
+
+
+async def what_the_host_wrote(
+    net: Devnet, host: RunningHost, account: int, storage: Path
+) -> dict[str, bytes]:
+    """After a checkpointed session: the host's log, state directory and S5 files, and the
+    reprs it shows."""
+    await checkpointed_session(net, host, coincurve.PrivateKey())
+    written: dict[str, bytes] = {"host log": host.log_path.read_bytes()}
+    assert b"serving" in written["host log"] and b"DEBUG" in written["host log"]
+    state = net.state_dir / "hosts" / f"state-{account}"
+    for root in (state, storage):
+        for path in root.rglob("*"):
+            if path.is_file():
+                written[str(path)] = path.read_bytes()
+    assert len(written) > 3  # the init record, the S5 blobs
+    written["reprs"] = repr(host).encode()
+    return written
+
+
+def assert_absent(secrets: dict[str, str], written: dict[str, bytes]) -> None:
+    for what, secret in secrets.items():
+        for where, data in written.items():
+            assert secret.lower().encode() not in data.lower(), f"{what} in {where}"
+            assert bytes.fromhex(secret) not in data, f"{what} (raw) in {where}"
+
+
 async def test_no_secret_of_the_host_in_its_logs_files_or_reprs(net, host, storage):
     """Neither the wallet key, nor the E2EE key, nor the signatures they come from, nor the
     storage seed appear in what the host writes unencrypted or shows."""
@@ -219,75 +324,78 @@ async def test_no_secret_of_the_host_in_its_logs_files_or_reprs(net, host, stora
 
     wallet = net.accounts[HOST]
     signature, e2ee = await derived(HOST, net)
-    seed_signature = bytes(
-        Account.from_key(wallet.private_key).sign_message(encode_defunct(S5_SEED_MESSAGE)).signature
-    )
     secrets = {
         "wallet key": wallet.private_key[2:],
         "E2EE key": e2ee.hex(),
         "E2EE signature": signature[:32].hex(),
-        "storage seed": seed_from_signature(seed_signature),
-        "storage seed signature": seed_signature[:32].hex(),
+        **storage_secrets(wallet.private_key),
     }
-    await checkpointed_session(net, host, coincurve.PrivateKey())  # files to look in
-    written: dict[str, bytes] = {"host log": host.log_path.read_bytes()}
-    assert b"serving" in written["host log"] and b"DEBUG" in written["host log"]
-    state = net.state_dir / "hosts" / f"state-{HOST}"
-    for root in (state, storage):
-        for path in root.rglob("*"):
-            if path.is_file():
-                written[str(path)] = path.read_bytes()
-    assert len(written) > 3  # the init record, the S5 blobs
-    written["reprs"] = repr(host).encode()
+    written = await what_the_host_wrote(net, host, HOST, storage)
     signer = JsonRpcSigner("http://127.0.0.1:9", wallet.address)
     written["reprs"] += repr(signer).encode()
     await signer.aclose()
-    for what, secret in secrets.items():
-        for where, data in written.items():
-            text = data.lower()
-            assert secret.lower().encode() not in text, f"{what} in {where}"
-            assert bytes.fromhex(secret) not in data, f"{what} (raw) in {where}"
+    assert_absent(secrets, written)
 
 
-async def test_upstream_style_client_with_a_signer_host(net, service):
-    """Upstream's client reads ``publicKey`` from the registry metadata and encrypts to it,
-    whatever key it is: a signer host serves it as a key host does (--accept-any-signer, as
-    upstream's host accepts its seed-derived signer)."""
-    from ..conformance.test_upstream_behaviour import (
-        check_checkpoint_index,
-        connect,
-        open_job,
-        settles_to,
-    )
-    from ..conformance.upstream_wire import key_from_seed
-
+async def test_no_secret_of_a_key_host_either(net, tmp_path):
+    """The same for a host whose key is in its environment (its E2EE key is that key)."""
+    key = net.accounts[KEY_HOST].private_key
     running = await net.start_host(
-        account=SPARE, signer_url=service.rpc_url, accept_any_signer=True, chain_poll=0.1
+        account=KEY_HOST, models=[BUILTIN], storage_dir=tmp_path, chain_poll=0.1, debug=True
     )
     try:
-        job_id = await open_job(net, running.address, proof_interval=100)
-        client = await connect(net, running, job_id, key_from_seed("a signer host's visitor"))
-        try:
-            await client.init()
-            first = await client.prompt("My name is Ada.")  # re-initialised before each one
-            second = await client.prompt("What's my name?")
-        finally:
-            await client.close()
-        assert first.text == "Nice to meet you, Ada. I will remember your name."
-        assert second.text == "Your name is Ada."
-        used = first.stream_end["tokens_used"] + second.stream_end["tokens_used"]
-        await settles_to(net, job_id, max(used, 100))  # the host completes, via the service
-        await check_checkpoint_index(running, job_id, [[0, max(used, 100)]])
+        written = await what_the_host_wrote(net, running, KEY_HOST, tmp_path)
     finally:
         await running.stop()
+    assert running.public_key == compressed(bytes.fromhex(key[2:]))
+    assert_absent({"wallet key": key[2:], **storage_secrets(key)}, written)
 
 
 async def in_process_host(
     net: Devnet, wallet: Any, tmp_path: Path, *, storage: bool = False, **keys: Any
 ) -> HostNode:
     sdk = net.sdk_config() if storage else net.sdk_config(s5_portal_url=None, storage_dir=None)
-    config = HostConfig(sdk=sdk, models=[BUILTIN], state_dir=tmp_path / "state", chain_poll=0.1)
+    register = keys.pop("auto_register", True)
+    config = HostConfig(
+        sdk=sdk,
+        models=[BUILTIN],
+        state_dir=tmp_path / "state",
+        chain_poll=0.1,
+        auto_register=register,
+    )
     return HostNode(config, wallet, **keys)
+
+
+async def test_a_new_e2ee_key_is_published_at_start(net, tmp_path, caplog):
+    """The registry follows the host's E2EE key: a start with another key updates the
+    metadata; with --no-register it cannot, and says so."""
+    import logging
+
+    caplog.set_level(logging.WARNING, "fabstir_sdk.host")
+    wallet = LocalSigner(Account.from_key(net.accounts[ROTATING].private_key))
+
+    async def published() -> str | None:
+        async with FabstirSDK(net.sdk_config()) as sdk:
+            return (await sdk.get_host_manager().get_host_info(wallet.address)).public_key
+
+    first, second = os.urandom(32), os.urandom(32)
+    node = await in_process_host(net, wallet, tmp_path, e2ee_key=first)
+    await node.start()
+    await node.stop()
+    assert await published() == compressed(first)
+    stale = await in_process_host(net, wallet, tmp_path, e2ee_key=second, auto_register=False)
+    sent = await nonce(net, ROTATING)
+    await stale.start()
+    await stale.stop()
+    assert await nonce(net, ROTATING) == sent and await published() == compressed(first)
+    (warning,) = [r.getMessage() for r in caplog.records if "publishes publicKey" in r.message]
+    assert compressed(first) in warning and compressed(second) in warning
+    assert "--no-register" in warning
+    rotated = await in_process_host(net, wallet, tmp_path, e2ee_key=second)
+    await rotated.start()
+    await rotated.stop()
+    assert await published() == compressed(second)
+    assert await nonce(net, ROTATING) == sent + 2  # updateApiUrl (a new port), updateMetadata
 
 
 async def test_a_nondeterministic_signer_needs_its_own_e2ee_key(net, tmp_path):
@@ -320,7 +428,7 @@ async def test_a_nondeterministic_signer_needs_its_own_e2ee_key(net, tmp_path):
 
 async def test_a_key_host_keeps_publishing_its_wallet_key(net, tmp_path):
     """Without a signer nothing changed: the wallet key opens the inits (as upstream's node)."""
-    key = net.accounts[SPARE + 1].private_key
+    key = net.accounts[OPERATOR].private_key
     node = await in_process_host(net, LocalSigner(Account.from_key(key)).account, tmp_path)
     assert node.public_key.hex() == compressed(bytes.fromhex(key[2:]))
     raw = await in_process_host(net, bytes.fromhex(key[2:]), tmp_path)
@@ -361,3 +469,37 @@ async def test_cli_refuses_bad_key_settings_without_echoing_them(
     assert out.stderr.count("\n") == 1  # one line
     for secret in (net.accounts[SPARE].private_key[2:], "ab" * 31, hex(N + 5)[2:]):
         assert secret not in out.stderr
+
+
+class CountingSigner(LocalSigner):
+    """A key in this process that counts the messages it signs."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(Account.from_key(key))
+        self.messages = 0
+
+    async def sign_message(self, message: bytes) -> bytes:
+        self.messages += 1
+        return await super().sign_message(message)
+
+
+async def test_the_checkpoint_index_is_signed_once_per_state(net, tmp_path):
+    """A client polling /v1/checkpoints does not make the host ask its signer each time."""
+    wallet = CountingSigner(net.accounts[9].private_key)
+    node = await in_process_host(net, wallet, tmp_path)
+    await node.start()
+    try:
+        before = wallet.messages
+        one, two = b'[{"index":0}]', b'[{"index":0},{"index":1}]'
+        first = await node.sign_checkpoint_index(7, one)
+        assert await node.sign_checkpoint_index(7, one) == first
+        assert wallet.messages == before + 1
+        second = await node.sign_checkpoint_index(7, two)  # the index grew: signed again
+        assert second != first and wallet.messages == before + 2
+        assert await node.sign_checkpoint_index(8, one) == first  # same bytes, same signature
+        assert wallet.messages == before + 3
+        for text, signature in ((one, first), (two, second)):
+            signer = Account.recover_message(encode_defunct(text), signature=signature)
+            assert signer == wallet.address
+    finally:
+        await node.stop()

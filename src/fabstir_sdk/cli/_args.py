@@ -91,6 +91,13 @@ def add_chain_arguments(
         parser.add_argument(
             "--signer-address", metavar="ADDRESS", help="the wallet the signer service signs for"
         )
+        parser.add_argument(
+            "--signer-message-method",
+            choices=["personal_sign", "eth_sign"],
+            default="personal_sign",
+            help="how the service signs messages (default personal_sign; some, such as "
+            "web3signer, speak eth_sign)",
+        )
     parser.set_defaults(key_role=role)
 
 
@@ -166,5 +173,6 @@ async def wallet(args: argparse.Namespace) -> AsyncIterator[bytes | Signer]:
         raise ConfigError("give --key-file or --signer-url, not both")
     from ..chain.signer import JsonRpcSigner
 
-    async with JsonRpcSigner(url, args.signer_address) as signer:
+    method = args.signer_message_method
+    async with JsonRpcSigner(url, args.signer_address, message_method=method) as signer:
         yield signer

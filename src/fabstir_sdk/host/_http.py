@@ -293,7 +293,7 @@ async def _checkpoints(request: web.Request) -> web.Response:
     host, rows = entry
     checkpoints = [row.to_json() for row in rows]
     canonical = json.dumps(checkpoints, separators=(",", ":"), sort_keys=True).encode()
-    signature = await node.chain.signer.sign_message(canonical)  # the wallet, wherever it is
+    signature = await node.sign_checkpoint_index(int(session_id), canonical)
     return _json(
         {
             "sessionId": session_id,

@@ -128,6 +128,8 @@ class HostNode:
         self.model_infos: list[ModelInfo] = []
         self.jobs: dict[int, JobState] = {}
         self.checkpoints: dict[int, tuple[str, list[CheckpointEntry]]] = {}
+        #: The last signed checkpoint index per job (its canonical JSON, the signature).
+        self._index_signatures: dict[int, tuple[bytes, bytes]] = {}
         self.connections: set[Connection] = set()
         #: Session inits accepted per job (a replayed one is refused); on disk from start().
         self.inits = InitLog(None)
@@ -424,6 +426,17 @@ class HostNode:
         if state is not None:
             for conn in list(state.connections):
                 conn.notify_proof(proof)
+
+    async def sign_checkpoint_index(self, job_id: int, canonical: bytes) -> bytes:
+        """The wallet's EIP-191 signature of a job's checkpoint index (canonical JSON). The
+        last one per job is kept: a client polling ``/v1/checkpoints`` does not make the
+        host ask a signer service again until the index changes."""
+        cached = self._index_signatures.get(job_id)
+        if cached is not None and cached[0] == canonical:
+            return cached[1]
+        signature = await self.chain.signer.sign_message(canonical)
+        self._index_signatures[job_id] = (canonical, signature)
+        return signature
 
     # -- operator actions -----------------------------------------------------------------
 

@@ -12,12 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from ..config import SessionTimeouts
-from ..errors import FabstirError, HostFailedError, HostUnreachableError, SessionClosedError
+from ..errors import (
+    FabstirError,
+    HostFailedError,
+    HostOverreportError,
+    HostUnreachableError,
+    SessionClosedError,
+)
 from ..models import HostInfo, SessionJob, Settlement
-from ..protocol import ChatMessage, CheckpointFailed, CheckpointSubmitted, ProofSubmitted
+from ..protocol import (
+    TOKENS_WITHOUT_TEXT,
+    ChatMessage,
+    CheckpointFailed,
+    CheckpointSubmitted,
+    ProofSubmitted,
+)
 from ._backend import Failover, Plan, SessionBackend
 from ._link import Link
 from ._proofs import ProofLog
@@ -66,6 +79,8 @@ class Channel:
         self.host = host
         self.link = link
         self._tokens_before = 0  # reported on this job's earlier connections
+        self._claimed_before = 0  # the same, as the host claimed them
+        self._overreported = False  # recorded against the host in discovery for this job
         self._proofs = ProofLog(job.id)
 
     @property
@@ -82,6 +97,37 @@ class Channel:
     def tokens_reported(self, value: int) -> None:
         link = self.link
         self._tokens_before = value - (link.proto.tokens_reported if link else 0)
+
+    @property
+    def tokens_claimed(self) -> int:
+        """The host's ``stream_end`` counts for this job as it sent them, uncapped."""
+        link = self.link
+        return self._claimed_before + (link.proto.tokens_claimed if link else 0)
+
+    def audit_claims(self) -> None:
+        """Warn about each answer whose ``stream_end`` claimed more tokens than its text can
+        hold (:class:`HostOverreportError`), and record the host in discovery, once a job."""
+        link = self.link
+        if link is None or not link.proto.overreports:
+            return
+        reports = list(link.proto.overreports)
+        link.proto.overreports.clear()
+        for report in reports:
+            if not self._overreported:
+                self._overreported = True
+                self.backend.discovery.report_overclaim(
+                    self.host.address, claimed=report.claimed, reported=report.bound
+                )
+            warnings.warn(
+                HostOverreportError(
+                    f"host {self.host.address} claimed {report.claimed} tokens for answer "
+                    f"{report.answer_id} of session {self.session_id}, whose text was "
+                    f"{report.received_bytes} bytes: at most {report.bound} tokens (one a "
+                    f"byte, plus {TOKENS_WITHOUT_TEXT}); {report.bound} counted. Complete the "
+                    "session to stop it proving the claim"
+                ),
+                stacklevel=2,
+            )
 
     @property
     def proofs(self) -> ProofLog:
@@ -110,9 +156,11 @@ class Channel:
         """Close the link, keeping what the host reported and announced on it."""
         link = self.link
         if link is not None:
+            self.audit_claims()
             for proof in link.proto.proofs:
                 self._proofs.add(proof)
             self._tokens_before += link.proto.tokens_reported
+            self._claimed_before += link.proto.tokens_claimed
             self.link = None
             await link.close()
 

@@ -176,11 +176,17 @@ class PromptStream:
         link.proto.give_up()
 
     async def _end(self, end: StreamEnd) -> None:
+        """The answer's usage: the host's, its completion tokens capped at what the text we
+        received can hold (the protocol core's count of this answer)."""
         usage = end.usage
+        link = self._channel.link
+        counted = link.proto.take_count(self._answer_id) if link else None
+        claimed = usage.completion_tokens if usage else end.tokens_used
+        completion = claimed if counted is None else min(claimed, counted)
+        prompt = usage.prompt_tokens if usage else 0
+        total = usage.total_tokens if usage and completion == claimed else prompt + completion
         self.usage = TokenUsage(
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else end.tokens_used,
-            total_tokens=usage.total_tokens if usage else end.tokens_used,
+            prompt_tokens=prompt, completion_tokens=completion, total_tokens=total
         )
         self.finish_reason = self.finish_reason or end.finish_reason
         await self._record()
@@ -227,3 +233,4 @@ class PromptStream:
             await channel.append(self._prompt, self.text, partial=partial)
         finally:
             channel.turn.release()
+            channel.audit_claims()

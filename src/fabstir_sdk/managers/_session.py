@@ -79,6 +79,7 @@ class Session:
                 ("host API", self.host.api_url),
                 ("price / 1000 tokens", native_amount(self.price_per_token, self.payment_token)),
                 ("tokens reported", self.tokens_reported),
+                ("tokens claimed", self.tokens_claimed),
                 ("conversation", self.conversation_id),
             ],
         )
@@ -136,12 +137,19 @@ class Session:
 
     @property
     def tokens_reported(self) -> int:
-        """Tokens the host reported for this job (``stream_end``), answers given up included."""
+        """Tokens the host reported for this job (``stream_end``), answers given up included,
+        each answer's count capped at what its text can hold (see :attr:`tokens_claimed`)."""
         return self._channel.tokens_reported
 
     @tokens_reported.setter
     def tokens_reported(self, value: int) -> None:
         self._channel.tokens_reported = value
+
+    @property
+    def tokens_claimed(self) -> int:
+        """The host's ``stream_end`` counts for this job as it sent them, uncapped: above
+        :attr:`tokens_reported` only if it claimed more than it sent (a warning said so)."""
+        return self._channel.tokens_claimed
 
     @property
     def proofs(self) -> ProofLog:
@@ -256,7 +264,8 @@ class Session:
             finally:
                 await backend.drop(stored)
             settlement = await backend.settle(self.job_id, ref.cid)
-            backend.store_soon(self.job_id, "proofs", {**proofs, "settled": True})
+            counts = {"tokens_reported": reported, "tokens_claimed": self.tokens_claimed}
+            backend.store_soon(self.job_id, "proofs", {**proofs, **counts, "settled": True})
         channel.closed = True
         await channel.drop_link()
         backend.sessions.pop(self.session_id, None)
@@ -267,7 +276,7 @@ class Session:
             warnings.warn(
                 HostOverclaimError(
                     f"host {self.host.address} claimed {job.tokens_used} tokens on session "
-                    f"{self.session_id} but reported {reported} "
+                    f"{self.session_id} but reported {reported} that its answers account for "
                     f"(at most {expected} billable); the session was completed at once"
                 ),
                 stacklevel=2,

@@ -336,6 +336,7 @@ class SessionManager:
             job=job,
             connected=bool(session and session.connected),
             tokens_reported=session.tokens_reported if session else 0,
+            tokens_claimed=session.tokens_claimed if session else 0,
             tokens_billed=job.tokens_used,
             proofs=len(session.proofs) if session else 0,
             messages=messages,
@@ -368,7 +369,7 @@ class SessionManager:
                 continue
             break
         delegated = await self._delegated.ids(user, from_block=from_block)
-        return [await self._backend.payments.get_session_job(i) for i in sorted({*ids, *delegated})]
+        return await self._backend.payments.get_session_jobs(sorted({*ids, *delegated}))
 
     async def aclose(self) -> None:
         """Drop every open connection (no settlement: hosts settle on disconnect)."""

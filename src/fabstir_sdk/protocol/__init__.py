@@ -22,11 +22,14 @@ session::
 """
 
 from ._client import (
+    TOKENS_WITHOUT_TEXT,
     CheckpointFailed,
     ClientEvent,
     ClientSession,
     HostErrorEvent,
     SessionEvent,
+    TokenOverreport,
+    tokens_bound,
 )
 from ._client import State as ClientState
 from ._crypto import NONCE_SIZE, ZERO_SALT, hkdf_sha256, transcript_digest
@@ -146,7 +149,9 @@ __all__ = [
     "StreamCancel",
     "StreamChunkFrame",
     "StreamEnd",
+    "TOKENS_WITHOUT_TEXT",
     "TokenChunk",
+    "TokenOverreport",
     "UnsupportedRequest",
     "Usage",
     "VectorDatabase",
@@ -165,5 +170,6 @@ __all__ = [
     "seal_checkpoint_delta",
     "seal_checkpoint_delta_signed",
     "seal_session_init",
+    "tokens_bound",
     "transcript_digest",
 ]
