@@ -41,6 +41,8 @@ class RevisionGuard(Store):
         self._seen: dict[bytes, int] = self._read()
         self._dir_made = False
         self._written: tuple[int, int, int] | None = None  # the file as this process wrote it
+        self._writing = asyncio.Lock()
+        self._changes = self._written_changes = 0  # marks raised, and written to the file
 
     def __repr__(self) -> str:
         return f"RevisionGuard({self.inner!r}, keys={len(self._seen)})"
@@ -70,24 +72,27 @@ class RevisionGuard(Store):
                 seen[pk] = value
         return seen
 
-    def _persist(self) -> None:
+    def _persist(self, seen: dict[bytes, int]) -> dict[bytes, int] | None:
+        """Write ``seen`` (a copy: this runs in a worker thread, while the loop may add
+        marks) to the file, merged with the file's if another process replaced it since
+        this one wrote it; returns the merged marks when it read them."""
         # Runs after every registry write (once per stored answer of a session): the file
         # is read again only if another process replaced it since this one wrote it.
         if not self._dir_made:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._dir_made = True
         with self._lock:
-            merged = self._seen
+            merged, read = seen, None
             if self._stamp() != self._written:  # another process of this user may have seen more
-                merged = self._read()
-                for pk, revision in self._seen.items():
+                merged = read = self._read()
+                for pk, revision in seen.items():
                     if merged.get(pk, -1) < revision:
                         merged[pk] = revision
-                self._seen = merged
             tmp = self.path.with_name(self.path.name + ".tmp")
             tmp.write_text(json.dumps({pk.hex(): r for pk, r in merged.items()}))
             os.replace(tmp, self.path)
             self._written = self._stamp()
+        return read
 
     def _stamp(self) -> tuple[int, int, int] | None:
         """Which version of the file is there (inode, mtime, size); None if none is."""
@@ -98,9 +103,24 @@ class RevisionGuard(Store):
         return st.st_ino, st.st_mtime_ns, st.st_size
 
     async def _saw(self, entry: RegistryEntry) -> None:
-        if self._seen.get(entry.pk, -1) < entry.revision:
-            self._seen[entry.pk] = entry.revision
-            await asyncio.to_thread(self._persist)
+        if self._seen.get(entry.pk, -1) >= entry.revision:
+            return
+        self._seen[entry.pk] = entry.revision
+        self._changes += 1
+        mine = self._changes
+        # One write at a time, each of every mark seen so far (a later copy written before
+        # an earlier one would lose marks); one that waited may find its mark written. The
+        # marks are read and changed on the loop's thread only: the worker gets a copy (a
+        # thread iterating them while the loop added one failed, "dictionary changed size").
+        async with self._writing:
+            if self._written_changes >= mine:
+                return
+            changes = self._changes
+            merged = await asyncio.to_thread(self._persist, dict(self._seen))
+            self._written_changes = changes
+        for pk, revision in (merged or {}).items():
+            if self._seen.get(pk, -1) < revision:
+                self._seen[pk] = revision
 
     # ------------------------------------------------------------------ Store
 
@@ -114,8 +134,11 @@ class RevisionGuard(Store):
         return await self.inner.get_blob(blob)
 
     async def registry_get(self, pk: bytes) -> RegistryEntry | None:
-        entry = await self.inner.registry_get(pk)
+        # judged against what was seen when the read was sent: a write of this process that
+        # lands while the read is on its way is not a rollback (500 sessions of one user,
+        # reading and writing one directory, met that)
         known = self._seen.get(pk)
+        entry = await self.inner.registry_get(pk)
         if known is not None and (entry is None or entry.revision < known):
             served = "no entry" if entry is None else f"revision {entry.revision}"
             raise RegistryRollbackError(
