@@ -145,3 +145,37 @@ async def test_the_file_is_read_again_only_after_another_process_wrote_it(tmp_pa
     await first.registry_set(entry(8))
     assert len(reads) == 1  # replaced by the other process: merged, not overwritten
     assert json.loads(path.read_text()) == {entry(8).pk.hex(): 8, other.pk.hex(): 9}
+
+
+async def test_a_held_lock_moves_the_write_to_a_thread_that_waits_for_it(tmp_path):
+    """The file is written in the loop when its lock is free; while another writer holds
+    it, the write waits in a thread and is on disk before registry_set returns."""
+    import asyncio
+    import threading
+
+    from fabstir_sdk.s5._lockfile import file_lock
+
+    store, path = LocalStore(tmp_path / "s"), tmp_path / "seen.json"
+    guard = RevisionGuard(store, path)
+    await guard.registry_set(entry(1))  # free: written in the loop
+    assert json.loads(path.read_text()) == {entry(1).pk.hex(): 1}
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with file_lock(str(path) + ".lock") as got:
+            assert got
+            held.set()
+            release.wait()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    await asyncio.to_thread(held.wait)
+    with file_lock(str(path) + ".lock", wait=False) as got:
+        assert got is False  # a second holder is refused at once
+    write = asyncio.ensure_future(guard.registry_set(entry(2)))
+    await asyncio.sleep(0)  # the write cannot finish while the lock is held
+    assert not write.done()
+    release.set()
+    await write
+    thread.join()
+    assert json.loads(path.read_text()) == {entry(1).pk.hex(): 2}

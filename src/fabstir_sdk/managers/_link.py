@@ -229,6 +229,16 @@ class Link:
         """The next queued event without waiting, or None."""
         return self.events.popleft() if self.events else None
 
+    def queued(self) -> Any:
+        """The next queued event if it is a plain one (no timer tick, no error), else None
+        and nothing taken: the per-token path, without a coroutine a token."""
+        events = self.events
+        if events:
+            event = events[0]
+            if event is not _TICK and not isinstance(event, BaseException):
+                return events.popleft()
+        return None
+
     async def next_event(self, due: float | None, waiting_for: str = "", within: float = 0) -> Any:
         """The next event, or :class:`StreamTimeoutError` once the loop's clock passes
         ``due`` (None: no deadline; ``waiting_for`` and ``within`` word the error). Errors

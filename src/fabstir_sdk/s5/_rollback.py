@@ -21,10 +21,9 @@ import os
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-import filelock
-
 from ..errors import RegistryRollbackError, RevisionConflictError
 from ._blob import BlobId
+from ._lockfile import file_lock
 from ._registry import RegistryEntry
 from ._store import BlobSource, Store
 
@@ -37,7 +36,8 @@ class RevisionGuard(Store):
     def __init__(self, inner: Store, path: str | Path) -> None:
         self.inner = inner
         self.path = Path(path)
-        self._lock = filelock.FileLock(str(self.path) + ".lock")
+        self._lock_path = str(self.path) + ".lock"
+        self._tmp_path = str(self.path) + ".tmp"
         self._seen: dict[bytes, int] = self._read()
         self._dir_made = False
         self._written: tuple[int, int, int] | None = None  # the file as this process wrote it
@@ -72,27 +72,40 @@ class RevisionGuard(Store):
                 seen[pk] = value
         return seen
 
-    def _persist(self, seen: dict[bytes, int]) -> dict[bytes, int] | None:
-        """Write ``seen`` (a copy: this runs in a worker thread, while the loop may add
+    def _persist(
+        self, seen: dict[bytes, int], *, wait: bool = True
+    ) -> tuple[bool, dict[bytes, int] | None]:
+        """Write ``seen`` (a copy: this may run in a worker thread, while the loop adds
         marks) to the file, merged with the file's if another process replaced it since
-        this one wrote it; returns the merged marks when it read them."""
+        this one wrote it; returns whether it wrote (False only without ``wait``, when
+        another writer holds the file's lock) and the merged marks when it read them."""
         # Runs after every registry write (once per stored answer of a session): the file
-        # is read again only if another process replaced it since this one wrote it.
+        # is read again only if another process replaced it since this one wrote it; the
+        # lock is a bare flock and the file is written with plain os calls (the lock
+        # library and pathlib were most of this write's CPU).
         if not self._dir_made:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._dir_made = True
-        with self._lock:
+        with file_lock(self._lock_path, wait=wait) as held:
+            if not held:
+                return False, None
             merged, read = seen, None
             if self._stamp() != self._written:  # another process of this user may have seen more
                 merged = read = self._read()
                 for pk, revision in seen.items():
                     if merged.get(pk, -1) < revision:
                         merged[pk] = revision
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text(json.dumps({pk.hex(): r for pk, r in merged.items()}))
-            os.replace(tmp, self.path)
+            data = json.dumps({pk.hex(): r for pk, r in merged.items()}).encode()
+            fd = os.open(self._tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+            os.replace(self._tmp_path, self.path)
             self._written = self._stamp()
-        return read
+        return True, read
 
     def _stamp(self) -> tuple[int, int, int] | None:
         """Which version of the file is there (inode, mtime, size); None if none is."""
@@ -116,7 +129,12 @@ class RevisionGuard(Store):
             if self._written_changes >= mine:
                 return
             changes = self._changes
-            merged = await asyncio.to_thread(self._persist, dict(self._seen))
+            seen = dict(self._seen)
+            # In the loop when the file's lock is free (a hand-off to a thread cost more
+            # CPU than this small write), in a thread while another writer holds it.
+            written, merged = self._persist(seen, wait=False)
+            if not written:
+                written, merged = await asyncio.to_thread(self._persist, seen)
             self._written_changes = changes
         for pk, revision in (merged or {}).items():
             if self._seen.get(pk, -1) < revision:
