@@ -29,7 +29,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -283,19 +283,22 @@ class TxSender:
         checks: Sequence[Read] = (),
         validate: Callable[[list[Any]], None] | None = None,
         token_hint: str = "",
+        ready: Awaitable[Any] | None = None,
     ) -> Receipt:
         """Send ``call`` as a transaction and wait for its receipt.
 
         ``checks`` are read in the same batch as the gas estimate and handed to ``validate``,
         which raises to refuse the transaction; then a failed estimate (a revert) raises its
-        typed error. Either way nothing is sent.
+        typed error. Either way nothing is sent. ``ready``, if given, is awaited after the
+        checks and before signing: what else must hold before the transaction may go (it
+        raises to stop it), prepared while the checks are read.
 
         A transaction that ran out of gas because another one changed the state between the
         estimate and the mining (the host's proof landing before the user's completion makes
         settling pay the host too) did nothing: it is sent again with a new estimate.
         """
         for attempt in range(_OUT_OF_GAS_RETRIES + 1):
-            receipt, gas = await self._send_once(call, value, checks, validate, token_hint)
+            receipt, gas = await self._send_once(call, value, checks, validate, token_hint, ready)
             if receipt["status"] == "0x1":
                 log.debug(
                     "%s mined in block %s (tx %s)",
@@ -317,6 +320,7 @@ class TxSender:
         checks: Sequence[Read],
         validate: Callable[[list[Any]], None] | None,
         token_hint: str,
+        ready: Awaitable[Any] | None = None,
     ) -> tuple[Receipt, int]:
         """Check, estimate, sign, send and wait: the receipt and the gas limit given."""
         tx: dict[str, Any] = {"from": self.address, "to": call.to, "data": "0x" + call.data.hex()}
@@ -354,6 +358,8 @@ class TxSender:
             raise mismatch
         if self._tip is None:
             self._tip = _hex_int(results[-1])
+        if ready is not None:
+            await ready
         # A few random units of gas limit and fee cap (neither is paid: gas used and the base
         # fee are): two processes sending the same call with the same nonce never sign the
         # same bytes, so neither can take the other's transaction for its own.

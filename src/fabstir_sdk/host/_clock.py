@@ -8,6 +8,7 @@ settling a thousand jobs reads the pending block once per poll, not once per job
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
@@ -34,6 +35,7 @@ class ChainClock:
         self._poll = poll
         self._waits: list[tuple[int, asyncio.Future[int]]] = []
         self._reader: asyncio.Task[None] | None = None
+        self._new = asyncio.Event()  # a wait came in: it may be due now, read at once
 
     def __repr__(self) -> str:
         return f"ChainClock(waits={len(self._waits)}, poll={self._poll})"
@@ -41,6 +43,7 @@ class ChainClock:
     async def until(self, timestamp: int) -> int:
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waits.append((timestamp, done))
+        self._new.set()
         if self._reader is None or self._reader.done():
             self._reader = asyncio.create_task(self._tick(), name="fabstir-chain-clock")
         return await done
@@ -68,7 +71,10 @@ class ChainClock:
             self._waits = later
             if later:
                 earliest = min(t for t, _ in later)
-                await asyncio.sleep(min(self._poll, earliest - now - 1 + to_next_second()))
+                delay = min(self._poll, earliest - now - 1 + to_next_second())
+                self._new.clear()
+                with contextlib.suppress(TimeoutError):  # a new wait is not held a poll
+                    await asyncio.wait_for(self._new.wait(), delay)
 
     async def aclose(self) -> None:
         if self._reader is not None:

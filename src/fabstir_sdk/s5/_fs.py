@@ -484,6 +484,11 @@ class FileSystem:
         ref = await self.file_ref(path)
         return _decode(await self._read_file(ref), ref.media_type)
 
+    async def reach(self, path: str = "") -> None:
+        """Read the directory's registry entry, not its contents: proves the store answers
+        (or, offline, knows the entry) at a cost that does not grow with the directory."""
+        await self.store.registry_get(self._keys(split_path(path)).pk)
+
     async def list(self, path: str = "") -> list[DirEntry]:
         """The directory's entries, sorted by name; empty if the directory does not exist."""
         _, d = await self._load(self._keys(split_path(path)))
