@@ -12,10 +12,13 @@ minutes on a loaded machine, so the default run leaves it out.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from decimal import Decimal
+from pathlib import Path
 
 from fabstir_sdk import FabstirSDK
+from fabstir_sdk.config import SessionTimeouts
 from fabstir_sdk.devnet import Devnet
 
 from ._report import Row
@@ -32,9 +35,24 @@ def _expected(i: int) -> str:
     return " ".join(str(k) for k in range(1, n + 1))
 
 
+def _keep(directory: Path, logs: list[Path]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for log in logs:
+        shutil.copy(log, directory)
+
+
 async def run(runs: int) -> list[Row]:
     del runs  # one pass: the figure is the wall time of the whole crowd
-    hosts_needed = -(-SESSIONS // PER_HOST)
+    return await crowd(SESSIONS, PER_HOST)
+
+
+async def crowd(
+    sessions: int, per_host: int, *, settle: float | None = None, keep_logs: Path | None = None
+) -> list[Row]:
+    """``sessions`` concurrent sessions, ``per_host`` on each host process. A smaller crowd
+    shows the same faults sooner: ``python -m benchmarks.crowd 250 --settle 5``, ``settle``
+    being how long ``complete()`` waits for the host's final proof."""
+    hosts_needed = -(-sessions // per_host)
     async with Devnet.start() as net, portal() as portal_url:
         hosts = await asyncio.gather(
             *(
@@ -47,49 +65,79 @@ async def run(runs: int) -> list[Row]:
                 for k in range(hosts_needed)
             )
         )
-        async with FabstirSDK(net.sdk_config(s5_portal_url=portal_url)) as sdk:
+        timeouts = SessionTimeouts() if settle is None else SessionTimeouts(settle=settle)
+        config = net.sdk_config(s5_portal_url=portal_url, session_timeouts=timeouts)
+        async with FabstirSDK(config) as sdk:
             await sdk.authenticate(net.accounts[PAYER].private_key)
             pm = sdk.get_payment_manager()
-            total = str(Decimal(DEPOSIT) * SESSIONS)
+            total = str(Decimal(DEPOSIT) * sessions)
             await pm.approve_usdc(net.addresses.usdc_token, total)
             await pm.deposit(total, net.addresses.usdc_token)
             sm = await sdk.get_session_manager()
 
+            phases: dict[str, list[float]] = {"open": [], "answer": [], "settle": []}
+
             async def one(i: int) -> int:
+                began = time.perf_counter()
                 session = await sm.create_session(
                     model=BUILTIN,
-                    host=hosts[i // PER_HOST].address,
+                    host=hosts[i // per_host].address,
                     payment="deposit",
                     deposit=DEPOSIT,
                 )
+                opened = time.perf_counter()
+                phases["open"].append(opened - began)
                 try:
                     answer = (await session.send_prompt(f"count to {i % 20 + 1}")).text
                     if answer != _expected(i):
                         raise AssertionError(f"session {i}: {answer!r}")
-                    return (await session.complete()).tokens_used
+                    answered = time.perf_counter()
+                    phases["answer"].append(answered - opened)
+                    tokens = (await session.complete()).tokens_used
+                    phases["settle"].append(time.perf_counter() - answered)
+                    return tokens
                 except BaseException:
                     await session.end()
                     raise
 
             start = time.perf_counter()
             results = await asyncio.gather(
-                *(one(i) for i in range(SESSIONS)), return_exceptions=True
+                *(one(i) for i in range(sessions)), return_exceptions=True
             )
             seconds = time.perf_counter() - start
         for host in hosts:
             await host.stop()
+        if keep_logs is not None:  # the hosts' logs die with the devnet's directory
+            await asyncio.to_thread(_keep, keep_logs, [host.log_path for host in hosts])
     errors = [r for r in results if isinstance(r, BaseException)]
     # settled with nothing proven: the host's final proof missed complete()'s settle
     # deadline, so the session closed unbilled (the user paid nothing, the host lost it)
     unbilled = sum(1 for r in results if r == 0)
     for error in errors[:5]:
         print(f"  error: {type(error).__name__}: {error}")
-    print(f"\n# {SESSIONS} concurrent sessions, {hosts_needed} host processes, deposit-funded")
+    print(f"\n# {sessions} concurrent sessions, {hosts_needed} host processes, deposit-funded")
     print(f"{'wall time (s)':<44} {seconds:10.2f}")
     print(f"{'errors (target 0)':<44} {len(errors):10d}")
     print(f"{'settled without the host final proof':<44} {unbilled:10d}")
-    name = f"{SESSIONS} concurrent sessions (deposit, {hosts_needed} hosts): open, answer, settle"
+    for phase, took in phases.items():
+        if took:
+            took.sort()
+            median, worst = took[len(took) // 2], took[-1]
+            print(f"{phase + ' per session: median / max (s)':<44} {median:10.2f} {worst:8.2f}")
+    name = f"{sessions} concurrent sessions (deposit, {hosts_needed} hosts): open, answer, settle"
     outcome = f"{len(errors)} errors, {unbilled} settled unbilled (no final proof in time)"
     return [
         Row("sessions-1000", f"{name}: wall time; {outcome}", seconds * 1000, errors=len(errors))
     ]
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.crowd")
+    parser.add_argument("sessions", type=int, nargs="?", default=SESSIONS)
+    parser.add_argument("--per-host", type=int, default=PER_HOST)
+    parser.add_argument("--settle", type=float, default=None, help="complete()'s wait (s)")
+    parser.add_argument("--keep-logs", type=Path, default=None, help="copy host logs here")
+    args = parser.parse_args()
+    asyncio.run(crowd(args.sessions, args.per_host, settle=args.settle, keep_logs=args.keep_logs))

@@ -12,15 +12,23 @@ Before paying it shows what the session will cost (tokens and gas) and, at a ter
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 import threading
 from collections.abc import Callable
 from typing import Literal, TextIO
 
-from .chain.addresses import ZERO_ADDRESS
+from .chain.addresses import ZERO_ADDRESS, checksum_address
 from .chain.units import ETH_DECIMALS, USDC_DECIMALS, format_amount
 from .config import SDKConfig
-from .errors import FabstirError, HostError, HostFailedError, StorageUnavailableError
+from .errors import (
+    FabstirError,
+    HostError,
+    HostFailedError,
+    SimulationUnsupportedError,
+    StorageUnavailableError,
+    ValidationError,
+)
 from .managers.cost import CostEstimate
 from .managers.session import Payment, Session, SessionManager
 from .models import Settlement
@@ -62,15 +70,29 @@ async def chat(
     payment: Payment = "usdc",
     deposit: str = "1",
     max_price_per_token: int | None = None,
-    on_exit: OnExit = "complete",
+    on_exit: OnExit | None = None,
     expected_tokens: int = 0,
     yes: bool = False,
+    payer: str | None = None,
     stdin: TextIO | None = None,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
 ) -> int:
-    """Open a session, answer stdin's lines until /quit or its end, then settle."""
+    """Open a session, answer stdin's lines until /quit or its end, then settle.
+
+    ``payer``: chat as that wallet's agent (it pays; see ``authorize_delegate``). Only the
+    depositor or the host may complete a job, so such a session ends (``on_exit="end"``, the
+    default then) and the host settles it with the payer.
+    """
     stdin, out, err = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
+    payer = checksum_address(payer, what="payer") if payer is not None else None
+    if on_exit is None:
+        on_exit = "end" if payer else "complete"
+    if payer and on_exit == "complete":
+        raise ValidationError(
+            "a session the payer pays for ends with on_exit='end' (--on-exit end): only the "
+            "payer or the host may complete it"
+        )
 
     def note(text: str) -> None:
         print(text, file=err, flush=True)
@@ -82,14 +104,21 @@ async def chat(
         await _storage_ready(sdk, note)
         unit = "ETH" if payment == "eth" else "USDC"
         note(f"Opening a session for {model} ({deposit} {unit} deposit)...")
-        estimate = await sm.estimate_session_cost(
+        estimate_ = functools.partial(
+            sm.estimate_session_cost,
             model,
             expected_tokens,
             host,
             payment=payment,
             deposit=deposit,
             max_price_per_token=max_price_per_token,
+            payer=payer,
         )
+        try:
+            estimate = await estimate_()
+        except SimulationUnsupportedError as exc:  # the token cost is still worth showing
+            note(f"The RPC node {exc.url} has no eth_simulateV1: gas cannot be estimated there.")
+            estimate = await estimate_(gas=False)
         note(cost_summary(estimate))
         if not yes and stdin.isatty():
             err.write("Pay and open the session? [y/N] ")
@@ -105,6 +134,7 @@ async def chat(
             payment=payment,
             deposit=deposit,
             max_price_per_token=max_price_per_token,
+            payer=payer,
         )
         note(
             f"Session {session.session_id} with host {session.host.address} at "
@@ -195,11 +225,16 @@ def _amount(value: int, token: str) -> str:
 def cost_summary(e: CostEstimate) -> str:
     """The estimate for a person: tokens (with the minimum bill) and each transaction's gas."""
     gas = ", ".join(f"{g.step} {g.gas:,} gas" for g in e.gas)
-    return (
+    tokens = (
         f"Host {e.host} charges {_amount(e.price_per_token, e.token)} per 1000 tokens; "
         f"{e.billed_tokens:,} tokens cost {_amount(e.token_cost, e.token)} (the minimum bill "
-        f"is {e.min_tokens:,} tokens, {_amount(e.min_cost, e.token)}). Your transactions: "
-        f"{gas}, {_amount(e.gas_cost, ZERO_ADDRESS)} at the current gas price."
+        f"is {e.min_tokens:,} tokens, {_amount(e.min_cost, e.token)})."
+    )
+    if not e.gas:
+        return f"{tokens} Gas: not estimated."
+    return (
+        f"{tokens} Your transactions: {gas}, {_amount(e.gas_cost, ZERO_ADDRESS)} at the "
+        "current gas price."
     )
 
 

@@ -1,8 +1,8 @@
 """``sdk.chat.completions.create``: the OpenAI chat API over paid Fabstir sessions.
 
-One module for the in-process API and ``fabstir proxy`` (which only adds HTTP): requests are
-checked here, prompts go to one reused session per model, and answers come back in OpenAI's
-wire shapes (``chat.completion`` and ``chat.completion.chunk``).
+Shared by the in-process API and ``fabstir proxy`` (which only adds HTTP): requests are
+checked (``_chat_request``), prompts go to one reused session per model, and answers come
+back in OpenAI's wire shapes (``_chat_shapes``).
 
 The context. An OpenAI client sends the whole conversation with every request, while a host
 keeps the session's history itself. We remember what the host holds for each session; when
@@ -15,17 +15,27 @@ them. So the model always sees what the client sent, and a continuing chat costs
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
-
+from ._chat_request import ChatRequest, parse_request
+from ._chat_shapes import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionMessage,
+    Choice,
+    ChoiceDelta,
+    ChunkChoice,
+    CompletionUsage,
+    FabstirInfo,
+    ModelList,
+    ModelObject,
+)
 from .chain.units import Amount
 from .errors import (
     ChainStateError,
@@ -42,201 +52,9 @@ if TYPE_CHECKING:
     from .models import Settlement, TokenUsage
     from .sdk import FabstirSDK
 
-__all__ = [
-    "Chat",
-    "ChatCompletion",
-    "ChatCompletionChunk",
-    "ChatCompletionStream",
-    "ChatRequest",
-    "Completions",
-    "ModelList",
-    "parse_request",
-]
+__all__ = ["Chat", "ChatCompletionStream", "Completions"]
 
 log = logging.getLogger("fabstir_sdk.chat")
-
-_ROLES: dict[str, Literal["system", "user", "assistant"]] = {
-    "system": "system",
-    "developer": "system",
-    "user": "user",
-    "assistant": "assistant",
-}
-_UNSUPPORTED = ("tools", "functions", "tool_choice", "function_call", "audio", "prediction")
-
-
-# -- OpenAI's shapes ----------------------------------------------------------------------
-
-
-class _Shape(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class ChatCompletionMessage(_Shape):
-    role: Literal["assistant"] = "assistant"
-    content: str
-    refusal: None = None
-
-
-class Choice(_Shape):
-    index: int = 0
-    message: ChatCompletionMessage
-    finish_reason: str
-    logprobs: None = None
-
-
-class CompletionUsage(_Shape):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-class FabstirInfo(_Shape):
-    """Our extension (OpenAI clients ignore it): which paid session answered."""
-
-    session_id: str
-    host: str
-
-
-class ChatCompletion(_Shape):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    choices: list[Choice]
-    usage: CompletionUsage
-    system_fingerprint: None = None
-    fabstir: FabstirInfo
-
-
-class ChoiceDelta(_Shape):
-    role: Literal["assistant"] | None = None
-    content: str | None = None
-
-
-class ChunkChoice(_Shape):
-    index: int = 0
-    delta: ChoiceDelta
-    finish_reason: str | None = None
-    logprobs: None = None
-
-
-class ChatCompletionChunk(_Shape):
-    id: str
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
-    choices: list[ChunkChoice]
-    usage: CompletionUsage | None = None
-    system_fingerprint: None = None
-    fabstir: FabstirInfo | None = None
-
-
-class ModelObject(_Shape):
-    id: str
-    object: Literal["model"] = "model"
-    created: int = 0
-    owned_by: str = "fabstir"
-
-
-class ModelList(_Shape):
-    object: Literal["list"] = "list"
-    data: list[ModelObject]
-
-
-# -- requests -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ChatRequest:
-    """A checked ``/v1/chat/completions`` request."""
-
-    model: str
-    messages: tuple[ChatMessage, ...]
-    stream: bool = False
-    include_usage: bool = False
-    max_tokens: int | None = None
-    temperature: float | None = None
-
-
-def parse_request(body: Any) -> ChatRequest:
-    """Check an OpenAI chat request (a JSON object); :class:`ValidationError` says what is wrong.
-
-    Parameters we cannot honour (tools, ``n`` > 1) are refused; sampling knobs the hosts do
-    not take (``top_p``, ``user``, ...) are ignored, as OpenAI-compatible servers do.
-    """
-    if not isinstance(body, dict):
-        raise ValidationError("the request body must be a JSON object")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise ValidationError("'model' must be a non-empty string")
-    for name in _UNSUPPORTED:
-        if body.get(name) is not None:
-            raise ValidationError(f"'{name}' is not supported by Fabstir hosts")
-    if body.get("n") not in (None, 1):
-        raise ValidationError("'n' must be 1: a session answers one completion at a time")
-    messages = _messages(body.get("messages"))
-    stream = body.get("stream", False)
-    if stream is None:
-        stream = False
-    if not isinstance(stream, bool):
-        raise ValidationError("'stream' must be true or false")
-    options = body.get("stream_options") or {}
-    if not isinstance(options, dict):
-        raise ValidationError("'stream_options' must be an object")
-    include_usage = options.get("include_usage", False)
-    if not isinstance(include_usage, bool):
-        raise ValidationError("'stream_options.include_usage' must be true or false")
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    if max_tokens is not None and (
-        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
-    ):
-        raise ValidationError("'max_tokens' must be a positive integer")
-    temperature = body.get("temperature")
-    if temperature is not None and (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, int | float)
-        or not 0 <= temperature <= 2
-    ):
-        raise ValidationError("'temperature' must be a number from 0 to 2")
-    return ChatRequest(
-        model=model,
-        messages=messages,
-        stream=stream,
-        include_usage=include_usage,
-        max_tokens=max_tokens,
-        temperature=None if temperature is None else float(temperature),
-    )
-
-
-def _messages(raw: Any) -> tuple[ChatMessage, ...]:
-    if not isinstance(raw, list) or not raw:
-        raise ValidationError("'messages' must be a non-empty list")
-    out = []
-    for i, message in enumerate(raw):
-        if not isinstance(message, dict):
-            raise ValidationError(f"messages[{i}] must be an object")
-        role = _ROLES.get(str(message.get("role")))
-        if role is None:
-            raise ValidationError(
-                f"messages[{i}].role {message.get('role')!r} is not supported "
-                "(system, developer, user or assistant)"
-            )
-        out.append(ChatMessage(role=role, content=_text(message.get("content"), i)))
-    if out[-1].role != "user" or not out[-1].content:
-        raise ValidationError("the last message must be a non-empty user message")
-    return tuple(out)
-
-
-def _text(content: Any, i: int) -> str:
-    """A message's text: a string, or OpenAI's list of ``{"type": "text"}`` parts."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list) and all(
-        isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
-        for p in content
-    ):
-        return "".join(p["text"] for p in content)
-    raise ValidationError(f"messages[{i}].content must be text (a string or text parts)")
 
 
 def _finish_reason(host_reason: str | None) -> str:
@@ -255,112 +73,27 @@ class _Slot:
     held: list[ChatMessage] | None = None
 
 
-class _Turn:
-    """One request answered on its model's session; the slot is held from open to close."""
-
-    def __init__(self, chat: Chat, request: ChatRequest) -> None:
-        self._chat = chat
-        self.request = request
-        self._slot = chat._slot(request.model)
-        self._stream: PromptStream | None = None
-        self._exit = contextlib.AsyncExitStack()
-        self._ended = False
-        self._closed = False
-        self.session: Session | None = None
-        self.id = "chatcmpl-" + secrets.token_hex(12)
-        self.created = int(time.time())
-
-    @property
-    def info(self) -> FabstirInfo:
-        assert self.session is not None
-        return FabstirInfo(session_id=self.session.session_id, host=self.session.host.address)
-
-    @property
-    def usage(self) -> CompletionUsage:
-        assert self._stream is not None
-        usage: TokenUsage | None = self._stream.usage
-        return CompletionUsage(
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
-            total_tokens=usage.total_tokens if usage else 0,
-        )
-
-    @property
-    def finish_reason(self) -> str:
-        assert self._stream is not None
-        return _finish_reason(self._stream.finish_reason)
-
-    async def open(self) -> None:
-        """Take the model's session (opening one if needed) and send the prompt."""
-        slot, request = self._slot, self.request
-        await slot.lock.acquire()
-        try:
-            session = self.session = await self._chat._session(slot, request.model)
-            prior = list(request.messages[:-1])
-            # the host holds the history already, or resets its context to the client's
-            history = None if slot.held == prior else prior
-            slot.held = None  # unknown until this answer is complete
-            self._stream = await self._exit.enter_async_context(
-                session.stream(
-                    request.messages[-1].content,
-                    max_tokens=request.max_tokens,
-                    temperature=request.temperature,
-                    history=history,
-                )
-            )
-        except BaseException as exc:
-            self._closed = True
-            self._retire_if_broken(exc)
-            slot.lock.release()
-            raise
-
-    async def next_piece(self) -> str | None:
-        """The next piece of the answer; None at its end."""
-        assert self._stream is not None
-        try:
-            chunk = await anext(self._stream)
-        except StopAsyncIteration:
-            self._ended = True
-            return None
-        return chunk.text
-
-    async def close(self, exc: BaseException | None = None) -> None:
-        """Release the session: cancel the answer if unfinished, and note what the host holds."""
-        slot, stream = self._slot, self._stream
-        if self._closed or stream is None:
-            return
-        self._closed = True
-        try:
-            await self._exit.aclose()
-            if self._ended and exc is None and stream.finish_reason not in ("cancelled", "error"):
-                answer = ChatMessage(role="assistant", content=stream.text)
-                slot.held = [*self.request.messages, answer]
-        except BaseException as error:
-            self._retire_if_broken(error)
-            raise
-        finally:
-            if exc is not None:
-                self._retire_if_broken(exc)
-            slot.lock.release()
-
-    def _retire_if_broken(self, exc: BaseException) -> None:
-        """After anything but a clean refusal (a host error frame, bad input) the link may
-        be dead or still carry the old answer: the next request gets a new session."""
-        if not isinstance(exc, HostError | ValidationError | ChainStateError | SessionClosedError):
-            failed = isinstance(exc, HostFailedError)
-            self._chat._retire(self._slot, host_failed=failed)
-
-
 class ChatCompletionStream:
     """``async for chunk in stream`` (or ``async with stream``): the answer as chunks.
 
-    The session is held until the last chunk or :meth:`close`; leaving early cancels the
-    answer on the host, which bills only what it streamed.
+    One request answered on its model's session: the session is held from the request until
+    the last chunk or :meth:`close`; leaving early cancels the answer on the host, which
+    bills only what it streamed. Like the ``openai`` package's streams it is a thin shell
+    over a generator; here the generator reads the answer inside ``async with
+    session.stream(...)``, so however the stream is left, the session's turn comes back.
     """
 
-    def __init__(self, turn: _Turn, first: str | None) -> None:
-        self._turn = turn
-        self._chunks = self._generate(first)
+    def __init__(self, chat: Chat, request: ChatRequest) -> None:
+        self.request = request
+        self.id = "chatcmpl-" + secrets.token_hex(12)
+        self.created = int(time.time())
+        self._chat = chat
+        self._slot = chat._slot(request.model)
+        self._session: Session | None = None
+        self._answer: PromptStream | None = None
+        self._first: str | None = None
+        self._pieces = self._read()
+        self._chunks = self._generate()
 
     async def __aenter__(self) -> ChatCompletionStream:
         return self
@@ -380,43 +113,114 @@ class ChatCompletionStream:
         return await self._chunks.__anext__()
 
     async def close(self) -> None:
+        """Give the session back (cancelling the answer if it is not complete)."""
         await self._chunks.aclose()
-        await self._turn.close()
+        await self._pieces.aclose()
+
+    async def _start(self) -> None:
+        """Read up to the first piece, so that errors (no host, price cap, deposit used up,
+        a refused prompt) raise from ``create`` rather than from the first chunk."""
+        self._first = await anext(self._pieces, None)
+
+    async def _read(self) -> AsyncGenerator[str, None]:
+        """The answer's pieces, read on the model's session while holding it."""
+        chat, slot, request = self._chat, self._slot, self.request
+        async with slot.lock:
+            try:
+                session = self._session = await chat._session(slot, request.model)
+                prior = list(request.messages[:-1])
+                # the host holds the history already, or resets its context to the client's
+                history = None if slot.held == prior else prior
+                slot.held = None  # unknown until this answer is complete
+                async with session.stream(
+                    request.messages[-1].content,
+                    max_tokens=request.max_tokens,
+                    temperature=request.temperature,
+                    history=history,
+                ) as answer:
+                    self._answer = answer
+                    async for chunk in answer:
+                        yield chunk.text
+            except GeneratorExit:  # the caller left early: the answer is cancelled
+                raise
+            except BaseException as exc:
+                self._retire_if_broken(exc)
+                raise
+            if answer.finish_reason not in ("cancelled", "error"):
+                reply = ChatMessage(role="assistant", content=answer.text)
+                slot.held = [*request.messages, reply]
+
+    def _retire_if_broken(self, exc: BaseException) -> None:
+        """After anything but a clean refusal (a host error frame, bad input) the link may
+        be dead or still carry the old answer: the next request gets a new session."""
+        if not isinstance(exc, HostError | ValidationError | ChainStateError | SessionClosedError):
+            failed = isinstance(exc, HostFailedError)
+            self._chat._retire(self._slot, host_failed=failed)
+
+    async def _generate(self) -> AsyncGenerator[ChatCompletionChunk, None]:
+        head = self._chunk(ChoiceDelta(role="assistant", content=""))
+        yield head.model_copy(update={"fabstir": self._info})
+        if self._first is not None:
+            yield self._chunk(ChoiceDelta(content=self._first))
+            async for piece in self._pieces:
+                yield self._chunk(ChoiceDelta(content=piece))
+        yield self._chunk(ChoiceDelta(), self._finish_reason)
+        if self.request.include_usage:
+            yield ChatCompletionChunk(
+                id=self.id,
+                created=self.created,
+                model=self.request.model,
+                choices=[],
+                usage=self._usage,
+            )
+
+    async def _completion(self) -> ChatCompletion:
+        """The whole answer at once (a request without ``stream``)."""
+        async with self:
+            async for _ in self._pieces:
+                pass
+        assert self._answer is not None
+        return ChatCompletion(
+            id=self.id,
+            created=self.created,
+            model=self.request.model,
+            choices=[
+                Choice(
+                    message=ChatCompletionMessage(content=self._answer.text),
+                    finish_reason=self._finish_reason,
+                )
+            ],
+            usage=self._usage,
+            fabstir=self._info,
+        )
 
     def _chunk(self, delta: ChoiceDelta, finish_reason: str | None = None) -> ChatCompletionChunk:
-        turn = self._turn
         return ChatCompletionChunk(
-            id=turn.id,
-            created=turn.created,
-            model=turn.request.model,
+            id=self.id,
+            created=self.created,
+            model=self.request.model,
             choices=[ChunkChoice(delta=delta, finish_reason=finish_reason)],
         )
 
-    async def _generate(self, first: str | None) -> AsyncGenerator[ChatCompletionChunk, None]:
-        turn = self._turn
-        try:
-            head = self._chunk(ChoiceDelta(role="assistant", content=""))
-            yield head.model_copy(update={"fabstir": turn.info})
-            piece = first
-            while piece is not None:
-                yield self._chunk(ChoiceDelta(content=piece))
-                piece = await turn.next_piece()
-        except GeneratorExit:  # the caller left early: cancel the answer, keep the session
-            await turn.close()
-            raise
-        except BaseException as exc:
-            await turn.close(exc)
-            raise
-        await turn.close()
-        yield self._chunk(ChoiceDelta(), turn.finish_reason)
-        if turn.request.include_usage:
-            yield ChatCompletionChunk(
-                id=turn.id,
-                created=turn.created,
-                model=turn.request.model,
-                choices=[],
-                usage=turn.usage,
-            )
+    @property
+    def _info(self) -> FabstirInfo:
+        assert self._session is not None
+        return FabstirInfo(session_id=self._session.session_id, host=self._session.host.address)
+
+    @property
+    def _usage(self) -> CompletionUsage:
+        assert self._answer is not None
+        usage: TokenUsage | None = self._answer.usage
+        return CompletionUsage(
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            total_tokens=usage.total_tokens if usage else 0,
+        )
+
+    @property
+    def _finish_reason(self) -> str:
+        assert self._answer is not None
+        return _finish_reason(self._answer.finish_reason)
 
 
 class Completions:
@@ -456,38 +260,11 @@ class Completions:
 
     async def answer(self, request: ChatRequest) -> ChatCompletion | ChatCompletionStream:
         """Answer a checked request (the proxy's entry point)."""
-        turn = _Turn(self._chat, request)
-        await turn.open()
-        try:
-            first = await turn.next_piece()
-        except BaseException as exc:
-            await turn.close(exc)
-            raise
+        stream = ChatCompletionStream(self._chat, request)
+        await stream._start()
         if request.stream:
-            return ChatCompletionStream(turn, first)
-        parts = []
-        try:
-            piece = first
-            while piece is not None:
-                parts.append(piece)
-                piece = await turn.next_piece()
-        except BaseException as exc:
-            await turn.close(exc)
-            raise
-        await turn.close()
-        return ChatCompletion(
-            id=turn.id,
-            created=turn.created,
-            model=request.model,
-            choices=[
-                Choice(
-                    message=ChatCompletionMessage(content="".join(parts)),
-                    finish_reason=turn.finish_reason,
-                )
-            ],
-            usage=turn.usage,
-            fabstir=turn.info,
-        )
+            return stream
+        return await stream._completion()
 
 
 class Chat:

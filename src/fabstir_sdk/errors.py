@@ -39,7 +39,8 @@ host failed, another may serve": failover and ``fabstir chat`` move on from exac
     │   ├── PriceBelowMinimumError
     │   ├── PriceAboveMaximumError
     │   ├── SessionNotActiveError
-    │   └── DelegateNotAuthorizedError
+    │   ├── DelegateNotAuthorizedError
+    │   └── ProposalStateError               (a model proposal's vote is not in that stage)
     ├── NotFoundError
     │   ├── NoHostAvailableError
     │   └── SessionNotFoundError
@@ -75,6 +76,7 @@ host failed, another may serve": failover and ``fabstir chat`` move on from exac
     │   ├── SessionClosedError
     │   ├── StreamNotOpenError
     │   └── HostOverclaimError                (also UserWarning: issued as a warning)
+    │       └── HostOverreportError           (a stream_end claims more than its text holds)
     ├── HostError                            (an error frame from the host)
     │   └── ContextLimitError
     ├── BackendError                         (host side: the inference backend)
@@ -83,7 +85,8 @@ host failed, another may serve": failover and ``fabstir chat`` move on from exac
     └── ChainError
         ├── RpcError
         │   ├── RpcUnavailableError
-        │   └── RpcFailure                   (the node's JSON-RPC error for one call)
+        │   ├── RpcFailure                   (the node's JSON-RPC error for one call)
+        │   └── SimulationUnsupportedError   (the node has no eth_simulateV1)
         ├── TransactionTimeoutError
         ├── TransactionDroppedError
         ├── TransactionReplacedError
@@ -122,6 +125,7 @@ __all__ = [
     "HostKeyMismatchError",
     "HostNotActiveError",
     "HostOverclaimError",
+    "HostOverreportError",
     "HostUnreachableError",
     "InsufficientAllowanceError",
     "InsufficientBalanceError",
@@ -137,6 +141,7 @@ __all__ = [
     "NoHostAvailableError",
     "NondeterministicSignerError",
     "NotFoundError",
+    "OutOfGasError",
     "P2PError",
     "P2PFrameTooLargeError",
     "P2PNodeClosedError",
@@ -150,6 +155,7 @@ __all__ = [
     "PriceBelowMinimumError",
     "ProofIntervalError",
     "ProofTimeoutWindowError",
+    "ProposalStateError",
     "ProtocolError",
     "RegistryRollbackError",
     "ReplayedInitError",
@@ -164,6 +170,7 @@ __all__ = [
     "SessionNotFoundError",
     "SessionRefusedError",
     "SignerError",
+    "SimulationUnsupportedError",
     "StorageError",
     "StorageUnavailableError",
     "StreamNotOpenError",
@@ -394,6 +401,12 @@ class DelegateNotAuthorizedError(ChainStateError):
         self.payer, self.delegate = payer, delegate
 
 
+class ProposalStateError(ChainStateError):
+    """A model proposal is not at the stage the call needs: the vote is over (or not yet),
+    the proposal was executed (or not yet), a re-proposal is cooling down, no votes to take
+    back. The message says when the stage changes, where it will."""
+
+
 class InvalidStorageKeyError(ValidationError):
     """A storage key, path or conversation id is empty, too long, or not one path segment."""
 
@@ -604,6 +617,12 @@ class HostOverclaimError(SessionError, UserWarning):
     ``Session.complete()``, which settles at once to stop further claims."""
 
 
+class HostOverreportError(HostOverclaimError):
+    """An answer's ``stream_end`` claims more tokens than the text we received can hold (one
+    a UTF-8 byte, plus ``TOKENS_WITHOUT_TEXT``); issued as a warning when the answer ends.
+    The SDK counts the bound instead, so a later proof of the claim is an overclaim."""
+
+
 class HostError(FabstirError):
     """The host answered with an error frame (either wire shape); ``code`` says why."""
 
@@ -680,6 +699,19 @@ class RpcFailure(RpcError):
         return None
 
 
+class SimulationUnsupportedError(RpcError):
+    """The RPC node has no ``eth_simulateV1``, which gas estimates of a whole session need
+    (the completion of a job that does not exist yet): the token cost is still known."""
+
+    def __init__(self, url: str, node_message: str) -> None:
+        super().__init__(
+            f"the RPC node at {url} does not support eth_simulateV1 ({node_message}): the gas "
+            "of a session cannot be estimated there; estimate_session_cost(..., gas=False) "
+            "gives the token cost alone"
+        )
+        self.url = url
+
+
 class TransactionTimeoutError(ChainError):
     """No receipt arrived before the deadline; the transaction may still be mined later."""
 
@@ -704,6 +736,19 @@ class TransactionReplacedError(ChainError):
     def __init__(self, tx_hash: str, nonce: int) -> None:
         super().__init__(f"transaction {tx_hash} was replaced by another with nonce {nonce}")
         self.tx_hash, self.nonce = tx_hash, nonce
+
+
+class OutOfGasError(ChainError):
+    """A mined transaction ran out of gas: the chain's state changed between the gas estimate
+    and the mining (another transaction made the call dearer). Nothing else happened on chain;
+    the SDK sends such a transaction again with a new estimate before raising this."""
+
+    def __init__(self, tx_hash: str, *, gas_limit: int, needed: int) -> None:
+        super().__init__(
+            f"transaction {tx_hash} ran out of gas: it had {gas_limit}, it needs {needed} "
+            "in the state it was mined in"
+        )
+        self.tx_hash, self.gas_limit, self.needed = tx_hash, gas_limit, needed
 
 
 class ContractRevertError(ChainError):

@@ -254,6 +254,9 @@ class SessionStatus(_Frozen):
     tokens_billed: int
     proofs: int
     messages: int
+    #: The host's ``stream_end`` counts uncapped; ``tokens_reported`` caps each answer's at
+    #: what its text can hold (one token a byte, plus ``TOKENS_WITHOUT_TEXT``).
+    tokens_claimed: int = 0
 
     def _repr_html_(self) -> str:
         job = self.job
@@ -266,6 +269,7 @@ class SessionStatus(_Frozen):
                 ("price / 1000 tokens", native_amount(job.price_per_token, job.payment_token)),
                 ("tokens used (on chain)", job.tokens_used),
                 ("tokens reported", self.tokens_reported),
+                ("tokens claimed", self.tokens_claimed),
                 ("tokens billed", self.tokens_billed),
                 ("proofs", self.proofs),
                 ("messages", self.messages),

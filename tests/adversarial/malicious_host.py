@@ -10,14 +10,21 @@ Switches (attributes; set them between prompts):
 - ``never_ack``: never acknowledge the init (the connection stays open, silent);
 - ``stall_with_keepalives``: stream three chunks, then send only keep-alives (WebSocket pings
   and ``session_status`` notices) until the switch is turned off (then it reads on) or
-  ``stall_for`` seconds passed (then it closes the connection);
+  ``stall_for`` seconds passed (then it closes the connection); a ``stream_cancel`` then is
+  answered with a ``stream_end`` (``tokens_used`` if set, else 3), and ``cancelled`` is set;
 - ``wrong_key``: chunks sealed under a key that is not the session's;
 - ``replay_chunk``: the first chunk's frame sent again (byte for byte) after the second;
 - ``oversized_frame``: one frame of ``MAX_FRAME_BYTES + 1`` bytes mid-answer;
 - ``endless``: chunks, for ever (until the client leaves);
 - ``close_mid_answer``: three chunks, then the WebSocket is closed;
 - ``tokens_used``: what its ``stream_end`` reports (negative, absurd), instead of the truth;
-- ``foreign_stream_end``: mid-answer, a ``stream_end`` for another answer (another ``id``).
+- ``words_per_chunk``: (honest) this many words, one token each, packed into each chunk; its
+  ``stream_end`` reports the words (the truth), not the chunks;
+- ``foreign_stream_end``: mid-answer, a ``stream_end`` for another answer (another ``id``);
+- ``drop_before_init``: close this many new connections at once, before their init (as a
+  host that drops a silent socket); ``dropped`` is set when one is closed.
+
+Counters: ``connections`` (opened), ``inits`` (session inits received).
 """
 
 from __future__ import annotations
@@ -68,13 +75,19 @@ class MaliciousHost:
         self.endless = False
         self.close_mid_answer = False
         self.tokens_used: int | None = None
+        self.words_per_chunk = 1
         self.foreign_stream_end = False
+        self.drop_before_init = 0
         # what it did
+        self.connections = 0
+        self.inits = 0
+        self.dropped = asyncio.Event()
         self.streamed: dict[int, int] = {}  # job id -> tokens it really streamed
         self.proven: dict[int, int] = {}  # job id -> tokens it proved on chain
         self.keepalives = 0
         self.proof_done = asyncio.Event()  # set after each proof it sends
         self.client_left = asyncio.Event()
+        self.cancelled = asyncio.Event()  # a stalled answer's stream_end was sent
         self._server: Server | None = None
         self._sdk: FabstirSDK | None = None
         self.url = ""
@@ -90,9 +103,13 @@ class MaliciousHost:
         self.stall_with_keepalives = self.wrong_key = self.replay_chunk = False
         self.oversized_frame = self.endless = self.close_mid_answer = False
         self.foreign_stream_end = False
+        self.drop_before_init = 0
         self.tokens_used = None
+        self.words_per_chunk = 1
         self.client_left = asyncio.Event()
+        self.dropped = asyncio.Event()
         self.proof_done = asyncio.Event()
+        self.cancelled = asyncio.Event()
 
     async def start(self, models: list[str]) -> MaliciousHost:
         self._server = await serve(self._handle, "127.0.0.1", 0, max_size=None, compression=None)
@@ -130,13 +147,21 @@ class MaliciousHost:
     # ------------------------------------------------------------------ the connection
 
     async def _handle(self, ws: ServerConnection) -> None:
+        self.connections += 1
         await ws.send(Connected().to_json())
+        if self.drop_before_init:
+            self.drop_before_init -= 1
+            await ws.close()  # returns once the client answered the close
+            self.dropped.set()
+            self.client_left.set()
+            return
         session: HostSession | None = None
         job_id = 0
         try:
             async for frame in ws:
                 message = parse_client_message(frame)
                 if isinstance(message, EncryptedSessionInit):
+                    self.inits += 1
                     session, opened = HostSession.accept(message, host_private_key=self.key)
                     job_id = opened.job_id
                     if self.prove_before_ack:
@@ -168,13 +193,13 @@ class MaliciousHost:
         request = session.open_message(m)
         sid, cid = session.session_id, m.id
         words = [f" {w}" for w in request.prompt.split()]
-        sent = 0
+        sent = 0  # tokens: one a word
 
-        async def chunk(text: str) -> str:
+        async def chunk(text: str, tokens: int = 1) -> str:
             nonlocal sent
-            frame = session.chunk_frame(text, id=cid)
+            frame = session.chunk_frame(text, tokens=tokens, id=cid)
             await ws.send(frame)
-            sent += 1
+            sent += tokens
             return frame
 
         if self.stall_with_keepalives:
@@ -199,9 +224,13 @@ class MaliciousHost:
             await ws.send(liar.chunk_frame(words[0], id=cid))
             session.reset_response()
             return
-        first = await chunk(words[0])
+        n = self.words_per_chunk  # several tokens a chunk, each counted
+        pieces = [
+            ("".join(words[i : i + n]), len(words[i : i + n])) for i in range(0, len(words), n)
+        ]
+        first = await chunk(*pieces[0])
         if self.replay_chunk:
-            await chunk(words[1] if len(words) > 1 else " again")
+            await chunk(*(pieces[1] if len(pieces) > 1 else (" again", 1)))
             await ws.send(first)  # the same bytes: a valid frame of the session, out of place
             session.reset_response()
             return
@@ -212,13 +241,16 @@ class MaliciousHost:
         if self.foreign_stream_end:
             other = StreamEnd(reason="complete", tokens_used=500, session_id=sid, id="not-yours")
             await ws.send(other.to_json())
-        for word in words[1:]:
-            await chunk(word)
+        for piece in pieces[1:]:
+            await chunk(*piece)
         await ws.send(session.chunk_frame("", tokens=0, final=True, id=cid))
         await ws.send(session.response_frame("stop", id=cid))
         reported = sent if self.tokens_used is None else self.tokens_used
         end = {"type": "stream_end", "reason": "complete", "tokens_used": reported}
-        await ws.send(json.dumps({**end, "session_id": sid, "id": cid}))
+        prompt = len(words)  # its prompt tokens: one a word
+        usage = {"prompt_tokens": prompt, "completion_tokens": reported}
+        usage["total_tokens"] = prompt + reported
+        await ws.send(json.dumps({**end, "usage": usage, "session_id": sid, "id": cid}))
         self.streamed[job_id] = self.streamed.get(job_id, 0) + sent
         if self.overclaim:
             await self.prove(job_id, sent + self.overclaim)
@@ -239,7 +271,9 @@ class MaliciousHost:
                     continue
                 if isinstance(parse_client_message(frame), StreamCancel):
                     end = {"type": "stream_end", "reason": "cancelled", "session_id": sid}
-                    await ws.send(json.dumps({**end, "tokens_used": len(STALLED), "id": cid}))
+                    used = len(STALLED) if self.tokens_used is None else self.tokens_used
+                    await ws.send(json.dumps({**end, "tokens_used": used, "id": cid}))
+                    self.cancelled.set()
                     return
             if self.stall_with_keepalives:
                 await ws.close()  # gave up: the client never timed out

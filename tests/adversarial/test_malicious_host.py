@@ -8,20 +8,27 @@ deposits (1,000,000 base units).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 import pytest
 
 from fabstir_sdk import (
+    DepositOutOfRangeError,
     FabstirSDK,
     FrameDecryptionError,
     HostOverclaimError,
+    HostOverreportError,
     HostUnreachableError,
     MessageIndexError,
     ProtocolError,
     SessionTimeouts,
     StreamTimeoutError,
+    TokenUsage,
 )
+from fabstir_sdk.chain.rpc import JsonRpcClient
 from fabstir_sdk.devnet import Devnet, RunningHost
 
 from .malicious_host import PRICE, STALLED, MaliciousHost
@@ -66,13 +73,33 @@ async def usdc(net: Devnet, sdk: FabstirSDK) -> int:
     return await sdk.get_payment_manager().get_token_balance(net.addresses.usdc_token)
 
 
+@contextmanager
+def overclaim_warnings() -> Iterator[list[str]]:
+    """The HostOverclaimError warnings issued inside, as "ClassName: message" lines."""
+    lines: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield lines
+    lines += [
+        f"{type(w.message).__name__}: {w.message}"
+        for w in caught
+        if isinstance(w.message, HostOverclaimError)
+    ]
+
+
 async def honest_still_serves(sdk: FabstirSDK, honest: RunningHost) -> None:
-    """The same user, the same SDK: a session with an honest host answers and settles."""
+    """The same user, the same SDK: a session with an honest host answers and settles,
+    with no warning, and its claims are counted as it made them."""
     sm = await sdk.get_session_manager()
-    session = await sm.create_session(model=BUILTIN, host=honest.address, deposit="1")
-    assert (await session.send_prompt("count to 3")).text == "1 2 3"
-    settlement = await session.complete()
+    with overclaim_warnings() as warned:
+        session = await sm.create_session(model=BUILTIN, host=honest.address, deposit="1")
+        reply = await session.send_prompt("count to 3")
+        assert reply.text == "1 2 3"
+        assert reply.usage.completion_tokens == 3
+        assert (session.tokens_claimed, session.tokens_reported) == (3, 3)
+        settlement = await session.complete()
     assert (settlement.tokens_used, settlement.refund) == (1000, DEPOSIT - 2000)
+    assert warned == []
 
 
 async def test_overclaim_warns_settles_at_once_and_is_recorded(net, bad, honest, sdk):
@@ -232,17 +259,141 @@ async def test_negative_tokens_used_is_a_protocol_error(net, bad, sdk):
     assert settlement.refund == DEPOSIT
 
 
-async def test_absurd_tokens_used_is_believed_but_only_proofs_are_paid(net, bad, sdk):
-    """sessions.md: "The token count you are billed for is the host's": a stream_end that
-    claims 10^18 tokens for two chunks is believed (a known gap, stated with its exposure in
-    security.md), but the host is paid only what it proves: here nothing, a full refund."""
+async def test_absurd_tokens_used_is_capped_warned_and_recorded(net, bad, honest, sdk):
+    """security.md: an answer's stream_end may claim at most one token a UTF-8 byte of the
+    text received plus 8 (tokens that print nothing). " one two" is 8 bytes: 16 at most. A
+    claim of 10^18 is counted as 16 everywhere the SDK shows it, kept as the host's claim,
+    warned about with HostOverreportError, and the host is no longer offered."""
     sm = await sdk.get_session_manager()
     session = await sm.create_session(model=BUILTIN, host=bad.address, deposit="1")
     bad.tokens_used = 10**18
-    reply = await session.send_prompt("one two")
+    with overclaim_warnings() as warned:
+        reply = await session.send_prompt("one two")
     assert reply.text == " one two"
-    assert session.tokens_reported == 10**18  # believed: see security.md, "what a host can take"
+    assert warned == [
+        f"HostOverreportError: host {bad.address} claimed {10**18} tokens for answer "
+        f"{session.session_id}-0 of session {session.session_id}, whose text was 8 bytes: "
+        "at most 16 tokens (one a byte, plus 8); 16 counted. Complete the session to stop "
+        "it proving the claim"
+    ]
+    # the host's usage said 2 + 10^18 = total: the total is recomputed from the capped count
+    assert reply.usage == TokenUsage(prompt_tokens=2, completion_tokens=16, total_tokens=18)
+    assert (session.tokens_reported, session.tokens_claimed) == (16, 10**18)
+    status = await sm.get_session_status(session.session_id)
+    assert (status.tokens_reported, status.tokens_claimed, status.tokens_billed) == (16, 10**18, 0)
+    dm = sdk.get_discovery_manager()
+    assert (await dm.get_reputation(bad.address)).overclaims == 1
+    assert bad.address not in [h.address for h in await dm.find_hosts(required_models=[BUILTIN])]
     bad.behave()
+    with overclaim_warnings() as warned:  # it proved nothing: no second warning, no charge
+        settlement = await session.complete()
+    assert warned == []
+    assert (settlement.tokens_used, settlement.refund) == (0, DEPOSIT)
+    await honest_still_serves(sdk, honest)
+
+
+async def test_an_inflated_claim_then_proven_is_an_overclaim(net, bad, sdk):
+    """The attack the cap stops: a host reports 5003 tokens for three words (14 bytes: 22 at
+    most) and proves 5003. Before, complete() compared the proof with the host's own report
+    and warned of nothing; now the answer's end warns, complete() warns of the proof against
+    the 22 counted (1000 billable, the proof interval) and settles at once."""
+    before = await usdc(net, sdk)
+    sm = await sdk.get_session_manager()
+    session = await sm.create_session(model=BUILTIN, host=bad.address, deposit="1")
+    bad.tokens_used, bad.overclaim = 5003, 5000  # proves 3 streamed + 5000
+    with overclaim_warnings() as warned:
+        reply = await session.send_prompt("one two three")
+        await bad.proof_done.wait()
+        settlement = await session.complete()
+    assert reply.usage.completion_tokens == 22
+    address, sid = bad.address, session.session_id
+    assert warned == [
+        f"HostOverreportError: host {address} claimed 5003 tokens for answer {sid}-0 of "
+        f"session {sid}, whose text was 14 bytes: at most 22 tokens (one a byte, plus 8); "
+        "22 counted. Complete the session to stop it proving the claim",
+        f"HostOverclaimError: host {address} claimed 5003 tokens on session {sid} but reported "
+        "22 that its answers account for (at most 1000 billable); the session was completed "
+        "at once",
+    ]
+    cost = 5003 * PRICE // 1000  # the contract pays what was proven
+    assert (settlement.tokens_used, settlement.host_payment, settlement.refund) == (
+        5003,
+        cost,
+        DEPOSIT - cost,
+    )
+    assert await usdc(net, sdk) == before - cost
+    assert (await sdk.get_discovery_manager().get_reputation(address)).overclaims == 2
+    record = await sm.get_session_data(sid, "proofs")  # the evidence, kept in S5
+    assert {k: v for k, v in record.items() if k != "proofs"} == {
+        "tokens_in_proofs": 0,  # it announced none of its proofs
+        "tokens_used_on_chain": 5003,
+        "reconciled": False,
+        "tokens_reported": 22,
+        "tokens_claimed": 5003,
+        "settled": True,
+    }
+    assert issubclass(HostOverreportError, HostOverclaimError)  # one filter covers both
+
+
+@pytest.mark.parametrize(("claim", "counted", "warns"), [(16, 16, False), (17, 16, True)])
+async def test_the_bound_is_exact(net, bad, sdk, claim, counted, warns):
+    """ " one two" is 8 bytes: a claim of 16 tokens is believed, 17 is one too many."""
+    sm = await sdk.get_session_manager()
+    session = await sm.create_session(model=BUILTIN, host=bad.address, deposit="1")
+    bad.tokens_used = claim
+    with overclaim_warnings() as warned:
+        reply = await session.send_prompt("one two")
+    assert reply.usage.completion_tokens == counted
+    assert (session.tokens_reported, session.tokens_claimed) == (counted, claim)
+    assert [w.split(":")[0] for w in warned] == (["HostOverreportError"] if warns else [])
+    reputation = await sdk.get_discovery_manager().get_reputation(bad.address)
+    assert reputation.overclaims == (1 if warns else 0)
+    settlement = await session.complete()
+    assert settlement.refund == DEPOSIT
+
+
+async def test_several_tokens_a_chunk_are_believed(net, bad, sdk):
+    """A chunk may carry several tokens: a host that packs three words (one token each) into
+    a chunk and reports the six tokens of two chunks is counted 6, not 2, and not warned."""
+    sm = await sdk.get_session_manager()
+    session = await sm.create_session(model=BUILTIN, host=bad.address, deposit="1")
+    bad.words_per_chunk = 3
+    chunks = []
+    with overclaim_warnings() as warned:
+        async with session.stream("one two three four five six") as stream:
+            chunks = [chunk.text async for chunk in stream]
+        settlement = await session.complete()
+    assert chunks == [" one two three", " four five six"]
+    assert stream.usage == TokenUsage(prompt_tokens=6, completion_tokens=6, total_tokens=12)
+    assert (session.tokens_reported, session.tokens_claimed) == (6, 6)
+    assert warned == []
+    assert (await sdk.get_discovery_manager().get_reputation(bad.address)).overclaims == 0
+    assert settlement.refund == DEPOSIT
+
+
+async def test_an_answer_given_up_is_capped_too(net, bad, sdk):
+    """The stream_end of an answer the client gave up (here at the idle deadline) comes after
+    the cancel; its chunks, "The answer is" (13 bytes), bound it to 21 tokens: a claim of
+    1000 is counted 21 and warned when the next answer ends."""
+    sm = await sdk.get_session_manager()
+    session = await sm.create_session(
+        model=BUILTIN, host=bad.address, deposit="1", timeouts=SessionTimeouts(idle=2.0)
+    )
+    sid = session.session_id
+    bad.stall_with_keepalives, bad.tokens_used = True, 1000
+    with overclaim_warnings() as warned:
+        with pytest.raises(StreamTimeoutError):
+            await session.send_prompt("hello")
+        await bad.cancelled.wait()  # the late stream_end is on the wire before the next answer
+        bad.stall_with_keepalives, bad.tokens_used = False, None
+        reply = await session.send_prompt("still here")
+    assert reply.text == " still here"
+    assert warned == [
+        f"HostOverreportError: host {bad.address} claimed 1000 tokens for answer {sid}-0 of "
+        f"session {sid}, whose text was 13 bytes: at most 21 tokens (one a byte, plus 8); "
+        "21 counted. Complete the session to stop it proving the claim"
+    ]
+    assert (session.tokens_reported, session.tokens_claimed) == (21 + 2, 1000 + 2)
     settlement = await session.complete()
     assert settlement.refund == DEPOSIT
 
@@ -258,3 +409,62 @@ async def test_stream_end_of_another_answer_is_not_this_one(net, bad, sdk):
     assert session.tokens_reported == 3  # not 503: the other answer's end is not ours
     settlement = await session.complete()
     assert settlement.refund == DEPOSIT
+
+
+async def _nonces(net: Devnet, address: str) -> tuple[int, int]:
+    """The account's (latest, pending) nonces: equal when nothing waits to be mined."""
+    rpc = JsonRpcClient(net.rpc_url)
+    try:
+        latest = await rpc.call("eth_getTransactionCount", address, "latest")
+        pending = await rpc.call("eth_getTransactionCount", address, "pending")
+    finally:
+        await rpc.aclose()
+    return int(latest, 16), int(pending, 16)
+
+
+async def test_a_payment_refused_after_the_handshake_closes_the_connection(net, bad, sdk):
+    """create_session dials the host beside the checks that precede the payment; a payment
+    refused there (a deposit above the marketplace's bound, read on chain with the balance)
+    sends nothing and hangs up, no init."""
+    me = net.accounts[USER].address
+    sm = await sdk.get_session_manager()
+    opened, inits = bad.connections, bad.inits
+    nonces, balance = await _nonces(net, me), await usdc(net, sdk)
+    with pytest.raises(DepositOutOfRangeError) as raised:
+        await sm.create_session(model=BUILTIN, host=bad.address, deposit="1000000.000001")
+    assert (raised.value.amount, raised.value.maximum) == (10**12 + 1, 10**12)
+    await bad.client_left.wait()  # the SDK closed the early connection
+    assert (bad.connections, bad.inits) == (opened + 1, inits)
+    assert await _nonces(net, me) == nonces
+    assert await usdc(net, sdk) == balance
+
+
+async def test_a_connection_dropped_while_the_payment_is_mined_is_dialled_again(net, bad, sdk):
+    """The host closes the early connection before the payment's block is mined (blocks
+    are mined by hand here, so the order is certain): the init goes on a new connection, and
+    the session works and settles exactly."""
+    me = net.accounts[USER].address
+    sm = await sdk.get_session_manager()
+    before, opened, inits = await usdc(net, sdk), bad.connections, bad.inits
+    bad.drop_before_init = 1
+    rpc = JsonRpcClient(net.rpc_url)
+    await rpc.call("evm_setAutomine", False)
+    try:
+        task = asyncio.ensure_future(
+            sm.create_session(model=BUILTIN, host=bad.address, deposit="1")
+        )
+        await bad.dropped.wait()  # closed on both ends before any block is mined
+        while not task.done():  # mine each transaction the SDK sends (approve, job)
+            latest, pending = await _nonces(net, me)
+            if pending > latest:
+                await rpc.call("evm_mine")
+            await asyncio.sleep(0.01)
+        session = await task
+    finally:
+        await rpc.call("evm_setAutomine", True)
+        await rpc.aclose()
+    assert (bad.connections, bad.inits) == (opened + 2, inits + 1)
+    assert (await session.send_prompt("one two three")).text == " one two three"
+    settlement = await session.complete()  # this host bills nothing unless told to
+    assert (settlement.tokens_used, settlement.refund) == (0, DEPOSIT)
+    assert await usdc(net, sdk) == before

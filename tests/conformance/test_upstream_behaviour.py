@@ -12,13 +12,14 @@ import json
 from typing import Any
 
 import aiohttp
+import coincurve
 import pytest
 from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.logs import DISCARD
 
 from fabstir_sdk import SessionState
 from fabstir_sdk.chain.model_id import model_id
-from fabstir_sdk.devnet import Devnet, RunningHost
+from fabstir_sdk.devnet import AnvilProcess, Devnet, RunningHost
 
 from ..integration.host_helpers import BUILTIN, PRICE, USER, read_job, wait_for_job
 from .upstream_wire import (
@@ -31,7 +32,7 @@ from .upstream_wire import (
 
 pytestmark = pytest.mark.integration
 
-STRICT, OPEN = 2, 4
+STRICT, OPEN, SIGNED = 2, 4, 5
 DEPOSIT = 1_000_000
 #: Upstream's delegation and registry calls, by their upstream signatures.
 UPSTREAM_ABI: list[dict[str, Any]] = [
@@ -127,6 +128,20 @@ async def permissive(net) -> RunningHost:
     )
     yield running
     await running.stop()
+
+
+@pytest.fixture(scope="module")
+async def signed(net, tmp_path_factory) -> RunningHost:
+    """Its wallet in a signer service (a second anvil holding the keys), any signer accepted:
+    the host holds no wallet key, only the E2EE key it published (docs/host.md)."""
+    log = tmp_path_factory.mktemp("signer") / "anvil.log"
+    service = await AnvilProcess.start(log_path=log, chain_id=net.chain_id)
+    running = await net.start_host(
+        account=SIGNED, signer_url=service.rpc_url, accept_any_signer=True, chain_poll=0.1
+    )
+    yield running
+    await running.stop()
+    await service.stop()
 
 
 async def upstream_call(
@@ -444,3 +459,28 @@ async def test_host_facts_upstream_relies_on(net, strict):
         await client.close()
     job = await read_job(net, job_id)
     assert job.status == SessionState.ACTIVE
+
+
+async def test_a_host_whose_key_is_in_a_signer_service(net, signed):
+    """Upstream's client takes ``publicKey`` from the registry metadata as published and
+    encrypts to it: a host whose wallet is in a signer service publishes its own E2EE key
+    there, and serves the client as a key host does; settles and signs through the service."""
+    own_key = coincurve.PrivateKey(bytes.fromhex(net.accounts[SIGNED].private_key[2:]))
+    published = await registry_public_key(net, signed)
+    assert published.hex() == signed.public_key
+    assert published != own_key.public_key.format(compressed=True)  # not the wallet's key
+    job_id = await open_job(net, signed.address, proof_interval=100)
+    client = await connect(net, signed, job_id, key_from_seed("a signer host's visitor"))
+    try:
+        await client.init()
+        first = await client.prompt("My name is Ada.")  # re-initialised before each prompt
+        second = await client.prompt("What's my name?")
+    finally:
+        await client.close()
+    assert first.text == "Nice to meet you, Ada. I will remember your name."
+    assert second.text == "Your name is Ada."
+    for answer in (first, second):
+        check_answer_shape(answer)
+    used = first.stream_end["tokens_used"] + second.stream_end["tokens_used"]
+    await settles_to(net, job_id, max(used, 100))  # completed by the host, via the service
+    await check_checkpoint_index(signed, job_id, [[0, max(used, 100)]])

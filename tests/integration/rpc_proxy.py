@@ -10,6 +10,14 @@ import aiohttp
 from aiohttp import web
 
 
+class Gate:
+    """One held request: ``await gate.arrived.wait()``, then ``gate.opened.set()``."""
+
+    def __init__(self) -> None:
+        self.arrived = asyncio.Event()
+        self.opened = asyncio.Event()
+
+
 class RpcProxy:
     """Forwards JSON-RPC to ``upstream``; ``down()``/``up()`` and ``lose_answer_to(method)``."""
 
@@ -19,7 +27,10 @@ class RpcProxy:
         #: The methods of each HTTP request, in arrival order (one list per batch).
         self.requests: list[list[str]] = []
         self._lose: set[str] = set()
+        #: Methods this "node" does not have: answered with JSON-RPC's method-not-found.
+        self.missing: set[str] = set()
         self._holds: list[tuple[str, str, int, asyncio.Event]] = []
+        self._gates: dict[str, Gate] = {}
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._client: aiohttp.ClientSession | None = None
@@ -62,6 +73,12 @@ class RpcProxy:
         times (counting from now)."""
         self._holds.append((method, until, self.seen[until] + seen, asyncio.Event()))
 
+    def gate(self, method: str) -> Gate:
+        """Keep the next request that calls ``method`` back until the gate is opened; the
+        gate's ``arrived`` event says that it is held."""
+        gate = self._gates[method] = Gate()
+        return gate
+
     async def stop(self) -> None:
         await self.down()
         if self._runner is not None:
@@ -81,7 +98,14 @@ class RpcProxy:
                 opened.set()
             elif held in methods:
                 await opened.wait()
+        for method in methods:
+            gate = self._gates.pop(method, None)
+            if gate is not None:
+                gate.arrived.set()
+                await gate.opened.wait()
         assert self._client is not None
+        if self.missing.intersection(methods):
+            return await self._without_missing(payload, calls)
         async with self._client.post(
             self.upstream, data=body, headers={"Content-Type": "application/json"}
         ) as upstream:
@@ -94,4 +118,30 @@ class RpcProxy:
             raise ConnectionResetError("answer dropped by the proxy")
         response = web.Response(body=answer, content_type="application/json")
         response.force_close()  # no keep-alive: once down, every new request is refused
+        return response
+
+    async def _without_missing(self, payload: object, calls: list[dict]) -> web.Response:
+        """Answer the missing methods' calls with an error as an older node does, and
+        forward the others."""
+        assert self._client is not None
+        forwarded = [c for c in calls if c.get("method") not in self.missing]
+        answers: dict[object, dict] = {}
+        if forwarded:
+            async with self._client.post(self.upstream, json=forwarded) as upstream:
+                answers = {a["id"]: a for a in await upstream.json()}
+        replies = [
+            answers.get(c.get("id"))
+            or {
+                "jsonrpc": "2.0",
+                "id": c.get("id"),
+                "error": {
+                    "code": -32601,
+                    "message": f"the method {c.get('method')} does not exist/is not available",
+                },
+            }
+            for c in calls
+        ]
+        body = replies if isinstance(payload, list) else replies[0]
+        response = web.json_response(body)
+        response.force_close()
         return response

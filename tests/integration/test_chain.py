@@ -173,3 +173,50 @@ async def test_a_transaction_whose_nonce_another_took_is_signed_again(devnet, us
     assert sent != other
     assert await nonce(devnet, USER) == start + 2
     assert await pm.get_deposit_balance() == 10**15
+
+
+async def test_token_refusal_at_mining_is_worded_in_the_tokens_units(devnet, user):
+    """The balance is taken after the SDK's checks (another spender's transfer, with a
+    higher tip, mined first in the same block): the token's own revert reads in USDC, as
+    the checks' errors do (was "needs 1000000 base units of 0x..." of the address)."""
+    from eth_account import Account
+
+    from fabstir_sdk import InsufficientBalanceError
+
+    usdc = devnet.addresses.usdc_token
+    pm = user.get_payment_manager()
+    balance = await pm.get_token_balance(usdc)
+    await pm.approve_usdc(usdc, "1")
+    spender = devnet.accounts[OTHER].address
+    erc20 = user._ctx.erc20(usdc)
+    await user._ctx.require_sender().send(erc20.call("approve", spender, balance))
+    take = erc20.call("transferFrom", devnet.accounts[USER].address, spender, balance)
+    signed = Account.from_key(devnet.accounts[OTHER].private_key).sign_transaction(
+        {
+            "to": usdc,
+            "data": "0x" + take.data.hex(),
+            "value": 0,
+            "gas": 100_000,
+            "maxFeePerGas": 100 * 10**9,
+            "maxPriorityFeePerGas": 50 * 10**9,
+            "nonce": await nonce(devnet, OTHER),
+            "chainId": devnet.chain_id,
+        }
+    )
+    start = await nonce(devnet, USER)
+    rpc = JsonRpcClient(devnet.rpc_url)
+    await rpc.call("evm_setAutomine", False)
+    try:
+        deposit = asyncio.ensure_future(pm.deposit("1", usdc))  # checked: the balance is there
+        await _in_mempool(devnet, USER, start + 1)
+        await rpc.call("eth_sendRawTransaction", "0x" + bytes(signed.raw_transaction).hex())
+        await rpc.call("evm_mine")
+        with pytest.raises(InsufficientBalanceError) as info:
+            await deposit
+    finally:
+        await rpc.call("evm_setAutomine", True)
+        await rpc.aclose()
+    assert await pm.get_token_balance(usdc) == 0  # the transfer went first
+    assert str(info.value) == "needs 1 USDC, the account holds 0 USDC"
+    assert (info.value.needed, info.value.available, info.value.token) == (10**6, 0, usdc)
+    assert await nonce(devnet, USER) == start + 1  # it was sent and mined, and reverted

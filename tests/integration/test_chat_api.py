@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fabstir_sdk import ValidationError
-from fabstir_sdk._chat_api import ChatRequest, parse_request
+from fabstir_sdk._chat_request import ChatRequest, parse_request
 from fabstir_sdk.errors import (
     ContextLimitError,
     DelegateNotAuthorizedError,

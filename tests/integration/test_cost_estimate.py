@@ -10,7 +10,7 @@ import io
 
 import pytest
 
-from fabstir_sdk import FabstirSDK
+from fabstir_sdk import FabstirSDK, ValidationError
 from fabstir_sdk._chat import chat
 from fabstir_sdk.chain.rpc import JsonRpcClient
 from fabstir_sdk.devnet import Devnet, RunningHost
@@ -145,3 +145,134 @@ async def test_chat_with_yes_pays_without_asking(net, host) -> None:
     assert "[y/N]" not in shown
     assert "Your transactions: approve 46,330 gas" in shown
     assert "completed (tx 0x" in shown
+
+
+NODE_WITHOUT_SIMULATE, OWNER, AGENT, STRANGER = 5, 6, 7, 8
+
+
+async def test_a_node_without_eth_simulate_v1_gets_a_typed_error_and_the_token_cost(
+    net, host
+) -> None:
+    """An older node: estimate_session_cost says what is missing; gas=False gives the token
+    figures; fabstir chat shows them, says why the gas is not shown, and still works."""
+    from fabstir_sdk import SimulationUnsupportedError
+    from fabstir_sdk.errors import RpcError
+
+    from .rpc_proxy import RpcProxy
+
+    rpc = JsonRpcClient(net.rpc_url)
+    await rpc.call("anvil_setNextBlockBaseFeePerGas", "0x0")
+    await rpc.call("evm_mine")
+    await rpc.aclose()
+    proxy = await RpcProxy(net.rpc_url).start()
+    proxy.missing.add("eth_simulateV1")
+    config = net.sdk_config(rpc_url=proxy.url)
+    sdk = FabstirSDK(config)
+    try:
+        await sdk.authenticate(net.accounts[NODE_WITHOUT_SIMULATE].private_key)
+        sm = await sdk.get_session_manager()
+        before = await nonce(net, NODE_WITHOUT_SIMULATE)
+        with pytest.raises(SimulationUnsupportedError) as missing:
+            await sm.estimate_session_cost(BUILTIN, 40, host=host.address)
+        assert isinstance(missing.value, RpcError) and missing.value.url == proxy.url
+        assert f"the RPC node at {proxy.url} does not support eth_simulateV1" in str(missing.value)
+        assert "gas=False" in str(missing.value)
+        assert proxy.seen["eth_simulateV1"] == 1
+        tokens_only = await sm.estimate_session_cost(BUILTIN, 1500, host=host.address, gas=False)
+        assert proxy.seen["eth_simulateV1"] == 1  # not asked again
+        assert (tokens_only.price_per_token, tokens_only.billed_tokens) == (PRICE, 1500)
+        assert (tokens_only.token_cost, tokens_only.min_cost) == (3000, 2000)
+        assert (tokens_only.gas, tokens_only.gas_cost, tokens_only.deposit) == ([], 0, 1_000_000)
+        with pytest.raises(ValidationError, match="gas must be a bool"):
+            await sm.estimate_session_cost(BUILTIN, 1, host=host.address, gas="no")  # type: ignore[arg-type]
+        assert await nonce(net, NODE_WITHOUT_SIMULATE) == before
+    finally:
+        await sdk.aclose()
+
+    err = io.StringIO()
+    try:
+        code = await chat(
+            config,
+            bytes.fromhex(net.accounts[NODE_WITHOUT_SIMULATE].private_key.removeprefix("0x")),
+            model=BUILTIN,
+            host=host.address,
+            yes=True,
+            stdin=_Terminal("count to 3\n/quit\n"),
+            stdout=io.StringIO(),
+            stderr=err,
+        )
+    finally:
+        await proxy.stop()
+    shown = err.getvalue()
+    assert code == 0, shown
+    assert f"The RPC node {proxy.url} has no eth_simulateV1: gas cannot be estimated" in shown
+    assert (
+        "1,000 tokens cost 0.002 USDC (the minimum bill is 1,000 tokens, 0.002 USDC). "
+        "Gas: not estimated.\n"
+    ) in shown
+    assert "1,000 tokens billed; paid 0.002 USDC (host 0.0018 USDC" in shown
+
+
+async def test_an_agents_estimate_is_its_one_transaction(net, host) -> None:
+    """A delegated session: the agent sends only the creation, from the owner's allowance;
+    its gas is the receipt's, and the token cost is what the owner then pays."""
+    from fabstir_sdk import DelegateNotAuthorizedError, InsufficientAllowanceError, SessionState
+
+    from .host_helpers import wait_for_job
+
+    rpc = JsonRpcClient(net.rpc_url)
+    owner_sdk, agent_sdk = FabstirSDK(net.sdk_config()), FabstirSDK(net.sdk_config())
+    try:
+        await rpc.call("anvil_setNextBlockBaseFeePerGas", "0x0")
+        await rpc.call("evm_mine")
+        owner = (await owner_sdk.authenticate(net.accounts[OWNER].private_key)).user_address
+        await agent_sdk.authenticate(net.accounts[AGENT].private_key)
+        usdc = net.addresses.usdc_token
+        wallet = owner_sdk.get_payment_manager()
+        await wallet.approve_usdc(usdc, "1")
+        sm = await agent_sdk.get_session_manager()
+        before = await nonce(net, AGENT)
+        with pytest.raises(DelegateNotAuthorizedError):
+            await sm.estimate_session_cost(BUILTIN, 0, host=host.address, payer=owner)
+        await wallet.authorize_delegate(net.accounts[AGENT].address)
+        with pytest.raises(InsufficientAllowanceError) as short:
+            await sm.estimate_session_cost(
+                BUILTIN, 0, host=host.address, payer=owner, deposit="2", gas=False
+            )
+        assert (short.value.needed, short.value.allowance) == (2_000_000, 1_000_000)
+        with pytest.raises(ValidationError, match="pays in 'usdc'"):
+            await sm.estimate_session_cost(
+                BUILTIN, 0, host=host.address, payer=owner, payment="eth"
+            )
+        assert await nonce(net, AGENT) == before  # estimates send nothing
+
+        estimate = await sm.estimate_session_cost(BUILTIN, 40, host=host.address, payer=owner)
+        owner_usdc = await wallet.get_token_balance(usdc)
+        start = int(await rpc.call("eth_blockNumber"), 16)
+        session = await sm.create_session(
+            model=BUILTIN, host=host.address, deposit="1", payer=owner
+        )
+        mined = await _receipts(rpc, net.accounts[AGENT].address, start)
+        assert await nonce(net, AGENT) == before + 1
+        assert [g.step for g in estimate.gas] == ["create"]
+        assert [g.gas for g in estimate.gas] == [int(r["gasUsed"], 16) for r in mined]
+        assert estimate.gas_cost == sum(
+            int(r["gasUsed"], 16) * int(r["effectiveGasPrice"], 16) for r in mined
+        )
+        await session.send_prompt("count to 3")
+        await session.end()  # the host proves and settles with the owner
+        await net.advance_time(31)
+        job = await wait_for_job(
+            net, session.job_id, lambda j: j.status != SessionState.ACTIVE, within=120
+        )
+        assert (job.status, job.depositor, job.tokens_used) == (
+            SessionState.COMPLETED,
+            owner,
+            estimate.billed_tokens,
+        )
+        assert await wallet.get_token_balance(usdc) == owner_usdc - 2000
+        assert estimate.token_cost == 2000
+    finally:
+        await owner_sdk.aclose()
+        await agent_sdk.aclose()
+        await rpc.aclose()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 
@@ -432,3 +433,138 @@ async def test_an_agent_resumes_its_delegated_session_after_a_restart(net, host,
     stranger = await sdk_for(5)
     with pytest.raises(ValidationError, match="not to you"):
         await (await stranger.get_session_manager()).resume_session(session.job_id)
+
+
+async def test_an_agents_list_sessions_shows_the_jobs_it_opened_for_its_owner(
+    net, host, sdk_for, monkeypatch
+):
+    """The chain indexes a delegated job under its payer: the agent's list finds it in the
+    SessionCreatedByDelegate logs, with the jobs it paid for itself, in id order."""
+    from fabstir_sdk.managers._delegated import DelegatedJobs
+
+    owner_sdk, agent_sdk = await sdk_for(4), await sdk_for(5)
+    owner, agent = net.accounts[4].address, net.accounts[5].address
+    usdc = net.addresses.usdc_token
+    owner_pm, agent_pm = owner_sdk.get_payment_manager(), agent_sdk.get_payment_manager()
+    owner_sm, agent_sm = (
+        await owner_sdk.get_session_manager(),
+        await agent_sdk.get_session_manager(),
+    )
+    await owner_pm.approve_usdc(usdc, "2")
+    await owner_pm.authorize_delegate(agent)
+    owner_before = [j.id for j in await owner_sm.list_sessions()]
+    agent_before = [j.id for j in await agent_sm.list_sessions()]
+    owner_usdc = await owner_pm.get_token_balance(usdc)
+    agent_usdc = await agent_pm.get_token_balance(usdc)
+
+    def open_(amount: str, payer: str | None):
+        return agent_pm.open_session_job(
+            host.address, amount, PRICE, model=BUILTIN, token=usdc, payer=payer
+        )
+
+    a = await open_("1", owner)
+    mine = await open_("1", None)  # the agent's own money: indexed under the agent
+    c = await open_("0.5", owner)
+    listed = await agent_sm.list_sessions()
+    assert [j.id for j in listed] == [*agent_before, a.job_id, mine.job_id, c.job_id]
+    assert [(j.depositor, j.deposit, j.status) for j in listed[-3:]] == [
+        (owner, 1_000_000, SessionState.ACTIVE),
+        (agent, 1_000_000, SessionState.ACTIVE),
+        (owner, 500_000, SessionState.ACTIVE),
+    ]
+    # the owner's view: what it paid for, its agent's jobs included, not the agent's own
+    assert [j.id for j in await owner_sm.list_sessions()] == [*owner_before, a.job_id, c.job_id]
+    assert await owner_pm.get_token_balance(usdc) == owner_usdc - 1_500_000
+    assert await agent_pm.get_token_balance(usdc) == agent_usdc - 1_000_000
+
+    # a later call scans only the new blocks, and still sees everything
+    d = await open_("0.5", owner)
+    assert [j.id for j in await agent_sm.list_sessions()][-4:] == [
+        a.job_id,
+        mine.job_id,
+        c.job_id,
+        d.job_id,
+    ]
+    # a fresh process, many small log windows in several batches: the same jobs
+    monkeypatch.setattr(DelegatedJobs, "log_window", 3)
+    monkeypatch.setattr(DelegatedJobs, "max_batch", 2)
+    again = await sdk_for(5)
+    again_sm = await again.get_session_manager()
+    everything = [*agent_before, a.job_id, mine.job_id, c.job_id, d.job_id]
+    assert [j.id for j in await again_sm.list_sessions()] == everything
+    # from the block of c: a and every older delegated job are before the scan
+    rpc = ChainClient(net.rpc_url).rpc
+    try:
+        receipt = await rpc.call("eth_getTransactionReceipt", c.tx_hash)
+    finally:
+        await rpc.aclose()
+    later = await (await (await sdk_for(5)).get_session_manager()).list_sessions(
+        from_block=int(receipt["blockNumber"], 16)
+    )
+    assert [j.id for j in later if j.depositor == owner] == [c.job_id, d.job_id]
+    assert mine.job_id in [j.id for j in later]  # the agent's own: from the contract's index
+    for bad in (-1, "0", True, 1.5):
+        with pytest.raises(ValidationError, match="from_block"):
+            await agent_sm.list_sessions(from_block=bad)  # type: ignore[arg-type]
+
+
+async def _fabstir(net, key: str, *argv: str, stdin: str = "") -> tuple[int, str, str]:
+    """``fabstir ARGV`` as its own process with ``key`` in FABSTIR_PRIVATE_KEY."""
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "fabstir_sdk.cli", *argv),
+        env={**os.environ, "FABSTIR_PRIVATE_KEY": key},
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), 120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_fabstir_chat_with_payer_runs_an_agents_session(net, host, sdk_for, tmp_path):
+    """`fabstir chat --payer OWNER` with the agent's key: the owner pays, the agent sends
+    one transaction (the creation), the session ends and the host settles with the owner."""
+    owner_sdk = await sdk_for(4)
+    owner, agent = net.accounts[4].address, net.accounts[5]
+    usdc = net.addresses.usdc_token
+    owner_pm = owner_sdk.get_payment_manager()
+    await owner_pm.approve_usdc(usdc, "1")
+    await owner_pm.authorize_delegate(agent.address)
+    owner_usdc = await owner_pm.get_token_balance(usdc)
+    chat = ["chat", "--manifest", str(net.manifest_path), "--storage-dir", str(tmp_path)]
+    chat += ["--model", BUILTIN, "--host-address", host.address, "--yes"]
+    (before,) = await nonces(net, 5)
+
+    code, out, err = await _fabstir(
+        net, agent.private_key, *chat, "--payer", owner, "--on-exit", "complete"
+    )
+    assert (code, out) == (1, ""), err
+    assert err == (
+        "fabstir: error: a session the payer pays for ends with on_exit='end' (--on-exit end): "
+        "only the payer or the host may complete it\n"
+    )
+    code, out, err = await _fabstir(net, agent.private_key, *chat, "--payer", "0x1234")
+    assert (code, out, err) == (
+        1,
+        "",
+        "fabstir: error: payer must be 0x followed by 40 hex digits, got '0x1234'\n",
+    )
+    assert await nonces(net, 5) == [before]
+
+    code, out, err = await _fabstir(
+        net, agent.private_key, *chat, "--payer", owner, stdin="count to 3\n"
+    )
+    assert (code, out) == (0, "1 2 3\n"), err
+    assert "Your transactions: create " in err and "approve" not in err, err
+    assert "ended. The host submits its last proof and settles" in err, err
+    assert await nonces(net, 5) == [before + 1]  # the creation only
+    opened = re.search(r"^Session (\d+) with host", err, re.M)
+    assert opened, err
+    job_id = int(opened.group(1))
+    agents_view = await (await sdk_for(5)).get_session_manager()
+    assert job_id in [j.id for j in await agents_view.list_sessions()]
+    await net.advance_time(31)
+    job = await wait_for_job(net, job_id, lambda j: j.status != SessionState.ACTIVE)
+    assert (job.status, job.depositor, job.tokens_used) == (SessionState.COMPLETED, owner, 1000)
+    assert await owner_pm.get_token_balance(usdc) == owner_usdc - 2000

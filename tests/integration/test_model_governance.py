@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from fabstir_sdk import InsufficientBalanceError, NotFoundError, ValidationError
+from fabstir_sdk import (
+    InsufficientBalanceError,
+    NotFoundError,
+    ProposalStateError,
+    ValidationError,
+)
+from fabstir_sdk.chain.client import ChainClient
 
 from .conftest import ETH_PRICE, USDC_PRICE, USER, nonce
 
@@ -77,6 +83,122 @@ async def test_bad_proposals_are_refused_before_any_transaction(devnet, sdk_for)
     ):
         with pytest.raises(ValidationError):
             await call()
+    with pytest.raises(NotFoundError, match="no proposal"):
+        await mm.vote_on_proposal(MODEL, "1", True)  # before any approval of FAB
+    assert await nonce(devnet, PROPOSER) == before
+    await mm.propose_model(REPO, FILE, SHA)
+    before = await nonce(devnet, PROPOSER)
     with pytest.raises(InsufficientBalanceError):
         await mm.vote_on_proposal(MODEL, "100001", True)
     assert await nonce(devnet, PROPOSER) == before
+
+
+async def fab_allowance(devnet, index: int) -> int:
+    client = ChainClient(devnet.rpc_url)
+    try:
+        fab = client.contract("FABToken", devnet.addresses.fab_token)
+        owner = devnet.accounts[index].address
+        return int(await client.read(fab.call("allowance", owner, devnet.addresses.model_registry)))
+    finally:
+        await client.aclose()
+
+
+async def test_every_stage_of_a_vote_is_refused_out_of_turn_before_any_transaction(devnet, sdk_for):
+    """Each write at the wrong stage of a proposal: a typed error, no transaction (the FAB
+    approval included), the contract's own refusal never reached; then a rejected proposal,
+    its fee kept for the owner, the re-proposal cooldown, and the fee withdrawn exactly."""
+    proposer, voter, owner = [await sdk_for(i) for i in (PROPOSER, VOTER, 0)]
+    mm, vm, om = (s.get_model_manager() for s in (proposer, voter, owner))
+    pm = owner.get_payment_manager()
+    fab = devnet.addresses.fab_token
+    day = 24 * 3600
+
+    async def refused(error, match, *calls, who=(PROPOSER, VOTER)):
+        nonces = [await nonce(devnet, i) for i in who]
+        allowances = [await fab_allowance(devnet, i) for i in who]
+        for call in calls:
+            with pytest.raises(error, match=match):
+                await call()
+        assert [await nonce(devnet, i) for i in who] == nonces
+        assert [await fab_allowance(devnet, i) for i in who] == allowances
+
+    await refused(
+        NotFoundError,
+        "no proposal was made",
+        lambda: vm.vote_on_proposal(MODEL, "10", True),
+        lambda: vm.execute_proposal(MODEL),
+        lambda: vm.withdraw_votes(MODEL),
+    )
+    await refused(
+        ProposalStateError,
+        "is in the registry already",
+        lambda: mm.propose_model("fabstir/builtin", "toy-1.gguf", SHA),
+    )
+    await mm.propose_model(REPO, FILE, SHA)
+    proposal = await mm.get_proposal(MODEL)
+    assert [p.model_id for p in await vm.list_proposals()] == [proposal.model_id]
+    await refused(
+        ProposalStateError, "has an open proposal", lambda: vm.propose_model(REPO, FILE, SHA)
+    )
+    await refused(
+        ProposalStateError,
+        "runs until",
+        lambda: vm.execute_proposal(MODEL),
+    )
+    await refused(
+        ProposalStateError,
+        "not executed yet",
+        lambda: mm.withdraw_votes(MODEL),
+    )
+    await refused(ValidationError, "must be positive", lambda: vm.vote_on_proposal(MODEL, "0"))
+
+    # 9,999 FAB against, early; then 10,000 FAB for in the last 4 hours: the vote is
+    # extended by one day (the late votes reach EXTENSION_THRESHOLD)
+    await vm.vote_on_proposal(MODEL, "9999", False)
+    await devnet.advance_time(proposal.end_time - proposal.proposal_time - 3 * 3600)
+    await mm.vote_on_proposal(MODEL, "10000", True)
+    extended = await mm.get_proposal(MODEL)
+    assert (extended.end_time, extended.extension_count) == (proposal.end_time + day, 1)
+    assert (extended.votes_for, extended.votes_against) == (10_000 * FAB, 9_999 * FAB)
+    await devnet.advance_time(day + 3 * 3600)
+    await refused(ProposalStateError, "ended at", lambda: vm.vote_on_proposal(MODEL, "1", True))
+
+    # executed below APPROVAL_THRESHOLD: rejected, the fee kept for the registry's owner
+    fees_before = await om.get_rejected_fees()
+    await vm.execute_proposal(MODEL)
+    assert await mm.is_model_approved(MODEL) is False
+    assert (await mm.get_proposal(MODEL)).executed is True
+    assert await vm.list_proposals() == []
+    assert await om.get_rejected_fees() == fees_before + 100 * FAB
+    await refused(
+        ProposalStateError,
+        "was executed already",
+        lambda: vm.execute_proposal(MODEL),
+        lambda: vm.vote_on_proposal(MODEL, "1", True),
+    )
+    await vm.withdraw_votes(MODEL)
+    await refused(ProposalStateError, "no votes left", lambda: vm.withdraw_votes(MODEL))
+    await refused(
+        ProposalStateError,
+        "may be proposed again from",
+        lambda: mm.propose_model(REPO, FILE, SHA),
+    )
+    # the owner alone withdraws the kept fees, never more than are kept
+    await refused(
+        ValidationError, "only the registry's owner", lambda: vm.withdraw_rejected_fees(FAB)
+    )
+    await refused(
+        InsufficientBalanceError,
+        "the registry",
+        lambda: om.withdraw_rejected_fees(fees_before + 100 * FAB + 1),
+        who=(0,),
+    )
+    owner_fab = await pm.get_token_balance(fab)
+    await om.withdraw_rejected_fees(100 * FAB)
+    assert await pm.get_token_balance(fab) == owner_fab + 100 * FAB
+    assert await om.get_rejected_fees() == fees_before
+
+    # after the cooldown, the same model may be proposed again
+    await devnet.advance_time(30 * day)
+    await mm.propose_model(REPO, FILE, SHA)
+    assert (await mm.get_proposal(MODEL)).executed is False

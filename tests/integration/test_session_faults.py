@@ -28,9 +28,11 @@ from fabstir_sdk import (
     SessionTimeouts,
     StreamNotOpenError,
     StreamTimeoutError,
+    ValidationError,
 )
 from fabstir_sdk.devnet import Devnet, RunningHost
 from fabstir_sdk.protocol import (
+    ChatMessage,
     Connected,
     EncryptedMessage,
     EncryptedSessionInit,
@@ -41,6 +43,7 @@ from fabstir_sdk.protocol import (
     StreamEnd,
     parse_client_message,
 )
+from fabstir_sdk.protocol._crypto import open_aead
 
 from .host_helpers import BUILTIN, PRICE
 
@@ -81,6 +84,7 @@ class ScriptedHost:
         self.server: Server | None = None
         self.net: Devnet | None = None
         self.keepalives = 0
+        self.prompts: list[bytes] = []  # each prompt's plaintext, as the host opened it
 
     @property
     def public_key(self) -> str:
@@ -99,6 +103,7 @@ class ScriptedHost:
     async def handle(self, ws: ServerConnection) -> None:
         await ws.send(Connected().to_json())
         session: HostSession | None = None
+        session_key = b""
         chatter: asyncio.Task[None] | None = None
         async for frame in ws:
             message = parse_client_message(frame)
@@ -119,6 +124,7 @@ class ScriptedHost:
                 chatter = asyncio.create_task(self.chatter(ws, session, message.id))
             elif isinstance(message, EncryptedSessionInit):
                 session, opened = HostSession.accept(message, host_private_key=self.key)
+                session_key = bytes.fromhex(opened.data.session_key_hex)
                 ack = SessionInitAck(
                     session_id=opened.session_id,
                     job_id=opened.job_id,
@@ -129,6 +135,14 @@ class ScriptedHost:
                 await ws.send(ack.to_json())
             elif isinstance(message, EncryptedMessage):
                 assert session is not None
+                sealed = message.payload
+                plaintext = open_aead(
+                    session_key,
+                    bytes.fromhex(sealed.nonce_hex),
+                    bytes.fromhex(sealed.ciphertext_hex),
+                    bytes.fromhex(sealed.aad_hex),
+                )
+                self.prompts.append(plaintext)
                 await self.answer(ws, session, message)
 
     async def chatter(self, ws: ServerConnection, session: HostSession, cid: object) -> None:
@@ -497,3 +511,63 @@ async def test_failed_connect_says_what_was_charged(net, scripted, sdk):
     overclaims = [w for w in caught if issubclass(w.category, HostOverclaimError)]
     assert len(overclaims) == 1 and f"proved {PROVEN} tokens" in str(overclaims[0].message)
     assert await pm.get_token_balance(usdc) == before - charged
+
+
+async def test_stream_with_history_sends_exactly_that_history(net, scripted, sdk):
+    """``stream(prompt, history=...)``: the prompt carries exactly those messages and the
+    host starts from them; without ``history`` none go (the host's context goes on);
+    ``history=[]`` sends an empty list (the host forgets). The plaintexts the host opened."""
+    sm = await sdk.get_session_manager()
+    session = await sm.create_session(model=BUILTIN, host=scripted.address, deposit="1")
+    scripted.mode = "ok"
+    scripted.prompts.clear()
+    history = [
+        ChatMessage(role="system", content="Be brief."),
+        {"role": "user", "content": "I am Ada."},  # a dict is taken as a ChatMessage
+        ChatMessage(role="assistant", content="Hi Ada."),
+    ]
+    async with session.stream("Who am I?", history=history, max_tokens=7) as stream:
+        assert [chunk.text async for chunk in stream] == [" Who", " am", " I?"]
+    assert (await session.send_prompt("Thanks")).text == " Thanks"
+    assert (await session.send_prompt("Again", history=[])).text == " Again"
+    assert scripted.prompts == [
+        b'{"prompt":"Who am I?","max_tokens":7,"temperature":0.7,"stream":true,"messages":'
+        b'[{"role":"system","content":"Be brief."},{"role":"user","content":"I am Ada."},'
+        b'{"role":"assistant","content":"Hi Ada."}]}',
+        b'{"prompt":"Thanks","max_tokens":4000,"temperature":0.7,"stream":true}',
+        b'{"prompt":"Again","max_tokens":4000,"temperature":0.7,"stream":true,"messages":[]}',
+    ]
+    # S5 keeps the exchanges, not the history given (that is the caller's)
+    assert await stored(net, session.conversation_id) == [
+        ("user", "Who am I?"),
+        ("assistant", " Who am I?"),
+        ("user", "Thanks"),
+        ("assistant", " Thanks"),
+        ("user", "Again"),
+        ("assistant", " Again"),
+    ]
+    with pytest.raises(ValidationError, match=r"^history\[1\] must be a message: role system"):
+        session.stream("Who?", history=[history[0], {"role": "tool", "content": "x"}])
+    with pytest.raises(ValidationError, match=r"^history must be a list of messages$"):
+        session.stream("Who?", history="I am Ada.")  # type: ignore[arg-type]
+    assert len(scripted.prompts) == 3  # nothing was sent
+    await session.end()
+
+
+async def test_resume_replays_the_stored_history_with_the_next_prompt_only(net, scripted, sdk):
+    """A resumed session sends the conversation from S5 with its first prompt, then none."""
+    sm = await sdk.get_session_manager()
+    session = await sm.create_session(model=BUILTIN, host=scripted.address, deposit="1")
+    scripted.mode = "ok"
+    assert (await session.send_prompt("one two")).text == " one two"
+    await session.end()
+    scripted.prompts.clear()
+    resumed = await sm.resume_session(session.session_id)
+    assert (await resumed.send_prompt("three")).text == " three"
+    assert (await resumed.send_prompt("four")).text == " four"
+    assert scripted.prompts == [
+        b'{"prompt":"three","max_tokens":4000,"temperature":0.7,"stream":true,"messages":'
+        b'[{"role":"user","content":"one two"},{"role":"assistant","content":" one two"}]}',
+        b'{"prompt":"four","max_tokens":4000,"temperature":0.7,"stream":true}',
+    ]
+    await resumed.end()

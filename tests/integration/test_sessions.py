@@ -148,7 +148,7 @@ async def test_resume_replays_the_history_from_storage(net, host, sdk):
     sm = await sdk.get_session_manager()
     session = await sm.create_session(model=BUILTIN, host=host.address, deposit="1")
     await session.send_prompt("My name is Bob.")
-    await session._drop_link()  # the connection is lost (not ended)
+    await session._channel.drop_link()  # the connection is lost (not ended)
     with pytest.raises(HostUnreachableError):
         await session.send_prompt("still there?")
 
@@ -161,6 +161,21 @@ async def test_resume_replays_the_history_from_storage(net, host, sdk):
     assert session.job_id in [j.id for j in await sm.list_sessions()]
     settlement = await resumed.complete()
     assert settlement.tokens_used == 1000
+
+
+async def test_a_given_history_becomes_the_hosts_context(net, host, sdk):
+    """The reference host starts from the history a prompt brings, goes on from there
+    without one, and ``history=[]`` starts it from nothing."""
+    sm = await sdk.get_session_manager()
+    session = await sm.create_session(model=BUILTIN, host=host.address, deposit="1")
+    await session.send_prompt("My name is Bob.")
+    ada = [{"role": "user", "content": "My name is Ada."}, {"role": "assistant", "content": "Hi"}]
+    asked = await session.send_prompt("What is my name?", history=ada)
+    assert asked.text == "Your name is Ada."
+    assert (await session.send_prompt("What is my name?")).text == "Your name is Ada."
+    forgot = await session.send_prompt("What is my name?", history=[])
+    assert forgot.text == "You have not told me your name yet."
+    await session.end()
 
 
 async def test_eth_and_deposit_payments(net, host, sdk):
@@ -196,9 +211,12 @@ async def test_the_best_host_is_found_when_none_is_given(net, host, sdk):
     await session.complete()
 
 
-async def test_unreachable_host_leaves_the_deposit_refundable(net, sdk):
-    """A host registered on chain whose API is down: typed error, and the money comes back
-    at once (the job is settled when the connection fails)."""
+async def test_unreachable_host_is_never_paid(net, sdk):
+    """A host registered on chain whose API is down: typed error before any transaction.
+
+    The WebSocket handshake runs beside the checks that precede the payment, and the payment
+    waits for it: no job is opened, the nonce and the balance do not move (before, the job
+    was paid for and then settled at once, costing two transactions' gas)."""
     async with FabstirSDK(net.sdk_config()) as fake:
         await fake.authenticate(net.accounts[FAKE].private_key)
         await fake.get_host_manager().register_host(
@@ -211,14 +229,12 @@ async def test_unreachable_host_leaves_the_deposit_refundable(net, sdk):
     sm = await sdk.get_session_manager()
     pm = sdk.get_payment_manager()
     usdc = net.addresses.usdc_token
-    before = await pm.get_token_balance(usdc)
+    before = (await pm.get_token_balance(usdc), await nonce(net, USER))
     with pytest.raises(HostUnreachableError) as info:
         await sm.create_session(model=BUILTIN, host=net.accounts[FAKE].address, deposit="1")
-    (job,) = [j for j in await sm.list_sessions() if j.host == net.accounts[FAKE].address]
-    assert any(f"session job {job.id}" in note for note in info.value.__notes__)
-    assert job.status is SessionState.COMPLETED  # settled at once: nothing left escrowed
-    assert (job.tokens_used, job.refunded_to_user) == (0, 1_000_000)
-    assert await pm.get_token_balance(usdc) == before
+    assert "no session job was opened: nothing was paid" in info.value.__notes__
+    assert [j for j in await sm.list_sessions() if j.host == net.accounts[FAKE].address] == []
+    assert (await pm.get_token_balance(usdc), await nonce(net, USER)) == before
 
 
 async def test_host_key_mismatch_is_reported(net, sdk):

@@ -171,6 +171,37 @@ FAILURES = {
         "set FABSTIR_HOST_PRIVATE_KEY to the host's private key (or use --key-file)",
     ),
     ("host", "status"): ([], {}, "say which chain: --manifest PATH or --network"),
+    ("model", "list"): ([], {}, "say which chain: --manifest PATH or --network"),
+    ("model", "status"): (
+        ["--model", "a:b", "--manifest", "/nonexistent.json"],
+        {},
+        "cannot read manifest /nonexistent.json: [Errno 2] No such file or directory",
+    ),
+    ("model", "propose"): (
+        ["--repo", "r", "--file", "f", "--sha256", "00", "--network", "base-sepolia"],
+        {},
+        "set FABSTIR_PRIVATE_KEY to the account's private key (or use --key-file)",
+    ),
+    ("model", "vote"): (
+        ["--model", "a:b", "--amount", "1.5.5", "--network", "base-sepolia"],
+        {},
+        "--amount '1.5.5' is not a number",
+    ),
+    ("model", "execute"): (
+        ["--model", "a:b", "--network", "base-sepolia"],
+        {},
+        "set FABSTIR_PRIVATE_KEY to the account's private key (or use --key-file)",
+    ),
+    ("model", "withdraw"): (
+        ["--model", "a:b"],
+        {},
+        "say which chain: --manifest PATH or --network",
+    ),
+    ("model", "withdraw-fees"): (
+        ["--amount", "0", "--network", "base-sepolia"],
+        {},
+        "--amount must be positive, got '0'",
+    ),
     ("proxy",): ([], {}, "say which chain: --manifest PATH or --network"),
     ("s5", "serve"): (
         ["--dir", "/proc/fabstir-cannot-be-here"],

@@ -39,12 +39,13 @@ def test_each_command_is_a_module():
 
     parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == "command").choices
-    assert sorted(commands) == ["chat", "demo", "devnet", "host", "proxy", "s5"]
+    assert sorted(commands) == ["chat", "demo", "devnet", "host", "model", "proxy", "s5"]
     assert sorted(p.stem for p in (SRC / "cli").glob("*.py") if not p.stem.startswith("_")) == [
         "chat",
         "demo",
         "devnet",
         "host",
+        "model",
         "proxy",
         "s5",
     ]

@@ -68,3 +68,29 @@ def test_one_base_marks_a_failed_host():
     }
     assert issubclass(f.StreamTimeoutError, TimeoutError)
     assert not issubclass(f.HostError, f.HostFailedError)  # a refusal frame, not a failure
+
+
+def test_erc20_refusals_are_worded_in_the_tokens_unit_when_known():
+    from eth_utils.abi import function_signature_to_4byte_selector
+
+    import fabstir_sdk as f
+
+    holder, token = "0x" + "11" * 20, "0x" + "22" * 20
+    balance = function_signature_to_4byte_selector(
+        "ERC20InsufficientBalance(address,uint256,uint256)"
+    )
+    allowance = function_signature_to_4byte_selector(
+        "ERC20InsufficientAllowance(address,uint256,uint256)"
+    )
+    short = balance + encode(["address", "uint256", "uint256"], [holder, 1_500_000, 2_250_000])
+    err = revert_error(short, token=token, unit=(6, "USDC"))
+    assert isinstance(err, f.InsufficientBalanceError)
+    assert str(err) == "needs 2.25 USDC, the account holds 1.5 USDC"
+    assert (err.needed, err.available, err.token) == (2_250_000, 1_500_000, token)
+    low = allowance + encode(["address", "uint256", "uint256"], [holder, 0, 10**6])
+    err = revert_error(low, token=token, unit=(6, "USDC"))
+    assert str(err) == "needs an allowance of 1 USDC for the marketplace, approved: 0 USDC"
+    # the unit unknown (a token no manager read): base units of the address, as before
+    assert str(revert_error(short, token=token)) == (
+        f"needs 2250000 base units of {token}, the account holds 1500000"
+    )

@@ -20,6 +20,7 @@ from fabstir_sdk.protocol import (
     SessionInitAck,
     StreamEnd,
     TokenChunk,
+    TokenOverreport,
     parse_client_message,
 )
 from fabstir_sdk.protocol._client import (
@@ -151,12 +152,15 @@ def test_answers_given_up_are_dropped_undecrypted_and_their_end_counted() -> Non
     assert proto.receive(host.response_frame("cancelled", id="42-0")) is None
     assert proto.receive(_error("CANCELLED", "42-0")) is None
     assert proto.receive(_end(25, "42-0")) is None
-    assert proto.tokens_reported == 25
+    # the answer brought 2 bytes ("x", and "y" counted from its ciphertext): 25 claimed,
+    # 2 + TOKENS_WITHOUT_TEXT = 10 counted
+    assert (proto.tokens_claimed, proto.tokens_reported) == (25, 10)
+    assert proto.overreports == [TokenOverreport("42-0", 25, 2)]
     assert proto.receive(host.chunk_frame("new", id="42-1")) == TokenChunk(
         "new", 0, 1, False, "42-1"
     )
     assert isinstance(proto.receive(_end(1, "42-1")), StreamEnd)
-    assert proto.tokens_reported == 26
+    assert (proto.tokens_claimed, proto.tokens_reported) == (26, 11)
 
 
 def test_a_stream_end_for_another_answer_is_not_this_ones() -> None:

@@ -44,6 +44,22 @@ def test_import_is_light():
     assert out.stdout.strip() == "[]"
 
 
+def test_lazy_exports_are_what_their_modules_export():
+    """The lazy lists in fabstir_sdk/__init__.py mirror managers.__all__ and the signer
+    names by hand (deriving them would import the managers and end the light import): a name
+    added to one list and not the other is caught here."""
+    import fabstir_sdk.chain.signer
+    import fabstir_sdk.managers
+
+    lazy = fabstir_sdk._LAZY
+    signers = fabstir_sdk._LAZY_SIGNERS
+    assert sorted(lazy) == fabstir_sdk.managers.__all__
+    assert signers <= set(fabstir_sdk.chain.signer.__all__)
+    assert (lazy | signers) <= set(fabstir_sdk.__all__)
+    for name in sorted(lazy | signers):
+        assert getattr(fabstir_sdk, name).__name__ == name
+
+
 def test_version_comes_from_one_place():
     from importlib.metadata import version
 

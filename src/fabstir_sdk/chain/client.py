@@ -34,13 +34,16 @@ from ..errors import (
     ChainError,
     ChainMismatchError,
     FabstirError,
+    OutOfGasError,
     RpcError,
     RpcFailure,
     TransactionDroppedError,
     TransactionReplacedError,
     TransactionTimeoutError,
+    Unit,
 )
 from .abi import Call, Contract
+from .addresses import checksum_address
 from .revert import revert_error
 from .rpc import JsonRpcClient
 from .signer import Signer, as_signer
@@ -58,6 +61,9 @@ log = logging.getLogger("fabstir_sdk.chain")
 _FATE_AFTER, _FATE_EVERY = 1.0, 2.0
 #: How often one transaction is signed again after other users of the key took its nonce.
 _RESIGN_LIMIT = 64
+#: How often a transaction that ran out of gas (the state changed after its estimate) is sent
+#: again with a new estimate.
+_OUT_OF_GAS_RETRIES = 2
 #: What nodes (anvil, geth, reth, erigon) say when a transaction's nonce is already used.
 _NONCE_TAKEN = (
     "nonce too low",
@@ -142,6 +148,9 @@ class ChainClient:
         self.tx_timeout = tx_timeout
         self._contracts: dict[tuple[str, str], Contract] = {}
         self._chain_id: int | None = None
+        #: ``(decimals, symbol)`` per checksummed ERC-20 address, as the managers read them:
+        #: a token's revert that slips past their checks is worded in its units too.
+        self.token_units: dict[str, Unit] = {}
 
     @classmethod
     def from_config(
@@ -185,7 +194,16 @@ class ChainClient:
             labels=[r.label for r in reads],
             return_errors=True,
         )
-        return [_decoded(r, result, token_hint) for r, result in zip(reads, results, strict=True)]
+        hint = self.token_hint(token_hint)
+        return [_decoded(r, result, hint) for r, result in zip(reads, results, strict=True)]
+
+    def token_hint(self, token: str) -> TokenHint:
+        """``token`` with its unit when the managers read it (how its reverts are worded)."""
+        unit = None
+        if token:
+            with contextlib.suppress(FabstirError):  # not an address: no unit
+                unit = self.token_units.get(checksum_address(token, what="token"))
+        return token, unit
 
     async def read(self, call: Call) -> Any:
         """One contract call's return value."""
@@ -206,11 +224,15 @@ def _nonce_taken(failure: RpcFailure) -> bool:
     return any(phrase in message for phrase in _NONCE_TAKEN)
 
 
-def _decoded(read: Read, result: Any, token_hint: str) -> Any:
+#: A token's address ("" for none) and its ``(decimals, symbol)`` if known.
+TokenHint = tuple[str, Unit | None]
+
+
+def _decoded(read: Read, result: Any, hint: TokenHint) -> Any:
     if isinstance(result, RpcFailure):
         data = result.revert_data
         if data is not None:
-            raise revert_error(data, token=token_hint)
+            raise revert_error(data, token=hint[0], unit=hint[1])
         raise result
     return read.decode(result)
 
@@ -258,7 +280,36 @@ class TxSender:
         ``checks`` are read in the same batch as the gas estimate and handed to ``validate``,
         which raises to refuse the transaction; then a failed estimate (a revert) raises its
         typed error. Either way nothing is sent.
+
+        A transaction that ran out of gas because another one changed the state between the
+        estimate and the mining (the host's proof landing before the user's completion makes
+        settling pay the host too) did nothing: it is sent again with a new estimate.
         """
+        for attempt in range(_OUT_OF_GAS_RETRIES + 1):
+            receipt, gas = await self._send_once(call, value, checks, validate, token_hint)
+            if receipt["status"] == "0x1":
+                log.debug(
+                    "%s mined in block %s (tx %s)",
+                    call.fn,
+                    _hex_int(receipt["blockNumber"]),
+                    tx_hash(receipt),
+                )
+                return receipt
+            error = await self._mined_revert(call, value, receipt, token_hint, gas)
+            if not isinstance(error, OutOfGasError) or attempt == _OUT_OF_GAS_RETRIES:
+                raise error
+            log.info("%s: %s; sending it again", call.fn, error)
+        raise AssertionError("unreachable")
+
+    async def _send_once(
+        self,
+        call: Call,
+        value: int,
+        checks: Sequence[Read],
+        validate: Callable[[list[Any]], None] | None,
+        token_hint: str,
+    ) -> tuple[Receipt, int]:
+        """Check, estimate, sign, send and wait: the receipt and the gas limit given."""
         tx: dict[str, Any] = {"from": self.address, "to": call.to, "data": "0x" + call.data.hex()}
         if value:
             tx["value"] = hex(value)
@@ -275,13 +326,14 @@ class TxSender:
         results = await self._client.rpc.batch(
             batch, labels=[r.label for r in checks], return_errors=True
         )
+        hint = self._client.token_hint(token_hint)
         if validate is not None:
-            validate([_decoded(r, v, token_hint) for r, v in zip(checks, results, strict=False)])
+            validate([_decoded(r, v, hint) for r, v in zip(checks, results, strict=False)])
         estimate, gas_price, pending = results[len(checks) : len(checks) + 3]
         if isinstance(estimate, RpcFailure):
             data = estimate.revert_data
             if data is not None:
-                raise revert_error(data, token=token_hint)
+                raise revert_error(data, token=token_hint, unit=hint[1])
             raise estimate
         for extra in results[len(checks) + 1 :]:
             if isinstance(extra, RpcFailure):
@@ -323,10 +375,7 @@ class TxSender:
                     sent, nonce = await self._broadcast(tx, call.fn, 0, -1, again=True)
         finally:
             self._in_flight -= 1
-        if receipt["status"] != "0x1":
-            raise await self._mined_revert(call, value, receipt, token_hint)
-        log.debug("%s mined in block %s (tx %s)", call.fn, _hex_int(receipt["blockNumber"]), sent)
-        return receipt
+        return receipt, int(tx["gas"])
 
     async def _broadcast(
         self, tx: dict[str, Any], what: str, pending: int, generation: int, *, again: bool = False
@@ -432,18 +481,25 @@ class TxSender:
         return TransactionDroppedError(sent, nonce)
 
     async def _mined_revert(
-        self, call: Call, value: int, receipt: Receipt, token_hint: str
+        self, call: Call, value: int, receipt: Receipt, token_hint: str, gas: int
     ) -> FabstirError:
-        """Replay a reverted transaction at its block to learn why it failed."""
+        """Why a mined transaction reverted: estimate it again in its block's state, which
+        fails with the contract's reason, or says it needs more gas than it had."""
         mined = tx_hash(receipt)
         replay = {"from": self.address, "to": call.to, "data": "0x" + call.data.hex()}
         if value:
             replay["value"] = hex(value)
         try:
-            await self._client.rpc.call("eth_call", replay, receipt["blockNumber"])
+            needed = await self._client.rpc.call("eth_estimateGas", replay, receipt["blockNumber"])
         except RpcFailure as exc:
             data = exc.revert_data
             if data is not None:
-                return revert_error(data, tx_hash=mined, token=token_hint)
+                unit = self._client.token_hint(token_hint)[1]
+                return revert_error(data, tx_hash=mined, token=token_hint, unit=unit)
             return ChainError(f"transaction {mined} reverted ({exc})")
-        return ChainError(f"transaction {mined} reverted (out of gas?)")
+        if _hex_int(needed) > gas:
+            return OutOfGasError(mined, gas_limit=gas, needed=_hex_int(needed))
+        return ChainError(
+            f"transaction {mined} reverted without a reason, though the call succeeds with "
+            f"{gas} gas at the end of its block (a transaction before it in that block?)"
+        )

@@ -27,6 +27,7 @@ from ..errors import (
     ModelNotSupportedError,
     NoEarningsError,
     SessionNotActiveError,
+    Unit,
 )
 from .abi import canonical_type
 from .artifacts import load_abi
@@ -98,13 +99,24 @@ _REASONS: dict[str, type[FabstirError]] = {
 }
 
 
-def revert_error(data: bytes, *, tx_hash: str | None = None, token: str = "") -> FabstirError:
-    """The typed error for revert ``data``: a specific subclass where one fits."""
+def revert_error(
+    data: bytes, *, tx_hash: str | None = None, token: str = "", unit: Unit | None = None
+) -> FabstirError:
+    """The typed error for revert ``data``: a specific subclass where one fits.
+
+    ``token`` is the ERC-20 the transaction moves and ``unit`` its ``(decimals, symbol)``:
+    with it, an ERC-20 refusal (a balance or allowance that changed after the SDK's own
+    checks) names amounts as the user typed them, not in base units of an address.
+    """
     reason, name, args = decode_revert(data)
     if name == "ERC20InsufficientBalance" and len(args) == 3:
-        return InsufficientBalanceError(needed=args[2], available=args[1], token=token or "token")
+        return InsufficientBalanceError(
+            needed=args[2], available=args[1], token=token or "token", unit=unit
+        )
     if name == "ERC20InsufficientAllowance" and len(args) == 3:
-        return InsufficientAllowanceError(needed=args[2], allowance=args[1], token=token or "token")
+        return InsufficientAllowanceError(
+            needed=args[2], allowance=args[1], token=token or "token", unit=unit
+        )
     specific = _REASONS.get(reason)
     if specific is not None:
         return specific(reason)

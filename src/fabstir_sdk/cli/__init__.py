@@ -2,10 +2,10 @@
 
 ``_args`` (the parser class, port numbers, where the chain and the key come from) and
 ``_signals`` (run until SIGINT or SIGTERM) are imported by the command modules (``demo``,
-``chat``, ``devnet``, ``s5``, ``host``, ``proxy``), which ``_main`` puts together. Nothing
-outside this package imports it, but the entry points (``fabstir``, ``python -m
-fabstir_sdk.cli``, ``python -m fabstir_sdk.host``). Each command's heavy imports happen when it
-runs, so ``fabstir --help`` stays instant.
+``chat``, ``devnet``, ``s5``, ``host``, ``model``, ``proxy``), which ``_main`` puts
+together. Nothing outside this package imports it, but the entry points (``fabstir``,
+``python -m fabstir_sdk.cli``, ``python -m fabstir_sdk.host``). Each command's heavy imports
+happen when it runs, so ``fabstir --help`` stays instant.
 """
 
 from ._args import port_number

@@ -1,18 +1,22 @@
 """What several commands share: the parser class, port numbers, and where the chain and a
-private key come from (never the command line, where every user of the machine could read
-it: an environment variable or a file)."""
+wallet come from: a private key (never on the command line, where every user of the machine
+could read it: an environment variable or a file) or, for host commands, a signer service
+that holds the key (``--signer-url``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeAlias
 
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
+    from ..chain.signer import Signer
     from ..config import SDKConfig
 
 __all__ = [
@@ -22,7 +26,9 @@ __all__ = [
     "add_chain_arguments",
     "port_number",
     "private_key",
+    "read_key",
     "sdk_config",
+    "wallet",
 ]
 
 #: What a command module's ``add`` registers itself in.
@@ -51,9 +57,14 @@ def port_number(text: str) -> int:
 
 
 def add_chain_arguments(
-    parser: argparse.ArgumentParser, *, key_env: str = KEY_ENV, role: str = "host"
+    parser: argparse.ArgumentParser,
+    *,
+    key_env: str = KEY_ENV,
+    role: str = "host",
+    signer: bool = False,
 ) -> None:
-    """--manifest/--network/--rpc-url and where the ``role``'s private key comes from."""
+    """--manifest/--network/--rpc-url and where the ``role``'s private key comes from
+    (``signer``: or a signer service, ``--signer-url``; read it with :func:`wallet`)."""
     parser.add_argument(
         "--manifest",
         type=Path,
@@ -70,6 +81,23 @@ def add_chain_arguments(
         help=f"environment variable holding the {role}'s private key (default {key_env})",
     )
     parser.add_argument("--key-file", type=Path, help=f"file holding the {role}'s private key")
+    if signer:
+        parser.add_argument(
+            "--signer-url",
+            metavar="URL",
+            help=f"a JSON-RPC signer service holding the {role}'s key (personal_sign, "
+            "eth_signTransaction), instead of a key here; with --signer-address",
+        )
+        parser.add_argument(
+            "--signer-address", metavar="ADDRESS", help="the wallet the signer service signs for"
+        )
+        parser.add_argument(
+            "--signer-message-method",
+            choices=["personal_sign", "eth_sign"],
+            default="personal_sign",
+            help="how the service signs messages (default personal_sign; some, such as "
+            "web3signer, speak eth_sign)",
+        )
     parser.set_defaults(key_role=role)
 
 
@@ -97,21 +125,54 @@ def sdk_config(args: argparse.Namespace) -> SDKConfig:
     raise ConfigError("say which chain: --manifest PATH or --network base-sepolia")
 
 
-def private_key(args: argparse.Namespace) -> bytes:
-    role = getattr(args, "key_role", "host")
-    if args.key_file is not None:
+def read_key(
+    env: str, file: Path | None, what: str, *, flag: str = "--key-file", required: bool = True
+) -> bytes | None:
+    """32 bytes of hex from ``file`` (given as ``flag``), else from the environment variable
+    ``env`` (None when neither holds one and it is not ``required``). Errors never echo it."""
+    if file is not None:
         try:
-            text = args.key_file.read_text().strip()
+            text = file.read_text().strip()
         except OSError as exc:
-            raise ConfigError(f"cannot read --key-file: {exc.strerror}") from None
+            raise ConfigError(f"cannot read {flag}: {exc.strerror}") from None
     else:
-        text = os.environ.get(args.key_env, "").strip()
+        text = os.environ.get(env, "").strip()
         if not text:
-            raise ConfigError(f"set {args.key_env} to the {role}'s private key (or use --key-file)")
+            if not required:
+                return None
+            raise ConfigError(f"set {env} to {what} (or use {flag})")
     try:
         key = bytes.fromhex(text.removeprefix("0x"))
     except ValueError:
         key = b""
     if len(key) != 32:
-        raise ConfigError(f"the {role}'s private key must be 32 bytes of hex")
+        raise ConfigError(f"{what} must be 32 bytes of hex")
     return key
+
+
+def private_key(args: argparse.Namespace) -> bytes:
+    role = getattr(args, "key_role", "host")
+    key = read_key(args.key_env, args.key_file, f"the {role}'s private key")
+    assert key is not None
+    return key
+
+
+@asynccontextmanager
+async def wallet(args: argparse.Namespace) -> AsyncIterator[bytes | Signer]:
+    """The wallet the command signs with: a :class:`JsonRpcSigner` with ``--signer-url``
+    (the key stays in the service; closed on exit), else the private key."""
+    url = getattr(args, "signer_url", None)
+    if url is None:
+        if getattr(args, "signer_address", None) is not None:
+            raise ConfigError("--signer-address goes with --signer-url")
+        yield private_key(args)
+        return
+    if args.signer_address is None:
+        raise ConfigError("--signer-url needs --signer-address, the wallet it signs for")
+    if args.key_file is not None:
+        raise ConfigError("give --key-file or --signer-url, not both")
+    from ..chain.signer import JsonRpcSigner
+
+    method = args.signer_message_method
+    async with JsonRpcSigner(url, args.signer_address, message_method=method) as signer:
+        yield signer

@@ -1,8 +1,9 @@
 """``fabstir host register|update|price|unregister|status``: a host's life on chain.
 
-Each action is one :class:`~fabstir_sdk.managers.host.HostManager` call with the host's key
-(see :mod:`fabstir_sdk.cli.host` for where the key comes from) and prints one JSON line;
-a contract refusal is a typed error, reported before any transaction.
+Each action is one :class:`~fabstir_sdk.managers.host.HostManager` call with the host's
+wallet, a key or a signer service (see :mod:`fabstir_sdk.cli.host` for where it comes
+from), and prints one JSON line; a contract refusal is a typed error, reported before any
+transaction.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def add_operator_commands(actions: argparse._SubParsersAction[argparse.ArgumentP
         help="stake the FAB minimum and register this host",
         description="Approve and stake the FAB minimum, then register with models and prices.",
     )
-    add_chain_arguments(register)
+    add_chain_arguments(register, signer=True)
     register.add_argument("--api-url", required=True, help="the URL clients connect to")
     register.add_argument(
         "--model", action="append", required=True, help="model to serve, 'repo:file' (repeat)"
@@ -60,7 +61,7 @@ def add_operator_commands(actions: argparse._SubParsersAction[argparse.ArgumentP
         help="change the API URL, metadata or served models",
         description="Change any of the API URL, the metadata and the served models.",
     )
-    add_chain_arguments(update)
+    add_chain_arguments(update, signer=True)
     update.add_argument("--api-url", help="the new URL clients connect to")
     update.add_argument("--metadata", type=_metadata, help="the new metadata, a JSON object")
     update.add_argument("--model", action="append", help="the new list of served models (repeat)")
@@ -72,7 +73,7 @@ def add_operator_commands(actions: argparse._SubParsersAction[argparse.ArgumentP
         description="Set (--set N) or clear (--clear) the minimum price per 1000 tokens for a "
         "served model, in ETH (default), USDC (--usdc) or another ERC-20 (--token).",
     )
-    add_chain_arguments(price)
+    add_chain_arguments(price, signer=True)
     price.add_argument("--model", required=True, help="a served model, 'repo:file'")
     which = price.add_mutually_exclusive_group()
     which.add_argument("--usdc", action="store_true", help="the configured USDC")
@@ -87,7 +88,7 @@ def add_operator_commands(actions: argparse._SubParsersAction[argparse.ArgumentP
         help="leave the market; the FAB stake comes back",
         description="Unregister this host; the whole stake is returned in the same transaction.",
     )
-    add_chain_arguments(unregister)
+    add_chain_arguments(unregister, signer=True)
     unregister.set_defaults(handler=_unregister)
 
     status = actions.add_parser(
@@ -96,7 +97,7 @@ def add_operator_commands(actions: argparse._SubParsersAction[argparse.ArgumentP
         description="The registry entry, the price of each served model in ETH and USDC, "
         "and the earnings not yet withdrawn (of --address, else of the key's host).",
     )
-    add_chain_arguments(status)
+    add_chain_arguments(status, signer=True)
     status.add_argument("--address", help="any host's address (no key needed)")
     status.set_defaults(handler=_status)
 
@@ -104,12 +105,15 @@ def add_operator_commands(actions: argparse._SubParsersAction[argparse.ArgumentP
 @asynccontextmanager
 async def _hosts(args: argparse.Namespace, *, key: bool = True) -> AsyncIterator[FabstirSDK]:
     from ..sdk import FabstirSDK
-    from ._args import private_key, sdk_config
+    from ._args import sdk_config, wallet
 
     async with FabstirSDK(sdk_config(args)) as sdk:
-        if key:
-            await sdk.authenticate(private_key(args))
-        yield sdk
+        if not key:
+            yield sdk
+            return
+        async with wallet(args) as signer:
+            await sdk.authenticate(signer)
+            yield sdk
 
 
 def _print(value: dict[str, Any]) -> int:

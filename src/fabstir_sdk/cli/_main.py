@@ -16,7 +16,7 @@ from typing import Any, cast
 from .._version import __version__
 from ..errors import FabstirError
 from ..runner import run
-from . import chat, demo, devnet, host, proxy, s5
+from . import chat, demo, devnet, host, model, proxy, s5
 from ._args import CommandParser
 
 __all__ = ["build_parser", "main"]
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     devnet.add(commands)
     s5.add(commands)
     host.add(commands)
+    model.add(commands)
     proxy.add(commands)
     return parser
 

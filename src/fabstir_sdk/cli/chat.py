@@ -46,8 +46,14 @@ def add(commands: Commands) -> None:
     chat.add_argument(
         "--on-exit",
         choices=["complete", "end"],
-        default="complete",
-        help="complete: settle now (you pay gas, refund now); end: the host settles (no gas)",
+        help="complete: settle now (you pay gas, refund now; the default); end: the host "
+        "settles (no gas; the default with --payer)",
+    )
+    chat.add_argument(
+        "--payer",
+        metavar="ADDRESS",
+        help="chat as this wallet's agent: it pays, from the USDC it approved, once it has "
+        "authorised your address (authorize_delegate); the host settles on exit",
     )
     chat.add_argument(
         "--expected-tokens",
@@ -78,4 +84,5 @@ async def run(args: argparse.Namespace) -> int:
         on_exit=args.on_exit,
         expected_tokens=args.expected_tokens,
         yes=args.yes,
+        payer=args.payer,
     )

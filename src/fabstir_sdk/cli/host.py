@@ -1,7 +1,9 @@
 """``fabstir host run`` / ``fabstir host withdraw`` (also ``python -m fabstir_sdk.host``).
 
-The host key comes from an environment variable (``--key-env``, default
-``FABSTIR_HOST_PRIVATE_KEY``) or a file (``--key-file``): never from the command line.
+The host's wallet is a key from an environment variable (``--key-env``, default
+``FABSTIR_HOST_PRIVATE_KEY``) or a file (``--key-file``), never from the command line; or a
+signer service that holds it (``--signer-url``, ``--signer-address``). Its E2EE key, which
+opens session inits, likewise (``--e2ee-key-env``, ``--e2ee-key-file``); see docs/host.md.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._args import Commands, add_chain_arguments, port_number, private_key, sdk_config
+from ._args import Commands, add_chain_arguments, port_number, read_key, sdk_config, wallet
 from ._signals import stop_signals
+
+if TYPE_CHECKING:
+    from ..host._node import HostNode
 
 __all__ = ["add", "host_run", "host_withdraw"]
 
@@ -32,7 +37,14 @@ def add(commands: Commands) -> None:
         help="serve models until Ctrl-C or SIGTERM",
         description="Register (or update) this host on NodeRegistry and serve sessions.",
     )
-    add_chain_arguments(run)
+    add_chain_arguments(run, signer=True)
+    run.add_argument(
+        "--e2ee-key-env",
+        metavar="VAR",
+        help="environment variable holding the host's own E2EE key (opens session inits); "
+        "default: the wallet's key, or with --signer-url one derived from its signature",
+    )
+    run.add_argument("--e2ee-key-file", type=Path, help="file holding the host's own E2EE key")
     run.add_argument(
         "--model", action="append", required=True, help="model to serve, 'repo:file' (repeat)"
     )
@@ -144,7 +156,7 @@ def add(commands: Commands) -> None:
         help="withdraw this host's earnings from HostEarnings",
         description="Withdraw everything HostEarnings holds for the host in one token.",
     )
-    add_chain_arguments(withdraw)
+    add_chain_arguments(withdraw, signer=True)
     withdraw.add_argument("--token", help="ERC-20 address (default: ETH earnings)")
     withdraw.add_argument("--usdc", action="store_true", help="the configured USDC")
     withdraw.set_defaults(handler=host_withdraw)
@@ -197,7 +209,20 @@ async def host_run(args: argparse.Namespace) -> int:
     )
     if logging.getLogger().level > logging.INFO:  # an operator wants to see proofs go by
         logging.getLogger("fabstir_sdk.host").setLevel(logging.INFO)
-    node = HostNode(config, private_key(args))
+    e2ee_key = None
+    if args.e2ee_key_env is not None or args.e2ee_key_file is not None:
+        e2ee_key = read_key(
+            args.e2ee_key_env or "",
+            args.e2ee_key_file,
+            "the host's E2EE key",
+            flag="--e2ee-key-file",
+        )
+    async with wallet(args) as signer:
+        node = HostNode(config, signer, e2ee_key=e2ee_key)
+        return await _serve(node, args)
+
+
+async def _serve(node: HostNode, args: argparse.Namespace) -> int:
     with stop_signals() as stop:
         try:
             await node.start()
@@ -234,10 +259,11 @@ async def host_withdraw(args: argparse.Namespace) -> int:
     config = sdk_config(args)
     chain = HostChain(config)
     try:
-        await chain.open(private_key(args), [])
-        token = config.contract_addresses.usdc_token if args.usdc else args.token
-        amount = await chain.hosts.get_host_earnings(token)
-        tx = await chain.hosts.withdraw_earnings(token)
+        async with wallet(args) as signer:
+            await chain.open(signer, [])
+            token = config.contract_addresses.usdc_token if args.usdc else args.token
+            amount = await chain.hosts.get_host_earnings(token)
+            tx = await chain.hosts.withdraw_earnings(token)
         print(json.dumps({"withdrawn": amount, "token": token or "ETH", "tx_hash": tx}))
     finally:
         await chain.aclose()

@@ -1,7 +1,8 @@
 """Run the reference host as a real separate process on a devnet (``Devnet.start_host``).
 
 The host runs ``python -m fabstir_sdk.host run ...`` against the devnet's manifest, with its
-key in the environment (never on the command line), listens on a free loopback port and
+key in the environment (never on the command line) or, given ``signer_url``, in a signer
+service (the process gets the URL and the address only), listens on a free loopback port and
 prints one JSON line once it is registered and serving. Like anvil it never outlives us:
 :meth:`RunningHost.stop` (SIGTERM, then SIGKILL), an ``atexit`` hook, and on Linux
 ``PR_SET_PDEATHSIG``.
@@ -159,9 +160,14 @@ async def start_host(
         options = {**options, "state_dir": net.state_dir / "hosts" / f"state-{account}"}
     log_path = net.state_dir / "hosts" / f"host-{account}-{int(time.time() * 1000)}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if options.get("signer_url"):  # the key stays in the signer service: not even in env
+        options = {"signer_address": dev.address, **options}
+        env.pop(_KEY_ENV, None)
+    else:
+        env[_KEY_ENV] = dev.private_key
     argv = [sys.executable, "-m", "fabstir_sdk.host", *(["--debug"] if debug else [])]
     argv += _arguments(net, models, backend, price_per_token, options)
-    env = {**os.environ, _KEY_ENV: dev.private_key, "PYTHONUNBUFFERED": "1"}
     with log_path.open("wb") as log_file:
         popen = subprocess.Popen(  # noqa: ASYNC220  (prctl: must fork from the loop's thread)
             argv,

@@ -332,6 +332,9 @@ class Devnet:
         the built-in toy model. ``options`` are ``fabstir host run`` flags in snake case:
         ``token_delay=0.01``, ``checkpoint_tokens=500``, ``allow_plaintext=True``,
         ``price_per_token_native=...``, ``openai_base_url=..., openai_model=...``, ...
+        ``signer_url=URL``: the account's key is in that JSON-RPC signer service (an anvil
+        holding the devnet's accounts, for one): the process gets the URL and the address,
+        never the key (docs/host.md, "The host's keys").
 
         ``p2p=True`` also runs the host's libp2p node (the ``p2p`` extra), joined to the
         devnet's bootstrap peer (:attr:`p2p_bootstrap`): it provides its models on the DHT,

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
         UnstoredCheckpoints,
     )
     from ._config import HostConfig
+    from ._keys import HOST_E2EE_MESSAGE, E2EEKey
     from ._ledger import MIN_CLAIM, Ledger
     from ._node import HostNode, make_backend
 
@@ -33,6 +34,8 @@ _WHERE = {
     "S5Checkpoints": "_checkpoints",
     "UnstoredCheckpoints": "_checkpoints",
     "HostConfig": "_config",
+    "E2EEKey": "_keys",
+    "HOST_E2EE_MESSAGE": "_keys",
     "MIN_CLAIM": "_ledger",
     "Ledger": "_ledger",
     "HostNode": "_node",
@@ -51,6 +54,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "HOST_E2EE_MESSAGE",
     "MIN_CLAIM",
     "Backend",
     "BackendError",
@@ -58,6 +62,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointRefs",
     "CheckpointWriter",
+    "E2EEKey",
     "Generation",
     "HostConfig",
     "HostNode",

@@ -1,10 +1,11 @@
-"""Proofs and settlement, off the streaming path: one transaction queue, one biller per job.
+"""Proofs and settlement, off the streaming path: one transaction pipeline, one biller per job.
 
 Streaming only records tokens (:meth:`JobBilling.record`). Claims that come due are queued
 and a per-job task submits them: it writes the checkpoint, waits until the contract's rate
 limit allows the claim (``tokens <= seconds since the last proof * limit * burst``, read
 from the pending block's timestamp), then sends ``submitProofOfWork`` through the host's one
-:class:`TxQueue`. Claims that come due while one waits are merged into it.
+:class:`TxPipeline` (many jobs' claims in flight at once). Claims that come due while one
+waits are merged into it.
 
 After the last connection of a job closes, :meth:`JobBilling.settle` claims the remainder,
 waits for the dispute window and completes the job (unless the user completed it first).
@@ -33,7 +34,7 @@ from ._checkpoints import (
 )
 from ._ledger import Ledger
 
-__all__ = ["CheckpointEntry", "JobBilling", "SubmittedProof", "TxQueue"]
+__all__ = ["CheckpointEntry", "JobBilling", "SubmittedProof", "TxPipeline"]
 
 log = logging.getLogger("fabstir_sdk.host")
 
@@ -42,52 +43,27 @@ T = TypeVar("T")
 _RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
-class TxQueue:
-    """Every transaction of the host, one at a time, in order."""
+class TxPipeline:
+    """The host's transactions, up to ``limit`` of them in flight at once.
 
-    def __init__(self) -> None:
-        self._queue: asyncio.Queue[tuple[Callable[[], Awaitable[Any]], asyncio.Future[Any]]] = (
-            asyncio.Queue()
-        )
-        self._worker: asyncio.Task[None] | None = None
+    Nonces are the :class:`~fabstir_sdk.chain.client.TxSender`'s (one allocator; signed and
+    broadcast in order), so transactions may wait for their receipts together: proving 250
+    sessions takes a few blocks, not 250 receipt round trips one after the other (which
+    missed the clients' 60 s settle wait). A job's own transactions stay in order: one
+    submitter per job, and its completion only after its last claim.
+    """
+
+    def __init__(self, limit: int = 64) -> None:
+        self.limit = limit
+        self._slots = asyncio.Semaphore(limit)
         self.sent = 0
 
-    def start(self) -> None:
-        if self._worker is None:
-            self._worker = asyncio.create_task(self._work(), name="fabstir-host-txqueue")
-
     async def run(self, operation: Callable[[], Awaitable[T]]) -> T:
-        """Run ``operation`` when every transaction queued before it is done."""
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        await self._queue.put((operation, future))
-        return await future
-
-    async def _work(self) -> None:
-        while True:
-            operation, future = await self._queue.get()
-            if future.cancelled():
-                continue
-            try:
-                result = await operation()
-            except asyncio.CancelledError:
-                future.cancel()
-                raise
-            except Exception as exc:
-                if not future.cancelled():
-                    future.set_exception(exc)
-            else:
-                self.sent += 1
-                if not future.cancelled():
-                    future.set_result(result)
-
-    async def aclose(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
-            self._worker = None
-        while not self._queue.empty():
-            _, future = self._queue.get_nowait()
-            future.cancel()
+        """Run ``operation`` once fewer than ``limit`` transactions are in flight."""
+        async with self._slots:
+            result = await operation()
+        self.sent += 1
+        return result
 
 
 @dataclass(frozen=True)
@@ -141,7 +117,7 @@ class JobBilling:
         self,
         *,
         chain: HostChain,
-        txq: TxQueue,
+        txq: TxPipeline,
         writer: CheckpointWriter,
         job: SessionJob,
         model_id: str,
@@ -209,6 +185,10 @@ class JobBilling:
         await self.flush()
         due = self.job.start_time + self.chain.dispute_window
         try:
+            # The user usually completed the job before leaving: one read, not a poll of the
+            # chain's clock until the dispute window ends (a second per job, for 30 s on a
+            # devnet: a thousand settled sessions made anvil answer tens of thousands).
+            await self._check_still_ours()
             while True:
                 now = await self.chain.now()
                 if now >= due:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..chain.client import ChainClient, Read
 from ..chain.model_id import model_id as to_model_id
@@ -20,6 +20,11 @@ from ..managers.host import HostManager
 from ..managers.model import ModelManager
 from ..managers.payment import PaymentManager
 from ..models import HostInfo, ModelInfo, SessionJob, SessionState
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
+    from ..chain.signer import Signer
 
 __all__ = ["HostChain", "Registration"]
 
@@ -59,9 +64,10 @@ class HostChain:
     def __repr__(self) -> str:
         return f"HostChain(address={self.address!r}, rpc_url={self.config.rpc_url!r})"
 
-    async def open(self, private_key: bytes, models: list[str]) -> None:
-        """Authenticate and read the constants the host needs (one batch)."""
-        auth = await AuthManager(self.ctx).authenticate(private_key)
+    async def open(self, wallet: bytes | LocalAccount | Signer, models: list[str]) -> None:
+        """Authenticate ``wallet`` (a private key, or a signer whose key is elsewhere) and
+        read the constants the host needs (one batch)."""
+        auth = await AuthManager(self.ctx).authenticate(wallet)
         self.address = auth.user_address
         mp = self.ctx.contract("job_marketplace")
         mr = self.ctx.contract("model_registry")
@@ -72,6 +78,11 @@ class HostChain:
         )
         self.dispute_window = int(values[0])
         self._rate_limits = {mid: int(v) for mid, v in zip(ids, values[1:], strict=True)}
+
+    @property
+    def signer(self) -> Signer:
+        """The host's wallet (after :meth:`open`): it signs all that bears its address."""
+        return AuthManager(self.ctx).get_signer()
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from ..chain.signer import Signer
     from ..s5._store import Store
 
 __all__ = [
@@ -101,23 +102,23 @@ class S5Checkpoints:
     chain can fetch them, and only the user can open a delta.
     """
 
-    def __init__(self, store: Store, host_private_key: bytes) -> None:
+    def __init__(self, store: Store, signer: Signer) -> None:
         self.store = store
-        self._key = host_private_key
+        self._signer = signer  # the host's wallet: it signs each delta
 
     def __repr__(self) -> str:
         return f"S5Checkpoints({self.store!r})"
 
     async def write(self, checkpoint: Checkpoint) -> CheckpointRefs:
-        from ..protocol import seal_checkpoint_delta
+        from ..protocol import seal_checkpoint_delta_signed
 
         proof_cid = str(await self.store.put_blob(checkpoint.proof))
         if not checkpoint.recovery_public_key:
             return CheckpointRefs(proof_cid, "")
-        envelope = seal_checkpoint_delta(
+        envelope = await seal_checkpoint_delta_signed(
             checkpoint.delta,
             recovery_public_key=checkpoint.recovery_public_key,
-            host_private_key=self._key,
+            signer=self._signer,
         )
         delta_cid = str(await self.store.put_blob(_canonical(envelope)))
         return CheckpointRefs(proof_cid, delta_cid)

@@ -1,5 +1,6 @@
-"""The reference host's settings. The private key is not among them: it is passed apart and
-never printed, logged or written anywhere."""
+"""The reference host's settings. Its keys are not among them: the wallet (a private key or a
+signer) and the E2EE key are passed to ``HostNode`` apart and never printed, logged or
+written anywhere."""
 
 from __future__ import annotations
 

@@ -9,8 +9,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from eth_account import Account
-from eth_account.messages import encode_defunct
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
@@ -295,7 +293,7 @@ async def _checkpoints(request: web.Request) -> web.Response:
     host, rows = entry
     checkpoints = [row.to_json() for row in rows]
     canonical = json.dumps(checkpoints, separators=(",", ":"), sort_keys=True).encode()
-    signature = Account.sign_message(encode_defunct(canonical), node.private_key).signature
+    signature = await node.sign_checkpoint_index(int(session_id), canonical)
     return _json(
         {
             "sessionId": session_id,

@@ -9,29 +9,53 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import coincurve
 from aiohttp import web
 
 from .._version import __version__
 from ..chain.model_id import model_id as to_model_id
-from ..errors import ConfigError, SessionNotFoundError, SessionRefusedError
+from ..chain.signer import as_signer
+from ..errors import (
+    ConfigError,
+    NondeterministicSignerError,
+    SessionNotFoundError,
+    SessionRefusedError,
+)
 from ..models import HostInfo, ModelInfo, SessionJob, SessionState
 from ..protocol import ChatMessage
 from ._backends import Backend, BuiltinBackend, OpenAIBackend
-from ._billing import CheckpointEntry, JobBilling, SubmittedProof, TxQueue
+from ._billing import CheckpointEntry, JobBilling, SubmittedProof, TxPipeline
 from ._chain import HostChain, Registration
 from ._checkpoints import CheckpointWriter, S5Checkpoints, UnstoredCheckpoints
 from ._config import HostConfig
+from ._keys import E2EEKey
 from ._limits import ConnectionGuard, GuardedSite
 from ._p2p import HostP2P
 from ._replay import InitLog
 from ._ws import Connection
 
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
+    from ..chain.signer import Signer
+    from ..p2p import NodeInfo
+
 __all__ = ["HostNode", "JobState", "make_backend"]
 
 log = logging.getLogger("fabstir_sdk.host")
+
+
+def _given_e2ee_key(wallet: object, e2ee_key: bytes | None) -> E2EEKey | None:
+    """The E2EE key known without asking anyone: the one given, else a key wallet's own."""
+    if e2ee_key is not None:
+        return E2EEKey(e2ee_key)
+    if isinstance(wallet, bytes | bytearray):
+        return E2EEKey(bytes(wallet))
+    key = getattr(wallet, "key", None)  # an eth-account LocalAccount
+    if isinstance(key, bytes) and len(key) == 32:
+        return E2EEKey(key)
+    return None
 
 
 def make_backend(config: HostConfig) -> Backend:
@@ -74,31 +98,38 @@ class JobState:
 class HostNode:
     """The reference host: ``await node.start()`` ... ``await node.stop()``.
 
-    ``private_key`` is the host's wallet key: it signs transactions, and its public key is
-    the static E2EE key clients encrypt to (published as ``publicKey`` in the registry
-    metadata), so the key a client trusts is the key of the address it pays.
+    ``wallet`` signs transactions, proofs and everything else bearing the host's address: a
+    private key (32 bytes), an eth-account ``LocalAccount`` or any
+    :class:`~fabstir_sdk.chain.signer.Signer` (a :class:`JsonRpcSigner`: the key stays in
+    the signer service). ``e2ee_key`` (32 bytes) opens session inits, which clients encrypt
+    to it by ECDH; without it, a key wallet's own key serves, and a signer's is derived from
+    its signature of a fixed message at start (:class:`~._keys.E2EEKey`). Its public half is
+    the ``publicKey`` the wallet publishes in the registry metadata (docs/host.md).
     """
 
     def __init__(
         self,
         config: HostConfig,
-        private_key: bytes,
+        wallet: bytes | LocalAccount | Signer,
         *,
+        e2ee_key: bytes | None = None,
         backend: Backend | None = None,
         writer: CheckpointWriter | None = None,
     ) -> None:
         self.config = config
-        self.private_key = private_key
-        self.public_key = coincurve.PrivateKey(private_key).public_key.format(compressed=True)
+        self._wallet = wallet
+        self._e2ee = _given_e2ee_key(wallet, e2ee_key)  # None: derived from the signer at start
         self.backend = backend or make_backend(config)
         self.writer: CheckpointWriter = writer or UnstoredCheckpoints()
         self._own_writer = writer is None
         self.chain = HostChain(config.sdk)
-        self.txq = TxQueue()
+        self.txq = TxPipeline()
         self.served = {to_model_id(m): m for m in config.models}
         self.model_infos: list[ModelInfo] = []
         self.jobs: dict[int, JobState] = {}
         self.checkpoints: dict[int, tuple[str, list[CheckpointEntry]]] = {}
+        #: The last signed checkpoint index per job (its canonical JSON, the signature).
+        self._index_signatures: dict[int, tuple[bytes, bytes]] = {}
         self.connections: set[Connection] = set()
         #: Session inits accepted per job (a replayed one is refused); on disk from start().
         self.inits = InitLog(None)
@@ -111,11 +142,24 @@ class HostNode:
         self._runner: web.AppRunner | None = None
         self._stopping = False
         self._pruning: asyncio.Task[None] | None = None
-        #: The libp2p node (``config.p2p``): DHT records and ``/fabstir/host/1.0.0``.
-        self.p2p: HostP2P | None = HostP2P(self) if config.p2p else None
+        #: The libp2p node (``config.p2p``): DHT records and ``/fabstir/host/1.0.0``; made
+        #: at start, its identity drawn from the E2EE key.
+        self.p2p: HostP2P | None = None
 
     def __repr__(self) -> str:
         return f"HostNode(address={self.chain.address!r}, api_url={self.api_url!r})"
+
+    @property
+    def e2ee(self) -> E2EEKey:
+        """The key session inits are encrypted to (known once :meth:`start` began)."""
+        if self._e2ee is None:
+            raise ConfigError("the host's E2EE key is derived at start(): start the host first")
+        return self._e2ee
+
+    @property
+    def public_key(self) -> bytes:
+        """The E2EE key's public half (compressed): the registry metadata's ``publicKey``."""
+        return self.e2ee.public_key
 
     @property
     def address(self) -> str:
@@ -127,10 +171,15 @@ class HostNode:
         """Listen, connect to the chain and register (or update) the host entry."""
         from ._http import build_app
 
-        # libp2p takes most of a second to import and start: overlap it with the chain work
-        p2p = asyncio.ensure_future(self.p2p.start()) if self.p2p is not None else None
+        p2p: asyncio.Future[NodeInfo] | None = None
         try:
-            await self.chain.open(self.private_key, list(self.served.values()))
+            if self._e2ee is None:  # two signatures by the signer service
+                self._e2ee = await E2EEKey.derive(as_signer(self._wallet))
+            if self.config.p2p:
+                self.p2p = HostP2P(self, self._e2ee.p2p_seed())
+                # libp2p takes most of a second to import and start: overlap the chain work
+                p2p = asyncio.ensure_future(self.p2p.start())
+            await self.chain.open(self._wallet, list(self.served.values()))
             self.inits = InitLog(self.state_dir() / "inits")
             self._pruning = asyncio.ensure_future(self._prune_inits())
             if self._own_writer and (self.config.sdk.s5_portal_url or self.config.sdk.storage_dir):
@@ -146,12 +195,20 @@ class HostNode:
             assert server is not None and server.sockets  # type: ignore[attr-defined]
             self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
             self.api_url = self.config.api_url(self.port)
-            self.txq.start()
             if p2p is not None:
                 await p2p  # the registry metadata carries its peer id and addresses
             self.info = await self.chain.ensure_registered(
                 self._registration(), register=self.config.auto_register
             )
+            published = (self.info.public_key or "").lower().removeprefix("0x")
+            if self.info.is_active and published != self.public_key.hex():
+                log.warning(  # --no-register: clients would encrypt to another key
+                    "the registry publishes publicKey %s for this host, not its E2EE key %s: "
+                    "session inits will fail until the metadata is updated (run without "
+                    "--no-register)",
+                    published,
+                    self.public_key.hex(),
+                )
             if self.p2p is not None:
                 await self.p2p.serve()
         except BaseException:
@@ -178,8 +235,14 @@ class HostNode:
         from ..managers.storage import open_store
         from ..s5._keys import S5Identity
 
-        seed = bytes.fromhex(AuthManager(self.chain.ctx).get_s5_seed())
-        return S5Checkpoints(open_store(self.config.sdk, S5Identity(seed)), self.private_key)
+        try:
+            seed = bytes.fromhex(AuthManager(self.chain.ctx).get_s5_seed())
+        except NondeterministicSignerError as exc:  # one line, as the CLI shows errors
+            raise NondeterministicSignerError(
+                f"{exc}. The host keeps its checkpoints in that storage: run it without "
+                "--s5-portal-url and --storage-dir, or with a deterministic signer"
+            ) from None
+        return S5Checkpoints(open_store(self.config.sdk, S5Identity(seed)), self.chain.signer)
 
     def _registration(self) -> Registration:
         metadata: dict[str, Any] = {
@@ -236,7 +299,6 @@ class HostNode:
             await self.p2p.stop()
         if self._runner is not None:
             await self._runner.cleanup()
-        await self.txq.aclose()
         if self._own_writer and isinstance(self.writer, S5Checkpoints):
             await self.writer.aclose()
         await self.backend.aclose()
@@ -364,6 +426,17 @@ class HostNode:
         if state is not None:
             for conn in list(state.connections):
                 conn.notify_proof(proof)
+
+    async def sign_checkpoint_index(self, job_id: int, canonical: bytes) -> bytes:
+        """The wallet's EIP-191 signature of a job's checkpoint index (canonical JSON). The
+        last one per job is kept: a client polling ``/v1/checkpoints`` does not make the
+        host ask a signer service again until the index changes."""
+        cached = self._index_signatures.get(job_id)
+        if cached is not None and cached[0] == canonical:
+            return cached[1]
+        signature = await self.chain.signer.sign_message(canonical)
+        self._index_signatures[job_id] = (canonical, signature)
+        return signature
 
     # -- operator actions -----------------------------------------------------------------
 

@@ -1,10 +1,11 @@
 """The reference host's libp2p side: a DHT-server node that answers ``/fabstir/host/1.0.0``
 and provides one DHT record per served model.
 
-The node's identity is derived from the host's wallet key, so its peer id survives restarts
-and the ``peerId`` the host publishes in its registry metadata stays valid. Clients treat a
-DHT record as a hint only: they ping the peer, and the pong must be signed by the key the
-registry names for that host (``fabstir_sdk.p2p.verify_pong``).
+The node's identity is derived from the host's E2EE key (its wallet key unless it has its
+own, see ``_keys``), so its peer id survives restarts and the ``peerId`` the host publishes
+in its registry metadata stays valid. Clients treat a DHT record as a hint only: they ping
+the peer, and the pong must be signed by the wallet of the address the registry names for
+that host (``fabstir_sdk.p2p.verify_pong``), through its signer.
 """
 
 from __future__ import annotations
@@ -12,14 +13,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
 from ..chain.addresses import ZERO_ADDRESS
 from ..chain.client import Read
 from ..errors import FabstirError
 from ..managers.discovery import _price_table
 from ..p2p import HostLoad, HostProtocolServer, NodeInfo, P2PNode
+from ._keys import P2P_IDENTITY_INFO, p2p_seed
 
 if TYPE_CHECKING:
     from ._node import HostNode
@@ -28,27 +27,15 @@ __all__ = ["P2P_IDENTITY_INFO", "HostP2P", "p2p_seed"]
 
 log = logging.getLogger("fabstir_sdk.host")
 
-#: HKDF ``info`` of the host's libp2p identity: its own domain, so the derived key says
-#: nothing about the wallet key and no other SDK key (S5 seed, E2EE) can collide with it.
-P2P_IDENTITY_INFO = b"fabstir-sdk/libp2p-identity/v1"
-
-
-def p2p_seed(private_key: bytes) -> bytes:
-    """The 32-byte seed of the host's libp2p identity (stable for a given wallet key)."""
-    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=P2P_IDENTITY_INFO)
-    return hkdf.derive(private_key)
-
 
 class HostP2P:
     """Start with :meth:`start` (before registering: the registry metadata carries the peer
-    id and addresses), then :meth:`serve` once registered, :meth:`stop` at the end."""
+    id and addresses), then :meth:`serve` once registered, :meth:`stop` at the end.
+    ``seed`` is the identity's (:meth:`E2EEKey.p2p_seed`)."""
 
-    def __init__(self, host: HostNode) -> None:
-        config = host.config
+    def __init__(self, host: HostNode, seed: bytes) -> None:
         self._host = host
-        self.node = P2PNode(
-            listen=config.p2p_listen, dht_server=True, seed=p2p_seed(host.private_key)
-        )
+        self.node = P2PNode(listen=host.config.p2p_listen, dht_server=True, seed=seed)
         self.server: HostProtocolServer | None = None
 
     def __repr__(self) -> str:
@@ -73,11 +60,9 @@ class HostP2P:
     async def serve(self) -> None:
         """Answer ``/fabstir/host/1.0.0`` (prices as the registry has them) and provide a
         DHT record for each served model."""
-        from eth_account import Account
-
         host = self._host
         self.server = HostProtocolServer(
-            Account.from_key(host.private_key),
+            host.chain.signer,
             chain_id=host.chain.chain_id,
             api_url=host.api_url,
             models=list(host.served),

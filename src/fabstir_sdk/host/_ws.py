@@ -289,7 +289,7 @@ class Connection:
                     "this connection holds a plaintext session", code="SESSION_ALREADY_INITIALIZED"
                 )
             self._check_rekey(init.job_number)
-        session, opened = HostSession.accept(init, host_private_key=self.node.private_key)
+        session, opened = self.node.e2ee.accept(init)
         if rekey and opened.client_address != self.client_address:
             raise ProtocolError(
                 "a re-key must be signed by the client that opened the session",

@@ -145,28 +145,59 @@ class SessionBackend:
     # -- opening --------------------------------------------------------------------------
 
     async def open(
-        self, plan: Plan, info: HostInfo, price: int, limits: SessionTimeouts
+        self,
+        plan: Plan,
+        info: HostInfo,
+        price: int,
+        limits: SessionTimeouts,
+        *,
+        checked: asyncio.Future[None] | None = None,
     ) -> tuple[SessionJob, Link]:
-        """Buy a job with ``info`` at ``price`` per ``plan``, record it in S5 and connect."""
+        """Buy a job with ``info`` at ``price`` per ``plan``, record it in S5 and connect.
+
+        Nothing is paid until the storage check passed (``checked``: one the caller started
+        already) and the host answered the WebSocket handshake: both run at once, before the
+        payment, so after it the connection costs only the init's round trip. A host that
+        does not answer costs nothing; one that refuses the init is settled at once.
+        """
         sender = self.ctx.require_sender()
-        if plan.encryption and not info.public_key:
-            raise ValidationError(f"host {info.address} publishes no publicKey: cannot encrypt")
-        if plan.max_price_per_token is not None and price > plan.max_price_per_token:
-            raise PriceAboveMaximumError(price, plan.max_price_per_token)
-        await self.storage.check()  # no conversation store, no payment
-        pm = self.payments
-        created = await pm.open_session_job(
-            info.address,
-            plan.deposit,
-            price,
-            model=plan.model,
-            token=None if plan.currency == "eth" else plan.token,
-            funding="deposit" if plan.payment == "deposit" else "wallet",
-            duration=plan.duration,
-            proof_interval=plan.proof_interval,
-            proof_timeout_window=plan.proof_timeout_window,
-            payer=plan.payer,
-        )
+        checking = checked if checked is not None else asyncio.ensure_future(self.storage.check())
+        try:
+            if plan.encryption and not info.public_key:
+                raise ValidationError(f"host {info.address} publishes no publicKey: cannot encrypt")
+            if plan.max_price_per_token is not None and price > plan.max_price_per_token:
+                raise PriceAboveMaximumError(price, plan.max_price_per_token)
+            dialing = asyncio.ensure_future(self._dial(info, plan, limits))
+        except BaseException:
+            await _drop(checking)
+            raise
+        try:
+            await checking  # no conversation store, no payment
+        except BaseException:
+            await _drop(dialing)
+            raise
+        try:
+            link, presigned = await dialing  # no host on the line, no payment
+        except HostFailedError as exc:
+            self.discovery.report_failure(info.address)  # not offered until re-checked
+            exc.add_note("no session job was opened: nothing was paid")
+            raise
+        try:
+            created = await self.payments.open_session_job(
+                info.address,
+                plan.deposit,
+                price,
+                model=plan.model,
+                token=None if plan.currency == "eth" else plan.token,
+                funding="deposit" if plan.payment == "deposit" else "wallet",
+                duration=plan.duration,
+                proof_interval=plan.proof_interval,
+                proof_timeout_window=plan.proof_timeout_window,
+                payer=plan.payer,
+            )
+        except BaseException:
+            await link.close()
+            raise
         job = created.job
         record = {
             "job_id": job.id,
@@ -182,7 +213,7 @@ class SessionBackend:
             "created_tx": created.tx_hash,
         }
         try:
-            link = await self.connect(job, info, plan, limits)
+            link = await self._start(link, self._proto(job, info, plan, presigned), limits)
         except FabstirError as exc:
             if isinstance(exc, HostFailedError):
                 self.discovery.report_failure(info.address)  # not offered until re-checked
@@ -237,14 +268,33 @@ class SessionBackend:
     async def connect(
         self, job: SessionJob, info: HostInfo, plan: Plan, limits: SessionTimeouts
     ) -> Link:
-        account, address = self.ctx.account, self.ctx.require_sender().address
+        """A connection with an init for an existing job (resuming it)."""
+        link, presigned = await self._dial(info, plan, limits)
+        return await self._start(link, self._proto(job, info, plan, presigned), limits)
+
+    async def _dial(
+        self, info: HostInfo, plan: Plan, limits: SessionTimeouts
+    ) -> tuple[Link, PresignedInit | None]:
+        """The WebSocket handshake and, with a signer outside the process, the init's
+        signature made ahead (it signs no job id): both before the job exists."""
+        dialing = asyncio.ensure_future(Link.dial(ws_url(info.api_url), limits.connect))
         presigned = None
-        if plan.encryption and account is None and info.public_key:  # key elsewhere: sign ahead
-            eph, nonce, digest = presign_session_init(info.public_key)
-            assert self.ctx.signer is not None  # set by authenticate() with the account
-            signature = await self.ctx.signer.sign_message(digest)
-            presigned = PresignedInit(eph, nonce, signature)
-        proto = ClientSession(
+        try:
+            if plan.encryption and self.ctx.account is None and info.public_key:
+                eph, nonce, digest = presign_session_init(info.public_key)
+                assert self.ctx.signer is not None  # set by authenticate() with the account
+                signature = await self.ctx.signer.sign_message(digest)
+                presigned = PresignedInit(eph, nonce, signature)
+        except BaseException:
+            await _drop(dialing)
+            raise
+        return await dialing, presigned
+
+    def _proto(
+        self, job: SessionJob, info: HostInfo, plan: Plan, presigned: PresignedInit | None
+    ) -> ClientSession:
+        account = self.ctx.account
+        return ClientSession(
             job_id=job.id,
             chain_id=self.ctx.config.chain_id,
             host_public_key=info.public_key if plan.encryption else None,
@@ -252,10 +302,19 @@ class SessionBackend:
             model_name=plan.model,
             price_per_token=job.price_per_token,
             encrypted=plan.encryption,
-            user_address=address,
+            user_address=self.ctx.require_sender().address,
             presigned_init=presigned,
         )
-        return await Link.open(ws_url(info.api_url), proto, limits.connect)
+
+    @staticmethod
+    async def _start(link: Link, proto: ClientSession, limits: SessionTimeouts) -> Link:
+        """Init on the dialled ``link``, or on a new one if the host dropped it meanwhile
+        (a payment on a slow chain may outlast the host's patience with a silent socket)."""
+        if not link.usable:
+            await link.close()
+            link = await Link.dial(link.url, limits.connect)
+        await link.start(proto, limits.connect)
+        return link
 
     # -- settling -------------------------------------------------------------------------
 
@@ -375,3 +434,15 @@ def job_id_of(session_id: str | int) -> int:
     if value <= 0 or isinstance(session_id, bool):
         raise ValidationError(f"session id must be a positive job id, got {session_id!r}")
     return value
+
+
+async def _drop(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` (a storage check or a dial) and close the link it may have opened."""
+    task.cancel()
+    try:
+        result = await task
+    except (asyncio.CancelledError, Exception):
+        return
+    link = result[0] if isinstance(result, tuple) else result
+    if isinstance(link, Link):
+        await link.close()

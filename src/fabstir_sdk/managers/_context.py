@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from eth_account.signers.local import LocalAccount
 
@@ -40,7 +40,6 @@ class Context:
     signer: Signer | None = None
     #: The storage seed's wallet signature, or None when the signer is not deterministic.
     seed_signature: bytes | None = None
-    _units: dict[str, Unit] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return f"Context(rpc_url={self.config.rpc_url!r}, account={self.address!r})"
@@ -82,7 +81,7 @@ class Context:
         if token is None or token == ZERO_ADDRESS:
             return ETH_DECIMALS, native_symbol(self.config.chain_id)
         token = checksum_address(token, what="token")
-        if token not in self._units:
+        if token not in self.client.token_units:
             erc20 = self.erc20(token)
             try:
                 decimals, symbol = await self.client.reads(
@@ -90,12 +89,12 @@ class Context:
                 )
             except FabstirError:  # symbol() is optional in ERC-20: name the token by address
                 decimals, symbol = await self.client.read(erc20.call("decimals")), token
-            self._units[token] = int(decimals), str(symbol)
-        return self._units[token]
+            self.client.token_units[token] = int(decimals), str(symbol)
+        return self.client.token_units[token]
 
     def known_unit(self, token: str) -> Unit | None:
         """The unit :meth:`unit` already read for ``token``, if any (for checks that run
         without awaiting)."""
         if token == ZERO_ADDRESS:
             return ETH_DECIMALS, native_symbol(self.config.chain_id)
-        return self._units.get(token)
+        return self.client.token_units.get(token)

@@ -14,6 +14,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.protocol import State as WsState
 
 from ..errors import (
     HostKeyMismatchError,
@@ -42,33 +43,59 @@ def ws_url(api_url: str) -> str:
 
 
 class Link:
-    """One WebSocket to a host; :meth:`next_event` returns the core's events in order."""
+    """One WebSocket to a host; :meth:`next_event` returns the core's events in order.
 
-    def __init__(self, ws: ClientConnection, proto: ClientSession) -> None:
+    Opened in two steps so that the handshake can run before the session's job exists
+    (while the payment is prepared): :meth:`dial` connects, :meth:`start` binds the
+    session's :class:`ClientSession` and inits. Frames the host sends in between wait in
+    the socket's buffer; no reader runs until :meth:`start`.
+    """
+
+    proto: ClientSession  # set by start()
+
+    def __init__(self, ws: ClientConnection, url: str) -> None:
         self.ws = ws
-        self.proto = proto
+        self.url = url
         self.events: asyncio.Queue[Any] = asyncio.Queue()
         self.closed = False
         self.loop = asyncio.get_running_loop()
         self._deadline: float | None = None  # of the wait in progress
         self._timer: asyncio.TimerHandle | None = None
-        self._reader = self.loop.create_task(self._read())
+        self._reader: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, url: str, proto: ClientSession, within: float) -> Link:
-        """Connect and init; raises unless the host acknowledged within ``within`` s."""
+    async def dial(cls, url: str, within: float) -> Link:
+        """The WebSocket handshake alone; HostUnreachableError unless done in ``within`` s."""
         try:
             ws = await connect(url, open_timeout=within, max_size=MAX_FRAME_BYTES, ping_interval=20)
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             raise HostUnreachableError(f"cannot open {url}: {exc}") from None
-        link = cls(ws, proto)
+        return cls(ws, url)
+
+    @classmethod
+    async def open(cls, url: str, proto: ClientSession, within: float) -> Link:
+        """Connect and init; raises unless the host acknowledged within ``within`` s."""
+        link = await cls.dial(url, within)
+        await link.start(proto, within)
+        return link
+
+    @property
+    def usable(self) -> bool:
+        """Dialled and not closed by either side (a host may drop an idle connection)."""
+        return not self.closed and self.ws.state is WsState.OPEN
+
+    async def start(self, proto: ClientSession, within: float) -> None:
+        """Bind ``proto`` and init; raises (and closes) unless the host acknowledged within
+        ``within`` s."""
+        self.proto = proto
+        self._reader = self.loop.create_task(self._read())
         try:
-            await link.send(proto.init_frame())
-            due = link.loop.time() + within
+            await self.send(proto.init_frame())
+            due = self.loop.time() + within
             while True:
-                event = await link.next_event(due, "session init", within)
+                event = await self.next_event(due, "session init", within)
                 if isinstance(event, SessionInitAck):
-                    return link
+                    return
                 if isinstance(event, HostErrorEvent):
                     if event.code in _INIT_KEY_ERRORS:
                         raise HostKeyMismatchError(
@@ -77,7 +104,7 @@ class Link:
                         )
                     raise event.error
         except BaseException:
-            await link.close()
+            await self.close()
             raise
 
     async def _read(self) -> None:
@@ -162,6 +189,8 @@ class Link:
             self._timer.cancel()
         with contextlib.suppress(Exception):
             await self.ws.close()
-        self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._reader
+        self.closed = True
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader

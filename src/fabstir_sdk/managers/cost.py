@@ -6,11 +6,17 @@ short), the job's creation, a proof by the host of the billed tokens, and the de
 completion with a conversation CID of the real length. Simulating the sequence (rather than
 estimating each call alone) is what makes the completion measurable before the job exists.
 The host's proof is the host's gas: it is simulated only so the completion settles a billed
-session, and is not counted.
+session, and is not counted. An agent's delegated session sends only its creation.
+
+A node without ``eth_simulateV1`` (older geth, some providers) cannot do this, and
+``eth_estimateGas`` of each call alone cannot stand in for it (the creation fails before the
+approval is mined, the completion before the job exists): such a node gets
+:class:`~fabstir_sdk.errors.SimulationUnsupportedError`, and ``gas=False`` the token figures.
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -18,13 +24,26 @@ from pydantic import BaseModel, ConfigDict
 
 from ..chain.addresses import ZERO_ADDRESS
 from ..chain.units import PRICE_PRECISION, Amount, to_base_units
-from ..errors import ChainError, ValidationError
+from ..errors import (
+    ChainError,
+    DelegateNotAuthorizedError,
+    InsufficientAllowanceError,
+    RpcFailure,
+    SimulationUnsupportedError,
+    ValidationError,
+)
 
 if TYPE_CHECKING:
     from ..chain.abi import Call
     from ._context import Context
 
-__all__ = ["CONVERSATION_CID_LENGTH", "CostEstimate", "GasItem", "estimate_cost"]
+__all__ = [
+    "CONVERSATION_CID_LENGTH",
+    "CostEstimate",
+    "GasItem",
+    "estimate_cost",
+    "unsupported_method",
+]
 
 #: Characters of a conversation's CID (``blob`` + base32 of a blake3 hash and the size),
 #: passed to ``completeSessionJob``: its length, not its content, decides the gas. 61 is the
@@ -77,6 +96,20 @@ def _tx(sender: str, call: Call, value: int = 0) -> dict[str, Any]:
     return {"from": sender, "to": call.to, "data": "0x" + call.data.hex(), "value": hex(value)}
 
 
+#: How nodes without a method say so: JSON-RPC's "method not found" code, or the words
+#: providers that answer with another code use.
+_UNSUPPORTED = re.compile(
+    r"does not exist|not available|not supported|unsupported|method not found|"
+    r"unknown method|not whitelisted|not allowed",
+    re.IGNORECASE,
+)
+
+
+def unsupported_method(exc: RpcFailure) -> bool:
+    """Whether the node refused a call because it does not have the method."""
+    return exc.code == -32601 or bool(_UNSUPPORTED.search(exc.node_message))
+
+
 async def estimate_cost(
     ctx: Context,
     *,
@@ -90,12 +123,21 @@ async def estimate_cost(
     duration: int,
     proof_interval: int,
     proof_timeout_window: int,
+    payer: str | None = None,
+    gas: bool = True,
 ) -> CostEstimate:
-    """The cost of a session with ``host`` on these terms (see :class:`CostEstimate`)."""
+    """The cost of a session with ``host`` on these terms (see :class:`CostEstimate`).
+
+    ``payer``: an agent's session paid by that wallet; the agent sends only the creation
+    (the host settles), from the payer's allowance. ``gas=False``: the token figures only,
+    no simulation (``gas`` empty, ``gas_cost`` 0), for a node without ``eth_simulateV1``.
+    """
     if isinstance(expected_tokens, bool) or not isinstance(expected_tokens, int):
         raise ValidationError("expected_tokens must be an int")
     if expected_tokens < 0:
         raise ValidationError("expected_tokens must not be negative")
+    if not isinstance(gas, bool):
+        raise ValidationError(f"gas must be a bool, got {type(gas).__name__}")
     user = ctx.require_sender().address
     native = token == ZERO_ADDRESS
     decimals = await ctx.decimals(None if native else token)
@@ -103,7 +145,11 @@ async def estimate_cost(
     billed = max(expected_tokens, proof_interval)
     mp = ctx.contract("job_marketplace")
     terms = (price, duration, proof_interval, proof_timeout_window)
-    if funding == "deposit":
+    if payer is not None:
+        create = mp.call(
+            "createSessionForModelAsDelegate", payer, model_id, host, token, amount, *terms
+        )
+    elif funding == "deposit":
         create = mp.call("createSessionFromDepositForModel", model_id, host, token, amount, *terms)
     elif native:
         create = mp.call("createSessionJobForModel", host, model_id, *terms)
@@ -119,51 +165,55 @@ async def estimate_cost(
     ]
     erc20 = None if native or funding == "deposit" else ctx.erc20(token)
     if erc20 is not None:
-        allowance = erc20.call("allowance", user, mp.address)
+        allowance = erc20.call("allowance", payer or user, mp.address)
         reads.append(
             ("eth_call", ({"to": erc20.address, "data": "0x" + allowance.data.hex()}, "latest"))
+        )
+    if payer is not None:
+        authorized = mp.call("isDelegateAuthorized", payer, user)
+        reads.append(
+            ("eth_call", ({"to": mp.address, "data": "0x" + authorized.data.hex()}, "latest"))
         )
     results = await ctx.client.rpc.batch(reads)
     job_id = int(results[0], 16)
     block, tip = results[1], int(results[2], 16)
-    steps: list[str] = []
-    first: list[dict[str, Any]] = []
-    if erc20 is not None and int(results[3], 16) < amount:
-        budget = to_base_units(ctx.config.approval_budget, decimals, what="approval_budget")
-        first.append(_tx(user, erc20.call("approve", mp.address, max(budget, amount))))
-        steps.append("approve")
-    first.append(_tx(user, create, amount if native and funding == "wallet" else 0))
-    steps.append("create")
-    proof = mp.call(
-        "submitProofOfWork", job_id, billed, secrets.token_bytes(32), "estimate", "estimate"
-    )
-    complete = mp.call("completeSessionJob", job_id, "b" * CONVERSATION_CID_LENGTH)
-    later = int(block["timestamp"], 16) + _PROOF_AFTER
-    simulated = await ctx.client.rpc.call(
-        "eth_simulateV1",
-        {
-            "blockStateCalls": [
-                {"calls": first},
-                {"blockOverrides": {"time": hex(later)}, "calls": [_tx(host, proof)]},
-                {"blockOverrides": {"time": hex(later + 1)}, "calls": [_tx(user, complete)]},
-            ],
-            "validation": False,
-        },
-        "latest",
-    )
-    proved = simulated[1]["calls"][0]
-    outcomes = [*simulated[0]["calls"], *simulated[2]["calls"]]
-    steps.append("complete")
-    for step, outcome in [*zip(steps, outcomes, strict=True), ("proof", proved)]:
-        if outcome.get("status") != "0x1":
-            raise ChainError(f"the session's {step} would fail: {outcome.get('error')}")
     gas_price = int(block.get("baseFeePerGas") or "0x0", 16) + tip
-    items = [
-        GasItem.model_validate(
-            {"step": step, "gas": int(o["gasUsed"], 16), "cost": int(o["gasUsed"], 16) * gas_price}
+    if payer is not None and not int(results[-1], 16):
+        raise DelegateNotAuthorizedError(payer, user)
+    allowed = int(results[3], 16) if erc20 is not None else 0
+    short = erc20 is not None and allowed < amount
+    if short and payer is not None:  # the agent cannot approve for its owner
+        error = InsufficientAllowanceError(amount, allowed, token, unit=ctx.known_unit(token))
+        error.add_note(f"the allowance is the payer's: {payer} approves more")
+        raise error
+    items: list[GasItem] = []
+    if gas:
+        budget = to_base_units(ctx.config.approval_budget, decimals, what="approval_budget")
+        approve = (
+            erc20.call("approve", mp.address, max(budget, amount)) if short and erc20 else None
         )
-        for step, o in zip(steps, outcomes, strict=True)
-    ]
+        items = await _simulated_gas(
+            ctx,
+            user=user,
+            host=host,
+            approve=approve,
+            create=(create, amount if native and funding == "wallet" else 0),
+            later=int(block["timestamp"], 16) + _PROOF_AFTER,
+            settle=None
+            if payer is not None
+            else (
+                mp.call(
+                    "submitProofOfWork",
+                    job_id,
+                    billed,
+                    secrets.token_bytes(32),
+                    "estimate",
+                    "estimate",
+                ),
+                mp.call("completeSessionJob", job_id, "b" * CONVERSATION_CID_LENGTH),
+            ),
+            gas_price=gas_price,
+        )
     return CostEstimate(
         host=host,
         model_id=model_id,
@@ -179,3 +229,53 @@ async def estimate_cost(
         gas_price=gas_price,
         gas_cost=sum(i.cost for i in items),
     )
+
+
+async def _simulated_gas(
+    ctx: Context,
+    *,
+    user: str,
+    host: str,
+    approve: Call | None,
+    create: tuple[Call, int],
+    later: int,
+    settle: tuple[Call, Call] | None,
+    gas_price: int,
+) -> list[GasItem]:
+    """The gas of the user's transactions, from one ``eth_simulateV1`` of the sequence:
+    the approval and creation, then (``settle``) the host's proof and the completion."""
+    steps: list[Literal["approve", "create", "complete"]] = []
+    first: list[dict[str, Any]] = []
+    if approve is not None:
+        first.append(_tx(user, approve))
+        steps.append("approve")
+    first.append(_tx(user, *create))
+    steps.append("create")
+    blocks: list[dict[str, Any]] = [{"calls": first}]
+    if settle is not None:
+        proof, complete = settle
+        blocks += [
+            {"blockOverrides": {"time": hex(later)}, "calls": [_tx(host, proof)]},
+            {"blockOverrides": {"time": hex(later + 1)}, "calls": [_tx(user, complete)]},
+        ]
+    try:
+        simulated = await ctx.client.rpc.call(
+            "eth_simulateV1", {"blockStateCalls": blocks, "validation": False}, "latest"
+        )
+    except RpcFailure as exc:
+        if unsupported_method(exc):
+            raise SimulationUnsupportedError(ctx.config.rpc_url, exc.node_message) from exc
+        raise
+    outcomes = list(simulated[0]["calls"])
+    checked: list[tuple[str, Any]] = list(zip(steps, outcomes, strict=True))
+    if settle is not None:
+        outcomes.append(simulated[2]["calls"][0])
+        steps.append("complete")
+        checked += [("proof", simulated[1]["calls"][0]), ("complete", outcomes[-1])]
+    for step, outcome in checked:
+        if outcome.get("status") != "0x1":
+            raise ChainError(f"the session's {step} would fail: {outcome.get('error')}")
+    return [
+        GasItem(step=step, gas=int(o["gasUsed"], 16), cost=int(o["gasUsed"], 16) * gas_price)
+        for step, o in zip(steps, outcomes, strict=True)
+    ]

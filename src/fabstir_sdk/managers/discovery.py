@@ -361,12 +361,15 @@ class DiscoveryManager:
         self._results.clear()
 
     def report_overclaim(self, address: str, *, claimed: int, reported: int) -> None:
-        """Record that a host proved ``claimed`` tokens where it reported ``reported``: its
-        reputation drops to 0 and it is no longer offered by this manager."""
+        """Record that a host claimed ``claimed`` tokens (proved, or in a ``stream_end``)
+        where what it sent accounts for ``reported``: its reputation drops to 0 and it is no
+        longer offered by this manager."""
         host = checksum_address(address, what="address")
         self._overclaims[host] += 1
         self._results.clear()
-        log.warning("host %s claimed %d tokens but reported %d", host, claimed, reported)
+        log.warning(
+            "host %s claimed %d tokens where what it sent accounts for %d", host, claimed, reported
+        )
 
     def invalidate(self) -> None:
         """Forget cached registry reads, health results and rankings."""

@@ -338,8 +338,8 @@ class PaymentManager:
         mp = self._ctx.contract("job_marketplace")
         return bool(await self._ctx.client.read(mp.call("isDelegateAuthorized", who, address)))
 
-    def _payer(self, payer: str | None, token: str | None, funding: Funding) -> str | None:
-        """The checked payer of a delegated session (None: you pay yourself)."""
+    def payer_of(self, payer: str | None) -> str | None:
+        """``payer`` checked and checksummed (None, or yourself: you pay yourself)."""
         if payer is None:
             return None
         address = checksum_address(payer, what="payer")
@@ -347,6 +347,13 @@ class PaymentManager:
             return None
         if address == ZERO_ADDRESS:
             raise ValidationError("payer must not be the zero address")
+        return address
+
+    def _payer(self, payer: str | None, token: str | None, funding: Funding) -> str | None:
+        """The checked payer of a delegated session (None: you pay yourself)."""
+        address = self.payer_of(payer)
+        if address is None:
+            return None
         if token is None or funding != "wallet":
             raise ValidationError(
                 "a delegated session is paid in an ERC-20 from the payer's wallet "

@@ -3,12 +3,15 @@
 A session is a session job on chain (the escrowed deposit), a WebSocket to the host carrying
 the wire protocol of :mod:`fabstir_sdk.protocol`, and a conversation in the user's S5 storage.
 The pieces live in small modules: the protocol state in ``protocol/_client.py``, the socket in
-``_link.py``, :class:`Session` and :class:`PromptStream` in ``_session.py``, buying, connecting
+``_link.py``, :class:`Session` in ``_session.py``, the job and link it answers on in
+``_channel.py``, :class:`PromptStream` in ``_prompt_stream.py``, buying, connecting
 and S5 records in ``_backend.py``, the proof audit trail in ``_proofs.py``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..chain.addresses import ZERO_ADDRESS
@@ -25,6 +28,7 @@ from ..errors import (
 from ..models import HostInfo, Proof, SessionJob, SessionState, SessionStatus, Settlement, StoredRef
 from ._backend import Failover, Payment, Plan, SessionBackend, job_id_of
 from ._context import Context
+from ._delegated import DelegatedJobs
 from ._link import ws_url
 from ._session import PromptStream, Session
 from .cost import CostEstimate, estimate_cost
@@ -55,6 +59,7 @@ class SessionManager:
             ctx, payments=payments, hosts=hosts, storage=storage, discovery=discovery
         )
         self._sessions = self._backend.sessions
+        self._delegated = DelegatedJobs(ctx)
 
     def __repr__(self) -> str:
         return f"SessionManager(open_sessions={len(self._sessions)})"
@@ -103,9 +108,17 @@ class SessionManager:
             failover=failover,
             payer=payer,
         )
-        info, price = await self._host_for(plan, host)
+        # the storage check (before paying) runs while the host is read
+        checked = asyncio.ensure_future(self._backend.storage.check())
+        try:
+            info, price = await self._host_for(plan, host)
+        except BaseException:
+            checked.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await checked
+            raise
         limits = timeouts or self._ctx.config.session_timeouts
-        job, link = await self._backend.open(plan, info, price, limits)
+        job, link = await self._backend.open(plan, info, price, limits, checked=checked)
         return self._track(
             Session(
                 self._backend,
@@ -131,11 +144,18 @@ class SessionManager:
         proof_interval: int = 1000,
         proof_timeout_window: int = 300,
         deposit_token: Literal["usdc", "eth"] = "usdc",  # noqa: S107 (not a secret)
+        payer: str | None = None,
+        gas: bool = True,
     ) -> CostEstimate:
         """What :meth:`create_session` with these arguments, ``expected_tokens`` streamed and
         ``complete()`` will cost: tokens at the chosen host's price and the gas of each of
         your transactions (see :class:`~fabstir_sdk.managers.cost.CostEstimate`). Sends
-        nothing."""
+        nothing.
+
+        ``payer``: an agent's delegated session; its only transaction is the creation (the
+        payer's allowance must cover the deposit). The gas needs a node with
+        ``eth_simulateV1`` (else :class:`~fabstir_sdk.errors.SimulationUnsupportedError`);
+        ``gas=False`` skips it and gives the token figures alone."""
         plan = self._plan(
             model=model,
             payment=payment,
@@ -147,8 +167,9 @@ class SessionManager:
             proof_timeout_window=proof_timeout_window,
             encryption=True,
             failover=False,
-            payer=None,
+            payer=payer,
         )
+        payer = self._backend.payments.payer_of(plan.payer)
         info, price = await self._host_for(plan, host)
         if max_price_per_token is not None and price > max_price_per_token:
             raise PriceAboveMaximumError(price, max_price_per_token)
@@ -164,6 +185,8 @@ class SessionManager:
             duration=duration,
             proof_interval=proof_interval,
             proof_timeout_window=proof_timeout_window,
+            payer=payer,
+            gas=gas,
         )
 
     def _plan(
@@ -255,10 +278,17 @@ class SessionManager:
         )
         limits = timeouts or self._ctx.config.session_timeouts
         link = await self._backend.connect(job, info, plan, limits)
+        history = await self._backend.history(str(job.id))
         session = Session(
-            self._backend, job=job, host=info, model=model, link=link, timeouts=limits, plan=plan
+            self._backend,
+            job=job,
+            host=info,
+            model=model,
+            link=link,
+            timeouts=limits,
+            plan=plan,
+            history=history,
         )
-        session._replay = await self._backend.history(str(job.id)) or None
         return self._track(session)
 
     async def complete_session(self, session_id: str | int) -> Settlement:
@@ -303,13 +333,22 @@ class SessionManager:
             job=job,
             connected=bool(session and session.connected),
             tokens_reported=session.tokens_reported if session else 0,
+            tokens_claimed=session.tokens_claimed if session else 0,
             tokens_billed=job.tokens_used,
             proofs=len(session.proofs) if session else 0,
             messages=messages,
         )
 
-    async def list_sessions(self) -> list[SessionJob]:
-        """Every session job this account opened, oldest first (read in batches)."""
+    async def list_sessions(self, *, from_block: int = 0) -> list[SessionJob]:
+        """Every session job this account opened, oldest first: those it paid for and those
+        it opened as a payer's delegate (an agent's; their depositor is the payer).
+
+        The first are indexed by the marketplace (read in batches); the second are found in
+        the ``SessionCreatedByDelegate`` logs from ``from_block`` on (the block the
+        marketplace was deployed at spares a long scan), then only in new blocks.
+        """
+        if isinstance(from_block, bool) or not isinstance(from_block, int) or from_block < 0:
+            raise ValidationError(f"from_block must be a block number, got {from_block!r}")
         user = self._ctx.require_sender().address
         mp = self._ctx.contract("job_marketplace")
         ids: list[int] = []
@@ -326,7 +365,8 @@ class SessionManager:
             else:
                 continue
             break
-        return [await self._backend.payments.get_session_job(i) for i in ids]
+        delegated = await self._delegated.ids(user, from_block=from_block)
+        return [await self._backend.payments.get_session_job(i) for i in sorted({*ids, *delegated})]
 
     async def aclose(self) -> None:
         """Drop every open connection (no settlement: hosts settle on disconnect)."""

@@ -204,8 +204,9 @@ class HostProtocolServer:
 
     ``models``, ``prices`` (token address or None for native -> model id -> price) and
     ``features`` are plain attributes: update them when the host's registry entry changes.
-    ``load`` is called on every ``load`` request. ``account`` signs liveness answers; it is
-    an eth-account ``LocalAccount`` (its key never leaves it).
+    ``load`` is called on every ``load`` request. ``account`` signs liveness answers: an
+    eth-account ``LocalAccount`` or any :class:`~fabstir_sdk.chain.signer.Signer` (a signer
+    service: the key need not be in this process).
     """
 
     def __init__(
@@ -219,8 +220,10 @@ class HostProtocolServer:
         load: LoadSource,
         features: list[str] | None = None,
     ) -> None:
-        self._account = account
-        self.address: str = account.address
+        from ..chain.signer import as_signer
+
+        self._signer = as_signer(account)
+        self.address: str = self._signer.address
         self.chain_id = chain_id
         self.api_url = api_url
         self.models = list(models)
@@ -240,7 +243,7 @@ class HostProtocolServer:
             nonce = request.get("nonce")
             if not isinstance(nonce, str) or not _HEX32.fullmatch(nonce):
                 return _error("bad_request", "ping needs a 'nonce' of 64 lowercase hex digits")
-            return self._pong(nonce, local_peer)
+            return await self._pong(nonce, local_peer)
         if kind == "capabilities":
             return Capabilities(
                 host=self.address,
@@ -268,9 +271,7 @@ class HostProtocolServer:
             return load.model_dump()
         return _error("unknown_type", f"unknown request type {str(kind)[:64]!r}")
 
-    def _pong(self, nonce: str, local_peer: str) -> dict[str, Any]:
-        from eth_account.messages import encode_defunct
-
+    async def _pong(self, nonce: str, local_peer: str) -> dict[str, Any]:
         now = int(time.time())
         text = liveness_text(
             chain_id=self.chain_id,
@@ -279,7 +280,7 @@ class HostProtocolServer:
             nonce=nonce,
             timestamp=now,
         )
-        signature = self._account.sign_message(encode_defunct(text=text)).signature
+        signature = await self._signer.sign_message(text.encode())
         return Pong(
             nonce=nonce,
             host=self.address,

@@ -22,15 +22,23 @@ session::
 """
 
 from ._client import (
+    TOKENS_WITHOUT_TEXT,
     CheckpointFailed,
     ClientEvent,
     ClientSession,
     HostErrorEvent,
     SessionEvent,
+    TokenOverreport,
+    tokens_bound,
 )
 from ._client import State as ClientState
 from ._crypto import NONCE_SIZE, ZERO_SALT, hkdf_sha256, transcript_digest
-from ._deltas import DELTA_INFO, open_checkpoint_delta, seal_checkpoint_delta
+from ._deltas import (
+    DELTA_INFO,
+    open_checkpoint_delta,
+    seal_checkpoint_delta,
+    seal_checkpoint_delta_signed,
+)
 from ._messages import (
     CLIENT_MESSAGES,
     DEFAULT_CHAIN_ID,
@@ -141,7 +149,9 @@ __all__ = [
     "StreamCancel",
     "StreamChunkFrame",
     "StreamEnd",
+    "TOKENS_WITHOUT_TEXT",
     "TokenChunk",
+    "TokenOverreport",
     "UnsupportedRequest",
     "Usage",
     "VectorDatabase",
@@ -158,6 +168,8 @@ __all__ = [
     "parse_host_message",
     "presign_session_init",
     "seal_checkpoint_delta",
+    "seal_checkpoint_delta_signed",
     "seal_session_init",
+    "tokens_bound",
     "transcript_digest",
 ]

@@ -10,6 +10,10 @@ the socket only moves frames and keeps deadlines:
 - which answer is current, and which ones the caller gave up on: their late chunks are
   dropped without being decrypted, their late ``stream_end`` still counted in
   :attr:`ClientSession.tokens_reported`, since the host bills them;
+- how much text each answer brought (UTF-8 bytes, from the ciphertext's length for frames
+  dropped undecrypted), which bounds the tokens its ``stream_end`` may claim
+  (:func:`tokens_bound`): a claim above it is counted at the bound and kept as a
+  :class:`TokenOverreport` in :attr:`ClientSession.overreports`;
 - the correlation of the final checkpoint request with its answer or its error;
 - every ``proof_submitted`` notice seen (:attr:`ClientSession.proofs`).
 
@@ -76,13 +80,41 @@ from ._session import (
 )
 
 __all__ = [
+    "TOKENS_WITHOUT_TEXT",
     "CheckpointFailed",
     "ClientEvent",
     "ClientSession",
     "HostErrorEvent",
     "SessionEvent",
     "State",
+    "TokenOverreport",
+    "tokens_bound",
 ]
+
+#: Tokens an answer may bill beyond one per byte of its text: those that print nothing (an
+#: end-of-turn or end-of-text token, a beginning-of-text token, a lone leading space that a
+#: detokenizer strips). Every other token of a byte-level or byte-fallback tokenizer prints
+#: at least one byte.
+TOKENS_WITHOUT_TEXT = 8
+
+
+def tokens_bound(received_bytes: int) -> int:
+    """The most tokens an answer whose text was ``received_bytes`` UTF-8 bytes can hold."""
+    return received_bytes + TOKENS_WITHOUT_TEXT
+
+
+@dataclass(frozen=True, slots=True)
+class TokenOverreport:
+    """An answer's ``stream_end`` claimed more tokens than its text can hold."""
+
+    answer_id: str | None
+    claimed: int
+    received_bytes: int
+
+    @property
+    def bound(self) -> int:
+        """What was counted instead: :func:`tokens_bound` of the bytes received."""
+        return tokens_bound(self.received_bytes)
 
 
 class State(enum.Enum):
@@ -167,8 +199,12 @@ class ClientSession:
         self.max_frame_bytes = max_frame_bytes
         self.user_address = user_address
         self.state = State.CONNECTING
-        #: Tokens the host reported in every ``stream_end``, answers given up included.
+        #: Tokens the host claimed in every ``stream_end``, answers given up included.
+        self.tokens_claimed = 0
+        #: The same claims, each capped at :func:`tokens_bound` of its answer's text.
         self.tokens_reported = 0
+        #: Each answer whose claim was above that bound, oldest first (the caller drains it).
+        self.overreports: list[TokenOverreport] = []
         #: Every ``proof_submitted`` notice, in arrival order.
         self.proofs: list[ProofSubmitted] = []
         #: The correlation id of the final checkpoint request.
@@ -201,6 +237,9 @@ class ClientSession:
         self._prompts = 0
         self._answer: str | None = None  # the id of the answer streaming now
         self._given_up: deque[str] = deque()  # answers given up, their stream_end not seen
+        self._received = 0  # UTF-8 bytes of the current answer's text
+        self._received_given_up: dict[str, int] = {}  # the same, of each answer given up
+        self._counted: dict[str, int] = {}  # tokens counted for ends returned, by answer id
         self._checkpoint_pending = False
 
     def __repr__(self) -> str:
@@ -324,6 +363,7 @@ class ClientSession:
         else:
             frame = Inference(request=request, session_id=self.session_id, id=answer).to_json()
         self._answer = answer
+        self._received = 0
         self._next_chunk = 0
         self.state = State.STREAMING
         return frame
@@ -339,7 +379,8 @@ class ClientSession:
         it is dropped (its ``stream_end`` counted) and the session may take the next prompt."""
         if self._answer is not None:
             self._given_up.append(self._answer)
-            self._answer = None
+            self._received_given_up[self._answer] = self._received
+            self._answer, self._received = None, 0
         if self.state in (State.STREAMING, State.CANCELLING):
             self.state = State.READY
 
@@ -371,6 +412,7 @@ class ClientSession:
             fast = fast_chunk_fields(obj)
             if fast is not None:
                 if self._stale(fast[6]):
+                    self._count_stale(fast[6], len(fast[2]) // 2 - c.TAG_SIZE)
                     return None
                 return self._open_chunk(*fast)
         message = parse_host_message(obj)
@@ -391,6 +433,7 @@ class ClientSession:
         if isinstance(message, StreamEnd):
             return self._stream_end(message)
         if self._stale(cid):
+            self._count_stale(cid, _text_bytes(message))
             return None
         if isinstance(message, EncryptedChunk):
             p = message.payload
@@ -421,18 +464,43 @@ class ClientSession:
             # the end of an answer we never asked for: it neither ends the current answer
             # nor counts; with none current it is shown (a raw client's business)
             return None if self._answer is not None else end
-        self.tokens_reported += end.tokens_used
         if self._stale(cid):
             if cid is None:
-                self._given_up.popleft()
+                cid = self._given_up.popleft()
             else:
                 self._given_up.remove(cid)
+            self._count(cid, end.tokens_used, self._received_given_up.pop(cid, 0))
             return None
-        self._answer = None
+        counted = self._count(self._answer, end.tokens_used, self._received)
+        if self._answer is not None:
+            self._counted[self._answer] = counted
+        self._answer, self._received = None, 0
         self._next_chunk = 0
         if self.state in (State.STREAMING, State.CANCELLING):
             self.state = State.READY
         return end
+
+    def _count_stale(self, cid: object, size: int) -> None:
+        """``size`` bytes of text arrived for an answer given up (``cid``, or the oldest)."""
+        answer = self._given_up[0] if cid is None else str(cid)
+        self._received_given_up[answer] = self._received_given_up.get(answer, 0) + max(size, 0)
+
+    def _count(self, answer: str | None, claimed: int, received: int) -> int:
+        """Count an answer's claim, capped at what its ``received`` bytes can hold."""
+        bound = tokens_bound(received)
+        counted = min(claimed, bound)
+        self.tokens_claimed += claimed
+        self.tokens_reported += counted
+        if claimed > bound:
+            self.overreports.append(TokenOverreport(answer, claimed, received))
+        return counted
+
+    def take_count(self, answer_id: str | None) -> int | None:
+        """The tokens counted for the answer's ``stream_end`` (its claim, capped at
+        :func:`tokens_bound`), once; None if no such end was returned."""
+        if answer_id is None:
+            return None
+        return self._counted.pop(answer_id, None)
 
     def _error(self, error: HostError) -> HostErrorEvent | CheckpointFailed | None:
         if error.id == self.final_id or (error.id is None and self._checkpoint_pending):
@@ -481,6 +549,7 @@ class ClientSession:
             raise MessageIndexError(f"chunk {index} arrived where chunk {expected} was due")
         text = c.open_aead(self._key, hex_bytes(nonce_hex), hex_bytes(ciphertext_hex), aad)
         self._next_chunk = expected + 1
+        self._received += len(text)
         return TokenChunk(utf8(text), expected, tokens, bool(final), id)
 
     def _final(self, message: EncryptedResponse) -> ResponseDone:
@@ -502,8 +571,18 @@ class ClientSession:
             )
         index = self._next_chunk
         self._next_chunk += 1
+        self._received += _text_bytes(message)
         if isinstance(message, Response):
             return TokenChunk(message.content, index, message.tokens_used or 0, True, message.id)
         return TokenChunk(
             message.content, index, message.tokens or 0, bool(message.final), message.id
         )
+
+
+def _text_bytes(message: object) -> int:
+    """UTF-8 bytes of the text a chunk frame carries (sealed: its ciphertext less the tag)."""
+    if isinstance(message, EncryptedChunk):
+        return max(len(message.payload.ciphertext_hex) // 2 - c.TAG_SIZE, 0)
+    if isinstance(message, StreamChunkFrame | Response):
+        return len(message.content.encode())
+    return 0

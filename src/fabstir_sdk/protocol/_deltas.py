@@ -17,14 +17,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import coincurve
 
 from ..errors import FrameDecryptionError, ProtocolError
 from . import _crypto as c
 
-__all__ = ["DELTA_INFO", "open_checkpoint_delta", "seal_checkpoint_delta"]
+if TYPE_CHECKING:
+    from ..chain.signer import Signer
+
+__all__ = [
+    "DELTA_INFO",
+    "open_checkpoint_delta",
+    "seal_checkpoint_delta",
+    "seal_checkpoint_delta_signed",
+]
 
 DELTA_INFO = b"checkpoint-delta-encryption-v1"
 
@@ -41,6 +49,29 @@ def _signed_digest(ciphertext: bytes) -> bytes:
     return keccak(b"\x19Ethereum Signed Message:\n32" + keccak(ciphertext))
 
 
+def _seal(
+    delta: dict[str, Any],
+    recovery_public_key: str | bytes,
+    ephemeral_key: bytes | None,
+    nonce: bytes | None,
+) -> tuple[dict[str, Any], bytes]:
+    """The envelope without its signature, and the ciphertext to sign."""
+    recipient = c.compressed_public_key(recovery_public_key)
+    eph = coincurve.PrivateKey(ephemeral_key) if ephemeral_key else coincurve.PrivateKey()
+    nonce = nonce or c.random_nonce()
+    plaintext = json.dumps(delta, separators=(",", ":"), sort_keys=True).encode()
+    ciphertext = c.seal_aead(_key(eph.secret, recipient), nonce, plaintext, b"")
+    envelope = {
+        "encrypted": True,
+        "version": 1,
+        "userRecoveryPubKey": "0x" + recipient.hex(),
+        "ephemeralPublicKey": "0x" + eph.public_key.format(compressed=True).hex(),
+        "nonce": nonce.hex(),
+        "ciphertext": ciphertext.hex(),
+    }
+    return envelope, ciphertext
+
+
 def seal_checkpoint_delta(
     delta: dict[str, Any],
     *,
@@ -50,22 +81,28 @@ def seal_checkpoint_delta(
     _nonce: bytes | None = None,
 ) -> dict[str, Any]:
     """The envelope of ``delta`` for the holder of ``recovery_public_key``."""
-    recipient = c.compressed_public_key(recovery_public_key)
-    eph = coincurve.PrivateKey(_ephemeral_key) if _ephemeral_key else coincurve.PrivateKey()
-    nonce = _nonce or c.random_nonce()
-    plaintext = json.dumps(delta, separators=(",", ":"), sort_keys=True).encode()
-    ciphertext = c.seal_aead(_key(eph.secret, recipient), nonce, plaintext, b"")
+    envelope, ciphertext = _seal(delta, recovery_public_key, _ephemeral_key, _nonce)
     signature = c.sign_digest(host_private_key, _signed_digest(ciphertext))
-    v = bytes([signature[64] + 27])
-    return {
-        "encrypted": True,
-        "version": 1,
-        "userRecoveryPubKey": "0x" + recipient.hex(),
-        "ephemeralPublicKey": "0x" + eph.public_key.format(compressed=True).hex(),
-        "nonce": nonce.hex(),
-        "ciphertext": ciphertext.hex(),
-        "hostSignature": "0x" + (signature[:64] + v).hex(),
-    }
+    envelope["hostSignature"] = "0x" + (signature[:64] + bytes([signature[64] + 27])).hex()
+    return envelope
+
+
+async def seal_checkpoint_delta_signed(
+    delta: dict[str, Any],
+    *,
+    recovery_public_key: str | bytes,
+    signer: Signer,
+    _ephemeral_key: bytes | None = None,
+    _nonce: bytes | None = None,
+) -> dict[str, Any]:
+    """:func:`seal_checkpoint_delta` signed by a wallet :class:`Signer` (the host's key may
+    be in a signer service): it signs ``keccak256(ciphertext)`` as an EIP-191 message, which
+    is the same signature."""
+    from eth_utils.crypto import keccak
+
+    envelope, ciphertext = _seal(delta, recovery_public_key, _ephemeral_key, _nonce)
+    envelope["hostSignature"] = "0x" + (await signer.sign_message(keccak(ciphertext))).hex()
+    return envelope
 
 
 def open_checkpoint_delta(

@@ -16,7 +16,9 @@ from typing import Any
 
 from aiohttp import web
 
-from .._chat_api import Chat, ChatCompletion, ChatCompletionStream, parse_request
+from .._chat_api import Chat, ChatCompletionStream
+from .._chat_request import parse_request
+from .._chat_shapes import ChatCompletion
 from ..errors import ConfigError, FabstirError, ValidationError
 from ..models import Settlement
 from ._errors import error_body, openai_error
@@ -149,7 +151,7 @@ class ProxyServer:
         a ``data: {"error": ...}`` event, which OpenAI clients raise as an APIError.
         """
         response = web.StreamResponse(headers=_SSE_HEADERS)
-        try:
+        async with stream:  # a client that left early cancels the answer on the host
             await response.prepare(request)
             try:
                 async for chunk in stream:
@@ -163,6 +165,4 @@ class ProxyServer:
                 return response
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
-        finally:
-            await stream.close()  # a client that left early cancels the answer on the host
         return response
