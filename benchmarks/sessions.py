@@ -304,6 +304,7 @@ async def run(runs: int) -> list[Row]:
             account=HOST,
             models=[BUILTIN],
             allow_plaintext=True,
+            accept_any_signer=True,  # the raw client's plaintext init names a job it paid
             checkpoint_tokens=1_000_000,
             context_window=10_000_000,
             s5_portal_url=portal_url,

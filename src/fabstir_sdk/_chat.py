@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Literal, TextIO
 
 from .chain.addresses import ZERO_ADDRESS, checksum_address
+from .chain.signer import Signer
 from .chain.units import ETH_DECIMALS, USDC_DECIMALS, format_amount
 from .config import SDKConfig
 from .errors import (
@@ -63,7 +64,7 @@ def _lines(stream: TextIO) -> asyncio.Queue[str | None]:
 
 async def chat(
     config: SDKConfig,
-    private_key: bytes,
+    wallet: bytes | Signer,
     *,
     model: str,
     host: str | None = None,
@@ -80,9 +81,10 @@ async def chat(
 ) -> int:
     """Open a session, answer stdin's lines until /quit or its end, then settle.
 
-    ``payer``: chat as that wallet's agent (it pays; see ``authorize_delegate``). Only the
-    depositor or the host may complete a job, so such a session ends (``on_exit="end"``, the
-    default then) and the host settles it with the payer.
+    ``wallet``: a private key or a :class:`Signer` (``--signer-url``: the key stays in the
+    signer service). ``payer``: chat as that wallet's agent (it pays; see
+    ``authorize_delegate``). Only the depositor or the host may complete a job, so such a
+    session ends (``on_exit="end"``, the default then) and the host settles it with the payer.
     """
     stdin, out, err = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
     payer = checksum_address(payer, what="payer") if payer is not None else None
@@ -99,7 +101,7 @@ async def chat(
 
     lines = _lines(stdin)
     async with FabstirSDK(config) as sdk:
-        await sdk.authenticate(private_key)
+        await sdk.authenticate(wallet)
         sm = await sdk.get_session_manager()
         await _storage_ready(sdk, note)
         unit = "ETH" if payment == "eth" else "USDC"

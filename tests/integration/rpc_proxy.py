@@ -29,6 +29,8 @@ class RpcProxy:
         self._lose: set[str] = set()
         #: Methods this "node" does not have: answered with JSON-RPC's method-not-found.
         self.missing: set[str] = set()
+        #: The widest eth_getLogs block range answered, as providers cap it (None: any).
+        self.max_log_blocks: int | None = None
         self._holds: list[tuple[str, str, int, asyncio.Event]] = []
         self._gates: dict[str, Gate] = {}
         self._runner: web.AppRunner | None = None
@@ -104,8 +106,8 @@ class RpcProxy:
                 gate.arrived.set()
                 await gate.opened.wait()
         assert self._client is not None
-        if self.missing.intersection(methods):
-            return await self._without_missing(payload, calls)
+        if any(self._refusal(c) for c in calls):
+            return await self._with_refusals(payload, calls)
         async with self._client.post(
             self.upstream, data=body, headers={"Content-Type": "application/json"}
         ) as upstream:
@@ -120,25 +122,36 @@ class RpcProxy:
         response.force_close()  # no keep-alive: once down, every new request is refused
         return response
 
-    async def _without_missing(self, payload: object, calls: list[dict]) -> web.Response:
-        """Answer the missing methods' calls with an error as an older node does, and
-        forward the others."""
+    def _refusal(self, call: dict) -> dict | None:
+        """The error this node answers ``call`` with, if it refuses it."""
+        method = call.get("method")
+        if method in self.missing:
+            return {
+                "code": -32601,
+                "message": f"the method {method} does not exist/is not available",
+            }
+        if method == "eth_getLogs" and self.max_log_blocks is not None:
+            (query,) = call["params"]
+            span = int(query["toBlock"], 16) - int(query["fromBlock"], 16) + 1
+            if span > self.max_log_blocks:
+                return {
+                    "code": -32005,
+                    "message": f"block range greater than {self.max_log_blocks} max",
+                }
+        return None
+
+    async def _with_refusals(self, payload: object, calls: list[dict]) -> web.Response:
+        """Answer the refused calls with their errors, as a limited node does, and forward
+        the others."""
         assert self._client is not None
-        forwarded = [c for c in calls if c.get("method") not in self.missing]
+        forwarded = [c for c in calls if self._refusal(c) is None]
         answers: dict[object, dict] = {}
         if forwarded:
             async with self._client.post(self.upstream, json=forwarded) as upstream:
                 answers = {a["id"]: a for a in await upstream.json()}
         replies = [
             answers.get(c.get("id"))
-            or {
-                "jsonrpc": "2.0",
-                "id": c.get("id"),
-                "error": {
-                    "code": -32601,
-                    "message": f"the method {c.get('method')} does not exist/is not available",
-                },
-            }
+            or {"jsonrpc": "2.0", "id": c.get("id"), "error": self._refusal(c)}
             for c in calls
         ]
         body = replies if isinstance(payload, list) else replies[0]

@@ -485,9 +485,10 @@ async def test_an_agents_list_sessions_shows_the_jobs_it_opened_for_its_owner(
         c.job_id,
         d.job_id,
     ]
-    # a fresh process, many small log windows in several batches: the same jobs
+    # a fresh process, many small log windows and job reads in several batches: the same jobs
     monkeypatch.setattr(DelegatedJobs, "log_window", 3)
     monkeypatch.setattr(DelegatedJobs, "max_batch", 2)
+    monkeypatch.setattr("fabstir_sdk.managers.payment._JOBS_PER_BATCH", 3)  # jobs read in 3s
     again = await sdk_for(5)
     again_sm = await again.get_session_manager()
     everything = [*agent_before, a.job_id, mine.job_id, c.job_id, d.job_id]
@@ -568,3 +569,65 @@ async def test_fabstir_chat_with_payer_runs_an_agents_session(net, host, sdk_for
     job = await wait_for_job(net, job_id, lambda j: j.status != SessionState.ACTIVE)
     assert (job.status, job.depositor, job.tokens_used) == (SessionState.COMPLETED, owner, 1000)
     assert await owner_pm.get_token_balance(usdc) == owner_usdc - 2000
+    # revoked: the estimate refuses it, before anything is sent
+    await owner_pm.authorize_delegate(agent.address, allowed=False)
+    code, out, err = await _fabstir(net, agent.private_key, *chat, "--payer", owner)
+    assert (code, out) == (1, ""), err
+    assert err.splitlines()[-1] == (
+        f"fabstir: error: {agent.address} is not authorised to open sessions paid by {owner}: "
+        f"the payer calls PaymentManager.authorize_delegate('{agent.address}')"
+    )
+    assert await nonces(net, 5) == [before + 1]
+
+
+async def test_an_agents_list_sessions_through_a_node_that_caps_the_log_range(
+    net, host, sdk_for, monkeypatch
+):
+    """Providers cap eth_getLogs' block range, each its own way: the scan narrows its
+    windows until the node answers, and finds the same jobs; a node without eth_getLogs
+    at all is a typed RpcFailure."""
+    from fabstir_sdk import RpcFailure
+    from fabstir_sdk.managers._delegated import DelegatedJobs
+
+    from .rpc_proxy import RpcProxy
+
+    owner_sdk, agent_sdk = await sdk_for(8), await sdk_for(9)
+    owner = net.accounts[8].address
+    usdc = net.addresses.usdc_token
+    owner_pm = owner_sdk.get_payment_manager()
+    await owner_pm.approve_usdc(usdc, "0.5")
+    await owner_pm.authorize_delegate(net.accounts[9].address)
+    opened = await agent_sdk.get_payment_manager().open_session_job(
+        host.address, "0.5", PRICE, model=BUILTIN, token=usdc, payer=owner
+    )
+    expected = [j.id for j in await (await agent_sdk.get_session_manager()).list_sessions()]
+    assert opened.job_id in expected
+
+    monkeypatch.setattr(DelegatedJobs, "log_window", 200)
+    proxy = await RpcProxy(net.rpc_url).start()
+    proxy.max_log_blocks = 5
+    try:
+        async with FabstirSDK(net.sdk_config(rpc_url=proxy.url)) as capped:
+            await capped.authenticate(net.accounts[9].private_key)
+            sm = await capped.get_session_manager()
+            assert [j.id for j in await sm.list_sessions()] == expected  # 200 -> 20 -> 2 blocks
+            (blocks,) = await chain_length(net)
+            # one request of 200 blocks, refused; windows of 20 in one batch, the first
+            # refused; windows of 2, all answered
+            assert proxy.seen["eth_getLogs"] == 1 + -(-blocks // 20) + -(-blocks // 2)
+        proxy.missing.add("eth_getLogs")
+        async with FabstirSDK(net.sdk_config(rpc_url=proxy.url)) as limited:
+            await limited.authenticate(net.accounts[9].private_key)
+            with pytest.raises(RpcFailure, match="eth_getLogs does not exist"):
+                await (await limited.get_session_manager()).list_sessions()
+    finally:
+        await proxy.stop()
+
+
+async def chain_length(net: Devnet) -> list[int]:
+    """How many blocks the chain has (the latest block's number + 1)."""
+    client = ChainClient(net.rpc_url)
+    try:
+        return [int(await client.rpc.call("eth_blockNumber"), 16) + 1]
+    finally:
+        await client.aclose()

@@ -411,3 +411,20 @@ async def test_secrets_absent_from_logs_reprs_and_errors(devnet, portal, caplog)
     assert token and len(seed) == 64
     for secret in (key[2:].lower(), key[2:18].lower(), seed, seed[:16], token):
         assert secret not in blob
+
+
+async def test_one_client_serves_two_event_loops_one_after_the_other(portal, client_for):
+    # A script may call asyncio.run twice with the same SDK: the HTTP session of the first
+    # loop cannot serve the second, so the client makes another.
+    client = client_for()
+    first = await client.put_blob(b"from the test's loop")
+
+    def other_loops():
+        async def once(data):
+            blob = await client.put_blob(data)
+            return await client.get_blob(blob)
+
+        return [asyncio.run(once(b"loop %d" % i)) for i in range(2)]
+
+    assert await asyncio.to_thread(other_loops) == [b"loop 0", b"loop 1"]
+    assert await client.get_blob(first) == b"from the test's loop"

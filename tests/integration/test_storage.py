@@ -148,6 +148,37 @@ async def test_fifty_concurrent_appends_keep_all_fifty(storage_for):
     assert sorted(m.content for m in conv.messages) == sorted(f"m{i}" for i in range(50))
 
 
+async def test_append_messages_writes_a_prompt_and_its_answer_together(storage_for):
+    # Sessions keep each exchange this way: one S5 update, and concurrent exchanges never
+    # interleave a prompt of one with the answer of another.
+    st = await storage_for(1)
+    fs = st.fs
+    updates = 0
+    update = fs.update
+
+    async def counted(*args, **kwargs):
+        nonlocal updates
+        updates += 1
+        return await update(*args, **kwargs)
+
+    fs.update = counted  # type: ignore[method-assign]
+    pairs = [
+        [Message(role="user", content=f"q{i}"), {"role": "assistant", "content": f"a{i}"}]
+        for i in range(20)
+    ]
+    await asyncio.gather(*(st.append_messages("pairs", pair) for pair in pairs))
+    assert updates == 20
+    conv = await st.load_conversation("pairs")
+    texts = [m.content for m in conv.messages]
+    assert sorted(texts) == sorted([f"q{i}" for i in range(20)] + [f"a{i}" for i in range(20)])
+    for at in range(0, 40, 2):
+        assert texts[at + 1] == "a" + texts[at][1:]
+    assert [m.role for m in conv.messages] == ["user", "assistant"] * 20
+    with pytest.raises(ValidationError):
+        await st.append_messages("pairs", [Message(role="user", content="ok"), 42])
+    assert len((await st.load_conversation("pairs")).messages) == 40  # nothing half-written
+
+
 async def test_concurrent_writers_with_separate_sdks_resolve_revision_conflicts(storage_for):
     # Two SDK instances of one user share a directory but not their in-process locks, so
     # their writes collide on registry revisions and must be retried, not lost.

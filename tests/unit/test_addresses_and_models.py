@@ -30,6 +30,17 @@ def test_checksum_rejects(bad):
         checksum_address(bad)
 
 
+@pytest.mark.parametrize("key", ["0x" + "ab" * 32, "ab" * 32, " 0x" + "AB" * 32 + "\n"])
+def test_a_key_given_for_an_address_is_not_echoed(key):
+    with pytest.raises(InvalidAddressError) as caught:
+        checksum_address(key, what="--signer-address")
+    assert str(caught.value) == (
+        "--signer-address must be 0x followed by 40 hex digits, got a private key? (not shown)"
+    )
+    with pytest.raises(InvalidAddressError, match=r"got '0x1234'$"):  # anything else is shown
+        checksum_address("0x1234")
+
+
 def test_model_id_forms_agree():
     expected = "0x" + keccak(b"org/repo/model.gguf").hex()
     assert model_id("org/repo:model.gguf") == expected

@@ -18,7 +18,7 @@ from fabstir_sdk.protocol import (
     TokenChunk,
     parse_client_message,
 )
-from fabstir_sdk.protocol._session import _plain_chunk
+from fabstir_sdk.protocol._session import _chunk_text, _plain_chunk
 
 HEXISH = st.sampled_from(["", "00", "0xab", "0XAB", "aB", "abc", "zz", " ab", "ab\n", "١٢"])
 ANY = st.one_of(
@@ -89,3 +89,70 @@ def test_the_usual_frames_take_the_fast_path_and_decrypt_alike() -> None:
         TokenChunk(" tok", 0, 1, False, "9-0"),
         TokenChunk("en", 1, 2, True, None),
     ]
+
+
+def _compact(frame: dict[str, object], payload_last: bool, ascii_only: bool) -> str:
+    """The frame as hosts write it: compact JSON, ``payload`` last (upstream) or not (ours)."""
+    ordered = dict(frame)
+    if payload_last and "payload" in ordered:
+        ordered["payload"] = ordered.pop("payload")
+    return json.dumps(ordered, separators=(",", ":"), ensure_ascii=ascii_only)
+
+
+@st.composite
+def chunk_texts(draw: st.DrawFn) -> str:
+    """Frame texts near the compact form: valid ones, fields changed, characters changed."""
+    text = _compact(draw(chunk_frames()), draw(st.booleans()), draw(st.booleans()))
+    for _ in range(draw(st.integers(0, 2))):
+        at = draw(st.integers(0, len(text)))
+        junk = draw(st.sampled_from(['"', "\\", " ", "0", "a", "-", "}", ",", "\u00e9", "1e2"]))
+        text = text[:at] + junk + text[at + draw(st.integers(0, 2)) :]
+    return text
+
+
+@settings(max_examples=1500, deadline=None)
+@given(chunk_texts())
+def test_text_reader_accepts_only_what_the_parser_and_model_accept(text: str) -> None:
+    fast = _chunk_text(text)
+    if fast is None:
+        return  # parsed and validated as before
+    assert text.isascii()
+    obj = json.loads(text)  # must not raise
+    assert _plain_chunk(obj) == fast
+    model = EncryptedChunk.model_validate(obj)
+    p = model.payload
+    assert fast == (
+        p.index,
+        p.nonce_hex,
+        p.ciphertext_hex,
+        p.aad_hex,
+        model.tokens,
+        model.final,
+        model.id,
+    )
+
+
+def test_the_host_frames_take_the_text_path_in_both_field_orders() -> None:
+    key = os.urandom(32)
+    frame = json.loads(HostSession(key, session_id="12").chunk_frame("x", id="12-4", final=True))
+    for payload_last in (False, True):
+        text = _compact(frame, payload_last, True)
+        p = frame["payload"]
+        assert _chunk_text(text) == (
+            0,
+            p["nonceHex"],
+            p["ciphertextHex"],
+            p["aadHex"],
+            1,
+            True,
+            "12-4",
+        )
+    assert _chunk_text(_compact({**frame, "id": 7}, True, True)) is not None
+    for other in (
+        json.dumps(frame),  # spaces
+        _compact({**frame, "id": "12-\u00e9"}, False, False),  # not ASCII
+        _compact({**frame, "tokens": 1.0}, False, True),
+        _compact({**frame, "session_id": "012"}, False, True),
+        _compact({**frame, "payload": {**p, "nonceHex": "abc"}}, False, True),  # odd hex
+    ):
+        assert _chunk_text(other) is None

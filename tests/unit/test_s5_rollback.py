@@ -58,3 +58,20 @@ async def test_a_damaged_file_starts_over(tmp_path):
     path.write_text(json.dumps({"zz": 3, pk.hex(): -1, (b"\xed" * 33).hex(): True}))
     guard = RevisionGuard(LocalStore(tmp_path / "s"), path)
     assert guard.highest_seen(pk) is None and guard.highest_seen(b"\xed" * 33) is None
+
+
+async def test_the_file_is_read_again_only_after_another_process_wrote_it(tmp_path):
+    store, path = LocalStore(tmp_path / "s"), tmp_path / "seen.json"
+    first, second = RevisionGuard(store, path), RevisionGuard(store, path)
+    reads = []
+    read = first._read
+    first._read = lambda: reads.append(1) or read()  # type: ignore[method-assign]
+    await first.registry_set(entry(5))
+    await first.registry_set(entry(6))
+    await first.registry_set(entry(7))
+    assert reads == []  # no file yet, then only this process's own writes
+    other = RegistryEntry.sign(bytes(32), 9, b"x")
+    await second.registry_set(other)
+    await first.registry_set(entry(8))
+    assert len(reads) == 1  # replaced by the other process: merged, not overwritten
+    assert json.loads(path.read_text()) == {entry(8).pk.hex(): 8, other.pk.hex(): 9}

@@ -9,7 +9,7 @@ from typing import Any
 import coincurve
 import pytest
 from eth_account import Account
-from eth_account.messages import encode_defunct
+from eth_account.messages import encode_defunct, encode_typed_data
 
 from fabstir_sdk.chain.signer import JsonRpcSigner, LocalSigner, as_signer
 from fabstir_sdk.chain.transport import MockTransport
@@ -99,6 +99,53 @@ async def test_answers_refused():
         JsonRpcSigner("http://signer", "0x1234")
     with pytest.raises(AuthError, match="LocalAccount"):
         as_signer("not a signer")
+
+
+TYPED = {
+    "types": {
+        "EIP712Domain": [{"name": "name", "type": "string"}],
+        "Note": [{"name": "text", "type": "string"}],
+    },
+    "primaryType": "Note",
+    "domain": {"name": "test"},
+    "message": {"text": "hi"},
+}
+
+
+async def test_signatures_by_another_key_or_not_valid_are_refused():
+    """A service holding another key than the address it was given (a wrong
+    --signer-address) is caught at its first signature, whatever it signs."""
+    other = Account.from_key(OTHER_KEY)
+    message = other.sign_message(encode_defunct(primitive=b"hi")).signature
+    typed = other.sign_message(encode_typed_data(full_message=TYPED)).signature
+    for answer, sign in (
+        (message, lambda s: s.sign_message(b"hi")),
+        (typed, lambda s: s.sign_typed_data(TYPED)),
+    ):
+        signer = JsonRpcSigner(
+            "http://signer", ACCOUNT.address, transport=service("0x" + bytes(answer).hex(), [])
+        )
+        with pytest.raises(SignerError) as caught:
+            await sign(signer)
+        what = "message" if answer is message else "typed data"
+        assert str(caught.value) == (
+            f"the signer service signed the {what} as {other.address}, not {ACCOUNT.address}: "
+            "it holds another key"
+        )
+    garbage = JsonRpcSigner(
+        "http://signer", ACCOUNT.address, transport=service("0x" + "ff" * 65, [])
+    )
+    with pytest.raises(SignerError, match=r"^the signer service's message signature is not valid$"):
+        await garbage.sign_message(b"hi")
+    not_a_tx = JsonRpcSigner("http://signer", ACCOUNT.address, transport=service("0x1234", []))
+    with pytest.raises(SignerError, match=r"^the signer service's transaction signature is not"):
+        await not_a_tx.sign_transaction(TX)
+
+
+@pytest.mark.parametrize("url", ["nonsense", "ftp://signer", "http://", "127.0.0.1:8545"])
+def test_a_signer_url_is_http(url):
+    with pytest.raises(SignerError, match=r"^a signer service URL is http:// or https:// and a"):
+        JsonRpcSigner(url, ACCOUNT.address)
 
 
 async def test_local_signer_and_the_seed():

@@ -12,6 +12,7 @@ __all__ = ["ZERO_ADDRESS", "checksum_address"]
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 _HEX40 = re.compile(r"0x[0-9a-fA-F]{40}")
+_KEY_LIKE = re.compile(r"[0-9a-fA-F]{64}")
 
 
 def checksum_address(value: object, *, what: str = "address") -> str:
@@ -21,7 +22,9 @@ def checksum_address(value: object, *, what: str = "address") -> str:
     match EIP-55 exactly, since a wrong checksum usually means a mistyped address.
     """
     if not isinstance(value, str) or not _HEX40.fullmatch(value):
-        raise InvalidAddressError(f"{what} must be 0x followed by 40 hex digits, got {value!r}")
+        # a private key given where an address goes is not echoed into an error or a log
+        got = "a private key? (not shown)" if _KEY_LIKE.search(str(value)) else repr(value)
+        raise InvalidAddressError(f"{what} must be 0x followed by 40 hex digits, got {got}")
     body = value[2:]
     checksummed = to_checksum_address(value)
     if body != body.lower() and body != body.upper() and checksummed != value:

@@ -19,13 +19,15 @@ digest, is signed by any other signer as an EIP-191 message (docs/signers.md).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 from eth_account import Account
 from eth_account.messages import encode_defunct, encode_typed_data
 from eth_account.signers.local import LocalAccount
 
-from ..errors import AuthError, RpcFailure, SignerError
+from ..errors import AuthError, RpcError, RpcFailure, SignerError
 from .addresses import checksum_address
 from .rpc import JsonRpcClient
 from .transport import RpcTransport
@@ -101,7 +103,8 @@ class JsonRpcSigner:
 
     It speaks the node methods: ``eth_signTransaction``, ``personal_sign`` (or ``eth_sign``,
     ``message_method="eth_sign"``) and ``eth_signTypedData_v4``. The key never enters this
-    process; the service must have ``address`` unlocked.
+    process; the service must have ``address`` unlocked. Every signature it returns must
+    recover to ``address`` (a service holding another key is refused, :class:`SignerError`).
     """
 
     def __init__(
@@ -116,6 +119,10 @@ class JsonRpcSigner:
         if message_method not in ("personal_sign", "eth_sign"):
             raise AuthError("message_method is personal_sign or eth_sign")
         self.address: str = checksum_address(address, what="signer address")
+        if transport is None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise SignerError("a signer service URL is http:// or https:// and a host")
         self._message_method = message_method
         self._rpc = JsonRpcClient(url, timeout=timeout, transport=transport)
 
@@ -126,7 +133,23 @@ class JsonRpcSigner:
         try:
             return await self._rpc.call(method, *params)
         except RpcFailure as exc:
-            raise SignerError(f"the signer refused {method}: {exc}") from None
+            raise SignerError(
+                f"the signer refused {method} for {self.address}: {exc.node_message}"
+            ) from None
+        except RpcError as exc:  # unreachable, or not a JSON-RPC answer
+            raise SignerError(f"the signer service: {exc}") from None
+
+    def _check(self, recover: Callable[[], str], what: str) -> None:
+        """The signer of the service's answer must be :attr:`address`."""
+        try:
+            signer = recover()
+        except Exception:  # the answer is untrusted: any decoding failure is a bad signature
+            raise SignerError(f"the signer service's {what} signature is not valid") from None
+        if signer != self.address:
+            raise SignerError(
+                f"the signer service signed the {what} as {signer}, not {self.address}: "
+                "it holds another key"
+            )
 
     async def sign_transaction(self, tx: dict[str, Any]) -> bytes:
         request = {"from": self.address, **_hexify(tx)}
@@ -136,8 +159,7 @@ class JsonRpcSigner:
         if not isinstance(result, str) or not result.startswith("0x"):
             raise SignerError("the signer's eth_signTransaction answer is not hex")
         raw = bytes.fromhex(result[2:])
-        if Account.recover_transaction(raw) != self.address:
-            raise SignerError("the signer signed the transaction with another key")
+        self._check(lambda: Account.recover_transaction(raw), "transaction")
         return raw
 
     async def sign_message(self, message: bytes) -> bytes:
@@ -146,11 +168,21 @@ class JsonRpcSigner:
             result = await self._call("personal_sign", data, self.address)
         else:
             result = await self._call("eth_sign", self.address, data)
-        return _signature(result, self._message_method)
+        signature = _signature(result, self._message_method)
+        signed = encode_defunct(primitive=message)
+        self._check(lambda: Account.recover_message(signed, signature=signature), "message")
+        return signature
 
     async def sign_typed_data(self, data: dict[str, Any]) -> bytes:
         result = await self._call("eth_signTypedData_v4", self.address, json.dumps(data))
-        return _signature(result, "eth_signTypedData_v4")
+        signature = _signature(result, "eth_signTypedData_v4")
+        self._check(
+            lambda: Account.recover_message(
+                encode_typed_data(full_message=data), signature=signature
+            ),
+            "typed data",
+        )
+        return signature
 
     async def aclose(self) -> None:
         await self._rpc.aclose()

@@ -1,7 +1,7 @@
 """What several commands share: the parser class, port numbers, and where the chain and a
 wallet come from: a private key (never on the command line, where every user of the machine
-could read it: an environment variable or a file) or, for host commands, a signer service
-that holds the key (``--signer-url``)."""
+could read it: an environment variable or a file) or, for every command that signs, a signer
+service that holds the key (``--signer-url``)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._args import Commands, add_chain_arguments, private_key, sdk_config
+from ._args import Commands, add_chain_arguments, sdk_config, wallet
 
 __all__ = ["add", "run"]
 
@@ -27,7 +27,7 @@ def add(commands: Commands) -> None:
         metavar="ADDRESS",
         help="the compute host's wallet address (default: the best registered host)",
     )
-    add_chain_arguments(chat, key_env="FABSTIR_PRIVATE_KEY", role="user")
+    add_chain_arguments(chat, key_env="FABSTIR_PRIVATE_KEY", role="user", signer=True)
     chat.add_argument(
         "--payment",
         choices=["usdc", "eth", "deposit"],
@@ -73,16 +73,18 @@ def add(commands: Commands) -> None:
 async def run(args: argparse.Namespace) -> int:
     from .._chat import chat
 
-    return await chat(
-        sdk_config(args),
-        private_key(args),
-        model=args.model,
-        host=args.host_address,
-        payment=args.payment,
-        deposit=args.deposit,
-        max_price_per_token=args.max_price,
-        on_exit=args.on_exit,
-        expected_tokens=args.expected_tokens,
-        yes=args.yes,
-        payer=args.payer,
-    )
+    config = sdk_config(args)
+    async with wallet(args) as signer:
+        return await chat(
+            config,
+            signer,
+            model=args.model,
+            host=args.host_address,
+            payment=args.payment,
+            deposit=args.deposit,
+            max_price_per_token=args.max_price,
+            on_exit=args.on_exit,
+            expected_tokens=args.expected_tokens,
+            yes=args.yes,
+            payer=args.payer,
+        )

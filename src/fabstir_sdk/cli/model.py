@@ -3,8 +3,8 @@ marketplace's governance on the ModelRegistry, one ModelManager call per action.
 
 Each action prints one JSON line (FAB amounts as strings of base units, 18 decimals); a
 proposal at the wrong stage is refused with a typed error before any transaction. The key
-comes from ``--key-env`` (default ``FABSTIR_PRIVATE_KEY``) or ``--key-file``; ``list`` and
-``status`` need none.
+comes from ``--key-env`` (default ``FABSTIR_PRIVATE_KEY``) or ``--key-file``, or stays in a
+signer service (``--signer-url``); ``list`` and ``status`` need none.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from ._args import Commands, add_chain_arguments, private_key, sdk_config
+from ._args import Commands, add_chain_arguments, private_key, sdk_config, wallet
 
 if TYPE_CHECKING:
     from ..managers.model import ModelProposal
@@ -40,7 +40,7 @@ def add(commands: Commands) -> None:
 
     def action(name: str, text: str, *, handler: Any) -> argparse.ArgumentParser:
         parser = actions.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
-        add_chain_arguments(parser, key_env=_KEY_ENV, role="account")
+        add_chain_arguments(parser, key_env=_KEY_ENV, role="account", signer=True)
         parser.set_defaults(handler=handler)
         return parser
 
@@ -80,9 +80,12 @@ async def _sdk(args: argparse.Namespace, *, key: bool = True) -> AsyncIterator[F
     from ..sdk import FabstirSDK
 
     async with FabstirSDK(sdk_config(args)) as sdk:
-        if key:
-            await sdk.authenticate(private_key(args))
-        yield sdk
+        if not key:
+            yield sdk
+            return
+        async with wallet(args) as signer:  # a key, or a signer service (--signer-url)
+            await sdk.authenticate(signer)
+            yield sdk
 
 
 def _print(value: dict[str, Any]) -> int:
@@ -129,7 +132,7 @@ async def _status(args: argparse.Namespace) -> int:
         except NotFoundError:
             proposal = None
         shown: dict[str, Any] = {"model_id": mid, "model": entry, "proposal": proposal}
-        voter = args.address
+        voter = args.address or args.signer_address
         if voter is None and (args.key_file is not None or _has_key(args)):
             voter = (await sdk.authenticate(private_key(args))).user_address
         if voter is not None and proposal is not None:

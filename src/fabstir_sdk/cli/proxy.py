@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..chain.addresses import checksum_address
 from ..errors import ConfigError
-from ._args import Commands, add_chain_arguments, port_number, private_key, sdk_config
+from ._args import Commands, add_chain_arguments, port_number, sdk_config, wallet
 from ._signals import stop_signals
 
 __all__ = ["add", "proxy_serve"]
@@ -27,7 +27,7 @@ def add(commands: Commands) -> None:
             "every session, so you pay the proven tokens only."
         ),
     )
-    add_chain_arguments(proxy, key_env="FABSTIR_PRIVATE_KEY", role="user")
+    add_chain_arguments(proxy, key_env="FABSTIR_PRIVATE_KEY", role="user", signer=True)
     proxy.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
     )
@@ -83,11 +83,11 @@ async def proxy_serve(args: argparse.Namespace) -> int:
         api_key = os.environ.get(args.api_key_env, "").strip()
         if not api_key:
             raise ConfigError(f"set {args.api_key_env} to the proxy's API key")
-    config, key = sdk_config(args), private_key(args)
+    config = sdk_config(args)
     payer = None if args.payer is None else checksum_address(args.payer, what="--payer")
     with stop_signals() as stop:
-        async with FabstirSDK(config) as sdk:
-            await sdk.authenticate(key)
+        async with wallet(args) as signer, FabstirSDK(config) as sdk:
+            await sdk.authenticate(signer)
             chat = Chat(
                 sdk,
                 budget=args.budget,

@@ -390,11 +390,10 @@ class SessionBackend:
     async def append(
         self, conversation_id: str, prompt: str, answer: str, *, partial: bool
     ) -> None:
-        await self.storage.append_message(conversation_id, Message(role="user", content=prompt))
+        messages = [Message(role="user", content=prompt)]
         if answer or not partial:
-            await self.storage.append_message(
-                conversation_id, Message(role="assistant", content=answer)
-            )
+            messages.append(Message(role="assistant", content=answer))
+        await self.storage.append_messages(conversation_id, messages)
 
     async def history(self, conversation_id: str) -> list[ChatMessage]:
         """The stored conversation as the host protocol's chat messages."""

@@ -9,15 +9,19 @@ job's ``SessionCreatedByDelegate`` event (indexed ``delegate``), so these ids co
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..chain.client import Read
+from ..errors import RpcFailure
 
 if TYPE_CHECKING:
     from ._context import Context
 
 __all__ = ["DelegatedJobs"]
+
+log = logging.getLogger("fabstir_sdk.session")
 
 _EVENT = "SessionCreatedByDelegate"
 
@@ -41,8 +45,9 @@ class _Scan:
 class DelegatedJobs:
     """Ids of the jobs each delegate opened, per address, kept up to date incrementally.
 
-    ``log_window``: blocks per ``eth_getLogs`` (nodes cap the range of one request);
-    ``max_batch``: requests per HTTP batch.
+    ``log_window``: blocks per ``eth_getLogs`` at first; a node that refuses a range that
+    large (providers cap it, each its own way) gets windows ten times smaller until it
+    answers, down to one block. ``max_batch``: requests per HTTP batch.
     """
 
     log_window = 50_000
@@ -52,6 +57,7 @@ class DelegatedJobs:
         self._ctx = ctx
         self._scans: dict[str, _Scan] = {}
         self._lock = asyncio.Lock()
+        self._window = self.log_window
 
     async def ids(self, delegate: str, *, from_block: int = 0) -> set[int]:
         """Jobs ``delegate`` opened for a payer since ``from_block`` (scanned once; later
@@ -62,30 +68,49 @@ class DelegatedJobs:
             if scan is None or from_block < scan.first or latest < scan.scanned_to:
                 # first scan, an earlier start, or the chain went back (a devnet revert)
                 scan = self._scans[delegate] = _Scan(first=from_block, scanned_to=from_block - 1)
-            await self._scan(scan, delegate, latest)
-            return set(scan.ids)
+            while True:
+                try:
+                    await self._scan(scan, delegate, latest)
+                    return set(scan.ids)
+                except RpcFailure as refused:
+                    if self._window <= 1:
+                        raise
+                    self._window = max(1, self._window // 10)
+                    log.info(
+                        "eth_getLogs refused (%s): scanning %d blocks at a time",
+                        refused.node_message,
+                        self._window,
+                    )
 
     async def _scan(self, scan: _Scan, delegate: str, latest: int) -> None:
+        """Read the logs from ``scan.scanned_to`` to ``latest``; ``scan`` keeps what each
+        batch found, so a refused batch costs only itself."""
         mp = self._ctx.contract("job_marketplace")
-        reads = [
-            Read(
-                "eth_getLogs",
-                (
-                    {
-                        "address": mp.address,
-                        "topics": [mp.event_topic(_EVENT), None, None, _topic(delegate)],
-                        "fromBlock": hex(low),
-                        "toBlock": hex(min(latest, low + self.log_window - 1)),
-                    },
-                ),
-                _logs,
-                f"logs {_EVENT}",
-            )
-            for low in range(scan.scanned_to + 1, latest + 1, self.log_window)
+        topics = [mp.event_topic(_EVENT), None, None, _topic(delegate)]
+        windows = [
+            (low, min(latest, low + self._window - 1))
+            for low in range(scan.scanned_to + 1, latest + 1, self._window)
         ]
-        chunks = [reads[i : i + self.max_batch] for i in range(0, len(reads), self.max_batch)]
-        for chunk in chunks:
-            for logs in await self._ctx.client.reads(*chunk):
+        for start in range(0, len(windows), self.max_batch):
+            chunk = windows[start : start + self.max_batch]
+            reads = [
+                Read(
+                    "eth_getLogs",
+                    (
+                        {
+                            "address": mp.address,
+                            "topics": topics,
+                            "fromBlock": hex(low),
+                            "toBlock": hex(high),
+                        },
+                    ),
+                    _logs,
+                    f"logs {_EVENT}",
+                )
+                for low, high in chunk
+            ]
+            for logs in await self._ctx.client.reads(*reads):
                 for args in mp.events({"logs": logs}, _EVENT):
                     scan.ids.add(int(args["sessionId"]))
+            scan.scanned_to = chunk[-1][1]
         scan.scanned_to = latest

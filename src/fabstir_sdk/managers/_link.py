@@ -1,25 +1,29 @@
 """The I/O half of a session: one WebSocket that carries a :class:`ClientSession`.
 
 The protocol state lives in the sans-I/O core (``protocol/_client.py``); this only moves
-frames and keeps deadlines. A reader task feeds each frame to the core and queues the event;
-waits take an absolute deadline on the loop's clock, so what counts as progress (and when a
-deadline starts) is the caller's choice, not a side effect of whatever frame arrives.
+frames and keeps deadlines. Each message is fed to the core as the connection parses it
+(no reader task, no second queue: one per streamed token, so it is the hot path) and its
+event queued; waits take an absolute deadline on the loop's clock, so what counts as
+progress (and when a deadline starts) is the caller's choice, not a side effect of whatever
+frame arrives.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.frames import Frame, Opcode
 from websockets.protocol import State as WsState
 
 from ..errors import (
     HostKeyMismatchError,
     HostUnreachableError,
-    ProtocolError,
     StreamTimeoutError,
     ValidationError,
 )
@@ -42,34 +46,88 @@ def ws_url(api_url: str) -> str:
     raise ValidationError(f"host api_url must be http(s)://..., got {api_url!r}")
 
 
+class _Connection(ClientConnection):
+    """A client connection that hands each whole message to :attr:`deliver` as it parses
+    it, instead of queueing it for ``recv()`` (which is then never used). Messages parsed
+    before a :class:`Link` takes the connection wait in :attr:`early`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.early: deque[str | bytes] = deque()
+        self.deliver: Callable[[str | bytes], None] = self.early.append
+        self.lost: Callable[[], None] | None = None
+        self._fragments: list[bytes] | None = None
+        self._text = False
+
+    def process_event(self, event: Any) -> None:
+        if self.response is None or not isinstance(event, Frame):
+            super().process_event(event)  # the handshake's response
+            return
+        opcode, data = event.opcode, bytes(event.data)  # bytes already: not copied
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if not event.fin:  # the first of a fragmented message
+                self._fragments, self._text = [data], opcode is Opcode.TEXT
+                return
+            text = opcode is Opcode.TEXT
+        elif opcode is Opcode.CONT:
+            if self._fragments is None:  # pragma: no cover - the protocol refuses it first
+                return
+            self._fragments.append(data)
+            if not event.fin:
+                return
+            data, text, self._fragments = b"".join(self._fragments), self._text, None
+        else:
+            super().process_event(event)  # ping, pong, close
+            return
+        if text:
+            try:
+                self.deliver(data.decode())
+            except UnicodeDecodeError:
+                self.deliver(data)  # the core refuses it as not JSON
+        else:
+            self.deliver(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.lost is not None:
+            self.lost()
+
+
 class Link:
     """One WebSocket to a host; :meth:`next_event` returns the core's events in order.
 
     Opened in two steps so that the handshake can run before the session's job exists
     (while the payment is prepared): :meth:`dial` connects, :meth:`start` binds the
-    session's :class:`ClientSession` and inits. Frames the host sends in between wait in
-    the socket's buffer; no reader runs until :meth:`start`.
+    session's :class:`ClientSession` and inits. Messages the host sends in between wait in
+    the connection (``_Connection.early``) until :meth:`start` feeds them to the core.
     """
 
     proto: ClientSession  # set by start()
 
-    def __init__(self, ws: ClientConnection, url: str) -> None:
+    def __init__(self, ws: _Connection, url: str) -> None:
         self.ws = ws
         self.url = url
-        self.events: asyncio.Queue[Any] = asyncio.Queue()
+        self.events: deque[Any] = deque()
+        self._waiter: asyncio.Future[None] | None = None
         self.closed = False
         self.loop = asyncio.get_running_loop()
         self._deadline: float | None = None  # of the wait in progress
         self._timer: asyncio.TimerHandle | None = None
-        self._reader: asyncio.Task[None] | None = None
 
     @classmethod
     async def dial(cls, url: str, within: float) -> Link:
         """The WebSocket handshake alone; HostUnreachableError unless done in ``within`` s."""
         try:
-            ws = await connect(url, open_timeout=within, max_size=MAX_FRAME_BYTES, ping_interval=20)
+            ws = await connect(
+                url,
+                open_timeout=within,
+                max_size=MAX_FRAME_BYTES,
+                ping_interval=20,
+                create_connection=_Connection,
+            )
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             raise HostUnreachableError(f"cannot open {url}: {exc}") from None
+        assert isinstance(ws, _Connection)
         return cls(ws, url)
 
     @classmethod
@@ -88,7 +146,13 @@ class Link:
         """Bind ``proto`` and init; raises (and closes) unless the host acknowledged within
         ``within`` s."""
         self.proto = proto
-        self._reader = self.loop.create_task(self._read())
+        ws = self.ws
+        while ws.early:  # what came before the session existed, in order
+            self._receive(ws.early.popleft())
+        ws.deliver = self._receive
+        ws.lost = self._lost
+        if ws.protocol.state is WsState.CLOSED:
+            self._lost()
         try:
             await self.send(proto.init_frame())
             due = self.loop.time() + within
@@ -107,22 +171,31 @@ class Link:
             await self.close()
             raise
 
-    async def _read(self) -> None:
+    def _receive(self, frame: str | bytes) -> None:
+        """A message from the host: its event (or the error it makes) is queued."""
+        if self.closed:
+            return
         try:
-            async for frame in self.ws:
-                try:
-                    event = self.proto.receive(frame)
-                except ProtocolError as exc:
-                    self.events.put_nowait(exc)
-                    continue
-                if event is not None:
-                    self.events.put_nowait(event)
-        except ConnectionClosed:
-            pass
-        finally:
-            self.closed = True
+            event = self.proto.receive(frame)
+        except Exception as exc:  # a protocol break (or a bug): the waiter raises it
+            self._put(exc)
+            return
+        if event is not None:
+            self._put(event)
+
+    def _lost(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if hasattr(self, "proto"):  # started
             self.proto.connection_lost()
-            self.events.put_nowait(HostUnreachableError("the host closed the connection"))
+        self._put(HostUnreachableError("the host closed the connection"))
+
+    def _put(self, event: Any) -> None:
+        self.events.append(event)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def send(self, frame: str) -> None:
         if self.closed:
@@ -134,10 +207,7 @@ class Link:
 
     def pending(self) -> Any:
         """The next queued event without waiting, or None."""
-        try:
-            return self.events.get_nowait()
-        except asyncio.QueueEmpty:
-            return None
+        return self.events.popleft() if self.events else None
 
     async def next_event(self, due: float | None, waiting_for: str = "", within: float = 0) -> Any:
         """The next event, or :class:`StreamTimeoutError` once the loop's clock passes
@@ -147,23 +217,25 @@ class Link:
         Called once per token, so it arms no timer of its own: one timer per link, moved
         only when a deadline comes sooner, ticks the queue when the waiter's deadline passes.
         """
+        events = self.events
         while True:
-            try:
-                event = self.events.get_nowait()  # the hot path: tokens arrive in bursts
-            except asyncio.QueueEmpty:
+            if not events:
                 if due is not None:
                     self._arm(due)
+                self._waiter = waiter = self.loop.create_future()
                 try:
-                    event = await self.events.get()
+                    await waiter
                 finally:
-                    self._deadline = None
+                    self._waiter = self._deadline = None
+                continue
+            event = events.popleft()  # the hot path: tokens arrive in bursts
             if event is not _TICK:
                 break
             if due is not None and self.loop.time() >= due - _EARLY:
                 raise StreamTimeoutError(f"no {waiting_for} from the host in {within:.3g} s")
         if isinstance(event, BaseException):
             if isinstance(event, HostUnreachableError):
-                self.events.put_nowait(event)  # every later wait sees it too
+                events.appendleft(event)  # every later wait sees it too
             raise event
         return event
 
@@ -180,7 +252,7 @@ class Link:
         if deadline is None:
             return  # nobody waits; the next wait arms it again
         if self.loop.time() >= deadline - _EARLY:
-            self.events.put_nowait(_TICK)
+            self._put(_TICK)
         else:
             self._timer = self.loop.call_at(deadline, self._ring)
 
@@ -189,8 +261,4 @@ class Link:
             self._timer.cancel()
         with contextlib.suppress(Exception):
             await self.ws.close()
-        self.closed = True
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
+        self._lost()

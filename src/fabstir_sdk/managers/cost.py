@@ -192,6 +192,11 @@ async def estimate_cost(
         approve = (
             erc20.call("approve", mp.address, max(budget, amount)) if short and erc20 else None
         )
+        # an agent sends only the creation: the payer or the host completes the job
+        proof = mp.call(
+            "submitProofOfWork", job_id, billed, secrets.token_bytes(32), "estimate", "estimate"
+        )
+        complete = mp.call("completeSessionJob", job_id, "b" * CONVERSATION_CID_LENGTH)
         items = await _simulated_gas(
             ctx,
             user=user,
@@ -199,19 +204,7 @@ async def estimate_cost(
             approve=approve,
             create=(create, amount if native and funding == "wallet" else 0),
             later=int(block["timestamp"], 16) + _PROOF_AFTER,
-            settle=None
-            if payer is not None
-            else (
-                mp.call(
-                    "submitProofOfWork",
-                    job_id,
-                    billed,
-                    secrets.token_bytes(32),
-                    "estimate",
-                    "estimate",
-                ),
-                mp.call("completeSessionJob", job_id, "b" * CONVERSATION_CID_LENGTH),
-            ),
+            settle=None if payer is not None else (proof, complete),
             gas_price=gas_price,
         )
     return CostEstimate(

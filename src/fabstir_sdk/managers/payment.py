@@ -46,6 +46,8 @@ Checks = tuple[list[Read], Callable[[list[Any]], None]]
 
 Funding = Literal["wallet", "deposit"]
 
+#: Job reads per JSON-RPC batch in :meth:`PaymentManager.get_session_jobs`.
+_JOBS_PER_BATCH = 100
 #: Attempts at a wallet-paid ERC-20 session whose allowance other spenders keep using up.
 _ALLOWANCE_ATTEMPTS = 4
 
@@ -279,6 +281,17 @@ class PaymentManager:
         read, check = self._job_check(job_id)
         (values,) = await self._ctx.client.reads(read)
         return check(values)
+
+    async def get_session_jobs(self, job_ids: list[int]) -> list[SessionJob]:
+        """:meth:`get_session_job` of each id, in the ids' order, read in batches of
+        ``_JOBS_PER_BATCH`` (what JSON-RPC providers accept in one request)."""
+        checks = [self._job_check(i) for i in job_ids]
+        jobs: list[SessionJob] = []
+        for start in range(0, len(checks), _JOBS_PER_BATCH):
+            chunk = checks[start : start + _JOBS_PER_BATCH]
+            values = await self._ctx.client.reads(*(read for read, _ in chunk))
+            jobs += [check(v) for (_, check), v in zip(chunk, values, strict=True)]
+        return jobs
 
     async def complete_session_job(self, job_id: int, conversation_cid: str = "") -> Settlement:
         """Settle an active session now: the host is paid for proven tokens only."""

@@ -366,7 +366,7 @@ class SessionManager:
                 continue
             break
         delegated = await self._delegated.ids(user, from_block=from_block)
-        return [await self._backend.payments.get_session_job(i) for i in sorted({*ids, *delegated})]
+        return await self._backend.payments.get_session_jobs(sorted({*ids, *delegated}))
 
     async def aclose(self) -> None:
         """Drop every open connection (no settlement: hosts settle on disconnect)."""

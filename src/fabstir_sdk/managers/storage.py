@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -304,13 +304,23 @@ class StorageManager:
 
         Appends to one conversation are serialized, so concurrent calls keep every message.
         """
-        if isinstance(message, dict):
-            message = Message(**message)
-        if not isinstance(message, Message):
-            raise ValidationError("a message is a Message or a dict with role and content")
+        return await self.append_messages(conversation_id, [message])
+
+    async def append_messages(
+        self, conversation_id: str, messages: Sequence[Message | dict[str, Any]]
+    ) -> Conversation:
+        """Add ``messages`` in order, all in one write (a prompt and its answer are never
+        stored apart, and cost one S5 update instead of one each); returns the result."""
+        added: list[Message] = []
+        for message in messages:
+            if isinstance(message, dict):
+                message = Message(**message)
+            if not isinstance(message, Message):
+                raise ValidationError("a message is a Message or a dict with role and content")
+            added.append(message)
         fs, user = await self._ready()
         path = self._conversation_path(user, conversation_id)
-        added: Message = message
+        result: list[Conversation] = []
 
         def append(raw: Any) -> dict[str, Any]:
             now = _now_ms()
@@ -319,11 +329,13 @@ class StorageManager:
             else:
                 conversation = _conversation(raw)
             updated = conversation.model_copy(
-                update={"messages": [*conversation.messages, added], "updated_at": now}
+                update={"messages": [*conversation.messages, *added], "updated_at": now}
             )
+            result[:] = [updated]  # what is stored, already validated: not parsed again
             return updated.model_dump(mode="json")
 
-        return _conversation(await fs.update(path, append))
+        await fs.update(path, append)
+        return result[0]
 
     async def list_conversations(self) -> list[ConversationSummary]:
         """Summaries of every stored conversation, most recently updated first."""

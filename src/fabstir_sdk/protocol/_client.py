@@ -73,6 +73,7 @@ from ._session import (
     chunk_aad,
     dumps,
     fast_chunk_fields,
+    fast_chunk_text,
     message_aad,
     private_key_bytes,
     seal_session_init,
@@ -125,6 +126,10 @@ class State(enum.Enum):
     STREAMING = "streaming"  # an answer is coming
     CANCELLING = "cancelling"  # stream_cancel sent, the answer's stream_end is due
     CLOSED = "closed"
+
+
+#: The states in which the host has acknowledged the init.
+_LIVE = (State.READY, State.STREAMING, State.CANCELLING)  # a tuple: enums hash in Python
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +254,7 @@ class ClientSession:
     @property
     def ready(self) -> bool:
         """Whether the host acknowledged the init (the session is usable)."""
-        return self.state in (State.READY, State.STREAMING, State.CANCELLING)
+        return self.state in _LIVE
 
     @property
     def answer_id(self) -> str | None:
@@ -407,6 +412,13 @@ class ClientSession:
 
     def receive(self, data: str | bytes) -> SessionEvent | None:
         """The event a host frame stands for; None for a frame of an answer given up."""
+        if type(data) is str and len(data) <= self.max_frame_bytes:
+            fast = fast_chunk_text(data)  # a token as hosts write it: no JSON parse
+            if fast is not None:
+                if self._stale(fast[6]):
+                    self._count_stale(fast[6], len(fast[2]) // 2 - c.TAG_SIZE)
+                    return None
+                return self._open_chunk(*fast)
         obj = decode_frame(data, max_bytes=self.max_frame_bytes)
         if obj["type"] == "encrypted_chunk":
             fast = fast_chunk_fields(obj)
@@ -541,16 +553,20 @@ class ClientSession:
         final: bool | None,
         id: str | int | None,
     ) -> TokenChunk:
-        if not self.encrypted or not self.ready:
+        # once per streamed token: the cheap checks first, no helper calls on the usual path
+        if not self.encrypted or self.state not in _LIVE:
             raise ProtocolError("encrypted frame outside an established encrypted session")
         expected = self._next_chunk
         aad = chunk_aad(expected)
-        if index != expected or (aad_hex and not same_hex(aad_hex, aad)):
+        if index != expected or (aad_hex and aad_hex != aad.hex() and not same_hex(aad_hex, aad)):
             raise MessageIndexError(f"chunk {index} arrived where chunk {expected} was due")
         text = c.open_aead(self._key, hex_bytes(nonce_hex), hex_bytes(ciphertext_hex), aad)
         self._next_chunk = expected + 1
         self._received += len(text)
-        return TokenChunk(utf8(text), expected, tokens, bool(final), id)
+        try:
+            return TokenChunk(text.decode(), expected, tokens, final is True, id)
+        except UnicodeDecodeError:
+            return TokenChunk(utf8(text), expected, tokens, final is True, id)  # raises
 
     def _final(self, message: EncryptedResponse) -> ResponseDone:
         if not self.encrypted or not self.ready:

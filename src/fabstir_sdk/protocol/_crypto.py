@@ -48,6 +48,8 @@ ZERO_SALT = bytes(32)
 if lib.sodium_init() < 0:  # pragma: no cover - libsodium refuses to start
     raise ImportError("libsodium failed to initialise")
 
+_decrypt = lib.crypto_aead_xchacha20poly1305_ietf_decrypt
+
 
 def random_nonce() -> bytes:
     return os.urandom(NONCE_SIZE)
@@ -158,13 +160,13 @@ def open_aead(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
         raise ValueError("XChaCha20-Poly1305 needs a 32-byte key")
     if len(ciphertext) < TAG_SIZE:
         raise FrameDecryptionError("ciphertext is shorter than its 16-byte tag")
-    out = ffi.new("unsigned char[]", max(len(ciphertext) - TAG_SIZE, 1))
-    size = ffi.new("unsigned long long *")
-    failed = lib.crypto_aead_xchacha20poly1305_ietf_decrypt(
-        out, size, ffi.NULL, ciphertext, len(ciphertext), aad, len(aad), nonce, key
-    )
-    if failed:
+    # One allocation (the plaintext is always the ciphertext less its tag, so no length
+    # out-parameter): this runs once per streamed token.
+    size = len(ciphertext)
+    out = ffi.new("unsigned char[]", size)
+    if _decrypt(out, ffi.NULL, ffi.NULL, ciphertext, size, aad, len(aad), nonce, key):
         raise FrameDecryptionError(
             "ciphertext does not authenticate (tampered, wrong key or wrong AAD)"
         )
-    return bytes(ffi.buffer(out, size[0]))
+    plaintext: bytes = ffi.buffer(out, size - TAG_SIZE)[:]
+    return plaintext

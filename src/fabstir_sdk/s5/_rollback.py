@@ -39,6 +39,8 @@ class RevisionGuard(Store):
         self.path = Path(path)
         self._lock = filelock.FileLock(str(self.path) + ".lock")
         self._seen: dict[bytes, int] = self._read()
+        self._dir_made = False
+        self._written: tuple[int, int, int] | None = None  # the file as this process wrote it
 
     def __repr__(self) -> str:
         return f"RevisionGuard({self.inner!r}, keys={len(self._seen)})"
@@ -69,16 +71,31 @@ class RevisionGuard(Store):
         return seen
 
     def _persist(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Runs after every registry write (once per stored answer of a session): the file
+        # is read again only if another process replaced it since this one wrote it.
+        if not self._dir_made:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._dir_made = True
         with self._lock:
-            merged = self._read()  # another process of this user may have seen more
-            for pk, revision in self._seen.items():
-                if merged.get(pk, -1) < revision:
-                    merged[pk] = revision
-            self._seen = merged
+            merged = self._seen
+            if self._stamp() != self._written:  # another process of this user may have seen more
+                merged = self._read()
+                for pk, revision in self._seen.items():
+                    if merged.get(pk, -1) < revision:
+                        merged[pk] = revision
+                self._seen = merged
             tmp = self.path.with_name(self.path.name + ".tmp")
             tmp.write_text(json.dumps({pk.hex(): r for pk, r in merged.items()}))
             os.replace(tmp, self.path)
+            self._written = self._stamp()
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        """Which version of the file is there (inode, mtime, size); None if none is."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
 
     async def _saw(self, entry: RegistryEntry) -> None:
         if self._seen.get(entry.pk, -1) < entry.revision:
