@@ -5,15 +5,19 @@ One client process (this one) opens 1,000 sessions at once with ``create_session
 ``max_sessions`` of 256), asks each one question, checks the exact answer and settles it with
 ``Session.complete()`` (the host's final proof, then the user's ``completeSessionJob``).
 Target: 0 errors; the figure is the wall time from the first ``create_session`` to the last
-settlement. Run with ``python -m benchmarks --only sessions-1000`` or ``--large``: it takes
-minutes on a loaded machine, so the default run leaves it out.
+settlement; each phase's median and maximum per session are printed beside it (open, answer,
+settle). Run with ``python -m benchmarks --only sessions-1000`` or ``--large``: it takes
+minutes on a loaded machine, so the default run leaves it out. ``python -m benchmarks.crowd
+N [--per-host K] [--settle S] [--keep-logs DIR]`` runs another size.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import shutil
 import time
+import traceback
 from decimal import Decimal
 from pathlib import Path
 
@@ -47,13 +51,18 @@ async def run(runs: int) -> list[Row]:
 
 
 async def crowd(
-    sessions: int, per_host: int, *, settle: float | None = None, keep_logs: Path | None = None
+    sessions: int,
+    per_host: int,
+    *,
+    settle: float | None = None,
+    keep_logs: Path | None = None,
+    block_time: float | None = None,
 ) -> list[Row]:
     """``sessions`` concurrent sessions, ``per_host`` on each host process. A smaller crowd
     shows the same faults sooner: ``python -m benchmarks.crowd 250 --settle 5``, ``settle``
     being how long ``complete()`` waits for the host's final proof."""
     hosts_needed = -(-sessions // per_host)
-    async with Devnet.start() as net, portal() as portal_url:
+    async with Devnet.start(block_time=block_time) as net, portal() as portal_url:
         hosts = await asyncio.gather(
             *(
                 net.start_host(
@@ -113,8 +122,11 @@ async def crowd(
     # settled with nothing proven: the host's final proof missed complete()'s settle
     # deadline, so the session closed unbilled (the user paid nothing, the host lost it)
     unbilled = sum(1 for r in results if r == 0)
-    for error in errors[:5]:
-        print(f"  error: {type(error).__name__}: {error}")
+    kinds = collections.Counter(f"{type(e).__name__}: {e}"[:160] for e in errors)
+    for kind, count in kinds.most_common(10):
+        print(f"  {count} x error: {kind}")
+    for error in errors[:3]:  # where the first ones came from
+        print("".join(traceback.format_exception(error)[-6:]))
     print(f"\n# {sessions} concurrent sessions, {hosts_needed} host processes, deposit-funded")
     print(f"{'wall time (s)':<44} {seconds:10.2f}")
     print(f"{'errors (target 0)':<44} {len(errors):10d}")
@@ -139,5 +151,14 @@ if __name__ == "__main__":
     parser.add_argument("--per-host", type=int, default=PER_HOST)
     parser.add_argument("--settle", type=float, default=None, help="complete()'s wait (s)")
     parser.add_argument("--keep-logs", type=Path, default=None, help="copy host logs here")
+    parser.add_argument("--block-time", type=float, default=None, help="interval mining (s)")
     args = parser.parse_args()
-    asyncio.run(crowd(args.sessions, args.per_host, settle=args.settle, keep_logs=args.keep_logs))
+    asyncio.run(
+        crowd(
+            args.sessions,
+            args.per_host,
+            settle=args.settle,
+            keep_logs=args.keep_logs,
+            block_time=args.block_time,
+        )
+    )

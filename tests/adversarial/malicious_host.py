@@ -89,6 +89,7 @@ class MaliciousHost:
         self.client_left = asyncio.Event()
         self.cancelled = asyncio.Event()  # a stalled answer's stream_end was sent
         self._server: Server | None = None
+        self._extra: list[Server] = []
         self._sdk: FabstirSDK | None = None
         self.url = ""
 
@@ -126,7 +127,21 @@ class MaliciousHost:
         )
         return self
 
+    async def move(self) -> str:
+        """Listen on a new port as well and register that URL: the old one still answers,
+        so a client that dials it anyway is seen (``connections``) and not refused."""
+        assert self._sdk is not None
+        moved = await serve(self._handle, "127.0.0.1", 0, max_size=None, compression=None)
+        self._extra.append(moved)
+        port = next(iter(moved.sockets)).getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        await self._sdk.get_host_manager().update_api_url(self.url)
+        return self.url
+
     async def stop(self) -> None:
+        for server in self._extra:
+            server.close()
+            await server.wait_closed()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -148,12 +163,19 @@ class MaliciousHost:
 
     async def _handle(self, ws: ServerConnection) -> None:
         self.connections += 1
+        try:  # client_left is set however the connection ends, even before "connected"
+            await self._serve(ws)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.client_left.set()
+
+    async def _serve(self, ws: ServerConnection) -> None:
         await ws.send(Connected().to_json())
         if self.drop_before_init:
             self.drop_before_init -= 1
             await ws.close()  # returns once the client answered the close
             self.dropped.set()
-            self.client_left.set()
             return
         session: HostSession | None = None
         job_id = 0

@@ -468,3 +468,27 @@ async def test_a_connection_dropped_while_the_payment_is_mined_is_dialled_again(
     settlement = await session.complete()  # this host bills nothing unless told to
     assert (settlement.tokens_used, settlement.refund) == (0, DEPOSIT)
     assert await usdc(net, sdk) == before
+
+
+async def test_a_host_dialled_before_is_dialled_while_its_entry_is_read(net, bad, sdk):
+    """The second session with a host dials the URL it had last time at once, beside the
+    registry read, and uses that connection (one per session); once the host moved, the
+    read's new URL is dialled and the early connection is hung up, unused."""
+    sm = await sdk.get_session_manager()
+    first = await sm.create_session(model=BUILTIN, host=bad.address, deposit="1")
+    await first.end()
+    opened, inits = bad.connections, bad.inits
+    second = await sm.create_session(model=BUILTIN, host=bad.address, deposit="1")
+    assert (bad.connections, bad.inits) == (opened + 1, inits + 1)
+    assert (await second.send_prompt("one two")).text == " one two"
+    await second.end()
+    url = await bad.move()
+    bad.client_left.clear()
+    opened, inits = bad.connections, bad.inits
+    third = await sm.create_session(model=BUILTIN, host=bad.address, deposit="1")
+    await bad.client_left.wait()  # the early connection to the old URL, closed unused
+    assert (bad.connections, bad.inits) == (opened + 2, inits + 1)
+    assert third.host.api_url == url
+    assert (await third.send_prompt("three")).text == " three"
+    settlement = await third.complete()
+    assert (settlement.tokens_used, settlement.refund) == (0, DEPOSIT)

@@ -220,3 +220,61 @@ async def test_token_refusal_at_mining_is_worded_in_the_tokens_units(devnet, use
     assert str(info.value) == "needs 1 USDC, the account holds 0 USDC"
     assert (info.value.needed, info.value.available, info.value.token) == (10**6, 0, usdc)
     assert await nonce(devnet, USER) == start + 1  # it was sent and mined, and reverted
+
+
+async def _pool_hash(
+    rpc: JsonRpcClient, sender: str, tx_nonce: int, *, other_than: str = ""
+) -> str:
+    """The hash the node's mempool holds for ``sender``'s ``tx_nonce``, once it is not
+    ``other_than`` (waits for the event; the bound is only against a hang)."""
+    for _ in range(6000):
+        pool = await rpc.call("txpool_content")
+        held = {a.lower(): txs for a, txs in pool["pending"].items()}.get(sender.lower(), {})
+        found = held.get(str(tx_nonce))
+        if found and found["hash"] != other_than:
+            return str(found["hash"])
+        await asyncio.sleep(0.01)
+    raise AssertionError("the mempool never held the expected transaction")
+
+
+async def test_a_transaction_the_base_fee_overtook_is_replaced_and_mined(devnet, user, caplog):
+    """Full blocks raise the base fee above a pending transaction's fee cap: it would wait
+    until dropped. It is signed again with the same nonce and higher fees; the replacement
+    is mined, the nonce used once, and the user pays exactly that transaction's gas."""
+    import logging
+
+    pm = user.get_payment_manager()
+    address = devnet.accounts[USER].address
+    rpc = JsonRpcClient(devnet.rpc_url)
+    start = await nonce(devnet, USER)
+    balance = int(await rpc.call("eth_getBalance", address, "latest"), 16)
+    await rpc.call("evm_setAutomine", False)
+    try:
+        with caplog.at_level(logging.INFO, logger="fabstir_sdk.chain"):
+            deposit = asyncio.ensure_future(pm.deposit("0.001"))
+            first = await _pool_hash(rpc, address, start)
+            cap = int((await rpc.call("eth_getTransactionByHash", first))["maxFeePerGas"], 16)
+            # A burst: the next block's base fee is far above the cap; ours stays out of it.
+            await rpc.call("anvil_setNextBlockBaseFeePerGas", hex(4 * cap))
+            await rpc.call("evm_mine")
+            assert await rpc.call("eth_getTransactionReceipt", first) is None
+            second = await _pool_hash(rpc, address, start, other_than=first)
+            await rpc.call("evm_mine")
+            mined = await deposit
+    finally:
+        await rpc.call("evm_setAutomine", True)
+    try:
+        assert mined == second
+        receipt = await rpc.call("eth_getTransactionReceipt", second)
+        assert await rpc.call("eth_getTransactionReceipt", first) is None
+        replacement = await rpc.call("eth_getTransactionByHash", second)
+        assert int(replacement["nonce"], 16) == start
+        assert int(replacement["maxFeePerGas"], 16) >= 2 * 4 * cap
+        assert await nonce(devnet, USER) == start + 1
+        paid = int(receipt["gasUsed"], 16) * int(receipt["effectiveGasPrice"], 16)
+        after = int(await rpc.call("eth_getBalance", address, "latest"), 16)
+        assert balance - after == 10**15 + paid
+        assert await pm.get_deposit_balance() == 10**15
+        assert any(second in r.getMessage() for r in caplog.records if r.levelname == "INFO")
+    finally:
+        await rpc.aclose()

@@ -12,6 +12,7 @@ from fabstir_sdk.devnet import Devnet
 from fabstir_sdk.host._billing import JobBilling, TxPipeline
 from fabstir_sdk.host._chain import HostChain
 from fabstir_sdk.host._checkpoints import UnstoredCheckpoints
+from fabstir_sdk.host._clock import ChainClock
 from fabstir_sdk.models import Settlement
 
 from .conftest import HOST, USDC_PRICE, USER
@@ -169,5 +170,75 @@ async def test_the_host_leaves_a_job_the_user_completed_at_once(devnet, user, ho
         await billing.settle()
         await billing.aclose()
         assert (clock_reads, billing.settlement_tx, billing.closed) == (0, None, True)
+    finally:
+        await chain.aclose()
+
+
+async def test_jobs_waiting_for_the_dispute_window_share_one_clock(devnet, user, host):
+    """Ten jobs the users left without completing wait for the dispute window before the
+    host completes them: one read of the chain's clock serves all ten. Before: each job read
+    it once a second until its window passed (a host with 1,000 such jobs: 1,000 reads a
+    second). The host then completes each one exactly (nothing proven: full refunds)."""
+    usdc = devnet.addresses.usdc_token
+    pm = user.get_payment_manager()
+    await pm.approve_usdc(usdc, "10")
+    jobs = [
+        (
+            await pm.create_usdc_session_job(
+                devnet.accounts[HOST].address, usdc, "1", USDC_PRICE, 3600, 1000,
+                model=devnet.models[0],
+            )
+        ).job
+        for _ in range(10)
+    ]  # fmt: skip
+    before = await pm.get_token_balance(usdc)
+    chain = HostChain(devnet.sdk_config())
+    try:
+        await chain.open(devnet.accounts[HOST].private_key, [devnet.models[0]])
+        checked, reads, ticking = 0, 0, asyncio.Event()
+        all_checked, read_job, read_clock = asyncio.Event(), chain.job, chain.now
+
+        async def job(job_id: int):
+            nonlocal checked
+            found = await read_job(job_id)
+            checked += 1
+            if checked == len(jobs):  # each biller goes on to wait for the clock at once
+                all_checked.set()
+            return found
+
+        async def now() -> int:
+            nonlocal reads
+            reads += 1
+            await ticking.wait()
+            return await read_clock()
+
+        chain.job, chain.now = job, now  # type: ignore[method-assign]
+        clock = ChainClock(chain.now, 1.0)
+        billers = [
+            JobBilling(
+                chain=chain,
+                txq=TxPipeline(),
+                writer=UnstoredCheckpoints(),
+                job=j,
+                model_id=model_id(devnet.models[0]),
+                checkpoint_tokens=1000,
+                recovery_public_key=None,
+                notify=lambda proof: None,
+                clock=clock,
+            )
+            for j in jobs
+        ]
+        settling = asyncio.gather(*(b.settle() for b in billers))
+        await all_checked.wait()
+        await asyncio.sleep(0)  # the clock's reader starts
+        assert reads == 1
+        await devnet.advance_time(chain.dispute_window)
+        ticking.set()
+        await settling
+        for b in billers:
+            await b.aclose()
+        await clock.aclose()
+        assert all(b.settlement_tx for b in billers)
+        assert await pm.get_token_balance(usdc) == before + 10 * 1_000_000
     finally:
         await chain.aclose()

@@ -30,6 +30,8 @@ def test_the_report_puts_published_figures_beside_ours():
     lines = text.splitlines()
     assert "- CPU: Test CPU, 2 cores" in lines
     assert "- Run: 2026-01-01 00:00 UTC to 2026-01-01 00:05 UTC" in lines
+    assert not any(line.startswith("- Commit:") for line in lines)
+    assert "- Commit: 043353f+" in render(rows, 25, {**MACHINE, "commit": "043353f+"}, after, [])
     assert "- Load average (1/5/15 min): before 0.50 0.40 0.30, after 0.50 0.40 0.30" in lines
     assert "| Authentication | < 1 s | 1.25 ms | `payments`: authenticate |" in lines
     # matched by prefix: the row's name carries the benchmark's parameters
@@ -74,4 +76,21 @@ def test_each_target_says_whether_it_is_met():
     assert (
         "| 1,000 concurrent sessions (deposit-funded, one host process per 250) | 0 errors "
         "| 13 errors in 407.56 s | no |"
+    ) in lines
+
+
+def test_a_young_jobs_complete_is_shown_with_and_without_the_chains_clock():
+    young = [
+        Row("sessions", "complete, job younger than the proof rate limit allows", 586.0),
+        Row("sessions", "  of which waiting for the chain's clock (the rate limit)", 505.0),
+        Row("sessions", "  the rest: SDK, host and chain work", 81.0),
+    ]
+    lines = render(young, 25, MACHINE, MACHINE, []).splitlines()
+    assert (
+        "| Session.complete(), job younger than the proof rate limit allows | <= 100 ms "
+        "| 586.00 ms | no |"
+    ) in lines
+    assert (
+        "| the same, beyond the wait for the chain's clock (SDK, host and chain work) "
+        "| <= 100 ms | 81.00 ms | yes |"
     ) in lines

@@ -80,3 +80,28 @@ async def test_a_wait_with_a_deadline_wakes_for_a_late_message() -> None:
         release.set()
         assert isinstance(await waiting, PongFrame)
         await link.close()
+
+
+async def test_queued_takes_plain_events_only() -> None:
+    """The per-token path (``queued``) takes a plain event; a timer tick or an error at the
+    head stays for ``next_event``, which checks the deadline or raises it."""
+    from fabstir_sdk.managers import _link
+
+    link = Link.__new__(Link)  # no connection needed: only the queue is used
+    link.events = _link.deque()
+    link._waiter = None
+    link.loop = asyncio.get_running_loop()
+    link._deadline, link._timer = None, None
+    end = StreamEnd(tokens_used=3)
+    assert link.queued() is None
+    link._put(end)
+    assert link.queued() is end and not link.events
+    link._put(_link._TICK)
+    link._put(end)
+    assert link.queued() is None and len(link.events) == 2
+    assert await link.next_event(None) is end  # the tick is skipped without a deadline
+    error = HostUnreachableError("gone")
+    link._put(error)
+    assert link.queued() is None
+    with pytest.raises(HostUnreachableError):
+        await link.next_event(None)

@@ -114,6 +114,33 @@ def test_xchacha20_poly1305_matches_independent_construction(plaintext, aad):
     assert open_aead(SESSION_KEY, NONCE, sealed, aad) == plaintext
 
 
+def test_open_aead_sizes_around_its_scratch_buffer_and_threads():
+    """Small ciphertexts open into a per-thread scratch buffer, larger ones into their own:
+    each plaintext comes back whole and alone, a failed open between two leaves no trace,
+    and threads opening at once do not see each other's text."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fabstir_sdk.protocol._crypto import _SCRATCH_SIZE
+
+    sizes = [0, 1, 5, _SCRATCH_SIZE - 16, _SCRATCH_SIZE - 15, _SCRATCH_SIZE + 100]
+    for size in sizes:
+        plaintext = bytes([size % 251]) * size
+        sealed = _xchacha_seal(SESSION_KEY, NONCE, plaintext, b"chunk_0")
+        assert open_aead(SESSION_KEY, NONCE, sealed, b"chunk_0") == plaintext
+        with pytest.raises(FrameDecryptionError):
+            open_aead(SESSION_KEY, NONCE, sealed, b"chunk_1")
+    short = _xchacha_seal(SESSION_KEY, NONCE, b"ab", b"")
+    assert open_aead(SESSION_KEY, NONCE, short, b"") == b"ab"  # after a long one: not its tail
+
+    def opens(n: int) -> bool:
+        text = bytes([n]) * (n * 97 % 300)
+        sealed = _xchacha_seal(SESSION_KEY, NONCE, text, b"")
+        return all(open_aead(SESSION_KEY, NONCE, sealed, b"") == text for _ in range(300))
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(opens, range(1, 33)))
+
+
 def test_transcript_digest_layout():
     eph, recipient, salt, nonce = _compressed(EPH_KEY), _compressed(HOST_KEY), bytes(32), NONCE
     expected = hashlib.sha256(

@@ -386,3 +386,13 @@ def test_client_session_refuses_bad_arguments():
     valid = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"  # G
     with pytest.raises(ValidationError, match="client_private_key"):
         ClientSession(job_id=1, host_public_key=valid, client_private_key=b"\x00" * 32)
+
+
+def test_hex_bytes_reads_both_spellings() -> None:
+    from fabstir_sdk.protocol._messages import hex_bytes
+
+    assert hex_bytes("00ab") == b"\x00\xab"
+    assert hex_bytes("0x00AB") == b"\x00\xab"
+    assert hex_bytes("0X0a") == b"\x0a"
+    assert hex_bytes("") == b""
+    assert hex_bytes("0x") == b""

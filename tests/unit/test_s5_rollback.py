@@ -3,7 +3,9 @@ what it refuses, and its file (merged across processes, tolerant of damage)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 
 import pytest
 
@@ -60,6 +62,74 @@ async def test_a_damaged_file_starts_over(tmp_path):
     assert guard.highest_seen(pk) is None and guard.highest_seen(b"\xed" * 33) is None
 
 
+class _SlowReads(LocalStore):
+    """A portal whose answer to a registry read is on its way until ``answer`` is set."""
+
+    def __init__(self, directory) -> None:
+        super().__init__(directory)
+        self.asked, self.answer = asyncio.Event(), asyncio.Event()
+
+    async def registry_get(self, pk: bytes) -> RegistryEntry | None:
+        entry = await super().registry_get(pk)  # the state when the read arrived
+        self.asked.set()
+        await self.answer.wait()
+        return entry
+
+
+async def test_a_write_landing_while_a_read_is_on_its_way_is_not_a_rollback(tmp_path):
+    """One process reads a directory's entry and, meanwhile, writes it (another session of
+    the same user): the read's answer predates the write. Before: RegistryRollbackError
+    (the 500-session benchmark met it)."""
+    store = _SlowReads(tmp_path / "s")
+    guard = RevisionGuard(store, tmp_path / "seen.json")
+    await guard.registry_set(entry(2))
+    reading = asyncio.ensure_future(guard.registry_get(entry(2).pk))
+    await store.asked.wait()
+    await guard.registry_set(entry(3))
+    store.answer.set()
+    assert await reading == entry(2)
+    assert guard.highest_seen(entry(2).pk) == 3
+    stale = LocalStore(tmp_path / "stale")
+    await stale.registry_set(entry(2))
+    guard.inner = stale  # revision 2 served to a read sent after the write: a rollback
+    with pytest.raises(RegistryRollbackError, match=r"revision 2 .* seen at revision 3"):
+        await guard.registry_get(entry(2).pk)
+
+
+class _Marks(dict):
+    """The guard's marks, noting every thread that reads them."""
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.threads: set[int] = set()
+
+    def items(self):
+        self.threads.add(threading.get_ident())
+        return super().items()
+
+    def get(self, *args):
+        self.threads.add(threading.get_ident())
+        return super().get(*args)
+
+    def __iter__(self):
+        self.threads.add(threading.get_ident())
+        return super().__iter__()
+
+
+async def test_the_marks_are_only_touched_on_the_event_loops_thread(tmp_path):
+    """The file is written in a worker thread, from a copy. Before: the thread iterated the
+    live marks while the loop added one ("dictionary changed size during iteration" in the
+    500-session benchmark) and replaced them, losing marks added meanwhile."""
+    guard = RevisionGuard(LocalStore(tmp_path / "s"), tmp_path / "seen.json")
+    marks = guard._seen = _Marks()
+    others = [RegistryEntry.sign(bytes([k]) * 32, 1, b"x") for k in range(1, 9)]
+    await asyncio.gather(*(guard.registry_set(e) for e in [entry(1), *others]))
+    assert marks.threads == {threading.get_ident()}
+    assert guard._seen is marks
+    assert [guard.highest_seen(e.pk) for e in [entry(1), *others]] == [1] * 9
+    assert len(json.loads((tmp_path / "seen.json").read_text())) == 9
+
+
 async def test_the_file_is_read_again_only_after_another_process_wrote_it(tmp_path):
     store, path = LocalStore(tmp_path / "s"), tmp_path / "seen.json"
     first, second = RevisionGuard(store, path), RevisionGuard(store, path)
@@ -75,3 +145,37 @@ async def test_the_file_is_read_again_only_after_another_process_wrote_it(tmp_pa
     await first.registry_set(entry(8))
     assert len(reads) == 1  # replaced by the other process: merged, not overwritten
     assert json.loads(path.read_text()) == {entry(8).pk.hex(): 8, other.pk.hex(): 9}
+
+
+async def test_a_held_lock_moves_the_write_to_a_thread_that_waits_for_it(tmp_path):
+    """The file is written in the loop when its lock is free; while another writer holds
+    it, the write waits in a thread and is on disk before registry_set returns."""
+    import asyncio
+    import threading
+
+    from fabstir_sdk.s5._lockfile import file_lock
+
+    store, path = LocalStore(tmp_path / "s"), tmp_path / "seen.json"
+    guard = RevisionGuard(store, path)
+    await guard.registry_set(entry(1))  # free: written in the loop
+    assert json.loads(path.read_text()) == {entry(1).pk.hex(): 1}
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with file_lock(str(path) + ".lock") as got:
+            assert got
+            held.set()
+            release.wait()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    await asyncio.to_thread(held.wait)
+    with file_lock(str(path) + ".lock", wait=False) as got:
+        assert got is False  # a second holder is refused at once
+    write = asyncio.ensure_future(guard.registry_set(entry(2)))
+    await asyncio.sleep(0)  # the write cannot finish while the lock is held
+    assert not write.done()
+    release.set()
+    await write
+    thread.join()
+    assert json.loads(path.read_text()) == {entry(1).pk.hex(): 2}

@@ -106,3 +106,77 @@ def test_other_refusals_are_not_retried():
     assert raised.value.what == "eth_sendRawTransaction"
     assert nonces(node.sent) == [5]
     assert node.mined == {}
+
+
+class RisingBaseFee:
+    """A geth-like node that keeps an underpriced transaction pending: the latest base fee
+    is above the first signing's fee cap; it mines only a signing that can pay it."""
+
+    BASE_FEE = 50 * 10**9
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.pending: set[str] = set()
+        self.mined: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, payload: Any) -> Any:
+        if isinstance(payload, list):
+            return [self.answer(p) for p in payload]
+        return self.answer(payload)
+
+    def answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        method, params = request["method"], request["params"]
+        reply: dict[str, Any] = {"jsonrpc": "2.0", "id": request["id"]}
+        if method == "eth_sendRawTransaction":
+            raw = bytes.fromhex(params[0][2:])
+            tx = TypedTransaction.from_bytes(HexBytes(raw)).as_dict()
+            tx_hash = "0x" + keccak(raw).hex()
+            if self.sent:  # geth/anvil's replacement rule: both fee fields >= 1.1x
+                old = self.sent[-1]
+                assert tx["maxFeePerGas"] * 10 >= old["maxFeePerGas"] * 11
+                assert tx["maxPriorityFeePerGas"] * 10 >= old["maxPriorityFeePerGas"] * 11
+                self.pending.clear()
+            self.sent.append(tx)
+            if tx["maxFeePerGas"] >= self.BASE_FEE + tx["maxPriorityFeePerGas"]:
+                self.mined[tx_hash] = {
+                    "transactionHash": tx_hash,
+                    "status": "0x1",
+                    "blockNumber": "0xa",
+                }
+            else:
+                self.pending.add(tx_hash)
+            reply["result"] = tx_hash
+        elif method == "eth_getTransactionCount":
+            reply["result"] = hex(5 + len(self.mined if params[1] == "latest" else self.sent[:1]))
+        elif method == "eth_getTransactionReceipt":
+            reply["result"] = self.mined.get(params[0])
+        elif method == "eth_getTransactionByHash":
+            known = params[0] in self.pending or params[0] in self.mined
+            reply["result"] = {"hash": params[0]} if known else None
+        elif method == "eth_getBlockByNumber":
+            reply["result"] = {"number": "0x9", "baseFeePerGas": hex(self.BASE_FEE)}
+        else:
+            reply["result"] = {
+                "eth_estimateGas": "0x5208",
+                "eth_gasPrice": "0x3b9aca00",  # 1 gwei when the fees were read
+                "eth_maxPriorityFeePerGas": "0x3e8",
+                "eth_chainId": hex(84532),
+            }[method]
+        return reply
+
+
+def test_a_pending_transaction_the_base_fee_overtook_is_replaced(monkeypatch):
+    """Still pending (not evicted) with its cap under the base fee: the same nonce is signed
+    again with a cap >= 2x the base fee + tip and a tip 12.5% up (rounded up); the
+    replacement's receipt is the one returned."""
+    from fabstir_sdk.chain import client as client_module
+
+    monkeypatch.setattr(client_module, "_FATE_AFTER", 0.0)
+    node = RisingBaseFee()
+    receipt = send(node)  # type: ignore[arg-type]
+    first, second = node.sent
+    assert first["nonce"] == second["nonce"] == 5
+    assert first["maxFeePerGas"] < node.BASE_FEE
+    assert second["maxPriorityFeePerGas"] == 1125  # 1000 x 1.125
+    assert second["maxFeePerGas"] - (2 * node.BASE_FEE + 1125) in range(1 << 30)  # + salt
+    assert receipt["transactionHash"] in node.mined and len(node.mined) == 1

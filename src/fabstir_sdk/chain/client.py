@@ -14,6 +14,12 @@ Several processes may share one key (a web app's workers): a nonce the node refu
 nonce is re-read from the node and the transaction signed again; it is never sent twice,
 since a refused transaction did not enter the mempool. Likewise when a node accepted both and
 mined the other: ours can never be mined, so it is signed again with the next nonce.
+
+A pending transaction whose fee cap the base fee overtook (bursts of full blocks) would wait
+forever and be dropped: it is replaced with the same nonce and fees raised by at least the
+nodes' replacement minimum (12.5%), and whichever of its signings is mined counts. A node
+that already evicted it for its cap (anvil does, at the next block) gets it again the same
+way: its nonce is unused, so it can never run twice.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +67,9 @@ log = logging.getLogger("fabstir_sdk.chain")
 _FATE_AFTER, _FATE_EVERY = 1.0, 2.0
 #: How often one transaction is signed again after other users of the key took its nonce.
 _RESIGN_LIMIT = 64
+#: How often one pending transaction is replaced (same nonce, higher fees) after the base fee
+#: rose above its fee cap.
+_REPRICE_LIMIT = 8
 #: How often a transaction that ran out of gas (the state changed after its estimate) is sent
 #: again with a new estimate.
 _OUT_OF_GAS_RETRIES = 2
@@ -274,19 +283,22 @@ class TxSender:
         checks: Sequence[Read] = (),
         validate: Callable[[list[Any]], None] | None = None,
         token_hint: str = "",
+        ready: Awaitable[Any] | None = None,
     ) -> Receipt:
         """Send ``call`` as a transaction and wait for its receipt.
 
         ``checks`` are read in the same batch as the gas estimate and handed to ``validate``,
         which raises to refuse the transaction; then a failed estimate (a revert) raises its
-        typed error. Either way nothing is sent.
+        typed error. Either way nothing is sent. ``ready``, if given, is awaited after the
+        checks and before signing: what else must hold before the transaction may go (it
+        raises to stop it), prepared while the checks are read.
 
         A transaction that ran out of gas because another one changed the state between the
         estimate and the mining (the host's proof landing before the user's completion makes
         settling pay the host too) did nothing: it is sent again with a new estimate.
         """
         for attempt in range(_OUT_OF_GAS_RETRIES + 1):
-            receipt, gas = await self._send_once(call, value, checks, validate, token_hint)
+            receipt, gas = await self._send_once(call, value, checks, validate, token_hint, ready)
             if receipt["status"] == "0x1":
                 log.debug(
                     "%s mined in block %s (tx %s)",
@@ -308,6 +320,7 @@ class TxSender:
         checks: Sequence[Read],
         validate: Callable[[list[Any]], None] | None,
         token_hint: str,
+        ready: Awaitable[Any] | None = None,
     ) -> tuple[Receipt, int]:
         """Check, estimate, sign, send and wait: the receipt and the gas limit given."""
         tx: dict[str, Any] = {"from": self.address, "to": call.to, "data": "0x" + call.data.hex()}
@@ -345,6 +358,8 @@ class TxSender:
             raise mismatch
         if self._tip is None:
             self._tip = _hex_int(results[-1])
+        if ready is not None:
+            await ready
         # A few random units of gas limit and fee cap (neither is paid: gas used and the base
         # fee are): two processes sending the same call with the same nonce never sign the
         # same bytes, so neither can take the other's transaction for its own.
@@ -363,7 +378,7 @@ class TxSender:
         try:
             for attempt in range(_RESIGN_LIMIT + 1):
                 try:
-                    receipt = await self._wait(sent, nonce)
+                    receipt = await self._wait(tx, sent, nonce)
                     break
                 except TransactionReplacedError:
                     # Another user of this key had a transaction mined with our nonce (a
@@ -427,21 +442,56 @@ class TxSender:
         except RpcError:
             return False
 
-    async def _wait(self, sent: str, nonce: int) -> Receipt:
+    async def _wait(self, tx: dict[str, Any], sent: str, nonce: int) -> Receipt:
         """Poll for the receipt; from time to time make sure the node still knows the
-        transaction (dropped from the mempool, or replaced by another with its nonce)."""
+        transaction (dropped from the mempool, or replaced by another with its nonce), and
+        replace it with higher fees if the base fee rose above its cap."""
         started = time.monotonic()
         deadline = started + self._timeout
         next_look = started + _FATE_AFTER
         delay = 0.001
+        signings = [sent]  # the same transaction, one signing per fee level: any may be mined
         while True:
-            try:
-                receipt = await self._client.rpc.call("eth_getTransactionReceipt", sent)
-            except RpcFailure:
-                raise
-            except RpcError as exc:  # transport trouble: keep polling until the deadline
-                log.debug("receipt poll for %s failed, retrying: %s", sent, exc)
-                receipt = None
+            receipt = await self._receipt(signings)
+            if receipt:
+                return receipt
+            now = time.monotonic()
+            if now >= deadline:
+                raise TransactionTimeoutError(signings[-1], self._timeout)
+            if now >= next_look:
+                next_look = now + _FATE_EVERY
+                lost, base_fee = await self._fate(signings, nonce)
+                # Pending, or dropped for its cap (anvil evicts it when a block's base fee
+                # is above it): either way its nonce is unused, so signing it again with
+                # that nonce can never run it twice.
+                if (
+                    base_fee > int(tx["maxFeePerGas"])
+                    and len(signings) <= _REPRICE_LIMIT
+                    and not isinstance(lost, TransactionReplacedError)
+                ):
+                    signings.append(await self._reprice(tx, nonce, base_fee))
+                    continue
+                if lost is not None:
+                    self._next_nonce = None  # resynchronise from the node before the next tx
+                    raise lost
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def _receipt(self, signings: list[str]) -> Receipt | None:
+        """The receipt of whichever signing was mined, or None."""
+        try:
+            if len(signings) == 1:
+                found = [await self._client.rpc.call("eth_getTransactionReceipt", signings[0])]
+            else:
+                found = await self._client.rpc.batch(
+                    [("eth_getTransactionReceipt", (h,)) for h in signings]
+                )
+        except RpcFailure:
+            raise
+        except RpcError as exc:  # transport trouble: keep polling until the deadline
+            log.debug("receipt poll for %s failed, retrying: %s", signings[-1], exc)
+            return None
+        for sent, receipt in zip(signings, found, strict=True):
             if receipt:
                 if str(receipt.get("transactionHash", "")).lower() != sent.lower():
                     raise RpcError(
@@ -449,36 +499,58 @@ class TxSender:
                         f"transaction's receipt (transaction {sent} may still be mined)"
                     )
                 return dict(receipt)
-            now = time.monotonic()
-            if now >= deadline:
-                raise TransactionTimeoutError(sent, self._timeout)
-            if now >= next_look:
-                next_look = now + _FATE_EVERY
-                lost = await self._lost(sent, nonce)
-                if lost is not None:
-                    raise lost
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+        return None
 
-    async def _lost(self, sent: str, nonce: int) -> FabstirError | None:
-        """The error for a transaction the node no longer has, or None if it still does
-        (or if it was mined after all: the receipt loop picks it up)."""
+    async def _reprice(self, tx: dict[str, Any], nonce: int, base_fee: int) -> str:
+        """Sign ``tx`` again with its nonce and fees above both the base fee and the
+        replacement minimum (each fee field at least 12.5% up, as geth and anvil demand)."""
+        old_cap, old_tip = int(tx["maxFeePerGas"]), int(tx["maxPriorityFeePerGas"])
+        tip = -(-old_tip * 9 // 8)
+        tx["maxPriorityFeePerGas"] = tip
+        # salted as in _send_once: two processes never sign the same replacement
+        salt = secrets.randbelow(1 << 30)
+        tx["maxFeePerGas"] = max(2 * base_fee + tip, -(-old_cap * 9 // 8)) + salt
+        raw = await self._signer.sign_transaction({**tx, "nonce": nonce})
+        sent = "0x" + keccak(raw).hex()
+        log.info(
+            "tx with nonce %d: base fee %d above its fee cap %d; signed again as %s (cap %d)",
+            nonce,
+            base_fee,
+            old_cap,
+            sent,
+            tx["maxFeePerGas"],
+        )
         try:
-            known, receipt, mined = await self._client.rpc.batch(
+            await self._client.rpc.call("eth_sendRawTransaction", "0x" + raw.hex())
+        except RpcFailure as exc:
+            # The earlier signing may have been mined meanwhile ("nonce too low"): the
+            # receipt loop finds it; otherwise the fate checks go on.
+            log.info("replacement %s refused: %s", sent, exc.node_message)
+        except RpcError as exc:
+            log.debug("replacement %s may not have arrived: %s", sent, exc)
+        return sent
+
+    async def _fate(self, signings: list[str], nonce: int) -> tuple[FabstirError | None, int]:
+        """The error for a transaction the node no longer has (None if it still has one of
+        its signings, or one was mined after all: the receipt loop picks it up), and the
+        latest block's base fee (0 if unknown)."""
+        try:
+            *known, mined, block = await self._client.rpc.batch(
                 [
-                    ("eth_getTransactionByHash", (sent,)),
-                    ("eth_getTransactionReceipt", (sent,)),
+                    *[("eth_getTransactionByHash", (h,)) for h in signings],
+                    *[("eth_getTransactionReceipt", (h,)) for h in signings],
                     ("eth_getTransactionCount", (self.address, "latest")),
+                    ("eth_getBlockByNumber", ("latest", False)),
                 ]
             )
         except RpcError:
-            return None  # cannot tell now; the receipt loop goes on
-        if known or receipt:
-            return None
-        self._next_nonce = None  # resynchronise from the node before the next transaction
+            return None, 0  # cannot tell now; the receipt loop goes on
+        base_fee = _hex_int(block.get("baseFeePerGas") or "0x0") if block else 0
+        if any(known):
+            return None, base_fee
         if _hex_int(mined) > nonce:
-            return TransactionReplacedError(sent, nonce)
-        return TransactionDroppedError(sent, nonce)
+            return TransactionReplacedError(signings[-1], nonce), base_fee
+        return TransactionDroppedError(signings[-1], nonce), base_fee
 
     async def _mined_revert(
         self, call: Call, value: int, receipt: Receipt, token_hint: str, gas: int

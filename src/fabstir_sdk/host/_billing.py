@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -32,6 +31,7 @@ from ._checkpoints import (
     MessageRecord,
     build_checkpoint,
 )
+from ._clock import ChainClock
 from ._ledger import Ledger
 
 __all__ = ["CheckpointEntry", "JobBilling", "SubmittedProof", "TxPipeline"]
@@ -99,13 +99,6 @@ class CheckpointEntry:
         }
 
 
-def _to_next_second() -> float:
-    """Seconds until the wall clock's next whole second (and a little): a chain's block
-    timestamps count whole seconds of the wall clock, so a claim that waits for the chain's
-    clock is ready then, not a fixed poll later."""
-    return 1.0 - time.time() % 1.0 + 0.005
-
-
 class _Gone(Exception):
     """The job is settled or is not the one this biller serves any more."""
 
@@ -125,6 +118,7 @@ class JobBilling:
         recovery_public_key: str | None,
         notify: Callable[[SubmittedProof], None],
         poll: float = 1.0,
+        clock: ChainClock | None = None,
     ) -> None:
         self.chain, self.txq, self.writer = chain, txq, writer
         self.job = job
@@ -146,7 +140,8 @@ class JobBilling:
         self.settlement_tx: str | None = None
         self.closed = False
         self._notify = notify
-        self._poll = poll
+        #: the host's one clock reader (a biller on its own reads it for itself)
+        self.clock = clock or ChainClock(chain.now, poll)
         self._pending = 0
         self._proven = job.tokens_used  # on chain
         self._last_proof_time = job.last_proof_time
@@ -189,12 +184,8 @@ class JobBilling:
             # chain's clock until the dispute window ends (a second per job, for 30 s on a
             # devnet: a thousand settled sessions made anvil answer tens of thousands).
             await self._check_still_ours()
-            while True:
-                now = await self.chain.now()
-                if now >= due:
-                    await self.txq.run(self._complete)
-                    return
-                await asyncio.sleep(min(self._poll, due - now))
+            await self.clock.until(due)
+            await self.txq.run(self._complete)
         except _Gone:
             log.info("job %s was settled by someone else", self.job.id)
         except ContractRevertError as exc:
@@ -302,8 +293,7 @@ class JobBilling:
     async def _wait_for_rate_limit(self, tokens: int) -> None:
         rate = self.chain.tokens_per_second(self.model_id)
         ready = self._last_proof_time + math.ceil(tokens / rate)
-        while (now := await self.chain.now()) < ready:  # noqa: ASYNC110  (the chain's clock)
-            await asyncio.sleep(min(self._poll, ready - now - 1 + _to_next_second()))
+        await self.clock.until(ready)
 
     async def _send_proof(self, checkpoint: Any, refs: CheckpointRefs) -> str:
         await self._check_still_ours()

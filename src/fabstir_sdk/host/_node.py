@@ -28,6 +28,7 @@ from ._backends import Backend, BuiltinBackend, OpenAIBackend
 from ._billing import CheckpointEntry, JobBilling, SubmittedProof, TxPipeline
 from ._chain import HostChain, Registration
 from ._checkpoints import CheckpointWriter, S5Checkpoints, UnstoredCheckpoints
+from ._clock import ChainClock
 from ._config import HostConfig
 from ._keys import E2EEKey
 from ._limits import ConnectionGuard, GuardedSite
@@ -124,6 +125,7 @@ class HostNode:
         self._own_writer = writer is None
         self.chain = HostChain(config.sdk)
         self.txq = TxPipeline()
+        self.clock = ChainClock(self.chain.now, config.chain_poll)
         self.served = {to_model_id(m): m for m in config.models}
         self.model_infos: list[ModelInfo] = []
         self.jobs: dict[int, JobState] = {}
@@ -302,6 +304,7 @@ class HostNode:
         if self._own_writer and isinstance(self.writer, S5Checkpoints):
             await self.writer.aclose()
         await self.backend.aclose()
+        await self.clock.aclose()
         await self.chain.aclose()
 
     def features(self) -> list[str]:
@@ -353,6 +356,7 @@ class HostNode:
                 recovery_public_key=recovery_key,
                 notify=lambda proof: self._notify(job.id, proof),
                 poll=self.config.chain_poll,
+                clock=self.clock,
             )
             state = self.jobs[job.id] = JobState(billing, self.served[model_id])
             self.checkpoints[job.id] = (self.address, billing.checkpoints)

@@ -103,6 +103,8 @@ class SessionBackend:
         self.sessions: dict[str, Session] = {}
         #: Session metadata being written to S5, by job id (see :meth:`metadata_written`).
         self._meta_writes: dict[int, asyncio.Task[StoredRef]] = {}
+        #: The API URL each host had when a session with it was last opened (dial_ahead).
+        self._urls: dict[str, str] = {}
         #: Other S5 writes of sessions in flight, by job id (see :meth:`written`).
         self._writes: dict[int, list[asyncio.Task[StoredRef]]] = {}
 
@@ -152,13 +154,16 @@ class SessionBackend:
         limits: SessionTimeouts,
         *,
         checked: asyncio.Future[None] | None = None,
+        ahead: tuple[str, asyncio.Future[Link]] | None = None,
     ) -> tuple[SessionJob, Link]:
         """Buy a job with ``info`` at ``price`` per ``plan``, record it in S5 and connect.
 
-        Nothing is paid until the storage check passed (``checked``: one the caller started
-        already) and the host answered the WebSocket handshake: both run at once, before the
-        payment, so after it the connection costs only the init's round trip. A host that
-        does not answer costs nothing; one that refuses the init is settled at once.
+        Nothing is sent until the storage check passed (``checked``: one the caller started
+        already) and the host answered the WebSocket handshake: both run beside the
+        payment's checks, and the transaction waits for them, so after it the connection
+        costs only the init's round trip. A host that does not answer costs nothing; one
+        that refuses the init is settled at once. ``ahead``: a dial already started (see
+        :meth:`dial_ahead`), used if its URL is the host's.
         """
         sender = self.ctx.require_sender()
         checking = checked if checked is not None else asyncio.ensure_future(self.storage.check())
@@ -167,21 +172,18 @@ class SessionBackend:
                 raise ValidationError(f"host {info.address} publishes no publicKey: cannot encrypt")
             if plan.max_price_per_token is not None and price > plan.max_price_per_token:
                 raise PriceAboveMaximumError(price, plan.max_price_per_token)
-            dialing = asyncio.ensure_future(self._dial(info, plan, limits))
         except BaseException:
             await _drop(checking)
+            if ahead is not None:
+                await _drop(ahead[1])
             raise
-        try:
+        dialing = asyncio.ensure_future(self._dial(info, plan, limits, ahead))
+
+        async def ready() -> None:
             await checking  # no conversation store, no payment
-        except BaseException:
-            await _drop(dialing)
-            raise
-        try:
-            link, presigned = await dialing  # no host on the line, no payment
-        except HostFailedError as exc:
-            self.discovery.report_failure(info.address)  # not offered until re-checked
-            exc.add_note("no session job was opened: nothing was paid")
-            raise
+            await dialing  # no host on the line, no payment
+
+        gate = asyncio.ensure_future(ready())
         try:
             created = await self.payments.open_session_job(
                 info.address,
@@ -194,10 +196,17 @@ class SessionBackend:
                 proof_interval=plan.proof_interval,
                 proof_timeout_window=plan.proof_timeout_window,
                 payer=plan.payer,
+                ready=gate,
             )
-        except BaseException:
-            await link.close()
+        except BaseException as exc:
+            for task in (gate, checking, dialing):
+                await _drop(task)  # closes the link the dial opened
+            if isinstance(exc, HostFailedError) and _raised(dialing, exc):
+                self.discovery.report_failure(info.address)  # not offered until re-checked
+                exc.add_note("no session job was opened: nothing was paid")
             raise
+        await gate  # awaited by the payment already: its result, at once
+        link, presigned = dialing.result()
         job = created.job
         record = {
             "job_id": job.id,
@@ -224,6 +233,7 @@ class SessionBackend:
         except BaseException:
             self._write_metadata(job.id, record)  # the job exists: record it all the same
             raise
+        self._urls[info.address] = info.api_url
         # Started once connected, so its encryption and upload do not compete with the
         # handshake (create_session measured 50 -> 31 ms with a local portal): written in the
         # background, awaited before any read or write of this session's S5 data (so it is
@@ -272,12 +282,48 @@ class SessionBackend:
         link, presigned = await self._dial(info, plan, limits)
         return await self._start(link, self._proto(job, info, plan, presigned), limits)
 
+    def dial_ahead(
+        self, host: str | HostInfo | None, limits: SessionTimeouts
+    ) -> tuple[str, asyncio.Future[Link]] | None:
+        """A dial started now to ``host``'s URL as given (``HostInfo``) or as last read here
+        (an address), before its registry entry is read: :meth:`open` uses it only if the
+        entry names the same URL. None if the URL is not known."""
+        if isinstance(host, HostInfo):
+            api_url: str | None = host.api_url
+        else:
+            try:
+                api_url = None if host is None else self._urls.get(checksum_address(host))
+            except ValidationError:
+                api_url = None  # the registry read words it
+        if api_url is None:
+            return None
+        try:
+            url = ws_url(api_url)
+        except ValidationError:
+            return None
+        return url, asyncio.ensure_future(Link.dial(url, limits.connect))
+
     async def _dial(
-        self, info: HostInfo, plan: Plan, limits: SessionTimeouts
+        self,
+        info: HostInfo,
+        plan: Plan,
+        limits: SessionTimeouts,
+        ahead: tuple[str, asyncio.Future[Link]] | None = None,
     ) -> tuple[Link, PresignedInit | None]:
         """The WebSocket handshake and, with a signer outside the process, the init's
         signature made ahead (it signs no job id): both before the job exists."""
-        dialing = asyncio.ensure_future(Link.dial(ws_url(info.api_url), limits.connect))
+        try:
+            url = ws_url(info.api_url)
+        except ValidationError:
+            if ahead is not None:
+                await _drop(ahead[1])
+            raise
+        if ahead is not None and ahead[0] == url:
+            dialing = ahead[1]
+        else:
+            if ahead is not None:
+                await _drop(ahead[1])
+            dialing = asyncio.ensure_future(Link.dial(url, limits.connect))
         presigned = None
         try:
             if plan.encryption and self.ctx.account is None and info.public_key:
@@ -327,6 +373,15 @@ class SessionBackend:
     async def proof_mined(self, tx: str, *, within: float) -> None:
         """Wait for the receipt of a proof the host says it sent."""
         await wait_for_receipt(self.ctx.client.rpc, tx, within=within)
+
+    async def billed(self, job_id: int, proofs: ProofLog) -> tuple[SessionJob, dict[str, Any]]:
+        """The job as the chain has it now and the announced proofs beside its ``tokensUsed``
+        (read at once)."""
+        mp = self.ctx.contract("job_marketplace")
+        job, records = await asyncio.gather(
+            self.job(job_id), proofs.records(self.ctx.client.rpc, mp)
+        )
+        return job, ProofLog.summary(records, job.tokens_used)
 
     async def proof_records(self, proofs: ProofLog, tokens_used: int) -> dict[str, Any]:
         """The announced proofs as the chain has them, beside the job's ``tokensUsed``."""
@@ -410,6 +465,20 @@ class SessionBackend:
             return None
         return meta if isinstance(meta, dict) else None
 
+    def conversation_stored(self, conversation_id: str) -> asyncio.Future[StoredRef]:
+        """:meth:`store_conversation` started now, to be awaited later (and dropped with
+        :meth:`drop`)."""
+        return asyncio.ensure_future(self.store_conversation(conversation_id))
+
+    @staticmethod
+    async def drop(task: asyncio.Future[Any]) -> None:
+        """Cancel ``task`` unless done (closing a link it opened): on a path left early."""
+        if task.done():
+            if not task.cancelled():
+                task.exception()  # retrieved: the path that left early raised its own
+            return
+        await _drop(task)
+
     async def store_conversation(self, conversation_id: str) -> StoredRef:
         """Where the conversation is stored (its CID); an empty one is stored if none is."""
         try:
@@ -445,3 +514,8 @@ async def _drop(task: asyncio.Future[Any]) -> None:
     link = result[0] if isinstance(result, tuple) else result
     if isinstance(link, Link):
         await link.close()
+
+
+def _raised(task: asyncio.Future[Any], exc: BaseException) -> bool:
+    """Whether ``task`` failed with ``exc``."""
+    return task.done() and not task.cancelled() and task.exception() is exc

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State as WsState
+from websockets.proxy import get_proxy
+from websockets.uri import WebSocketURI, parse_uri
 
 from ..errors import (
     HostKeyMismatchError,
@@ -44,6 +47,22 @@ def ws_url(api_url: str) -> str:
     if base.startswith("http://"):
         return "ws://" + base[len("http://") :] + "/v1/ws"
     raise ValidationError(f"host api_url must be http(s)://..., got {api_url!r}")
+
+
+def _proxy(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (as websockets finds it), or None."""
+    try:
+        uri = parse_uri(url)
+    except InvalidURI:
+        return None  # connect() raises it
+    return _proxy_for(uri.host, uri.port, uri.secure)
+
+
+@functools.lru_cache(maxsize=1024)
+def _proxy_for(host: str, port: int, secure: bool) -> str | None:
+    """Read once per host and process: websockets reads every proxy variable of the
+    environment at each connection (about a millisecond of CPU)."""
+    return get_proxy(WebSocketURI(secure, host, port, "/", "", None, None))
 
 
 class _Connection(ClientConnection):
@@ -124,6 +143,7 @@ class Link:
                 max_size=MAX_FRAME_BYTES,
                 ping_interval=20,
                 create_connection=_Connection,
+                proxy=_proxy(url),
             )
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             raise HostUnreachableError(f"cannot open {url}: {exc}") from None
@@ -208,6 +228,16 @@ class Link:
     def pending(self) -> Any:
         """The next queued event without waiting, or None."""
         return self.events.popleft() if self.events else None
+
+    def queued(self) -> Any:
+        """The next queued event if it is a plain one (no timer tick, no error), else None
+        and nothing taken: the per-token path, without a coroutine a token."""
+        events = self.events
+        if events:
+            event = events[0]
+            if event is not _TICK and not isinstance(event, BaseException):
+                return events.popleft()
+        return None
 
     async def next_event(self, due: float | None, waiting_for: str = "", within: float = 0) -> Any:
         """The next event, or :class:`StreamTimeoutError` once the loop's clock passes

@@ -5,7 +5,8 @@ the session's turn and leaving gives it back, however it is left (end, ``break``
 cancellation), so an answer left half-read cannot keep the session busy.
 
 Deadlines measure the answer's progress: ``first_token`` runs from the prompt to the first
-token with text, ``idle`` from each token to the next, ``total`` from the prompt to the end.
+token with text, ``idle`` from each token to the next (from when the stream waits for it:
+the caller's time with a token is not the host's), ``total`` from the prompt to the end.
 Keep-alives (pongs, notices, empty chunks, ``response_done``) move none of them.
 """
 
@@ -60,6 +61,7 @@ class PromptStream:
         self._state: Literal["new", "open", "done"] = "new"
         self._started = 0.0
         self._due: float | None = None  # of the next token, on the loop's clock
+        self._idle = False  # a token came: the idle deadline starts at the next wait
         self._within = 0.0  # the deadline's length, for the error's wording
         self._answer_id: str | None = None  # the correlation id of the prompt sent
         self.usage: TokenUsage | None = None
@@ -111,9 +113,14 @@ class PromptStream:
                 # a closed link still holds what came before the close: read it first
                 link = channel.link or channel.require_link()
                 try:
-                    event = await link.next_event(
-                        self._due, "token" if self._parts else "first token", self._within
-                    )
+                    event = link.queued()  # tokens arrive in bursts: most are here already
+                    if event is None:
+                        if self._idle:  # the clock is read once a wait, not once a token
+                            self._idle = False
+                            self._arm(channel.timeouts.idle)
+                        event = await link.next_event(
+                            self._due, "token" if self._parts else "first token", self._within
+                        )
                     if isinstance(event, HostErrorEvent):
                         raise event.error
                 except (HostError, HostFailedError) as exc:  # a failed host, or its refusal
@@ -130,7 +137,7 @@ class PromptStream:
                         continue  # the empty closing chunk some hosts send: no progress
                     self._parts.append(event.text)
                     self._index += 1
-                    self._arm(channel.timeouts.idle)
+                    self._idle = True
                     return StreamChunk(text=event.text, index=self._index - 1)
                 if isinstance(event, ResponseDone):
                     self.finish_reason = event.finish_reason
@@ -162,6 +169,7 @@ class PromptStream:
         channel = self._channel
         self._answer_id = await channel.send_prompt(self._prompt, self._options, self._history)
         self._started = asyncio.get_running_loop().time()
+        self._idle = False
         self._arm(channel.timeouts.first_token)
 
     async def _abandon(self) -> None:

@@ -7,7 +7,6 @@ is a :class:`~fabstir_sdk.managers._prompt_stream.PromptStream` on that channel.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import warnings
@@ -247,21 +246,23 @@ class Session:
                 "the host can complete it; end() lets the host settle"
             )
         async with channel.turn:
-            answer = await channel.final_checkpoint()
-            if answer is not None and answer.tx_hash:
-                try:
-                    await backend.proof_mined(answer.tx_hash, within=self.timeouts.settle)
-                except FabstirError as exc:
-                    log.warning("the final proof of %s is not mined: %s", self.session_id, exc)
-            reported = self.tokens_reported
-            expected = max(reported, self.proof_interval) if reported else 0
-            job = await backend.job(self.job_id)
-            overclaim = job.tokens_used > expected
-            await backend.metadata_written(self.job_id)
-            proofs, ref = await asyncio.gather(
-                backend.proof_records(self.proofs, job.tokens_used),
-                backend.store_conversation(self.conversation_id),
-            )
+            # the conversation is final: stored while the host proves its last tokens
+            stored = backend.conversation_stored(self.conversation_id)
+            try:
+                answer = await channel.final_checkpoint()
+                if answer is not None and answer.tx_hash:
+                    try:
+                        await backend.proof_mined(answer.tx_hash, within=self.timeouts.settle)
+                    except FabstirError as exc:
+                        log.warning("the final proof of %s is not mined: %s", self.session_id, exc)
+                reported = self.tokens_reported
+                expected = max(reported, self.proof_interval) if reported else 0
+                job, proofs = await backend.billed(self.job_id, self.proofs)
+                overclaim = job.tokens_used > expected
+                await backend.metadata_written(self.job_id)
+                ref = await stored
+            finally:
+                await backend.drop(stored)
             settlement = await backend.settle(self.job_id, ref.cid)
             counts = {"tokens_reported": reported, "tokens_claimed": self.tokens_claimed}
             backend.store_soon(self.job_id, "proofs", {**proofs, **counts, "settled": True})

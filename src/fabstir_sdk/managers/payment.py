@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -138,6 +138,7 @@ class PaymentManager:
         proof_timeout_window: int = 300,
         approve: bool = True,
         payer: str | None = None,
+        ready: Awaitable[Any] | None = None,
     ) -> SessionJobCreated:
         """Escrow ``amount`` (human units) of ``token`` (None: ETH) for a session with
         ``host`` on ``model``, paid from the wallet or from your pre-funded deposit.
@@ -153,6 +154,9 @@ class PaymentManager:
         ``config.approval_budget`` first (``approve=False``: raise
         :class:`InsufficientAllowanceError` instead). The result's ``job`` is built from the
         receipt's event and the terms sent: no read-back.
+
+        ``ready``: awaited once the checks are read and before anything is sent (the
+        approval too); it raises to send nothing (a session waits for its host's handshake).
         """
         if funding not in ("wallet", "deposit"):
             raise ValidationError(f"funding must be 'wallet' or 'deposit', got {funding!r}")
@@ -183,12 +187,15 @@ class PaymentManager:
                     checks=reads,
                     validate=validate,
                     token_hint="" if native else terms.token,
+                    ready=ready,
                 )
             except InsufficientAllowanceError:
                 # Short before sending, or used up by other spenders of this wallet while
                 # ours was on its way: raise the allowance and try again.
                 if not approve or payer is not None or attempt == _ALLOWANCE_ATTEMPTS - 1:
                     raise
+                if ready is not None:
+                    await ready
                 await self._raise_allowance(terms.token, terms.deposit)
                 continue
             return await self._created(receipt, terms)

@@ -11,7 +11,6 @@ and S5 records in ``_backend.py``, the proof audit trail in ``_proofs.py``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..chain.addresses import ZERO_ADDRESS
@@ -108,17 +107,21 @@ class SessionManager:
             failover=failover,
             payer=payer,
         )
-        # the storage check (before paying) runs while the host is read
+        limits = timeouts or self._ctx.config.session_timeouts
+        # the storage check (before paying) and, to a host dialled before, the WebSocket
+        # handshake run while the host is read
         checked = asyncio.ensure_future(self._backend.storage.check())
+        ahead = self._backend.dial_ahead(host, limits)
         try:
             info, price = await self._host_for(plan, host)
         except BaseException:
-            checked.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await checked
+            await self._backend.drop(checked)
+            if ahead is not None:
+                await self._backend.drop(ahead[1])
             raise
-        limits = timeouts or self._ctx.config.session_timeouts
-        job, link = await self._backend.open(plan, info, price, limits, checked=checked)
+        job, link = await self._backend.open(
+            plan, info, price, limits, checked=checked, ahead=ahead
+        )
         return self._track(
             Session(
                 self._backend,

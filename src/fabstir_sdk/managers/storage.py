@@ -171,9 +171,11 @@ class StorageManager:
     async def check(self) -> None:
         """Reach the store now; StorageUnavailableError if it cannot be reached. Sessions
         call it before paying: a process that never reached its portal has nothing to queue
-        a conversation's writes against, so it could not keep what it paid for."""
+        a conversation's writes against, so it could not keep what it paid for. One
+        registry read (the sessions directory's entry, not the directory: it grows with
+        every session)."""
         fs, user = await self._ready()
-        await fs.list(f"home/sessions/{user}")
+        await fs.reach(f"home/sessions/{user}")
 
     async def aclose(self) -> None:
         """Close the portal connection (if any). The SDK's ``aclose()`` calls this."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import threading
 
 import coincurve
 from nacl._sodium import ffi, lib  # type: ignore[import-not-found]  # ~8 us/call cheaper
@@ -49,6 +50,11 @@ if lib.sodium_init() < 0:  # pragma: no cover - libsodium refuses to start
     raise ImportError("libsodium failed to initialise")
 
 _decrypt = lib.crypto_aead_xchacha20poly1305_ietf_decrypt
+#: Ciphertexts up to this size are opened into a buffer kept per thread (a token's frame is
+#: a few bytes: allocating its output each time cost more than decrypting it). Per thread,
+#: since cffi calls release the GIL.
+_SCRATCH_SIZE = 1 << 16
+_scratch = threading.local()
 
 
 def random_nonce() -> bytes:
@@ -160,10 +166,17 @@ def open_aead(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
         raise ValueError("XChaCha20-Poly1305 needs a 32-byte key")
     if len(ciphertext) < TAG_SIZE:
         raise FrameDecryptionError("ciphertext is shorter than its 16-byte tag")
-    # One allocation (the plaintext is always the ciphertext less its tag, so no length
-    # out-parameter): this runs once per streamed token.
+    # The plaintext is always the ciphertext less its tag, so no length out-parameter; a
+    # small one is written to this thread's scratch buffer and copied out once: this runs
+    # once per streamed token.
     size = len(ciphertext)
-    out = ffi.new("unsigned char[]", size)
+    if size <= _SCRATCH_SIZE:
+        try:
+            out = _scratch.buffer
+        except AttributeError:
+            out = _scratch.buffer = ffi.new("unsigned char[]", _SCRATCH_SIZE)
+    else:
+        out = ffi.new("unsigned char[]", size)
     if _decrypt(out, ffi.NULL, ffi.NULL, ciphertext, size, aad, len(aad), nonce, key):
         raise FrameDecryptionError(
             "ciphertext does not authenticate (tampered, wrong key or wrong AAD)"

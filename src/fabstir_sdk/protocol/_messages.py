@@ -117,8 +117,11 @@ CorrelationId = str | int | None
 
 
 def hex_bytes(text: str) -> bytes:
-    """Bytes of a hex field a model has checked."""
-    return bytes.fromhex(text[2:] if text[:2] in ("0x", "0X") else text)
+    """Bytes of a hex field a model (or the chunk reader) has checked."""
+    try:
+        return bytes.fromhex(text)  # the usual, unprefixed spelling: one call a field
+    except ValueError:
+        return bytes.fromhex(text[2:])  # "0x"-prefixed (checked: nothing else fails)
 
 
 def same_hex(text: str, data: bytes) -> bool:

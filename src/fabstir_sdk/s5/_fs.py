@@ -66,6 +66,8 @@ _RETRIES = 60
 #: Files up to this size are sealed in memory and stored with their directory, in one go.
 _INLINE = 1 << 20
 _Change = Callable[[DirV1 | None, list[bytes]], Awaitable[DirV1 | None]]
+#: A change waiting for its directory's publish: the change, its caller's future, "alone".
+_Queued = tuple[_Change, "asyncio.Future[None]", bool]
 
 
 def split_path(path: str) -> tuple[str, ...]:
@@ -163,6 +165,8 @@ class FileSystem:
         self._keys_cache: dict[tuple[str, ...], _DirKeys] = {}
         self._dirs: dict[bytes, tuple[RegistryEntry, DirV1]] = {}
         self._locks: dict[bytes, asyncio.Lock] = {}
+        #: Changes waiting for the directory's next publish (see :meth:`_update`).
+        self._queued: dict[bytes, list[_Queued]] = {}
         self._linked: set[tuple[str, ...]] = set()
         #: Directories this process just linked into a parent that did not list them: they
         #: start empty, so their first write needs no registry read (none when offline).
@@ -202,48 +206,105 @@ class FileSystem:
         self._dirs[keys.pk] = (entry, directory)
         return entry, _copy(directory)
 
-    async def _update(self, keys: _DirKeys, change: _Change) -> None:
+    async def _update(self, keys: _DirKeys, change: _Change, *, alone: bool = False) -> None:
         """Apply ``change`` to the directory and publish it; re-run it on a revision conflict.
 
         ``change(directory, pending)`` returns the new directory (or None to leave it as it
         is) and may add blobs to ``pending``: they are stored before the registry entry.
         The first attempt trusts this process's copy of the directory; the registry's
         revision check catches a stale copy, and the retry reads the directory afresh.
+
+        Changes that queue while the directory is being published go out together in the
+        next publish (a group commit), each raising its own error to its own caller: a
+        thousand sessions adding their directories to one parent cost a few publishes, not a
+        thousand one after another. A change that reads the directory's files (``alone``)
+        is published by itself: the files a batch writes are stored with its publish.
         """
-        async with self._locks.setdefault(keys.pk, asyncio.Lock()):
-            optimistic = True
-            for attempt in range(_RETRIES):
-                cached = self._dirs.get(keys.pk) if optimistic else None
-                entry: RegistryEntry | None
-                current: DirV1 | None
-                if cached is not None:
-                    entry, current = cached[0], _copy(cached[1])
-                elif optimistic and keys.pk in self._fresh:
-                    entry, current = None, None
-                else:
-                    entry, current = await self._load(keys)
-                optimistic = False
-                pending: list[bytes] = []
-                new = await change(current, pending)
-                if new is None:
-                    if cached is not None:
-                        continue  # "no change" may rest on a stale copy: check afresh
-                    return
-                plain = new.to_bytes()
-                if len(plain) > MAX_MUTABLE_SIZE:
-                    raise PayloadTooLargeError(len(plain), MAX_MUTABLE_SIZE, "directory")
-                record = encrypt_mutable(keys.encryption, plain)
-                revision = 0 if entry is None else entry.revision + 1
-                signed = RegistryEntry.sign(keys.signing, revision, blob_id(record).to_bytes())
-                try:
-                    await self.store.publish(record, signed, pending)
-                except RevisionConflictError:
-                    # Another writer got there first: re-read and re-apply, with jitter.
-                    await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))  # noqa: S311
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue = self._queued.setdefault(keys.pk, [])
+        queue.append((change, done, alone))
+        try:
+            async with self._locks.setdefault(keys.pk, asyncio.Lock()):
+                if not done.done():  # not published by an earlier holder: publish what queued
+                    queue = self._queued.setdefault(keys.pk, [])
+                    batch = [c for c in queue if c[1] is done or not (alone or c[2])]
+                    taken = {id(c[1]) for c in batch}
+                    queue[:] = [c for c in queue if id(c[1]) not in taken]
+                    await self._publish(keys, batch)
+        except BaseException:
+            if not done.done():
+                done.cancel()  # an earlier holder's batch skips it (it may still be queued)
+            raise
+        await done
+
+    async def _publish(self, keys: _DirKeys, batch: list[_Queued]) -> None:
+        """One publish of every change in ``batch`` (under the directory's lock); settles
+        each change's future. Changes not settled when this is interrupted queue again."""
+        try:
+            errors = await self._publish_batch(keys, [c for c, f, _ in batch if not f.done()])
+        except Exception as exc:  # the directory could not be published: nothing was
+            for _, future, _ in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        except BaseException:  # cancelled: the next holder publishes the others
+            self._queued.setdefault(keys.pk, [])[:0] = [c for c in batch if not c[1].done()]
+            raise
+        for change, future, _ in batch:
+            if future.done():
+                continue
+            error = errors.get(id(change))
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+    async def _publish_batch(self, keys: _DirKeys, batch: list[_Change]) -> dict[int, Exception]:
+        """Publish the changes of ``batch`` in one registry revision; the errors of changes
+        that refused (by ``id`` of the change), which are left out."""
+        optimistic = True
+        for attempt in range(_RETRIES):
+            cached = self._dirs.get(keys.pk) if optimistic else None
+            entry: RegistryEntry | None
+            current: DirV1 | None
+            if cached is not None:
+                entry, current = cached[0], _copy(cached[1])
+            elif optimistic and keys.pk in self._fresh:
+                entry, current = None, None
+            else:
+                entry, current = await self._load(keys)
+            optimistic = False
+            pending: list[bytes] = []
+            errors: dict[int, Exception] = {}
+            new: DirV1 | None = None
+            for change in batch:
+                base = new if new is not None else current
+                try:  # on a copy: a change that fails halfway leaves nothing behind
+                    changed = await change(None if base is None else _copy(base), pending)
+                except Exception as exc:
+                    errors[id(change)] = exc
                     continue
-                self._dirs[keys.pk] = (signed, new)
-                self._fresh.discard(keys.pk)
-                return
+                if changed is not None:
+                    new = changed
+            if new is None:
+                if cached is not None:
+                    continue  # "no change" may rest on a stale copy: check afresh
+                return errors
+            plain = new.to_bytes()
+            if len(plain) > MAX_MUTABLE_SIZE:
+                raise PayloadTooLargeError(len(plain), MAX_MUTABLE_SIZE, "directory")
+            record = encrypt_mutable(keys.encryption, plain)
+            revision = 0 if entry is None else entry.revision + 1
+            signed = RegistryEntry.sign(keys.signing, revision, blob_id(record).to_bytes())
+            try:
+                await self.store.publish(record, signed, pending)
+            except RevisionConflictError:
+                # Another writer got there first: re-read and re-apply, with jitter.
+                await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))  # noqa: S311
+                continue
+            self._dirs[keys.pk] = (signed, new)
+            self._fresh.discard(keys.pk)
+            return errors
         raise RevisionConflictError(f"directory still contended after {_RETRIES} attempts")
 
     async def _ensure_dir(self, path: tuple[str, ...]) -> None:
@@ -404,7 +465,7 @@ class FileSystem:
             result[:] = [new]
             return d
 
-        await self._update(self._keys(directory), apply)
+        await self._update(self._keys(directory), apply, alone=True)
         return result[0]
 
     async def file_ref(self, path: str) -> FileRef:
@@ -422,6 +483,11 @@ class FileSystem:
         """What was put at ``path``; NotFoundError if nothing is there."""
         ref = await self.file_ref(path)
         return _decode(await self._read_file(ref), ref.media_type)
+
+    async def reach(self, path: str = "") -> None:
+        """Read the directory's registry entry, not its contents: proves the store answers
+        (or, offline, knows the entry) at a cost that does not grow with the directory."""
+        await self.store.registry_get(self._keys(split_path(path)).pk)
 
     async def list(self, path: str = "") -> list[DirEntry]:
         """The directory's entries, sorted by name; empty if the directory does not exist."""

@@ -20,11 +20,10 @@ import contextlib
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 
 import blake3
-from filelock import FileLock
 
 from ..errors import (
     IntegrityError,
@@ -35,6 +34,7 @@ from ..errors import (
     StorageError,
 )
 from ._blob import BlobId
+from ._lockfile import file_lock
 from ._registry import RegistryEntry
 from ._store import BlobSource, BlobVerifier, Store, check_entry, pieces_of
 
@@ -42,7 +42,6 @@ __all__ = ["BlobWriter", "LocalStore"]
 
 _READ_PIECE = 1 << 20
 _STALE_TMP_SECONDS = 24 * 3600
-_LOCK_TIMEOUT = 30.0
 
 
 def _fsync_dir(path: Path) -> None:
@@ -52,24 +51,6 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock across processes: flock where there is one (a few microseconds),
-    else filelock's portable lock."""
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        with FileLock(str(path), timeout=_LOCK_TIMEOUT, poll_interval=0.001):
-            yield
-        return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
 
 
 def _write_atomic(path: Path, data: bytes, tmp_dir: Path) -> None:
@@ -234,7 +215,7 @@ class LocalStore(Store):
     def _set_entry(self, entry: RegistryEntry) -> None:
         self._prepare()
         path = self._entry_path(entry.pk)
-        with _file_lock(path.with_name(path.name + ".lock")):
+        with file_lock(path.with_name(path.name + ".lock")):
             current = self._load_entry(entry.pk, verify=False)
             if current is not None and entry.revision <= current.revision:
                 raise RevisionConflictError(

@@ -21,10 +21,9 @@ import os
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-import filelock
-
 from ..errors import RegistryRollbackError, RevisionConflictError
 from ._blob import BlobId
+from ._lockfile import file_lock
 from ._registry import RegistryEntry
 from ._store import BlobSource, Store
 
@@ -37,10 +36,13 @@ class RevisionGuard(Store):
     def __init__(self, inner: Store, path: str | Path) -> None:
         self.inner = inner
         self.path = Path(path)
-        self._lock = filelock.FileLock(str(self.path) + ".lock")
+        self._lock_path = str(self.path) + ".lock"
+        self._tmp_path = str(self.path) + ".tmp"
         self._seen: dict[bytes, int] = self._read()
         self._dir_made = False
         self._written: tuple[int, int, int] | None = None  # the file as this process wrote it
+        self._writing = asyncio.Lock()
+        self._changes = self._written_changes = 0  # marks raised, and written to the file
 
     def __repr__(self) -> str:
         return f"RevisionGuard({self.inner!r}, keys={len(self._seen)})"
@@ -70,24 +72,40 @@ class RevisionGuard(Store):
                 seen[pk] = value
         return seen
 
-    def _persist(self) -> None:
+    def _persist(
+        self, seen: dict[bytes, int], *, wait: bool = True
+    ) -> tuple[bool, dict[bytes, int] | None]:
+        """Write ``seen`` (a copy: this may run in a worker thread, while the loop adds
+        marks) to the file, merged with the file's if another process replaced it since
+        this one wrote it; returns whether it wrote (False only without ``wait``, when
+        another writer holds the file's lock) and the merged marks when it read them."""
         # Runs after every registry write (once per stored answer of a session): the file
-        # is read again only if another process replaced it since this one wrote it.
+        # is read again only if another process replaced it since this one wrote it; the
+        # lock is a bare flock and the file is written with plain os calls (the lock
+        # library and pathlib were most of this write's CPU).
         if not self._dir_made:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._dir_made = True
-        with self._lock:
-            merged = self._seen
+        with file_lock(self._lock_path, wait=wait) as held:
+            if not held:
+                return False, None
+            merged, read = seen, None
             if self._stamp() != self._written:  # another process of this user may have seen more
-                merged = self._read()
-                for pk, revision in self._seen.items():
+                merged = read = self._read()
+                for pk, revision in seen.items():
                     if merged.get(pk, -1) < revision:
                         merged[pk] = revision
-                self._seen = merged
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text(json.dumps({pk.hex(): r for pk, r in merged.items()}))
-            os.replace(tmp, self.path)
+            data = json.dumps({pk.hex(): r for pk, r in merged.items()}).encode()
+            fd = os.open(self._tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+            os.replace(self._tmp_path, self.path)
             self._written = self._stamp()
+        return True, read
 
     def _stamp(self) -> tuple[int, int, int] | None:
         """Which version of the file is there (inode, mtime, size); None if none is."""
@@ -98,9 +116,29 @@ class RevisionGuard(Store):
         return st.st_ino, st.st_mtime_ns, st.st_size
 
     async def _saw(self, entry: RegistryEntry) -> None:
-        if self._seen.get(entry.pk, -1) < entry.revision:
-            self._seen[entry.pk] = entry.revision
-            await asyncio.to_thread(self._persist)
+        if self._seen.get(entry.pk, -1) >= entry.revision:
+            return
+        self._seen[entry.pk] = entry.revision
+        self._changes += 1
+        mine = self._changes
+        # One write at a time, each of every mark seen so far (a later copy written before
+        # an earlier one would lose marks); one that waited may find its mark written. The
+        # marks are read and changed on the loop's thread only: the worker gets a copy (a
+        # thread iterating them while the loop added one failed, "dictionary changed size").
+        async with self._writing:
+            if self._written_changes >= mine:
+                return
+            changes = self._changes
+            seen = dict(self._seen)
+            # In the loop when the file's lock is free (a hand-off to a thread cost more
+            # CPU than this small write), in a thread while another writer holds it.
+            written, merged = self._persist(seen, wait=False)
+            if not written:
+                written, merged = await asyncio.to_thread(self._persist, seen)
+            self._written_changes = changes
+        for pk, revision in (merged or {}).items():
+            if self._seen.get(pk, -1) < revision:
+                self._seen[pk] = revision
 
     # ------------------------------------------------------------------ Store
 
@@ -114,8 +152,11 @@ class RevisionGuard(Store):
         return await self.inner.get_blob(blob)
 
     async def registry_get(self, pk: bytes) -> RegistryEntry | None:
-        entry = await self.inner.registry_get(pk)
+        # judged against what was seen when the read was sent: a write of this process that
+        # lands while the read is on its way is not a rollback (500 sessions of one user,
+        # reading and writing one directory, met that)
         known = self._seen.get(pk)
+        entry = await self.inner.registry_get(pk)
         if known is not None and (entry is None or entry.revision < known):
             served = "no entry" if entry is None else f"revision {entry.revision}"
             raise RegistryRollbackError(
