@@ -32,8 +32,12 @@ $(NPMDEPS): package-lock.json
 demo: setup
 	$(VENV)/bin/fabstir demo
 
+# Two worker processes, each test file whole in one of them (its module-scoped devnet and hosts
+# with it): most tests wait on other processes (anvil, hosts, the portal), so two use the
+# machine's cores where one leaves them idle. TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks examples

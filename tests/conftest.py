@@ -18,6 +18,53 @@ import pytest
 
 from fabstir_sdk.devnet import Devnet
 
+#: Test files whose every test starts processes of its own (a doc example, a user's pytest
+#: run, a CLI, a fork) and which share nothing module-wide. They run first, and under
+#: pytest-xdist (``make test``: ``-n 2 --dist loadfile``) each of their tests is a work unit
+#: of its own, so that both workers take them on at once instead of one worker being left
+#: with a file of them at the end; every other file stays whole in one worker (its
+#: module-scoped devnet and hosts are started once).
+SPREAD = frozenset(
+    {
+        "tests/integration/test_cli_devnet.py",
+        "tests/integration/test_cli_host.py",
+        "tests/integration/test_contract_generation.py",
+        "tests/integration/test_doc_examples.py",
+        "tests/integration/test_examples.py",
+        "tests/integration/test_fork.py",
+        "tests/integration/test_host_process.py",
+        "tests/integration/test_notebook.py",
+        "tests/integration/test_plugin.py",
+        "tests/unit/test_docs.py",
+    }
+)
+
+
+def _file(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The SPREAD files first (a stable sort: the rest keep their order)."""
+    items.sort(key=lambda item: _file(item.nodeid) not in SPREAD)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """With ``--dist loadfile``: whole files, except each test of a SPREAD file on its own,
+    handed out in collection order (SPREAD first, the long ones while both workers are
+    free)."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SpreadFirst(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return nodeid if _file(nodeid) in SPREAD else _file(nodeid)
+
+    config.option.loadscopereorder = False  # collection order, not the biggest file first
+    return SpreadFirst(config, log)
+
 
 @pytest.fixture(scope="session")
 async def devnet_session() -> AsyncIterator[Devnet]:

@@ -149,9 +149,13 @@ async def test_a_failed_connect_that_charged_is_an_overclaim(net, bad, sdk):
     bad.never_ack = True
     before = await usdc(net, sdk)
     sm = await sdk.get_session_manager()
+    # the host's proof (two transactions) lands well within the 5 s connect deadline
     with pytest.warns(HostOverclaimError), pytest.raises(StreamTimeoutError):
         await sm.create_session(
-            model=BUILTIN, host=bad.address, deposit="1", timeouts=SessionTimeouts(connect=2)
+            model=BUILTIN,
+            host=bad.address,
+            deposit="1",
+            timeouts=SessionTimeouts(connect=5),
         )
     await bad.proof_done.wait()
     assert await usdc(net, sdk) == before - 2000  # 1000 proven tokens, to the base unit

@@ -25,8 +25,14 @@ def _propose(chain: Chain, who: int = USER) -> bytes:
     return bytes(event["modelId"])
 
 
-def _vote(chain: Chain, who: int, model_id: bytes, amount: int, support: bool) -> object:
+def _vote(
+    chain: Chain, who: int, model_id: bytes, amount: int, support: bool, *, at: int | None = None
+) -> object:
+    """Approve, then vote; ``at``: the vote's block timestamp (set after the approval, whose
+    block would otherwise take it and leave the vote a wall-clock second or more later)."""
     _approve(chain, who, amount)
+    if at is not None:
+        chain.set_next_timestamp(at)
     return chain.send(chain.models.voteOnProposal(model_id, amount, support), who)
 
 
@@ -115,20 +121,18 @@ def test_late_votes_extend_the_vote_at_most_three_times(chain: Chain) -> None:
     model_id = _propose(chain)
     end = int(_proposal(chain, model_id)["endTime"])
     # just before the last 4 hours: not late
-    chain.set_next_timestamp(end - 4 * 3600 - 1)
-    _vote(chain, HOST, model_id, 10_000 * FAB, True)
+    _vote(chain, HOST, model_id, 10_000 * FAB, True, at=end - 4 * 3600 - 1)
     assert chain.models.lateVotes(model_id).call() == 0
     for extension in (1, 2, 3):
-        chain.set_next_timestamp(end - 4 * 3600)
-        _vote(chain, OTHER, model_id, 10_000 * FAB - 1, False)  # late, below the threshold
+        # late, below the threshold
+        _vote(chain, OTHER, model_id, 10_000 * FAB - 1, False, at=end - 4 * 3600)
         assert _proposal(chain, model_id)["extensionCount"] == extension - 1
         receipt = _vote(chain, VOTER2, model_id, 1, False)  # reaches it
         event = chain.event(receipt, "ModelRegistry", "VotingExtended")
         end += DAYS
         assert (event["newEndTime"], event["extensionCount"]) == (end, extension)
         assert chain.models.lateVotes(model_id).call() == 0
-    chain.set_next_timestamp(end - 1)
-    _vote(chain, OTHER, model_id, 10_000 * FAB, False)  # no fourth extension
+    _vote(chain, OTHER, model_id, 10_000 * FAB, False, at=end - 1)  # no fourth extension
     assert _proposal(chain, model_id)["endTime"] == end
     assert chain.models.lateVotes(model_id).call() == 10_000 * FAB
     _approve(chain, USER, 1)

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from fabstir_sdk import FabstirSDK
+from fabstir_sdk.chain.rpc import JsonRpcClient
 
 #: The worked example's price: 2000 base units per 1000 tokens (2 micro-USDC per token).
 USDC_PRICE = 2000
@@ -53,11 +54,16 @@ async def host(devnet, sdk_for) -> FabstirSDK:
 
 
 async def nonce(devnet, index: int) -> int:
-    """The account's pending nonce: unchanged means no transaction was sent."""
-    from web3 import AsyncHTTPProvider, AsyncWeb3
+    """The account's pending nonce: unchanged means no transaction was sent.
 
-    w3 = AsyncWeb3(AsyncHTTPProvider(devnet.rpc_url))
+    Through our own JSON-RPC client: web3's AsyncHTTPProvider starts a ThreadPoolExecutor
+    that its ``disconnect()`` does not shut down (its threads end only when a garbage
+    collection finds it, maybe in the middle of a later test that counts threads)."""
+    rpc = JsonRpcClient(devnet.rpc_url)
     try:
-        return await w3.eth.get_transaction_count(devnet.accounts[index].address, "pending")
+        return int(
+            await rpc.call("eth_getTransactionCount", devnet.accounts[index].address, "pending"),
+            16,
+        )
     finally:
-        await w3.provider.disconnect()
+        await rpc.aclose()

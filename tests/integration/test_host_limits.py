@@ -20,7 +20,7 @@ from fabstir_sdk.protocol import MAX_FRAME_BYTES
 
 from .host_helpers import DROPPED, Client, encrypted, host_logged, open_job
 
-STRICT, FLOODED = 2, 3
+STRICT, FLOODED, REFILLING = 2, 3, 4
 
 
 @pytest.fixture(scope="module")
@@ -31,19 +31,30 @@ async def net():
 
 @pytest.fixture(scope="module")
 async def strict(net) -> RunningHost:
-    """Tight limits, so that each one is reached in a few frames and a fraction of a second."""
+    """Tight limits, so that each one is reached in a few frames and a fraction of a second.
+    One frame earned per 100 s: while a test runs none is, so that what the host allows and
+    refuses is exact on a machine of any speed."""
     running = await net.start_host(
         account=STRICT,
         chain_poll=0.1,
         max_sessions=1,
         max_connections_per_ip=6,
-        frames_per_second=1,
+        frames_per_second=0.01,
         frame_burst=10,
         header_timeout=0.5,
         idle_timeout=1.5,
         context_window=250_000,
         debug=True,  # its DEBUG log says when it drops a client: a test waits on that
     )
+    yield running
+    await running.stop()
+
+
+@pytest.fixture(scope="module")
+async def refilling(net) -> RunningHost:
+    """A burst of 10 frames and one frame earned per second, and the default idle deadline
+    (a test waits for a frame to be earned without sending anything)."""
+    running = await net.start_host(account=REFILLING, frames_per_second=1, frame_burst=10)
     yield running
     await running.stop()
 
@@ -98,8 +109,10 @@ async def test_max_sessions_refuses_one_more_until_one_ends(net, strict):
         assert await second.error_code(second.proto.init_frame()) == "HOST_BUSY"
         assert (await first.ask("count to 3"))[0] == "1 2 3"
         await first.close()
-        for _ in range(100):  # the host sees the close
-            await asyncio.sleep(0.05)
+        delay = 0.1
+        for _ in range(7):  # until the host sees the close: each try is a frame of the 10-frame
+            await asyncio.sleep(delay)  # burst (inits: 1 + 7, then a prompt); 12.7 s in all
+            delay *= 2
             try:
                 await second.init()
                 break
@@ -111,25 +124,64 @@ async def test_max_sessions_refuses_one_more_until_one_ends(net, strict):
         await second.close()
 
 
+PING = '{"type":"ping"}'
+
+
+async def _replies(ws: websockets.ClientConnection, count: int) -> list[object]:
+    """The next ``count`` replies: "pong" or the error code."""
+    out = []
+    for _ in range(count):
+        reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        out.append("pong" if reply == {"type": "pong"} else reply.get("code"))
+    return out
+
+
 async def test_frame_rate_limit(strict):
+    """The burst, then RATE_LIMITED for each frame over it, then the connection is closed
+    once a burst's worth (10) has been refused in a row."""
     ws = await _ws(strict)
     try:
         for _ in range(20):
-            await ws.send('{"type":"ping"}')
-        replies = [json.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in range(20)]
-        assert replies[:10] == [{"type": "pong"}] * 10  # the burst
-        assert [r.get("code") for r in replies[10:]] == ["RATE_LIMITED"] * 10
-        await asyncio.sleep(1.05)  # a frame is earned each second
-        await ws.send('{"type":"ping"}')
-        assert json.loads(await ws.recv()) == {"type": "pong"}
-        # a client that goes on sending a burst's worth over the rate is cut off
-        for _ in range(11):
-            await ws.send('{"type":"ping"}')
-        replies = [json.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in range(10)]
-        assert [r.get("code") for r in replies] == ["RATE_LIMITED"] * 10
+            await ws.send(PING)
+        assert await _replies(ws, 20) == ["pong"] * 10 + ["RATE_LIMITED"] * 10
+        await ws.send(PING)  # the 11th refused in a row: cut off, unanswered
         with pytest.raises(websockets.ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 10)
         assert (ws.close_code, ws.close_reason) == (1008, "rate")
+    finally:
+        await ws.close()
+
+
+async def test_frame_rate_refills_and_an_allowed_frame_restarts_the_count(refilling):
+    """One frame earned per second (1/s); after an allowed frame, a client is cut off only
+    once 10 more are refused in a row. Exact on any machine: the test waits at least as long
+    as a frame takes to earn, and checks the refusals counted since the last allowed frame,
+    whatever a slow machine earned in between."""
+    ws = await _ws(refilling)
+    try:
+        for _ in range(11):
+            await ws.send(PING)
+        seen = await _replies(ws, 11)
+        assert seen[:10] == ["pong"] * 10  # the burst
+        for _ in range(100):  # a slow machine earned frames meanwhile: spend them
+            if seen[-1] == "RATE_LIMITED":
+                break
+            await ws.send(PING)
+            seen += await _replies(ws, 1)
+        assert seen[-1] == "RATE_LIMITED"  # the bucket is empty (under one frame)
+        await asyncio.sleep(1.05)  # a frame is earned each second
+        await ws.send(PING)
+        seen += await _replies(ws, 1)
+        assert seen[-1] == "pong"
+        with pytest.raises(websockets.ConnectionClosed):
+            for _ in range(100):  # until the host cuts it off (at once, unless frames are earned)
+                for _ in range(11):
+                    await ws.send(PING)
+                for _ in range(11):
+                    seen += await _replies(ws, 1)
+        assert (ws.close_code, ws.close_reason) == (1008, "rate")
+        # cut off after exactly 10 refusals since the last allowed frame
+        assert seen[-11:] == ["pong"] + ["RATE_LIMITED"] * 10
     finally:
         await ws.close()
 
@@ -145,8 +197,15 @@ async def test_connections_per_ip(strict):
             "code": "BUSY",
         }
         await open_.pop().close()
-        await asyncio.sleep(0.05)
-        open_.append(await _ws(strict))  # a slot is free again
+        deadline = time.monotonic() + 30  # a slot is free again once the host sees the close
+        while True:
+            try:
+                open_.append(await _ws(strict))
+                break
+            except websockets.InvalidStatus as refused:
+                assert refused.response.status_code == 429
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
     finally:
         for ws in open_:
             await ws.close()
@@ -220,53 +279,57 @@ async def test_a_client_that_stops_reading_is_dropped(net, strict):
 
 
 async def test_idle_websocket_is_closed(strict):
+    started = time.monotonic()  # before the host can start its idle clock
     ws = await _ws(strict)
-    started = time.monotonic()
     with pytest.raises(websockets.ConnectionClosed):
         await asyncio.wait_for(ws.recv(), 10)
     assert (ws.close_code, ws.close_reason) == (1008, "idle")
     assert 1.4 < time.monotonic() - started < 15  # not before the deadline; closed, not hung
 
 
-#: The flood, run as its own process for ``seconds``: slow request heads, half-done
+#: The flood, run as its own process until its stdin closes: slow request heads, half-done
 #: WebSocket handshakes and WebSockets sending garbage as fast as they can, each reopened
-#: as soon as the host drops it. Prints what it did as one JSON line.
+#: as soon as the host drops it. Prints "started", then "on" once it has reached full force
+#: (more than the first round of heads and handshakes: the host cut them off and they came
+#: back; over 1000 garbage frames), and at the end what it did as one JSON line.
 FLOOD = """
 import asyncio, json, os, sys, websockets
-port, seconds = int(sys.argv[1]), float(sys.argv[2])
+port = int(sys.argv[1])
 done = {"heads": 0, "handshakes": 0, "frames": 0}
 async def raw(head, key):
-    while loop.time() < end:
+    while True:
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(head)
             done[key] += 1
-            await asyncio.wait_for(reader.read(), max(0.01, end - loop.time()))
+            await asyncio.wait_for(reader.read(), 30)
         except (OSError, asyncio.TimeoutError):
             pass
         finally:
             writer.close()
 async def garbage():
-    while loop.time() < end:
+    while True:
         try:
             async with websockets.connect(f"ws://127.0.0.1:{port}/v1/ws") as ws:
-                while loop.time() < end:
+                while True:
                     await ws.send('{"type":"teleport"}')
                     done["frames"] += 1
                     if done["frames"] % 20 == 0:
                         await asyncio.sleep(0)
         except (websockets.ConnectionClosed, OSError):
             pass
+async def full_force():
+    while not (done["heads"] > 200 and done["handshakes"] > 20 and done["frames"] > 1000):
+        await asyncio.sleep(0.05)
+    print("on", flush=True)
 async def main():
-    global loop, end
-    loop = asyncio.get_running_loop()
-    end = loop.time() + seconds
     print("started", flush=True)
     jobs = [raw(b"GET /health HTTP/1.1\\r\\n", "heads") for _ in range(200)]
     half = b"GET /v1/ws HTTP/1.1\\r\\nUpgrade: websocket\\r\\n"
     jobs += [raw(half, "handshakes") for _ in range(20)]
     jobs += [garbage() for _ in range(10)]
-    await asyncio.wait([asyncio.ensure_future(j) for j in jobs], timeout=seconds + 0.5)
+    tasks = [asyncio.ensure_future(j) for j in [*jobs, full_force()]]
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until closed
     print(json.dumps(done), flush=True)
     os._exit(0)  # no closing handshakes with a host that stopped reading us
 asyncio.run(main())
@@ -279,12 +342,18 @@ async def test_a_flood_of_connections_does_not_starve_an_honest_client(net, floo
     job_id = await open_job(net, flooded.address)
     port = str(urlsplit(flooded.api_url).port)
     flood = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", FLOOD, port, "4", stdout=asyncio.subprocess.PIPE
+        sys.executable,
+        "-c",
+        FLOOD,
+        port,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
     )
-    assert flood.stdout is not None
+    assert flood.stdin is not None and flood.stdout is not None
     try:
         assert await asyncio.wait_for(flood.stdout.readline(), 20) == b"started\n"
-        await asyncio.sleep(0.5)  # the flood is on
+        # the flood at full force (an event: however long this machine takes to get there)
+        assert await asyncio.wait_for(flood.stdout.readline(), 120) == b"on\n"
         started = time.monotonic()
         client = await asyncio.wait_for(Client.session(net, flooded, job_id), 10)
         try:
@@ -295,8 +364,8 @@ async def test_a_flood_of_connections_does_not_starve_an_honest_client(net, floo
         assert text == " ".join(str(i) for i in range(1, 31))
         assert end.tokens_used == 30
         assert elapsed < 10
+        flood.stdin.close()  # the flood ran alongside until now
         report = json.loads(await asyncio.wait_for(flood.stdout.readline(), 30))
-        # the flood really ran alongside: slow heads cut off and reopened, garbage streaming
         assert report["heads"] > 200 and report["handshakes"] > 20 and report["frames"] > 1000
         print(f"flood {report}; honest session + answer in {elapsed:.2f} s")
     finally:

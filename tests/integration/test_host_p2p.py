@@ -123,7 +123,8 @@ async def test_load_counts_live_sessions(net, host, client):
         assert reply == {**idle, "active_sessions": 1}
     finally:
         await session.close()
-    for _ in range(100):
+    deadline = time.monotonic() + 30  # until the host sees the close (however busy it is)
+    while time.monotonic() < deadline:
         if await client.request(host.peer_id, {"type": "load"}) == idle:
             break
         await asyncio.sleep(0.05)
@@ -151,7 +152,7 @@ async def test_sequential_client_connections(net, host, connections):
     answered = 0
     try:
         await asyncio.gather(*(n.start() for n in nodes))
-        async with asyncio.timeout(connections * 0.25):
+        async with asyncio.timeout(connections * 0.8):  # a hang guard, not a speed goal
             for i in range(connections):
                 node = nodes[i % CLIENTS]
                 assert await node.connect(target) == host.peer_id

@@ -5,9 +5,11 @@ and never lowered, and the job as the receipt states it, equal to what the chain
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 from eth_account import Account
+from websockets.asyncio.server import ServerConnection, serve
 
 from fabstir_sdk import (
     FabstirSDK,
@@ -48,14 +50,34 @@ async def no_usdc(devnet):
         yield sdk
 
 
-async def test_a_usdc_session_without_usdc_sends_nothing(devnet, host, no_usdc):
+@pytest.fixture
+async def answering_host(devnet, sdk_for) -> AsyncIterator[str]:
+    """Account HOST registered with the URL of a WebSocket server that completes handshakes
+    (and says nothing): create_session dials the host before it pays, so the payment's own
+    checks are reached only with a host that answers."""
+
+    async def hold(ws: ServerConnection) -> None:
+        await ws.wait_closed()
+
+    async with serve(hold, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        sdk = await sdk_for(HOST)
+        await sdk.get_host_manager().register_host(
+            f"http://127.0.0.1:{port}",
+            devnet.models[:2],
+            min_price_per_token_native=ETH_PRICE,
+            min_price_per_token_stable=USDC_PRICE,
+            metadata={"publicKey": "02" + "11" * 32},
+        )
+        yield devnet.accounts[HOST].address
+
+
+async def test_a_usdc_session_without_usdc_sends_nothing(devnet, answering_host, no_usdc):
     """Before: create_session approved first (gas spent, nonce moved), then refused."""
     me = no_usdc.get_auth_manager().get_user_address()
     sm = await no_usdc.get_session_manager()
     with pytest.raises(InsufficientBalanceError) as raised:
-        await sm.create_session(
-            model=devnet.models[0], host=devnet.accounts[HOST].address, deposit="1"
-        )
+        await sm.create_session(model=devnet.models[0], host=answering_host, deposit="1")
     assert (raised.value.needed, raised.value.available) == (1_000_000, 0)
     assert await pending_nonce(devnet, me) == 0
     pm = no_usdc.get_payment_manager()

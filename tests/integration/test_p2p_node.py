@@ -71,7 +71,8 @@ class Server(HostProtocolServer):
 
 @pytest.fixture
 async def host_node():
-    async with P2PNode(dht_server=True, handler_timeout=0.5) as node:
+    """The default handler deadline (10 s): honest requests are served on a busy machine."""
+    async with P2PNode(dht_server=True) as node:
         yield node
 
 
@@ -81,7 +82,7 @@ async def client_node():
         yield node
 
 
-async def eventually(predicate, within: float = 5.0) -> None:
+async def eventually(predicate, within: float = 30.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     while not predicate():
@@ -309,13 +310,14 @@ async def test_trio_side_timeout_is_typed(host_node, client_node):
     assert (await client_node.request(host_node.peer_id, {"type": "load"}))["type"] == "load"
 
 
-async def test_host_deadline_cancels_the_asyncio_handler(host_node, client_node):
-    server = Server(delay=30)
-    await host_node.serve(server)
-    await client_node.connect(host_node.info.addrs[0])
-    reply = await client_node.request(host_node.peer_id, {"type": "load"})
-    assert reply == {"type": "error", "code": "timeout", "message": "the host took too long"}
-    assert server.cancelled.is_set()  # the trio-side deadline reached the asyncio task
+async def test_host_deadline_cancels_the_asyncio_handler(client_node):
+    server = Server(delay=30)  # never in time for the host's 0.5 s deadline
+    async with P2PNode(dht_server=True, handler_timeout=0.5) as host_node:
+        await host_node.serve(server)
+        await client_node.connect(host_node.info.addrs[0])
+        reply = await client_node.request(host_node.peer_id, {"type": "load"})
+        assert reply == {"type": "error", "code": "timeout", "message": "the host took too long"}
+        assert server.cancelled.is_set()  # the trio-side deadline reached the asyncio task
 
 
 async def test_a_raising_stream_handler_does_not_kill_the_node(host_node, client_node):

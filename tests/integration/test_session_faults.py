@@ -49,7 +49,9 @@ from .host_helpers import BUILTIN, PRICE
 
 pytestmark = pytest.mark.integration
 
-USER, SCRIPTED, REAL = 1, 5, 6
+USER, SCRIPTED, REAL, SLOW = 1, 5, 6, 8
+#: The slow_start host's wait before each first token (s): 25x the 0.2 s deadline it meets.
+SLOW_START = 5.0
 PIECES = ["The", " answer", " is"]  # what the scripted host says before it fails
 PROVEN = 500  # tokens the "prove" host claims before it refuses the init
 
@@ -211,10 +213,18 @@ async def scripted(net) -> AsyncIterator[ScriptedHost]:
 
 @pytest.fixture(scope="module")
 async def small(net) -> AsyncIterator[RunningHost]:
-    """The reference host with a 64-token context window, 0.5 s before each first token."""
-    running = await net.start_host(
-        account=REAL, context_window=64, first_token_delay=0.5, chain_poll=0.1
-    )
+    """The reference host with a 64-token context window."""
+    running = await net.start_host(account=REAL, context_window=64, chain_poll=0.1)
+    yield running
+    await running.stop()
+
+
+@pytest.fixture(scope="module")
+async def slow_start(net) -> AsyncIterator[RunningHost]:
+    """The reference host waiting SLOW_START s before each first token: far longer than a
+    first-token deadline below, so that deadline passes first on any machine, and the
+    cancel reaches the host while it is still waiting (the wait is cancellable)."""
+    running = await net.start_host(account=SLOW, first_token_delay=SLOW_START, chain_poll=0.1)
     yield running
     await running.stop()
 
@@ -374,13 +384,13 @@ async def test_context_limit_from_the_reference_host(net, small, sdk):
     assert (settlement.tokens_used, settlement.host_payment) == (1000, 2000)
 
 
-async def test_first_token_deadline_cancels_the_answer_on_the_host(net, small, sdk):
+async def test_first_token_deadline_cancels_the_answer_on_the_host(net, slow_start, sdk):
     """StreamTimeoutError, and the host is told to stop (it would bill an answer nobody
     reads); its late stream_end is counted, not taken for the next answer's."""
     sm = await sdk.get_session_manager()
     session = await sm.create_session(
         model=BUILTIN,
-        host=small.address,
+        host=slow_start.address,
         deposit="1",
         timeouts=SessionTimeouts(first_token=0.2),
     )
@@ -407,11 +417,13 @@ async def test_idle_deadline_after_tokens_stopped(net, scripted, sdk):
         model=BUILTIN,
         host=scripted.address,
         deposit="1",
-        timeouts=SessionTimeouts(first_token=60, idle=0.3),
+        # the idle deadline: far over the gap between the three chunks the host sends back
+        # to back, on a busy machine too
+        timeouts=SessionTimeouts(first_token=60, idle=2.0),
     )
     scripted.mode = "stall"
     received: list[str] = []
-    with pytest.raises(StreamTimeoutError, match=r"^no token from the host in 0\.3 s$"):
+    with pytest.raises(StreamTimeoutError, match=r"^no token from the host in 2 s$"):
         async with session.stream("and then?") as stream:
             async for chunk in stream:
                 received.append(chunk.text)
