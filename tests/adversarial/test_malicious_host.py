@@ -486,8 +486,13 @@ async def test_a_host_dialled_before_is_dialled_while_its_entry_is_read(net, bad
     bad.client_left.clear()
     opened, inits = bad.connections, bad.inits
     third = await sm.create_session(model=BUILTIN, host=bad.address, deposit="1")
-    await bad.client_left.wait()  # the early connection to the old URL, closed unused
-    assert (bad.connections, bad.inits) == (opened + 2, inits + 1)
+    # The early dial to the old URL races the registry read: on a loaded machine the read may
+    # answer first and the dial is dropped before the host sees it. Either way no init goes
+    # to the old URL; a connection the old URL did see is closed unused.
+    assert bad.connections in (opened + 1, opened + 2)
+    if bad.connections == opened + 2:
+        await bad.client_left.wait()  # the early connection to the old URL, closed unused
+    assert bad.inits == inits + 1
     assert third.host.api_url == url
     assert (await third.send_prompt("three")).text == " three"
     settlement = await third.complete()
