@@ -24,7 +24,8 @@ Switches (attributes; set them between prompts):
 - ``drop_before_init``: close this many new connections at once, before their init (as a
   host that drops a silent socket); ``dropped`` is set when one is closed.
 
-Counters: ``connections`` (opened), ``inits`` (session inits received).
+Counters: ``connections`` (opened), ``inits`` (session inits received); each connection as a
+:class:`Visit` in ``visits`` (``visited`` is set when one opens).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import asyncio
 import contextlib
 import json
 import os
+from dataclasses import dataclass, field
 
 import coincurve
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -55,6 +57,16 @@ from fabstir_sdk.protocol import (
 
 PRICE = 2000  # micro-USDC per 1000 tokens, as the honest hosts of the suite
 STALLED = ["The", " answer", " is"]
+
+
+@dataclass
+class Visit:
+    """One connection as the host saw it: the URL it came in on, the inits it carried, and
+    ``ended``, set once it is closed (by either side)."""
+
+    url: str
+    inits: int = 0
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class MaliciousHost:
@@ -81,6 +93,8 @@ class MaliciousHost:
         # what it did
         self.connections = 0
         self.inits = 0
+        self.visits: list[Visit] = []
+        self.visited = asyncio.Event()
         self.dropped = asyncio.Event()
         self.streamed: dict[int, int] = {}  # job id -> tokens it really streamed
         self.proven: dict[int, int] = {}  # job id -> tokens it proved on chain
@@ -163,14 +177,18 @@ class MaliciousHost:
 
     async def _handle(self, ws: ServerConnection) -> None:
         self.connections += 1
+        visit = Visit(f"http://127.0.0.1:{ws.local_address[1]}")
+        self.visits.append(visit)
+        self.visited.set()
         try:  # client_left is set however the connection ends, even before "connected"
-            await self._serve(ws)
+            await self._serve(ws, visit)
         except ConnectionClosed:
             pass
         finally:
+            visit.ended.set()
             self.client_left.set()
 
-    async def _serve(self, ws: ServerConnection) -> None:
+    async def _serve(self, ws: ServerConnection, visit: Visit) -> None:
         await ws.send(Connected().to_json())
         if self.drop_before_init:
             self.drop_before_init -= 1
@@ -184,6 +202,7 @@ class MaliciousHost:
                 message = parse_client_message(frame)
                 if isinstance(message, EncryptedSessionInit):
                     self.inits += 1
+                    visit.inits += 1
                     session, opened = HostSession.accept(message, host_private_key=self.key)
                     job_id = opened.job_id
                     if self.prove_before_ack:
