@@ -33,7 +33,7 @@ from fabstir_sdk.chain.rpc import JsonRpcClient
 from fabstir_sdk.devnet import Devnet, RunningHost
 from tests.integration.rpc_proxy import RpcProxy
 
-from .malicious_host import PRICE, STALLED, MaliciousHost
+from .malicious_host import PRICE, STALLED, UNMINED_TX, MaliciousHost
 
 pytestmark = pytest.mark.integration
 
@@ -233,6 +233,42 @@ async def test_endless_answer_stops_at_the_total_deadline(net, bad, sdk):
         await session.send_prompt("go")
     await session.end()
     await bad.client_left.wait()  # the client really left: the host's sends fail now
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "logged"),
+    [
+        ("refuse", "no final checkpoint from {host}: host error NOT_SUPPORTED: no"),
+        ("silent", "no final checkpoint from {host}: no final checkpoint from the host in 0.5 s"),
+        ("unmined", f"the final proof of {{session}} is not mined: no receipt for {UNMINED_TX}"),
+    ],
+)
+async def test_complete_settles_what_is_proven_when_the_final_checkpoint_fails(
+    net, bad, sdk, caplog, checkpoint, logged
+):
+    """sessions.md, Deadlines, ``settle``: ``complete()`` waits at most ``settle`` for the
+    host's answer to its final checkpoint request, then at most ``settle`` for the receipt of
+    the proof that answer names; a refusal is not waited for. Then it completes the job with
+    what is proven: here the 1000 tokens the host proved while answering."""
+    sm = await sdk.get_session_manager()
+    session = await sm.create_session(
+        model=BUILTIN, host=bad.address, deposit="1", timeouts=SessionTimeouts(settle=0.5)
+    )
+    bad.overclaim = 998  # with the 2 tokens streamed: 1000 proven, the proof interval
+    assert (await session.send_prompt("alpha beta")).text == " alpha beta"
+    bad.checkpoint = checkpoint
+    asked = bad.checkpoints
+    with overclaim_warnings() as warned, caplog.at_level("WARNING", "fabstir_sdk"):
+        settlement = await session.complete()
+    assert bad.checkpoints == asked + 1  # it did ask
+    assert (settlement.tokens_used, settlement.host_payment, settlement.refund) == (
+        1000,
+        2000,
+        DEPOSIT - 2000,
+    )
+    assert warned == []  # 1000 tokens for 2 reported: the minimum bill, not an overclaim
+    messages = [r.getMessage() for r in caplog.records]
+    assert logged.format(host=bad.address, session=session.session_id) in "\n".join(messages)
 
 
 async def test_close_mid_answer_keeps_the_partial_answer(net, bad, sdk):

@@ -20,7 +20,7 @@ from fabstir_sdk import SessionState
 from .cli_process import Chat, environ, fabstir, foreground, session_id, usdc_of
 from .cli_process import host as host  # a fixture
 from .cli_process import net as net  # a fixture
-from .host_helpers import BUILTIN, read_job
+from .host_helpers import BUILTIN, read_job, wait_for_job
 
 pytestmark = pytest.mark.integration
 
@@ -133,6 +133,15 @@ async def test_a_users_script_settles_on_sigterm_with_fabstir_sdk_run(
         assert (proc.returncode, rest) == (-signal.SIGTERM, b"")
         assert job.status is SessionState.ACTIVE
         assert await usdc_of(net, account.address) == before - 1_000_000
+        # sessions.md ("your process exits"): the host settles after the dispute window
+        await net.advance_time(31)
+        job = await wait_for_job(net, job_id, lambda j: j.status != SessionState.ACTIVE)
+        assert (job.status, job.tokens_used, job.refunded_to_user) == (
+            SessionState.COMPLETED,
+            1000,
+            998_000,
+        )
+        assert await usdc_of(net, account.address) == before - 2000
 
 
 async def test_proxy_settles_on_ctrl_c_and_names_gross_and_net(net, host, tmp_path):
