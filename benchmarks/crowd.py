@@ -61,7 +61,8 @@ class Settled:
 
     index: int
     host: str
-    served: int
+    served: int  # the host's usage figure for the answer
+    reported: int  # what the client counted (stream_end, capped at what the text holds)
     settlement: Settlement
 
 
@@ -82,6 +83,7 @@ def audit(done: Settled, job: SessionJob) -> list[str]:
     s = done.settlement
     tokens, payment, fee = _split(job, done.served)
     want = {
+        "tokens served (client's count)": (done.reported, done.served),
         "status": (job.status, SessionState.COMPLETED),
         "host": (job.host.lower(), done.host.lower()),
         "tokens billed (event)": (s.tokens_used, tokens),
@@ -192,7 +194,8 @@ async def crowd(
                     phases["answer"].append(answered - opened)
                     settlement = await session.complete()
                     phases["settle"].append(time.perf_counter() - answered)
-                    return Settled(i, host, result.usage.completion_tokens, settlement)
+                    served = result.usage.completion_tokens
+                    return Settled(i, host, served, session.tokens_reported, settlement)
                 except BaseException:
                     await session.end()
                     raise
