@@ -22,9 +22,14 @@ Switches (attributes; set them between prompts):
   ``stream_end`` reports the words (the truth), not the chunks;
 - ``foreign_stream_end``: mid-answer, a ``stream_end`` for another answer (another ``id``);
 - ``drop_before_init``: close this many new connections at once, before their init (as a
-  host that drops a silent socket); ``dropped`` is set when one is closed.
+  host that drops a silent socket); ``dropped`` is set when one is closed;
+- ``checkpoint``: its answer to the final checkpoint request: ``"refuse"`` (the default, an
+  error frame: it bills on its own terms), ``"silent"`` (no answer at all) or ``"unmined"``
+  (``checkpoint_submitted`` naming a transaction that does not exist).
 
-Counters: ``connections`` (opened), ``inits`` (session inits received).
+Counters: ``connections`` (opened), ``inits`` (session inits received), ``checkpoints``
+(final checkpoint requests received); each connection as a :class:`Visit` in ``visits``
+(``visited`` is set when one opens).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import asyncio
 import contextlib
 import json
 import os
+from dataclasses import dataclass, field
 
 import coincurve
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -43,6 +49,7 @@ from fabstir_sdk.devnet import Devnet
 from fabstir_sdk.protocol import (
     MAX_FRAME_BYTES,
     CheckpointRequest,
+    CheckpointSubmitted,
     Connected,
     EncryptedMessage,
     EncryptedSessionInit,
@@ -55,6 +62,17 @@ from fabstir_sdk.protocol import (
 
 PRICE = 2000  # micro-USDC per 1000 tokens, as the honest hosts of the suite
 STALLED = ["The", " answer", " is"]
+UNMINED_TX = "0x" + "ee" * 32  # a transaction hash no chain holds
+
+
+@dataclass
+class Visit:
+    """One connection as the host saw it: the URL it came in on, the inits it carried, and
+    ``ended``, set once it is closed (by either side)."""
+
+    url: str
+    inits: int = 0
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class MaliciousHost:
@@ -78,9 +96,13 @@ class MaliciousHost:
         self.words_per_chunk = 1
         self.foreign_stream_end = False
         self.drop_before_init = 0
+        self.checkpoint = "refuse"
         # what it did
         self.connections = 0
         self.inits = 0
+        self.visits: list[Visit] = []
+        self.visited = asyncio.Event()
+        self.checkpoints = 0
         self.dropped = asyncio.Event()
         self.streamed: dict[int, int] = {}  # job id -> tokens it really streamed
         self.proven: dict[int, int] = {}  # job id -> tokens it proved on chain
@@ -105,6 +127,7 @@ class MaliciousHost:
         self.oversized_frame = self.endless = self.close_mid_answer = False
         self.foreign_stream_end = False
         self.drop_before_init = 0
+        self.checkpoint = "refuse"
         self.tokens_used = None
         self.words_per_chunk = 1
         self.client_left = asyncio.Event()
@@ -163,14 +186,18 @@ class MaliciousHost:
 
     async def _handle(self, ws: ServerConnection) -> None:
         self.connections += 1
+        visit = Visit(f"http://127.0.0.1:{ws.local_address[1]}")
+        self.visits.append(visit)
+        self.visited.set()
         try:  # client_left is set however the connection ends, even before "connected"
-            await self._serve(ws)
+            await self._serve(ws, visit)
         except ConnectionClosed:
             pass
         finally:
+            visit.ended.set()
             self.client_left.set()
 
-    async def _serve(self, ws: ServerConnection) -> None:
+    async def _serve(self, ws: ServerConnection, visit: Visit) -> None:
         await ws.send(Connected().to_json())
         if self.drop_before_init:
             self.drop_before_init -= 1
@@ -184,6 +211,7 @@ class MaliciousHost:
                 message = parse_client_message(frame)
                 if isinstance(message, EncryptedSessionInit):
                     self.inits += 1
+                    visit.inits += 1
                     session, opened = HostSession.accept(message, host_private_key=self.key)
                     job_id = opened.job_id
                     if self.prove_before_ack:
@@ -201,9 +229,16 @@ class MaliciousHost:
                 elif isinstance(message, EncryptedMessage):
                     assert session is not None
                     await self._answer(ws, session, message, job_id)
-                elif isinstance(message, CheckpointRequest):  # it bills on its own terms
-                    refusal = {"type": "error", "code": "NOT_SUPPORTED", "message": "no"}
-                    await ws.send(json.dumps({**refusal, "id": message.id}))
+                elif isinstance(message, CheckpointRequest):
+                    self.checkpoints += 1
+                    if self.checkpoint == "refuse":  # it bills on its own terms
+                        refusal = {"type": "error", "code": "NOT_SUPPORTED", "message": "no"}
+                        await ws.send(json.dumps({**refusal, "id": message.id}))
+                    elif self.checkpoint == "unmined":
+                        answer = CheckpointSubmitted(
+                            job_id=job_id, tokens_claimed=1, tx_hash=UNMINED_TX, id=message.id
+                        )
+                        await ws.send(answer.to_json())
         except ConnectionClosed:
             pass
         finally:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 
 import pytest
+from eth_utils import keccak, to_checksum_address
 
 from fabstir_sdk import (
     DepositOutOfRangeError,
@@ -30,8 +31,9 @@ from fabstir_sdk import (
 )
 from fabstir_sdk.chain.rpc import JsonRpcClient
 from fabstir_sdk.devnet import Devnet, RunningHost
+from tests.integration.rpc_proxy import RpcProxy
 
-from .malicious_host import PRICE, STALLED, MaliciousHost
+from .malicious_host import PRICE, STALLED, UNMINED_TX, MaliciousHost
 
 pytestmark = pytest.mark.integration
 
@@ -231,6 +233,42 @@ async def test_endless_answer_stops_at_the_total_deadline(net, bad, sdk):
         await session.send_prompt("go")
     await session.end()
     await bad.client_left.wait()  # the client really left: the host's sends fail now
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "logged"),
+    [
+        ("refuse", "no final checkpoint from {host}: host error NOT_SUPPORTED: no"),
+        ("silent", "no final checkpoint from {host}: no final checkpoint from the host in 0.5 s"),
+        ("unmined", f"the final proof of {{session}} is not mined: no receipt for {UNMINED_TX}"),
+    ],
+)
+async def test_complete_settles_what_is_proven_when_the_final_checkpoint_fails(
+    net, bad, sdk, caplog, checkpoint, logged
+):
+    """sessions.md, Deadlines, ``settle``: ``complete()`` waits at most ``settle`` for the
+    host's answer to its final checkpoint request, then at most ``settle`` for the receipt of
+    the proof that answer names; a refusal is not waited for. Then it completes the job with
+    what is proven: here the 1000 tokens the host proved while answering."""
+    sm = await sdk.get_session_manager()
+    session = await sm.create_session(
+        model=BUILTIN, host=bad.address, deposit="1", timeouts=SessionTimeouts(settle=0.5)
+    )
+    bad.overclaim = 998  # with the 2 tokens streamed: 1000 proven, the proof interval
+    assert (await session.send_prompt("alpha beta")).text == " alpha beta"
+    bad.checkpoint = checkpoint
+    asked = bad.checkpoints
+    with overclaim_warnings() as warned, caplog.at_level("WARNING", "fabstir_sdk"):
+        settlement = await session.complete()
+    assert bad.checkpoints == asked + 1  # it did ask
+    assert (settlement.tokens_used, settlement.host_payment, settlement.refund) == (
+        1000,
+        2000,
+        DEPOSIT - 2000,
+    )
+    assert warned == []  # 1000 tokens for 2 reported: the minimum bill, not an overclaim
+    messages = [r.getMessage() for r in caplog.records]
+    assert logged.format(host=bad.address, session=session.session_id) in "\n".join(messages)
 
 
 async def test_close_mid_answer_keeps_the_partial_answer(net, bad, sdk):
@@ -473,27 +511,53 @@ async def test_a_connection_dropped_while_the_payment_is_mined_is_dialled_again(
 async def test_a_host_dialled_before_is_dialled_while_its_entry_is_read(net, bad, sdk):
     """The second session with a host dials the URL it had last time at once, beside the
     registry read, and uses that connection (one per session); once the host moved, the
-    read's new URL is dialled and the early connection is hung up, unused."""
-    sm = await sdk.get_session_manager()
-    first = await sm.create_session(model=BUILTIN, host=bad.address, deposit="1")
-    await first.end()
-    opened, inits = bad.connections, bad.inits
-    second = await sm.create_session(model=BUILTIN, host=bad.address, deposit="1")
-    assert (bad.connections, bad.inits) == (opened + 1, inits + 1)
-    assert (await second.send_prompt("one two")).text == " one two"
-    await second.end()
-    url = await bad.move()
-    bad.client_left.clear()
-    opened, inits = bad.connections, bad.inits
-    third = await sm.create_session(model=BUILTIN, host=bad.address, deposit="1")
-    # The early dial to the old URL races the registry read: on a loaded machine the read may
-    # answer first and the dial is dropped before the host sees it. Either way no init goes
-    # to the old URL; a connection the old URL did see is closed unused.
-    assert bad.connections in (opened + 1, opened + 2)
-    if bad.connections == opened + 2:
-        await bad.client_left.wait()  # the early connection to the old URL, closed unused
-    assert bad.inits == inits + 1
-    assert third.host.api_url == url
-    assert (await third.send_prompt("three")).text == " three"
-    settlement = await third.complete()
-    assert (settlement.tokens_used, settlement.refund) == (0, DEPOSIT)
+    read's new URL is dialled and the early connection is hung up, unused.
+
+    The SDK reads the chain through a proxy that holds the registry read until the early
+    dial has reached the old URL: the order is the same on a loaded machine as on a quiet
+    one."""
+    proxy = await RpcProxy(net.rpc_url).start()
+    try:
+        async with FabstirSDK(net.sdk_config(rpc_url=proxy.url)) as user:
+            await user.authenticate(net.accounts[USER].private_key)
+            sm = await user.get_session_manager()
+            first = await sm.create_session(model=BUILTIN, host=bad.address, deposit="1")
+            await first.end()
+            opened, inits = bad.connections, bad.inits
+            second = await sm.create_session(model=BUILTIN, host=bad.address, deposit="1")
+            assert (bad.connections, bad.inits) == (opened + 1, inits + 1)
+            assert (await second.send_prompt("one two")).text == " one two"
+            await second.end()
+            old = bad.url
+            url = await bad.move()
+            seen = len(bad.visits)
+            bad.visited.clear()
+            read = proxy.gate("eth_call")
+            creating = asyncio.ensure_future(
+                sm.create_session(model=BUILTIN, host=bad.address, deposit="1")
+            )
+            await read.arrived.wait()
+            assert held_entry(read.calls) == (net.addresses.node_registry.lower(), bad.address)
+            await bad.visited.wait()  # the early dial reached the old URL while it is held
+            (early,) = bad.visits[seen:]
+            assert (early.url, early.inits) == (old, 0)
+            read.opened.set()
+            third = await creating
+            await early.ended.wait()  # the SDK hung up the early connection...
+            assert early.inits == 0  # ...with no init on it
+            (used,) = bad.visits[seen + 1 :]
+            assert (used.url, used.inits) == (url, 1)  # the init went to the new URL
+            assert third.host.api_url == url
+            assert (await third.send_prompt("three")).text == " three"
+            settlement = await third.complete()
+            assert (settlement.tokens_used, settlement.refund) == (0, DEPOSIT)
+    finally:
+        await proxy.stop()
+
+
+def held_entry(calls: list[dict]) -> tuple[str, str]:
+    """``(contract, host)`` of the ``getNodeFullInfo`` read among held JSON-RPC ``calls``."""
+    selector = "0x" + keccak(b"getNodeFullInfo(address)")[:4].hex()
+    (params,) = [c["params"][0] for c in calls if c["params"][0]["data"].startswith(selector)]
+    host = "0x" + params["data"][len(selector) + 24 :]
+    return params["to"].lower(), to_checksum_address(host)

@@ -99,19 +99,35 @@ def test_every_error_lives_in_errors_and_is_exported():
 #: What users hold, exported from the package (issue 11 section 5).
 HELD = [
     "AuthManager",
+    "CostEstimate",
     "DiscoveryManager",
     "Failover",
     "FabstirSDK",
+    "GasItem",
     "HostManager",
+    "JsonRpcSigner",
     "ModelManager",
+    "ModelProposal",
     "PaymentManager",
     "PromptStream",
     "RankedHost",
     "Session",
     "SessionManager",
+    "Signer",
     "StorageManager",
     "TreasuryManager",
 ]
+
+
+def test_every_exported_class_and_function_has_the_public_path():
+    """docs/api/fabstir_sdk.md: what the package exports reads as fabstir_sdk.X."""
+    values = {name: getattr(fabstir_sdk, name) for name in fabstir_sdk.__all__}
+    elsewhere = {
+        name: value.__module__
+        for name, value in values.items()
+        if (isinstance(value, type) or callable(value)) and value.__module__ != "fabstir_sdk"
+    }
+    assert elsewhere == {}
 
 
 @pytest.mark.parametrize("name", HELD)
@@ -128,10 +144,11 @@ def test_the_public_path_holds_however_a_class_is_reached():
     code = (
         "from fabstir_sdk.managers.session import Session; "
         "from fabstir_sdk.errors import InsufficientBalanceError as E; "
-        "print(Session.__module__, E.__module__)"
+        "from fabstir_sdk.chain.signer import JsonRpcSigner; "
+        "print(Session.__module__, E.__module__, JsonRpcSigner.__module__)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["fabstir_sdk", "fabstir_sdk"]
+    assert out.stdout.split() == ["fabstir_sdk", "fabstir_sdk", "fabstir_sdk"]
 
 
 def test_no_two_public_classes_share_a_name():

@@ -11,8 +11,9 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct, encode_typed_data
 
+from fabstir_sdk.chain.rpc import JsonRpcClient
 from fabstir_sdk.chain.signer import JsonRpcSigner, LocalSigner, as_signer
-from fabstir_sdk.chain.transport import MockTransport
+from fabstir_sdk.chain.transport import HttpTransport, MockTransport, redact_url
 from fabstir_sdk.errors import AuthError, InvalidAddressError, ProtocolError, SignerError
 from fabstir_sdk.managers.auth import S5_SEED_MESSAGE, seed_from_signature
 from fabstir_sdk.protocol import (
@@ -197,3 +198,83 @@ def test_a_presigned_init_serves_one_init():
     assert json.loads(proto.init_frame())["payload"]["alg"] == SIGNED_MESSAGE_ALG
     with pytest.raises(ProtocolError, match="one init"):
         proto.init_frame()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://127.0.0.1:8545", "http://127.0.0.1:8545"),
+        ("https://signer.example/rpc", "https://signer.example/rpc"),
+        ("http://user:s3cret@127.0.0.1:8545/rpc", "http://***@127.0.0.1:8545/rpc"),
+        ("http://s3cret@127.0.0.1", "http://***@127.0.0.1"),
+        ("https://h/rpc?token=s3cret&v=2", "https://h/rpc?token=***&v=***"),
+        ("https://h/?s3cret", "https://h/?***"),
+        ("https://a:b@h:9/x?k=s3cret#s3cret", "https://***@h:9/x?k=***#***"),
+    ],
+)
+def test_redact_url(url, shown):
+    assert redact_url(url) == shown
+
+
+async def unreachable_url(userinfo: str, query: str) -> str:
+    """A loopback URL nothing listens on (a port bound, then released)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://{userinfo}127.0.0.1:{port}/rpc{query}"
+
+
+@pytest.mark.parametrize(
+    ("userinfo", "query", "shown"),
+    [
+        ("signer:s3cret@", "", "http://***@127.0.0.1:{port}/rpc"),
+        ("", "?token=s3cret", "http://127.0.0.1:{port}/rpc?token=***"),
+    ],
+)
+async def test_an_unreachable_signer_service_is_named_without_its_credentials(
+    userinfo, query, shown
+):
+    url = await unreachable_url(userinfo, query)
+    signer = JsonRpcSigner(url, ACCOUNT.address)
+    with pytest.raises(SignerError) as caught:
+        await signer.sign_message(b"hi")
+    await signer.aclose()
+    port = url.split("127.0.0.1:", 1)[1].split("/", 1)[0]
+    message = str(caught.value)
+    assert message == (
+        f"the signer service: RPC endpoint {shown.format(port=port)} unreachable "
+        "(connection refused)"
+    )
+    assert "s3cret" not in repr(JsonRpcClient(url)) + repr(HttpTransport(url))
+
+
+async def test_a_signer_service_refusing_the_credentials_is_named_without_them():
+    from aiohttp import web
+
+    seen: list[str | None] = []
+
+    async def refuse(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return web.Response(status=401, text="no")
+
+    app = web.Application()
+    app.router.add_post("/rpc", refuse)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    signer = JsonRpcSigner(f"http://signer:s3cret@127.0.0.1:{port}/rpc", ACCOUNT.address)
+    try:
+        with pytest.raises(SignerError) as caught:
+            await signer.sign_message(b"hi")
+    finally:
+        await signer.aclose()
+        await runner.cleanup()
+    assert seen == ["Basic c2lnbmVyOnMzY3JldA=="]  # the credentials went to the service
+    assert str(caught.value) == (
+        f"the signer service: JSON-RPC request to http://***@127.0.0.1:{port}/rpc failed: "
+        "HTTP 401 Unauthorized"
+    )

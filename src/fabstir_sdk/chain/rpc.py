@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 
 from ..errors import RpcError, RpcFailure, RpcUnavailableError
-from .transport import HttpTransport, RpcTransport
+from .transport import HttpTransport, RpcTransport, redact_url
 
 __all__ = ["RETRY_SAFE", "JsonRpcClient", "RpcFailure", "unreachable_reason"]
 
@@ -80,12 +80,13 @@ class JsonRpcClient:
         transport: RpcTransport | None = None,
     ) -> None:
         self.url = url
+        self._shown = redact_url(url)  # for messages and logs: no credentials
         self.retry_for = retry_for
         self.transport = transport or HttpTransport(url, timeout=timeout)
         self._next_id = 1
 
     def __repr__(self) -> str:
-        return f"JsonRpcClient({self.url!r})"
+        return f"JsonRpcClient({self._shown!r})"
 
     async def call(self, method: str, *params: Any) -> Any:
         """One call; a JSON-RPC error raises :class:`RpcFailure`."""
@@ -124,7 +125,7 @@ class JsonRpcClient:
             reply = by_id.get(first + i)
             what = labels[i] if i < len(labels) else method
             if reply is None:
-                raise RpcError(f"{what}: no answer from {self.url}")
+                raise RpcError(f"{what}: no answer from {self._shown}")
             if "error" in reply:
                 error = reply["error"]
                 failure = RpcFailure(what, error if isinstance(error, dict) else {"data": error})
@@ -146,21 +147,23 @@ class JsonRpcClient:
                 why = unreachable_reason(cause)
                 if not retry:
                     raise RpcUnavailableError(
-                        f"RPC endpoint {self.url} unreachable ({why})"
+                        f"RPC endpoint {self._shown} unreachable ({why})"
                     ) from cause
                 if delay == _FIRST_DELAY:  # one line per request kept waiting: the rest is DEBUG
                     log.warning(
                         "RPC endpoint %s unreachable (%s); retrying for up to %g s",
-                        self.url,
+                        self._shown,
                         why,
                         self.retry_for,
                     )
                 if time.monotonic() + delay > deadline:
                     raise RpcUnavailableError(
-                        f"RPC endpoint {self.url} unreachable for {self.retry_for:g} s ({why}): "
+                        f"RPC endpoint {self._shown} unreachable for {self.retry_for:g} s ({why}): "
                         "is the node running, and is the URL right?"
                     ) from cause
-                log.debug("JSON-RPC to %s failed (%r); retrying in %.2f s", self.url, cause, delay)
+                log.debug(
+                    "JSON-RPC to %s failed (%r); retrying in %.2f s", self._shown, cause, delay
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
 

@@ -205,3 +205,10 @@ def as_signer(wallet: object) -> Signer:
         "a wallet is a private key, an eth-account LocalAccount, or a Signer "
         "(address, sign_transaction, sign_message, sign_typed_data)"
     )
+
+
+# Exported from fabstir_sdk (lazily): they read as fabstir_sdk.X in reprs and help(), as the
+# managers do, however they are reached.
+for _cls in (JsonRpcSigner, Signer):
+    _cls.__module__ = "fabstir_sdk"
+del _cls

@@ -23,12 +23,37 @@ import inspect
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
 from ..errors import RpcError, RpcUnavailableError
 
-__all__ = ["HttpTransport", "MockTransport", "RpcTransport"]
+__all__ = ["HttpTransport", "MockTransport", "RpcTransport", "redact_url"]
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit for a message or a log: user info and query values become ``***``.
+
+    Signer services and RPC providers take credentials there (``https://user:pass@host``,
+    ``?token=...``); the scheme, host, port and path are kept, so the message still says
+    which endpoint failed.
+    """
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    query = "&".join(
+        f"{name}=***" if sep else "***"
+        for name, sep, _ in (piece.partition("=") for piece in parts.query.split("&"))
+    )
+    return urlunsplit(
+        parts._replace(
+            netloc=netloc,
+            query=query if parts.query else "",
+            fragment="***" if parts.fragment else "",
+        )
+    )
 
 
 class RpcTransport:
@@ -55,11 +80,12 @@ class HttpTransport(RpcTransport):
 
     def __init__(self, url: str, *, timeout: float = 30.0) -> None:
         self.url = url
+        self._shown = redact_url(url)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
-        return f"HttpTransport({self.url!r})"
+        return f"HttpTransport({self._shown!r})"
 
     async def handle(self, payload: Any) -> Any:
         if self._session is None or self._session.closed:
@@ -75,14 +101,21 @@ class HttpTransport(RpcTransport):
                 async for piece in response.content.iter_any():
                     body += piece
                     if len(body) > self.max_reply_bytes:
-                        raise RpcError(
-                            f"JSON-RPC reply from {self.url} is over {self.max_reply_bytes} bytes"
-                        )
+                        limit = self.max_reply_bytes
+                        raise RpcError(f"JSON-RPC reply from {self._shown} is over {limit} bytes")
                 return json.loads(body)
         except (TimeoutError, aiohttp.ClientConnectionError, OSError) as exc:
             raise RpcUnavailableError(repr(exc)) from exc
-        except (aiohttp.ClientError, ValueError) as exc:
-            raise RpcError(f"JSON-RPC request to {self.url} failed: {exc!r}") from exc
+        except aiohttp.ClientResponseError as exc:  # its repr holds the URL, credentials too
+            raise RpcError(
+                f"JSON-RPC request to {self._shown} failed: HTTP {exc.status} {exc.message}"
+            ) from None
+        except aiohttp.ClientError as exc:  # InvalidURL and kin: the URL is in the text
+            raise RpcError(
+                f"JSON-RPC request to {self._shown} failed: {type(exc).__name__}"
+            ) from None
+        except ValueError as exc:  # not JSON
+            raise RpcError(f"JSON-RPC request to {self._shown} failed: {exc!r}") from exc
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -29,6 +29,7 @@ from eth_utils.crypto import keccak
 from .._resources import contracts_path
 from ..chain.abi import Contract
 from ..chain.rpc import JsonRpcClient, unreachable_reason
+from ..chain.transport import redact_url
 from ..config import ContractAddresses, SDKConfig
 from ..errors import ConfigError, DevnetError, RpcError
 from ._balances import eth_call, uint
@@ -75,7 +76,7 @@ async def reachable(url: str) -> None:
     except RpcError as exc:
         cause = exc.__cause__
         why = unreachable_reason(cause) if cause is not None else str(exc)
-        raise DevnetError(f"cannot fork {url}: {why}") from None
+        raise DevnetError(f"cannot fork {redact_url(url)}: {why}") from None
     finally:
         await rpc.aclose()
 

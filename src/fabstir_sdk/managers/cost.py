@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from ..chain.addresses import ZERO_ADDRESS
+from ..chain.transport import redact_url
 from ..chain.units import PRICE_PRECISION, Amount, to_base_units
 from ..errors import (
     ChainError,
@@ -257,7 +258,9 @@ async def _simulated_gas(
         )
     except RpcFailure as exc:
         if unsupported_method(exc):
-            raise SimulationUnsupportedError(ctx.config.rpc_url, exc.node_message) from exc
+            raise SimulationUnsupportedError(
+                redact_url(ctx.config.rpc_url), exc.node_message
+            ) from exc
         raise
     outcomes = list(simulated[0]["calls"])
     checked: list[tuple[str, Any]] = list(zip(steps, outcomes, strict=True))
