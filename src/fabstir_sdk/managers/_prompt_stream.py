@@ -138,7 +138,7 @@ class PromptStream:
                     self._parts.append(event.text)
                     self._index += 1
                     self._idle = True
-                    return StreamChunk(text=event.text, index=self._index - 1)
+                    return StreamChunk(event.text, self._index - 1)
                 if isinstance(event, ResponseDone):
                     self.finish_reason = event.finish_reason
                 elif isinstance(event, StreamEnd) and self._ours(event):

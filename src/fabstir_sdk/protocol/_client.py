@@ -92,6 +92,8 @@ __all__ = [
     "tokens_bound",
 ]
 
+_fromhex = bytes.fromhex
+
 #: Tokens an answer may bill beyond one per byte of its text: those that print nothing (an
 #: end-of-turn or end-of-text token, a beginning-of-text token, a lone leading space that a
 #: detokenizer strips). Every other token of a byte-level or byte-fallback tokenizer prints
@@ -561,7 +563,11 @@ class ClientSession:
         aad = chunk_aad(expected)
         if index != expected or (aad_hex and aad_hex != aad.hex() and not same_hex(aad_hex, aad)):
             raise MessageIndexError(f"chunk {index} arrived where chunk {expected} was due")
-        text = c.open_aead(self._key, hex_bytes(nonce_hex), hex_bytes(ciphertext_hex), aad)
+        try:  # the usual, unprefixed hex (the text reader's is always)
+            nonce, ciphertext = _fromhex(nonce_hex), _fromhex(ciphertext_hex)
+        except ValueError:  # "0x"-prefixed
+            nonce, ciphertext = hex_bytes(nonce_hex), hex_bytes(ciphertext_hex)
+        text = c.open_aead(self._key, nonce, ciphertext, aad)
         self._next_chunk = expected + 1
         self._received += len(text)
         try:

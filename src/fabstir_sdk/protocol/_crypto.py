@@ -50,6 +50,7 @@ if lib.sodium_init() < 0:  # pragma: no cover - libsodium refuses to start
     raise ImportError("libsodium failed to initialise")
 
 _decrypt = lib.crypto_aead_xchacha20poly1305_ietf_decrypt
+_unpack, _NULL = ffi.unpack, ffi.NULL
 #: Ciphertexts up to this size are opened into a buffer kept per thread (a token's frame is
 #: a few bytes: allocating its output each time cost more than decrypting it). Per thread,
 #: since cffi calls release the GIL.
@@ -167,19 +168,19 @@ def open_aead(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
     if len(ciphertext) < TAG_SIZE:
         raise FrameDecryptionError("ciphertext is shorter than its 16-byte tag")
     # The plaintext is always the ciphertext less its tag, so no length out-parameter; a
-    # small one is written to this thread's scratch buffer and copied out once: this runs
-    # once per streamed token.
+    # small one is written to this thread's scratch buffer and copied out once (``char``,
+    # so that ``ffi.unpack`` makes the bytes in one call): this runs once per streamed token.
     size = len(ciphertext)
     if size <= _SCRATCH_SIZE:
         try:
             out = _scratch.buffer
         except AttributeError:
-            out = _scratch.buffer = ffi.new("unsigned char[]", _SCRATCH_SIZE)
+            out = _scratch.buffer = ffi.new("char[]", _SCRATCH_SIZE)
     else:
-        out = ffi.new("unsigned char[]", size)
-    if _decrypt(out, ffi.NULL, ffi.NULL, ciphertext, size, aad, len(aad), nonce, key):
+        out = ffi.new("char[]", size)
+    if _decrypt(out, _NULL, _NULL, ciphertext, size, aad, len(aad), nonce, key):
         raise FrameDecryptionError(
             "ciphertext does not authenticate (tampered, wrong key or wrong AAD)"
         )
-    plaintext: bytes = ffi.buffer(out, size - TAG_SIZE)[:]
+    plaintext: bytes = _unpack(out, size - TAG_SIZE)
     return plaintext
