@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from .cli_process import environ, run
 from .conftest import ETH_PRICE, USDC_PRICE, nonce
 
@@ -17,6 +19,9 @@ async def fabstir(devnet, *args: str) -> tuple[int, str, str]:
     return await run("host", action, "--manifest", str(devnet.manifest_path), *rest, env=env)
 
 
+# ten `fabstir host` processes in a row: beside two busy processes (load 14) the whole took
+# more than pytest's 300 s per test; each process is fast when the machine is
+@pytest.mark.timeout(900)
 async def test_host_life_from_the_command_line(devnet, sdk_for):
     address = devnet.accounts[OPERATOR].address
     first, second = devnet.models[0], devnet.models[1]

@@ -216,6 +216,7 @@ class AnvilProcess:
         block_time: float | None = None,
         fork_url: str | None = None,
         fork_block: int | None = None,
+        load_state: Path | None = None,
         startup_timeout: float = 30.0,
     ) -> AnvilProcess:
         """Launch anvil and return once it answers JSON-RPC with ``chain_id``.
@@ -223,6 +224,8 @@ class AnvilProcess:
         ``port=None`` (or 0) picks a free port and retries if another process takes it first;
         an explicit port that is in use is an error. ``fork_url`` makes anvil fork that chain
         (at ``fork_block``, default its latest); ``chain_id=None`` keeps the forked chain's id.
+        ``load_state``: a state file (JSON, as ``anvil --dump-state`` writes it), loaded before
+        anvil answers anything.
         """
         binary = find_anvil()
         if port and not _port_free(port):
@@ -243,6 +246,8 @@ class AnvilProcess:
                 args += ["--chain-id", str(chain_id)]
             if block_time is not None:
                 args += ["--block-time", f"{block_time:g}"]
+            if load_state is not None:
+                args += ["--load-state", str(load_state)]
             if fork_url:
                 args += ["--fork-url", fork_url]
                 if fork_block is not None:
