@@ -25,10 +25,10 @@ from ..errors import (
     ValidationError,
 )
 from ..models import HostInfo, Proof, SessionJob, SessionState, SessionStatus, Settlement, StoredRef
-from ._backend import Failover, Payment, Plan, SessionBackend, job_id_of
+from ._backend import Failover, Payment, Plan, RegistryChanged, SessionBackend, job_id_of
 from ._context import Context
 from ._delegated import DelegatedJobs
-from ._link import ws_url
+from ._link import Link, ws_url
 from ._session import PromptStream, Session
 from .cost import CostEstimate, estimate_cost
 
@@ -112,6 +112,20 @@ class SessionManager:
         # handshake run while the host is read
         checked = asyncio.ensure_future(self._backend.storage.check())
         ahead = self._backend.dial_ahead(host, limits)
+        known = self._backend.known_host(host, plan)
+        if known is not None:
+            # a host opened before: its entry and price as read then, re-read in the
+            # payment's check batch (one round trip fewer); if either moved, nothing was sent
+            info, price = known
+            try:
+                job, link = await self._backend.open(
+                    plan, info, price, limits, checked=checked, ahead=ahead, known=True
+                )
+            except RegistryChanged:
+                checked = asyncio.ensure_future(self._backend.storage.check())
+                ahead = None
+            else:
+                return self._opened(job, info, model, link, limits, plan)
         try:
             info, price = await self._host_for(plan, host)
         except BaseException:
@@ -122,6 +136,17 @@ class SessionManager:
         job, link = await self._backend.open(
             plan, info, price, limits, checked=checked, ahead=ahead
         )
+        return self._opened(job, info, model, link, limits, plan)
+
+    def _opened(
+        self,
+        job: SessionJob,
+        info: HostInfo,
+        model: str,
+        link: Link,
+        limits: SessionTimeouts,
+        plan: Plan,
+    ) -> Session:
         return self._track(
             Session(
                 self._backend,
