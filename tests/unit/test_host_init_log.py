@@ -46,32 +46,30 @@ async def test_an_init_is_accepted_once_and_remembered_on_disk(tmp_path):
 
 async def test_segments_roll_and_go_once_their_jobs_are_settled(tmp_path):
     """Records go to segments of ``segment_records`` inits; a segment whose jobs are all
-    settled is deleted (not the one being written), and a restart reads what is left."""
-    log = InitLog(tmp_path, segment_records=2)
-    prints = {
-        job: init_fingerprints(bytes([2]) + bytes([job]) * 32, bytes([job]) * 32)
-        for job in (1, 2, 3)
-    }
-    for job in (1, 2, 3):
+    settled is deleted (not this run's last two), and a restart reads what is left."""
+    log = InitLog(tmp_path, segment_records=1)
+    jobs = (1, 2, 3, 4)
+    prints = {job: init_fingerprints(bytes([2, job] * 16), bytes([job] * 32)) for job in jobs}
+    for job in jobs:
         log.claim(job, prints[job])
         await log.commit(job, prints[job])
     assert on_disk(tmp_path) == {
-        "inits-0.log": [f"{job} {fp}" for job in (1, 2) for fp in prints[job]],
-        "inits-1.log": [f"3 {fp}" for fp in prints[3]],
+        f"inits-{job - 1}.log": [f"{job} {fp}" for fp in prints[job]] for job in jobs
     }
     log.forget(1)
-    assert list(on_disk(tmp_path)) == ["inits-0.log", "inits-1.log"]  # job 2 is in it
     log.forget(2)
-    assert list(on_disk(tmp_path)) == ["inits-1.log"]
+    assert list(on_disk(tmp_path)) == ["inits-2.log", "inits-3.log"]
     log.forget(3)
-    assert list(on_disk(tmp_path)) == ["inits-1.log"]  # the segment being written stays
+    log.forget(4)
+    assert list(on_disk(tmp_path)) == ["inits-2.log", "inits-3.log"]  # this run's last two
     log.close()
-    # a restart reads job 3 back (forgetting is not made durable): the host's start checks
-    # the chain and forgets it again, which deletes the segment
+    # a restart reads jobs 3 and 4 back (forgetting is not made durable): the host's start
+    # checks the chain and forgets them again, which deletes their segments
     again = InitLog(tmp_path)
-    assert again.job_ids() == [3]
+    assert again.job_ids() == [3, 4]
     again.forget(3)
-    assert on_disk(tmp_path) == {"inits-2.log": []} and again.job_ids() == []
+    again.forget(4)
+    assert on_disk(tmp_path) == {"inits-4.log": []} and again.job_ids() == []
     again.claim(3, prints[3])  # settled jobs: the chain refuses them, the log need not
 
 
@@ -184,3 +182,30 @@ def test_upstream_short_names_of_its_known_hashes():
         mid = model_id(f"{repo}:{file}")
         info = ModelInfo(model_id=mid, repo=repo, file=file, sha256="0x" + "00" * 32, approved=True)
         assert model_matches(short, mid, info, f"{repo}:{file}")
+
+
+async def test_a_record_started_for_an_init_refused_after_all(tmp_path):
+    """The durable write starts while the init is checked: if the chain refuses it, the
+    host may take it again in this run, and after a restart it is refused (never accepted
+    from the record alone); the record pins no segment."""
+    log = InitLog(tmp_path, segment_records=1)
+    prints = init_fingerprints(EPH, KEY)
+    log.claim(4, prints)
+    written = log.record(4, prints)
+    log.release(4, prints)  # e.g. the job was not found on chain yet
+    assert await written == 0
+    assert on_disk(tmp_path) == {"inits-0.log": [f"4 {fp}" for fp in prints]}
+    assert log.job_ids() == []
+    log.claim(4, prints)  # sent again once the chain has the job: accepted
+    await log.commit(4, prints, log.record(4, prints))
+    assert log.job_ids() == [4]
+    log.claim(5, init_fingerprints(EPH2, KEY2))
+    await log.commit(5, init_fingerprints(EPH2, KEY2))
+    log.forget(4)
+    # the refused record's segment goes; this run's last two stay
+    assert list(on_disk(tmp_path)) == ["inits-1.log", "inits-2.log"]
+    log.close()
+    again = InitLog(tmp_path)
+    assert again.job_ids() == [4, 5]
+    with pytest.raises(ReplayedInitError):  # until the host's start finds job 4 settled
+        again.claim(4, prints)

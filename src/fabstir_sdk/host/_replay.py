@@ -63,6 +63,7 @@ class InitLog:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._read(directory)
             self._roll()  # the first segment of this run, opened before any init
+        self._first = self._segment
 
     def __repr__(self) -> str:
         return f"InitLog(directory={str(self.directory)!r}, jobs={len(self._seen)})"
@@ -125,6 +126,14 @@ class InitLog:
             os.close(fd)
         return segment
 
+    def _sweep(self) -> None:
+        """Delete the segments no unsettled job has a record in, except this run's last
+        two: an accepted init's record may be in the one before the current (which rolled
+        meanwhile) and not yet counted for its job."""
+        for segment, jobs in list(self._jobs_in.items()):
+            if not jobs and (segment < self._first or segment < self._segment - 1):
+                self._drop_segment(segment)
+
     def _drop_segment(self, segment: int) -> None:
         self._jobs_in.pop(segment, None)
         with contextlib.suppress(FileNotFoundError):
@@ -157,9 +166,32 @@ class InitLog:
         if not self._seen.get(job_id, True):  # nothing accepted: hold no entry for the id
             del self._seen[job_id]
 
-    async def commit(self, job_id: int, prints: tuple[str, ...]) -> None:
+    def record(self, job_id: int, prints: tuple[str, ...]) -> asyncio.Future[int]:
+        """Start writing ``prints`` to disk (appended and fdatasynced off the event loop)
+        while the init is still being checked; :meth:`commit` waits for it. An init refused
+        after all leaves its record on disk, which only keeps that very init refused after
+        a restart (it is not remembered in memory: see :meth:`release`)."""
+        if self.directory is None:
+            done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            done.set_result(-1)
+            return done
+        text = "".join(f"{job_id} {fp}\n" for fp in prints)
+        writing = asyncio.ensure_future(asyncio.to_thread(self._append, text))
+        writing.add_done_callback(self._written)
+        return writing
+
+    def _written(self, writing: asyncio.Future[int]) -> None:
+        """A segment that got records is known, so that it is deleted in time even if
+        they were only a refused init's (see :meth:`_sweep`)."""
+        if not writing.cancelled() and writing.exception() is None:
+            self._jobs_in.setdefault(writing.result(), set())
+
+    async def commit(
+        self, job_id: int, prints: tuple[str, ...], written: asyncio.Future[int] | None = None
+    ) -> None:
         """The init is accepted: remember it for the job's lifetime, in memory at once and
-        on disk (appended and fdatasynced off the event loop) before the caller acknowledges.
+        on disk (``written``: the :meth:`record` started for it) before the caller
+        acknowledges.
 
         Raises :class:`OSError` if the state directory cannot be written; the init stays
         remembered in memory, and the caller refuses it (a host that cannot remember an
@@ -169,8 +201,7 @@ class InitLog:
         self.release(job_id, prints)
         if self.directory is None:
             return
-        text = "".join(f"{job_id} {fp}\n" for fp in prints)
-        segment = await asyncio.to_thread(self._append, text)
+        segment = await (written if written is not None else self.record(job_id, prints))
         if job_id in self._seen:  # not settled meanwhile
             self._segments_of.setdefault(job_id, set()).add(segment)
             self._jobs_in.setdefault(segment, set()).add(job_id)
@@ -187,11 +218,8 @@ class InitLog:
         self._seen.pop(job_id, None)
         self._pending.pop(job_id, None)
         for segment in self._segments_of.pop(job_id, ()):
-            jobs = self._jobs_in.get(segment)
-            if jobs is not None:
-                jobs.discard(job_id)
-                if not jobs and segment != self._segment:
-                    self._drop_segment(segment)
+            self._jobs_in.get(segment, set()).discard(job_id)
+        self._sweep()
         if job_id in self._legacy and self.directory is not None:
             self._legacy.discard(job_id)
             try:

@@ -308,6 +308,8 @@ class Connection:
             reading.cancel()
             reading.add_done_callback(_retrieved)
             raise
+        # the fingerprints' durable write overlaps the chain check too (the ack waits for it)
+        written = inits.record(opened.job_id, prints)
         try:
             signer = None if self.node.config.accept_any_signer else opened.client_address
             job, model_id = await self.node.chain.check_session(
@@ -324,9 +326,10 @@ class Connection:
                 self._check_capacity(job.id)  # refused here, the init may be sent again
         except BaseException:
             inits.release(opened.job_id, prints)
+            written.add_done_callback(_retrieved)  # an OSError there is not this init's error
             raise
         try:
-            await inits.commit(job.id, prints)
+            await inits.commit(job.id, prints, written)
         except OSError as exc:
             log.error("cannot record an accepted session init: %s", exc)
             raise ProtocolError(
