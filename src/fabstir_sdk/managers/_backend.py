@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from .payment import PaymentManager
     from .storage import StorageManager
 
-__all__ = ["Failover", "Payment", "Plan", "RegistryChanged", "SessionBackend"]
+__all__ = ["Failover", "Payment", "Plan", "SessionBackend"]
 
 log = logging.getLogger("fabstir_sdk.session")
 
@@ -71,9 +71,9 @@ class Plan:
     payer: str | None = None
 
 
-class RegistryChanged(Exception):
+class _RegistryChanged(Exception):
     """The host's registry entry or price is not the one a session was opened with: nothing
-    was sent; read it again (see :meth:`SessionBackend.known_host`)."""
+    was sent; read it again (see :meth:`SessionBackend.open_known`)."""
 
 
 @dataclass(frozen=True)
@@ -139,8 +139,7 @@ class SessionBackend:
 
     def known_host(self, host: str | HostInfo | None, plan: Plan) -> tuple[HostInfo, int] | None:
         """``host``'s entry and price for the plan as :meth:`given_host` last read them, or
-        None. :meth:`open` with ``known=True`` re-reads both in the payment's check batch and
-        raises :class:`RegistryChanged`, sending nothing, if either moved: a session with a
+        None. :meth:`open_known` re-reads both in the payment's check batch: a session with a
         host opened before saves the registry's round trip."""
         if not isinstance(host, str):
             return None
@@ -151,6 +150,26 @@ class SessionBackend:
         known = self._registry.get(key)
         return None if known is None else known[:2]
 
+    async def open_known(
+        self,
+        plan: Plan,
+        info: HostInfo,
+        price: int,
+        limits: SessionTimeouts,
+        *,
+        checked: asyncio.Future[None],
+        ahead: tuple[str, asyncio.Future[Link]] | None,
+    ) -> tuple[SessionJob, Link] | None:
+        """:meth:`open` with :meth:`known_host`'s entry and price, checked in the payment's
+        batch; None if either moved since (nothing was sent, ``checked`` and ``ahead`` are
+        dropped): read the host again."""
+        try:
+            return await self.open(
+                plan, info, price, limits, checked=checked, ahead=ahead, known=True
+            )
+        except _RegistryChanged:
+            return None
+
     def _unchanged(self, info: HostInfo, price: int, plan: Plan) -> Callable[[Any, int], None]:
         """The payment's ``registry_check``: the entry and price read now are the known ones."""
         key = (info.address, plan.model_id, plan.token)
@@ -159,7 +178,7 @@ class SessionBackend:
         def check(entry: Any, now: int) -> None:
             if now != price or entry != raw:
                 self._registry.pop(key, None)
-                raise RegistryChanged(info.address)
+                raise _RegistryChanged(info.address)
 
         return check
 

@@ -25,7 +25,7 @@ from ..errors import (
     ValidationError,
 )
 from ..models import HostInfo, Proof, SessionJob, SessionState, SessionStatus, Settlement, StoredRef
-from ._backend import Failover, Payment, Plan, RegistryChanged, SessionBackend, job_id_of
+from ._backend import Failover, Payment, Plan, SessionBackend, job_id_of
 from ._context import Context
 from ._delegated import DelegatedJobs
 from ._link import Link, ws_url
@@ -117,15 +117,13 @@ class SessionManager:
             # a host opened before: its entry and price as read then, re-read in the
             # payment's check batch (one round trip fewer); if either moved, nothing was sent
             info, price = known
-            try:
-                job, link = await self._backend.open(
-                    plan, info, price, limits, checked=checked, ahead=ahead, known=True
-                )
-            except RegistryChanged:
-                checked = asyncio.ensure_future(self._backend.storage.check())
-                ahead = None
-            else:
-                return self._opened(job, info, model, link, limits, plan)
+            opened = await self._backend.open_known(
+                plan, info, price, limits, checked=checked, ahead=ahead
+            )
+            if opened is not None:
+                return self._opened(*opened, info, model, limits, plan)
+            checked = asyncio.ensure_future(self._backend.storage.check())
+            ahead = None
         try:
             info, price = await self._host_for(plan, host)
         except BaseException:
@@ -136,14 +134,14 @@ class SessionManager:
         job, link = await self._backend.open(
             plan, info, price, limits, checked=checked, ahead=ahead
         )
-        return self._opened(job, info, model, link, limits, plan)
+        return self._opened(job, link, info, model, limits, plan)
 
     def _opened(
         self,
         job: SessionJob,
+        link: Link,
         info: HostInfo,
         model: str,
-        link: Link,
         limits: SessionTimeouts,
         plan: Plan,
     ) -> Session:
