@@ -28,6 +28,8 @@ class RpcProxy:
         self.seen: Counter[str] = Counter()
         #: The methods of each HTTP request, in arrival order (one list per batch).
         self.requests: list[list[str]] = []
+        #: The calls of each HTTP request (method and params), in arrival order.
+        self.calls: list[list[dict[str, object]]] = []
         self._lose: set[str] = set()
         #: Methods this "node" does not have: answered with JSON-RPC's method-not-found.
         self.missing: set[str] = set()
@@ -97,6 +99,7 @@ class RpcProxy:
         methods = [c.get("method", "") for c in calls]
         self.seen.update(methods)
         self.requests.append(methods)
+        self.calls.append(calls)
         for held, until, count, opened in self._holds:
             if self.seen[until] >= count:
                 opened.set()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 
 from fabstir_sdk.chain.model_id import model_id
@@ -14,6 +17,11 @@ EPH, EPH2 = b"\x02" + b"\x11" * 32, b"\x03" + b"\x22" * 32
 KEY, KEY2 = b"\xaa" * 32, b"\xbb" * 32
 
 
+def on_disk(directory: Path) -> dict[str, list[str]]:
+    """Each log segment's lines."""
+    return {p.name: p.read_text().splitlines() for p in sorted(directory.glob("inits-*.log"))}
+
+
 async def test_an_init_is_accepted_once_and_remembered_on_disk(tmp_path):
     log = InitLog(tmp_path)
     prints = init_fingerprints(EPH, KEY)
@@ -22,7 +30,7 @@ async def test_an_init_is_accepted_once_and_remembered_on_disk(tmp_path):
         log.claim(7, prints)
     assert held.value.code == "REPLAYED_INIT" and isinstance(held.value, HandshakeError)
     await log.commit(7, prints)
-    assert (tmp_path / "7.inits").read_text().split() == list(prints)
+    assert on_disk(tmp_path) == {"inits-0.log": [f"7 {fp}" for fp in prints]}
     # a new host process reads it back: the same init, or either of its keys, is refused
     again = InitLog(tmp_path)
     for ephemeral, key in ((EPH, KEY), (EPH, KEY2), (EPH2, KEY)):
@@ -31,8 +39,49 @@ async def test_an_init_is_accepted_once_and_remembered_on_disk(tmp_path):
     again.claim(7, init_fingerprints(EPH2, KEY2))  # fresh keys: fine
     again.claim(8, prints)  # the record is per job
     # the session key itself is not written, in any form
-    blob = (tmp_path / "7.inits").read_text()
+    blob = (tmp_path / "inits-0.log").read_text()
     assert KEY.hex() not in blob and EPH.hex() not in blob
+    assert again.job_ids() == [7]
+
+
+async def test_segments_roll_and_go_once_their_jobs_are_settled(tmp_path):
+    """Records go to segments of ``segment_records`` inits; a segment whose jobs are all
+    settled is deleted (not this run's last two), and a restart reads what is left."""
+    log = InitLog(tmp_path, segment_records=1)
+    jobs = (1, 2, 3, 4)
+    prints = {job: init_fingerprints(bytes([2, job] * 16), bytes([job] * 32)) for job in jobs}
+    for job in jobs:
+        log.claim(job, prints[job])
+        await log.commit(job, prints[job])
+    assert on_disk(tmp_path) == {
+        f"inits-{job - 1}.log": [f"{job} {fp}" for fp in prints[job]] for job in jobs
+    }
+    log.forget(1)
+    log.forget(2)
+    assert list(on_disk(tmp_path)) == ["inits-2.log", "inits-3.log"]
+    log.forget(3)
+    log.forget(4)
+    assert list(on_disk(tmp_path)) == ["inits-2.log", "inits-3.log"]  # this run's last two
+    log.close()
+    # a restart reads jobs 3 and 4 back (forgetting is not made durable): the host's start
+    # checks the chain and forgets them again, which deletes their segments
+    again = InitLog(tmp_path)
+    assert again.job_ids() == [3, 4]
+    again.forget(3)
+    again.forget(4)
+    assert on_disk(tmp_path) == {"inits-4.log": []} and again.job_ids() == []
+    again.claim(3, prints[3])  # settled jobs: the chain refuses them, the log need not
+
+
+async def test_an_older_hosts_per_job_records_are_read_and_dropped(tmp_path):
+    prints = init_fingerprints(EPH, KEY)
+    (tmp_path / "5.inits").write_text("".join(fp + "\n" for fp in prints))
+    log = InitLog(tmp_path)
+    assert log.job_ids() == [5]
+    with pytest.raises(ReplayedInitError):
+        log.claim(5, prints)
+    log.forget(5)
+    assert not (tmp_path / "5.inits").exists() and log.job_ids() == []
 
 
 async def test_a_refused_init_is_not_remembered_and_a_settled_job_is_dropped(tmp_path):
@@ -40,17 +89,19 @@ async def test_a_refused_init_is_not_remembered_and_a_settled_job_is_dropped(tmp
     prints = init_fingerprints(EPH, KEY)
     log.claim(9, prints)
     log.release(9, prints)  # refused by the chain: the client may send it again
-    assert not (tmp_path / "9.inits").exists() and log._seen == {} and log._pending == {}
+    assert on_disk(tmp_path) == {"inits-0.log": []} and log.job_ids() == []
     log.claim(9, prints)
     await log.commit(9, prints)
     log.forget(9)
-    assert not (tmp_path / "9.inits").exists()
+    assert log.job_ids() == []
     log.claim(9, prints)  # the chain refuses the job by now; the log need not
 
 
 async def test_an_init_that_cannot_be_written_is_still_refused_when_repeated(tmp_path):
-    log = InitLog(tmp_path / "state")
-    (tmp_path / "state").rmdir()  # the state directory is gone: nothing can be written
+    log = InitLog(tmp_path / "state", segment_records=1)
+    log.claim(2, init_fingerprints(EPH2, KEY2))
+    await log.commit(2, init_fingerprints(EPH2, KEY2))  # the next init starts a new segment
+    shutil.rmtree(tmp_path / "state")  # the state directory is gone: nothing can be written
     prints = init_fingerprints(EPH, KEY)
     log.claim(3, prints)
     with pytest.raises(OSError):
@@ -131,3 +182,30 @@ def test_upstream_short_names_of_its_known_hashes():
         mid = model_id(f"{repo}:{file}")
         info = ModelInfo(model_id=mid, repo=repo, file=file, sha256="0x" + "00" * 32, approved=True)
         assert model_matches(short, mid, info, f"{repo}:{file}")
+
+
+async def test_a_record_started_for_an_init_refused_after_all(tmp_path):
+    """The durable write starts while the init is checked: if the chain refuses it, the
+    host may take it again in this run, and after a restart it is refused (never accepted
+    from the record alone); the record pins no segment."""
+    log = InitLog(tmp_path, segment_records=1)
+    prints = init_fingerprints(EPH, KEY)
+    log.claim(4, prints)
+    written = log.record(4, prints)
+    log.release(4, prints)  # e.g. the job was not found on chain yet
+    assert await written == 0
+    assert on_disk(tmp_path) == {"inits-0.log": [f"4 {fp}" for fp in prints]}
+    assert log.job_ids() == []
+    log.claim(4, prints)  # sent again once the chain has the job: accepted
+    await log.commit(4, prints, log.record(4, prints))
+    assert log.job_ids() == [4]
+    log.claim(5, init_fingerprints(EPH2, KEY2))
+    await log.commit(5, init_fingerprints(EPH2, KEY2))
+    log.forget(4)
+    # the refused record's segment goes; this run's last two stay
+    assert list(on_disk(tmp_path)) == ["inits-1.log", "inits-2.log"]
+    log.close()
+    again = InitLog(tmp_path)
+    assert again.job_ids() == [4, 5]
+    with pytest.raises(ReplayedInitError):  # until the host's start finds job 4 settled
+        again.claim(4, prints)

@@ -278,3 +278,28 @@ async def test_a_signer_service_refusing_the_credentials_is_named_without_them()
         f"the signer service: JSON-RPC request to http://***@127.0.0.1:{port}/rpc failed: "
         "HTTP 401 Unauthorized"
     )
+
+
+@pytest.mark.parametrize(
+    "tx",
+    [
+        {**TX, "data": "0x" + "ab" * 300, "value": 0, "nonce": 0},
+        {**TX, "nonce": 2**40, "gas": 1_234_567, "maxFeePerGas": 3 * 10**18},
+        TX,
+    ],
+)
+async def test_local_signer_fee_market_bytes_match_eth_account(tx):
+    """The coincurve path signs the bytes eth-account signs (and it recovers to the key)."""
+    raw = await LocalSigner(ACCOUNT).sign_transaction(tx)
+    assert raw == bytes(ACCOUNT.sign_transaction(tx).raw_transaction)
+    assert Account.recover_transaction(raw) == ACCOUNT.address
+
+
+async def test_local_signer_other_shapes_go_to_eth_account():
+    """A legacy transaction, or one with an access list, is signed by eth-account."""
+    dropped = ("maxFeePerGas", "maxPriorityFeePerGas", "type")
+    legacy = {**{k: v for k, v in TX.items() if k not in dropped}, "gasPrice": 10**9}
+    listed = {**TX, "accessList": [{"address": TX["to"], "storageKeys": ["0x" + "00" * 32]}]}
+    for tx in (legacy, listed):
+        raw = await LocalSigner(ACCOUNT).sign_transaction(tx)
+        assert raw == bytes(ACCOUNT.sign_transaction(tx).raw_transaction)

@@ -23,9 +23,12 @@ from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
+import coincurve
+import rlp  # type: ignore[import-untyped]
 from eth_account import Account
 from eth_account.messages import encode_defunct, encode_typed_data
 from eth_account.signers.local import LocalAccount
+from eth_utils.crypto import keccak
 
 from ..errors import AuthError, RpcError, RpcFailure, SignerError
 from .addresses import checksum_address
@@ -54,6 +57,7 @@ class LocalSigner:
 
     def __init__(self, account: LocalAccount) -> None:
         self._account = account
+        self._key = coincurve.PrivateKey(bytes(account.key))
         self.address: str = account.address
 
     def __repr__(self) -> str:
@@ -64,6 +68,8 @@ class LocalSigner:
         return self._account
 
     async def sign_transaction(self, tx: dict[str, Any]) -> bytes:
+        if _plain_fee_market(tx):
+            return _sign_fee_market(self._key, tx)
         return bytes(self._account.sign_transaction(tx).raw_transaction)
 
     async def sign_message(self, message: bytes) -> bytes:
@@ -71,6 +77,47 @@ class LocalSigner:
 
     async def sign_typed_data(self, data: dict[str, Any]) -> bytes:
         return bytes(self._account.sign_message(encode_typed_data(full_message=data)).signature)
+
+
+_FEE_MARKET_INTS = ("chainId", "nonce", "maxPriorityFeePerGas", "maxFeePerGas", "gas", "value")
+
+
+def _plain_fee_market(tx: dict[str, Any]) -> bool:
+    """Whether ``tx`` is an EIP-1559 transaction as TxSender builds it: int fields, a hex
+    ``to`` and ``data``, no access list. Anything else is left to eth-account."""
+    to, data = tx.get("to"), tx.get("data")
+    return (
+        tx.keys() == {*_FEE_MARKET_INTS, "to", "data", "type"}
+        and tx["type"] == 2
+        and all(type(tx[k]) is int and tx[k] >= 0 for k in _FEE_MARKET_INTS)
+        and isinstance(to, str)
+        and len(to) == 42
+        and to.startswith("0x")
+        and isinstance(data, str)
+        and data.startswith("0x")
+    )
+
+
+def _sign_fee_market(key: coincurve.PrivateKey, tx: dict[str, Any]) -> bytes:
+    """The EIP-1559 envelope signed with coincurve: the same bytes as eth-account's
+    ``sign_transaction`` (RFC 6979 signatures are deterministic) at a tenth of its CPU time,
+    which its typed-transaction validation spends on every send."""
+    fields = [
+        tx["chainId"],
+        tx["nonce"],
+        tx["maxPriorityFeePerGas"],
+        tx["maxFeePerGas"],
+        tx["gas"],
+        bytes.fromhex(tx["to"][2:]),
+        tx["value"],
+        bytes.fromhex(tx["data"][2:]),
+        [],  # access list
+    ]
+    unsigned: bytes = rlp.encode(fields)
+    signature = key.sign_recoverable(keccak(b"\x02" + unsigned), hasher=None)
+    r, s, y_parity = signature[:32], signature[32:64], signature[64]
+    signed: bytes = rlp.encode([*fields, y_parity, int.from_bytes(r), int.from_bytes(s)])
+    return b"\x02" + signed
 
 
 def _hexify(value: Any) -> Any:

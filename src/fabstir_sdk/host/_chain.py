@@ -7,6 +7,7 @@ the same nonce allocator and typed-error path as the SDK's.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -137,14 +138,9 @@ class HostChain:
     async def job(self, job_id: int) -> SessionJob:
         return await self.payments.get_session_job(job_id)
 
-    async def check_session(
-        self, job_id: int, client_address: str | None, served: dict[str, str]
-    ) -> tuple[SessionJob, str]:
-        """The job and its model id if this host may serve it to ``client_address``.
-
-        ``served`` maps model ids to names. ``client_address`` None skips the client check
-        (the plaintext fallback cannot prove who is asking).
-        """
+    async def read_session(self, job_id: int) -> tuple[dict[str, Any], bytes]:
+        """The job's ``sessionJobs`` values and model id as read now (one batch), for
+        :meth:`check_session`: started early, the read overlaps the init's decryption."""
         mp = self.ctx.contract("job_marketplace")
         try:
             job, model = await self.client.reads(
@@ -155,10 +151,27 @@ class HostChain:
             raise ProtocolError(
                 f"cannot read job {job_id}: {exc}", code="CHAIN_UNAVAILABLE"
             ) from exc
+        return job, bytes(model)
+
+    async def check_session(
+        self,
+        job_id: int,
+        client_address: str | None,
+        served: dict[str, str],
+        read: Awaitable[tuple[dict[str, Any], bytes]] | None = None,
+    ) -> tuple[SessionJob, str]:
+        """The job and its model id if this host may serve it to ``client_address``.
+
+        ``served`` maps model ids to names. ``client_address`` None skips the client check
+        (the plaintext fallback cannot prove who is asking). ``read``: :meth:`read_session`
+        of ``job_id`` already started.
+        """
+        mp = self.ctx.contract("job_marketplace")
+        job, model = await (read if read is not None else self.read_session(job_id))
         if int(job["id"]) == 0:
             raise SessionRefusedError(f"no session job {job_id}", code="JOB_NOT_FOUND")
         session = await self._decode(job_id, job)
-        model_id = "0x" + bytes(model).hex()
+        model_id = "0x" + model.hex()
         if session.status != SessionState.ACTIVE:
             raise SessionRefusedError(
                 f"session job {job_id} is {session.status.name}", code="JOB_NOT_ACTIVE"

@@ -306,6 +306,7 @@ class HostNode:
         await self.backend.aclose()
         await self.clock.aclose()
         await self.chain.aclose()
+        self.inits.close()
 
     def features(self) -> list[str]:
         """What this host supports (``/v1/version`` and the P2P ``capabilities`` answer)."""

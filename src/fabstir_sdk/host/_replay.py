@@ -6,8 +6,13 @@ captured prompts that follow it would decrypt. What the attacker cannot make is 
 its ephemeral key is bound by the signature. So the host remembers, for every job it serves,
 the ephemeral key and the session key of each init it accepted, and refuses an init that
 repeats either (a repeated session key would also restart message indexes under that key).
-The record lives as long as the job, across host restarts: one small file per job in the
-host's state directory, dropped once the job is settled.
+
+The record lives as long as the job, across host restarts. It is durable before the host
+acknowledges the init: appended to a log file kept open and ``fdatasync``-ed (creating and
+fsyncing a file per job cost about twice as long, on the init's critical path). The log is
+cut into segments of :data:`SEGMENT_RECORDS` records; a segment is deleted once every job
+with a record in it is settled. Records of an older host (one ``<job>.inits`` file per job)
+are read too.
 """
 
 from __future__ import annotations
@@ -17,22 +22,17 @@ import contextlib
 import hashlib
 import logging
 import os
+import threading
 from pathlib import Path
 
 from ..errors import ReplayedInitError
 
-__all__ = ["InitLog", "ReplayedInitError", "init_fingerprints"]
+__all__ = ["SEGMENT_RECORDS", "InitLog", "ReplayedInitError", "init_fingerprints"]
 
 log = logging.getLogger("fabstir_sdk.host")
 
-
-def _append(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+#: Records (accepted inits) per log segment before the next one is started.
+SEGMENT_RECORDS = 4096
 
 
 def init_fingerprints(ephemeral_key: bytes, session_key: bytes) -> tuple[str, str]:
@@ -46,29 +46,101 @@ def init_fingerprints(ephemeral_key: bytes, session_key: bytes) -> tuple[str, st
 class InitLog:
     """Accepted inits per job; ``directory`` None keeps them in memory only (tests, tools)."""
 
-    def __init__(self, directory: Path | None) -> None:
+    def __init__(self, directory: Path | None, *, segment_records: int = SEGMENT_RECORDS) -> None:
         self.directory = directory
-        if directory is not None:
-            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._seen: dict[int, set[str]] = {}
         self._pending: dict[int, set[str]] = {}
+        #: Which segments hold records of a job, and which jobs each segment holds.
+        self._segments_of: dict[int, set[int]] = {}
+        self._jobs_in: dict[int, set[int]] = {}
+        self._legacy: set[int] = set()  # jobs with an older host's <job>.inits file
+        self._segment_records = segment_records
+        self._lock = threading.Lock()  # the writer threads' segment and record count
+        self._fd = -1
+        self._segment = -1
+        self._records = 0
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._read(directory)
+            self._roll()  # the first segment of this run, opened before any init
+        self._first = self._segment
 
     def __repr__(self) -> str:
         return f"InitLog(directory={str(self.directory)!r}, jobs={len(self._seen)})"
 
-    def _path(self, job_id: int) -> Path | None:
-        return None if self.directory is None else self.directory / f"{job_id}.inits"
+    def _segment_path(self, segment: int) -> Path:
+        assert self.directory is not None
+        return self.directory / f"inits-{segment}.log"
+
+    def _read(self, directory: Path) -> None:
+        """What earlier runs recorded: every segment, and older hosts' per-job files."""
+        for path in directory.glob("*.inits"):
+            if path.stem.isdigit():
+                job_id = int(path.stem)
+                self._legacy.add(job_id)
+                self._seen.setdefault(job_id, set()).update(path.read_text().split())
+        for path in directory.glob("inits-*.log"):
+            number = path.stem.removeprefix("inits-")
+            if not number.isdigit():
+                continue
+            segment = int(number)
+            self._segment = max(self._segment, segment)
+            jobs = self._jobs_in.setdefault(segment, set())
+            for line in path.read_text().splitlines():
+                job, _, fp = line.partition(" ")
+                if job.isdigit() and fp:  # a torn last line (a crash mid-write) was never acked
+                    jobs.add(int(job))
+                    self._segments_of.setdefault(int(job), set()).add(segment)
+                    self._seen.setdefault(int(job), set()).add(fp)
+            if not jobs:
+                self._drop_segment(segment)
+
+    def _roll(self) -> None:
+        """Start the next segment (under the lock, or before any writer): created and its
+        directory entry made durable, so that an fdatasync of an append is enough."""
+        assert self.directory is not None
+        segment = self._segment + 1
+        fd = os.open(self._segment_path(segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        folder = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd, self._segment, self._records = fd, segment, 0
+
+    def _append(self, text: str) -> int:
+        """Append one init's records and make them durable (in a worker thread); the
+        segment they went to."""
+        with self._lock:
+            if self._records >= self._segment_records:
+                self._roll()
+            fd = os.dup(self._fd)  # the segment may roll (and close) while we sync
+            segment = self._segment
+            self._records += 1
+        try:
+            os.write(fd, text.encode())
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        return segment
+
+    def _sweep(self) -> None:
+        """Delete the segments no unsettled job has a record in, except this run's last
+        two: an accepted init's record may be in the one before the current (which rolled
+        meanwhile) and not yet counted for its job."""
+        for segment, jobs in list(self._jobs_in.items()):
+            if not jobs and (segment < self._first or segment < self._segment - 1):
+                self._drop_segment(segment)
+
+    def _drop_segment(self, segment: int) -> None:
+        self._jobs_in.pop(segment, None)
+        with contextlib.suppress(FileNotFoundError):
+            self._segment_path(segment).unlink()
 
     def _load(self, job_id: int) -> set[str]:
-        seen = self._seen.get(job_id)
-        if seen is None:
-            seen = set()
-            path = self._path(job_id)
-            if path is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    seen.update(line for line in path.read_text().split() if line)
-            self._seen[job_id] = seen
-        return seen
+        return self._seen.setdefault(job_id, set())
 
     def claim(self, job_id: int, prints: tuple[str, ...]) -> None:
         """Refuse a replay, else hold ``prints`` while the init is checked (no await between
@@ -94,9 +166,32 @@ class InitLog:
         if not self._seen.get(job_id, True):  # nothing accepted: hold no entry for the id
             del self._seen[job_id]
 
-    async def commit(self, job_id: int, prints: tuple[str, ...]) -> None:
+    def record(self, job_id: int, prints: tuple[str, ...]) -> asyncio.Future[int]:
+        """Start writing ``prints`` to disk (appended and fdatasynced off the event loop)
+        while the init is still being checked; :meth:`commit` waits for it. An init refused
+        after all leaves its record on disk, which only keeps that very init refused after
+        a restart (it is not remembered in memory: see :meth:`release`)."""
+        if self.directory is None:
+            done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            done.set_result(-1)
+            return done
+        text = "".join(f"{job_id} {fp}\n" for fp in prints)
+        writing = asyncio.ensure_future(asyncio.to_thread(self._append, text))
+        writing.add_done_callback(self._written)
+        return writing
+
+    def _written(self, writing: asyncio.Future[int]) -> None:
+        """A segment that got records is known, so that it is deleted in time even if
+        they were only a refused init's (see :meth:`_sweep`)."""
+        if not writing.cancelled() and writing.exception() is None:
+            self._jobs_in.setdefault(writing.result(), set())
+
+    async def commit(
+        self, job_id: int, prints: tuple[str, ...], written: asyncio.Future[int] | None = None
+    ) -> None:
         """The init is accepted: remember it for the job's lifetime, in memory at once and
-        on disk (appended and fsynced off the event loop) before the caller acknowledges.
+        on disk (``written``: the :meth:`record` started for it) before the caller
+        acknowledges.
 
         Raises :class:`OSError` if the state directory cannot be written; the init stays
         remembered in memory, and the caller refuses it (a host that cannot remember an
@@ -104,27 +199,39 @@ class InitLog:
         """
         self._load(job_id).update(prints)
         self.release(job_id, prints)
-        path = self._path(job_id)
-        if path is not None:
-            await asyncio.to_thread(_append, path, "".join(fp + "\n" for fp in prints))
+        if self.directory is None:
+            return
+        segment = await (written if written is not None else self.record(job_id, prints))
+        if job_id in self._seen:  # not settled meanwhile
+            self._segments_of.setdefault(job_id, set()).add(segment)
+            self._jobs_in.setdefault(segment, set()).add(job_id)
 
     def job_ids(self) -> list[int]:
         """The jobs with a record on disk (a host restarted finds those of its last run)."""
         if self.directory is None:
             return sorted(self._seen)
-        return sorted(
-            int(path.stem) for path in self.directory.glob("*.inits") if path.stem.isdigit()
-        )
+        return sorted({*self._segments_of, *self._legacy})
 
     def forget(self, job_id: int) -> None:
-        """The job is settled: no init for it can be accepted any more, by the chain."""
+        """The job is settled: no init for it can be accepted any more, by the chain. A
+        segment left with no unsettled job is deleted."""
         self._seen.pop(job_id, None)
         self._pending.pop(job_id, None)
-        path = self._path(job_id)
-        if path is not None:
+        for segment in self._segments_of.pop(job_id, ()):
+            self._jobs_in.get(segment, set()).discard(job_id)
+        self._sweep()
+        if job_id in self._legacy and self.directory is not None:
+            self._legacy.discard(job_id)
             try:
-                path.unlink()
+                (self.directory / f"{job_id}.inits").unlink()
             except FileNotFoundError:
                 pass
             except OSError as exc:
-                log.warning("cannot remove %s: %s", path, exc)
+                log.warning("cannot remove the init record of job %s: %s", job_id, exc)
+
+    def close(self) -> None:
+        """Close the open segment (a host that stops)."""
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1

@@ -289,21 +289,31 @@ class Connection:
                     "this connection holds a plaintext session", code="SESSION_ALREADY_INITIALIZED"
                 )
             self._check_rekey(init.job_number)
-        session, opened = self.node.e2ee.accept(init)
-        if rekey and opened.client_address != self.client_address:
-            raise ProtocolError(
-                "a re-key must be signed by the client that opened the session",
-                code="CLIENT_CHANGED",
+        # The job's chain read goes out first (its id is in the clear) and runs while the
+        # init is decrypted and checked here; a refused init cancels it.
+        reading = asyncio.ensure_future(self.node.chain.read_session(init.job_number))
+        try:
+            session, opened = self.node.e2ee.accept(init)
+            if rekey and opened.client_address != self.client_address:
+                raise ProtocolError(
+                    "a re-key must be signed by the client that opened the session",
+                    code="CLIENT_CHANGED",
+                )
+            prints = init_fingerprints(
+                opened.ephemeral_public_key, bytes.fromhex(opened.data.session_key_hex)
             )
-        prints = init_fingerprints(
-            opened.ephemeral_public_key, bytes.fromhex(opened.data.session_key_hex)
-        )
-        inits = self.node.inits
-        inits.claim(opened.job_id, prints)  # no await before: a copy sent at once is refused
+            inits = self.node.inits
+            inits.claim(opened.job_id, prints)  # no await before: a copy sent at once is refused
+        except BaseException:
+            reading.cancel()
+            reading.add_done_callback(_retrieved)
+            raise
+        # the fingerprints' durable write overlaps the chain check too (the ack waits for it)
+        written = inits.record(opened.job_id, prints)
         try:
             signer = None if self.node.config.accept_any_signer else opened.client_address
             job, model_id = await self.node.chain.check_session(
-                opened.job_id, signer, self.node.served
+                opened.job_id, signer, self.node.served, reading
             )
             spec = self.node.served[model_id]
             info = next((m for m in self.node.model_infos if m.model_id == model_id), None)
@@ -316,9 +326,10 @@ class Connection:
                 self._check_capacity(job.id)  # refused here, the init may be sent again
         except BaseException:
             inits.release(opened.job_id, prints)
+            written.add_done_callback(_retrieved)  # an OSError there is not this init's error
             raise
         try:
-            await inits.commit(job.id, prints)
+            await inits.commit(job.id, prints, written)
         except OSError as exc:
             log.error("cannot record an accepted session init: %s", exc)
             raise ProtocolError(
@@ -535,3 +546,9 @@ class Connection:
             id=message.id,
         )
         await self.send(answer.to_json())
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """A task nobody awaits any more: its outcome is retrieved (not logged as lost)."""
+    if not task.cancelled():
+        task.exception()

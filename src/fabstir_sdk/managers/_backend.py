@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -70,6 +71,11 @@ class Plan:
     payer: str | None = None
 
 
+class _RegistryChanged(Exception):
+    """The host's registry entry or price is not the one a session was opened with: nothing
+    was sent; read it again (see :meth:`SessionBackend.open_known`)."""
+
+
 @dataclass(frozen=True)
 class Failover:
     """A session moved to another host: the old job was settled (``settlement``)."""
@@ -107,6 +113,9 @@ class SessionBackend:
         self._urls: dict[str, str] = {}
         #: Other S5 writes of sessions in flight, by job id (see :meth:`written`).
         self._writes: dict[int, list[asyncio.Task[StoredRef]]] = {}
+        #: Each host's registry entry (decoded, as read) and price, by (host, model id,
+        #: token), as last read here (see :meth:`known_host`).
+        self._registry: dict[tuple[str, str, str], tuple[HostInfo, int, Any]] = {}
 
     # -- hosts ----------------------------------------------------------------------------
 
@@ -125,7 +134,53 @@ class SessionBackend:
             raise HostNotActiveError(f"host {address} is not registered or not active")
         if plan.model_id not in info.models:
             raise ModelNotApprovedError(f"host {address} does not serve model {plan.model}")
+        self._registry[(address, plan.model_id, plan.token)] = (info, int(price), raw)
         return info, int(price)
+
+    def known_host(self, host: str | HostInfo | None, plan: Plan) -> tuple[HostInfo, int] | None:
+        """``host``'s entry and price for the plan as :meth:`given_host` last read them, or
+        None. :meth:`open_known` re-reads both in the payment's check batch: a session with a
+        host opened before saves the registry's round trip."""
+        if not isinstance(host, str):
+            return None
+        try:
+            key = (checksum_address(host, what="host"), plan.model_id, plan.token)
+        except ValidationError:
+            return None  # given_host words it
+        known = self._registry.get(key)
+        return None if known is None else known[:2]
+
+    async def open_known(
+        self,
+        plan: Plan,
+        info: HostInfo,
+        price: int,
+        limits: SessionTimeouts,
+        *,
+        checked: asyncio.Future[None],
+        ahead: tuple[str, asyncio.Future[Link]] | None,
+    ) -> tuple[SessionJob, Link] | None:
+        """:meth:`open` with :meth:`known_host`'s entry and price, checked in the payment's
+        batch; None if either moved since (nothing was sent, ``checked`` and ``ahead`` are
+        dropped): read the host again."""
+        try:
+            return await self.open(
+                plan, info, price, limits, checked=checked, ahead=ahead, known=True
+            )
+        except _RegistryChanged:
+            return None
+
+    def _unchanged(self, info: HostInfo, price: int, plan: Plan) -> Callable[[Any, int], None]:
+        """The payment's ``registry_check``: the entry and price read now are the known ones."""
+        key = (info.address, plan.model_id, plan.token)
+        raw = self._registry[key][2]
+
+        def check(entry: Any, now: int) -> None:
+            if now != price or entry != raw:
+                self._registry.pop(key, None)
+                raise _RegistryChanged(info.address)
+
+        return check
 
     async def next_host(self, plan: Plan, *, exclude: set[str]) -> tuple[HostInfo, int]:
         """The best healthy host for the plan's model and price cap, not in ``exclude``,
@@ -155,6 +210,7 @@ class SessionBackend:
         *,
         checked: asyncio.Future[None] | None = None,
         ahead: tuple[str, asyncio.Future[Link]] | None = None,
+        known: bool = False,
     ) -> tuple[SessionJob, Link]:
         """Buy a job with ``info`` at ``price`` per ``plan``, record it in S5 and connect.
 
@@ -163,7 +219,8 @@ class SessionBackend:
         payment's checks, and the transaction waits for them, so after it the connection
         costs only the init's round trip. A host that does not answer costs nothing; one
         that refuses the init is settled at once. ``ahead``: a dial already started (see
-        :meth:`dial_ahead`), used if its URL is the host's.
+        :meth:`dial_ahead`), used if its URL is the host's. ``known``: ``info`` and
+        ``price`` are :meth:`known_host`'s (checked in the payment's batch).
         """
         sender = self.ctx.require_sender()
         checking = checked if checked is not None else asyncio.ensure_future(self.storage.check())
@@ -197,6 +254,7 @@ class SessionBackend:
                 proof_timeout_window=plan.proof_timeout_window,
                 payer=plan.payer,
                 ready=gate,
+                registry_check=self._unchanged(info, price, plan) if known else None,
             )
         except BaseException as exc:
             for task in (gate, checking, dialing):

@@ -139,6 +139,7 @@ class PaymentManager:
         approve: bool = True,
         payer: str | None = None,
         ready: Awaitable[Any] | None = None,
+        registry_check: Callable[[Any, int], None] | None = None,
     ) -> SessionJobCreated:
         """Escrow ``amount`` (human units) of ``token`` (None: ETH) for a session with
         ``host`` on ``model``, paid from the wallet or from your pre-funded deposit.
@@ -157,6 +158,9 @@ class PaymentManager:
 
         ``ready``: awaited once the checks are read and before anything is sent (the
         approval too); it raises to send nothing (a session waits for its host's handshake).
+        ``registry_check``: called first with the host's ``getNodeFullInfo`` entry and its
+        price for the model as the checks read them; it raises to send nothing (a session
+        opened with the entry it read last time makes sure it still holds).
         """
         if funding not in ("wallet", "deposit"):
             raise ValidationError(f"funding must be 'wallet' or 'deposit', got {funding!r}")
@@ -177,7 +181,7 @@ class PaymentManager:
         call = self._open_call(terms, funding, payer)
         native = terms.token == ZERO_ADDRESS
         value = terms.deposit if funding == "wallet" and native else 0
-        reads, validate = self._session_checks(terms, funding, payer)
+        reads, validate = self._session_checks(terms, funding, payer, registry_check)
         sender = self._ctx.require_sender()
         for attempt in range(_ALLOWANCE_ATTEMPTS):
             try:
@@ -577,7 +581,13 @@ class PaymentManager:
                     token_hint=token,
                 )
 
-    def _session_checks(self, terms: _Terms, funding: str, payer: str | None = None) -> Checks:
+    def _session_checks(
+        self,
+        terms: _Terms,
+        funding: str,
+        payer: str | None = None,
+        registry_check: Callable[[Any, int], None] | None = None,
+    ) -> Checks:
         """Host, model, price, deposit bounds and funds (the payer's, and its authorisation
         of this key, for a delegated session): read with the gas estimate."""
         ctx = self._ctx
@@ -623,6 +633,8 @@ class PaymentManager:
             if payer is not None and not values[-1]:
                 raise DelegateNotAuthorizedError(payer, user)
             node, approved, min_price = values[:3]
+            if registry_check is not None:
+                registry_check(node, int(min_price))
             operator, _stake, active, _meta, _url, models = node[:6]
             if int(operator, 16) == 0:
                 raise HostNotActiveError(f"host {terms.host} is not registered")

@@ -28,7 +28,7 @@ from ..models import HostInfo, Proof, SessionJob, SessionState, SessionStatus, S
 from ._backend import Failover, Payment, Plan, SessionBackend, job_id_of
 from ._context import Context
 from ._delegated import DelegatedJobs
-from ._link import ws_url
+from ._link import Link, ws_url
 from ._session import PromptStream, Session
 from .cost import CostEstimate, estimate_cost
 
@@ -112,6 +112,18 @@ class SessionManager:
         # handshake run while the host is read
         checked = asyncio.ensure_future(self._backend.storage.check())
         ahead = self._backend.dial_ahead(host, limits)
+        known = self._backend.known_host(host, plan)
+        if known is not None:
+            # a host opened before: its entry and price as read then, re-read in the
+            # payment's check batch (one round trip fewer); if either moved, nothing was sent
+            info, price = known
+            opened = await self._backend.open_known(
+                plan, info, price, limits, checked=checked, ahead=ahead
+            )
+            if opened is not None:
+                return self._opened(*opened, info, model, limits, plan)
+            checked = asyncio.ensure_future(self._backend.storage.check())
+            ahead = None
         try:
             info, price = await self._host_for(plan, host)
         except BaseException:
@@ -122,6 +134,17 @@ class SessionManager:
         job, link = await self._backend.open(
             plan, info, price, limits, checked=checked, ahead=ahead
         )
+        return self._opened(job, link, info, model, limits, plan)
+
+    def _opened(
+        self,
+        job: SessionJob,
+        link: Link,
+        info: HostInfo,
+        model: str,
+        limits: SessionTimeouts,
+        plan: Plan,
+    ) -> Session:
         return self._track(
             Session(
                 self._backend,
