@@ -255,8 +255,16 @@ async def test_host_key_mismatch_is_reported(net, sdk):
             meta = (await hm.get_host_info(impostor.address)).metadata
             await hm.update_metadata({**meta, "publicKey": "02" + "44" * 32})
         sm = await sdk.get_session_manager()
-        with pytest.raises(HostKeyMismatchError):
+        pm = sdk.get_payment_manager()
+        before = await pm.get_token_balance(net.addresses.usdc_token)
+        with pytest.raises(HostKeyMismatchError) as info:
             await sm.create_session(model=BUILTIN, host=impostor.address, deposit="1")
+        # sessions.md's errors table: the job was settled at once, the notes say the cost
+        (note,) = info.value.__notes__
+        assert note.endswith(
+            " was opened; it has been settled: nothing charged (full refund of 1000000 base units)"
+        )
+        assert await pm.get_token_balance(net.addresses.usdc_token) == before
     finally:
         await impostor.stop()
 
