@@ -389,9 +389,7 @@ async def test_context_limit_from_the_reference_host(net, small, sdk):
     [SessionTimeouts(first_token=0.2), SessionTimeouts(first_token=60, total=0.2)],
     ids=["first_token", "total"],
 )
-async def test_first_token_deadline_cancels_the_answer_on_the_host(
-    net, slow_start, sdk, timeouts
-):
+async def test_first_token_deadline_cancels_the_answer_on_the_host(net, slow_start, sdk, timeouts):
     """StreamTimeoutError, and the host is told to stop (it would bill an answer nobody
     reads); its late stream_end is counted, not taken for the next answer's. The same when
     ``total`` is the deadline that passes first (sessions.md's deadline table)."""
