@@ -6,7 +6,9 @@
 #
 #   scripts/suite_under_load.sh                 # 2 busy processes, 3 runs
 #   BUSY=2 RUNS=1 LOGDIR=/tmp/load scripts/suite_under_load.sh
+#   RUNS=5 scripts/suite_under_load.sh tests/adversarial/test_malicious_host.py  # these files
 #
+# With arguments, each run is `pytest ARGS` (one process) instead of `make test`.
 # The busy processes are this script's own children, ended by their pids when it exits.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +29,11 @@ echo "busy processes: ${busy[*]:-none}; logs in $LOGDIR"
 for run in $(seq "$RUNS"); do
   load_before=$(cut -d' ' -f1-3 /proc/loadavg)
   start=$(date +%s)
-  make test >"$LOGDIR/run-$run.log" 2>&1
+  if [ $# -gt 0 ]; then
+    .venv/bin/python -m pytest -p no:cacheprovider "$@" >"$LOGDIR/run-$run.log" 2>&1
+  else
+    make test >"$LOGDIR/run-$run.log" 2>&1
+  fi
   rc=$?
   wall=$(($(date +%s) - start))
   load_after=$(cut -d' ' -f1-3 /proc/loadavg)

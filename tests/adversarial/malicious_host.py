@@ -28,7 +28,8 @@ Switches (attributes; set them between prompts):
   (``checkpoint_submitted`` naming a transaction that does not exist).
 
 Counters: ``connections`` (opened), ``inits`` (session inits received), ``checkpoints``
-(final checkpoint requests received); ``answered`` is set once an honest answer's
+(final checkpoint requests received); each connection as a :class:`Visit` in ``visits``
+(``visited`` is set when one opens); ``answered`` is set once an honest answer's
 ``stream_end`` was sent.
 """
 
@@ -38,6 +39,7 @@ import asyncio
 import contextlib
 import json
 import os
+from dataclasses import dataclass, field
 
 import coincurve
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -62,6 +64,16 @@ from fabstir_sdk.protocol import (
 PRICE = 2000  # micro-USDC per 1000 tokens, as the honest hosts of the suite
 STALLED = ["The", " answer", " is"]
 UNMINED_TX = "0x" + "ee" * 32  # a transaction hash no chain holds
+
+
+@dataclass
+class Visit:
+    """One connection as the host saw it: the URL it came in on, the inits it carried, and
+    ``ended``, set once it is closed (by either side)."""
+
+    url: str
+    inits: int = 0
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class MaliciousHost:
@@ -89,6 +101,8 @@ class MaliciousHost:
         # what it did
         self.connections = 0
         self.inits = 0
+        self.visits: list[Visit] = []
+        self.visited = asyncio.Event()
         self.checkpoints = 0
         self.dropped = asyncio.Event()
         self.streamed: dict[int, int] = {}  # job id -> tokens it really streamed
@@ -175,14 +189,18 @@ class MaliciousHost:
 
     async def _handle(self, ws: ServerConnection) -> None:
         self.connections += 1
+        visit = Visit(f"http://127.0.0.1:{ws.local_address[1]}")
+        self.visits.append(visit)
+        self.visited.set()
         try:  # client_left is set however the connection ends, even before "connected"
-            await self._serve(ws)
+            await self._serve(ws, visit)
         except ConnectionClosed:
             pass
         finally:
+            visit.ended.set()
             self.client_left.set()
 
-    async def _serve(self, ws: ServerConnection) -> None:
+    async def _serve(self, ws: ServerConnection, visit: Visit) -> None:
         await ws.send(Connected().to_json())
         if self.drop_before_init:
             self.drop_before_init -= 1
@@ -196,6 +214,7 @@ class MaliciousHost:
                 message = parse_client_message(frame)
                 if isinstance(message, EncryptedSessionInit):
                     self.inits += 1
+                    visit.inits += 1
                     session, opened = HostSession.accept(message, host_private_key=self.key)
                     job_id = opened.job_id
                     if self.prove_before_ack:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 
 import pytest
+from eth_utils import keccak, to_checksum_address
 
 from fabstir_sdk import (
     DepositOutOfRangeError,
@@ -30,6 +31,7 @@ from fabstir_sdk import (
 )
 from fabstir_sdk.chain.rpc import JsonRpcClient
 from fabstir_sdk.devnet import Devnet, RunningHost
+from tests.integration.rpc_proxy import RpcProxy
 
 from .malicious_host import PRICE, STALLED, UNMINED_TX, MaliciousHost
 
@@ -530,27 +532,53 @@ async def test_a_connection_dropped_while_the_payment_is_mined_is_dialled_again(
 async def test_a_host_dialled_before_is_dialled_while_its_entry_is_read(net, bad, sdk):
     """The second session with a host dials the URL it had last time at once, beside the
     registry read, and uses that connection (one per session); once the host moved, the
-    read's new URL is dialled and the early connection is hung up, unused."""
-    sm = await sdk.get_session_manager()
-    first = await sm.create_session(model=BUILTIN, host=bad.address, deposit="1")
-    await first.end()
-    opened, inits = bad.connections, bad.inits
-    second = await sm.create_session(model=BUILTIN, host=bad.address, deposit="1")
-    assert (bad.connections, bad.inits) == (opened + 1, inits + 1)
-    assert (await second.send_prompt("one two")).text == " one two"
-    await second.end()
-    url = await bad.move()
-    bad.client_left.clear()
-    opened, inits = bad.connections, bad.inits
-    third = await sm.create_session(model=BUILTIN, host=bad.address, deposit="1")
-    # The early dial to the old URL races the registry read: on a loaded machine the read may
-    # answer first and the dial is dropped before the host sees it. Either way no init goes
-    # to the old URL; a connection the old URL did see is closed unused.
-    assert bad.connections in (opened + 1, opened + 2)
-    if bad.connections == opened + 2:
-        await bad.client_left.wait()  # the early connection to the old URL, closed unused
-    assert bad.inits == inits + 1
-    assert third.host.api_url == url
-    assert (await third.send_prompt("three")).text == " three"
-    settlement = await third.complete()
-    assert (settlement.tokens_used, settlement.refund) == (0, DEPOSIT)
+    read's new URL is dialled and the early connection is hung up, unused.
+
+    The SDK reads the chain through a proxy that holds the registry read until the early
+    dial has reached the old URL: the order is the same on a loaded machine as on a quiet
+    one."""
+    proxy = await RpcProxy(net.rpc_url).start()
+    try:
+        async with FabstirSDK(net.sdk_config(rpc_url=proxy.url)) as user:
+            await user.authenticate(net.accounts[USER].private_key)
+            sm = await user.get_session_manager()
+            first = await sm.create_session(model=BUILTIN, host=bad.address, deposit="1")
+            await first.end()
+            opened, inits = bad.connections, bad.inits
+            second = await sm.create_session(model=BUILTIN, host=bad.address, deposit="1")
+            assert (bad.connections, bad.inits) == (opened + 1, inits + 1)
+            assert (await second.send_prompt("one two")).text == " one two"
+            await second.end()
+            old = bad.url
+            url = await bad.move()
+            seen = len(bad.visits)
+            bad.visited.clear()
+            read = proxy.gate("eth_call")
+            creating = asyncio.ensure_future(
+                sm.create_session(model=BUILTIN, host=bad.address, deposit="1")
+            )
+            await read.arrived.wait()
+            assert held_entry(read.calls) == (net.addresses.node_registry.lower(), bad.address)
+            await bad.visited.wait()  # the early dial reached the old URL while it is held
+            (early,) = bad.visits[seen:]
+            assert (early.url, early.inits) == (old, 0)
+            read.opened.set()
+            third = await creating
+            await early.ended.wait()  # the SDK hung up the early connection...
+            assert early.inits == 0  # ...with no init on it
+            (used,) = bad.visits[seen + 1 :]
+            assert (used.url, used.inits) == (url, 1)  # the init went to the new URL
+            assert third.host.api_url == url
+            assert (await third.send_prompt("three")).text == " three"
+            settlement = await third.complete()
+            assert (settlement.tokens_used, settlement.refund) == (0, DEPOSIT)
+    finally:
+        await proxy.stop()
+
+
+def held_entry(calls: list[dict]) -> tuple[str, str]:
+    """``(contract, host)`` of the ``getNodeFullInfo`` read among held JSON-RPC ``calls``."""
+    selector = "0x" + keccak(b"getNodeFullInfo(address)")[:4].hex()
+    (params,) = [c["params"][0] for c in calls if c["params"][0]["data"].startswith(selector)]
+    host = "0x" + params["data"][len(selector) + 24 :]
+    return params["to"].lower(), to_checksum_address(host)

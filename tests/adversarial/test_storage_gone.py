@@ -16,9 +16,9 @@ import pytest
 
 from fabstir_sdk import FabstirSDK, StorageUnavailableError
 from fabstir_sdk.devnet import Devnet, RunningHost
+from tests.integration.cli_process import Chat
 from tests.integration.conftest import nonce
 from tests.integration.host_helpers import BUILTIN
-from tests.integration.test_chat import Chat
 
 pytestmark = pytest.mark.integration
 

@@ -220,7 +220,7 @@ async def connect(net: Devnet, host: RunningHost, job_id: int, signer: bytes, **
 async def settles_to(net: Devnet, job_id: int, tokens: int) -> None:
     """Past the dispute window the host completes the job, billing ``tokens`` exactly."""
     await net.advance_time(31)
-    job = await wait_for_job(net, job_id, lambda j: j.status != SessionState.ACTIVE, within=60)
+    job = await wait_for_job(net, job_id, lambda j: j.status != SessionState.ACTIVE)
     cost = tokens * PRICE // 1000
     assert (job.status, job.tokens_used, job.withdrawn_by_host, job.refunded_to_user) == (
         SessionState.COMPLETED,

@@ -11,11 +11,13 @@ from aiohttp import web
 
 
 class Gate:
-    """One held request: ``await gate.arrived.wait()``, then ``gate.opened.set()``."""
+    """One held request: ``await gate.arrived.wait()``, then ``gate.opened.set()``; ``calls``
+    are the request's JSON-RPC calls (to check that the one held is the one meant)."""
 
     def __init__(self) -> None:
         self.arrived = asyncio.Event()
         self.opened = asyncio.Event()
+        self.calls: list[dict] = []
 
 
 class RpcProxy:
@@ -103,6 +105,7 @@ class RpcProxy:
         for method in methods:
             gate = self._gates.pop(method, None)
             if gate is not None:
+                gate.calls = calls
                 gate.arrived.set()
                 await gate.opened.wait()
         assert self._client is not None

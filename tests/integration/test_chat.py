@@ -5,99 +5,22 @@ Its own devnet without snapshots, like the other host tests: the host outlives e
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
-import signal
-import sys
-from pathlib import Path
 
 import pytest
 
 from fabstir_sdk import FabstirSDK, SessionState
-from fabstir_sdk.devnet import Devnet, RunningHost
+from fabstir_sdk.devnet import Devnet
 
+from .cli_process import KEY_ENV, Chat, session_id
+from .cli_process import host as host  # a fixture
+from .cli_process import net as net  # a fixture
 from .conftest import nonce
 from .host_helpers import BUILTIN, PRICE, wait_for_job
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-USER, HOST, DOOMED = 1, 2, 3
-KEY_ENV = "FABSTIR_PRIVATE_KEY"
-
-
-@pytest.fixture(scope="module")
-async def net():
-    async with Devnet.start(with_s5=True) as devnet:
-        yield devnet
-
-
-@pytest.fixture(scope="module")
-async def host(net) -> RunningHost:
-    running = await net.start_host(account=HOST, models=[BUILTIN], chain_poll=0.1)
-    yield running
-    await running.stop()
-
-
-def foreground() -> None:
-    """``preexec_fn`` for a child that stands for a program a person runs in a terminal:
-    SIGINT back to its default. A test run started as a shell's background job (SIGINT
-    ignored, inherited by every child) would otherwise leave Ctrl-C ignored in the child."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-class Chat:
-    """A ``fabstir chat`` process: write lines to it, read its answers line by line."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-
-    @classmethod
-    async def start(cls, net: Devnet, *args: str, key: str | None = None) -> Chat:
-        env = {k: v for k, v in os.environ.items() if k != KEY_ENV}
-        if key is not None:
-            env[KEY_ENV] = key
-        argv = ["chat", "--manifest", str(net.manifest_path)]
-        argv += ["--s5-portal-url", str(net.s5_portal_url), *args]
-        proc = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "fabstir_sdk.cli", *argv),
-            cwd=ROOT,
-            env=env,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            preexec_fn=foreground,
-        )
-        return cls(proc)
-
-    async def send(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line.encode() + b"\n")
-        await self.proc.stdin.drain()
-
-    async def say(self, line: str) -> str:
-        """Send one line; the answer line it streams back."""
-        assert self.proc.stdout is not None
-        await self.send(line)
-        answer = await asyncio.wait_for(self.proc.stdout.readline(), 30)
-        return answer.decode().rstrip("\n")
-
-    async def finish(self, last: str | None = None) -> tuple[int, str, str]:
-        """Send ``last`` (if any), close stdin; exit code, rest of stdout, stderr."""
-        assert self.proc.stdin is not None
-        if last is not None:
-            self.proc.stdin.write(last.encode() + b"\n")
-        self.proc.stdin.close()
-        out, err = await asyncio.wait_for(self.proc.communicate(), 60)
-        assert self.proc.returncode is not None
-        return self.proc.returncode, out.decode(), err.decode()
-
-
-def session_id(stderr: str) -> int:
-    found = re.search(r"^Session (\d+) with host (0x[0-9a-fA-F]{40}) at", stderr, re.M)
-    assert found, stderr
-    return int(found.group(1))
+USER, DOOMED = 1, 3
 
 
 async def test_chat_streams_answers_with_context_and_completes_on_quit(net, host):

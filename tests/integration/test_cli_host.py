@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
-from pathlib import Path
 
+from .cli_process import environ, run
 from .conftest import ETH_PRICE, USDC_PRICE, nonce
 
-ROOT = Path(__file__).resolve().parents[2]
 OPERATOR = 6
 STAKE = 1000 * 10**18
 
 
 async def fabstir(devnet, *args: str) -> tuple[int, str, str]:
-    env = {**os.environ, "FABSTIR_HOST_PRIVATE_KEY": devnet.accounts[OPERATOR].private_key}
+    env = environ(FABSTIR_HOST_PRIVATE_KEY=devnet.accounts[OPERATOR].private_key)
     action, *rest = args
-    proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "fabstir_sdk.cli", "host", action),
-        *("--manifest", str(devnet.manifest_path), *rest),
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return await run("host", action, "--manifest", str(devnet.manifest_path), *rest, env=env)
 
 
 async def test_host_life_from_the_command_line(devnet, sdk_for):

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,42 +23,20 @@ from aiohttp import web
 
 from fabstir_sdk import FabstirSDK, SessionState
 from fabstir_sdk.chain.rpc import JsonRpcClient
-from fabstir_sdk.devnet import AnvilProcess, Devnet, RunningHost
+from fabstir_sdk.devnet import Devnet
 
+from .cli_process import KEY_ENV, Chat, fabstir, session_id, usdc_of
+from .cli_process import host as host  # a fixture
+from .cli_process import net as net  # a fixture
+from .cli_process import run as run_fabstir
 from .conftest import nonce
 from .host_helpers import BUILTIN, read_job, wait_for_job
-from .test_chat import KEY_ENV, Chat, session_id
-from .test_signers import N
+from .signer_service import N, signer_flags
+from .signer_service import service as service  # a fixture
 
 pytestmark = pytest.mark.integration
 
 USER, HOST, OTHER, FLIPPING, PROXY_USER, VOTER, OWNER, AGENT = 1, 2, 3, 4, 5, 6, 7, 8
-
-
-@pytest.fixture(scope="module")
-async def net():
-    async with Devnet.start(with_s5=True) as devnet:
-        yield devnet
-
-
-@pytest.fixture(scope="module")
-async def host(net) -> RunningHost:
-    running = await net.start_host(account=HOST, models=[BUILTIN], chain_poll=0.1)
-    yield running
-    await running.stop()
-
-
-@pytest.fixture(scope="module")
-async def service(net, tmp_path_factory):
-    """The signer service: a separate anvil process that holds the same keys unlocked."""
-    log = tmp_path_factory.mktemp("signer") / "anvil.log"
-    proc = await AnvilProcess.start(log_path=log, chain_id=net.chain_id)
-    yield proc
-    await proc.stop()
-
-
-def signer_flags(url: str, address: str) -> list[str]:
-    return ["--signer-url", url, "--signer-address", address]
 
 
 def no_key_in(pid: int, key: str) -> None:
@@ -69,11 +45,6 @@ def no_key_in(pid: int, key: str) -> None:
     for name in ("environ", "cmdline"):
         assert key.removeprefix("0x").lower().encode() not in (proc / name).read_bytes().lower()
     assert f"{KEY_ENV}=".encode() not in (proc / "environ").read_bytes()
-
-
-async def usdc_of(net: Devnet, address: str) -> int:
-    async with FabstirSDK(net.sdk_config()) as sdk:
-        return await sdk.get_payment_manager().get_token_balance(net.addresses.usdc_token, address)
 
 
 class Wallet:
@@ -270,15 +241,9 @@ async def test_chat_refuses_a_bad_signer_before_paying(net, host, service):
 
 
 async def start_proxy(net: Devnet, storage: Path, *flags: str) -> asyncio.subprocess.Process:
-    env = {k: v for k, v in os.environ.items() if k != KEY_ENV}
     argv = ["proxy", "--manifest", str(net.manifest_path), "--port", "0", "--json"]
     argv += ["--storage-dir", str(storage), "--budget", "2", *flags]
-    return await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "fabstir_sdk.cli", *argv),
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    return await fabstir(*argv)
 
 
 async def test_proxy_through_a_signer_service_bills_the_signers_account(
@@ -291,7 +256,7 @@ async def test_proxy_through_a_signer_service_bills_the_signers_account(
     proc = await start_proxy(net, tmp_path, *signer_flags(service.rpc_url, user.address))
     try:
         assert proc.stdout is not None and proc.stderr is not None
-        ready = json.loads(await asyncio.wait_for(proc.stdout.readline(), 60))
+        ready = json.loads(await proc.stdout.readline())
         assert ready["event"] == "ready" and ready["url"].startswith("http://127.0.0.1:")
         client = openai.AsyncOpenAI(base_url=ready["url"], api_key="unused", max_retries=0)
         messages: Any = [{"role": "user", "content": "count to 4"}]
@@ -303,8 +268,8 @@ async def test_proxy_through_a_signer_service_bills_the_signers_account(
         )
         assert "".join([c.choices[0].delta.content or "" async for c in stream]) == "1 2 3"
         proc.send_signal(signal.SIGTERM)
-        settled = json.loads(await asyncio.wait_for(proc.stdout.readline(), 60))
-        assert await asyncio.wait_for(proc.wait(), 60) == 0
+        settled = json.loads(await proc.stdout.readline())
+        assert await proc.wait() == 0
         rest = (await proc.stdout.read()).decode() + (await proc.stderr.read()).decode()
     finally:
         if proc.returncode is None:
@@ -336,23 +301,15 @@ async def test_proxy_refuses_a_bad_signer_in_one_line(net, service, tmp_path):
         (["--signer-url", service.rpc_url], "--signer-url needs --signer-address, the wallet"),
     ):
         proc = await start_proxy(net, tmp_path, *flags)
-        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        out, err = await proc.communicate()
         assert (proc.returncode, out) == (1, b"")
         assert err.decode().startswith(f"fabstir: error: {message}") and err.count(b"\n") == 1
 
 
 async def cli(net: Devnet, *argv: str) -> tuple[int, dict[str, Any], str]:
     """``fabstir ARGV --manifest ...`` as a process with no key in its environment."""
-    env = {k: v for k, v in os.environ.items() if k != KEY_ENV}
-    proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "fabstir_sdk.cli", *argv, "--manifest", str(net.manifest_path)),
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, json.loads(out or b"{}"), err.decode()
+    code, out, err = await run_fabstir(*argv, "--manifest", str(net.manifest_path))
+    return code, json.loads(out or "{}"), err
 
 
 async def test_model_governance_through_a_signer_service(net, service):
@@ -405,7 +362,7 @@ async def test_an_agents_chat_through_a_signer_service(net, host, service):
     assert f"Session {job_id} ended." in err
     assert await nonce(net, AGENT) == sent + 1  # the creation, signed by the service
     await net.advance_time(31)
-    job = await wait_for_job(net, job_id, lambda j: j.status != SessionState.ACTIVE, within=120)
+    job = await wait_for_job(net, job_id, lambda j: j.status != SessionState.ACTIVE)
     assert (job.status, job.depositor, job.tokens_used) == (
         SessionState.COMPLETED,
         owner.address,

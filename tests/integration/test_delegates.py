@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import signal
-import sys
 
 import pytest
 from eth_account import Account
@@ -31,18 +29,12 @@ from fabstir_sdk import (
 from fabstir_sdk.chain.client import ChainClient
 from fabstir_sdk.devnet import Devnet, RunningHost
 
-from .host_helpers import BUILTIN, PRICE
-from .host_helpers import wait_for_job as poll_job
+from .cli_process import environ, fabstir, run
+from .host_helpers import BUILTIN, PRICE, wait_for_job
 
 pytestmark = pytest.mark.integration
 
 HOST = 2
-#: The host proves and settles in its own process: a loaded machine only makes us wait longer.
-SETTLE_WITHIN = 120.0
-
-
-async def wait_for_job(net, job_id, check):
-    return await poll_job(net, job_id, check, within=SETTLE_WITHIN)
 
 
 @pytest.fixture(scope="module")
@@ -59,18 +51,9 @@ async def host(net) -> RunningHost:
 
 
 @pytest.fixture
-async def sdk_for(net):
-    made: list[FabstirSDK] = []
-
-    async def make(index: int) -> FabstirSDK:
-        sdk = FabstirSDK(net.sdk_config())
-        made.append(sdk)
-        await sdk.authenticate(net.accounts[index].private_key)
-        return sdk
-
-    yield make
-    for sdk in made:
-        await sdk.aclose()
+def devnet(net: Devnet) -> Devnet:
+    """This module's own devnet for the shared fixtures that take ``devnet`` (``sdk_for``)."""
+    return net
 
 
 async def nonces(net: Devnet, *indices: int) -> list[int]:
@@ -320,18 +303,13 @@ async def test_langchain_through_a_proxy_that_runs_with_the_agents_key(
     owner_usdc = await owner_pm.get_token_balance(usdc)
     known = {j.id for j in await (await owner_sdk.get_session_manager()).list_sessions()}
 
-    env = {**os.environ, "FABSTIR_PRIVATE_KEY": agent.private_key}
+    env = environ(FABSTIR_PRIVATE_KEY=agent.private_key)
     argv = ["proxy", "--manifest", str(net.manifest_path), "--port", "0", "--json"]
     argv += ["--storage-dir", str(tmp_path), "--payer", owner]
-    proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "fabstir_sdk.cli", *argv),
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await fabstir(*argv, env=env)
     try:
         assert proc.stdout is not None
-        ready = json.loads(await asyncio.wait_for(proc.stdout.readline(), 60))
+        ready = json.loads(await proc.stdout.readline())
         llm = ChatOpenAI(model=BUILTIN, base_url=ready["url"], api_key="unused", max_retries=0)
         (agent_nonce,) = await nonces(net, 3)
         with pytest.raises(openai.PermissionDeniedError, match="not authorised"):
@@ -347,7 +325,7 @@ async def test_langchain_through_a_proxy_that_runs_with_the_agents_key(
         streamed = await asyncio.to_thread(lambda: [c.content for c in llm.stream("count to 4")])
         assert "".join(streamed) == "1 2 3 4" and len(streamed) >= 4
         proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 60) == 0
+        assert await proc.wait() == 0
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -511,16 +489,7 @@ async def test_an_agents_list_sessions_shows_the_jobs_it_opened_for_its_owner(
 
 async def _fabstir(net, key: str, *argv: str, stdin: str = "") -> tuple[int, str, str]:
     """``fabstir ARGV`` as its own process with ``key`` in FABSTIR_PRIVATE_KEY."""
-    proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "fabstir_sdk.cli", *argv),
-        env={**os.environ, "FABSTIR_PRIVATE_KEY": key},
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), 120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return await run(*argv, env=environ(FABSTIR_PRIVATE_KEY=key), input=stdin)
 
 
 async def test_fabstir_chat_with_payer_runs_an_agents_session(net, host, sdk_for, tmp_path):

@@ -34,8 +34,9 @@ async def sdk(net):
         yield client
 
 
-async def proven(net, job_id: int, at_least: int, within: float = 20.0) -> int:
-    """Wait until the job has at least ``at_least`` tokens proven on chain."""
+async def proven(net, job_id: int, at_least: int, within: float = 60.0) -> int:
+    """Wait until the job has at least ``at_least`` tokens proven on chain (``within`` only
+    turns a hang into a failure: the host proves in its own process)."""
     deadline = time.monotonic() + within
     while True:
         job = await read_job(net, job_id)

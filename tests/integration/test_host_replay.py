@@ -71,7 +71,7 @@ async def init(client: Client, frame: str) -> SessionInitAck:
 async def settled_exactly(net: Devnet, job_id: int, tokens: int) -> None:
     """Past the dispute window, the host completes the job: the bill is ``tokens``, exactly."""
     await net.advance_time(31)
-    job = await wait_for_job(net, job_id, lambda j: j.status != SessionState.ACTIVE, within=60)
+    job = await wait_for_job(net, job_id, lambda j: j.status != SessionState.ACTIVE)
     assert (job.status, job.tokens_used, job.withdrawn_by_host, job.refunded_to_user) == (
         SessionState.COMPLETED,
         tokens,

@@ -22,15 +22,17 @@ from eth_account.messages import encode_defunct
 
 from fabstir_sdk import FabstirSDK
 from fabstir_sdk.chain.signer import LocalSigner
-from fabstir_sdk.devnet import AnvilProcess, Devnet, RunningHost
+from fabstir_sdk.devnet import Devnet, RunningHost
 from fabstir_sdk.errors import NondeterministicSignerError
 from fabstir_sdk.host import HOST_E2EE_MESSAGE, HostConfig, HostNode
 from fabstir_sdk.host._keys import p2p_seed
 from fabstir_sdk.managers.auth import S5_SEED_MESSAGE, seed_from_signature
 
+from .cli_process import run
 from .conftest import nonce
 from .host_helpers import BUILTIN
-from .test_signers import FlippingSigner, N
+from .signer_service import FlippingSigner, N, signer_flags
+from .signer_service import service as service  # a fixture
 
 pytestmark = pytest.mark.integration
 
@@ -42,15 +44,6 @@ ROTATING, FLIPPING, SPARE, OPERATOR, KEY_HOST = 3, 5, 6, 7, 8
 async def net():
     async with Devnet.start() as devnet:
         yield devnet
-
-
-@pytest.fixture(scope="module")
-async def service(net, tmp_path_factory):
-    """The signer service: a separate anvil process that holds the same keys unlocked."""
-    log = tmp_path_factory.mktemp("signer") / "anvil.log"
-    proc = await AnvilProcess.start(log_path=log, chain_id=net.chain_id)
-    yield proc
-    await proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -184,23 +177,12 @@ async def host_cli(
     net: Devnet, service: Any, account: int, *args: str, method: str = "personal_sign"
 ) -> tuple[int, str, str]:
     """``fabstir host ACTION ...`` as a process whose wallet is in the signer service."""
-    import asyncio
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k != "FABSTIR_HOST_PRIVATE_KEY"}
     action, *rest = args
-    proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "fabstir_sdk.cli", "host", action),
-        *("--manifest", str(net.manifest_path), *rest),
-        *("--signer-url", service.rpc_url, "--signer-address", net.accounts[account].address),
+    return await run(
+        *("host", action, "--manifest", str(net.manifest_path), *rest),
+        *signer_flags(service.rpc_url, net.accounts[account].address),
         *("--signer-message-method", method),
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def test_operator_commands_through_a_signer_service(net, service):

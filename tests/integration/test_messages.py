@@ -173,22 +173,14 @@ async def test_a_users_script_sees_the_retry_then_the_reason(devnet, tmp_path):
 
 
 async def test_fabstir_chat_names_the_unknown_model(devnet, host, tmp_path):
-    import asyncio
-    import os
-    import sys
+    from .cli_process import environ, run
 
     argv = ["chat", "--model", UNKNOWN_MODEL, "--manifest", str(devnet.manifest_path)]
     argv += ["--storage-dir", str(tmp_path)]
-    proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "fabstir_sdk.cli", *argv),
-        env={**os.environ, "FABSTIR_PRIVATE_KEY": devnet.accounts[1].private_key},
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    assert (proc.returncode, out) == (1, b"")
-    assert err.decode().splitlines()[-1] == (
+    env = environ(FABSTIR_PRIVATE_KEY=devnet.accounts[1].private_key)
+    code, out, err = await run(*argv, env=env, input="")
+    assert (code, out) == (1, "")
+    assert err.splitlines()[-1] == (
         "fabstir: error: model nobody/unknown:model.gguf is not approved on chain, and no host "
         "serves it (no host fits: 1 missing model)"
     )

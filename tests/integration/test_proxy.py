@@ -10,9 +10,7 @@ import asyncio
 import contextlib
 import io
 import json
-import os
 import signal
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -26,6 +24,7 @@ from fabstir_sdk.host import _toy
 from fabstir_sdk.protocol import ChatMessage
 from fabstir_sdk.proxy import ProxyServer
 
+from .cli_process import environ, fabstir
 from .host_helpers import BUILTIN, PRICE, read_job
 
 pytestmark = pytest.mark.integration
@@ -284,26 +283,20 @@ async def test_in_process_chat_api(net, sdk):
 
 
 async def test_cli_settles_on_sigterm(net, host, tmp_path):
-    env = {**os.environ, "FABSTIR_PRIVATE_KEY": net.accounts[CLI_USER].private_key}
+    env = environ(FABSTIR_PRIVATE_KEY=net.accounts[CLI_USER].private_key)
     argv = ["proxy", "--manifest", str(net.manifest_path), "--port", "0", "--json"]
     argv += ["--storage-dir", str(tmp_path), "--budget", "2"]
-    proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "fabstir_sdk.cli", *argv),
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await fabstir(*argv, env=env)
     try:
         assert proc.stdout is not None
-        ready = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
+        ready = json.loads(await proc.stdout.readline())
         assert ready["event"] == "ready" and ready["url"].startswith("http://127.0.0.1:")
         client = openai.AsyncOpenAI(base_url=ready["url"], api_key="unused", max_retries=0)
         reply = await client.chat.completions.create(model=BUILTIN, messages=[user("count to 4")])
         assert reply.choices[0].message.content == "1 2 3 4"
         proc.send_signal(signal.SIGTERM)
-        settled = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
-        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        settled = json.loads(await proc.stdout.readline())
+        assert await proc.wait() == 0
     finally:
         if proc.returncode is None:
             proc.kill()

@@ -15,33 +15,14 @@ import sys
 
 import pytest
 
-from fabstir_sdk import FabstirSDK, SessionState
-from fabstir_sdk.devnet import Devnet, RunningHost
+from fabstir_sdk import SessionState
 
+from .cli_process import Chat, environ, fabstir, foreground, session_id, usdc_of
+from .cli_process import host as host  # a fixture
+from .cli_process import net as net  # a fixture
 from .host_helpers import BUILTIN, read_job, wait_for_job
-from .test_chat import Chat, foreground, session_id
 
 pytestmark = pytest.mark.integration
-
-HOST = 2
-
-
-@pytest.fixture(scope="module")
-async def net():
-    async with Devnet.start(with_s5=True) as devnet:
-        yield devnet
-
-
-@pytest.fixture(scope="module")
-async def host(net) -> RunningHost:
-    running = await net.start_host(account=HOST, models=[BUILTIN], chain_poll=0.1)
-    yield running
-    await running.stop()
-
-
-async def usdc_of(net: Devnet, address: str) -> int:
-    async with FabstirSDK(net.sdk_config()) as sdk:
-        return await sdk.get_payment_manager().get_token_balance(net.addresses.usdc_token, address)
 
 
 @pytest.mark.parametrize(("signum", "user"), [(signal.SIGINT, 3), (signal.SIGTERM, 4)])
@@ -54,8 +35,8 @@ async def test_chat_settles_on_ctrl_c_and_on_sigterm_alike(net, host, signum, us
     assert await chat.say("count to 3") == "1 2 3"
     chat.proc.send_signal(signum)  # while it waits for the next line
     assert chat.proc.stderr is not None
-    err = (await asyncio.wait_for(chat.proc.stderr.read(), 60)).decode()
-    assert await asyncio.wait_for(chat.proc.wait(), 60) == 130, err
+    err = (await chat.proc.stderr.read()).decode()
+    assert await chat.proc.wait() == 130, err
     job_id = session_id(err)
     assert re.search(
         rf"Session {job_id} completed \(tx 0x[0-9a-f]{{64}}\): 1,000 tokens billed; paid "
@@ -132,11 +113,11 @@ async def test_a_users_script_settles_on_sigterm_with_fabstir_sdk_run(
     )
     try:
         assert proc.stdout is not None
-        first = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode().split(maxsplit=1)
+        first = (await proc.stdout.readline()).decode().split(maxsplit=1)
         job_id = int(first[0])
         assert first[1] == "1 2 3\n"
         proc.send_signal(signal.SIGTERM)
-        rest, err = await asyncio.wait_for(proc.communicate(), 60)
+        rest, err = await proc.communicate()
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -168,19 +149,13 @@ async def test_proxy_settles_on_ctrl_c_and_names_gross_and_net(net, host, tmp_pa
     what was paid and what the host gets of it, in USDC."""
     import openai
 
-    env = {**os.environ, "FABSTIR_PRIVATE_KEY": net.accounts[7].private_key}
+    env = environ(FABSTIR_PRIVATE_KEY=net.accounts[7].private_key)
     argv = ["proxy", "--manifest", str(net.manifest_path), "--port", "0"]
     argv += ["--storage-dir", str(tmp_path), "--budget", "2"]
-    proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "fabstir_sdk.cli", *argv),
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        preexec_fn=foreground,
-    )
+    proc = await fabstir(*argv, env=env, preexec_fn=foreground)
     try:
         assert proc.stdout is not None
-        ready = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        ready = (await proc.stdout.readline()).decode()
         url = re.fullmatch(r"OpenAI-compatible API at (\S+) \(OPENAI_BASE_URL\)\n", ready)
         assert url, ready
         client = openai.AsyncOpenAI(base_url=url.group(1), api_key="unused", max_retries=0)
@@ -189,7 +164,7 @@ async def test_proxy_settles_on_ctrl_c_and_names_gross_and_net(net, host, tmp_pa
         )
         assert reply.choices[0].message.content == "1 2 3 4"
         proc.send_signal(signal.SIGINT)
-        _out, err = await asyncio.wait_for(proc.communicate(), 60)
+        _out, err = await proc.communicate()
     finally:
         if proc.returncode is None:
             proc.kill()

@@ -17,18 +17,18 @@ from eth_account import Account
 from fabstir_sdk import FabstirSDK
 from fabstir_sdk.chain.rpc import JsonRpcClient
 from fabstir_sdk.chain.signer import JsonRpcSigner, LocalSigner, Signer, as_signer
-from fabstir_sdk.devnet import AnvilProcess, Devnet, RunningHost
+from fabstir_sdk.devnet import Devnet, RunningHost
 from fabstir_sdk.errors import AuthError, NondeterministicSignerError, SignerError
 from fabstir_sdk.managers.auth import S5_SEED_MESSAGE, seed_from_signature
 
 from .conftest import nonce
 from .host_helpers import BUILTIN, PRICE
+from .signer_service import FlippingSigner
+from .signer_service import service as service  # a fixture
 
 pytestmark = pytest.mark.integration
 
 USER, HOST, OTHER = 1, 2, 3
-#: secp256k1 group order: (r, n - s) is the other valid signature of the same message.
-N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 TYPED: dict[str, Any] = {
     "types": {
@@ -54,15 +54,6 @@ async def net():
 
 
 @pytest.fixture(scope="module")
-async def service(net, tmp_path_factory):
-    """The signer service: a separate anvil process that holds the same keys unlocked."""
-    log = tmp_path_factory.mktemp("signer") / "anvil.log"
-    proc = await AnvilProcess.start(log_path=log, chain_id=net.chain_id)
-    yield proc
-    await proc.stop()
-
-
-@pytest.fixture(scope="module")
 async def host(net) -> RunningHost:
     running = await net.start_host(account=HOST, models=[BUILTIN], chain_poll=0.1)
     yield running
@@ -71,30 +62,6 @@ async def host(net) -> RunningHost:
 
 async def remote(service, net, index: int) -> JsonRpcSigner:
     return JsonRpcSigner(service.rpc_url, net.accounts[index].address)
-
-
-class FlippingSigner:
-    """A real signer whose message signatures alternate between the two valid forms
-    (low s and high s), as a key service with random nonces gives different signatures."""
-
-    def __init__(self, key: str) -> None:
-        self._inner = LocalSigner(Account.from_key(key))
-        self.address = self._inner.address
-        self._flip = False
-
-    async def sign_transaction(self, tx: dict[str, Any]) -> bytes:
-        return await self._inner.sign_transaction(tx)
-
-    async def sign_message(self, message: bytes) -> bytes:
-        signature = await self._inner.sign_message(message)
-        self._flip = not self._flip
-        if not self._flip:
-            return signature
-        s = N - int.from_bytes(signature[32:64], "big")
-        return signature[:32] + s.to_bytes(32, "big") + bytes([signature[64] ^ 1])
-
-    async def sign_typed_data(self, data: dict[str, Any]) -> bytes:
-        return await self._inner.sign_typed_data(data)
 
 
 async def test_remote_and_local_signatures_are_the_same_bytes(net, service):

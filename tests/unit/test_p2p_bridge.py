@@ -131,7 +131,7 @@ async def test_trio_cancellation_reaches_asyncio(bridge):
         return "moved on"
 
     assert await bridge.call(from_trio) == "moved on"
-    await asyncio.wait_for(seen.wait(), 5)
+    await seen.wait()  # another thread's cancellation: no deadline of ours (pytest's timeout)
 
 
 async def test_asyncio_errors_reach_trio(bridge):
@@ -180,11 +180,8 @@ async def test_a_crash_after_start_closes_the_bridge():
 
     b = TrioBridge()
     await b.start(crashes)
-    for _ in range(500):
-        if not b.running:
-            break
+    while b.running:  # noqa: ASYNC110  (the trio thread's crash, however late it runs)
         await asyncio.sleep(0.01)
-    assert not b.running
     with pytest.raises(P2PError):
         await b.call(_value, 1)
     await b.stop()

@@ -17,27 +17,24 @@ from fabstir_sdk import __version__
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
+def build_wheel(source: Path, out: Path) -> Path:
+    """The wheel pip builds from the source tree ``source``, in ``out``."""
     subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
+            *(sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet"),
             "--no-build-isolation",  # hatchling is a dev dependency: no download
-            "--quiet",
-            "--wheel-dir",
-            str(out),
-            str(ROOT),
+            *("--wheel-dir", str(out), str(source)),
         ],
         check=True,
         capture_output=True,
     )
     (built,) = out.glob("*.whl")
     return built
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    return build_wheel(ROOT, tmp_path_factory.mktemp("wheel"))
 
 
 def test_wheel_contents(wheel):
@@ -98,24 +95,7 @@ def test_the_sdist_builds_the_same_wheel(dists, wheel, tmp_path):
         tar.extractall(tmp_path, filter="data")
     assert {"pyproject.toml", "README.md", "LICENSE", "PKG-INFO"} <= members
     assert not [m for m in members if m.startswith(("tests/", "node_modules/", "contracts/src"))]
-    out = tmp_path / "wheel"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "--wheel-dir",
-            str(out),
-            str(tmp_path / sdist.name.removesuffix(".tar.gz")),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    (rebuilt,) = out.glob("*.whl")
+    rebuilt = build_wheel(tmp_path / sdist.name.removesuffix(".tar.gz"), tmp_path / "wheel")
     assert set(zipfile.ZipFile(rebuilt).namelist()) == set(zipfile.ZipFile(wheel).namelist())
 
 
