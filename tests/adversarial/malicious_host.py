@@ -29,7 +29,8 @@ Switches (attributes; set them between prompts):
 
 Counters: ``connections`` (opened), ``inits`` (session inits received), ``checkpoints``
 (final checkpoint requests received); each connection as a :class:`Visit` in ``visits``
-(``visited`` is set when one opens).
+(``visited`` is set when one opens); ``answered`` is set once an honest answer's
+``stream_end`` was sent.
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ class MaliciousHost:
         self.proof_done = asyncio.Event()  # set after each proof it sends
         self.client_left = asyncio.Event()
         self.cancelled = asyncio.Event()  # a stalled answer's stream_end was sent
+        self.answered = asyncio.Event()  # an honest answer's stream_end was sent
         self._server: Server | None = None
         self._extra: list[Server] = []
         self._sdk: FabstirSDK | None = None
@@ -134,6 +136,7 @@ class MaliciousHost:
         self.dropped = asyncio.Event()
         self.proof_done = asyncio.Event()
         self.cancelled = asyncio.Event()
+        self.answered = asyncio.Event()
 
     async def start(self, models: list[str]) -> MaliciousHost:
         self._server = await serve(self._handle, "127.0.0.1", 0, max_size=None, compression=None)
@@ -308,6 +311,7 @@ class MaliciousHost:
         usage = {"prompt_tokens": prompt, "completion_tokens": reported}
         usage["total_tokens"] = prompt + reported
         await ws.send(json.dumps({**end, "usage": usage, "session_id": sid, "id": cid}))
+        self.answered.set()
         self.streamed[job_id] = self.streamed.get(job_id, 0) + sent
         if self.overclaim:
             await self.prove(job_id, sent + self.overclaim)

@@ -185,6 +185,27 @@ async def test_keepalives_do_not_restart_the_idle_deadline(net, bad, honest, sdk
     assert settlement.refund == DEPOSIT
 
 
+async def test_the_idle_deadline_does_not_count_the_callers_time(net, bad, sdk):
+    """sessions.md, Deadlines, ``idle``: counted from when the loop asks for the next token,
+    so a caller that spends longer than ``idle`` on a token is not timed out by tokens that
+    had arrived meanwhile."""
+    sm = await sdk.get_session_manager()
+    session = await sm.create_session(
+        model=BUILTIN, host=bad.address, deposit="1", timeouts=SessionTimeouts(idle=0.2)
+    )
+    received: list[str] = []
+    async with session.stream("one two three four") as stream:
+        async for chunk in stream:
+            received.append(chunk.text)
+            if len(received) == 1:
+                await bad.answered.wait()  # the host sent the whole answer
+                await asyncio.sleep(1.0)  # the caller's own work: five times ``idle``
+    assert received == [" one", " two", " three", " four"]
+    assert stream.usage == TokenUsage(prompt_tokens=4, completion_tokens=4, total_tokens=8)
+    settlement = await session.complete()
+    assert (settlement.tokens_used, settlement.refund) == (0, DEPOSIT)
+
+
 @pytest.mark.parametrize(
     ("switch", "error"),
     [

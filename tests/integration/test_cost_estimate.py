@@ -262,9 +262,7 @@ async def test_an_agents_estimate_is_its_one_transaction(net, host) -> None:
         await session.send_prompt("count to 3")
         await session.end()  # the host proves and settles with the owner
         await net.advance_time(31)
-        job = await wait_for_job(
-            net, session.job_id, lambda j: j.status != SessionState.ACTIVE, within=120
-        )
+        job = await wait_for_job(net, session.job_id, lambda j: j.status != SessionState.ACTIVE)
         assert (job.status, job.depositor, job.tokens_used) == (
             SessionState.COMPLETED,
             owner,

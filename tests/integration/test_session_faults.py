@@ -384,15 +384,18 @@ async def test_context_limit_from_the_reference_host(net, small, sdk):
     assert (settlement.tokens_used, settlement.host_payment) == (1000, 2000)
 
 
-async def test_first_token_deadline_cancels_the_answer_on_the_host(net, slow_start, sdk):
+@pytest.mark.parametrize(
+    "timeouts",
+    [SessionTimeouts(first_token=0.2), SessionTimeouts(first_token=60, total=0.2)],
+    ids=["first_token", "total"],
+)
+async def test_first_token_deadline_cancels_the_answer_on_the_host(net, slow_start, sdk, timeouts):
     """StreamTimeoutError, and the host is told to stop (it would bill an answer nobody
-    reads); its late stream_end is counted, not taken for the next answer's."""
+    reads); its late stream_end is counted, not taken for the next answer's. The same when
+    ``total`` is the deadline that passes first (sessions.md's deadline table)."""
     sm = await sdk.get_session_manager()
     session = await sm.create_session(
-        model=BUILTIN,
-        host=slow_start.address,
-        deposit="1",
-        timeouts=SessionTimeouts(first_token=0.2),
+        model=BUILTIN, host=slow_start.address, deposit="1", timeouts=timeouts
     )
     with pytest.raises(StreamTimeoutError, match=r"no first token from the host in 0\.2 s"):
         await session.send_prompt("count to 3")
