@@ -8,6 +8,8 @@ from decimal import Decimal
 from typing import Any
 
 from eth_abi.abi import encode
+from eth_account import Account
+from eth_utils import to_checksum_address
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -17,6 +19,7 @@ from fabstir_sdk.chain.client import Read
 from fabstir_sdk.chain.model_id import model_id
 from fabstir_sdk.chain.revert import decode_revert, revert_error
 from fabstir_sdk.chain.rpc import JsonRpcClient, RpcFailure
+from fabstir_sdk.chain.signer import LocalSigner
 from fabstir_sdk.chain.transport import MockTransport
 from fabstir_sdk.chain.units import format_units, to_base_units
 from fabstir_sdk.errors import ChainError, FabstirError, RpcError
@@ -34,6 +37,7 @@ CALLS = [
     MARKET.call("paused"),
     REGISTRY.call("getAllActiveNodes"),
 ]
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 EVENTS = ["SessionJobCreated", "SessionCompleted", "ProofSubmitted", "DepositReceived"]
 
 hexish = st.text(alphabet="0123456789abcdefABCDEFxg ", max_size=140)
@@ -205,3 +209,39 @@ def test_addresses_and_model_ids_parse_or_raise_typed(value):
     address = typed_only(checksum_address, value)
     assert isinstance(address, str | FabstirError)
     assert isinstance(typed_only(model_id, value), str | FabstirError)
+
+
+uint = st.integers(min_value=0, max_value=2**256 - 1)
+
+
+@fuzz(100)
+@given(
+    st.integers(min_value=1, max_value=2**64 - 1),  # chain id
+    st.integers(min_value=0, max_value=2**64 - 2),  # nonce
+    uint,
+    uint,
+    st.integers(min_value=0, max_value=2**64 - 1),  # gas
+    st.binary(min_size=20, max_size=20),
+    uint,
+    st.binary(max_size=600),
+    st.binary(min_size=32, max_size=32).filter(lambda k: 0 < int.from_bytes(k) < SECP256K1_N),
+)
+def test_fee_market_signatures_are_eth_accounts_bytes(
+    chain_id, nonce, tip, fee, gas, to, value, data, key
+):
+    """LocalSigner's own EIP-1559 path (rlp + coincurve) signs exactly the bytes eth-account
+    signs, for any field values: a difference would send a transaction nobody meant."""
+    account = Account.from_key(key)
+    tx = {
+        "chainId": chain_id,
+        "nonce": nonce,
+        "maxPriorityFeePerGas": tip,
+        "maxFeePerGas": fee,
+        "gas": gas,
+        "to": to_checksum_address(to),
+        "value": value,
+        "data": "0x" + data.hex(),
+        "type": 2,
+    }
+    raw = asyncio.run(LocalSigner(account).sign_transaction(tx))
+    assert raw == bytes(account.sign_transaction(tx).raw_transaction)
