@@ -55,8 +55,11 @@ class FabstirSDK:
         self._state = _State.OPEN
 
     def __repr__(self) -> str:
+        from .chain.transport import redact_url  # imported late: `import fabstir_sdk` stays light
+
         address = self._ctx_.address if self._ctx_ else None
-        return f"FabstirSDK(rpc_url={self.config.rpc_url!r}, user_address={address!r})"
+        url = redact_url(self.config.rpc_url)
+        return f"FabstirSDK(rpc_url={url!r}, user_address={address!r})"
 
     async def __aenter__(self) -> FabstirSDK:
         self._check_open()

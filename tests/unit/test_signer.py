@@ -303,3 +303,37 @@ async def test_local_signer_other_shapes_go_to_eth_account():
     for tx in (legacy, listed):
         raw = await LocalSigner(ACCOUNT).sign_transaction(tx)
         assert raw == bytes(ACCOUNT.sign_transaction(tx).raw_transaction)
+
+
+async def test_reprs_naming_the_rpc_url_hide_its_credentials():
+    """The SDK, its chain client and context, and a host's chain side show the RPC URL as
+    redact_url does: an API key in the node's URL stays out of logs and tracebacks."""
+    from fabstir_sdk import FabstirSDK
+    from fabstir_sdk.chain.client import ChainClient
+    from fabstir_sdk.config import SDKConfig
+    from fabstir_sdk.host._chain import HostChain
+    from fabstir_sdk.managers._context import Context
+
+    url = "https://user:s3cret@127.0.0.1:8545/rpc?apikey=s3cret"
+    names = [
+        "job_marketplace",
+        "node_registry",
+        "model_registry",
+        "proof_system",
+        "host_earnings",
+        "usdc_token",
+        "fab_token",
+    ]
+    addresses = {name: "0x" + f"{i + 1:02x}" * 20 for i, name in enumerate(names)}
+    config = SDKConfig(rpc_url=url, contract_addresses=addresses)
+    client = ChainClient(url)
+    host = HostChain(config)
+    shown = "'https://***@127.0.0.1:8545/rpc?apikey=***'"
+    try:
+        assert repr(FabstirSDK(config)) == f"FabstirSDK(rpc_url={shown}, user_address=None)"
+        assert repr(client) == f"ChainClient({shown})"
+        assert repr(Context(config, client)) == f"Context(rpc_url={shown}, account=None)"
+        assert repr(host) == f"HostChain(address='', rpc_url={shown})"
+    finally:
+        await client.aclose()
+        await host.client.aclose()

@@ -53,7 +53,7 @@ from .addresses import checksum_address
 from .revert import revert_error
 from .rpc import JsonRpcClient
 from .signer import Signer, as_signer
-from .transport import RpcTransport
+from .transport import RpcTransport, redact_url
 
 if TYPE_CHECKING:
     from ..config import SDKConfig
@@ -176,7 +176,7 @@ class ChainClient:
         )
 
     def __repr__(self) -> str:
-        return f"ChainClient({self.rpc_url!r})"
+        return f"ChainClient({redact_url(self.rpc_url)!r})"
 
     def sender(self, account: LocalAccount | Signer, *, chain_id: int) -> TxSender:
         """The transaction sender of ``account`` over this client, with its settings."""

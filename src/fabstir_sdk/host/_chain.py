@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..chain.client import ChainClient, Read
 from ..chain.model_id import model_id as to_model_id
+from ..chain.transport import redact_url
 from ..config import SDKConfig
 from ..errors import ProtocolError, SessionNotFoundError, SessionRefusedError
 from ..managers._context import Context
@@ -63,7 +64,7 @@ class HostChain:
         self._rate_limits: dict[str, int] = {}
 
     def __repr__(self) -> str:
-        return f"HostChain(address={self.address!r}, rpc_url={self.config.rpc_url!r})"
+        return f"HostChain(address={self.address!r}, rpc_url={redact_url(self.config.rpc_url)!r})"
 
     async def open(self, wallet: bytes | LocalAccount | Signer, models: list[str]) -> None:
         """Authenticate ``wallet`` (a private key, or a signer whose key is elsewhere) and

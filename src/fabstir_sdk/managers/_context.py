@@ -10,6 +10,7 @@ from ..chain.abi import Contract
 from ..chain.addresses import ZERO_ADDRESS, checksum_address
 from ..chain.client import ChainClient, Read, TxSender
 from ..chain.signer import Signer
+from ..chain.transport import redact_url
 from ..chain.units import ETH_DECIMALS
 from ..chains import native_symbol
 from ..config import SDKConfig
@@ -42,7 +43,7 @@ class Context:
     seed_signature: bytes | None = None
 
     def __repr__(self) -> str:
-        return f"Context(rpc_url={self.config.rpc_url!r}, account={self.address!r})"
+        return f"Context(rpc_url={redact_url(self.config.rpc_url)!r}, account={self.address!r})"
 
     @property
     def address(self) -> str | None:
