@@ -233,6 +233,9 @@ async def _cut_off(host: RunningHost, conn: tuple[asyncio.StreamReader, asyncio.
 
 
 async def test_slow_request_heads_are_cut_off(heads):
+    # a head that completed: no deadline while it is served (a WebSocket, for as long as it
+    # lasts); opened first, its deadline would have passed before the others' below
+    ws = await _ws(heads)
     started = time.monotonic()  # before the host can arm a deadline
     silent = await _raw(heads)
     dribble = await _raw(heads)
@@ -250,6 +253,8 @@ async def test_slow_request_heads_are_cut_off(heads):
         assert await _cut_off(heads, dribble)  # though bytes kept coming
         assert time.monotonic() - started > 1.9  # not before the 2 s deadline (any speed)
         sender.cancel()
+        await ws.send(PING)  # the host expires deadlines in order: the WebSocket's was off
+        assert json.loads(await asyncio.wait_for(ws.recv(), HANG)) == {"type": "pong"}
         # a whole request is served, on a keep-alive connection that the deadline then closes
         # once it idles
         reader, writer = await _raw(heads)
@@ -266,6 +271,7 @@ async def test_slow_request_heads_are_cut_off(heads):
         writer.close()
     finally:
         sender.cancel()
+        await ws.close()
         for _, w in (silent, dribble):
             w.close()
 
