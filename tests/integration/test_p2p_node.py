@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
+import socket
 import threading
 
 import pytest
@@ -316,6 +318,66 @@ async def test_trio_side_timeout_is_typed(host_node, client_node):
         await client_node.request(host_node.peer_id, {"type": "load"}, timeout=0.05)
     server.hold = False
     assert (await client_node.request(host_node.peer_id, {"type": "load"}))["type"] == "load"
+
+
+@pytest.mark.parametrize("cached_stream", [True, False], ids=["cached-stream", "new-stream"])
+async def test_a_broken_connection_is_dialled_again(host_node, client_node, cached_stream):
+    """A request on a connection whose socket broke dials the peer again and is answered.
+
+    This is what a deadline that cancels libp2p mid-write leaves behind (a half-sent
+    encrypted frame, which the peer drops): here the break is made on purpose by shutting
+    the client socket's write side, so the next write fails with EPIPE whatever the timing.
+    """
+    from libp2p.peer.id import ID
+
+    from fabstir_sdk.p2p._node import _socket_stream
+
+    server = Server()
+    await host_node.serve(server)
+    await client_node.connect(host_node.info.addrs[0])
+    if cached_stream:  # else the request after the break opens the first stream
+        assert (await client_node.request(host_node.peer_id, {"type": "load"}))["type"] == "load"
+    network = libp2p_host(client_node).get_network()
+    peer = ID.from_base58(host_node.peer_id)
+
+    async def break_then_ask():
+        (old,) = network.get_connections(peer)
+        _socket_stream(old).socket.shutdown(socket.SHUT_WR)
+        reply = await client_node._node.request(host_node.peer_id, {"type": "load"})
+        return old, reply, network.get_connections(peer)
+
+    old, reply, now = await on_trio(client_node, break_then_ask)
+    assert reply["type"] == "load" and server.calls == 1 + cached_stream
+    assert len(now) == 1 and now[0] is not old  # a new connection answered
+    assert client_node.connected_peers() == [host_node.peer_id]
+
+
+def test_a_broken_pipe_under_libp2p_counts_as_a_broken_connection():
+    """The chain CI saw when a deadline broke the connection mid-write: SYN write -> EPIPE.
+
+    The muxer had not noticed yet (the connection still looked open), so the exception
+    itself must say the connection is gone; a timeout or a refused protocol must not.
+    """
+    from libp2p.host.exceptions import StreamFailure
+    from libp2p.stream_muxer.exceptions import MuxedStreamError
+
+    from fabstir_sdk.p2p._node import _connection_broken
+
+    def chain(*layers: BaseException) -> BaseException:
+        for inner, outer in itertools.pairwise(layers):
+            outer.__cause__ = inner
+        return layers[-1]
+
+    epipe = chain(
+        BrokenPipeError(32, "Broken pipe"),
+        trio.BrokenResourceError("socket connection broken: [Errno 32] Broken pipe"),
+        MuxedStreamError("Failed to send SYN: socket connection broken"),
+        StreamFailure("Failed to create stream to peer"),
+    )
+    assert _connection_broken(epipe)
+    assert _connection_broken(MuxedStreamError("Connection is shutting down"))
+    assert not _connection_broken(chain(trio.TooSlowError(), StreamFailure("no answer")))
+    assert not _connection_broken(StreamFailure("protocol not supported"))
 
 
 async def test_host_deadline_cancels_the_asyncio_handler(client_node):

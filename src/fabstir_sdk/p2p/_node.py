@@ -345,7 +345,10 @@ class TrioNode:
 
         Any failure or cancellation resets and forgets the stream, so the next request
         starts clean instead of reading a late reply. A cached stream the host has since
-        closed is replaced once.
+        closed is replaced once, and so is a broken connection (dialled again from the
+        peerstore): a deadline that cancels libp2p mid-write leaves a half-sent frame on the
+        encrypted connection, which the peer then drops. Requests are read-only queries, so
+        asking twice is safe.
         """
         frame = encode_message(message, max_frame=self.options.max_frame)
         lock = self._locks.setdefault(peer, trio.Lock())
@@ -370,10 +373,24 @@ class TrioNode:
                     self._drop_stream(peer)
                     if entry is not None:
                         await _reset(entry.stream)
-                    retry = reused and attempt == 0 and _stream_gone(exc)
-                    if not retry:
+                    if attempt > 0 or not isinstance(exc, Exception):  # trio.Cancelled
+                        raise
+                    broken = _connection_broken(exc) or self._connection_dead(peer)
+                    if broken:
+                        log.debug("the connection to %s broke (%r): dialling again", peer, exc)
+                        await self.disconnect(peer)
+                    if not (broken or (reused and _stream_gone(exc))):
                         raise
         raise AssertionError("unreachable")
+
+    def _connection_dead(self, peer: str) -> bool:
+        """A connection to ``peer`` is closed or its muxer is shutting down (not yet removed)."""
+        for conn in self._host.get_network().get_connections(ID.from_base58(peer)):
+            muxer = conn.muxed_conn
+            shutting = getattr(muxer, "event_shutting_down", None)
+            if conn.is_closed or (shutting is not None and shutting.is_set()):
+                return True
+        return False
 
     def _drop_stream(self, peer: str) -> None:
         self._streams.pop(peer, None)
@@ -448,6 +465,23 @@ def _stream_gone(exc: BaseException) -> bool:
     if isinstance(exc, P2PProtocolError) and "closed the stream" in str(exc):
         return True
     return bool(names & {"StreamEOF", "StreamReset", "StreamClosed", "MuxedStreamReset"})
+
+
+_BROKEN = frozenset(
+    {"BrokenResourceError", "ClosedResourceError", "BrokenPipeError", "ConnectionResetError"}
+)
+
+
+def _connection_broken(exc: BaseException) -> bool:
+    """The connection under the stream is dead (its socket broke or its muxer shut down)."""
+    seen: BaseException | None = exc
+    for _ in range(16):  # causes chain through libp2p's layers; never loops for ever
+        if seen is None:
+            return False
+        if type(seen).__name__ in _BROKEN or "shutting down" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 async def _close_conn(conn: INetConn) -> None:
