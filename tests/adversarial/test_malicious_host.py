@@ -277,6 +277,9 @@ async def test_complete_settles_what_is_proven_when_the_final_checkpoint_fails(
     )
     bad.overclaim = 998  # with the 2 tokens streamed: 1000 proven, the proof interval
     assert (await session.send_prompt("alpha beta")).text == " alpha beta"
+    # the host proves after its stream_end: mined before complete() asks (a "silent" host
+    # is not waited for beyond settle, so a proof still in flight would race the settlement)
+    await bad.proof_done.wait()
     bad.checkpoint = checkpoint
     asked = bad.checkpoints
     with overclaim_warnings() as warned, caplog.at_level("WARNING", "fabstir_sdk"):

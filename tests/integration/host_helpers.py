@@ -211,8 +211,20 @@ def encrypted(
 DROPPED = "dropping a WebSocket client that stopped reading"  # the host's DEBUG log line
 
 
-async def host_logged(host: RunningHost, line: str, *, count: int = 1) -> None:
-    """Wait until the host's log holds ``line`` ``count`` times (the host logs each event
-    as it happens: this waits on it, whatever the machine's speed)."""
-    while host.log_path.read_text(errors="replace").count(line) < count:  # noqa: ASYNC110
+def log_mark(host: RunningHost) -> int:
+    """Where the host's log ends now: :func:`host_logged` ``since`` it reads only what
+    the host logs from here on."""
+    return host.log_path.stat().st_size
+
+
+async def host_logged(host: RunningHost, line: str, *, count: int = 1, since: int = 0) -> None:
+    """Wait until the host's log holds ``line`` ``count`` times (after byte ``since``; the
+    host logs each event as it happens: this waits on it, whatever the machine's speed)."""
+    while _log_from(host, since).count(line) < count:  # noqa: ASYNC110
         await asyncio.sleep(0.05)  # another process's file: nothing to await but its change
+
+
+def _log_from(host: RunningHost, since: int) -> str:
+    with host.log_path.open("rb") as log:
+        log.seek(since)
+        return log.read().decode(errors="replace")

@@ -95,14 +95,25 @@ async def test_revert_found_at_mining_is_decoded_and_nonces_stay_in_order(devnet
 
 
 async def test_receipt_deadline_then_recovery():
-    async with Devnet.start(block_time=3) as net:
-        async with FabstirSDK(net.sdk_config(tx_timeout=0.2)) as sdk:
-            await sdk.authenticate(net.accounts[USER].private_key)
-            pm = sdk.get_payment_manager()
-            with pytest.raises(TransactionTimeoutError) as info:
-                await pm.approve_usdc(net.addresses.usdc_token, "1")
-            assert info.value.tx_hash.startswith("0x") and info.value.timeout == 0.2
-        # The transaction was sent: it is mined later, and the next one takes the next nonce.
+    async with Devnet.start() as net:
+        # nothing is mined until the test mines it: the 0.2 s receipt deadline passes first on
+        # any machine (with interval mining a block could land inside those 0.2 s)
+        rpc = JsonRpcClient(net.rpc_url)
+        await rpc.call("evm_setAutomine", False)
+        try:
+            async with FabstirSDK(net.sdk_config(tx_timeout=0.2)) as sdk:
+                await sdk.authenticate(net.accounts[USER].private_key)
+                pm = sdk.get_payment_manager()
+                with pytest.raises(TransactionTimeoutError) as info:
+                    await pm.approve_usdc(net.addresses.usdc_token, "1")
+                assert info.value.tx_hash.startswith("0x") and info.value.timeout == 0.2
+            # The transaction was sent: it is mined later, and the next one takes the next nonce.
+            await rpc.call("evm_mine")
+            receipt = await rpc.call("eth_getTransactionReceipt", info.value.tx_hash)
+            assert receipt["status"] == "0x1"
+        finally:
+            await rpc.call("evm_setAutomine", True)
+            await rpc.aclose()
         async with FabstirSDK(net.sdk_config()) as sdk:
             await sdk.authenticate(net.accounts[USER].private_key)
             await sdk.get_payment_manager().approve_usdc(net.addresses.usdc_token, "2")

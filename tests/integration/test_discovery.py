@@ -310,8 +310,8 @@ async def test_down_hosts_are_dropped_and_latency_is_measured(devnet, health, re
     (dead,) = await register_hosts(
         devnet, 1, api_url=lambda i: "http://127.0.0.1:9/nothing-listens", first=3
     )
-    # "slow" answers 1 s late: far more than a busy machine adds to "fast"'s answer
-    health.delay["slow"] = 1.0
+    # "slow" answers 3 s late: more than a stalled, loaded machine adds to "fast"'s answer
+    health.delay["slow"] = 3.0
     health.status["broken"] = 503
     dm = reader.get_discovery_manager()
     ranked = await dm.rank_hosts(strategy="fastest")
@@ -342,7 +342,7 @@ async def test_strategies_pick_different_hosts(devnet, health, reader):
         api_url=lambda i: health.api_url(["cheap", "quick"][i]),
         price_stable=lambda i: [1000, 1100][i],
     )
-    health.delay["cheap"] = 1.0  # far more than a busy machine adds to "quick"'s answer
+    health.delay["cheap"] = 3.0  # more than a stalled, loaded machine adds to "quick"'s answer
     dm = reader.get_discovery_manager()
     assert (await dm.find_host(strategy="cheapest")).address == cheap.address
     assert (await dm.find_host(strategy="fastest")).address == quick.address

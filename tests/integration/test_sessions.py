@@ -7,7 +7,6 @@ processes live across tests, so job ids must never be reused.
 from __future__ import annotations
 
 import asyncio
-import time
 import warnings
 
 import pytest
@@ -22,7 +21,6 @@ from fabstir_sdk import (
     SessionState,
     SessionTimeouts,
     StreamChunk,
-    StreamTimeoutError,
 )
 from fabstir_sdk.chain.rpc import JsonRpcClient
 from fabstir_sdk.devnet import Devnet, RunningHost
@@ -269,24 +267,25 @@ async def test_host_key_mismatch_is_reported(net, sdk):
 
 
 async def test_idle_deadline_and_host_dying_mid_stream(net, sdk):
-    """The host is killed mid-answer: a typed error, and what was said so far is kept."""
+    """The host is killed mid-answer: HostUnreachableError at once (the closed connection,
+    not a deadline: those are far away, so a loaded machine's pauses between tokens do not
+    end the answer before the kill), and what was said so far is kept."""
     victim = await net.start_host(account=7, models=[BUILTIN], token_delay=0.02, chain_poll=0.1)
     sm = await sdk.get_session_manager()
     session = await sm.create_session(
         model=BUILTIN,
         host=victim.address,
         deposit="1",
-        timeouts=SessionTimeouts(idle=2.0, first_token=5.0),
+        timeouts=SessionTimeouts(idle=120.0, first_token=120.0),
     )
     received: list[str] = []
-    started = time.monotonic()
-    with pytest.raises((HostUnreachableError, StreamTimeoutError)):
+    with pytest.raises(HostUnreachableError):
         async with session.stream("count to 1000") as stream:
             async for chunk in stream:
                 received.append(chunk.text)
                 if len(received) == 10:
                     victim.kill()
-    assert time.monotonic() - started < 10
+    assert len(received) >= 10
     storage = await sdk.get_storage_manager()
     conversation = await storage.load_conversation(session.conversation_id)
     assert conversation.messages[0].content == "count to 1000"

@@ -11,6 +11,7 @@ frames are metered per connection by :class:`FrameRate` (see ``_ws``).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,8 @@ from typing import Any
 from aiohttp import web
 
 __all__ = ["ConnectionGuard", "FrameRate", "GuardedSite"]
+
+log = logging.getLogger("fabstir_sdk.host")
 
 _BUSY_BODY = b'{"error":"too many connections from your address","code":"BUSY"}'
 _BUSY = (
@@ -74,6 +77,9 @@ class ConnectionGuard:
     def _expire(self, transport: asyncio.BaseTransport) -> None:
         self._deadlines.pop(transport, None)
         self.timed_out += 1
+        log.debug(
+            "cutting off %s: no request head within %g s", _peer(transport), self.header_timeout
+        )
         transport.abort() if isinstance(transport, asyncio.Transport) else transport.close()
 
     @web.middleware
@@ -98,7 +104,7 @@ class _Guarded(asyncio.Protocol):
     def __init__(self, guard: ConnectionGuard, inner: asyncio.Protocol) -> None:
         self.guard, self.inner = guard, inner
         self.transport: asyncio.BaseTransport | None = None
-        self.ip = ""
+        self.ip = self.peer = ""
         self.data_received = inner.data_received  # type: ignore[method-assign]
         self.eof_received = inner.eof_received  # type: ignore[method-assign]
         self.pause_writing = inner.pause_writing  # type: ignore[method-assign]
@@ -107,6 +113,7 @@ class _Guarded(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         guard = self.guard
         self.transport, self.ip = transport, _ip(transport)
+        self.peer = _peer(transport)
         self.inner.connection_made(transport)
         guard.per_ip[self.ip] += 1
         if guard.per_ip[self.ip] > guard.max_per_ip:
@@ -124,12 +131,19 @@ class _Guarded(asyncio.Protocol):
             guard.per_ip[self.ip] -= 1
         else:
             guard.per_ip.pop(self.ip, None)
+        log.debug("connection from %s closed", self.peer)  # its per-IP slot is free
         self.inner.connection_lost(exc)
 
 
 def _ip(transport: Any) -> str:
     peer = transport.get_extra_info("peername")
     return str(peer[0]) if peer else ""
+
+
+def _peer(transport: Any) -> str:
+    """``ip:port`` of the client, for the DEBUG log (tests wait on its lines)."""
+    peer = transport.get_extra_info("peername")
+    return f"{peer[0]}:{peer[1]}" if peer else "?"
 
 
 class GuardedSite(web.TCPSite):

@@ -382,6 +382,8 @@ class HostNode:
         if state is None:
             return
         state.connections.discard(conn)
+        if not state.connections:  # no longer counted against max_sessions
+            log.debug("job %d has no connection left", state.billing.job.id)
         self._idle(state)
 
     def _idle(self, state: JobState) -> None:
