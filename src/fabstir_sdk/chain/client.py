@@ -246,6 +246,27 @@ def _decoded(read: Read, result: Any, hint: TokenHint) -> Any:
     return read.decode(result)
 
 
+@dataclass(eq=False)
+class _Waiting:
+    """One send waiting for its nonce: its transaction (without the nonce), the node's
+    pending nonce as read with its checks, and the future its caller awaits."""
+
+    tx: dict[str, Any]
+    what: str
+    pending: int
+    generation: int  # TxSender._broadcasts when ``pending`` was read
+    again: bool  # already counted in flight
+    done: asyncio.Future[tuple[str, int]]  # (transaction hash, nonce)
+    taken: int = 0  # how often its nonce was found taken
+
+
+def _settle(waiting: Sequence[_Waiting], error: BaseException) -> None:
+    """Fail the sends in ``waiting`` whose callers still wait."""
+    for w in waiting:
+        if not w.done.done():
+            w.done.set_exception(error)
+
+
 class TxSender:
     """Signs and sends one account's transactions: nonces, gas, fees, receipts, reverts."""
 
@@ -264,7 +285,8 @@ class TxSender:
         self._chain_id = chain_id
         self._headroom = gas_headroom
         self._timeout = tx_timeout
-        self._lock = asyncio.Lock()
+        self._waiting: list[_Waiting] = []  # sends waiting for the sending task
+        self._sending: asyncio.Task[None] | None = None
         self._next_nonce: int | None = None
         self._in_flight = 0
         self._broadcasts = (
@@ -396,51 +418,179 @@ class TxSender:
         self, tx: dict[str, Any], what: str, pending: int, generation: int, *, again: bool = False
     ) -> tuple[str, int]:
         """Sign ``tx`` with the next nonce and send it; ``again``: it is already counted in
-        flight (its earlier signing lost its nonce)."""
-        async with self._lock:
-            if self._in_flight == 0 or self._next_nonce is None:
-                if generation != self._broadcasts:  # our prefetched nonce predates a broadcast
-                    pending = await self._pending_nonce()
-                self._next_nonce = pending
-            nonce = self._next_nonce
-            for attempt in range(_RESIGN_LIMIT + 1):
-                raw = await self._signer.sign_transaction({**tx, "nonce": nonce})
-                sent = "0x" + keccak(raw).hex()
+        flight (its earlier signing lost its nonce).
+
+        The sends waiting here go out together: one task signs whatever waits with
+        consecutive nonces and sends it in one batch, while the next sends gather behind it.
+        A send with none before it goes at once. A caller cancelled before its turn sends
+        nothing; once its batch is signed, it goes (its nonce is between others')."""
+        loop = asyncio.get_running_loop()
+        waiting = _Waiting(tx, what, pending, generation, again, loop.create_future())
+        self._waiting.append(waiting)
+        if self._sending is None:
+            self._sending = loop.create_task(self._send_waiting())
+        return await waiting.done
+
+    async def _send_waiting(self) -> None:
+        """Send what waits, batch after batch, until nothing does."""
+        batch: list[_Waiting] = []
+        try:
+            while self._waiting:
+                batch = [w for w in self._waiting if not w.done.done()]  # cancelled: dropped
+                self._waiting.clear()
+                await self._send_batch(batch)
+        except asyncio.CancelledError:  # the loop is closing: so are its callers
+            self._next_nonce = None
+            for waiting in [*batch, *self._waiting]:
+                waiting.done.cancel()
+            self._waiting.clear()
+            raise
+        except Exception as exc:  # a bug: its callers hear of it
+            self._next_nonce = None
+            _settle([*batch, *self._waiting], exc)
+            self._waiting.clear()
+        finally:
+            self._sending = None
+
+    async def _send_batch(self, batch: list[_Waiting]) -> None:
+        """Sign ``batch`` with consecutive nonces, send it in one request and settle each
+        one's future; those whose nonce another user of the key took go again."""
+        reread = False
+        while batch := [w for w in batch if not w.done.done()]:  # their callers still wait
+            if reread or self._in_flight == 0 or self._next_nonce is None:
+                fresh = [w.pending for w in batch if w.generation == self._broadcasts]
                 try:
-                    await self._client.rpc.call("eth_sendRawTransaction", "0x" + raw.hex())
-                except RpcFailure as exc:
-                    # A retried send whose first attempt did arrive is refused ("already
-                    # known", "nonce too low"): if the node has our hash, it was sent once.
-                    if await self._known(sent):
-                        break
-                    if _nonce_taken(exc) and attempt < _RESIGN_LIMIT:
-                        # Another user of this key took the nonce: ours never entered the
-                        # mempool, so signing it again with the node's next nonce is safe.
-                        log.debug("%s: nonce %d taken elsewhere, signing again", what, nonce)
-                        nonce = await self._pending_nonce()
-                        continue
-                    self._next_nonce = None  # re-read from the node next time
-                    raise
+                    node = max(fresh) if fresh and not reread else await self._pending_nonce()
                 except RpcError as exc:
-                    self._next_nonce = None  # it may or may not have arrived: re-read next time
-                    raise type(exc)(f"{exc} (transaction {sent} may still be mined)") from exc
-                break
-            self._next_nonce = nonce + 1
-            self._broadcasts += 1
+                    self._next_nonce = None
+                    _settle(batch, exc)
+                    return
+                # after a refusal, not below what this batch already sent
+                self._next_nonce = max(node, self._next_nonce or 0) if reread else node
+            signed = await self._sign(batch, self._next_nonce)
+            if not signed:
+                return
+            try:
+                answers = await self._client.rpc.batch(
+                    [("eth_sendRawTransaction", ("0x" + raw.hex(),)) for _, _, raw in signed],
+                    return_errors=True,
+                )
+            except RpcError as exc:
+                self._next_nonce = None  # they may or may not have arrived: re-read next time
+                for waiting, _, raw in signed:
+                    sent = "0x" + keccak(raw).hex()
+                    _settle([waiting], type(exc)(f"{exc} (transaction {sent} may still be mined)"))
+                return
+            batch, reread = await self._sent(signed, answers), True
+
+    async def _sign(self, batch: list[_Waiting], first: int) -> list[tuple[_Waiting, int, bytes]]:
+        """Each of ``batch`` signed with the next nonce from ``first``; a signer's refusal
+        goes to its caller and takes no nonce."""
+        signed: list[tuple[_Waiting, int, bytes]] = []
+        for waiting in batch:
+            nonce = first + len(signed)
+            try:
+                raw = await self._signer.sign_transaction({**waiting.tx, "nonce": nonce})
+            except Exception as exc:
+                _settle([waiting], exc)
+                continue
+            signed.append((waiting, nonce, raw))
+        return signed
+
+    async def _sent(
+        self, signed: list[tuple[_Waiting, int, bytes]], answers: list[Any]
+    ) -> list[_Waiting]:
+        """Settle each signed send by the node's answer; return those to sign again (their
+        nonce was taken elsewhere). A refused nonce below an accepted one is a gap that
+        would hold the later ones forever: it is filled (see :meth:`_fill`)."""
+        hashes = ["0x" + keccak(raw).hex() for _, _, raw in signed]
+        refused = [i for i, answer in enumerate(answers) if isinstance(answer, RpcFailure)]
+        # A retried batch whose first attempt arrived is refused ("already known", "nonce
+        # too low"): a hash the node has was sent once.
+        known = await self._known([hashes[i] for i in refused])
+        refused = [i for i, have in zip(refused, known, strict=True) if not have]
+        accepted = [i for i in range(len(signed)) if i not in refused]
+        again: list[_Waiting] = []
+        gaps: list[tuple[int, dict[str, Any]]] = []
+        top = max((signed[i][1] for i in accepted), default=None)
+        for i in refused:
+            waiting, nonce, _ = signed[i]
+            failure = answers[i]
+            if _nonce_taken(failure) and waiting.taken < _RESIGN_LIMIT:
+                # Another user of this key took the nonce: ours never entered the mempool,
+                # so signing it again with the node's next nonce is safe.
+                log.debug("%s: nonce %d taken elsewhere, signing again", waiting.what, nonce)
+                waiting.taken += 1
+                again.append(waiting)
+                continue
+            _settle([waiting], failure)
+            if top is not None and nonce < top and not _nonce_taken(failure):
+                gaps.append((nonce, waiting.tx))
+        if top is None:
             if not again:
+                self._next_nonce = None  # re-read from the node next time
+            return again
+        self._next_nonce = top + 1
+        self._broadcasts += 1
+        for i in accepted:
+            waiting, nonce, _ = signed[i]
+            if waiting.done.done():  # its caller left: sent, but nobody waits for it
+                continue
+            if not waiting.again:
                 self._in_flight += 1
-        return sent, nonce
+            waiting.done.set_result((hashes[i], nonce))
+        if gaps:
+            await self._fill(gaps)
+        return again
+
+    async def _fill(self, gaps: list[tuple[int, dict[str, Any]]]) -> None:
+        """Fill refused nonces below accepted ones with a transfer of nothing to this
+        account (21,000 gas, the refused one's fees): the accepted ones keep their nonces
+        and are mined once. Signing them again with the gap's nonce could run them twice,
+        since the node already holds them."""
+        calls = []
+        for nonce, tx in gaps:
+            filler = {
+                "to": self.address,
+                "value": 0,
+                "data": "0x",
+                "gas": 21_000,
+                "maxFeePerGas": tx["maxFeePerGas"],
+                "maxPriorityFeePerGas": tx["maxPriorityFeePerGas"],
+                "chainId": self._chain_id,
+                "type": 2,
+                "nonce": nonce,
+            }
+            raw = await self._signer.sign_transaction(filler)
+            calls.append(("eth_sendRawTransaction", ("0x" + raw.hex(),)))
+            log.info("nonce %d refused between sent ones: filled with a transfer of 0", nonce)
+        try:
+            answers = await self._client.rpc.batch(calls, return_errors=True)
+        except RpcError as exc:
+            log.warning("filling refused nonces failed (%s): later transactions may wait", exc)
+            self._next_nonce = None
+            return
+        for (nonce, _), answer in zip(gaps, answers, strict=True):
+            if isinstance(answer, RpcFailure) and not _nonce_taken(answer):
+                log.warning("nonce %d could not be filled: %s", nonce, answer.node_message)
+                self._next_nonce = None
 
     async def _pending_nonce(self) -> int:
         return _hex_int(
             await self._client.rpc.call("eth_getTransactionCount", self.address, "pending")
         )
 
-    async def _known(self, sent: str) -> bool:
+    async def _known(self, hashes: list[str]) -> list[bool]:
+        """Whether the node has each of ``hashes`` (False when it cannot be asked)."""
+        if not hashes:
+            return []
         try:
-            return bool(await self._client.rpc.call("eth_getTransactionByHash", sent))
+            found = await self._client.rpc.batch(
+                [("eth_getTransactionByHash", (h,)) for h in hashes], return_errors=True
+            )
         except RpcError:
-            return False
+            return [False] * len(hashes)
+        return [bool(f) and not isinstance(f, RpcFailure) for f in found]
 
     async def _wait(self, tx: dict[str, Any], sent: str, nonce: int) -> Receipt:
         """Poll for the receipt; from time to time make sure the node still knows the
