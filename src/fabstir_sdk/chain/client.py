@@ -1,10 +1,15 @@
 """One connection to the chain: batched reads and the single write path.
 
-Writes go through :class:`TxSender`, which owns the account's nonces. Nonces are handed out
-and broadcast under one lock, so concurrent writes from one account never clash, and a
-broadcast that fails gives its nonce back. When nothing is in flight the allocator uses the
-node's pending nonce, so transactions sent elsewhere with the same key (or an ``evm_revert``
-on a devnet) cannot leave it stale.
+Writes go through :class:`TxSender`, which owns the account's nonces. One task at a time
+hands nonces out and broadcasts, so concurrent writes from one account never clash: the
+writes that wait while a broadcast is out go next, together, with consecutive nonces in one
+JSON-RPC batch (a thousand sessions' transactions from one account once waited minutes in
+line). A write that finds none before it goes at once. A broadcast the node refuses gives
+its nonce back; a refused nonce below one the node accepted would hold that one forever,
+so it is filled with a transfer of nothing to the account itself (re-signing the accepted
+one with it could run that transaction twice). When nothing is in flight the allocator uses
+the node's pending nonce, so transactions sent elsewhere with the same key (or an
+``evm_revert`` on a devnet) cannot leave it stale.
 
 A write costs three round trips: one batch holding the caller's checks, the gas estimate, the
 gas price and the pending nonce; the broadcast; the receipt.
@@ -53,6 +58,7 @@ from .addresses import checksum_address
 from .revert import revert_error
 from .rpc import JsonRpcClient
 from .signer import Signer, as_signer
+from .together import Together
 from .transport import RpcTransport, redact_url
 
 if TYPE_CHECKING:
@@ -260,6 +266,14 @@ class _Waiting:
     taken: int = 0  # how often its nonce was found taken
 
 
+@dataclass(frozen=True)
+class _Poll:
+    """One caller's receipt poll: the signings of its transaction, and its future."""
+
+    signings: list[str]
+    done: asyncio.Future[list[Any]]  # their receipts (None for each when the poll failed)
+
+
 def _settle(waiting: Sequence[_Waiting], error: BaseException) -> None:
     """Fail the sends in ``waiting`` whose callers still wait."""
     for w in waiting:
@@ -285,8 +299,8 @@ class TxSender:
         self._chain_id = chain_id
         self._headroom = gas_headroom
         self._timeout = tx_timeout
-        self._waiting: list[_Waiting] = []  # sends waiting for the sending task
-        self._sending: asyncio.Task[None] | None = None
+        self._sends = Together(self._send_batch)  # sends waiting for their nonces
+        self._polls = Together(self._poll_receipts)  # receipt polls, asked in one batch
         self._next_nonce: int | None = None
         self._in_flight = 0
         self._broadcasts = (
@@ -424,37 +438,22 @@ class TxSender:
         consecutive nonces and sends it in one batch, while the next sends gather behind it.
         A send with none before it goes at once. A caller cancelled before its turn sends
         nothing; once its batch is signed, it goes (its nonce is between others')."""
-        loop = asyncio.get_running_loop()
-        waiting = _Waiting(tx, what, pending, generation, again, loop.create_future())
-        self._waiting.append(waiting)
-        if self._sending is None:
-            self._sending = loop.create_task(self._send_waiting())
-        return await waiting.done
-
-    async def _send_waiting(self) -> None:
-        """Send what waits, batch after batch, until nothing does."""
-        batch: list[_Waiting] = []
-        try:
-            while self._waiting:
-                batch = [w for w in self._waiting if not w.done.done()]  # cancelled: dropped
-                self._waiting.clear()
-                await self._send_batch(batch)
-        except asyncio.CancelledError:  # the loop is closing: so are its callers
-            self._next_nonce = None
-            for waiting in [*batch, *self._waiting]:
-                waiting.done.cancel()
-            self._waiting.clear()
-            raise
-        except Exception as exc:  # a bug: its callers hear of it
-            self._next_nonce = None
-            _settle([*batch, *self._waiting], exc)
-            self._waiting.clear()
-        finally:
-            self._sending = None
+        done: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
+        sent: tuple[str, int] = await self._sends(
+            _Waiting(tx, what, pending, generation, again, done)
+        )
+        return sent
 
     async def _send_batch(self, batch: list[_Waiting]) -> None:
         """Sign ``batch`` with consecutive nonces, send it in one request and settle each
         one's future; those whose nonce another user of the key took go again."""
+        try:
+            await self._send_round(batch)
+        except BaseException:
+            self._next_nonce = None  # cancelled or failed midway: re-read from the node
+            raise
+
+    async def _send_round(self, batch: list[_Waiting]) -> None:
         reread = False
         while batch := [w for w in batch if not w.done.done()]:  # their callers still wait
             if reread or self._in_flight == 0 or self._next_nonce is None:
@@ -628,19 +627,10 @@ class TxSender:
             delay = min(delay * 2, 1.0)
 
     async def _receipt(self, signings: list[str]) -> Receipt | None:
-        """The receipt of whichever signing was mined, or None."""
-        try:
-            if len(signings) == 1:
-                found = [await self._client.rpc.call("eth_getTransactionReceipt", signings[0])]
-            else:
-                found = await self._client.rpc.batch(
-                    [("eth_getTransactionReceipt", (h,)) for h in signings]
-                )
-        except RpcFailure:
-            raise
-        except RpcError as exc:  # transport trouble: keep polling until the deadline
-            log.debug("receipt poll for %s failed, retrying: %s", signings[-1], exc)
-            return None
+        """The receipt of whichever signing was mined, or None. Asked with every other
+        caller's poll waiting at the time, in one batch."""
+        done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        found: list[Any] = await self._polls(_Poll(list(signings), done))
         for sent, receipt in zip(signings, found, strict=True):
             if receipt:
                 if str(receipt.get("transactionHash", "")).lower() != sent.lower():
@@ -650,6 +640,26 @@ class TxSender:
                     )
                 return dict(receipt)
         return None
+
+    async def _poll_receipts(self, polls: list[_Poll]) -> None:
+        """One batch asking for the receipts of every poll in ``polls``."""
+        hashes = [h for poll in polls for h in poll.signings]
+        try:
+            found = await self._client.rpc.batch(
+                [("eth_getTransactionReceipt", (h,)) for h in hashes], return_errors=True
+            )
+        except RpcError as exc:  # transport trouble: they keep polling until their deadlines
+            log.debug("receipt poll for %d transactions failed, retrying: %s", len(hashes), exc)
+            found = [None] * len(hashes)
+        for poll in polls:
+            mine, found = found[: len(poll.signings)], found[len(poll.signings) :]
+            if poll.done.done():
+                continue
+            failure = next((f for f in mine if isinstance(f, RpcFailure)), None)
+            if failure is not None:
+                poll.done.set_exception(failure)
+            else:
+                poll.done.set_result(mine)
 
     async def _reprice(self, tx: dict[str, Any], nonce: int, base_fee: int) -> str:
         """Sign ``tx`` again with its nonce and fees above both the base fee and the
