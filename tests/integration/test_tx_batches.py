@@ -54,10 +54,10 @@ async def sent_by(rpc: JsonRpcClient, address: str, first_block: int) -> list[di
     )
     txs = [tx for block in blocks for tx in block["transactions"] if tx["from"] == address.lower()]
     receipts = await rpc.batch([("eth_getTransactionReceipt", (tx["hash"],)) for tx in txs])
-    return [
-        {**tx, "fee": int(r["gasUsed"], 16) * int(r["effectiveGasPrice"], 16), "status": r["status"]}
-        for tx, r in zip(txs, receipts, strict=True)
-    ]
+    for tx, receipt in zip(txs, receipts, strict=True):
+        tx["fee"] = int(receipt["gasUsed"], 16) * int(receipt["effectiveGasPrice"], 16)
+        tx["status"] = receipt["status"]
+    return txs
 
 
 @pytest.fixture
@@ -75,9 +75,7 @@ async def wired(devnet):
         await proxy.stop()
 
 
-async def test_sends_waiting_together_are_one_batch_mined_with_consecutive_nonces(
-    devnet, wired
-):
+async def test_sends_waiting_together_are_one_batch_mined_with_consecutive_nonces(devnet, wired):
     sdk, proxy, rpc = wired
     txs = sdk._ctx.require_sender()
     deposit = sdk._ctx.contract("job_marketplace").call("depositNative")
