@@ -16,7 +16,7 @@ from eth_account.typed_transactions import TypedTransaction
 from eth_utils import keccak, to_checksum_address
 from hexbytes import HexBytes
 
-from fabstir_sdk import ContractRevertError, RpcFailure, TransactionDroppedError
+from fabstir_sdk import ContractRevertError, RpcFailure
 from fabstir_sdk.chain import client as client_module
 from fabstir_sdk.chain.abi import Contract
 from fabstir_sdk.chain.client import ChainClient, TxSender
@@ -413,18 +413,16 @@ def test_a_revert_inside_a_batch_is_its_own_callers(monkeypatch):
     ]
 
 
-def test_a_transaction_of_a_batch_the_node_drops_is_reported_and_its_nonce_reused(
-    monkeypatch,
-):
-    """The node drops nonce 6 of a batch (evicted); 7 waits behind it. The caller of 6
-    gets TransactionDroppedError; the next send re-reads the nonce, takes 6, and 7 is
-    mined after it."""
+def test_a_dropped_transaction_with_later_ones_behind_it_is_sent_again(monkeypatch):
+    """The node drops nonce 6 of a batch (evicted: a burst of full blocks raised the base
+    fee) while 7 waits behind it. Reported and left, 6 would hold 7 forever: it is signed
+    again with its nonce and fees 12.5% up, and both callers get their receipts."""
     monkeypatch.setattr(client_module, "_FATE_AFTER", 0.0)
     monkeypatch.setattr(client_module, "_FATE_EVERY", 0.0)
     node = Node(nonce=5)
     node.pool[5], node.stall = None, 5  # another's transaction, pending: ours wait behind it
 
-    async def go() -> tuple[BaseException, dict[str, Any], dict[str, Any]]:
+    async def go() -> list[dict[str, Any]]:
         txs = sender(node)
         arrived, opened = node.hold_sends()
         one = asyncio.ensure_future(txs.send(CALL, value=1))
@@ -434,16 +432,18 @@ def test_a_transaction_of_a_batch_the_node_drops_is_reported_and_its_nonce_reuse
         while len(node.by_hash) < 2:  # until both are accepted, behind nonce 5
             await node.answered()
         node.drop(6)
-        with pytest.raises(TransactionDroppedError) as dropped:
-            await one
-        node.stall = None  # the other's transaction can be mined
-        after = await txs.send(CALL, value=3)
-        return dropped.value, await two, after
+        while len(node.sent) < 3:  # until 6 is sent again
+            await node.answered()
+        node.stall = None  # the other's transaction is mined, then ours
+        node.mine()
+        return list(await asyncio.gather(one, two))
 
-    dropped, two, after = asyncio.run(go())
-    assert dropped.nonce == 6
-    assert node.values() == [3, 2]
-    assert node.by_hash[after["transactionHash"]]["nonce"] == 6
+    one, two = asyncio.run(go())
+    first, _, again = (decoded(raw) for raw in node.sent)
+    assert nonces(node.sent) == [6, 7, 6]
+    assert again["maxPriorityFeePerGas"] == -(-first["maxPriorityFeePerGas"] * 9 // 8)
+    assert node.values() == [1, 2]
+    assert node.by_hash[one["transactionHash"]] == decoded(node.sent[2])
     assert node.by_hash[two["transactionHash"]]["nonce"] == 7
 
 

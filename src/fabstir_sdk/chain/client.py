@@ -303,6 +303,7 @@ class TxSender:
         self._polls = Together(self._poll_receipts)  # receipt polls, asked in one batch
         self._next_nonce: int | None = None
         self._in_flight = 0
+        self._last_nonce = -1  # the highest nonce the node took from this sender
         self._broadcasts = (
             0  # bumps on every broadcast: a prefetched nonce older than that is stale
         )
@@ -530,6 +531,7 @@ class TxSender:
                 self._next_nonce = None  # re-read from the node next time
             return again
         self._next_nonce = top + 1
+        self._last_nonce = max(self._last_nonce, top)
         self._broadcasts += 1
         for i in accepted:
             waiting, nonce, _ = signed[i]
@@ -611,10 +613,14 @@ class TxSender:
                 next_look = now + _FATE_EVERY
                 lost, base_fee = await self._fate(signings, nonce)
                 # Pending, or dropped for its cap (anvil evicts it when a block's base fee
-                # is above it): either way its nonce is unused, so signing it again with
-                # that nonce can never run it twice.
+                # is above it, and the base fee may be back under it by now): either way
+                # its nonce is unused, so signing it again with that nonce can never run it
+                # twice. Dropped with later transactions of ours behind it (a batch's burst
+                # of full blocks raised the base fee), its nonce must be filled or they
+                # wait forever: it is sent again, not reported.
+                behind = isinstance(lost, TransactionDroppedError) and self._last_nonce > nonce
                 if (
-                    base_fee > int(tx["maxFeePerGas"])
+                    (base_fee > int(tx["maxFeePerGas"]) or behind)
                     and len(signings) <= _REPRICE_LIMIT
                     and not isinstance(lost, TransactionReplacedError)
                 ):
