@@ -1,10 +1,15 @@
 """One connection to the chain: batched reads and the single write path.
 
-Writes go through :class:`TxSender`, which owns the account's nonces. Nonces are handed out
-and broadcast under one lock, so concurrent writes from one account never clash, and a
-broadcast that fails gives its nonce back. When nothing is in flight the allocator uses the
-node's pending nonce, so transactions sent elsewhere with the same key (or an ``evm_revert``
-on a devnet) cannot leave it stale.
+Writes go through :class:`TxSender`, which owns the account's nonces. One task at a time
+hands nonces out and broadcasts, so concurrent writes from one account never clash: the
+writes that wait while a broadcast is out go next, together, with consecutive nonces in one
+JSON-RPC batch (a thousand sessions' transactions from one account once waited minutes in
+line). A write that finds none before it goes at once. A broadcast the node refuses gives
+its nonce back; a refused nonce below one the node accepted would hold that one forever,
+so it is filled with a transfer of nothing to the account itself (re-signing the accepted
+one with it could run that transaction twice). When nothing is in flight the allocator uses
+the node's pending nonce, so transactions sent elsewhere with the same key (or an
+``evm_revert`` on a devnet) cannot leave it stale.
 
 A write costs three round trips: one batch holding the caller's checks, the gas estimate, the
 gas price and the pending nonce; the broadcast; the receipt.
@@ -53,6 +58,7 @@ from .addresses import checksum_address
 from .revert import revert_error
 from .rpc import JsonRpcClient
 from .signer import Signer, as_signer
+from .together import Together
 from .transport import RpcTransport, redact_url
 
 if TYPE_CHECKING:
@@ -246,6 +252,35 @@ def _decoded(read: Read, result: Any, hint: TokenHint) -> Any:
     return read.decode(result)
 
 
+@dataclass(eq=False)
+class _Waiting:
+    """One send waiting for its nonce: its transaction (without the nonce), the node's
+    pending nonce as read with its checks, and the future its caller awaits."""
+
+    tx: dict[str, Any]
+    what: str
+    pending: int
+    generation: int  # TxSender._broadcasts when ``pending`` was read
+    again: bool  # already counted in flight
+    done: asyncio.Future[tuple[str, int]]  # (transaction hash, nonce)
+    taken: int = 0  # how often its nonce was found taken
+
+
+@dataclass(frozen=True)
+class _Poll:
+    """One caller's receipt poll: the signings of its transaction, and its future."""
+
+    signings: list[str]
+    done: asyncio.Future[list[Any]]  # their receipts (None for each when the poll failed)
+
+
+def _settle(waiting: Sequence[_Waiting], error: BaseException) -> None:
+    """Fail the sends in ``waiting`` whose callers still wait."""
+    for w in waiting:
+        if not w.done.done():
+            w.done.set_exception(error)
+
+
 class TxSender:
     """Signs and sends one account's transactions: nonces, gas, fees, receipts, reverts."""
 
@@ -264,9 +299,11 @@ class TxSender:
         self._chain_id = chain_id
         self._headroom = gas_headroom
         self._timeout = tx_timeout
-        self._lock = asyncio.Lock()
+        self._sends = Together(self._send_batch)  # sends waiting for their nonces
+        self._polls = Together(self._poll_receipts)  # receipt polls, asked in one batch
         self._next_nonce: int | None = None
         self._in_flight = 0
+        self._last_nonce = -1  # the highest nonce the node took from this sender
         self._broadcasts = (
             0  # bumps on every broadcast: a prefetched nonce older than that is stale
         )
@@ -396,51 +433,165 @@ class TxSender:
         self, tx: dict[str, Any], what: str, pending: int, generation: int, *, again: bool = False
     ) -> tuple[str, int]:
         """Sign ``tx`` with the next nonce and send it; ``again``: it is already counted in
-        flight (its earlier signing lost its nonce)."""
-        async with self._lock:
-            if self._in_flight == 0 or self._next_nonce is None:
-                if generation != self._broadcasts:  # our prefetched nonce predates a broadcast
-                    pending = await self._pending_nonce()
-                self._next_nonce = pending
-            nonce = self._next_nonce
-            for attempt in range(_RESIGN_LIMIT + 1):
-                raw = await self._signer.sign_transaction({**tx, "nonce": nonce})
-                sent = "0x" + keccak(raw).hex()
+        flight (its earlier signing lost its nonce).
+
+        The sends waiting here go out together: one task signs whatever waits with
+        consecutive nonces and sends it in one batch, while the next sends gather behind it.
+        A send with none before it goes at once. A caller cancelled before its turn sends
+        nothing; once its batch is signed, it goes (its nonce is between others')."""
+        done: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
+        sent: tuple[str, int] = await self._sends(
+            _Waiting(tx, what, pending, generation, again, done)
+        )
+        return sent
+
+    async def _send_batch(self, batch: list[_Waiting]) -> None:
+        """Sign ``batch`` with consecutive nonces, send it in one request and settle each
+        one's future; those whose nonce another user of the key took go again."""
+        try:
+            await self._send_round(batch)
+        except BaseException:
+            self._next_nonce = None  # cancelled or failed midway: re-read from the node
+            raise
+
+    async def _send_round(self, batch: list[_Waiting]) -> None:
+        reread = False
+        while batch := [w for w in batch if not w.done.done()]:  # their callers still wait
+            if reread or self._in_flight == 0 or self._next_nonce is None:
+                fresh = [w.pending for w in batch if w.generation == self._broadcasts]
                 try:
-                    await self._client.rpc.call("eth_sendRawTransaction", "0x" + raw.hex())
-                except RpcFailure as exc:
-                    # A retried send whose first attempt did arrive is refused ("already
-                    # known", "nonce too low"): if the node has our hash, it was sent once.
-                    if await self._known(sent):
-                        break
-                    if _nonce_taken(exc) and attempt < _RESIGN_LIMIT:
-                        # Another user of this key took the nonce: ours never entered the
-                        # mempool, so signing it again with the node's next nonce is safe.
-                        log.debug("%s: nonce %d taken elsewhere, signing again", what, nonce)
-                        nonce = await self._pending_nonce()
-                        continue
-                    self._next_nonce = None  # re-read from the node next time
-                    raise
+                    node = max(fresh) if fresh and not reread else await self._pending_nonce()
                 except RpcError as exc:
-                    self._next_nonce = None  # it may or may not have arrived: re-read next time
-                    raise type(exc)(f"{exc} (transaction {sent} may still be mined)") from exc
-                break
-            self._next_nonce = nonce + 1
-            self._broadcasts += 1
+                    self._next_nonce = None
+                    _settle(batch, exc)
+                    return
+                # after a refusal, not below what this batch already sent
+                self._next_nonce = max(node, self._next_nonce or 0) if reread else node
+            signed = await self._sign(batch, self._next_nonce)
+            if not signed:
+                return
+            try:
+                answers = await self._client.rpc.batch(
+                    [("eth_sendRawTransaction", ("0x" + raw.hex(),)) for _, _, raw in signed],
+                    return_errors=True,
+                )
+            except RpcError as exc:
+                self._next_nonce = None  # they may or may not have arrived: re-read next time
+                for waiting, _, raw in signed:
+                    sent = "0x" + keccak(raw).hex()
+                    _settle([waiting], type(exc)(f"{exc} (transaction {sent} may still be mined)"))
+                return
+            batch, reread = await self._sent(signed, answers), True
+
+    async def _sign(self, batch: list[_Waiting], first: int) -> list[tuple[_Waiting, int, bytes]]:
+        """Each of ``batch`` signed with the next nonce from ``first``; a signer's refusal
+        goes to its caller and takes no nonce."""
+        signed: list[tuple[_Waiting, int, bytes]] = []
+        for waiting in batch:
+            nonce = first + len(signed)
+            try:
+                raw = await self._signer.sign_transaction({**waiting.tx, "nonce": nonce})
+            except Exception as exc:
+                _settle([waiting], exc)
+                continue
+            signed.append((waiting, nonce, raw))
+        return signed
+
+    async def _sent(
+        self, signed: list[tuple[_Waiting, int, bytes]], answers: list[Any]
+    ) -> list[_Waiting]:
+        """Settle each signed send by the node's answer; return those to sign again (their
+        nonce was taken elsewhere). A refused nonce below an accepted one is a gap that
+        would hold the later ones forever: it is filled (see :meth:`_fill`)."""
+        hashes = ["0x" + keccak(raw).hex() for _, _, raw in signed]
+        refused = [i for i, answer in enumerate(answers) if isinstance(answer, RpcFailure)]
+        # A retried batch whose first attempt arrived is refused ("already known", "nonce
+        # too low"): a hash the node has was sent once.
+        known = await self._known([hashes[i] for i in refused])
+        refused = [i for i, have in zip(refused, known, strict=True) if not have]
+        accepted = [i for i in range(len(signed)) if i not in refused]
+        again: list[_Waiting] = []
+        gaps: list[tuple[int, dict[str, Any]]] = []
+        top = max((signed[i][1] for i in accepted), default=None)
+        for i in refused:
+            waiting, nonce, _ = signed[i]
+            failure = answers[i]
+            if _nonce_taken(failure) and waiting.taken < _RESIGN_LIMIT:
+                # Another user of this key took the nonce: ours never entered the mempool,
+                # so signing it again with the node's next nonce is safe.
+                log.debug("%s: nonce %d taken elsewhere, signing again", waiting.what, nonce)
+                waiting.taken += 1
+                again.append(waiting)
+                continue
+            _settle([waiting], failure)
+            if top is not None and nonce < top and not _nonce_taken(failure):
+                gaps.append((nonce, waiting.tx))
+        if top is None:
             if not again:
+                self._next_nonce = None  # re-read from the node next time
+            return again
+        self._next_nonce = top + 1
+        self._last_nonce = max(self._last_nonce, top)
+        self._broadcasts += 1
+        for i in accepted:
+            waiting, nonce, _ = signed[i]
+            if waiting.done.done():  # its caller left: sent, but nobody waits for it
+                continue
+            if not waiting.again:
                 self._in_flight += 1
-        return sent, nonce
+            waiting.done.set_result((hashes[i], nonce))
+        if gaps:
+            await self._fill(gaps)
+        return again
+
+    async def _fill(self, gaps: list[tuple[int, dict[str, Any]]]) -> None:
+        """Fill refused nonces below accepted ones with a transfer of nothing to this
+        account (21,000 gas, the refused one's fees): the accepted ones keep their nonces
+        and are mined once. Signing them again with the gap's nonce could run them twice,
+        since the node already holds them."""
+        calls = []
+        for nonce, tx in gaps:
+            filler = {
+                "to": self.address,
+                "value": 0,
+                "data": "0x",
+                "gas": 21_000,
+                "maxFeePerGas": tx["maxFeePerGas"],
+                "maxPriorityFeePerGas": tx["maxPriorityFeePerGas"],
+                "chainId": self._chain_id,
+                "type": 2,
+                "nonce": nonce,
+            }
+            raw = await self._signer.sign_transaction(filler)
+            calls.append(("eth_sendRawTransaction", ("0x" + raw.hex(),)))
+            log.info("nonce %d refused between sent ones: filled with a transfer of 0", nonce)
+        try:
+            answers = await self._client.rpc.batch(calls, return_errors=True)
+        except RpcError as exc:
+            log.warning("filling refused nonces failed (%s): later transactions may wait", exc)
+            self._next_nonce = None
+            return
+        for (nonce, _), answer in zip(gaps, answers, strict=True):
+            if isinstance(answer, RpcFailure) and not _nonce_taken(answer):
+                log.warning("nonce %d could not be filled: %s", nonce, answer.node_message)
+                self._next_nonce = None
 
     async def _pending_nonce(self) -> int:
         return _hex_int(
             await self._client.rpc.call("eth_getTransactionCount", self.address, "pending")
         )
 
-    async def _known(self, sent: str) -> bool:
+    async def _known(self, hashes: list[str]) -> list[bool]:
+        """Whether the node has each of ``hashes`` (False when it cannot be asked)."""
+        if not hashes:
+            return []
         try:
-            return bool(await self._client.rpc.call("eth_getTransactionByHash", sent))
+            found = await self._client.rpc.batch(
+                [("eth_getTransactionByHash", (h,)) for h in hashes], return_errors=True
+            )
         except RpcError:
-            return False
+            return [False] * len(hashes)
+        return [bool(f) and not isinstance(f, RpcFailure) for f in found]
 
     async def _wait(self, tx: dict[str, Any], sent: str, nonce: int) -> Receipt:
         """Poll for the receipt; from time to time make sure the node still knows the
@@ -462,10 +613,14 @@ class TxSender:
                 next_look = now + _FATE_EVERY
                 lost, base_fee = await self._fate(signings, nonce)
                 # Pending, or dropped for its cap (anvil evicts it when a block's base fee
-                # is above it): either way its nonce is unused, so signing it again with
-                # that nonce can never run it twice.
+                # is above it, and the base fee may be back under it by now): either way
+                # its nonce is unused, so signing it again with that nonce can never run it
+                # twice. Dropped with later transactions of ours behind it (a batch's burst
+                # of full blocks raised the base fee), its nonce must be filled or they
+                # wait forever: it is sent again, not reported.
+                behind = isinstance(lost, TransactionDroppedError) and self._last_nonce > nonce
                 if (
-                    base_fee > int(tx["maxFeePerGas"])
+                    (base_fee > int(tx["maxFeePerGas"]) or behind)
                     and len(signings) <= _REPRICE_LIMIT
                     and not isinstance(lost, TransactionReplacedError)
                 ):
@@ -478,19 +633,10 @@ class TxSender:
             delay = min(delay * 2, 1.0)
 
     async def _receipt(self, signings: list[str]) -> Receipt | None:
-        """The receipt of whichever signing was mined, or None."""
-        try:
-            if len(signings) == 1:
-                found = [await self._client.rpc.call("eth_getTransactionReceipt", signings[0])]
-            else:
-                found = await self._client.rpc.batch(
-                    [("eth_getTransactionReceipt", (h,)) for h in signings]
-                )
-        except RpcFailure:
-            raise
-        except RpcError as exc:  # transport trouble: keep polling until the deadline
-            log.debug("receipt poll for %s failed, retrying: %s", signings[-1], exc)
-            return None
+        """The receipt of whichever signing was mined, or None. Asked with every other
+        caller's poll waiting at the time, in one batch."""
+        done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        found: list[Any] = await self._polls(_Poll(list(signings), done))
         for sent, receipt in zip(signings, found, strict=True):
             if receipt:
                 if str(receipt.get("transactionHash", "")).lower() != sent.lower():
@@ -500,6 +646,26 @@ class TxSender:
                     )
                 return dict(receipt)
         return None
+
+    async def _poll_receipts(self, polls: list[_Poll]) -> None:
+        """One batch asking for the receipts of every poll in ``polls``."""
+        hashes = [h for poll in polls for h in poll.signings]
+        try:
+            found = await self._client.rpc.batch(
+                [("eth_getTransactionReceipt", (h,)) for h in hashes], return_errors=True
+            )
+        except RpcError as exc:  # transport trouble: they keep polling until their deadlines
+            log.debug("receipt poll for %d transactions failed, retrying: %s", len(hashes), exc)
+            found = [None] * len(hashes)
+        for poll in polls:
+            mine, found = found[: len(poll.signings)], found[len(poll.signings) :]
+            if poll.done.done():
+                continue
+            failure = next((f for f in mine if isinstance(f, RpcFailure)), None)
+            if failure is not None:
+                poll.done.set_exception(failure)
+            else:
+                poll.done.set_result(mine)
 
     async def _reprice(self, tx: dict[str, Any], nonce: int, base_fee: int) -> str:
         """Sign ``tx`` again with its nonce and fees above both the base fee and the
