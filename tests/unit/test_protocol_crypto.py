@@ -235,7 +235,7 @@ def test_a_client_session_uses_its_prepared_init_once():
     assert first.payload.eph_pub_hex == prepared.eph_pub.hex()
     assert first.payload.nonce_hex == prepared.nonce.hex()
     assert first.payload.signature_hex == prepared.signature.hex()
-    session, opened = HostSession.accept(first, host_private_key=HOST_KEY)
+    _, opened = HostSession.accept(first, host_private_key=HOST_KEY)
     assert opened.job_id == 7 and opened.client_address == Account.from_key(CLIENT_KEY).address
     proto.receive(SessionInitAck(session_id="7").to_json())
     again = parse_client_message(proto.init_frame(new_key=True))
