@@ -30,8 +30,6 @@ import os
 from collections import deque
 from dataclasses import dataclass
 
-import coincurve
-
 from ..errors import HandshakeError, HostError, MessageIndexError, ProtocolError, ValidationError
 from . import _crypto as c
 from ._messages import (
@@ -234,8 +232,7 @@ class ClientSession:
                 raise ValidationError(f"host_public_key: {exc}") from None
             if client_private_key is not None:
                 self._signer = private_key_bytes(client_private_key, "client_private_key")
-                public = coincurve.PrivateKey(self._signer).public_key.format(compressed=True)
-                self.user_address = c.address_of(public)
+                self.user_address = c.address_of_secret(self._signer)
         #: A wallet's signature of the first init, made ahead (a signer outside the process),
         #: or all of the first init's crypto made ahead (the job was not known yet).
         self._presigned = presigned_init

@@ -73,10 +73,8 @@ def _private_key(key: bytes | str, what: str) -> bytes:
             raise ValidationError(f"{what} must be 32 bytes or 64 hex digits") from None
     if not isinstance(key, bytes) or len(key) != 32:
         raise ValidationError(f"{what} must be 32 bytes or 64 hex digits")
-    try:
-        coincurve.PrivateKey(key)
-    except ValueError:
-        raise ValidationError(f"{what} is not a valid secp256k1 key") from None
+    if not 0 < int.from_bytes(key, "big") < c.SECP256K1_ORDER:  # what libsecp256k1 checks
+        raise ValidationError(f"{what} is not a valid secp256k1 key")
     return key
 
 
