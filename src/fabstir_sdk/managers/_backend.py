@@ -21,6 +21,7 @@ from ..chain.units import Amount
 from ..config import SessionTimeouts
 from ..errors import (
     FabstirError,
+    HandshakeError,
     HostFailedError,
     HostNotActiveError,
     HostOverclaimError,
@@ -405,8 +406,13 @@ class SessionBackend:
                     prepared = prepare_session_init(
                         info.public_key, presigned=PresignedInit(eph, nonce, signature)
                     )
-        except BaseException:
+        except BaseException as exc:
             await _drop(dialing)
+            if isinstance(exc, HandshakeError):  # before any payment
+                raise ValidationError(
+                    f"host {info.address} publishes a publicKey that is not a secp256k1 key: "
+                    "cannot encrypt"
+                ) from None
             raise
         return await dialing, prepared
 
