@@ -21,6 +21,7 @@ from fabstir_sdk import (
     SessionState,
     SessionTimeouts,
     StreamChunk,
+    ValidationError,
 )
 from fabstir_sdk.chain.rpc import JsonRpcClient
 from fabstir_sdk.devnet import Devnet, RunningHost
@@ -30,7 +31,7 @@ from .host_helpers import BUILTIN, PRICE, read_job, wait_for_job
 
 pytestmark = pytest.mark.integration
 
-USER, HOST, PACED, FAKE, OTHER = 1, 2, 4, 5, 6
+USER, HOST, PACED, FAKE, OTHER, BROKEN = 1, 2, 4, 5, 6, 8
 
 
 @pytest.fixture(scope="module")
@@ -239,6 +240,27 @@ async def test_unreachable_host_is_never_paid(net, sdk):
         await sm.create_session(model=BUILTIN, host=net.accounts[FAKE].address, deposit="1")
     assert "no session job was opened: nothing was paid" in info.value.__notes__
     assert [j for j in await sm.list_sessions() if j.host == net.accounts[FAKE].address] == []
+    assert (await pm.get_token_balance(usdc), await nonce(net, USER)) == before
+
+
+async def test_a_host_whose_public_key_is_no_key_costs_nothing(net, sdk):
+    """The init's key agreement is made before paying: a registry publicKey that is not a
+    secp256k1 point is a typed error before any transaction (nonce and balance unchanged)."""
+    async with FabstirSDK(net.sdk_config()) as broken:
+        await broken.authenticate(net.accounts[BROKEN].private_key)
+        await broken.get_host_manager().register_host(
+            "http://127.0.0.1:9",
+            [BUILTIN],
+            min_price_per_token_native=10**12,
+            min_price_per_token_stable=PRICE,
+            metadata={"publicKey": "02" + "11" * 32},  # x has no point on the curve
+        )
+    sm = await sdk.get_session_manager()
+    pm = sdk.get_payment_manager()
+    usdc = net.addresses.usdc_token
+    before = (await pm.get_token_balance(usdc), await nonce(net, USER))
+    with pytest.raises(ValidationError, match="publicKey that is not a secp256k1 key"):
+        await sm.create_session(model=BUILTIN, host=net.accounts[BROKEN].address, deposit="1")
     assert (await pm.get_token_balance(usdc), await nonce(net, USER)) == before
 
 

@@ -2,7 +2,7 @@ import pytest
 from eth_utils.crypto import keccak
 
 from fabstir_sdk import InvalidAddressError, ValidationError
-from fabstir_sdk.chain.addresses import checksum_address
+from fabstir_sdk.chain.addresses import checksum_address, eip55
 from fabstir_sdk.chain.model_id import model_id, split_model
 
 GOOD = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"  # EIP-55 test vector
@@ -11,6 +11,18 @@ GOOD = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"  # EIP-55 test vector
 def test_checksum_accepts_lower_upper_and_correct_mixed_case():
     assert checksum_address(GOOD.lower()) == GOOD
     assert checksum_address("0x" + GOOD[2:].upper()) == GOOD
+    assert checksum_address(GOOD) == GOOD
+
+
+def test_a_remembered_checksum_still_refuses_a_bad_one():
+    """The EIP-55 form is computed once per spelling (``eip55``); a mistyped case of an
+    address whose good form is remembered is still refused."""
+    eip55.cache_clear()
+    assert checksum_address(GOOD.lower()) == GOOD
+    assert checksum_address(GOOD.lower()) == GOOD
+    assert eip55.cache_info().hits == 1
+    with pytest.raises(InvalidAddressError, match="checksum"):
+        checksum_address("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD")
     assert checksum_address(GOOD) == GOOD
 
 

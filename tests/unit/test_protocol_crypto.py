@@ -26,6 +26,7 @@ from fabstir_sdk.errors import (
     HandshakeError,
     MessageIndexError,
     ProtocolError,
+    ValidationError,
 )
 from fabstir_sdk.protocol import (
     ClientSession,
@@ -37,6 +38,8 @@ from fabstir_sdk.protocol import (
     hkdf_sha256,
     open_session_init,
     parse_client_message,
+    prepare_session_init,
+    seal_prepared,
     seal_session_init,
     transcript_digest,
 )
@@ -190,6 +193,61 @@ def test_fixed_init_vector_recomputed_independently():
         _nonce=NONCE,
     )
     assert again == payload
+
+
+def test_a_prepared_init_seals_the_same_bytes():
+    """The init's crypto made ahead (before the job id is known), then sealed: the payload
+    seal_session_init makes in one step, and one AEAD encryption under the agreed key."""
+    host = _compressed(HOST_KEY)
+    prepared = prepare_session_init(
+        host.hex(), sender_private_key=CLIENT_KEY, _ephemeral_key=EPH_KEY, _nonce=NONCE
+    )
+    assert prepared.key == _hkdf(_ecdh_x(EPH_KEY, host))
+    assert prepared.eph_pub == _compressed(EPH_KEY) and prepared.recipient == host
+    assert CLIENT_KEY.hex() not in repr(prepared) and prepared.key.hex() not in repr(prepared)
+    inner = b'{"sessionKey":"00","jobId":"7"}'
+    payload = seal_prepared(prepared, inner)
+    assert payload == seal_session_init(
+        inner,
+        recipient_public_key=host,
+        sender_private_key=CLIENT_KEY,
+        _ephemeral_key=EPH_KEY,
+        _nonce=NONCE,
+    )
+    assert payload.ciphertext_hex == _xchacha_seal(prepared.key, NONCE, inner, b"").hex()
+
+
+def test_a_client_session_uses_its_prepared_init_once():
+    """The first init is sealed with the prepared key, nonce and signature (the host opens
+    it and names the job in it); a re-key makes all of them anew; a prepared init for
+    another host's key is refused."""
+    host = _compressed(HOST_KEY)
+    prepared = prepare_session_init(host, sender_private_key=CLIENT_KEY)
+    proto = ClientSession(
+        job_id=7,
+        host_public_key=host,
+        client_private_key=CLIENT_KEY,
+        model_name="fabstir/builtin:toy-1.gguf",
+        prepared_init=prepared,
+    )
+    first = parse_client_message(proto.init_frame())
+    assert isinstance(first, EncryptedSessionInit)
+    assert first.payload.eph_pub_hex == prepared.eph_pub.hex()
+    assert first.payload.nonce_hex == prepared.nonce.hex()
+    assert first.payload.signature_hex == prepared.signature.hex()
+    _, opened = HostSession.accept(first, host_private_key=HOST_KEY)
+    assert opened.job_id == 7 and opened.client_address == Account.from_key(CLIENT_KEY).address
+    proto.receive(SessionInitAck(session_id="7").to_json())
+    again = parse_client_message(proto.init_frame(new_key=True))
+    assert isinstance(again, EncryptedSessionInit)
+    assert again.payload.eph_pub_hex != prepared.eph_pub.hex()
+    assert again.payload.nonce_hex != prepared.nonce.hex()
+    assert HostSession.accept(again, host_private_key=HOST_KEY)[1].job_id == 7
+    other = prepare_session_init(_compressed(EPH_KEY), sender_private_key=CLIENT_KEY)
+    with pytest.raises(ValidationError, match="another host key"):
+        ClientSession(
+            job_id=7, host_public_key=host, client_private_key=CLIENT_KEY, prepared_init=other
+        )
 
 
 def test_client_session_init_opens_with_independent_code():

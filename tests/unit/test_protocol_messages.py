@@ -386,6 +386,20 @@ def test_client_session_refuses_bad_arguments():
     valid = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"  # G
     with pytest.raises(ValidationError, match="client_private_key"):
         ClientSession(job_id=1, host_public_key=valid, client_private_key=b"\x00" * 32)
+    # the key is checked against the group's order (as libsecp256k1 does), and the address
+    # is the key's own
+    n = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+    for bad in (n, n + 1, 2**256 - 1):
+        with pytest.raises(ValidationError, match="not a valid secp256k1 key"):
+            ClientSession(
+                job_id=1, host_public_key=valid, client_private_key=bad.to_bytes(32, "big")
+            )
+    from eth_account import Account
+
+    for good in (1, n - 1, 0x22 * (2**248 // 0xFF)):
+        key = good.to_bytes(32, "big")
+        proto = ClientSession(job_id=1, host_public_key=valid, client_private_key=key)
+        assert proto.user_address == Account.from_key(key).address
 
 
 def test_hex_bytes_reads_both_spellings() -> None:

@@ -20,6 +20,7 @@ from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from ..errors import RpcError
+from .addresses import eip55
 from .artifacts import load_abi
 
 __all__ = ["Call", "Contract", "canonical_type", "encode_constructor"]
@@ -37,7 +38,7 @@ def canonical_type(item: dict[str, Any]) -> str:
 def _normalize(kind: str, value: Any) -> Any:
     """Values as users expect them: checksummed addresses, 0x-hex bytes32 stays bytes."""
     if kind == "address":
-        return to_checksum_address(value)
+        return eip55(value)
     if kind.endswith("]") and isinstance(value, list | tuple):
         inner = kind[: kind.rindex("[")]
         return [_normalize(inner, v) for v in value]
@@ -190,7 +191,7 @@ class Contract:
         topics = [_hex(t) for t in log.get("topics", [])]
         if not topics or topics[0] != event.topic:
             return None
-        if to_checksum_address(_text(log["address"])) != self.address:
+        if eip55(_text(log["address"])) != self.address:
             return None
         args: dict[str, Any] = {}
         for (arg, kind), topic in zip(event.indexed, topics[1:], strict=True):

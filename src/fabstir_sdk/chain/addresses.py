@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 from eth_utils.address import to_checksum_address
 
 from ..errors import InvalidAddressError
 
-__all__ = ["ZERO_ADDRESS", "checksum_address"]
+__all__ = ["ZERO_ADDRESS", "checksum_address", "eip55"]
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 _HEX40 = re.compile(r"0x[0-9a-fA-F]{40}")
 _KEY_LIKE = re.compile(r"[0-9a-fA-F]{64}")
+
+
+@functools.lru_cache(maxsize=4096)
+def eip55(address: str) -> str:
+    """``to_checksum_address`` remembered: a session's open path meets the same few
+    addresses (contracts, host, user) a dozen times, each a keccak in Python's hands."""
+    return str(to_checksum_address(address))
 
 
 def checksum_address(value: object, *, what: str = "address") -> str:
@@ -26,7 +34,7 @@ def checksum_address(value: object, *, what: str = "address") -> str:
         got = "a private key? (not shown)" if _KEY_LIKE.search(str(value)) else repr(value)
         raise InvalidAddressError(f"{what} must be 0x followed by 40 hex digits, got {got}")
     body = value[2:]
-    checksummed = to_checksum_address(value)
+    checksummed = eip55(value)
     if body != body.lower() and body != body.upper() and checksummed != value:
         raise InvalidAddressError(f"{what} {value} has a bad EIP-55 checksum")
     return checksummed

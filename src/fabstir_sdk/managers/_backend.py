@@ -21,6 +21,7 @@ from ..chain.units import Amount
 from ..config import SessionTimeouts
 from ..errors import (
     FabstirError,
+    HandshakeError,
     HostFailedError,
     HostNotActiveError,
     HostOverclaimError,
@@ -31,7 +32,14 @@ from ..errors import (
     ValidationError,
 )
 from ..models import Conversation, HostInfo, Message, SessionJob, Settlement, StoredRef
-from ..protocol import ChatMessage, ClientSession, PresignedInit, presign_session_init
+from ..protocol import (
+    ChatMessage,
+    ClientSession,
+    PreparedInit,
+    PresignedInit,
+    prepare_session_init,
+    presign_session_init,
+)
 from ._context import Context
 from ._link import Link, ws_url
 from ._proofs import ProofLog, wait_for_receipt
@@ -264,7 +272,7 @@ class SessionBackend:
                 exc.add_note("no session job was opened: nothing was paid")
             raise
         await gate  # awaited by the payment already: its result, at once
-        link, presigned = dialing.result()
+        link, prepared = dialing.result()
         job = created.job
         record = {
             "job_id": job.id,
@@ -280,7 +288,7 @@ class SessionBackend:
             "created_tx": created.tx_hash,
         }
         try:
-            link = await self._start(link, self._proto(job, info, plan, presigned), limits)
+            link = await self._start(link, self._proto(job, info, plan, prepared), limits)
         except FabstirError as exc:
             if isinstance(exc, HostFailedError):
                 self.discovery.report_failure(info.address)  # not offered until re-checked
@@ -337,8 +345,8 @@ class SessionBackend:
         self, job: SessionJob, info: HostInfo, plan: Plan, limits: SessionTimeouts
     ) -> Link:
         """A connection with an init for an existing job (resuming it)."""
-        link, presigned = await self._dial(info, plan, limits)
-        return await self._start(link, self._proto(job, info, plan, presigned), limits)
+        link, prepared = await self._dial(info, plan, limits)
+        return await self._start(link, self._proto(job, info, plan, prepared), limits)
 
     def dial_ahead(
         self, host: str | HostInfo | None, limits: SessionTimeouts
@@ -367,9 +375,10 @@ class SessionBackend:
         plan: Plan,
         limits: SessionTimeouts,
         ahead: tuple[str, asyncio.Future[Link]] | None = None,
-    ) -> tuple[Link, PresignedInit | None]:
-        """The WebSocket handshake and, with a signer outside the process, the init's
-        signature made ahead (it signs no job id): both before the job exists."""
+    ) -> tuple[Link, PreparedInit | None]:
+        """The WebSocket handshake and the init's crypto made ahead (key agreement and
+        signature name no job id; with a signer outside the process, it signs then): both
+        before the job exists, so that once it does the init costs one encryption."""
         try:
             url = ws_url(info.api_url)
         except ValidationError:
@@ -382,20 +391,33 @@ class SessionBackend:
             if ahead is not None:
                 await _drop(ahead[1])
             dialing = asyncio.ensure_future(Link.dial(url, limits.connect))
-        presigned = None
+        prepared = None
         try:
-            if plan.encryption and self.ctx.account is None and info.public_key:
-                eph, nonce, digest = presign_session_init(info.public_key)
-                assert self.ctx.signer is not None  # set by authenticate() with the account
-                signature = await self.ctx.signer.sign_message(digest)
-                presigned = PresignedInit(eph, nonce, signature)
-        except BaseException:
+            if plan.encryption and info.public_key:
+                account = self.ctx.account
+                if account is not None:
+                    prepared = prepare_session_init(
+                        info.public_key, sender_private_key=bytes(account.key)
+                    )
+                else:
+                    eph, nonce, digest = presign_session_init(info.public_key)
+                    assert self.ctx.signer is not None  # set by authenticate() with the account
+                    signature = await self.ctx.signer.sign_message(digest)
+                    prepared = prepare_session_init(
+                        info.public_key, presigned=PresignedInit(eph, nonce, signature)
+                    )
+        except BaseException as exc:
             await _drop(dialing)
+            if isinstance(exc, HandshakeError):  # before any payment
+                raise ValidationError(
+                    f"host {info.address} publishes a publicKey that is not a secp256k1 key: "
+                    "cannot encrypt"
+                ) from None
             raise
-        return await dialing, presigned
+        return await dialing, prepared
 
     def _proto(
-        self, job: SessionJob, info: HostInfo, plan: Plan, presigned: PresignedInit | None
+        self, job: SessionJob, info: HostInfo, plan: Plan, prepared: PreparedInit | None
     ) -> ClientSession:
         account = self.ctx.account
         return ClientSession(
@@ -407,7 +429,7 @@ class SessionBackend:
             price_per_token=job.price_per_token,
             encrypted=plan.encryption,
             user_address=self.ctx.require_sender().address,
-            presigned_init=presigned,
+            prepared_init=prepared,
         )
 
     @staticmethod

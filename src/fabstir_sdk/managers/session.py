@@ -108,10 +108,10 @@ class SessionManager:
             payer=payer,
         )
         limits = timeouts or self._ctx.config.session_timeouts
-        # the storage check (before paying) and, to a host dialled before, the WebSocket
-        # handshake run while the host is read
-        checked = asyncio.ensure_future(self._backend.storage.check())
+        # to a host dialled before, the WebSocket handshake, and the storage check (before
+        # paying) run while the host is read; the dial goes first, as it takes longest
         ahead = self._backend.dial_ahead(host, limits)
+        checked = asyncio.ensure_future(self._backend.storage.check())
         known = self._backend.known_host(host, plan)
         if known is not None:
             # a host opened before: its entry and price as read then, re-read in the

@@ -30,8 +30,6 @@ import os
 from collections import deque
 from dataclasses import dataclass
 
-import coincurve
-
 from ..errors import HandshakeError, HostError, MessageIndexError, ProtocolError, ValidationError
 from . import _crypto as c
 from ._messages import (
@@ -67,6 +65,7 @@ from ._messages import (
 )
 from ._session import (
     FINAL_AAD,
+    PreparedInit,
     PresignedInit,
     ResponseDone,
     TokenChunk,
@@ -76,6 +75,7 @@ from ._session import (
     fast_chunk_text,
     message_aad,
     private_key_bytes,
+    seal_prepared,
     seal_session_init,
     utf8,
 )
@@ -192,6 +192,7 @@ class ClientSession:
         max_frame_bytes: int = MAX_FRAME_BYTES,
         session_key: bytes | None = None,
         presigned_init: PresignedInit | None = None,
+        prepared_init: PreparedInit | None = None,
     ) -> None:
         if isinstance(job_id, bool) or not isinstance(job_id, int) or job_id <= 0:
             raise ValidationError("job_id must be a positive int")
@@ -219,10 +220,11 @@ class ClientSession:
         self._host_key: bytes | None = None
         self._signer: bytes | None = None
         if encrypted:
-            if host_public_key is None or (client_private_key is None and presigned_init is None):
+            signed_ahead = presigned_init is not None or prepared_init is not None
+            if host_public_key is None or (client_private_key is None and not signed_ahead):
                 raise ValidationError(
                     "an encrypted session needs host_public_key and client_private_key "
-                    "(or presigned_init)"
+                    "(or presigned_init, or prepared_init)"
                 )
             try:
                 self._host_key = c.compressed_public_key(host_public_key)
@@ -230,10 +232,13 @@ class ClientSession:
                 raise ValidationError(f"host_public_key: {exc}") from None
             if client_private_key is not None:
                 self._signer = private_key_bytes(client_private_key, "client_private_key")
-                public = coincurve.PrivateKey(self._signer).public_key.format(compressed=True)
-                self.user_address = c.address_of(public)
-        #: A wallet's signature of the first init, made ahead (a signer outside the process).
+                self.user_address = c.address_of_secret(self._signer)
+        #: A wallet's signature of the first init, made ahead (a signer outside the process),
+        #: or all of the first init's crypto made ahead (the job was not known yet).
         self._presigned = presigned_init
+        if prepared_init is not None and prepared_init.recipient != self._host_key:
+            raise ValidationError("prepared_init was made for another host key")
+        self._prepared = prepared_init
         if session_key is not None and len(session_key) != c.KEY_SIZE:
             raise ValidationError("session_key must be 32 bytes")
         self._key = session_key or os.urandom(c.KEY_SIZE)
@@ -296,7 +301,8 @@ class ClientSession:
             ).to_json()
         assert self._host_key is not None
         presigned, self._presigned = self._presigned, None  # one init only
-        if presigned is None and self._signer is None:
+        prepared, self._prepared = self._prepared, None
+        if presigned is None and prepared is None and self._signer is None:
             raise ProtocolError("a presigned init serves one init: connect again to re-key")
         inner = SessionInitData(
             session_key_hex=self._key.hex(),
@@ -306,12 +312,16 @@ class ClientSession:
             recovery_public_key=self.recovery_public_key,
             vector_database=self.vector_database,
         )
-        payload = seal_session_init(
-            inner.to_json().encode(),
-            recipient_public_key=self._host_key,
-            sender_private_key=self._signer,
-            presigned=presigned,
-        )
+        plaintext = inner.to_json().encode()
+        if prepared is not None:
+            payload = seal_prepared(prepared, plaintext)
+        else:
+            payload = seal_session_init(
+                plaintext,
+                recipient_public_key=self._host_key,
+                sender_private_key=self._signer,
+                presigned=presigned,
+            )
         return EncryptedSessionInit(
             payload=payload,
             chain_id=self.chain_id,

@@ -62,6 +62,10 @@ def random_nonce() -> bytes:
     return os.urandom(NONCE_SIZE)
 
 
+#: n, the order of secp256k1's group: a private key is an integer in [1, n).
+SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
 def hkdf_sha256(ikm: bytes, salt: bytes = ZERO_SALT, info: bytes = b"", length: int = 32) -> bytes:
     """RFC 5869 HKDF with SHA-256 (an empty salt means HashLen zero bytes, as the RFC says)."""
     prk = hmac.new(salt or ZERO_SALT, ikm, hashlib.sha256).digest()
@@ -138,11 +142,20 @@ def recover_public_key(signature: bytes, digest: bytes) -> bytes:
 
 def address_of(public_key: bytes) -> str:
     """The EIP-55 Ethereum address of a secp256k1 public key."""
-    from eth_utils.address import to_checksum_address
+    return _address(coincurve.PublicKey(public_key))
+
+
+def address_of_secret(private_key: bytes) -> str:
+    """The EIP-55 Ethereum address of a secp256k1 private key."""
+    return _address(coincurve.PublicKey.from_secret(private_key))
+
+
+def _address(public: coincurve.PublicKey) -> str:
     from eth_utils.crypto import keccak
 
-    uncompressed = coincurve.PublicKey(public_key).format(compressed=False)
-    return to_checksum_address(keccak(uncompressed[1:])[12:])
+    from ..chain.addresses import eip55
+
+    return eip55("0x" + keccak(public.format(compressed=False)[1:])[12:].hex())
 
 
 def seal_aead(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:

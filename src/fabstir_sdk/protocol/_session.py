@@ -42,8 +42,11 @@ __all__ = [
     "chunk_aad",
     "SIGNED_MESSAGE_ALG",
     "PresignedInit",
+    "PreparedInit",
     "open_session_init",
+    "prepare_session_init",
     "presign_session_init",
+    "seal_prepared",
     "seal_session_init",
 ]
 
@@ -70,10 +73,8 @@ def _private_key(key: bytes | str, what: str) -> bytes:
             raise ValidationError(f"{what} must be 32 bytes or 64 hex digits") from None
     if not isinstance(key, bytes) or len(key) != 32:
         raise ValidationError(f"{what} must be 32 bytes or 64 hex digits")
-    try:
-        coincurve.PrivateKey(key)
-    except ValueError:
-        raise ValidationError(f"{what} is not a valid secp256k1 key") from None
+    if not 0 < int.from_bytes(key, "big") < c.SECP256K1_ORDER:  # what libsecp256k1 checks
+        raise ValidationError(f"{what} is not a valid secp256k1 key")
     return key
 
 
@@ -112,6 +113,70 @@ def _eip191(digest: bytes) -> bytes:
     return keccak(b"\x19Ethereum Signed Message:\n32" + digest)
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedInit:
+    """All of an init's crypto that does not depend on what it seals: the ephemeral key's
+    public half, the nonce, the key agreed with the host (``key``) and the transcript's
+    signature. Made before the session's job exists (only the sealed plaintext names the
+    job), so that sealing once the job is known is one AEAD encryption. One init only."""
+
+    recipient: bytes
+    eph_pub: bytes
+    nonce: bytes
+    key: bytes = field(repr=False)
+    signature: bytes = field(repr=False)
+    alg: str
+    aad: bytes = b""
+
+
+def prepare_session_init(
+    recipient_public_key: bytes | str,
+    *,
+    sender_private_key: bytes | None = None,
+    aad: bytes = b"",
+    presigned: PresignedInit | None = None,
+    _ephemeral_key: bytes | None = None,
+    _nonce: bytes | None = None,
+) -> PreparedInit:
+    """The key agreement with the host's static key and the transcript's signature (with
+    ``sender_private_key``, or the ``presigned`` one), ahead of the plaintext: see
+    :func:`seal_prepared`. The ephemeral key and nonce are fresh unless a test fixes them."""
+    if presigned is not None:
+        _ephemeral_key, _nonce = presigned.ephemeral_key, presigned.nonce
+    recipient = c.compressed_public_key(recipient_public_key)
+    eph = coincurve.PrivateKey(_ephemeral_key) if _ephemeral_key else coincurve.PrivateKey()
+    eph_pub = eph.public_key.format(compressed=True)
+    salt, info = c.ZERO_SALT, b""
+    nonce = _nonce or c.random_nonce()
+    key = c.hkdf_sha256(c.ecdh_x(eph.secret, recipient), salt, info)
+    if presigned is not None:
+        if aad:
+            raise ValidationError("a presigned init has no AAD")
+        signature, alg = presigned.signature, SIGNED_MESSAGE_ALG
+    elif sender_private_key is not None:
+        digest = c.transcript_digest(eph_pub, recipient, salt, nonce, info, aad)
+        signature, alg = c.sign_digest(sender_private_key, digest), E2EE_ALG
+    else:
+        raise ValidationError("a session init needs sender_private_key or presigned")
+    return PreparedInit(recipient, eph_pub, nonce, key, signature, alg, aad)
+
+
+def seal_prepared(prepared: PreparedInit, plaintext: bytes) -> EphemeralCipherPayload:
+    """Encrypt ``plaintext`` under a :class:`PreparedInit`: the init's payload."""
+    signature = prepared.signature
+    return EphemeralCipherPayload(
+        eph_pub_hex=prepared.eph_pub.hex(),
+        salt_hex=c.ZERO_SALT.hex(),
+        nonce_hex=prepared.nonce.hex(),
+        ciphertext_hex=c.seal_aead(prepared.key, prepared.nonce, plaintext, prepared.aad).hex(),
+        signature_hex=signature.hex(),
+        recid=signature[64] - 27 if signature[64] >= 27 else signature[64],
+        alg=prepared.alg,
+        info="",
+        aad_hex=prepared.aad.hex(),
+    )
+
+
 def seal_session_init(
     plaintext: bytes,
     *,
@@ -123,39 +188,20 @@ def seal_session_init(
     _nonce: bytes | None = None,
 ) -> EphemeralCipherPayload:
     """Encrypt ``plaintext`` to the host's static key and sign the transcript (with
-    ``sender_private_key``, or the ``presigned`` signature).
+    ``sender_private_key``, or the ``presigned`` signature): :func:`prepare_session_init`
+    then :func:`seal_prepared`.
 
     The ephemeral key and nonce are fresh unless a test fixes them.
     """
-    if presigned is not None:
-        _ephemeral_key, _nonce = presigned.ephemeral_key, presigned.nonce
-    recipient = c.compressed_public_key(recipient_public_key)
-    eph = coincurve.PrivateKey(_ephemeral_key) if _ephemeral_key else coincurve.PrivateKey()
-    eph_pub = eph.public_key.format(compressed=True)
-    salt, info = c.ZERO_SALT, b""
-    nonce = _nonce or c.random_nonce()
-    key = c.hkdf_sha256(c.ecdh_x(eph.secret, recipient), salt, info)
-    ciphertext = c.seal_aead(key, nonce, plaintext, aad)
-    if presigned is not None:
-        if aad:
-            raise ValidationError("a presigned init has no AAD")
-        signature, alg = presigned.signature, SIGNED_MESSAGE_ALG
-    elif sender_private_key is not None:
-        digest = c.transcript_digest(eph_pub, recipient, salt, nonce, info, aad)
-        signature, alg = c.sign_digest(sender_private_key, digest), E2EE_ALG
-    else:
-        raise ValidationError("a session init needs sender_private_key or presigned")
-    return EphemeralCipherPayload(
-        eph_pub_hex=eph_pub.hex(),
-        salt_hex=salt.hex(),
-        nonce_hex=nonce.hex(),
-        ciphertext_hex=ciphertext.hex(),
-        signature_hex=signature.hex(),
-        recid=signature[64] - 27 if signature[64] >= 27 else signature[64],
-        alg=alg,
-        info=info.hex(),
-        aad_hex=aad.hex(),
+    prepared = prepare_session_init(
+        recipient_public_key,
+        sender_private_key=sender_private_key,
+        aad=aad,
+        presigned=presigned,
+        _ephemeral_key=_ephemeral_key,
+        _nonce=_nonce,
     )
+    return seal_prepared(prepared, plaintext)
 
 
 def open_session_init(
