@@ -5,6 +5,7 @@ alone, its nonce is filled and the account's next send goes through."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -12,23 +13,12 @@ import pytest
 from fabstir_sdk import FabstirSDK, RpcFailure
 from fabstir_sdk.chain.client import TxSender
 from fabstir_sdk.chain.rpc import JsonRpcClient
+from tests.unit.test_tx_sender import queued
 
 from .conftest import USER, nonce
 from .rpc_proxy import RpcProxy
 
 ETH = 10**18
-
-
-async def queued(txs: TxSender, call: Any, value: int) -> asyncio.Future[dict[str, Any]]:
-    """A send of ``value`` wei, once its checks are done and it waits for its nonce."""
-    checked = asyncio.Event()
-
-    async def ready() -> None:
-        checked.set()
-
-    task = asyncio.ensure_future(txs.send(call, value=value, ready=ready()))
-    await checked.wait()  # set in the step that queues it: queued when this wakes
-    return task
 
 
 async def batch_behind_one(
@@ -39,7 +29,7 @@ async def batch_behind_one(
     gate = proxy.gate("eth_sendRawTransaction")
     first = asyncio.ensure_future(txs.send(call, value=1))
     await gate.arrived.wait()
-    waiting = [await queued(txs, call, value) for value in values]
+    waiting = [await queued(txs, value, call) for value in values]
     if before_batch is not None:
         await before_batch()
     gate.opened.set()
@@ -60,15 +50,38 @@ async def sent_by(rpc: JsonRpcClient, address: str, first_block: int) -> list[di
     return txs
 
 
+@dataclass
+class Wired:
+    """The user's SDK over a proxy (to hold and count requests), its sender and deposit
+    call, a plain RPC client, the account's first nonce and the first block to come."""
+
+    sdk: FabstirSDK
+    proxy: RpcProxy
+    rpc: JsonRpcClient
+    txs: TxSender
+    deposit: Any
+    address: str
+    start: int
+    first_block: int
+
+
 @pytest.fixture
 async def wired(devnet):
-    """The user's SDK over a proxy (to hold and count requests), and a plain RPC client."""
     proxy = await RpcProxy(devnet.rpc_url).start()
     rpc = JsonRpcClient(devnet.rpc_url)
     sdk = FabstirSDK(devnet.sdk_config(rpc_url=proxy.url))
     try:
         await sdk.authenticate(devnet.accounts[USER].private_key)
-        yield sdk, proxy, rpc
+        yield Wired(
+            sdk,
+            proxy,
+            rpc,
+            sdk._ctx.require_sender(),
+            sdk._ctx.contract("job_marketplace").call("depositNative"),
+            devnet.accounts[USER].address,
+            await nonce(devnet, USER),
+            int(await rpc.call("eth_blockNumber"), 16) + 1,
+        )
     finally:
         await sdk.aclose()
         await rpc.aclose()
@@ -76,12 +89,9 @@ async def wired(devnet):
 
 
 async def test_sends_waiting_together_are_one_batch_mined_with_consecutive_nonces(devnet, wired):
-    sdk, proxy, rpc = wired
-    txs = sdk._ctx.require_sender()
-    deposit = sdk._ctx.contract("job_marketplace").call("depositNative")
-    address = devnet.accounts[USER].address
-    start = await nonce(devnet, USER)
-    first_block = int(await rpc.call("eth_blockNumber"), 16) + 1
+    w = wired
+    sdk, proxy, rpc, txs, deposit = w.sdk, w.proxy, w.rpc, w.txs, w.deposit
+    address, start, first_block = w.address, w.start, w.first_block
     balance = int(await rpc.call("eth_getBalance", address, "latest"), 16)
     values = [10**12 * k for k in range(2, 8)]
 
@@ -104,12 +114,9 @@ async def test_a_send_refused_in_the_middle_of_a_batch_fails_alone(devnet, wired
     (2 ETH) for insufficient funds. Its caller gets RpcFailure; the sends around it are
     mined; its nonce holds a 0-wei transfer to the account itself (the later send waited
     behind that gap); the next deposit takes the next nonce. Every wei is accounted for."""
-    sdk, proxy, rpc = wired
-    txs = sdk._ctx.require_sender()
-    deposit = sdk._ctx.contract("job_marketplace").call("depositNative")
-    address = devnet.accounts[USER].address
-    start = await nonce(devnet, USER)
-    first_block = int(await rpc.call("eth_blockNumber"), 16) + 1
+    w = wired
+    sdk, proxy, rpc, txs, deposit = w.sdk, w.proxy, w.rpc, w.txs, w.deposit
+    address, start, first_block = w.address, w.start, w.first_block
 
     async def drain() -> None:
         await rpc.call("anvil_setBalance", address, hex(ETH))

@@ -18,7 +18,7 @@ from hexbytes import HexBytes
 
 from fabstir_sdk import ContractRevertError, RpcFailure
 from fabstir_sdk.chain import client as client_module
-from fabstir_sdk.chain.abi import Contract
+from fabstir_sdk.chain.abi import Call, Contract
 from fabstir_sdk.chain.client import ChainClient, TxSender
 from fabstir_sdk.chain.transport import MockTransport
 
@@ -214,27 +214,35 @@ def send(node: ScriptedNode) -> dict[str, Any]:
     return asyncio.run(go())
 
 
-async def queued(txs: TxSender, value: int) -> asyncio.Task[dict[str, Any]]:
+async def queued(txs: TxSender, value: int, call: Call = CALL) -> asyncio.Task[dict[str, Any]]:
     """A send of ``value`` wei, once it waits for its nonce (its checks are done)."""
     checked = asyncio.Event()
 
     async def ready() -> None:
         checked.set()
 
-    task = asyncio.ensure_future(txs.send(CALL, value=value, ready=ready()))
+    task = asyncio.ensure_future(txs.send(call, value=value, ready=ready()))
     await checked.wait()  # set in the step that queues it: queued when this wakes
     return task
 
 
-async def batched(node: Node, txs: TxSender, values: list[int]) -> list[Any]:
-    """A send of 100 wei held at the node while sends of ``values`` wait behind it; then
-    the node answers; every caller's outcome, receipt or error, in order."""
+async def behind_one(
+    node: Node, txs: TxSender, values: list[int]
+) -> tuple[list[asyncio.Task[dict[str, Any]]], asyncio.Event]:
+    """A send of 100 wei held at the node, and sends of ``values`` waiting behind it:
+    their tasks (that send's first) and the event that lets the node answer."""
     arrived, opened = node.hold_sends()
     first = asyncio.ensure_future(txs.send(CALL, value=100))
     await arrived.wait()
-    waiting = [await queued(txs, value) for value in values]
+    return [first, *[await queued(txs, value) for value in values]], opened
+
+
+async def batched(node: Node, txs: TxSender, values: list[int]) -> list[Any]:
+    """:func:`behind_one`, then the node answers: every caller's outcome, receipt or
+    error, in order."""
+    tasks, opened = await behind_one(node, txs, values)
     opened.set()
-    return await asyncio.gather(first, *waiting, return_exceptions=True)
+    return await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def sends_per_request(node: ScriptedNode) -> list[int]:
@@ -330,17 +338,13 @@ def test_a_nonce_taken_inside_a_batch_is_signed_again_after_the_batch():
     node = Node(nonce=5)
 
     async def go() -> list[Any]:
-        txs = sender(node)
-        arrived, opened = node.hold_sends()
-        first = asyncio.ensure_future(txs.send(CALL, value=100))
-        await arrived.wait()
-        waiting = [await queued(txs, value) for value in (1, 2, 3)]
+        tasks, opened = await behind_one(node, sender(node), [1, 2, 3])
         arrived, held = node.hold_sends()  # holds the batch
         opened.set()
         await arrived.wait()
         node.taken = 1  # the batch's first send, nonce 6, is refused as taken
         held.set()
-        return await asyncio.gather(first, *waiting)
+        return await asyncio.gather(*tasks)
 
     receipts = asyncio.run(go())
     assert nonces(node.sent) == [5, 6, 7, 8, 9]
@@ -353,13 +357,10 @@ def test_a_send_cancelled_before_its_batch_is_never_signed():
 
     async def go() -> list[Any]:
         txs = sender(node)
-        arrived, opened = node.hold_sends()
-        first = asyncio.ensure_future(txs.send(CALL, value=100))
-        await arrived.wait()
-        one, two, three = [await queued(txs, value) for value in (1, 2, 3)]
-        two.cancel()
+        tasks, opened = await behind_one(node, txs, [1, 2, 3])
+        tasks[2].cancel()
         opened.set()
-        outcomes = await asyncio.gather(first, one, two, three, return_exceptions=True)
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         return [*outcomes, await txs.send(CALL, value=4)]
 
     outcomes = asyncio.run(go())
@@ -375,10 +376,7 @@ def test_a_send_cancelled_while_its_batch_is_out_is_sent_and_the_nonces_stay_rig
 
     async def go() -> list[Any]:
         txs = sender(node)
-        arrived, opened = node.hold_sends()
-        first = asyncio.ensure_future(txs.send(CALL, value=100))
-        await arrived.wait()
-        one, two = [await queued(txs, value) for value in (1, 2)]
+        (first, one, two), opened = await behind_one(node, txs, [1, 2])
         arrived, held = node.hold_sends()  # holds the batch of 1 and 2
         opened.set()
         await first
