@@ -18,7 +18,8 @@ from fabstir_sdk.protocol import (
     TokenChunk,
     parse_client_message,
 )
-from fabstir_sdk.protocol._session import _chunk_text, _plain_chunk
+from fabstir_sdk.protocol._chunks import read_chunk_fields as _plain_chunk
+from fabstir_sdk.protocol._chunks import read_chunk_text as _chunk_text
 
 HEXISH = st.sampled_from(["", "00", "0xab", "0XAB", "aB", "abc", "zz", " ab", "ab\n", "١٢"])
 ANY = st.one_of(

@@ -34,6 +34,7 @@ import coincurve
 
 from ..errors import HandshakeError, HostError, MessageIndexError, ProtocolError, ValidationError
 from . import _crypto as c
+from ._chunks import read_chunk_fields, read_chunk_text
 from ._messages import (
     DEFAULT_CHAIN_ID,
     MAX_FRAME_BYTES,
@@ -72,8 +73,6 @@ from ._session import (
     TokenChunk,
     chunk_aad,
     dumps,
-    fast_chunk_fields,
-    fast_chunk_text,
     message_aad,
     private_key_bytes,
     seal_session_init,
@@ -415,7 +414,7 @@ class ClientSession:
     def receive(self, data: str | bytes) -> SessionEvent | None:
         """The event a host frame stands for; None for a frame of an answer given up."""
         if type(data) is str and len(data) <= self.max_frame_bytes:
-            fast = fast_chunk_text(data)  # a token as hosts write it: no JSON parse
+            fast = read_chunk_text(data)  # a token as hosts write it: no JSON parse
             if fast is not None:
                 # an answer given up is rare: look only if there is one
                 if self._given_up and self._stale(fast[6]):
@@ -424,7 +423,7 @@ class ClientSession:
                 return self._open_chunk(*fast)
         obj = decode_frame(data, max_bytes=self.max_frame_bytes)
         if obj["type"] == "encrypted_chunk":
-            fast = fast_chunk_fields(obj)
+            fast = read_chunk_fields(obj)
             if fast is not None:
                 if self._stale(fast[6]):
                     self._count_stale(fast[6], len(fast[2]) // 2 - c.TAG_SIZE)
