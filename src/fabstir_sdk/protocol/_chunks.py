@@ -229,7 +229,7 @@ _ABSENT = {item[:-1] for layout in _LAYOUTS for item in layout.split() if item.e
 if [
     (f.attr, f.plain and f.plain.read, f.plain and f.plain.even, f.attr in _ABSENT, f.default)
     for f in _OUT
-] == [
+] != [
     ("index", int, False, False, None),
     ("nonce_hex", None, True, False, None),
     ("ciphertext_hex", None, True, False, None),
