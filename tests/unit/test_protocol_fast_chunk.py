@@ -9,7 +9,6 @@ import os
 from typing import Any
 from unittest.mock import patch
 
-import coincurve
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,15 +18,15 @@ from fabstir_sdk.protocol import (
     ClientSession,
     EncryptedChunk,
     HostSession,
-    SessionInitAck,
     TokenChunk,
     WireModel,
     _client,
-    parse_client_message,
 )
 from fabstir_sdk.protocol._chunks import CHUNK_FIELDS, field_table
 from fabstir_sdk.protocol._chunks import read_chunk_fields as _plain_chunk
 from fabstir_sdk.protocol._chunks import read_chunk_text as _chunk_text
+
+from .session_pair import fixed_pair, open_pair
 
 HEXISH = st.sampled_from(["", "00", "0xab", "0XAB", "aB", "abc", "zz", " ab", "ab\n", "١٢"])
 ANY = st.one_of(
@@ -85,17 +84,12 @@ def test_fast_reader_accepts_only_what_the_model_accepts(frame: dict[str, object
 
 
 def test_the_usual_frames_take_the_fast_path_and_decrypt_alike() -> None:
-    host_key, client_key = os.urandom(32), os.urandom(32)
-    host_public = coincurve.PrivateKey(host_key).public_key.format()
-    client = ClientSession(job_id=9, host_public_key=host_public, client_private_key=client_key)
-    host, _ = HostSession.accept(
-        parse_client_message(client.init_frame()), host_private_key=host_key
-    )
-    client.receive(SessionInitAck(session_id="9").to_json())
-    frames = [host.chunk_frame(" tok", id="9-0"), host.chunk_frame("en", final=True, tokens=2)]
+    client, host = open_pair()
+    client.prompt_frame("hi")
+    frames = [host.chunk_frame(" tok", id="42-0"), host.chunk_frame("en", final=True, tokens=2)]
     assert all(_plain_chunk(json.loads(f)) is not None for f in frames)
     assert [client.receive(f) for f in frames] == [
-        TokenChunk(" tok", 0, 1, False, "9-0"),
+        TokenChunk(" tok", 0, 1, False, "42-0"),
         TokenChunk("en", 1, 2, True, None),
     ]
 
@@ -170,7 +164,6 @@ def test_the_host_frames_take_the_text_path_in_both_field_orders() -> None:
 # ------------------------------------------------ both paths, the same frames
 
 
-TWIN_HOST_KEY, TWIN_CLIENT_KEY = bytes.fromhex("11" * 32), bytes.fromhex("22" * 32)
 ODD_VALUES = st.sampled_from(
     [
         None,
@@ -253,14 +246,7 @@ def hostile_texts(draw: st.DrawFn, frame: dict[str, Any]) -> str:
 
 
 def _twins() -> tuple[ClientSession, ClientSession, HostSession]:
-    public = coincurve.PrivateKey(TWIN_HOST_KEY).public_key.format()
-    client = ClientSession(
-        job_id=42, host_public_key=public, client_private_key=TWIN_CLIENT_KEY, session_key=bytes(32)
-    )
-    host, _ = HostSession.accept(
-        parse_client_message(client.init_frame()), host_private_key=TWIN_HOST_KEY
-    )
-    client.receive(SessionInitAck(session_id="42").to_json())
+    client, host = fixed_pair()
     client.prompt_frame("hi", id="42-0")
     return client, copy.deepcopy(client), host
 
