@@ -64,23 +64,20 @@ def chunk_frames(draw: st.DrawFn) -> dict[str, object]:
     return frame
 
 
+def _model_read(frame: object) -> tuple[object, ...]:
+    """What the model reads of a frame, in the fast readers' order."""
+    model = EncryptedChunk.model_validate(frame)
+    p = model.payload
+    return (p.index, p.nonce_hex, p.ciphertext_hex, p.aad_hex, model.tokens, model.final, model.id)
+
+
 @settings(max_examples=600, deadline=None)
 @given(chunk_frames())
 def test_fast_reader_accepts_only_what_the_model_accepts(frame: dict[str, object]) -> None:
     fast = _plain_chunk(frame)
     if fast is None:
         return  # the model decides (and the same _open_chunk reads it)
-    model = EncryptedChunk.model_validate(frame)  # must not raise
-    p = model.payload
-    assert fast == (
-        p.index,
-        p.nonce_hex,
-        p.ciphertext_hex,
-        p.aad_hex,
-        model.tokens,
-        model.final,
-        model.id,
-    )
+    assert fast == _model_read(frame)  # the model must not raise
 
 
 def test_the_usual_frames_take_the_fast_path_and_decrypt_alike() -> None:
@@ -122,17 +119,7 @@ def test_text_reader_accepts_only_what_the_parser_and_model_accept(text: str) ->
     assert text.isascii()
     obj = json.loads(text)  # must not raise
     assert _plain_chunk(obj) == fast
-    model = EncryptedChunk.model_validate(obj)
-    p = model.payload
-    assert fast == (
-        p.index,
-        p.nonce_hex,
-        p.ciphertext_hex,
-        p.aad_hex,
-        model.tokens,
-        model.final,
-        model.id,
-    )
+    assert fast == _model_read(obj)
 
 
 def test_the_host_frames_take_the_text_path_in_both_field_orders() -> None:
