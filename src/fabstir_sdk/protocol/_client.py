@@ -417,16 +417,16 @@ class ClientSession:
             fast = read_chunk_text(data)  # a token as hosts write it: no JSON parse
             if fast is not None:
                 # an answer given up is rare: look only if there is one
-                if self._given_up and self._stale(fast[6]):
-                    self._count_stale(fast[6], len(fast[2]) // 2 - c.TAG_SIZE)
+                if self._given_up and self._stale(fast[5]):
+                    self._count_stale(fast[5], len(fast[1]) // 2 - c.TAG_SIZE)
                     return None
                 return self._open_chunk(*fast)
         obj = decode_frame(data, max_bytes=self.max_frame_bytes)
         if obj["type"] == "encrypted_chunk":
             fast = read_chunk_fields(obj)
             if fast is not None:
-                if self._stale(fast[6]):
-                    self._count_stale(fast[6], len(fast[2]) // 2 - c.TAG_SIZE)
+                if self._stale(fast[5]):
+                    self._count_stale(fast[5], len(fast[1]) // 2 - c.TAG_SIZE)
                     return None
                 return self._open_chunk(*fast)
         message = parse_host_message(obj)
@@ -452,13 +452,13 @@ class ClientSession:
         if isinstance(message, EncryptedChunk):
             p = message.payload
             return self._open_chunk(
-                p.index,
-                p.nonce_hex,
-                p.ciphertext_hex,
-                p.aad_hex,
                 message.tokens,
-                message.final,
+                p.ciphertext_hex,
+                p.nonce_hex,
+                p.aad_hex,
+                p.index,
                 message.id,
+                message.final,
             )
         if isinstance(message, EncryptedResponse):
             return self._final(message)
@@ -547,13 +547,13 @@ class ClientSession:
 
     def _open_chunk(
         self,
-        index: int,
-        nonce_hex: str,
-        ciphertext_hex: str,
-        aad_hex: str,
         tokens: int,
-        final: bool | None,
+        ciphertext_hex: str,
+        nonce_hex: str,
+        aad_hex: str,
+        index: int,
         id: str | int | None,
+        final: bool | None,
     ) -> TokenChunk:
         # once per streamed token: the cheap checks first, no helper calls on the usual path
         if not self.encrypted or self.state not in _LIVE:
