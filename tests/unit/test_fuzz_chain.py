@@ -24,7 +24,7 @@ from fabstir_sdk.chain.transport import MockTransport
 from fabstir_sdk.chain.units import format_units, to_base_units
 from fabstir_sdk.errors import ChainError, FabstirError, RpcError
 
-from .fuzzing import fuzz, typed_only
+from .fuzzing import fuzz, run, typed_only
 
 MARKET = Contract("JobMarketplace", "0x" + "11" * 20)
 REGISTRY = Contract("NodeRegistry", "0x" + "22" * 20)
@@ -161,7 +161,7 @@ def test_batch_takes_any_reply(reply, n, return_errors):
     client = _Canned(reply)
     calls = [("eth_blockNumber", ())] * n
     try:
-        results = asyncio.run(client.batch(calls, return_errors=return_errors))
+        results = run(client.batch(calls, return_errors=return_errors))
     except RpcError:
         return
     assert len(results) == n
@@ -243,5 +243,5 @@ def test_fee_market_signatures_are_eth_accounts_bytes(
         "data": "0x" + data.hex(),
         "type": 2,
     }
-    raw = asyncio.run(LocalSigner(account).sign_transaction(tx))
+    raw = run(LocalSigner(account).sign_transaction(tx))
     assert raw == bytes(account.sign_transaction(tx).raw_transaction)

@@ -3,7 +3,6 @@ FabstirErrors only (P2PProtocolError, ConfigError), never a crash."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -17,7 +16,7 @@ from fabstir_sdk.host._config import HostConfig
 from fabstir_sdk.p2p._wire import FrameDecoder, decode_message, encode_message
 from fabstir_sdk.p2p.messages import HostLoad, HostProtocolServer, parse_reply, verify_pong
 
-from .fuzzing import fuzz, typed_only
+from .fuzzing import fuzz, run, typed_only
 
 json_values = st.recursive(
     st.none()
@@ -99,7 +98,7 @@ SERVER = HostProtocolServer(
     st.dictionaries(st.sampled_from(["nonce", "token", "x"]), json_values, max_size=3),
 )
 def test_host_protocol_server_answers_any_request(kind, fields):
-    reply = asyncio.run(SERVER.handle({**fields, "type": kind}, remote_peer="a", local_peer="b"))
+    reply = run(SERVER.handle({**fields, "type": kind}, remote_peer="a", local_peer="b"))
     assert isinstance(reply, dict) and isinstance(reply["type"], str)
     json.dumps(reply)  # always sendable
 

@@ -17,7 +17,6 @@ from fabstir_sdk.errors import FabstirError
 from fabstir_sdk.protocol import (
     CLIENT_MESSAGES,
     HOST_MESSAGES,
-    ClientSession,
     EncryptedMessage,
     EncryptedSessionInit,
     HostSession,
@@ -31,10 +30,8 @@ from fabstir_sdk.protocol import _crypto as c
 
 from .fuzzing import fuzz as fuzz_settings
 from .fuzzing import typed_only
+from .session_pair import HOST_KEY, HOST_PUBLIC, fixed_pair
 
-HOST_KEY = bytes.fromhex("11" * 32)
-CLIENT_KEY = bytes.fromhex("22" * 32)
-HOST_PUBLIC = coincurve.PrivateKey(HOST_KEY).public_key.format(compressed=True)
 fuzz = fuzz_settings()
 
 json_values = st.recursive(
@@ -51,25 +48,9 @@ json_values = st.recursive(
 )
 
 
-def pair() -> tuple[ClientSession, HostSession]:
-    proto = ClientSession(
-        job_id=42,
-        chain_id=31337,
-        host_public_key=HOST_PUBLIC.hex(),
-        client_private_key=CLIENT_KEY,
-        model_name="m",
-        session_key=bytes(range(32)),
-    )
-    init = parse_client_message(proto.init_frame())
-    assert isinstance(init, EncryptedSessionInit)
-    host, _ = HostSession.accept(init, host_private_key=HOST_KEY)
-    proto.receive(SessionInitAck(session_id="42", job_id=42, chain_id=31337).to_json())
-    return proto, host
-
-
 def _valid_frames() -> tuple[list[str], list[str]]:
-    proto, host = pair()
-    again, _ = pair()  # a re-init, from a session that is ready
+    proto, host = fixed_pair()
+    again, _ = fixed_pair()  # a re-init, from a session that is ready
     client = [
         again.init_frame(),
         proto.prompt_frame("hello"),
@@ -151,7 +132,7 @@ def test_parsers_take_any_fields_under_each_type(kind, value, data):
 @given(mutated(CLIENT_FRAMES))
 def test_host_side_takes_mutated_client_frames(frame):
     """What the host does with a frame: parse, then accept an init or open a prompt."""
-    _, host = pair()
+    _, host = fixed_pair()
     try:
         message = parse_client_message(frame)
     except FabstirError:
@@ -165,7 +146,7 @@ def test_host_side_takes_mutated_client_frames(frame):
 @fuzz
 @given(mutated(HOST_FRAMES) | st.binary(max_size=200), st.booleans())
 def test_client_receive_takes_mutated_host_frames(frame, fresh):
-    proto, host = pair()
+    proto, host = fixed_pair()
     if not fresh:  # mid-response: one chunk already taken
         proto.receive(host.chunk_frame("x"))
     typed_only(proto.receive, frame)
@@ -174,7 +155,7 @@ def test_client_receive_takes_mutated_host_frames(frame, fresh):
 @fuzz
 @given(st.lists(mutated(HOST_FRAMES), max_size=6))
 def test_client_session_survives_a_hostile_sequence(frames):
-    proto, host = pair()
+    proto, host = fixed_pair()
     for frame in frames:
         typed_only(proto.receive, frame)
     # the session still works after every refusal of a chunk out of turn or forged
@@ -186,7 +167,7 @@ def test_client_session_survives_a_hostile_sequence(frames):
 @fuzz
 @given(st.lists(mutated(CLIENT_FRAMES[1:2]), max_size=5))
 def test_host_session_refuses_forged_prompts_and_goes_on(frames):
-    proto, host = pair()
+    proto, host = fixed_pair()
     for frame in frames:
         try:
             message = parse_client_message(frame)

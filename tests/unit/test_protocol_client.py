@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import json
 
-import coincurve
 import pytest
 
 from fabstir_sdk.errors import HostError, MessageIndexError, ProtocolError
 from fabstir_sdk.protocol import (
     CheckpointSubmitted,
-    Connected,
-    EncryptedSessionInit,
     ErrorFrame,
-    HostSession,
     PongFrame,
     ProofSubmitted,
     ResponseDone,
-    SessionInitAck,
     StreamEnd,
     TokenChunk,
     TokenOverreport,
@@ -30,32 +25,7 @@ from fabstir_sdk.protocol._client import (
     State,
 )
 
-HOST_KEY = bytes.fromhex("11" * 32)
-CLIENT_KEY = bytes.fromhex("22" * 32)
-ACK = SessionInitAck(session_id="42", job_id=42, chain_id=31337).to_json()
-
-
-def _open() -> tuple[ClientSession, HostSession]:
-    proto = ClientSession(
-        job_id=42,
-        chain_id=31337,
-        host_public_key=coincurve.PrivateKey(HOST_KEY).public_key.format(),
-        client_private_key=CLIENT_KEY,
-        model_name="m",
-    )
-    assert proto.state is State.CONNECTING and not proto.ready
-    host = _accept(proto.init_frame())
-    assert isinstance(proto.receive(Connected().to_json()), Connected)
-    assert isinstance(proto.receive(ACK), SessionInitAck)
-    assert proto.state is State.READY and proto.ready
-    return proto, host
-
-
-def _accept(frame: str) -> HostSession:
-    init = parse_client_message(frame)
-    assert isinstance(init, EncryptedSessionInit)
-    host, _ = HostSession.accept(init, host_private_key=HOST_KEY)
-    return host
+from .session_pair import ACK, accept, open_pair
 
 
 def _end(tokens: int, id: str | None) -> str:
@@ -67,7 +37,7 @@ def _error(code: str, id: str | None) -> str:
 
 
 def test_one_answer_walks_the_states_and_indexes() -> None:
-    proto, host = _open()
+    proto, host = open_pair()
     for turn in range(2):
         frame = proto.prompt_frame(f"turn {turn}")
         assert proto.state is State.STREAMING and proto.answer_id == f"42-{turn}"
@@ -107,7 +77,7 @@ def test_prompt_only_once_ready_and_one_answer_at_a_time() -> None:
 
 
 def test_error_frames_are_events_not_raised() -> None:
-    proto, host = _open()
+    proto, host = open_pair()
     proto.prompt_frame("a")
     event = proto.receive(_error("RATE_LIMITED", "42-0"))
     assert isinstance(event, HostErrorEvent) and event.code == "RATE_LIMITED"
@@ -136,7 +106,7 @@ def test_a_refused_init_can_be_tried_again() -> None:
 
 
 def test_answers_given_up_are_dropped_undecrypted_and_their_end_counted() -> None:
-    proto, host = _open()
+    proto, host = open_pair()
     host.open_message(parse_client_message(proto.prompt_frame("slow")))
     first = proto.receive(host.chunk_frame("x", id="42-0"))
     assert isinstance(first, TokenChunk)
@@ -164,7 +134,7 @@ def test_answers_given_up_are_dropped_undecrypted_and_their_end_counted() -> Non
 
 
 def test_a_stream_end_for_another_answer_is_not_this_ones() -> None:
-    proto, host = _open()
+    proto, host = open_pair()
     proto.prompt_frame("a")
     assert proto.receive(_end(500, "not-ours")) is None
     assert proto.state is State.STREAMING and proto.tokens_reported == 0
@@ -176,7 +146,7 @@ def test_a_stream_end_for_another_answer_is_not_this_ones() -> None:
 
 
 def test_hosts_that_echo_no_id() -> None:
-    proto, host = _open()
+    proto, host = open_pair()
     proto.prompt_frame("a")
     assert isinstance(proto.receive(host.chunk_frame("x")), TokenChunk)
     proto.give_up()
@@ -193,7 +163,7 @@ def test_hosts_that_echo_no_id() -> None:
 
 
 def test_final_checkpoint_correlation() -> None:
-    proto, _ = _open()
+    proto, _ = open_pair()
     frame = json.loads(proto.checkpoint_request_frame())
     assert frame == {"type": "checkpoint_request", "session_id": "42", "id": "42-final"}
     failed = proto.receive(_error("CHECKPOINT_FAILED", "42-final"))
@@ -210,7 +180,7 @@ def test_final_checkpoint_correlation() -> None:
 
 
 def test_proofs_are_kept_and_keep_alives_pass_through() -> None:
-    proto, _ = _open()
+    proto, _ = open_pair()
     proof = ProofSubmitted(session_id="42", tokens_claimed=1000, proof_hash="0x01", tx_hash="0x02")
     assert proto.receive(proof.to_json()) == proof
     assert proto.receive(PongFrame().to_json()) == PongFrame()
@@ -218,7 +188,7 @@ def test_proofs_are_kept_and_keep_alives_pass_through() -> None:
 
 
 def test_rekey_restarts_the_message_index_with_a_new_key() -> None:
-    proto, host = _open()
+    proto, host = open_pair()
     host.open_message(parse_client_message(proto.prompt_frame("a")))
     proto.receive(_end(1, "42-0"))
     assert proto.next_message == 1
@@ -226,7 +196,7 @@ def test_rekey_restarts_the_message_index_with_a_new_key() -> None:
     assert proto.state is State.CONNECTING and proto.next_message == 0
     with pytest.raises(ProtocolError):
         proto.prompt_frame("too early")
-    fresh = _accept(frame)
+    fresh = accept(frame)
     proto.receive(ACK)
     prompt = parse_client_message(proto.prompt_frame("b"))
     assert fresh.open_message(prompt).prompt == "b"  # message_0 under the new key
@@ -244,7 +214,7 @@ def test_rekey_restarts_the_message_index_with_a_new_key() -> None:
 
 
 def test_protocol_breaks_raise() -> None:
-    proto, host = _open()
+    proto, host = open_pair()
     proto.prompt_frame("a")
     host.chunk_frame("skipped", id="42-0")
     with pytest.raises(MessageIndexError):

@@ -4,41 +4,17 @@ chunking; frames of answers given up are counted from their ciphertext's length.
 
 from __future__ import annotations
 
-import coincurve
-
 from fabstir_sdk.protocol import (
     TOKENS_WITHOUT_TEXT,
     ClientSession,
-    Connected,
-    EncryptedSessionInit,
-    HostSession,
-    SessionInitAck,
     StreamChunkFrame,
     StreamEnd,
     TokenChunk,
     TokenOverreport,
-    parse_client_message,
     tokens_bound,
 )
 
-HOST_KEY = bytes.fromhex("11" * 32)
-ACK = SessionInitAck(session_id="42", job_id=42, chain_id=31337).to_json()
-
-
-def _open() -> tuple[ClientSession, HostSession]:
-    proto = ClientSession(
-        job_id=42,
-        chain_id=31337,
-        host_public_key=coincurve.PrivateKey(HOST_KEY).public_key.format(),
-        client_private_key=bytes.fromhex("22" * 32),
-        model_name="m",
-    )
-    init = parse_client_message(proto.init_frame())
-    assert isinstance(init, EncryptedSessionInit)
-    host, _ = HostSession.accept(init, host_private_key=HOST_KEY)
-    proto.receive(Connected().to_json())
-    proto.receive(ACK)
-    return proto, host
+from .session_pair import ACK, open_pair
 
 
 def _end(tokens: int, id: str | None) -> str:
@@ -52,7 +28,7 @@ def test_the_bound_is_one_token_a_byte_plus_eight() -> None:
 
 def test_a_chunk_may_carry_many_tokens_up_to_one_a_byte() -> None:
     """One chunk of 11 bytes ("hello world") may be 19 tokens; 20 is one too many."""
-    proto, host = _open()
+    proto, host = open_pair()
     for turn, claim in enumerate((19, 20)):
         aid = f"42-{turn}"
         proto.prompt_frame("hi")
@@ -70,7 +46,7 @@ def test_a_chunk_may_carry_many_tokens_up_to_one_a_byte() -> None:
 
 def test_bytes_not_characters() -> None:
     """ "é" is 2 bytes and "€" 3 in UTF-8: 5 bytes, so 13 tokens may be claimed."""
-    proto, host = _open()
+    proto, host = open_pair()
     proto.prompt_frame("hi")
     proto.receive(host.chunk_frame("é", id="42-0"))
     proto.receive(host.chunk_frame("€", id="42-0"))
@@ -79,7 +55,7 @@ def test_bytes_not_characters() -> None:
 
 
 def test_an_answer_with_no_text_may_claim_eight() -> None:
-    proto, host = _open()
+    proto, host = open_pair()
     proto.prompt_frame("hi")
     proto.receive(host.chunk_frame("", tokens=0, final=True, id="42-0"))
     proto.receive(_end(10**18, "42-0"))
@@ -90,7 +66,7 @@ def test_an_answer_with_no_text_may_claim_eight() -> None:
 def test_an_id_less_late_chunk_counts_for_the_answer_given_up() -> None:
     """Hosts that echo no id: a chunk while nothing is current belongs to the oldest answer
     given up, and its bytes (from the ciphertext, not decrypted) count for that answer."""
-    proto, host = _open()
+    proto, host = open_pair()
     proto.prompt_frame("a")
     proto.receive(host.chunk_frame("abc"))
     proto.give_up()

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from ..errors import HandshakeError, HostError, MessageIndexError, ProtocolError, ValidationError
 from . import _crypto as c
+from ._chunks import read_chunk_fields, read_chunk_text
 from ._messages import (
     DEFAULT_CHAIN_ID,
     MAX_FRAME_BYTES,
@@ -71,8 +72,6 @@ from ._session import (
     TokenChunk,
     chunk_aad,
     dumps,
-    fast_chunk_fields,
-    fast_chunk_text,
     message_aad,
     private_key_bytes,
     seal_prepared,
@@ -425,19 +424,19 @@ class ClientSession:
     def receive(self, data: str | bytes) -> SessionEvent | None:
         """The event a host frame stands for; None for a frame of an answer given up."""
         if type(data) is str and len(data) <= self.max_frame_bytes:
-            fast = fast_chunk_text(data)  # a token as hosts write it: no JSON parse
+            fast = read_chunk_text(data)  # a token as hosts write it: no JSON parse
             if fast is not None:
                 # an answer given up is rare: look only if there is one
-                if self._given_up and self._stale(fast[6]):
-                    self._count_stale(fast[6], len(fast[2]) // 2 - c.TAG_SIZE)
+                if self._given_up and self._stale(fast[5]):
+                    self._count_stale(fast[5], len(fast[1]) // 2 - c.TAG_SIZE)
                     return None
                 return self._open_chunk(*fast)
         obj = decode_frame(data, max_bytes=self.max_frame_bytes)
         if obj["type"] == "encrypted_chunk":
-            fast = fast_chunk_fields(obj)
+            fast = read_chunk_fields(obj)
             if fast is not None:
-                if self._stale(fast[6]):
-                    self._count_stale(fast[6], len(fast[2]) // 2 - c.TAG_SIZE)
+                if self._stale(fast[5]):
+                    self._count_stale(fast[5], len(fast[1]) // 2 - c.TAG_SIZE)
                     return None
                 return self._open_chunk(*fast)
         message = parse_host_message(obj)
@@ -463,13 +462,13 @@ class ClientSession:
         if isinstance(message, EncryptedChunk):
             p = message.payload
             return self._open_chunk(
-                p.index,
-                p.nonce_hex,
-                p.ciphertext_hex,
-                p.aad_hex,
                 message.tokens,
-                message.final,
+                p.ciphertext_hex,
+                p.nonce_hex,
+                p.aad_hex,
+                p.index,
                 message.id,
+                message.final,
             )
         if isinstance(message, EncryptedResponse):
             return self._final(message)
@@ -558,13 +557,13 @@ class ClientSession:
 
     def _open_chunk(
         self,
-        index: int,
-        nonce_hex: str,
-        ciphertext_hex: str,
-        aad_hex: str,
         tokens: int,
-        final: bool | None,
+        ciphertext_hex: str,
+        nonce_hex: str,
+        aad_hex: str,
+        index: int,
         id: str | int | None,
+        final: bool | None,
     ) -> TokenChunk:
         # once per streamed token: the cheap checks first, no helper calls on the usual path
         if not self.encrypted or self.state not in _LIVE:

@@ -13,7 +13,10 @@ SDK and node use, omitting absent optional fields.
 from __future__ import annotations
 
 import json
+import re
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -108,12 +111,78 @@ def _job_id_int(value: object) -> object:
     return value
 
 
-JobIdText = Annotated[str, BeforeValidator(_job_id_text), Field(pattern=r"^[0-9]{1,78}$")]
+@dataclass(frozen=True, slots=True)
+class Plain:
+    """The plain form of a type's values, which the per-token ``encrypted_chunk`` readers
+    (protocol/_chunks.py) take without the model: it sits in the type's ``Annotated`` beside
+    the model's own rules, so the two are written together and the readers' field table is
+    made from the models (a model field of a type without one cannot be read fast: import
+    fails).
+
+    ``check``: a parsed JSON value the model reads unchanged (exact types, no coercion;
+    None, where the field takes it, is the readers' to allow).
+    ``text``: a regex (one group) of such a value's compact JSON spelling, no escapes.
+    ``read``: that group's text to the value ``json.loads`` gives (None: the text itself).
+    ``even``: the text's length must be even too (checked after the match: a regex for
+    pairs is about three times slower).
+    Each is a subset of what the model accepts; tests/unit/test_protocol_fast_chunk.py feeds
+    both the same frames.
+    """
+
+    check: Callable[[Any], bool]
+    text: str
+    read: Callable[[str], Any] | None = None
+    even: bool = False
+
+
+_HEX_PATTERN = r"(?:0[xX])?(?:[0-9a-fA-F]{2})*"
+_is_hex = re.compile(_HEX_PATTERN).fullmatch
+#: A job id as the model leaves it (decimal, no sign, space or leading zero).
+_is_job_id = re.compile(r"[1-9][0-9]{0,77}").fullmatch
+#: A count's compact text: at most 18 digits (exact in any JSON reader's int).
+_COUNT_TEXT = r"(0|[1-9][0-9]{0,17})"
+
+
+def _is_count(value: object) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _is_id(value: object) -> bool:
+    return type(value) is str or type(value) is int
+
+
+def read_id(text: str) -> str | int:
+    """A correlation id from its compact JSON text (a string without escapes, or digits)."""
+    return text[1:-1] if text[0] == '"' else int(text)
+
+
+def read_flag(text: str) -> bool:
+    return text == "true"
+
+
+JobIdText = Annotated[
+    str,
+    BeforeValidator(_job_id_text),
+    Field(pattern=r"^[0-9]{1,78}$"),
+    Plain(lambda v: type(v) is str and _is_job_id(v) is not None, r'"([1-9][0-9]{0,77})"'),
+]
 JobIdInt = Annotated[int, BeforeValidator(_job_id_int), Field(ge=0)]
 #: Hex fields are checked (even length, optional 0x, any case) but kept as sent;
-#: :func:`hex_bytes` and :func:`same_hex` read them.
-Hex = Annotated[str, Field(pattern=r"^(?:0[xX])?(?:[0-9a-fA-F]{2})*$")]
-CorrelationId = str | int | None
+#: :func:`hex_bytes` and :func:`same_hex` read them. The compact text: unprefixed.
+Hex = Annotated[
+    str,
+    Field(pattern=f"^{_HEX_PATTERN}$"),
+    Plain(lambda v: type(v) is str and _is_hex(v) is not None, r'"([0-9a-fA-F]*)"', even=True),
+]
+#: A count (tokens, an index): a non-negative int.
+Count = Annotated[int, Field(ge=0), Plain(_is_count, _COUNT_TEXT, int)]
+#: A correlation id: the text is printable ASCII without quotes or backslashes.
+CorrelationId = Annotated[
+    str | int | None,
+    Plain(_is_id, rf'("[\x20\x21\x23-\x5b\x5d-\x7e]*"|{_COUNT_TEXT[1:-1]})', read_id),
+]
+#: An optional flag (``final``).
+Flag = Annotated[bool | None, Plain(lambda v: type(v) is bool, "(true|false)", read_flag)]
 
 
 def hex_bytes(text: str) -> bytes:
@@ -156,7 +225,7 @@ class CipherPayload(WireModel):
 
 
 class ChunkPayload(CipherPayload):
-    index: int = Field(ge=0)
+    index: Count
 
 
 class EphemeralCipherPayload(WireModel):
@@ -370,11 +439,14 @@ class SessionInitAck(WireModel):
 
 
 class EncryptedChunk(WireModel):
+    """A token (or a few) of an encrypted answer. Its fields' types each carry their
+    :class:`Plain` form: the per-token readers (protocol/_chunks.py) are made from them."""
+
     type: Literal["encrypted_chunk"] = "encrypted_chunk"
-    tokens: int = Field(default=0, ge=0)
+    tokens: Count = 0
     session_id: JobIdText | None = _either("session_id", "sessionId")
     id: CorrelationId = None
-    final: bool | None = None
+    final: Flag = None
     payload: ChunkPayload
 
 

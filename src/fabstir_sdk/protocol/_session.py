@@ -12,9 +12,8 @@ order. A new session init brings a new session key, so indexes restart safely.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import coincurve
 from eth_utils.crypto import keccak
@@ -273,100 +272,6 @@ class ResponseDone:
     id: str | int | None = None
 
 
-_HEX = re.compile(r"(?:0[xX])?(?:[0-9a-fA-F]{2})*")
-_JOB_ID = re.compile(r"[1-9][0-9]{0,77}")
-_CHUNK_KEYS = frozenset({"type", "tokens", "session_id", "id", "final", "payload"})
-_PAYLOAD_KEYS = frozenset({"ciphertextHex", "nonceHex", "aadHex", "index"})
-
-_FastChunk = tuple[int, str, str, str, int, bool | None, str | int | None]
-
-
-def _plain_chunk(obj: dict[str, Any]) -> _FastChunk | None:
-    """The fields of an ``encrypted_chunk`` in its usual form, checked by hand (the hot
-    path: one per token); None for any other form, which the model then validates.
-
-    Accepts exactly what :class:`EncryptedChunk` accepts and reads the same way, no more.
-    """
-    payload = obj.get("payload")
-    if not (
-        obj.keys() <= _CHUNK_KEYS and type(payload) is dict and payload.keys() <= _PAYLOAD_KEYS
-    ):
-        return None
-    tokens, final, cid = obj.get("tokens", 0), obj.get("final"), obj.get("id")
-    index, nonce, ciphertext = (
-        payload.get("index"),
-        payload.get("nonceHex"),
-        payload.get("ciphertextHex"),
-    )
-    aad = payload.get("aadHex", "")
-    sid = obj.get("session_id")
-    if (
-        type(tokens) is int
-        and tokens >= 0
-        and (final is None or type(final) is bool)
-        and (cid is None or type(cid) is str or type(cid) is int)
-        and (sid is None or (type(sid) is str and _JOB_ID.fullmatch(sid)))
-        and type(index) is int
-        and index >= 0
-        and type(nonce) is str
-        and type(ciphertext) is str
-        and type(aad) is str
-        and _HEX.fullmatch(nonce)
-        and _HEX.fullmatch(ciphertext)
-        and _HEX.fullmatch(aad)
-    ):
-        return index, nonce, ciphertext, aad, tokens, final, cid
-    return None
-
-
-_HEX_TEXT = r'"([0-9a-fA-F]*)"'  # even length checked after the match (faster)
-_COUNT = r"(0|[1-9][0-9]{0,17})"
-#: ``,"id":`` a correlation id (printable ASCII without escapes, or a non-negative int),
-#: then ``,"final":`` true or false, each optional.
-_TAIL = rf'(?:,"id":(?:"([\x20\x21\x23-\x5b\x5d-\x7e]*)"|{_COUNT}))?(?:,"final":(true|false))?'
-_HEAD = rf'\{{"type":"encrypted_chunk","tokens":{_COUNT},"session_id":"[1-9][0-9]{{0,77}}"'
-_PAYLOAD = (
-    rf',"payload":\{{"ciphertextHex":{_HEX_TEXT},"nonceHex":{_HEX_TEXT},'
-    rf'"aadHex":{_HEX_TEXT},"index":{_COUNT}\}}'
-)
-#: ``encrypted_chunk`` exactly as hosts write it in compact JSON (no whitespace, no
-#: escapes, ASCII only): ours with ``id``/``final`` after the payload, upstream's before.
-_CHUNK_TEXTS = (
-    re.compile(_HEAD + _PAYLOAD + _TAIL + r"\}"),
-    re.compile(_HEAD + _TAIL + _PAYLOAD + r"\}"),
-)
-
-
-def _chunk_text(data: str) -> _FastChunk | None:
-    """The fields of an ``encrypted_chunk`` frame read straight from its text when it is in
-    the compact form hosts write (no JSON parse, no model: the per-token hot path); None
-    for any other text, which is then parsed and validated as usual.
-
-    What it accepts parses (``json.loads``) to a frame that :func:`_plain_chunk` and the
-    model accept with the same fields (tested), and is ASCII: ``len(data)`` is its size.
-    """
-    ours, upstream = _CHUNK_TEXTS
-    m = ours.fullmatch(data)
-    if m is not None:
-        tokens, ciphertext, nonce, aad, index, text_id, number_id, final = m.groups()
-    else:
-        m = upstream.fullmatch(data)
-        if m is None:
-            return None
-        tokens, text_id, number_id, final, ciphertext, nonce, aad, index = m.groups()
-    if (len(ciphertext) | len(nonce) | len(aad)) & 1:
-        return None  # odd hex: the model refuses it, with its own error
-    return (
-        int(index),
-        nonce,
-        ciphertext,
-        aad,
-        int(tokens),
-        None if final is None else final == "true",
-        text_id if number_id is None else int(number_id),
-    )
-
-
 def _utf8(data: bytes) -> str:
     try:
         return data.decode()
@@ -376,8 +281,6 @@ def _utf8(data: bytes) -> str:
 
 # Shared with the client's state machine (protocol/_client.py).
 dumps = _dumps
-fast_chunk_fields = _plain_chunk
-fast_chunk_text = _chunk_text
 private_key_bytes = _private_key
 utf8 = _utf8
 
