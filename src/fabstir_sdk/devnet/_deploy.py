@@ -8,10 +8,8 @@ wires them, approves models and mints tokens. Nothing depends on a receipt until
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import logging
 import os
 import time
 from collections.abc import Sequence
@@ -29,8 +27,6 @@ from ..chain.rpc import JsonRpcClient, RpcFailure
 from ..config import ContractAddresses
 from ..errors import DevnetError
 from ._accounts import DevAccount
-
-log = logging.getLogger("fabstir_sdk.devnet")
 
 __all__ = [
     "DEVNET_MODELS",
@@ -55,7 +51,6 @@ DISPUTE_WINDOW = 30  # seconds before a host may complete a session
 #: downloaded, so there is no real file to hash; hosts on the devnet must not verify it.
 PLACEHOLDER_SHA256 = "0x" + hashlib.sha256(b"fabstir devnet placeholder").hexdigest()
 
-_STALLED = 2.0  # seconds without a new receipt before the missing are sent again
 _DEPLOY_GAS = 12_000_000  # above any constructor within EIP-170's 24 KiB; only gas used is paid
 _GAS_HEADROOM = 1.3
 
@@ -171,7 +166,7 @@ class _Sender:
             [("eth_sendRawTransaction", (r,)) for r in raw], labels=[tx.label for tx in txs]
         )
         self.sent += len(txs)
-        receipts = await self._receipts(hashes, raw, within)
+        receipts = await self._receipts(hashes, within)
         for tx, receipt in zip(txs, receipts, strict=True):
             if int(receipt["status"], 16) != 1:
                 raise DevnetError(f"{tx.label} failed in block {int(receipt['blockNumber'], 16)}")
@@ -183,48 +178,21 @@ class _Sender:
             params["to"] = tx.to
         return params
 
-    async def _receipts(
-        self, hashes: Sequence[str], raw: Sequence[str], within: float
-    ) -> list[dict[str, Any]]:
-        """Poll until every receipt is there; with interval mining, mine a block on demand.
+    async def _receipts(self, hashes: Sequence[str], within: float) -> list[dict[str, Any]]:
+        """Mine blocks (``evm_mine``) until every receipt is there.
 
-        Anvil can file a transaction of a burst as not yet executable although its nonce is
-        next (foundry-rs/foundry#10122): no block takes it, ``evm_mine`` included. When no
-        receipt has come for ``_STALLED`` seconds, the missing ones are dropped from the pool
-        and sent again, the same signed bytes: nothing can run twice.
+        Anvil's automine is off meanwhile (see :func:`deploy`), so every transaction of the
+        burst is in the pool before a block is built.
         """
         deadline = time.monotonic() + within
-        delay = 0.002
-        mined, progress = 0, time.monotonic()
         while True:
             receipts = await self._rpc.batch([("eth_getTransactionReceipt", (h,)) for h in hashes])
             if all(receipts):
                 return receipts
-            now = time.monotonic()
-            if now >= deadline:
+            if time.monotonic() >= deadline:
                 missing = sum(1 for r in receipts if not r)
                 raise DevnetError(f"{missing} deployment transactions unmined after {within:g} s")
-            if sum(1 for r in receipts if r) > mined:
-                mined, progress = sum(1 for r in receipts if r), now
-            elif now - progress >= _STALLED:
-                await self._send_again(
-                    [(h, r) for h, r, got in zip(hashes, raw, receipts, strict=True) if not got]
-                )
-                progress = now
-            await asyncio.sleep(delay)
-            if delay >= 0.05:
-                await self._rpc.call("evm_mine")  # interval mining: do not wait for the tick
-            delay = min(delay * 2, 0.1)
-
-    async def _send_again(self, missing: Sequence[tuple[str, str]]) -> None:
-        """Drop ``missing`` (hash, raw) from anvil's pool and send them again, in nonce order."""
-        log.debug("%d deployment transactions not mined: sending them again", len(missing))
-        await self._rpc.batch(
-            [("anvil_dropTransaction", (h,)) for h, _ in missing], return_errors=True
-        )
-        await self._rpc.batch(
-            [("eth_sendRawTransaction", (r,)) for _, r in missing], return_errors=True
-        )  # one mined meanwhile is refused (nonce too low): its receipt is read next round
+            await self._rpc.call("evm_mine")
 
 
 async def deploy(
@@ -239,8 +207,32 @@ async def deploy(
     """Deploy, wire, approve ``models`` and fund ``recipients`` with USDC and FAB, each phase
     mined within ``within`` seconds.
 
-    ``deployer`` owns every contract and is the marketplace's treasury.
+    ``deployer`` owns every contract and is the marketplace's treasury. Anvil's automine
+    is paused meanwhile: a transaction that reaches the pool while automine builds a block
+    can be filed as not executable although its nonce is next, and then no block ever takes
+    it (foundry-rs/foundry#10122); each burst is sent whole and then mined.
     """
+    automine = bool(await rpc.call("anvil_getAutomine"))
+    if automine:
+        await rpc.call("evm_setAutomine", False)
+    try:
+        return await _deploy(
+            rpc, deployer, recipients, chain_id=chain_id, models=models, within=within
+        )
+    finally:
+        if automine:
+            await rpc.call("evm_setAutomine", True)
+
+
+async def _deploy(
+    rpc: JsonRpcClient,
+    deployer: DevAccount,
+    recipients: Sequence[str],
+    *,
+    chain_id: int,
+    models: Sequence[DevnetModel],
+    within: float,
+) -> Deployment:
     started = time.perf_counter()
     sender = _Sender(rpc, deployer, chain_id)
     try:
