@@ -227,3 +227,42 @@ async def test_a_session_streams_on_while_the_portal_is_down(net, host, tmp_path
         assert await pm.get_token_balance(usdc) == before - 2000
     on_portal = await portal_view(net, tmp_path, session.conversation_id)
     assert [(m.role, m.content) for m in on_portal.messages] == expected
+
+
+async def test_the_store_is_checked_once_then_writes_queue(net, host, tmp_path, portal_back):
+    """create_session reaches the portal before the first payment only: once reached, what
+    the portal cannot take waits on disk, so a later session opens (and pays) while the
+    portal is down, and its metadata reaches the portal when it is back. A user who never
+    reached it pays nothing (tests/adversarial/test_storage_gone.py)."""
+    async with FabstirSDK(net.sdk_config(storage_dir=tmp_path / "d")) as sdk:
+        await sdk.authenticate(net.accounts[USER].private_key)
+        sm = await sdk.get_session_manager()
+        storage = await sdk.get_storage_manager()
+        reached: list[str] = []
+        fs = storage.fs
+        reach = fs.reach
+
+        async def counting(path: str = "") -> None:
+            reached.append(path)
+            await reach(path)
+
+        fs.reach = counting  # type: ignore[method-assign]
+        first = await sm.create_session(model=BUILTIN, host=host.address, deposit="1")
+        await first.end()
+        assert reached == [f"home/sessions/{net.accounts[USER].address}"]
+        await net.stop_portal()
+        second = await sm.create_session(model=BUILTIN, host=host.address, deposit="1")
+        assert reached == [f"home/sessions/{net.accounts[USER].address}"]  # not asked again
+        assert (await sm.get_session_data(second.session_id, "metadata"))["job_id"] == (
+            second.job_id
+        )
+        assert storage.queued > 0
+        await second.end()
+        await net.start_portal()
+        assert await storage.flush() > 0 and storage.queued == 0
+    config = net.sdk_config(storage_dir=tmp_path / "fresh")  # what the portal holds
+    async with FabstirSDK(config) as sdk:
+        await sdk.authenticate(net.accounts[USER].private_key)
+        sm = await sdk.get_session_manager()
+        record = await sm.get_session_data(second.session_id, "metadata")
+        assert record["job_id"] == second.job_id

@@ -127,6 +127,7 @@ class StorageManager:
         self._ctx = ctx
         self._fs: FileSystem | None = None
         self._user: str | None = None
+        self._reached: FileSystem | None = None  # the file system check() reached
 
     def __repr__(self) -> str:
         return (
@@ -169,13 +170,17 @@ class StorageManager:
             await old.aclose()
 
     async def check(self) -> None:
-        """Reach the store now; StorageUnavailableError if it cannot be reached. Sessions
-        call it before paying: a process that never reached its portal has nothing to queue
-        a conversation's writes against, so it could not keep what it paid for. One
-        registry read (the sessions directory's entry, not the directory: it grows with
-        every session)."""
+        """Reach the store; StorageUnavailableError if it cannot be reached. Sessions call
+        it before paying: a process that never reached its portal has nothing to queue a
+        conversation's writes against, so it could not keep what it paid for. One registry
+        read (the sessions directory's entry, not the directory: it grows with every
+        session), the first time for each user: once reached, the store queues on disk
+        what the portal cannot take later, so asking again proves nothing more."""
         fs, user = await self._ready()
+        if self._reached is fs:
+            return
         await fs.reach(f"home/sessions/{user}")
+        self._reached = fs
 
     async def aclose(self) -> None:
         """Close the portal connection (if any). The SDK's ``aclose()`` calls this."""
