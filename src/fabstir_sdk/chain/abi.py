@@ -55,6 +55,9 @@ def _encodable(kind: str, value: Any) -> Any:
     return value
 
 
+#: Encoded calls a :class:`Contract` keeps for reuse (all dropped when full).
+_CALLS_KEPT = 256
+
 #: What malformed data makes eth-abi and eth-utils raise (UnicodeDecodeError is a ValueError).
 _MALFORMED = (DecodingError, ValueError, TypeError, AttributeError, KeyError, OverflowError)
 
@@ -141,6 +144,7 @@ class Contract:
         self.name = name
         self.address = to_checksum_address(address)
         self._abi = load_abi(name)
+        self._calls: dict[tuple[Any, ...], Call] = {}  # see call()
 
     def __repr__(self) -> str:
         return f"Contract({self.name!r}, {self.address!r})"
@@ -154,7 +158,23 @@ class Contract:
         return _event_table(self.name)
 
     def call(self, fn: str, *args: Any) -> Call:
-        """Encode ``fn(*args)``; overloads are told apart by argument count."""
+        """Encode ``fn(*args)``; overloads are told apart by argument count.
+
+        A call made again with the same arguments (a session's checks name the same host,
+        model and token every time) is the :class:`Call` encoded the first time: it is
+        immutable, and eth-abi's encoding costs tens of microseconds per call."""
+        try:
+            key = (fn, *[(type(a), a) for a in args])  # types too: True and 1 differ here
+            known = self._calls.get(key)
+        except TypeError:  # an unhashable argument (a list): encoded each time
+            return self._encode(fn, args)
+        if known is None:
+            if len(self._calls) >= _CALLS_KEPT:
+                self._calls.clear()
+            known = self._calls[key] = self._encode(fn, args)
+        return known
+
+    def _encode(self, fn: str, args: tuple[Any, ...]) -> Call:
         candidates = [c for c in self._functions.get(fn, []) if len(c[1]) == len(args)]
         if len(candidates) != 1:
             raise AttributeError(f"{self.name} has no single function {fn} taking {len(args)} args")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from eth_utils.crypto import keccak
 
@@ -30,6 +31,11 @@ def model_id(model: str) -> str:
     """The on-chain id of ``model`` (``"repo:file"``, ``"repo/file"`` or an id already)."""
     if not isinstance(model, str):
         raise ValidationError(f"model must be a string, got {type(model).__name__}")
+    return _model_id(model)
+
+
+@lru_cache(maxsize=256)  # hashed again for every session otherwise
+def _model_id(model: str) -> str:
     if _BYTES32.fullmatch(model):
         return model.lower()
     if model.startswith("0x") and ":" not in model and "/" not in model:
