@@ -20,7 +20,7 @@ from ..managers._context import Context
 from ..managers.auth import AuthManager
 from ..managers.host import HostManager
 from ..managers.model import ModelManager
-from ..managers.payment import PaymentManager
+from ..managers.payment import PaymentManager, decode_session_job
 from ..models import HostInfo, ModelInfo, SessionJob, SessionState
 
 if TYPE_CHECKING:
@@ -201,8 +201,7 @@ class HostChain:
 
     async def _decode(self, job_id: int, values: dict[str, Any]) -> SessionJob:
         """A SessionJob from named ``sessionJobs`` output, as PaymentManager decodes it."""
-        _, check = self.payments._job_check(job_id)
         try:
-            return check(values)
+            return decode_session_job(job_id, values)
         except SessionNotFoundError as exc:
             raise SessionRefusedError(str(exc), code="JOB_NOT_FOUND") from None

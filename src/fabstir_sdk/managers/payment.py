@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -40,7 +41,7 @@ from ..errors import (
 from ..models import SessionJob, SessionJobCreated, SessionState, Settlement
 from ._context import Context
 
-__all__ = ["PaymentManager"]
+__all__ = ["PaymentManager", "decode_session_job"]
 
 Checks = tuple[list[Read], Callable[[list[Any]], None]]
 
@@ -109,6 +110,16 @@ class _Terms:
 
 class _AllowanceSuffices(Exception):
     """The allowance already covers the need: no approval is sent."""
+
+
+def decode_session_job(job_id: int, values: dict[str, Any]) -> SessionJob:
+    """A :class:`SessionJob` from the named output of ``sessionJobs(job_id)``;
+    :class:`SessionNotFoundError` for an id no job has."""
+    if int(values["id"]) == 0:
+        raise SessionNotFoundError(f"no session job with id {job_id}")
+    fields = {_JOB_FIELDS[name]: value for name, value in values.items()}
+    fields["last_proof_hash"] = "0x" + bytes(fields["last_proof_hash"]).hex()
+    return SessionJob(**fields)
 
 
 class PaymentManager:
@@ -686,15 +697,7 @@ class PaymentManager:
         job_id = _positive_int(job_id, "job_id")
         mp = self._ctx.contract("job_marketplace")
         read = Read.of(mp.call("sessionJobs", job_id), named=True)
-
-        def check(values: dict[str, Any]) -> SessionJob:
-            if int(values["id"]) == 0:
-                raise SessionNotFoundError(f"no session job with id {job_id}")
-            fields = {_JOB_FIELDS[name]: value for name, value in values.items()}
-            fields["last_proof_hash"] = "0x" + bytes(fields["last_proof_hash"]).hex()
-            return SessionJob(**fields)
-
-        return read, check
+        return read, functools.partial(decode_session_job, job_id)
 
     # -- receipts -------------------------------------------------------------------------
 

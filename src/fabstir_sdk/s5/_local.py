@@ -72,7 +72,7 @@ class BlobWriter:
     """Writes one blob in pieces to a temporary file; :meth:`commit` moves it into place."""
 
     def __init__(self, store: LocalStore, max_size: int | None = None) -> None:
-        store._prepare()
+        store.prepare()
         self._store = store
         self._max = max_size
         fd, self._tmp = tempfile.mkstemp(dir=store.root / "tmp")
@@ -121,7 +121,8 @@ class LocalStore(Store):
     def __repr__(self) -> str:
         return f"LocalStore({str(self.root)!r})"
 
-    def _prepare(self) -> None:
+    def prepare(self) -> None:
+        """Create the store's folders (once) and remove temporary files left long ago."""
         if self._prepared:
             return
         try:
@@ -213,7 +214,7 @@ class LocalStore(Store):
         return self._load_entry(pk)
 
     def _set_entry(self, entry: RegistryEntry) -> None:
-        self._prepare()
+        self.prepare()
         path = self._entry_path(entry.pk)
         with file_lock(path.with_name(path.name + ".lock")):
             current = self._load_entry(entry.pk, verify=False)

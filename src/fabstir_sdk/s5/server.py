@@ -147,7 +147,7 @@ def create_app(
     ``authority`` (``host:port``) is what account challenges are bound to. With an
     ``invite_token``, registering an account needs it as a Bearer token.
     """
-    store._prepare()
+    store.prepare()
     accounts = _Accounts(store.root / "accounts.json", authority, invite_token)
     public = {"/s5/version", "/s5/account/register", "/s5/account/login"}
 
