@@ -36,7 +36,7 @@ import websockets
 from eth_account import Account
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
-from fabstir_sdk import FabstirSDK, SessionState
+from fabstir_sdk import FabstirSDK
 from fabstir_sdk.chain.abi import Contract
 from fabstir_sdk.chain.model_id import model_id
 from fabstir_sdk.devnet import Devnet, RunningHost
@@ -197,8 +197,7 @@ async def _create(net: Devnet, host: RunningHost, sdk: FabstirSDK, runs: int) ->
 
     The session's background S5 metadata write is waited for (untimed) before the raw
     operations are timed, so that they do not pay for the SDK's leftover work; each session
-    is ended (untimed) before the next, as a user would use one, and the host's settlement
-    of it waited for, so that the next ``create_session`` does not pay for the host's.
+    is ended (untimed) before the next, as a user would use one.
     """
     sm = await sdk.get_session_manager()
     w3 = AsyncWeb3(AsyncHTTPProvider(net.rpc_url))
@@ -221,7 +220,6 @@ async def _create(net: Devnet, host: RunningHost, sdk: FabstirSDK, runs: int) ->
         await ws.close()
 
     opened: list[Any] = []
-    pm = sdk.get_payment_manager()
     try:
         for i in range(runs + 1):
             for name, op in (
@@ -235,13 +233,12 @@ async def _create(net: Devnet, host: RunningHost, sdk: FabstirSDK, runs: int) ->
                     samples[name].append((time.perf_counter() - start) * 1000)
                 if op is create:
                     await settle_down()
-            ended = opened.pop()
-            await ended.end()
-            await _host_settled(pm, ended.job_id)
+            await opened.pop().end()
     finally:
         await w3.provider.disconnect()
 
     completes: dict[str, list[float]] = {"complete": [], "complete_young": [], "clock": []}
+    pm = sdk.get_payment_manager()
     for i in range(4 * COMPLETES):
         session = await sm.create_session(model=BUILTIN, host=host.address, deposit="1")
         key = "complete_young" if i % 2 else "complete"
@@ -277,14 +274,6 @@ async def _create(net: Devnet, host: RunningHost, sdk: FabstirSDK, runs: int) ->
         **{key: statistics.median(values) for key, values in completes.items()},
         "complete_young_own": statistics.median(own),
     }
-
-
-async def _host_settled(pm: Any, job_id: int) -> None:
-    """Wait (untimed) until the host has settled the job a round ended: its transactions
-    and CPU would otherwise land in the next round's timed ``create_session``, while the
-    raw operations after it ran on a quiet chain."""
-    while (await pm.get_session_job(job_id)).status == SessionState.ACTIVE:
-        await asyncio.sleep(0.01)
 
 
 async def _rate_limit_allows(net: Devnet) -> None:
