@@ -40,6 +40,16 @@ class _ConfigModel(BaseModel):
             )
             raise ConfigError(f"invalid {type(self).__name__}: {problems}") from None
 
+    def __repr_args__(self) -> Any:
+        """What ``repr()`` and ``str()`` show: every ``*_url`` field as ``redact_url`` shows it
+        (an RPC provider's API key in the URL stays out of logs and tracebacks)."""
+        from .chain.transport import redact_url  # imported late: `import fabstir_sdk` stays light
+
+        for name, value in super().__repr_args__():
+            if isinstance(name, str) and name.endswith("url") and isinstance(value, str):
+                value = redact_url(value)
+            yield name, value
+
 
 class ContractAddresses(_ConfigModel):
     """The seven contracts the SDK uses, as EIP-55 checksummed addresses."""
