@@ -211,17 +211,29 @@ async def deploy(
     is paused meanwhile: a transaction that reaches the pool while automine builds a block
     can be filed as not executable although its nonce is next, and then no block ever takes
     it (foundry-rs/foundry#10122); each burst is sent whole and then mined.
+
+    Automine is turned back on however the deployment ends. If that fails after the
+    deployment failed, the deployment's error is raised with the restore's failure as a
+    note (the first error is the one that explains); after a deployment that succeeded, the
+    restore's failure is raised.
     """
     automine = bool(await rpc.call("anvil_getAutomine"))
     if automine:
         await rpc.call("evm_setAutomine", False)
     try:
-        return await _deploy(
+        deployment = await _deploy(
             rpc, deployer, recipients, chain_id=chain_id, models=models, within=within
         )
-    finally:
+    except BaseException as exc:
         if automine:
-            await rpc.call("evm_setAutomine", True)
+            try:
+                await rpc.call("evm_setAutomine", True)
+            except Exception as restore:
+                exc.add_note(f"turning anvil's automine back on failed too: {restore!r}")
+        raise
+    if automine:
+        await rpc.call("evm_setAutomine", True)
+    return deployment
 
 
 async def _deploy(
