@@ -3,6 +3,7 @@ adapter sends, and the answers it refuses."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Any
 
@@ -20,8 +21,10 @@ from fabstir_sdk.protocol import (
     E2EE_ALG,
     SIGNED_MESSAGE_ALG,
     ClientSession,
+    EphemeralCipherPayload,
     PresignedInit,
     open_session_init,
+    prepare_session_init,
     presign_session_init,
     seal_session_init,
 )
@@ -187,16 +190,27 @@ async def test_presigned_init_recovers_the_wallet_that_signed_it():
 
 
 def test_a_presigned_init_serves_one_init():
+    """A wallet outside the process signs the init: ``prepare_session_init(presigned=...)``
+    makes the ClientSession's ``prepared_init``; the host recovers that wallet from it."""
     host = coincurve.PrivateKey(b"\x33" * 32)
     eph, nonce, digest = presign_session_init(host.public_key.format())
     signature = ACCOUNT.sign_message(encode_defunct(primitive=digest)).signature
+    prepared = prepare_session_init(
+        host.public_key.format(), presigned=PresignedInit(eph, nonce, bytes(signature))
+    )
     proto = ClientSession(
         job_id=1,
         host_public_key=host.public_key.format(),
-        presigned_init=PresignedInit(eph, nonce, bytes(signature)),
+        prepared_init=prepared,
         user_address=ACCOUNT.address,
     )
-    assert json.loads(proto.init_frame())["payload"]["alg"] == SIGNED_MESSAGE_ALG
+    frame = json.loads(proto.init_frame())["payload"]
+    assert frame["alg"] == SIGNED_MESSAGE_ALG and frame["nonceHex"] == nonce.hex()
+    payload = EphemeralCipherPayload.model_validate(frame)
+    plaintext, sender = open_session_init(payload, recipient_private_key=host.secret)
+    assert json.loads(plaintext)["jobId"] == "1" and address_of(sender) == ACCOUNT.address
+    # one way to hand ClientSession an init made ahead: prepared_init
+    assert "presigned_init" not in inspect.signature(ClientSession).parameters
     with pytest.raises(ProtocolError, match="one init"):
         proto.init_frame()
 
