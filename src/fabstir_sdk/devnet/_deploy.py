@@ -88,6 +88,8 @@ class Deployment:
     deployer: str  #: "" on a fork whose manifest does not say
     transactions: int
     seconds: float
+    #: The block the marketplace was created in (0: not known, as on a fork).
+    block: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,7 +326,12 @@ async def _deploy(
         fab_token=at["FABToken"],
     )
     return Deployment(
-        addresses, tuple(models), sender.address, sender.sent, time.perf_counter() - started
+        addresses,
+        tuple(models),
+        sender.address,
+        sender.sent,
+        time.perf_counter() - started,
+        block=int(created[names.index("JobMarketplace")]["blockNumber"], 16),
     )
 
 
@@ -349,6 +356,7 @@ def write_manifest(
         "source": f"fabstir_sdk.devnet on {source or 'a local anvil'}",
         "rpc_url": rpc_url,
         "deployer": deployment.deployer,
+        "deployment_block": deployment.block,
         "contracts": deployment.addresses.model_dump(),
         "models": [
             {"repo": m.repo, "file": m.file, "sha256": PLACEHOLDER_SHA256, "model_id": m.model_id}
