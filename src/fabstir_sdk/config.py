@@ -40,6 +40,16 @@ class _ConfigModel(BaseModel):
             )
             raise ConfigError(f"invalid {type(self).__name__}: {problems}") from None
 
+    def __repr_args__(self) -> Any:
+        """What ``repr()`` and ``str()`` show: every ``*_url`` field as ``redact_url`` shows it
+        (an RPC provider's API key in the URL stays out of logs and tracebacks)."""
+        from .chain.transport import redact_url  # imported late: `import fabstir_sdk` stays light
+
+        for name, value in super().__repr_args__():
+            if isinstance(name, str) and name.endswith("url") and isinstance(value, str):
+                value = redact_url(value)
+            yield name, value
+
 
 class ContractAddresses(_ConfigModel):
     """The seven contracts the SDK uses, as EIP-55 checksummed addresses."""
@@ -83,6 +93,11 @@ class SDKConfig(_ConfigModel):
     chain_id: int = BASE_SEPOLIA_CHAIN_ID
     contract_addresses: ContractAddresses
     s5_portal_url: str | None = None
+    #: The block the marketplace was deployed at (0: not known). Scans of its logs start
+    #: there, not at the chain's first block: ``list_sessions()`` finds an agent's delegated
+    #: jobs in ``SessionCreatedByDelegate`` logs, which on Base would otherwise mean asking
+    #: for millions of blocks. A manifest's ``deployment_block`` sets it; the devnet's does.
+    deployment_block: int = Field(default=0, ge=0)
     storage_dir: Path | None = None
     #: Seconds one S5 portal request may take (it is tried 4 times before
     #: StorageUnavailableError; a portal that answers slowly forever costs at most that).
@@ -145,6 +160,7 @@ class SDKConfig(_ConfigModel):
         fields: dict[str, Any] = {
             "rpc_url": rpc_url,
             "chain_id": manifest["chain_id"],
+            "deployment_block": manifest.get("deployment_block", 0),
             "contract_addresses": ContractAddresses(
                 **{f: addresses[f] for f in ContractAddresses.model_fields}
             ),

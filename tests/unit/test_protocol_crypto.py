@@ -157,14 +157,18 @@ def test_transcript_digest_layout():
 
 
 def test_fixed_init_vector_recomputed_independently():
-    """Every payload field of a session init, rebuilt from scratch with ``cryptography``."""
+    """Every payload field of a session init, rebuilt from scratch with ``cryptography``
+    (the ephemeral key and nonce fixed: prepare_session_init, then seal_prepared, which is
+    what seal_session_init does with fresh ones)."""
     inner = b'{"sessionKey":"00","jobId":"7"}'
-    payload = seal_session_init(
+    payload = seal_prepared(
+        prepare_session_init(
+            _compressed(HOST_KEY).hex(),
+            sender_private_key=CLIENT_KEY,
+            _ephemeral_key=EPH_KEY,
+            _nonce=NONCE,
+        ),
         inner,
-        recipient_public_key=_compressed(HOST_KEY).hex(),
-        sender_private_key=CLIENT_KEY,
-        _ephemeral_key=EPH_KEY,
-        _nonce=NONCE,
     )
     eph, host = _compressed(EPH_KEY), _compressed(HOST_KEY)
     key = _hkdf(_ecdh_x(EPH_KEY, host))
@@ -185,14 +189,10 @@ def test_fixed_init_vector_recomputed_independently():
         encode_dss_signature(r, s), digest, ec.ECDSA(Prehashed(hashes.SHA256()))
     )
     # RFC 6979: the same inputs give the same bytes every time
-    again = seal_session_init(
-        inner,
-        recipient_public_key=host,
-        sender_private_key=CLIENT_KEY,
-        _ephemeral_key=EPH_KEY,
-        _nonce=NONCE,
+    again = prepare_session_init(
+        host, sender_private_key=CLIENT_KEY, _ephemeral_key=EPH_KEY, _nonce=NONCE
     )
-    assert again == payload
+    assert seal_prepared(again, inner) == payload
 
 
 def test_a_prepared_init_seals_the_same_bytes():
@@ -207,14 +207,14 @@ def test_a_prepared_init_seals_the_same_bytes():
     assert CLIENT_KEY.hex() not in repr(prepared) and prepared.key.hex() not in repr(prepared)
     inner = b'{"sessionKey":"00","jobId":"7"}'
     payload = seal_prepared(prepared, inner)
-    assert payload == seal_session_init(
-        inner,
-        recipient_public_key=host,
-        sender_private_key=CLIENT_KEY,
-        _ephemeral_key=EPH_KEY,
-        _nonce=NONCE,
-    )
     assert payload.ciphertext_hex == _xchacha_seal(prepared.key, NONCE, inner, b"").hex()
+    # seal_session_init in one step (fresh ephemeral key and nonce): the host opens both
+    # to the same plaintext and the same sender
+    one_step = seal_session_init(inner, recipient_public_key=host, sender_private_key=CLIENT_KEY)
+    assert one_step.eph_pub_hex != payload.eph_pub_hex
+    assert open_session_init(one_step, recipient_private_key=HOST_KEY) == open_session_init(
+        payload, recipient_private_key=HOST_KEY
+    )
 
 
 def test_a_client_session_uses_its_prepared_init_once():

@@ -3,6 +3,7 @@ adapter sends, and the answers it refuses."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Any
 
@@ -20,8 +21,10 @@ from fabstir_sdk.protocol import (
     E2EE_ALG,
     SIGNED_MESSAGE_ALG,
     ClientSession,
+    EphemeralCipherPayload,
     PresignedInit,
     open_session_init,
+    prepare_session_init,
     presign_session_init,
     seal_session_init,
 )
@@ -30,6 +33,7 @@ from fabstir_sdk.protocol._crypto import address_of
 KEY = "0x" + "11" * 32
 OTHER_KEY = "0x" + "22" * 32
 ACCOUNT = Account.from_key(KEY)
+ALCHEMY_KEY = "AbCdEf0123456789ghIJkl_mnOPqr-st"  # an RPC provider's key, in a URL's path
 TX = {
     "to": "0xABaBaBaBABabABabAbAbABAbABabababaBaBABaB",
     "value": 5,
@@ -186,16 +190,27 @@ async def test_presigned_init_recovers_the_wallet_that_signed_it():
 
 
 def test_a_presigned_init_serves_one_init():
+    """A wallet outside the process signs the init: ``prepare_session_init(presigned=...)``
+    makes the ClientSession's ``prepared_init``; the host recovers that wallet from it."""
     host = coincurve.PrivateKey(b"\x33" * 32)
     eph, nonce, digest = presign_session_init(host.public_key.format())
     signature = ACCOUNT.sign_message(encode_defunct(primitive=digest)).signature
+    prepared = prepare_session_init(
+        host.public_key.format(), presigned=PresignedInit(eph, nonce, bytes(signature))
+    )
     proto = ClientSession(
         job_id=1,
         host_public_key=host.public_key.format(),
-        presigned_init=PresignedInit(eph, nonce, bytes(signature)),
+        prepared_init=prepared,
         user_address=ACCOUNT.address,
     )
-    assert json.loads(proto.init_frame())["payload"]["alg"] == SIGNED_MESSAGE_ALG
+    frame = json.loads(proto.init_frame())["payload"]
+    assert frame["alg"] == SIGNED_MESSAGE_ALG and frame["nonceHex"] == nonce.hex()
+    payload = EphemeralCipherPayload.model_validate(frame)
+    plaintext, sender = open_session_init(payload, recipient_private_key=host.secret)
+    assert json.loads(plaintext)["jobId"] == "1" and address_of(sender) == ACCOUNT.address
+    # one way to hand ClientSession an init made ahead: prepared_init
+    assert "presigned_init" not in inspect.signature(ClientSession).parameters
     with pytest.raises(ProtocolError, match="one init"):
         proto.init_frame()
 
@@ -210,10 +225,107 @@ def test_a_presigned_init_serves_one_init():
         ("https://h/rpc?token=s3cret&v=2", "https://h/rpc?token=***&v=***"),
         ("https://h/?s3cret", "https://h/?***"),
         ("https://a:b@h:9/x?k=s3cret#s3cret", "https://***@h:9/x?k=***#***"),
+        # RPC providers put the API key in the path
+        (
+            f"https://base-mainnet.g.alchemy.com/v2/{ALCHEMY_KEY}",
+            "https://base-mainnet.g.alchemy.com/v2/***",
+        ),
+        (f"https://base-mainnet.infura.io/v3/{'0a' * 16}", "https://base-mainnet.infura.io/v3/***"),
+        (f"https://x.quiknode.pro/{'5f' * 20}/", "https://x.quiknode.pro/***/"),
+        (f"https://rpc.ankr.com/base/{'c3' * 32}", "https://rpc.ankr.com/base/***"),
+        (f"https://u:p@h/v2/{ALCHEMY_KEY}?k=v#f", "https://***@h/v2/***?k=***#***"),
+        # the rule's edges: 16 hex digits, or 20 of [A-Za-z0-9_-] with a digit and a letter
+        ("https://h/base/0123456789abcde", "https://h/base/0123456789abcde"),
+        ("https://h/base/0123456789abcdef", "https://h/base/***"),
+        (f"https://h/{'g1' * 9}g/rpc", f"https://h/{'g1' * 9}g/rpc"),
+        (f"https://h/{'g1' * 10}/rpc", "https://h/***/rpc"),
+        ("https://h/eth_getTransactionCount/v2", "https://h/eth_getTransactionCount/v2"),
+        ("https://h/v2/rpc/base", "https://h/v2/rpc/base"),
     ],
 )
 def test_redact_url(url, shown):
     assert redact_url(url) == shown
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def config_for(url: str):
+    from fabstir_sdk.config import SDKConfig
+
+    names = [
+        "job_marketplace",
+        "node_registry",
+        "model_registry",
+        "proof_system",
+        "host_earnings",
+        "usdc_token",
+        "fab_token",
+    ]
+    addresses = {name: "0x" + f"{i + 1:02x}" * 20 for i, name in enumerate(names)}
+    return SDKConfig(rpc_url=url, s5_portal_url=url, contract_addresses=addresses, rpc_retry_for=0)
+
+
+async def test_a_key_in_the_rpc_url_path_stays_out_of_reprs_and_errors():
+    """An Alchemy-shaped URL: the config, the SDK, its chain client and the error of an
+    unreachable node show ``/v2/***``, and no part of the error's chain holds the key."""
+    import traceback
+
+    from fabstir_sdk import FabstirSDK
+    from fabstir_sdk.chain.client import ChainClient
+    from fabstir_sdk.errors import RpcUnavailableError
+
+    port = closed_port()
+    url = f"http://127.0.0.1:{port}/v2/{ALCHEMY_KEY}"
+    shown = f"http://127.0.0.1:{port}/v2/***"
+    config = config_for(url)
+    client = ChainClient.from_config(config)
+    try:
+        assert f"rpc_url='{shown}'" in repr(config)
+        assert f"s5_portal_url='{shown}'" in repr(config)
+        assert f"rpc_url='{shown}'" in str(config)
+        assert repr(FabstirSDK(config)) == f"FabstirSDK(rpc_url='{shown}', user_address=None)"
+        assert repr(client) == f"ChainClient('{shown}')"
+        assert repr(client.rpc) == f"JsonRpcClient('{shown}')"
+        with pytest.raises(RpcUnavailableError) as caught:
+            await client.chain_id()
+    finally:
+        await client.aclose()
+    assert str(caught.value) == f"RPC endpoint {shown} unreachable (connection refused)"
+    told = "".join(traceback.format_exception(caught.value)) + repr(caught.value)
+    assert ALCHEMY_KEY not in told
+    for text in (repr(config), str(config), repr(client)):
+        assert ALCHEMY_KEY not in text
+
+
+async def test_a_key_in_a_portal_or_model_server_url_path_stays_out_of_reprs_and_errors():
+    from fabstir_sdk.errors import StorageUnavailableError
+    from fabstir_sdk.host._backends import OpenAIBackend
+    from fabstir_sdk.s5._keys import S5Identity
+    from fabstir_sdk.s5._portal import PortalClient
+
+    port = closed_port()
+    url = f"http://127.0.0.1:{port}/v2/{ALCHEMY_KEY}"
+    shown = f"http://127.0.0.1:{port}/v2/***"
+    portal = PortalClient(url, S5Identity(b"a portal user of this test"), retries=0)
+    try:
+        assert repr(portal) == f"PortalClient('{shown}')"
+        with pytest.raises(StorageUnavailableError) as caught:
+            await portal.registry_get(b"\xed" + bytes(32))
+    finally:
+        await portal.aclose()
+    assert str(caught.value) == (
+        f"S5 portal {shown} unavailable after 1 attempts (ClientConnectorError)"
+    )
+    backend = OpenAIBackend(url, "m")
+    assert repr(backend) == f"OpenAIBackend(url='{shown}/v1/chat/completions', model='m')"
 
 
 async def unreachable_url(userinfo: str, query: str) -> str:

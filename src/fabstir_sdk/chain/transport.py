@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -32,17 +33,35 @@ from ..errors import RpcError, RpcUnavailableError
 __all__ = ["HttpTransport", "MockTransport", "RpcTransport", "redact_url"]
 
 
-def redact_url(url: str) -> str:
-    """``url`` fit for a message or a log: user info and query values become ``***``.
+#: A path segment that reads as a credential (see :func:`redact_url`).
+_KEY_SEGMENT = re.compile(
+    r"[0-9A-Fa-f]{16,}"  # Infura's 32 hex digits, Ankr's 64, QuickNode's token
+    r"|(?=[A-Za-z0-9_-]*[0-9])(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{20,}"  # Alchemy's key
+)
 
-    Signer services and RPC providers take credentials there (``https://user:pass@host``,
-    ``?token=...``); the scheme, host, port and path are kept, so the message still says
-    which endpoint failed.
+
+def redact_url(url: str) -> str:
+    """``url`` fit for a message or a log: credentials in it become ``***``.
+
+    Signer services and RPC providers take credentials in user info
+    (``https://user:pass@host``), query values (``?token=...``), and path segments (Alchemy
+    ``/v2/<key>``, Infura ``/v3/<32 hex digits>``, QuickNode ``/<token>/``, Ankr
+    ``/base/<64 hex digits>``). User info, each query value and the fragment are hidden
+    whole. A path segment is hidden when it looks like a key: 16 or more hex digits, or 20
+    or more characters of ``[A-Za-z0-9_-]`` with at least one digit and one letter. Shorter
+    or ordinary segments (``/v2``, ``/rpc``, ``/base``) are kept, as are the scheme, host and
+    port, so the message still says which endpoint failed::
+
+        >>> redact_url("https://base-mainnet.g.alchemy.com/v2/AbCdEf0123456789ghIJkl_mn")
+        'https://base-mainnet.g.alchemy.com/v2/***'
     """
     parts = urlsplit(url)
     netloc = parts.netloc
     if "@" in netloc:
         netloc = "***@" + netloc.rpartition("@")[2]
+    path = "/".join(
+        "***" if _KEY_SEGMENT.fullmatch(segment) else segment for segment in parts.path.split("/")
+    )
     query = "&".join(
         f"{name}=***" if sep else "***"
         for name, sep, _ in (piece.partition("=") for piece in parts.query.split("&"))
@@ -50,6 +69,7 @@ def redact_url(url: str) -> str:
     return urlunsplit(
         parts._replace(
             netloc=netloc,
+            path=path,
             query=query if parts.query else "",
             fragment="***" if parts.fragment else "",
         )

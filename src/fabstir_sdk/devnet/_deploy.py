@@ -88,6 +88,8 @@ class Deployment:
     deployer: str  #: "" on a fork whose manifest does not say
     transactions: int
     seconds: float
+    #: The block the marketplace was created in (0: not known, as on a fork).
+    block: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,17 +213,29 @@ async def deploy(
     is paused meanwhile: a transaction that reaches the pool while automine builds a block
     can be filed as not executable although its nonce is next, and then no block ever takes
     it (foundry-rs/foundry#10122); each burst is sent whole and then mined.
+
+    Automine is turned back on however the deployment ends. If that fails after the
+    deployment failed, the deployment's error is raised with the restore's failure as a
+    note (the first error is the one that explains); after a deployment that succeeded, the
+    restore's failure is raised.
     """
     automine = bool(await rpc.call("anvil_getAutomine"))
     if automine:
         await rpc.call("evm_setAutomine", False)
     try:
-        return await _deploy(
+        deployment = await _deploy(
             rpc, deployer, recipients, chain_id=chain_id, models=models, within=within
         )
-    finally:
+    except BaseException as exc:
         if automine:
-            await rpc.call("evm_setAutomine", True)
+            try:
+                await rpc.call("evm_setAutomine", True)
+            except Exception as restore:
+                exc.add_note(f"turning anvil's automine back on failed too: {restore!r}")
+        raise
+    if automine:
+        await rpc.call("evm_setAutomine", True)
+    return deployment
 
 
 async def _deploy(
@@ -312,7 +326,12 @@ async def _deploy(
         fab_token=at["FABToken"],
     )
     return Deployment(
-        addresses, tuple(models), sender.address, sender.sent, time.perf_counter() - started
+        addresses,
+        tuple(models),
+        sender.address,
+        sender.sent,
+        time.perf_counter() - started,
+        block=int(created[names.index("JobMarketplace")]["blockNumber"], 16),
     )
 
 
@@ -337,6 +356,7 @@ def write_manifest(
         "source": f"fabstir_sdk.devnet on {source or 'a local anvil'}",
         "rpc_url": rpc_url,
         "deployer": deployment.deployer,
+        "deployment_block": deployment.block,
         "contracts": deployment.addresses.model_dump(),
         "models": [
             {"repo": m.repo, "file": m.file, "sha256": PLACEHOLDER_SHA256, "model_id": m.model_id}

@@ -314,6 +314,7 @@ class Devnet:
             "rpc_url": self.rpc_url,
             "chain_id": self.chain_id,
             "contract_addresses": self.addresses,
+            "deployment_block": self.deployment.block,
             "s5_portal_url": self.s5_portal_url,
             "storage_dir": self.state_dir / "storage",
         }

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..chain.transport import redact_url
 from ..errors import BackendError, ProtocolError
 from ..protocol import ChatMessage, load_json
 from . import _toy
@@ -134,6 +135,7 @@ class OpenAIBackend(Backend):
 
         base = base_url.rstrip("/")
         self.url = base + ("/chat/completions" if base.endswith("/v1") else "/v1/chat/completions")
+        self._shown = redact_url(self.url)  # for reprs and messages: no credentials
         self.model = model
         self.context_window = context_window
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -142,7 +144,7 @@ class OpenAIBackend(Backend):
         )
 
     def __repr__(self) -> str:
-        return f"OpenAIBackend(url={self.url!r}, model={self.model!r})"
+        return f"OpenAIBackend(url={self._shown!r}, model={self.model!r})"
 
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
         """An estimate (about four characters a token); the server reports the truth."""
@@ -190,7 +192,8 @@ class OpenAIBackend(Backend):
                             result.completion_tokens = pieces
                             yield str(text)
         except httpx.HTTPError as exc:
-            raise BackendError(f"model server at {self.url} failed: {type(exc).__name__}") from exc
+            why = type(exc).__name__
+            raise BackendError(f"model server at {self._shown} failed: {why}") from exc
         if isinstance(usage, dict):
             result.prompt_tokens = int(usage.get("prompt_tokens") or result.prompt_tokens)
             result.completion_tokens = int(usage.get("completion_tokens") or pieces)

@@ -61,7 +61,9 @@ class DelegatedJobs:
 
     async def ids(self, delegate: str, *, from_block: int = 0) -> set[int]:
         """Jobs ``delegate`` opened for a payer since ``from_block`` (scanned once; later
-        calls read only the blocks mined since)."""
+        calls read only the blocks mined since). The scan starts at the config's
+        ``deployment_block`` if that is later: the marketplace logged nothing before it."""
+        from_block = max(from_block, self._ctx.config.deployment_block)
         async with self._lock:
             latest = int(await self._ctx.client.rpc.call("eth_blockNumber"), 16)
             scan = self._scans.get(delegate)

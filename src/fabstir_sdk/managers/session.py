@@ -370,8 +370,9 @@ class SessionManager:
         it opened as a payer's delegate (an agent's; their depositor is the payer).
 
         The first are indexed by the marketplace (read in batches); the second are found in
-        the ``SessionCreatedByDelegate`` logs from ``from_block`` on (the block the
-        marketplace was deployed at spares a long scan), then only in new blocks.
+        the ``SessionCreatedByDelegate`` logs from ``from_block`` or the config's
+        ``deployment_block``, whichever is later (a long chain's first scan is spared the
+        blocks before the marketplace), then only in new blocks.
         """
         if isinstance(from_block, bool) or not isinstance(from_block, int) or from_block < 0:
             raise ValidationError(f"from_block must be a block number, got {from_block!r}")

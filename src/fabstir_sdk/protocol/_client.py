@@ -67,7 +67,6 @@ from ._messages import (
 from ._session import (
     FINAL_AAD,
     PreparedInit,
-    PresignedInit,
     ResponseDone,
     TokenChunk,
     chunk_aad,
@@ -172,7 +171,10 @@ class ClientSession:
 
     ``client_private_key`` signs the init: use the wallet key of the job's depositor, since
     our host checks that the signature recovers to the depositor. ``host_public_key`` is the
-    host's ``publicKey`` from its registry metadata.
+    host's ``publicKey`` from its registry metadata. Instead of the key, ``prepared_init``
+    (:func:`prepare_session_init`) carries the first init's crypto made ahead, signed by the
+    key or by a wallet outside the process (``presigned=PresignedInit(...)``, see
+    :func:`presign_session_init`); it serves that one init.
     """
 
     def __init__(
@@ -190,7 +192,6 @@ class ClientSession:
         user_address: str | None = None,
         max_frame_bytes: int = MAX_FRAME_BYTES,
         session_key: bytes | None = None,
-        presigned_init: PresignedInit | None = None,
         prepared_init: PreparedInit | None = None,
     ) -> None:
         if isinstance(job_id, bool) or not isinstance(job_id, int) or job_id <= 0:
@@ -219,11 +220,10 @@ class ClientSession:
         self._host_key: bytes | None = None
         self._signer: bytes | None = None
         if encrypted:
-            signed_ahead = presigned_init is not None or prepared_init is not None
-            if host_public_key is None or (client_private_key is None and not signed_ahead):
+            if host_public_key is None or (client_private_key is None and prepared_init is None):
                 raise ValidationError(
                     "an encrypted session needs host_public_key and client_private_key "
-                    "(or presigned_init, or prepared_init)"
+                    "(or prepared_init)"
                 )
             try:
                 self._host_key = c.compressed_public_key(host_public_key)
@@ -232,9 +232,8 @@ class ClientSession:
             if client_private_key is not None:
                 self._signer = private_key_bytes(client_private_key, "client_private_key")
                 self.user_address = c.address_of_secret(self._signer)
-        #: A wallet's signature of the first init, made ahead (a signer outside the process),
-        #: or all of the first init's crypto made ahead (the job was not known yet).
-        self._presigned = presigned_init
+        #: All of the first init's crypto made ahead (the job was not known yet, or a signer
+        #: outside the process signed it: ``prepare_session_init(key, presigned=...)``).
         if prepared_init is not None and prepared_init.recipient != self._host_key:
             raise ValidationError("prepared_init was made for another host key")
         self._prepared = prepared_init
@@ -299,10 +298,9 @@ class ClientSession:
                 user_address=self.user_address,
             ).to_json()
         assert self._host_key is not None
-        presigned, self._presigned = self._presigned, None  # one init only
-        prepared, self._prepared = self._prepared, None
-        if presigned is None and prepared is None and self._signer is None:
-            raise ProtocolError("a presigned init serves one init: connect again to re-key")
+        prepared, self._prepared = self._prepared, None  # one init only
+        if prepared is None and self._signer is None:
+            raise ProtocolError("a prepared init serves one init: connect again to re-key")
         inner = SessionInitData(
             session_key_hex=self._key.hex(),
             job_id=self.session_id,
@@ -319,7 +317,6 @@ class ClientSession:
                 plaintext,
                 recipient_public_key=self._host_key,
                 sender_private_key=self._signer,
-                presigned=presigned,
             )
         return EncryptedSessionInit(
             payload=payload,

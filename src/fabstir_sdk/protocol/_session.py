@@ -183,22 +183,12 @@ def seal_session_init(
     sender_private_key: bytes | None = None,
     aad: bytes = b"",
     presigned: PresignedInit | None = None,
-    _ephemeral_key: bytes | None = None,
-    _nonce: bytes | None = None,
 ) -> EphemeralCipherPayload:
     """Encrypt ``plaintext`` to the host's static key and sign the transcript (with
     ``sender_private_key``, or the ``presigned`` signature): :func:`prepare_session_init`
-    then :func:`seal_prepared`.
-
-    The ephemeral key and nonce are fresh unless a test fixes them.
-    """
+    then :func:`seal_prepared`, with a fresh ephemeral key and nonce."""
     prepared = prepare_session_init(
-        recipient_public_key,
-        sender_private_key=sender_private_key,
-        aad=aad,
-        presigned=presigned,
-        _ephemeral_key=_ephemeral_key,
-        _nonce=_nonce,
+        recipient_public_key, sender_private_key=sender_private_key, aad=aad, presigned=presigned
     )
     return seal_prepared(prepared, plaintext)
 

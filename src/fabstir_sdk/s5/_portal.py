@@ -32,6 +32,7 @@ import httpx
 from nacl.signing import SigningKey
 
 from .._display import Progress
+from ..chain.transport import redact_url
 from ..errors import (
     IntegrityError,
     NotFoundError,
@@ -120,8 +121,11 @@ class PortalClient(Store):
     ) -> None:
         parsed = httpx.URL(url)  # parsed as before: the account key derives from authority
         if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise ValidationError(f"an S5 portal URL is http(s)://host[:port], not {url!r}")
+            raise ValidationError(
+                f"an S5 portal URL is http(s)://host[:port], not {redact_url(url)!r}"
+            )
         self.url = str(parsed).rstrip("/")
+        self._shown = redact_url(self.url)  # for reprs and messages: no credentials
         self.authority = parsed.netloc.decode()
         self._key = account_key(identity, self.authority)
         self._pk = bytes([MKEY_ED25519]) + bytes(self._key.verify_key)
@@ -140,7 +144,7 @@ class PortalClient(Store):
         self._proxy = _env_proxy(parsed.scheme, parsed.host)
 
     def __repr__(self) -> str:
-        return f"PortalClient({self.url!r})"
+        return f"PortalClient({self._shown!r})"
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -208,7 +212,7 @@ class PortalClient(Store):
                 response.release()
             return _Answer(status, data, response)
         raise StorageUnavailableError(
-            f"S5 portal {self.url} unavailable after {self._retries + 1} attempts ({last})"
+            f"S5 portal {self._shown} unavailable after {self._retries + 1} attempts ({last})"
         )
 
     async def _check(self, answer: _Answer, what: str) -> _Answer:
