@@ -1,7 +1,9 @@
 """Shared hypothesis settings for the fuzz tests (tests/unit/test_fuzz_*.py).
 
 ``FABSTIR_FUZZ_EXAMPLES`` scales every fuzz test (default 250: a CI-sized run of a few
-seconds per property). A long hunt, past pytest-timeout's 300 s per test::
+seconds per property): a property of ``fuzz(n)`` runs ``n * FABSTIR_FUZZ_EXAMPLES / 250``
+examples, ``fuzz()`` 250 of them at the default size (CI's fuzz step sets 1000: 4x). A long
+hunt, past pytest-timeout's 300 s per test::
 
     FABSTIR_FUZZ_EXAMPLES=5000 .venv/bin/python -m pytest --timeout=0 tests/unit/test_fuzz_*.py
 """
@@ -18,13 +20,16 @@ from hypothesis import HealthCheck, settings
 
 from fabstir_sdk.errors import FabstirError
 
-SCALE = int(os.environ.get("FABSTIR_FUZZ_EXAMPLES", "250"))
+#: Examples of a ``fuzz()`` property at the default size.
+BASE = 250
+SCALE = int(os.environ.get("FABSTIR_FUZZ_EXAMPLES", str(BASE)))
 
 
-def fuzz(examples: int = SCALE) -> settings:
-    """Per-test settings (other modules keep their own hypothesis profile)."""
+def fuzz(examples: int = BASE) -> settings:
+    """Per-test settings (other modules keep their own hypothesis profile): ``examples`` at
+    the default size, scaled by ``FABSTIR_FUZZ_EXAMPLES / 250`` (once: CI's 1000 is 4x)."""
     return settings(
-        max_examples=max(1, examples * SCALE // 250),
+        max_examples=max(1, examples * SCALE // BASE),
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     )
