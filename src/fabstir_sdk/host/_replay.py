@@ -60,7 +60,7 @@ class InitLog:
         self._segment_records = segment_records
         self._lock = threading.Lock()  # the writer thread's segment and record count
         #: Records for the writer thread, in order, each with the future it resolves.
-        self._writes: queue.SimpleQueue[tuple[str, asyncio.Future[int]] | None] = (
+        self._writes: queue.SimpleQueue[tuple[bytes, asyncio.Future[int]] | None] = (
             queue.SimpleQueue()
         )
         self._writer: threading.Thread | None = None
@@ -121,29 +121,25 @@ class InitLog:
     def _write_loop(self) -> None:
         """The writer thread: each record appended and durable before its future is done."""
         while (item := self._writes.get()) is not None:
-            text, writing = item
+            data, writing = item
             try:
-                outcome: tuple[int | None, BaseException | None] = (self._append(text), None)
+                outcome: tuple[int | None, BaseException | None] = (self._append(data), None)
             except Exception as exc:  # OSError mostly: the awaiting init is refused
                 outcome = (None, exc)
             with contextlib.suppress(RuntimeError):  # its event loop is closed: nobody waits
                 writing.get_loop().call_soon_threadsafe(_settle, writing, *outcome)
 
-    def _append(self, text: str) -> int:
-        """Append one init's records and make them durable (in the writer thread); the
-        segment they went to."""
+    def _append(self, data: bytes) -> int:
+        """Append one init's records and make them durable; the segment they went to. Only
+        the writer thread writes and rolls (close() waits for it), so it holds the segment's
+        descriptor as is: no copy (each syscall is one more wait for the GIL after it)."""
         with self._lock:
             if self._records >= self._segment_records:
                 self._roll()
-            fd = os.dup(self._fd)  # the segment may roll (and close) while we sync
-            segment = self._segment
             self._records += 1
-        try:
-            os.write(fd, text.encode())
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
-        return segment
+            os.write(self._fd, data)
+            os.fdatasync(self._fd)
+            return self._segment
 
     def _sweep(self) -> None:
         """Delete the segments no unsettled job has a record in, except this run's last
@@ -194,7 +190,7 @@ class InitLog:
             done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
             done.set_result(-1)
             return done
-        text = "".join(f"{job_id} {fp}\n" for fp in prints)
+        data = "".join(f"{job_id} {fp}\n" for fp in prints).encode()
         writing: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         writing.add_done_callback(self._written)
         if self._writer is None:
@@ -202,7 +198,7 @@ class InitLog:
                 target=self._write_loop, name="fabstir-init-log", daemon=True
             )
             self._writer.start()
-        self._writes.put((text, writing))
+        self._writes.put((data, writing))
         return writing
 
     def _written(self, writing: asyncio.Future[int]) -> None:
