@@ -293,15 +293,12 @@ class Connection:
                     "this connection holds a plaintext session", code="SESSION_ALREADY_INITIALIZED"
                 )
             self._check_rekey(init.job_number)
-        # The job's chain read goes out first (its id is in the clear) and runs while the
-        # init is decrypted and checked here; a refused init cancels it.
+        # The job's chain read (its id is in the clear) is started here and leaves at this
+        # coroutine's first await, after the decryption, so that the durable write of the
+        # init's fingerprints starts first: with a loaded disk that write (ms) is what the
+        # ack waits for, not the read (<1 ms). A refused init cancels the read.
         reading = asyncio.ensure_future(self.node.chain.read_session(init.job_number))
         try:
-            # let the read's request leave before the decryption (~0.2 ms), not after it:
-            # aiohttp writes it in two turns of the loop (the request, then a task of its
-            # own for the body); more turns only delay the init, fewer only lose the overlap
-            await asyncio.sleep(0)
-            await asyncio.sleep(0)
             session, opened = self.node.e2ee.accept(init)
             if rekey and opened.client_address != self.client_address:
                 raise ProtocolError(
