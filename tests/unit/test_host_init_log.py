@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -42,6 +45,32 @@ async def test_an_init_is_accepted_once_and_remembered_on_disk(tmp_path):
     blob = (tmp_path / "inits-0.log").read_text()
     assert KEY.hex() not in blob and EPH.hex() not in blob
     assert again.job_ids() == [7]
+
+
+async def test_commit_returns_only_once_the_record_is_durable(tmp_path, monkeypatch):
+    """The host acknowledges an init after ``commit``: that is after the record's fdatasync
+    returned (held here in the writer thread until released), whatever the loop does."""
+    release, synced = threading.Event(), threading.Event()
+    fdatasync = os.fdatasync
+
+    def held(fd: int) -> None:
+        release.wait()
+        fdatasync(fd)
+        synced.set()
+
+    monkeypatch.setattr(os, "fdatasync", held)
+    log = InitLog(tmp_path)
+    prints = init_fingerprints(EPH, KEY)
+    log.claim(7, prints)
+    committing = asyncio.ensure_future(log.commit(7, prints))
+    for _ in range(50):  # turns of the loop, not time: the write cannot finish unreleased
+        await asyncio.sleep(0)
+    assert not committing.done()
+    release.set()
+    await committing
+    assert synced.is_set()
+    assert on_disk(tmp_path) == {"inits-0.log": [f"7 {fp}" for fp in prints]}
+    log.close()
 
 
 async def test_segments_roll_and_go_once_their_jobs_are_settled(tmp_path):

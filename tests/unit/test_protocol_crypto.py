@@ -536,3 +536,29 @@ def test_checkpoint_delta_sealed_to_the_recovery_key():
         open_checkpoint_delta(tampered, recovery_private_key=recovery)
     with pytest.raises(ProtocolError):
         open_checkpoint_delta({"encrypted": True}, recovery_private_key=recovery)
+
+
+def test_accept_with_the_hosts_public_key_kept():
+    """A host that keeps its public key (not derived per init) opens the same init the same
+    way, and the key it gives is the one in the signed transcript: a wrong one recovers
+    another signer."""
+    proto = ClientSession(
+        job_id=42,
+        chain_id=31337,
+        host_public_key=_compressed(HOST_KEY).hex(),
+        client_private_key="0x" + CLIENT_KEY.hex(),
+        model_name="m",
+    )
+    init = parse_client_message(proto.init_frame())
+    assert isinstance(init, EncryptedSessionInit)
+    _, derived = HostSession.accept(init, host_private_key=HOST_KEY)
+    _, kept = HostSession.accept(
+        init, host_private_key=HOST_KEY, host_public_key=_compressed(HOST_KEY)
+    )
+    assert kept == derived
+    assert kept.client_address == Account.from_key(CLIENT_KEY).address
+    assert kept.ephemeral_public_key == bytes.fromhex(init.payload.eph_pub_hex)
+    _, wrong = HostSession.accept(
+        init, host_private_key=HOST_KEY, host_public_key=_compressed(CLIENT_KEY)
+    )
+    assert wrong.client_address != kept.client_address

@@ -75,7 +75,9 @@ class E2EEKey:
 
     def accept(self, init: EncryptedSessionInit) -> tuple[HostSession, OpenedInit]:
         """Verify and decrypt a session init addressed to this key."""
-        return HostSession.accept(init, host_private_key=self._secret)
+        return HostSession.accept(
+            init, host_private_key=self._secret, host_public_key=self.public_key
+        )
 
     def p2p_seed(self) -> bytes:
         """The seed of the host's libp2p identity: stable for a given E2EE key, so the peer id

@@ -265,6 +265,10 @@ class Connection:
 
     def _check_capacity(self, job_id: int) -> None:
         """A new job beyond ``max_sessions`` live ones is refused (a resumed one is not)."""
+        # a live job has a connection of its own, this one (unbound) is none of them: with
+        # no more connections than the bound, the count over every job is not needed
+        if len(self.node.connections) <= self.node.config.max_sessions:
+            return
         jobs = self.node.jobs
         live = sum(1 for state in jobs.values() if state.connections)
         known = job_id in jobs and bool(jobs[job_id].connections)
@@ -289,8 +293,10 @@ class Connection:
                     "this connection holds a plaintext session", code="SESSION_ALREADY_INITIALIZED"
                 )
             self._check_rekey(init.job_number)
-        # The job's chain read goes out first (its id is in the clear) and runs while the
-        # init is decrypted and checked here; a refused init cancels it.
+        # The job's chain read (its id is in the clear) is started here and leaves at this
+        # coroutine's first await, after the decryption, so that the durable write of the
+        # init's fingerprints starts first: with a loaded disk that write (ms) is what the
+        # ack waits for, not the read (<1 ms). A refused init cancels the read.
         reading = asyncio.ensure_future(self.node.chain.read_session(init.job_number))
         try:
             session, opened = self.node.e2ee.accept(init)
