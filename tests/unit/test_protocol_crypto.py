@@ -331,7 +331,8 @@ def test_host_chunks_open_with_independent_code():
 # ---------------------------------------------------------------- state machines
 
 
-def _pair(**client_options):
+def _client_init(**client_options):
+    """A client session for job 42 and the init it sends first."""
     proto = ClientSession(
         job_id=42,
         chain_id=31337,
@@ -342,6 +343,11 @@ def _pair(**client_options):
     )
     init = parse_client_message(proto.init_frame())
     assert isinstance(init, EncryptedSessionInit)
+    return proto, init
+
+
+def _pair(**client_options):
+    proto, init = _client_init(**client_options)
     host, opened = HostSession.accept(init, host_private_key=HOST_KEY)
     proto.receive(SessionInitAck(session_id="42", job_id=42, chain_id=31337).to_json())
     return proto, host, opened
@@ -542,15 +548,7 @@ def test_accept_with_the_hosts_public_key_kept():
     """A host that keeps its public key (not derived per init) opens the same init the same
     way, and the key it gives is the one in the signed transcript: a wrong one recovers
     another signer."""
-    proto = ClientSession(
-        job_id=42,
-        chain_id=31337,
-        host_public_key=_compressed(HOST_KEY).hex(),
-        client_private_key="0x" + CLIENT_KEY.hex(),
-        model_name="m",
-    )
-    init = parse_client_message(proto.init_frame())
-    assert isinstance(init, EncryptedSessionInit)
+    _, init = _client_init()
     _, derived = HostSession.accept(init, host_private_key=HOST_KEY)
     _, kept = HostSession.accept(
         init, host_private_key=HOST_KEY, host_public_key=_compressed(HOST_KEY)

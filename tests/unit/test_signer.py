@@ -257,9 +257,8 @@ def closed_port() -> int:
     return port
 
 
-def config_for(url: str):
-    from fabstir_sdk.config import SDKConfig
-
+def _addresses() -> dict[str, str]:
+    """Seven distinct contract addresses for a config that never reaches a chain."""
     names = [
         "job_marketplace",
         "node_registry",
@@ -269,7 +268,13 @@ def config_for(url: str):
         "usdc_token",
         "fab_token",
     ]
-    addresses = {name: "0x" + f"{i + 1:02x}" * 20 for i, name in enumerate(names)}
+    return {name: "0x" + f"{i + 1:02x}" * 20 for i, name in enumerate(names)}
+
+
+def config_for(url: str):
+    from fabstir_sdk.config import SDKConfig
+
+    addresses = _addresses()
     return SDKConfig(rpc_url=url, s5_portal_url=url, contract_addresses=addresses, rpc_retry_for=0)
 
 
@@ -427,16 +432,7 @@ async def test_reprs_naming_the_rpc_url_hide_its_credentials():
     from fabstir_sdk.managers._context import Context
 
     url = "https://user:s3cret@127.0.0.1:8545/rpc?apikey=s3cret"
-    names = [
-        "job_marketplace",
-        "node_registry",
-        "model_registry",
-        "proof_system",
-        "host_earnings",
-        "usdc_token",
-        "fab_token",
-    ]
-    addresses = {name: "0x" + f"{i + 1:02x}" * 20 for i, name in enumerate(names)}
+    addresses = _addresses()
     config = SDKConfig(rpc_url=url, contract_addresses=addresses)
     client = ChainClient(url)
     host = HostChain(config)

@@ -265,10 +265,6 @@ class Connection:
 
     def _check_capacity(self, job_id: int) -> None:
         """A new job beyond ``max_sessions`` live ones is refused (a resumed one is not)."""
-        # a live job has a connection of its own, this one (unbound) is none of them: with
-        # no more connections than the bound, the count over every job is not needed
-        if len(self.node.connections) <= self.node.config.max_sessions:
-            return
         jobs = self.node.jobs
         live = sum(1 for state in jobs.values() if state.connections)
         known = job_id in jobs and bool(jobs[job_id].connections)
