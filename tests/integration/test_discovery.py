@@ -60,6 +60,7 @@ class RpcProxy:
     def __init__(self, target: str) -> None:
         self.target = target
         self.requests: list[list[str]] = []
+        self.get_logs: list[dict[str, str]] = []  # each eth_getLogs filter, in order
         self.url = ""
         self._session: aiohttp.ClientSession | None = None
 
@@ -68,6 +69,7 @@ class RpcProxy:
         payload = json.loads(body)
         calls = payload if isinstance(payload, list) else [payload]
         self.requests.append([c["method"] for c in calls])
+        self.get_logs += [c["params"][0] for c in calls if c["method"] == "eth_getLogs"]
         assert self._session is not None
         async with self._session.post(
             self.target, data=body, headers={"Content-Type": "application/json"}
@@ -298,6 +300,43 @@ async def test_reputation_from_on_chain_history(devnet, health, sdk_for):
     assert info.value.reasons == {"low_reputation": 3}
     found = await dm.find_hosts(required_models=[model], min_reputation=30)
     assert sorted(h.address for h in found) == sorted([good.address, flaky.address])
+
+
+async def test_the_history_scan_starts_at_the_deployment_block(
+    devnet, health, proxy, reader, sdk_for
+):
+    """The marketplace's events are read from the block it was deployed at (the config's
+    ``deployment_block``), not from block 0; the registry's slashes from the start of the
+    history window still (a registry may be older than its marketplace). Every host and
+    its history are found all the same."""
+    block = devnet.deployment.block
+    assert block > 0 and reader.config.deployment_block == block
+    model = devnet.models[0]
+    hosts = await register_hosts(
+        devnet, 3, api_url=lambda i: health.api_url(f"d{i}"), models=devnet.models[:1]
+    )
+    user = await sdk_for(1)
+    await user.get_payment_manager().complete_session_job(
+        await _session(user, hosts[0].address, model)
+    )
+    owner = await sdk_for(0)  # the deployer is the registry's slashing authority
+    await owner._ctx.require_sender().send(
+        owner._ctx.contract("node_registry").call(
+            "slashStake", hosts[2].address, 100 * 10**18, "bafyevidence", "cheated"
+        )
+    )
+    dm = reader.get_discovery_manager()
+    found = await dm.find_hosts(required_models=[model], limit=10)
+    assert sorted(h.address for h in found) == sorted(h.address for h in hosts)
+    latest = await reader._ctx.client.rpc.call("eth_blockNumber")  # no block mined since
+    addresses = reader.config.contract_addresses
+    assert [(p["address"], p["fromBlock"], p["toBlock"]) for p in proxy.get_logs] == [
+        *[(addresses.job_marketplace, hex(block), latest)] * 3,
+        (addresses.node_registry, "0x0", latest),
+    ]
+    assert proxy.get_logs[0]["fromBlock"] == hex(block)
+    reputations = [await dm.get_reputation(h.address) for h in hosts]
+    assert [(r.sessions_completed, r.slashes) for r in reputations] == [(1, 0), (0, 0), (0, 1)]
 
 
 # --------------------------------------------------------------------------- health, ranking

@@ -1,7 +1,8 @@
 """The S5 portal goes down during a session: the stream goes on, the conversation waits on
 disk (sealed) and reaches the portal when it is back; a new process finds what an old one
-queued. Real parts: anvil, the devnet's portal (stopped and restarted on its port), a host
-process, subprocesses for "the process exited".
+queued; with the portal up, what each answer costs it. Real parts: anvil, the devnet's
+portal (stopped and restarted on its port), a host process, subprocesses for "the process
+exited".
 
 Its own devnet (no snapshot reverts): a live host must never see a job id reused.
 """
@@ -18,6 +19,7 @@ import pytest
 
 from fabstir_sdk import FabstirSDK, StorageUnavailableError
 from fabstir_sdk.devnet import Devnet, RunningHost
+from fabstir_sdk.s5 import PortalClient
 
 from .host_helpers import BUILTIN, PRICE
 
@@ -266,3 +268,42 @@ async def test_the_store_is_checked_once_then_writes_queue(net, host, tmp_path, 
         sm = await sdk.get_session_manager()
         record = await sm.get_session_data(second.session_id, "metadata")
         assert record["job_id"] == second.job_id
+
+
+async def test_each_answer_is_three_portal_calls_and_on_the_portal_when_its_stream_ends(
+    net, host, tmp_path
+):
+    """With the portal up, an answer's conversation write is exactly three HTTP calls: the
+    conversation's new version and the directory record naming it (its key, hash, size),
+    uploaded side by side, then the directory's registry entry once both are stored (it
+    never points at a missing blob). Nothing is read back: this process's copy of the
+    directory and of the last version serve. Once the stream's block is left, a process
+    with nothing cached reads the exchange from the portal."""
+    async with FabstirSDK(net.sdk_config(storage_dir=tmp_path / "e")) as sdk:
+        await sdk.authenticate(net.accounts[USER].private_key)
+        sm = await sdk.get_session_manager()
+        storage = await sdk.get_storage_manager()
+        session = await sm.create_session(model=BUILTIN, host=host.address, deposit="1")
+        await sm.get_session_data(session.session_id, "metadata")  # its background write done
+        portal = storage.fs.store.inner.inner  # QueuedStore > RevisionGuard > PortalClient
+        assert isinstance(portal, PortalClient)
+        calls: list[tuple[str, str]] = []
+        send = portal._send
+
+        async def counting(method, path, **kwargs):
+            calls.append((method, path))
+            return await send(method, path, **kwargs)
+
+        portal._send = counting  # type: ignore[method-assign]
+        expected: list[tuple[str, str]] = []
+        for prompt in ("count to 3", "My name is Ada.", "count to 40"):
+            calls.clear()
+            async with session.stream(prompt) as stream:
+                async for _ in stream:
+                    pass
+            assert calls == [("POST", "/s5/upload")] * 2 + [("POST", "/s5/registry")]
+            expected += [("user", prompt), ("assistant", stream.text)]
+            on_portal = await portal_view(net, tmp_path, session.conversation_id)
+            assert [(m.role, m.content) for m in on_portal.messages] == expected
+        assert stream.text == " ".join(str(i) for i in range(1, 41))
+        await session.end()

@@ -139,6 +139,94 @@ async def test_an_init_that_cannot_be_written_is_still_refused_when_repeated(tmp
         log.claim(3, prints)
 
 
+#: Long enough for any loaded machine; a writer that hangs fails the test here instead.
+PATIENCE = 60
+
+
+@pytest.mark.parametrize(
+    "error", [RuntimeError("a bug"), MemoryError(), StopIteration(), SystemExit(1)]
+)
+async def test_an_unexpected_error_fails_its_record_and_the_writer_goes_on(
+    tmp_path, monkeypatch, error
+):
+    """Whatever a write raises, its init is refused as for a full disk (an OSError: the
+    host answers HOST_STATE_UNAVAILABLE) and the writer thread serves the next record."""
+    log = InitLog(tmp_path)
+    append = log._append
+    calls = []
+
+    def failing_once(data: bytes) -> int:
+        calls.append(data)
+        if len(calls) == 1:
+            raise error
+        return append(data)
+
+    monkeypatch.setattr(log, "_append", failing_once)
+    prints, prints2 = init_fingerprints(EPH, KEY), init_fingerprints(EPH2, KEY2)
+    log.claim(1, prints)
+    with pytest.raises(OSError) as failed:
+        await asyncio.wait_for(log.commit(1, prints), PATIENCE)
+    assert type(failed.value) is OSError and failed.value.__cause__ is error
+    assert str(failed.value) == (
+        f"[Errno 5] the init log could not write a record ({type(error).__name__})"
+    )
+    writer = log._writer
+    log.claim(2, prints2)
+    assert await asyncio.wait_for(log.commit(2, prints2), PATIENCE) is None
+    assert log._writer is writer and writer is not None and writer.is_alive()
+    assert on_disk(tmp_path) == {"inits-0.log": [f"2 {fp}" for fp in prints2]}
+    assert log.job_ids() == [2] and len(calls) == 2
+    log.close()
+
+
+async def test_a_writer_that_stops_fails_what_it_held_and_a_new_one_serves(tmp_path, monkeypatch):
+    """If the writer's loop itself fails (here: handing a result back to the event loop),
+    the record it held and the one queued behind it fail at once, and the next record is
+    written by a new writer: no init waits forever."""
+    log = InitLog(tmp_path)
+    append = log._append
+    entered, release = threading.Event(), threading.Event()
+
+    def held_once(data: bytes) -> int:
+        if not entered.is_set():
+            entered.set()
+            release.wait(PATIENCE)
+        return append(data)
+
+    monkeypatch.setattr(log, "_append", held_once)
+    jobs = {job: init_fingerprints(bytes([2, job] * 16), bytes([job] * 32)) for job in (1, 2, 3)}
+    first = log.record(1, jobs[1])
+    assert await asyncio.to_thread(entered.wait, PATIENCE)  # the writer holds record 1
+    second = log.record(2, jobs[2])  # queued behind it
+    loop = asyncio.get_running_loop()
+    handing = loop.call_soon_threadsafe
+    failures = [ValueError("injected")]
+
+    def flaky(*args):
+        if failures:
+            raise failures.pop()
+        return handing(*args)
+
+    monkeypatch.setattr(loop, "call_soon_threadsafe", flaky)
+    stopped = log._writer
+    release.set()
+    for written in (first, second):
+        with pytest.raises(OSError) as failed:
+            await asyncio.wait_for(written, PATIENCE)
+        assert str(failed.value) == "[Errno 5] the init log's writer stopped (ValueError)"
+        assert type(failed.value) is OSError and isinstance(failed.value.__cause__, ValueError)
+    monkeypatch.undo()
+    assert stopped is not None
+    await asyncio.to_thread(stopped.join, PATIENCE)
+    assert not stopped.is_alive()
+    log.claim(3, jobs[3])
+    await asyncio.wait_for(log.commit(3, jobs[3]), PATIENCE)
+    assert log._writer is not stopped and log.job_ids() == [3]
+    # record 1 was durable before its outcome was lost (refused, it only stays refused)
+    assert on_disk(tmp_path) == {"inits-0.log": [f"{j} {fp}" for j in (1, 3) for fp in jobs[j]]}
+    log.close()
+
+
 async def test_in_memory_log(tmp_path):
     log = InitLog(None)
     prints = init_fingerprints(EPH, KEY)

@@ -64,7 +64,7 @@ from .transport import RpcTransport, redact_url
 if TYPE_CHECKING:
     from ..config import SDKConfig
 
-__all__ = ["ChainClient", "Read", "TxSender", "tx_hash"]
+__all__ = ["ChainClient", "Read", "TxSender", "block_windows", "tx_hash"]
 
 log = logging.getLogger("fabstir_sdk.chain")
 
@@ -138,6 +138,28 @@ class Read:
     @classmethod
     def balance(cls, address: str) -> Read:
         return cls("eth_getBalance", (address, "latest"), _hex_int, "eth_getBalance")
+
+    @classmethod
+    def logs(cls, address: str, topics: list[str | None], low: int, high: int, label: str) -> Read:
+        """An ``eth_getLogs`` of ``address``'s logs matching ``topics`` in blocks ``low`` to
+        ``high`` (both included); the result is the list of raw logs."""
+        log_filter = {
+            "address": address,
+            "topics": topics,
+            "fromBlock": hex(low),
+            "toBlock": hex(high),
+        }
+        return cls("eth_getLogs", (log_filter,), _log_list, label)
+
+
+def block_windows(first: int, last: int, size: int) -> list[tuple[int, int]]:
+    """Blocks ``first`` to ``last`` as ``(low, high)`` ranges of at most ``size`` blocks,
+    in order: the ranges of a log scan's ``eth_getLogs`` (none if ``first > last``)."""
+    return [(low, min(last, low + size - 1)) for low in range(first, last + 1, size)]
+
+
+def _log_list(result: Any) -> list[dict[str, Any]]:
+    return list(result or [])
 
 
 class ChainClient:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -64,6 +65,7 @@ class InitLog:
             queue.SimpleQueue()
         )
         self._writer: threading.Thread | None = None
+        self._starting = threading.Lock()  # a writer's start (or end) and the queue's puts
         self._fd = -1
         self._segment = -1
         self._records = 0
@@ -119,15 +121,37 @@ class InitLog:
         self._fd, self._segment, self._records = fd, segment, 0
 
     def _write_loop(self) -> None:
-        """The writer thread: each record appended and durable before its future is done."""
-        while (item := self._writes.get()) is not None:
-            data, writing = item
-            try:
-                outcome: tuple[int | None, BaseException | None] = (self._append(data), None)
-            except Exception as exc:  # OSError mostly: the awaiting init is refused
-                outcome = (None, exc)
-            with contextlib.suppress(RuntimeError):  # its event loop is closed: nobody waits
-                writing.get_loop().call_soon_threadsafe(_settle, writing, *outcome)
+        """The writer thread: each record appended and durable before its future is done.
+
+        Whatever a write raises fails that record only, as an :class:`OSError` (the host
+        refuses the init with ``HOST_STATE_UNAVAILABLE``), and the thread goes on with the
+        next. Should the loop itself fail (handing an outcome to its event loop), the thread
+        ends, logged, after failing the record it held and those queued, and the next
+        :meth:`record` starts a writer anew: no init waits for a write nobody will make.
+        """
+        item: tuple[bytes, asyncio.Future[int]] | None = None
+        try:
+            while (item := self._writes.get()) is not None:
+                data, writing = item
+                try:
+                    outcome: tuple[int | None, OSError | None] = (self._append(data), None)
+                except BaseException as exc:  # the record fails, not the thread
+                    outcome = (None, _write_error(exc))
+                _deliver(writing, *outcome)
+        except BaseException as exc:
+            log.error("the init log's writer stopped: %r", exc, exc_info=exc)
+            error = OSError(errno.EIO, f"the init log's writer stopped ({type(exc).__name__})")
+            error.__cause__ = exc
+            with self._starting:
+                if self._writer is threading.current_thread():
+                    self._writer = None  # the next record starts another writer
+                while item is not None:
+                    with contextlib.suppress(Exception):  # each waiter is told, if it can be
+                        _deliver(item[1], None, error)
+                    try:
+                        item = self._writes.get_nowait()
+                    except queue.Empty:
+                        item = None
 
     def _append(self, data: bytes) -> int:
         """Append one init's records and make them durable; the segment they went to. Only
@@ -193,12 +217,13 @@ class InitLog:
         data = "".join(f"{job_id} {fp}\n" for fp in prints).encode()
         writing: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         writing.add_done_callback(self._written)
-        if self._writer is None:
-            self._writer = threading.Thread(
-                target=self._write_loop, name="fabstir-init-log", daemon=True
-            )
-            self._writer.start()
-        self._writes.put((data, writing))
+        with self._starting:  # uncontended unless a writer is ending (see _write_loop)
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_loop, name="fabstir-init-log", daemon=True
+                )
+                self._writer.start()
+            self._writes.put((data, writing))
         return writing
 
     def _written(self, writing: asyncio.Future[int]) -> None:
@@ -252,17 +277,37 @@ class InitLog:
 
     def close(self) -> None:
         """Close the open segment (a host that stops), after the records queued before."""
-        if self._writer is not None:
-            self._writes.put(None)
-            self._writer.join()
-            self._writer = None
+        with self._starting:
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                self._writes.put(None)
+        if writer is not None:
+            writer.join()
         with self._lock:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
 
 
-def _settle(writing: asyncio.Future[int], segment: int | None, error: BaseException | None) -> None:
+def _write_error(exc: BaseException) -> OSError:
+    """A failed write as the record's waiter gets it: an OSError as is, anything else (a
+    bug, MemoryError, ...) logged and wrapped in one, so that the host refuses the init as
+    for a full disk (an asyncio future takes neither StopIteration nor, sensibly, SystemExit)."""
+    if isinstance(exc, OSError):
+        return exc
+    log.error("the init log could not write a record: %r", exc, exc_info=exc)
+    error = OSError(errno.EIO, f"the init log could not write a record ({type(exc).__name__})")
+    error.__cause__ = exc
+    return error
+
+
+def _deliver(writing: asyncio.Future[int], segment: int | None, error: OSError | None) -> None:
+    """Hand a record's outcome to its future's event loop (from the writer thread)."""
+    with contextlib.suppress(RuntimeError):  # its event loop is closed: nobody waits
+        writing.get_loop().call_soon_threadsafe(_settle, writing, segment, error)
+
+
+def _settle(writing: asyncio.Future[int], segment: int | None, error: OSError | None) -> None:
     """Resolve a record's future on its event loop (unless its waiter gave up on it)."""
     if writing.done():
         return

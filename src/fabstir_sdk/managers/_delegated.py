@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ..chain.client import Read
+from ..chain.client import Read, block_windows
 from ..errors import RpcFailure
 
 if TYPE_CHECKING:
@@ -29,10 +29,6 @@ _EVENT = "SessionCreatedByDelegate"
 def _topic(address: str) -> str:
     """An address as a 32-byte log topic."""
     return "0x" + "00" * 12 + address[2:].lower()
-
-
-def _logs(result: Any) -> list[dict[str, Any]]:
-    return list(result or [])
 
 
 @dataclass
@@ -89,27 +85,11 @@ class DelegatedJobs:
         batch found, so a refused batch costs only itself."""
         mp = self._ctx.contract("job_marketplace")
         topics = [mp.event_topic(_EVENT), None, None, _topic(delegate)]
-        windows = [
-            (low, min(latest, low + self._window - 1))
-            for low in range(scan.scanned_to + 1, latest + 1, self._window)
-        ]
+        windows = block_windows(scan.scanned_to + 1, latest, self._window)
         for start in range(0, len(windows), self.max_batch):
             chunk = windows[start : start + self.max_batch]
             reads = [
-                Read(
-                    "eth_getLogs",
-                    (
-                        {
-                            "address": mp.address,
-                            "topics": topics,
-                            "fromBlock": hex(low),
-                            "toBlock": hex(high),
-                        },
-                    ),
-                    _logs,
-                    f"logs {_EVENT}",
-                )
-                for low, high in chunk
+                Read.logs(mp.address, topics, low, high, f"logs {_EVENT}") for low, high in chunk
             ]
             for logs in await self._ctx.client.reads(*reads):
                 for args in mp.events({"logs": logs}, _EVENT):

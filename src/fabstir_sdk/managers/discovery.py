@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from ..chain.addresses import ZERO_ADDRESS, checksum_address
-from ..chain.client import Read
+from ..chain.client import Read, block_windows
 from ..chain.model_id import model_id as to_model_id
 from ..errors import (
     FabstirError,
@@ -503,26 +503,22 @@ class DiscoveryManager:
         start = self._history.scanned_to + 1
         if self._history.scanned_to < 0:
             start = max(0, latest - self.history_blocks)
+        # The marketplace logged nothing before the block it was deployed at; the registry
+        # may be older than the marketplace, so its slashes are read from ``start`` still.
+        market = max(start, self._ctx.config.deployment_block)
         jm = self._ctx.contract("job_marketplace")
         nr = self._ctx.contract("node_registry")
         sources = [
-            (jm, "SessionJobCreated"),
-            (jm, "SessionCompleted"),
-            (jm, "SessionTimedOut"),
-            (nr, "SlashExecuted"),
+            (jm, "SessionJobCreated", market),
+            (jm, "SessionCompleted", market),
+            (jm, "SessionTimedOut", market),
+            (nr, "SlashExecuted", start),
         ]
-        reads = []
-        for low in range(start, latest + 1, self.log_window):
-            high = min(latest, low + self.log_window - 1)
-            for contract, event in sources:
-                log_filter = {
-                    "address": contract.address,
-                    "topics": [contract.event_topic(event)],
-                    "fromBlock": hex(low),
-                    "toBlock": hex(high),
-                }
-                reads.append((event, Read("eth_getLogs", (log_filter,), _logs, f"logs {event}")))
-        return reads
+        return [
+            (event, Read.logs(c.address, [c.event_topic(event)], low, high, f"logs {event}"))
+            for c, event, first in sources
+            for low, high in block_windows(first, latest, self.log_window)
+        ]
 
     def _absorb_history(
         self, reads: list[tuple[str, Read]], results: list[Any], latest: int
@@ -638,10 +634,6 @@ class DiscoveryManager:
             log.debug("DHT record of %s not confirmed: %s", host.address, exc)
             return None
         return host.address
-
-
-def _logs(result: Any) -> list[dict[str, Any]]:
-    return list(result or [])
 
 
 def _price_table(raw: Any) -> dict[str, int]:
