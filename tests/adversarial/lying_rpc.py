@@ -27,7 +27,7 @@ class LyingRpc(RpcProxy):
         self.truncate = False
         self.oversize = 0
         self.lies = 0
-        self.raw_sent: list[str] = []  # every broadcast's payload (plain or Sync), as sent
+        self.raw_sent: list[str] = []  # every eth_sendRawTransaction payload, as sent
 
     def signed_chain_ids(self) -> list[int]:
         """The chain id inside each signed (EIP-1559) transaction that went through."""
@@ -46,7 +46,7 @@ class LyingRpc(RpcProxy):
         assert self._client is not None
         rewritten = []
         for call in calls:
-            if str(call.get("method")).startswith("eth_sendRawTransaction"):  # or ...Sync
+            if call.get("method") == "eth_sendRawTransaction":
                 self.raw_sent.extend(call.get("params", []))
             if call.get("method") == "eth_getTransactionReceipt" and self.foreign_receipt:
                 call = {**call, "params": [self.foreign_receipt]}
@@ -66,13 +66,6 @@ class LyingRpc(RpcProxy):
                     reply["result"]["status"] = "0x0"
                     self.lies += 1
                 if self.foreign_receipt:
-                    self.lies += 1
-            elif method == "eth_sendRawTransactionSync" and isinstance(reply.get("result"), dict):
-                if self.revert_receipts:  # the receipt the broadcast is answered with
-                    reply["result"]["status"] = "0x0"
-                    self.lies += 1
-                if self.foreign_receipt:
-                    reply["result"]["transactionHash"] = self.foreign_receipt
                     self.lies += 1
         raw = json.dumps(answer).encode()
         if self.truncate:

@@ -49,9 +49,9 @@ async def test_lost_answer_to_a_send_does_not_send_twice(devnet, proxy):
         await sdk.authenticate(devnet.accounts[USER].private_key)
         pm = sdk.get_payment_manager()
         before_nonce = await nonce(devnet, USER)
-        proxy.lose_answer_to("eth_sendRawTransactionSync")  # a lone send: answered with its receipt
+        proxy.lose_answer_to("eth_sendRawTransaction")
         await pm.deposit("0.001")
-        assert proxy.seen["eth_sendRawTransactionSync"] == 2  # the same signed bytes, resent
+        assert proxy.seen["eth_sendRawTransaction"] == 2  # the same signed bytes, resent
         assert await nonce(devnet, USER) == before_nonce + 1  # mined exactly once
         assert await pm.get_deposit_balance() == 10**15
         await pm.deposit("0.002")  # the allocator is still in step
@@ -63,7 +63,6 @@ async def test_lost_receipt_answer_is_recovered(devnet, proxy):
     async with FabstirSDK(devnet.sdk_config(rpc_url=proxy.url)) as sdk:
         await sdk.authenticate(devnet.accounts[USER].private_key)
         pm = sdk.get_payment_manager()
-        proxy.missing.add("eth_sendRawTransactionSync")  # a node whose receipts are polled
         proxy.lose_answer_to("eth_getTransactionReceipt")
         await pm.deposit("0.001")
         assert proxy.seen["eth_getTransactionReceipt"] >= 2

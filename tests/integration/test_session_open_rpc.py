@@ -72,9 +72,9 @@ async def test_a_known_host_costs_no_registry_round_trip(net, host):
             requests, calls = list(proxy.requests), list(proxy.calls)
             await second.end()
         # one batch: the host's entry, the model, the price and the rest of the checks with
-        # the gas estimate, fees and nonce; then the transaction, answered with its receipt
-        # (eth_sendRawTransactionSync): two round trips to the chain, no receipt poll
-        assert requests == [CHECKS, ["eth_sendRawTransactionSync"]]
+        # the gas estimate, fees and nonce; then the transaction and its receipt
+        assert requests[:2] == [CHECKS, ["eth_sendRawTransaction"]]
+        assert requests[2:] and set(map(tuple, requests[2:])) == {("eth_getTransactionReceipt",)}
         assert sent_data(calls[0])[:3] == selectors(net, host.address)
         assert (await read_job(net, second.job_id)).price_per_token == PRICE
     finally:
@@ -108,7 +108,7 @@ async def test_a_host_whose_price_moved_is_read_again_before_paying(net, host):
             CHECKS,
             ["eth_call", "eth_call"],
             CHECKS,
-            ["eth_sendRawTransactionSync"],
+            ["eth_sendRawTransaction"],
         ]
         assert (await read_job(net, second.job_id)).price_per_token == PRICE + 1000
     finally:

@@ -45,7 +45,7 @@ async def test_completion_estimated_before_the_hosts_proof_landed_still_settles(
                 token=usdc,
             )
             await devnet.advance_time(10)
-            held = proxy.gate("eth_sendRawTransactionSync")  # the completion, once estimated
+            held = proxy.gate("eth_sendRawTransaction")  # the user's completion, once estimated
             completion = asyncio.ensure_future(pm.complete_session_job(created.job_id))
             await held.arrived.wait()
             hm = host.get_host_manager()

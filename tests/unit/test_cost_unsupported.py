@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fabstir_sdk.chain.rpc import unsupported_method
 from fabstir_sdk.errors import RpcFailure
+from fabstir_sdk.managers.cost import unsupported_method
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from eth_account.typed_transactions import TypedTransaction
 from eth_utils import keccak, to_checksum_address
 from hexbytes import HexBytes
 
-from fabstir_sdk import ContractRevertError, RpcError, RpcFailure, TransactionDroppedError
+from fabstir_sdk import ContractRevertError, RpcFailure
 from fabstir_sdk.chain import client as client_module
 from fabstir_sdk.chain.abi import Call, Contract
 from fabstir_sdk.chain.client import ChainClient, TxSender
@@ -41,9 +41,9 @@ def nonces(raws: list[bytes]) -> list[int]:
 class Refused(Exception):
     """What a scripted node answers with a JSON-RPC error."""
 
-    def __init__(self, message: str, data: str | None = None, *, code: int = -32003) -> None:
+    def __init__(self, message: str, data: str | None = None) -> None:
         super().__init__(message)
-        self.error: dict[str, Any] = {"code": code, "message": message}
+        self.error: dict[str, Any] = {"code": -32003, "message": message}
         if data is not None:
             self.error["data"] = data
 
@@ -80,7 +80,7 @@ class ScriptedNode:
         calls = payload if isinstance(payload, list) else [payload]
         methods = [c["method"] for c in calls]
         self.requests.append(methods)
-        if self._hold is not None and any(m.startswith("eth_sendRawTransaction") for m in methods):
+        if self._hold is not None and "eth_sendRawTransaction" in methods:
             (arrived, opened), self._hold = self._hold, None
             arrived.set()
             await opened.wait()
@@ -88,15 +88,6 @@ class ScriptedNode:
         if self._answered is not None:
             self._answered.set()
         return replies if isinstance(payload, list) else replies[0]
-
-    def eth_sendRawTransactionSync(self, raw_hex: str) -> dict[str, Any]:
-        """EIP-7966: the broadcast, answered with the receipt once mined; one that is not
-        mined at once is answered with the EIP's timeout error (code 4)."""
-        tx_hash: str = getattr(self, "eth_sendRawTransaction")(raw_hex)
-        receipt: dict[str, Any] | None = getattr(self, "eth_getTransactionReceipt")(tx_hash)
-        if receipt is None:
-            raise Refused("the transaction was not mined within the timeout", tx_hash, code=4)
-        return receipt
 
     def answer(self, request: dict[str, Any]) -> dict[str, Any]:
         method, params = request["method"], request["params"]
@@ -255,10 +246,9 @@ async def batched(node: Node, txs: TxSender, values: list[int]) -> list[Any]:
 
 
 def sends_per_request(node: ScriptedNode) -> list[int]:
-    """Transactions per request that sends any (a lone one with the Sync method, the rest
-    plain)."""
-    counts = [sum(m.startswith("eth_sendRawTransaction") for m in r) for r in node.requests]
-    return [n for n in counts if n]
+    return [
+        r.count("eth_sendRawTransaction") for r in node.requests if "eth_sendRawTransaction" in r
+    ]
 
 
 def test_a_taken_nonce_is_read_again_and_the_transaction_signed_again():
@@ -282,7 +272,7 @@ def test_other_refusals_are_not_retried():
     node = Node(refuse=lambda tx: "insufficient funds for gas * price + value")
     with pytest.raises(RpcFailure, match="insufficient funds") as raised:
         send(node)
-    assert raised.value.what == "eth_sendRawTransactionSync"  # it went alone
+    assert raised.value.what == "eth_sendRawTransaction"
     assert nonces(node.sent) == [5]
     assert node.receipts == {}
 
@@ -516,121 +506,3 @@ def test_a_pending_transaction_the_base_fee_overtook_is_replaced(monkeypatch):
     assert second["maxPriorityFeePerGas"] == 1125  # 1000 x 1.125
     assert second["maxFeePerGas"] - (2 * node.BASE_FEE + 1125) in range(1 << 30)  # + salt
     assert receipt["transactionHash"] in node.mined and len(node.mined) == 1
-
-
-# -- eth_sendRawTransactionSync (EIP-7966): a lone send is answered with its receipt ----------
-
-CHECKS = ["eth_estimateGas", "eth_gasPrice", "eth_getTransactionCount", "eth_chainId"]
-
-
-def test_a_lone_send_is_answered_with_its_receipt_and_polls_nothing():
-    node = Node(nonce=5)
-    receipt = send(node)
-    assert node.requests == [[*CHECKS, "eth_maxPriorityFeePerGas"], ["eth_sendRawTransactionSync"]]
-    assert receipt == node.receipts[receipt["transactionHash"]]
-    assert node.values() == [1]
-
-
-class NoSync(Node):
-    """A node without the method: JSON-RPC's "method not found"."""
-
-    def eth_sendRawTransactionSync(self, raw_hex: str) -> dict[str, Any]:
-        raise Refused("the method eth_sendRawTransactionSync does not exist", code=-32601)
-
-
-def test_a_node_without_the_sync_method_gets_the_same_bytes_plain_from_then_on():
-    node = NoSync(nonce=5)
-
-    async def go() -> None:
-        txs = sender(node)
-        await txs.send(CALL, value=1)
-        await txs.send(CALL, value=2)
-
-    asyncio.run(go())
-    sends = [r for r in node.requests if any(m.startswith("eth_send") for m in r)]
-    assert sends == [
-        ["eth_sendRawTransactionSync"],  # asked once
-        ["eth_sendRawTransaction"],
-        ["eth_sendRawTransaction"],
-    ]
-    assert ["eth_getTransactionReceipt"] in node.requests  # polled, as before
-    assert node.values() == [1, 2] and nonces(node.sent) == [5, 6]  # each sent once
-
-
-class SyncTimesOut(Node):
-    """A node whose wait for the receipt ran out (EIP-7966 error 4) though it took the
-    transaction, and mined it meanwhile."""
-
-    def eth_sendRawTransactionSync(self, raw_hex: str) -> dict[str, Any]:
-        tx_hash = self.eth_sendRawTransaction(raw_hex)
-        raise Refused("the transaction was not mined within the timeout", tx_hash, code=4)
-
-
-def test_a_sync_timeout_is_taken_as_sent_and_the_receipt_polled():
-    node = SyncTimesOut(nonce=5)
-    receipt = send(node)
-    assert node.requests[1:] == [
-        ["eth_sendRawTransactionSync"],
-        ["eth_getTransactionByHash"],  # the node has it: sent, not refused
-        ["eth_getTransactionReceipt"],
-    ]
-    assert receipt == node.receipts[receipt["transactionHash"]]
-    assert node.values() == [1] and nonces(node.sent) == [5]
-
-
-def test_a_sync_broadcast_left_unanswered_is_taken_as_sent(monkeypatch):
-    """The node holds the Sync request and never takes it: after the wait's bound it is
-    taken as sent, and the fate check finds the node without it: dropped, reported, never
-    sent again; later sends go plain at once."""
-    monkeypatch.setattr(client_module, "_SYNC_WAIT", 0.01)
-    monkeypatch.setattr(client_module, "_FATE_AFTER", 0.01)
-    node = Node(nonce=5)
-
-    async def go() -> None:
-        txs = sender(node)
-        node.hold_sends()  # the Sync request waits forever: never opened
-        with pytest.raises(TransactionDroppedError):
-            await txs.send(CALL, value=1)
-        await txs.send(CALL, value=2)
-
-    asyncio.run(go())
-    sends = [r for r in node.requests if any(m.startswith("eth_send") for m in r)]
-    assert sends == [["eth_sendRawTransactionSync"], ["eth_sendRawTransaction"]]
-    assert node.values() == [2] and nonces(node.sent) == [5]
-
-
-class OtherReceipt(Node):
-    def eth_sendRawTransactionSync(self, raw_hex: str) -> dict[str, Any]:
-        tx_hash = self.eth_sendRawTransaction(raw_hex)
-        return {**self.receipts[tx_hash], "transactionHash": "0x" + "ab" * 32}
-
-
-def test_a_sync_answer_with_another_transactions_receipt_is_refused():
-    with pytest.raises(RpcError, match="another transaction's receipt") as raised:
-        send(OtherReceipt(nonce=5))
-    assert "may still be mined" in str(raised.value)
-
-
-class TakesSyncSilently(Node):
-    """A node that takes the Sync broadcast into its pool (and mines it) but never
-    answers: the plain copy finds it already known."""
-
-    async def __call__(self, payload: Any) -> Any:
-        calls = payload if isinstance(payload, list) else [payload]
-        if [c["method"] for c in calls] == ["eth_sendRawTransactionSync"]:
-            self.requests.append(["eth_sendRawTransactionSync"])
-            self.eth_sendRawTransaction(calls[0]["params"][0])
-            await asyncio.Event().wait()  # no answer, ever
-        return await super().__call__(payload)
-
-
-def test_a_sync_broadcast_taken_but_unanswered_is_polled(monkeypatch):
-    monkeypatch.setattr(client_module, "_SYNC_WAIT", 0.01)
-    node = TakesSyncSilently(nonce=5)
-    receipt = send(node)
-    assert node.requests[1:] == [
-        ["eth_sendRawTransactionSync"],  # taken, never answered
-        ["eth_getTransactionReceipt"],  # taken as sent: polled
-    ]
-    assert node.values() == [1] and nonces(node.sent) == [5]
-    assert receipt == node.receipts[receipt["transactionHash"]]

@@ -11,10 +11,8 @@ one with it could run that transaction twice). When nothing is in flight the all
 the node's pending nonce, so transactions sent elsewhere with the same key (or an
 ``evm_revert`` on a devnet) cannot leave it stale.
 
-A write costs two round trips on a node that mines at once: one batch holding the caller's
-checks, the gas estimate, the gas price and the pending nonce; then the broadcast, which
-waits for the receipt (``eth_sendRawTransactionSync``, EIP-7966) when the transaction goes
-alone. Otherwise the receipt is polled: a third round trip or more.
+A write costs three round trips: one batch holding the caller's checks, the gas estimate, the
+gas price and the pending nonce; the broadcast; the receipt.
 
 Several processes may share one key (a web app's workers): a nonce the node refuses as taken
 ("nonce too low", "replacement transaction underpriced") was used by another process, so the
@@ -58,7 +56,7 @@ from ..errors import (
 from .abi import Call, Contract
 from .addresses import checksum_address
 from .revert import revert_error
-from .rpc import JsonRpcClient, unsupported_method
+from .rpc import JsonRpcClient
 from .signer import Signer, as_signer
 from .together import Together
 from .transport import RpcTransport, redact_url
@@ -73,9 +71,6 @@ log = logging.getLogger("fabstir_sdk.chain")
 #: Seconds of waiting for a receipt before checking that the node still has the transaction,
 #: and between such checks.
 _FATE_AFTER, _FATE_EVERY = 1.0, 2.0
-#: Seconds a lone broadcast waits for the node's receipt (eth_sendRawTransactionSync) before
-#: it is taken as sent and polled for: as long as the first fate check's wait.
-_SYNC_WAIT = _FATE_AFTER
 #: How often one transaction is signed again after other users of the key took its nonce.
 _RESIGN_LIMIT = 64
 #: How often one pending transaction is replaced (same nonce, higher fees) after the base fee
@@ -289,7 +284,7 @@ class _Waiting:
     pending: int
     generation: int  # TxSender._broadcasts when ``pending`` was read
     again: bool  # already counted in flight
-    done: asyncio.Future[tuple[str, int, Receipt | None]]  # (hash, nonce, receipt if mined)
+    done: asyncio.Future[tuple[str, int]]  # (transaction hash, nonce)
     taken: int = 0  # how often its nonce was found taken
 
 
@@ -335,7 +330,6 @@ class TxSender:
             0  # bumps on every broadcast: a prefetched nonce older than that is stale
         )
         self._tip: int | None = None
-        self._sync = True  # the node may answer a lone broadcast with its receipt
 
     def __repr__(self) -> str:
         return f"TxSender(address={self.address!r})"
@@ -439,11 +433,11 @@ class TxSender:
             type=2,
         )
         del tx["from"]
-        sent, nonce, mined = await self._broadcast(tx, call.fn, _hex_int(pending), generation)
+        sent, nonce = await self._broadcast(tx, call.fn, _hex_int(pending), generation)
         try:
             for attempt in range(_RESIGN_LIMIT + 1):
                 try:
-                    receipt = mined or await self._wait(tx, sent, nonce)
+                    receipt = await self._wait(tx, sent, nonce)
                     break
                 except TransactionReplacedError:
                     # Another user of this key had a transaction mined with our nonce (a
@@ -452,26 +446,23 @@ class TxSender:
                     if attempt == _RESIGN_LIMIT:
                         raise
                     log.debug("%s: tx %s lost nonce %d; signing again", call.fn, sent, nonce)
-                    sent, nonce, mined = await self._broadcast(tx, call.fn, 0, -1, again=True)
+                    sent, nonce = await self._broadcast(tx, call.fn, 0, -1, again=True)
         finally:
             self._in_flight -= 1
         return receipt, int(tx["gas"])
 
     async def _broadcast(
         self, tx: dict[str, Any], what: str, pending: int, generation: int, *, again: bool = False
-    ) -> tuple[str, int, Receipt | None]:
-        """Sign ``tx`` with the next nonce and send it: its hash, its nonce, and its receipt
-        if the node answered with it. ``again``: it is already counted in flight (its
-        earlier signing lost its nonce).
+    ) -> tuple[str, int]:
+        """Sign ``tx`` with the next nonce and send it; ``again``: it is already counted in
+        flight (its earlier signing lost its nonce).
 
         The sends waiting here go out together: one task signs whatever waits with
         consecutive nonces and sends it in one batch, while the next sends gather behind it.
         A send with none before it goes at once. A caller cancelled before its turn sends
         nothing; once its batch is signed, it goes (its nonce is between others')."""
-        done: asyncio.Future[tuple[str, int, Receipt | None]] = (
-            asyncio.get_running_loop().create_future()
-        )
-        sent: tuple[str, int, Receipt | None] = await self._sends(
+        done: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
+        sent: tuple[str, int] = await self._sends(
             _Waiting(tx, what, pending, generation, again, done)
         )
         return sent
@@ -502,59 +493,17 @@ class TxSender:
             if not signed:
                 return
             try:
-                answers, receipts = await self._post(signed)
+                answers = await self._client.rpc.batch(
+                    [("eth_sendRawTransaction", ("0x" + raw.hex(),)) for _, _, raw in signed],
+                    return_errors=True,
+                )
             except RpcError as exc:
                 self._next_nonce = None  # they may or may not have arrived: re-read next time
                 for waiting, _, raw in signed:
                     sent = "0x" + keccak(raw).hex()
                     _settle([waiting], type(exc)(f"{exc} (transaction {sent} may still be mined)"))
                 return
-            batch, reread = await self._sent(signed, answers, receipts), True
-
-    async def _post(
-        self, signed: list[tuple[_Waiting, int, bytes]]
-    ) -> tuple[list[Any], dict[int, Receipt]]:
-        """The node's answer to each signed transaction (its hash, or an RpcFailure), and the
-        receipts it answered with, by index.
-
-        A transaction sent alone goes with ``eth_sendRawTransactionSync`` (EIP-7966): the
-        node answers once it is mined, with its receipt, which saves the receipt poll's round
-        trips. Sends made meanwhile wait for that answer, as they wait for any broadcast.
-        Left unanswered for ``_SYNC_WAIT`` (the node does not mine at once: waiting would
-        only hold the sends behind it), it is taken as sent and its receipt polled. A node
-        without the method gets the same signed bytes with ``eth_sendRawTransaction``. After
-        either, this sender's broadcasts are all plain.
-        """
-        raws = ["0x" + raw.hex() for _, _, raw in signed]
-        if len(raws) == 1 and self._sync:
-            sent = "0x" + keccak(signed[0][2]).hex()
-            bound = min(_SYNC_WAIT, self._timeout)
-            try:
-                async with asyncio.timeout(bound):
-                    (answer,) = await self._client.rpc.batch(
-                        [("eth_sendRawTransactionSync", (raws[0],))], return_errors=True
-                    )
-            except TimeoutError:
-                # Not refused at once, so the node holds it (a refusal takes it microseconds):
-                # taken as sent, its receipt polled, the fate checks on guard as usual.
-                log.debug("no receipt for %s within %g s: polling for it", sent, bound)
-                self._sync = False
-                return [sent], {}
-            if isinstance(answer, RpcFailure) and unsupported_method(answer):
-                self._sync = False
-            elif isinstance(answer, dict):
-                if str(answer.get("transactionHash", "")).lower() != sent:
-                    raise RpcError(
-                        f"the RPC endpoint answered the broadcast of {sent} with another "
-                        "transaction's receipt"
-                    )
-                return [sent], {0: answer}
-            else:
-                return [answer], {}
-        answers = await self._client.rpc.batch(
-            [("eth_sendRawTransaction", (raw,)) for raw in raws], return_errors=True
-        )
-        return answers, {}
+            batch, reread = await self._sent(signed, answers), True
 
     async def _sign(self, batch: list[_Waiting], first: int) -> list[tuple[_Waiting, int, bytes]]:
         """Each of ``batch`` signed with the next nonce from ``first``; a signer's refusal
@@ -571,10 +520,7 @@ class TxSender:
         return signed
 
     async def _sent(
-        self,
-        signed: list[tuple[_Waiting, int, bytes]],
-        answers: list[Any],
-        receipts: dict[int, Receipt],
+        self, signed: list[tuple[_Waiting, int, bytes]], answers: list[Any]
     ) -> list[_Waiting]:
         """Settle each signed send by the node's answer; return those to sign again (their
         nonce was taken elsewhere). A refused nonce below an accepted one is a gap that
@@ -615,7 +561,7 @@ class TxSender:
                 continue
             if not waiting.again:
                 self._in_flight += 1
-            waiting.done.set_result((hashes[i], nonce, receipts.get(i)))
+            waiting.done.set_result((hashes[i], nonce))
         if gaps:
             await self._fill(gaps)
         return again

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -20,13 +19,7 @@ import aiohttp
 from ..errors import RpcError, RpcFailure, RpcUnavailableError
 from .transport import HttpTransport, RpcTransport, redact_url
 
-__all__ = [
-    "RETRY_SAFE",
-    "JsonRpcClient",
-    "RpcFailure",
-    "unreachable_reason",
-    "unsupported_method",
-]
+__all__ = ["RETRY_SAFE", "JsonRpcClient", "RpcFailure", "unreachable_reason"]
 
 log = logging.getLogger("fabstir_sdk.chain")
 
@@ -48,22 +41,8 @@ RETRY_SAFE = frozenset(
         "eth_getTransactionReceipt",
         "eth_maxPriorityFeePerGas",
         "eth_sendRawTransaction",
-        "eth_sendRawTransactionSync",
     }
 )
-
-#: How nodes without a method say so: JSON-RPC's "method not found" code, or the words
-#: providers that answer with another code use.
-_UNSUPPORTED = re.compile(
-    r"does not exist|not available|not supported|unsupported|method not found|"
-    r"unknown method|not whitelisted|not allowed",
-    re.IGNORECASE,
-)
-
-
-def unsupported_method(exc: RpcFailure) -> bool:
-    """Whether the node refused a call because it does not have the method."""
-    return exc.code == -32601 or bool(_UNSUPPORTED.search(exc.node_message))
 
 
 _FIRST_DELAY = 0.05

@@ -16,13 +16,13 @@ approval is mined, the completion before the job exists): such a node gets
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from ..chain.addresses import ZERO_ADDRESS
-from ..chain.rpc import unsupported_method
 from ..chain.transport import redact_url
 from ..chain.units import PRICE_PRECISION, Amount, to_base_units
 from ..errors import (
@@ -43,6 +43,7 @@ __all__ = [
     "CostEstimate",
     "GasItem",
     "estimate_cost",
+    "unsupported_method",
 ]
 
 #: Characters of a conversation's CID (``blob`` + base32 of a blake3 hash and the size),
@@ -94,6 +95,20 @@ class CostEstimate(BaseModel):
 
 def _tx(sender: str, call: Call, value: int = 0) -> dict[str, Any]:
     return {"from": sender, "to": call.to, "data": "0x" + call.data.hex(), "value": hex(value)}
+
+
+#: How nodes without a method say so: JSON-RPC's "method not found" code, or the words
+#: providers that answer with another code use.
+_UNSUPPORTED = re.compile(
+    r"does not exist|not available|not supported|unsupported|method not found|"
+    r"unknown method|not whitelisted|not allowed",
+    re.IGNORECASE,
+)
+
+
+def unsupported_method(exc: RpcFailure) -> bool:
+    """Whether the node refused a call because it does not have the method."""
+    return exc.code == -32601 or bool(_UNSUPPORTED.search(exc.node_message))
 
 
 async def estimate_cost(
