@@ -326,3 +326,37 @@ async def test_a_record_started_for_an_init_refused_after_all(tmp_path):
     assert again.job_ids() == [4, 5]
     with pytest.raises(ReplayedInitError):  # until the host's start finds job 4 settled
         again.claim(4, prints)
+
+
+async def test_a_short_write_fails_its_init_and_the_next_record_starts_a_new_segment(
+    tmp_path, monkeypatch
+):
+    """A full disk takes part of a record: that init is refused (OSError), and the next
+    record goes to a new segment, so the torn line cannot swallow it; a restarted host
+    reads the whole record back and refuses its replay."""
+    import fabstir_sdk.host._replay as replay
+
+    write, torn = os.write, []
+
+    def short_once(fd: int, data: bytes) -> int:
+        if not torn:
+            torn.append(data)
+            return write(fd, data[: len(data) // 2])
+        return write(fd, data)
+
+    monkeypatch.setattr(replay.os, "write", short_once)
+    log = InitLog(tmp_path)
+    prints, prints2 = init_fingerprints(EPH, KEY), init_fingerprints(EPH2, KEY2)
+    log.claim(1, prints)
+    with pytest.raises(OSError, match="bytes written") as failed:
+        await asyncio.wait_for(log.commit(1, prints), PATIENCE)
+    assert failed.value.errno == 28  # ENOSPC
+    log.claim(2, prints2)
+    await asyncio.wait_for(log.commit(2, prints2), PATIENCE)
+    log.close()
+    disk = on_disk(tmp_path)
+    assert disk["inits-1.log"] == [f"2 {fp}" for fp in prints2]
+    assert len(disk) == 2 and disk["inits-0.log"][0].startswith("1 ")  # the torn record
+    again = InitLog(tmp_path)
+    with pytest.raises(ReplayedInitError):
+        again.claim(2, prints2)

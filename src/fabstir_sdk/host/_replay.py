@@ -161,7 +161,10 @@ class InitLog:
             if self._records >= self._segment_records:
                 self._roll()
             self._records += 1
-            os.write(self._fd, data)
+            written = os.write(self._fd, data)
+            if written != len(data):  # a full disk: the torn line must not run into the next
+                self._records = self._segment_records  # the next record starts a new segment
+                raise OSError(errno.ENOSPC, f"init log: {written} of {len(data)} bytes written")
             os.fdatasync(self._fd)
             return self._segment
 
